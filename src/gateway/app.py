@@ -1,0 +1,37 @@
+"""The Starlette app: every door of the gateway, listed in one place. No logic lives here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from gateway.config import Config
+from gateway.front.http import build_mcp_endpoint, build_session_manager
+from gateway.front.server import build_server
+from gateway.health import healthz, readyz_endpoint
+from gateway.runtime import GatewayRuntime
+
+
+def create_app(config: Config) -> Starlette:
+    runtime = GatewayRuntime(config)
+    server = build_server(runtime.pipeline, runtime.notifier)
+    sessions = build_session_manager(server, config.gateway.server)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with runtime.running(), sessions.run():
+            yield
+
+    app = Starlette(
+        routes=[
+            Route(config.gateway.server.path, endpoint=build_mcp_endpoint(sessions, runtime.keys)),
+            Route("/healthz", endpoint=healthz),
+            Route("/readyz", endpoint=readyz_endpoint(runtime)),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app

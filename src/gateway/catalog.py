@@ -1,0 +1,215 @@
+"""Every backend's tools, resources and prompts under one namespace.
+
+An agent sees `<connector><separator><name>` (default `crm__search_customers`). Exposed tool
+and prompt names must be valid function names for the major LLM APIs (`[A-Za-z0-9_-]`, at
+most 64 characters), so characters outside that set are replaced and long names are
+shortened deterministically: the same connector and tool always get the same exposed name,
+and `gateway tools list` shows the mapping. The catalog is rebuilt per connector whenever a
+backend's listing changes and swapped in whole, so a request never sees a half-updated view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from gateway.config import McpHttpConnector, McpStdioConnector, ToolOverride
+from gateway.connectors.base import JsonObject, Listing
+from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
+
+MAX_NAME_LENGTH = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_DIGEST_LENGTH = 8
+
+
+def exposed_name(connector: str, original: str, separator: str) -> str:
+    """The name an agent sees for a backend's tool or prompt; stable for the same inputs."""
+    candidate = _UNSAFE.sub("_", f"{connector}{separator}{original}")
+    if len(candidate) <= MAX_NAME_LENGTH and candidate == f"{connector}{separator}{original}":
+        return candidate
+    # Rewritten or too long: a digest of the true name keeps distinct tools distinct.
+    digest = hashlib.sha256(f"{connector}\0{original}".encode()).hexdigest()[:_DIGEST_LENGTH]
+    if len(candidate) + 1 + _DIGEST_LENGTH <= MAX_NAME_LENGTH:
+        return f"{candidate}_{digest}"
+    return f"{candidate[: MAX_NAME_LENGTH - 1 - _DIGEST_LENGTH]}_{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEntry:
+    """One exposed tool: where it lives and the definition an agent is shown."""
+
+    exposed: str
+    connector: str
+    original: str
+    definition: Mapping[str, Any]
+    labels: tuple[str, ...] = ()
+
+    @property
+    def annotations(self) -> Mapping[str, Any]:
+        return self.definition.get("annotations") or {}
+
+
+@dataclass(frozen=True, slots=True)
+class PromptEntry:
+    exposed: str
+    connector: str
+    original: str
+    definition: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRoute:
+    """Which backend serves a resource URI, found by exact URI or by URI template."""
+
+    connector: str
+    uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnectorView:
+    tools: tuple[ToolEntry, ...] = ()
+    prompts: tuple[PromptEntry, ...] = ()
+    resources: tuple[JsonObject, ...] = ()
+    templates: tuple[JsonObject, ...] = ()
+    template_patterns: tuple[re.Pattern[str], ...] = ()
+    resource_uris: frozenset[str] = field(default_factory=frozenset)
+
+
+class Catalog:
+    """The aggregated offer of all connectors, in connector order."""
+
+    def __init__(self, connectors: Iterable[McpStdioConnector | McpHttpConnector], *, separator: str = "__") -> None:
+        self._settings = {c.name: c for c in connectors}
+        self._separator = separator
+        self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
+        self._tools: Mapping[str, ToolEntry] = MappingProxyType({})
+        self._prompts: Mapping[str, PromptEntry] = MappingProxyType({})
+
+    @property
+    def separator(self) -> str:
+        return self._separator
+
+    def update(self, connector: str, listing: Listing) -> bool:
+        """Take a connector's new listing; returns whether anything an agent sees changed."""
+        settings = self._settings[connector]
+        tools = tuple(self._tool_entries(connector, listing.tools, settings.tools, settings.labels))
+        prompts = tuple(
+            PromptEntry(
+                exposed=(name := exposed_name(connector, p["name"], self._separator)),
+                connector=connector,
+                original=p["name"],
+                definition=MappingProxyType({**p, "name": name}),
+            )
+            for p in listing.prompts
+        )
+        resources = tuple(
+            {**r, "name": exposed_name(connector, str(r.get("name", "")), self._separator)} for r in listing.resources
+        )
+        templates = tuple(
+            {**t, "name": exposed_name(connector, str(t.get("name", "")), self._separator)}
+            for t in listing.resource_templates
+        )
+        view = _ConnectorView(
+            tools=tools,
+            prompts=prompts,
+            resources=resources,
+            templates=templates,
+            template_patterns=tuple(_template_pattern(t["uriTemplate"]) for t in listing.resource_templates),
+            resource_uris=frozenset(str(r["uri"]) for r in listing.resources),
+        )
+        previous = self._views.get(connector)
+        self._views[connector] = view
+        self._rebuild_indexes()
+        return previous != view
+
+    def _tool_entries(
+        self,
+        connector: str,
+        definitions: Iterable[JsonObject],
+        overrides: Mapping[str, ToolOverride],
+        connector_labels: tuple[str, ...],
+    ) -> Iterable[ToolEntry]:
+        for definition in definitions:
+            original = definition["name"]
+            override = overrides.get(original, ToolOverride())
+            if not override.enabled:
+                continue
+            name = exposed_name(connector, original, self._separator)
+            shown = {**definition, "name": name}
+            if override.description is not None:
+                shown["description"] = override.description
+            yield ToolEntry(
+                exposed=name,
+                connector=connector,
+                original=original,
+                definition=MappingProxyType(shown),
+                labels=tuple(dict.fromkeys((*connector_labels, *override.labels))),
+            )
+
+    def _rebuild_indexes(self) -> None:
+        tools: dict[str, ToolEntry] = {}
+        prompts: dict[str, PromptEntry] = {}
+        for view in self._views.values():
+            for tool in view.tools:
+                tools.setdefault(tool.exposed, tool)
+            for prompt in view.prompts:
+                prompts.setdefault(prompt.exposed, prompt)
+        self._tools = MappingProxyType(tools)
+        self._prompts = MappingProxyType(prompts)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def tools(self) -> Iterable[ToolEntry]:
+        return self._tools.values()
+
+    def prompts(self) -> Iterable[PromptEntry]:
+        return self._prompts.values()
+
+    def resources(self) -> list[JsonObject]:
+        return [r for view in self._views.values() for r in view.resources]
+
+    def resource_templates(self) -> list[JsonObject]:
+        return [t for view in self._views.values() for t in view.templates]
+
+    def resolve_tool(self, exposed: str) -> ToolEntry:
+        try:
+            return self._tools[exposed]
+        except KeyError:
+            raise UnknownTool(f"unknown tool '{exposed}': list the tools to see the available names") from None
+
+    def resolve_prompt(self, exposed: str) -> PromptEntry:
+        try:
+            return self._prompts[exposed]
+        except KeyError:
+            raise UnknownPrompt(f"unknown prompt '{exposed}': list the prompts to see the available names") from None
+
+    def resolve_resource(self, uri: str) -> ResourceRoute:
+        """Exact URIs win over templates; a URI two backends could serve is refused, not guessed."""
+        for connector, view in self._views.items():
+            if uri in view.resource_uris:
+                return ResourceRoute(connector, uri)
+        matches = [c for c, view in self._views.items() if any(p.fullmatch(uri) for p in view.template_patterns)]
+        if len(matches) == 1:
+            return ResourceRoute(matches[0], uri)
+        if len(matches) > 1:
+            raise UnknownResource(f"resource '{uri}' matches templates of several backends: {', '.join(matches)}")
+        raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A regex for an RFC 6570 template, enough to route a URI to the backend that declared it."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    return re.compile("".join(_expression_pattern(part) if part.startswith("{") else re.escape(part) for part in parts))
+
+
+def _expression_pattern(expression: str) -> str:
+    operator = expression[1:2]
+    if operator in ("?", "&", "#"):
+        return ".*"
+    if operator in ("+", "/", ".", ";"):
+        return ".+"
+    return "[^/?#]+"

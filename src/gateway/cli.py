@@ -1,0 +1,308 @@
+"""`gateway` command: serve, stdio, migrate, keys, tools.
+
+Each subcommand loads the config once, does one job, and exits non-zero with a one-line
+reason on failure; tables go to stdout, diagnostics to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import GatewayError
+from gateway.logs import configure_logging
+
+_DEFAULT_CONFIG = "gateway.toml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except GatewayError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Autonomy Gateway: one governed MCP endpoint in front of many backends."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway over streamable HTTP")
+    _config_argument(serve)
+    serve.add_argument("--host", help="address to bind (overrides [server].host)")
+    serve.add_argument("--port", type=int, help="port to bind (overrides [server].port)")
+    serve.set_defaults(run=_serve)
+
+    stdio = commands.add_parser("stdio", help="speak MCP on stdin/stdout for a local client")
+    _config_argument(stdio)
+    stdio.add_argument("--key", default=os.environ.get("GATEWAY_KEY"), help="API key (default: $GATEWAY_KEY)")
+    stdio.set_defaults(run=_stdio)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    _config_argument(migrate)
+    migrate.set_defaults(run=_migrate)
+
+    keys = commands.add_parser("keys", help="manage agents' API keys").add_subparsers(title="keys", metavar="ACTION")
+    create = keys.add_parser("create", help="create a key for an agent; the key is printed once")
+    _config_argument(create)
+    create.add_argument("--agent", required=True, help="agent identity the key authenticates as")
+    create.add_argument("--role", action="append", default=[], help="role of the agent (repeatable)")
+    create.add_argument("--description", help="free text, e.g. where the key is deployed")
+    create.add_argument("--json", action="store_true", help="print JSON instead of text")
+    create.set_defaults(run=_keys_create)
+    listing = keys.add_parser("list", help="list keys (never the secrets)")
+    _config_argument(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    listing.set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    _config_argument(revoke)
+    revoke.add_argument("key_id", help="the key's id, as shown by 'gateway keys list'")
+    revoke.set_defaults(run=_keys_revoke)
+
+    tools = commands.add_parser("tools", help="inspect the aggregated catalog").add_subparsers(
+        title="tools", metavar="ACTION"
+    )
+    tools_list = tools.add_parser("list", help="connect to every backend and show the exposed tools")
+    _config_argument(tools_list)
+    tools_list.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    tools_list.set_defaults(run=_tools_list)
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG"),
+        help=f"path to gateway.toml (default: $GATEWAY_CONFIG, else ./{_DEFAULT_CONFIG} if present)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and Path(_DEFAULT_CONFIG).is_file():
+        path = _DEFAULT_CONFIG
+    config = load_config(path)
+    configure_logging(config.gateway.logging.level, config.gateway.logging.format)
+    return config
+
+
+def _run(coroutine_function: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    return int(anyio.run(coroutine_function) or 0)
+
+
+# -- serve / stdio ---------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    config = _load(args)
+    server = config.gateway.server
+    uvicorn.run(
+        create_app(config),
+        host=args.host or server.host,
+        port=args.port if args.port is not None else server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _stdio(args: argparse.Namespace) -> int:
+    from mcp.server.stdio import stdio_server
+
+    from gateway.front.server import build_server
+    from gateway.runtime import GatewayRuntime
+
+    if not args.key:
+        print("gateway: stdio needs an API key: pass --key or set GATEWAY_KEY", file=sys.stderr)
+        return 2
+    config = _load(args)
+    runtime = GatewayRuntime(config)
+
+    async def serve() -> None:
+        async with runtime.running():
+            principal = await runtime.keys.authenticate(args.key)
+            server = build_server(runtime.pipeline, runtime.notifier, default_principal=principal)
+            async with stdio_server() as (read_stream, write_stream):
+                await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    return _run(serve)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from gateway.storage.database import Database
+
+    config = _load(args)
+
+    async def migrate() -> None:
+        database = Database(config.gateway.storage.url)
+        try:
+            await database.migrate()
+        finally:
+            await database.close()
+        print("database schema is up to date", file=sys.stderr)
+
+    return _run(migrate)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def _with_keys(args: argparse.Namespace, action: Callable[[Any], Coroutine[Any, Any, int | None]]) -> int:
+    from gateway.identity.api_keys import ApiKeyStore
+    from gateway.storage.database import Database
+
+    config = _load(args)
+
+    async def run() -> int | None:
+        database = Database(config.gateway.storage.url)
+        try:
+            await database.migrate()
+            return await action(ApiKeyStore(database, cache_seconds=0))
+        finally:
+            await database.close()
+
+    return _run(run)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    async def create(store: Any) -> int:
+        try:
+            record, key = await store.create(args.agent, args.role, args.description)
+        except ValueError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({**_record_json(record), "key": key}))
+        else:
+            print(f"Created key {record.id} for agent '{record.agent}' (roles: {', '.join(record.roles) or '-'}).")
+            print("Store it now; it is not shown again:")
+            print(key)
+        return 0
+
+    return _with_keys(args, create)
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    async def show(store: Any) -> int:
+        records = await store.list()
+        if args.json:
+            for record in records:
+                print(json.dumps(_record_json(record)))
+            return 0
+        rows = [
+            (
+                r.id,
+                r.agent,
+                ",".join(r.roles) or "-",
+                r.prefix + "…",
+                _when(r.created_at),
+                _when(r.revoked_at) or "active",
+            )
+            for r in records
+        ]
+        _print_table(("ID", "AGENT", "ROLES", "KEY", "CREATED", "REVOKED"), rows)
+        return 0
+
+    return _with_keys(args, show)
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    async def revoke(store: Any) -> int:
+        try:
+            record = await store.revoke(args.key_id)
+        except (KeyError, ValueError, LookupError) as exc:
+            print(f"gateway: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+            return 1
+        print(f"Revoked key {record.id} of agent '{record.agent}'.")
+        return 0
+
+    return _with_keys(args, revoke)
+
+
+def _record_json(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "agent": record.agent,
+        "roles": list(record.roles),
+        "prefix": record.prefix,
+        "description": record.description,
+        "created_at": _when(record.created_at),
+        "revoked_at": _when(record.revoked_at),
+    }
+
+
+def _when(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+
+def _tools_list(args: argparse.Namespace) -> int:
+    from gateway.runtime import GatewayRuntime
+
+    config = _load(args)
+    runtime = GatewayRuntime(config)
+
+    async def show() -> int:
+        async with runtime.running(migrate=False):
+            rows = []
+            for entry in runtime.catalog.tools():
+                annotations = entry.annotations
+                hints = [
+                    name
+                    for name, key in (
+                        ("read_only", "readOnlyHint"),
+                        ("destructive", "destructiveHint"),
+                        ("idempotent", "idempotentHint"),
+                        ("open_world", "openWorldHint"),
+                    )
+                    if annotations.get(key)
+                ]
+                health = runtime.connectors[entry.connector].health.state.value
+                rows.append((entry.exposed, entry.connector, entry.original, ",".join(hints) or "-", health))
+            unhealthy = [
+                (f"(no tools: {c.health.detail})", name, "-", "-", c.health.state.value)
+                for name, c in runtime.connectors.items()
+                if c.health.state.value != "healthy"
+            ]
+        if args.json:
+            for row in rows:
+                print(json.dumps(dict(zip(("exposed", "connector", "original", "annotations", "health"), row))))
+            for row in unhealthy:
+                print(json.dumps({"connector": row[1], "health": row[4], "detail": row[0]}))
+            return 0
+        _print_table(("EXPOSED NAME", "CONNECTOR", "ORIGINAL NAME", "ANNOTATIONS", "HEALTH"), rows + unhealthy)
+        return 0
+
+    return _run(show)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -1,0 +1,309 @@
+"""Typed settings: `gateway.toml` plus one `connectors/*.toml` file per backend.
+
+Files are parsed once at start into frozen pydantic models and passed down; nothing reads
+configuration from globals. `${VAR}` references in string values are resolved from the
+environment at load time, so secrets live in the environment, and the models hold them as
+`SecretStr` so a repr or a log line never shows them. Every error names the file, the line
+and the key, because the person reading it is editing that file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from gateway.errors import ConfigError
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+#: Built-in `${...}` names that resolve without an environment variable of that name.
+_BUILTIN_REFERENCES = {"PYTHON": sys.executable}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ToolOverride(_Frozen):
+    """Per-tool settings from a connector file's `[tools.<name>]` table."""
+
+    enabled: bool = True
+    description: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+class RestartPolicy(_Frozen):
+    """How a dead backend is restarted: exponential backoff between attempts."""
+
+    initial_backoff: float = Field(default=0.5, gt=0)
+    max_backoff: float = Field(default=30.0, gt=0)
+
+
+class _ConnectorBase(_Frozen):
+    name: str
+    description: str | None = None
+    labels: tuple[str, ...] = ()
+    timeout: float = Field(default=30.0, gt=0, description="Seconds a backend call may take.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds a connection attempt may take.")
+    restart: RestartPolicy = RestartPolicy()
+    protocol: str = Field(
+        default="auto",
+        description="'auto' (discover, fall back to initialize), 'legacy' (initialize), or a revision like 2026-07-28.",
+    )
+    health_interval: float = Field(default=15.0, gt=0, description="Seconds between health pings.")
+    tools: dict[str, ToolOverride] = {}
+    source: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _CONNECTOR_NAME.fullmatch(value):
+            raise ValueError("must start with a letter or digit and hold only letters, digits, '_' or '-' (at most 32)")
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+        if value not in ("auto", "legacy", *MODERN_PROTOCOL_VERSIONS):
+            raise ValueError(f"must be 'auto', 'legacy' or one of {', '.join(MODERN_PROTOCOL_VERSIONS)}")
+        return value
+
+
+class McpStdioConnector(_ConnectorBase):
+    """A local MCP server the gateway starts as a subprocess and talks to over stdin/stdout."""
+
+    kind: Literal["mcp-stdio"]
+    command: tuple[str, ...] = Field(min_length=1)
+    env: dict[str, SecretStr] = {}
+    cwd: Path | None = None
+
+
+class McpHttpConnector(_ConnectorBase):
+    """A remote MCP server reached over streamable HTTP with the connector's own credentials."""
+
+    kind: Literal["mcp-http"]
+    url: str
+    headers: dict[str, SecretStr] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+ConnectorSettings = Annotated[McpStdioConnector | McpHttpConnector, Field(discriminator="kind")]
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    path: str = "/mcp"
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    name_separator: str = "__"
+    session_idle_timeout: float = Field(default=1800.0, gt=0)
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("name_separator")
+    @classmethod
+    def _separator_is_name_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,4}", value):
+            raise ValueError("must be 1 to 4 characters from letters, digits, '_' and '-' (LLM APIs allow no others)")
+        return value
+
+
+class StorageSettings(_Frozen):
+    url: str = "sqlite+aiosqlite:///gateway.db"
+
+
+class AuthSettings(_Frozen):
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+
+
+class LoggingSettings(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class ConnectorsSettings(_Frozen):
+    dir: Path = Path("connectors")
+
+
+class GatewaySettings(_Frozen):
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    logging: LoggingSettings = LoggingSettings()
+    connectors: ConnectorsSettings = ConnectorsSettings()
+    source: Path | None = Field(default=None, exclude=True)
+
+
+class Config(_Frozen):
+    """Everything the gateway was started with: its own settings and every backend's."""
+
+    gateway: GatewaySettings
+    connectors: tuple[McpStdioConnector | McpHttpConnector, ...]
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Load `gateway.toml` (or defaults when `path` is None) and the connector files it points at."""
+    if path is None:
+        settings = GatewaySettings()
+        base = Path.cwd()
+    else:
+        config_path = Path(path)
+        data, text = _read_toml(config_path)
+        settings = _validate(GatewaySettings, {**data}, config_path, text)
+        settings = settings.model_copy(update={"source": config_path.resolve()})
+        base = config_path.resolve().parent
+    settings = _with_resolved_paths(settings, base)
+    return Config(gateway=settings, connectors=load_connectors(settings.connectors.dir))
+
+
+def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+    """Load every `*.toml` in `directory`, in name order; refuse duplicates by connector name."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: connectors directory does not exist")
+    connectors: list[McpStdioConnector | McpHttpConnector] = []
+    seen: dict[str, Path] = {}
+    for file in sorted(directory.glob("*.toml")):
+        connector = load_connector(file)
+        if connector.name in seen:
+            raise ConfigError(
+                f"{file}: connector name {connector.name!r} is already used by {seen[connector.name]}; "
+                "every connector needs its own name"
+            )
+        seen[connector.name] = file
+        connectors.append(connector)
+    return tuple(connectors)
+
+
+def load_connector(file: Path) -> McpStdioConnector | McpHttpConnector:
+    """Load one connector file; its name defaults to the file name without `.toml`."""
+    data, text = _read_toml(file)
+    data.setdefault("name", file.stem)
+    data = _resolve_references(data, file, text, ())
+    if "kind" not in data:
+        raise ConfigError(f'{file}: key \'kind\' is missing: set kind = "mcp-stdio" or kind = "mcp-http"')
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[McpStdioConnector | McpHttpConnector] = TypeAdapter(ConnectorSettings)
+    try:
+        connector = adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, text)) from None
+    update: dict[str, Any] = {"source": file.resolve()}
+    if isinstance(connector, McpStdioConnector):
+        base = file.resolve().parent
+        update["cwd"] = (base / connector.cwd).resolve() if connector.cwd else base
+    return connector.model_copy(update=update)
+
+
+def _read_toml(file: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+
+
+def _validate(model: type[GatewaySettings], data: dict[str, Any], file: Path, text: str) -> GatewaySettings:
+    data = _resolve_references(data, file, text, ())
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, text)) from None
+
+
+def _with_resolved_paths(settings: GatewaySettings, base: Path) -> GatewaySettings:
+    """Make relative paths in the settings relative to the config file, not the working directory."""
+    connectors_dir = settings.connectors.dir
+    if not connectors_dir.is_absolute():
+        connectors_dir = (base / connectors_dir).resolve()
+    url = settings.storage.url
+    match = re.match(r"^(sqlite(?:\+aiosqlite)?:///)(?!/)(.+)$", url)
+    if match and match.group(2) != ":memory:":
+        url = f"{match.group(1)}{(base / match.group(2)).resolve()}"
+    return settings.model_copy(
+        update={
+            "connectors": settings.connectors.model_copy(update={"dir": connectors_dir}),
+            "storage": settings.storage.model_copy(update={"url": url}),
+        }
+    )
+
+
+def _resolve_references(value: Any, file: Path, text: str, path: tuple[str | int, ...]) -> Any:
+    """Replace `${VAR}` in every string; a missing variable is an error naming file, line and key."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in os.environ:
+                return os.environ[name]
+            if name in _BUILTIN_REFERENCES:
+                return _BUILTIN_REFERENCES[name]
+            raise ConfigError(
+                f"{file}:{_line_of(text, path)}: key '{_dotted(path)}' refers to environment variable "
+                f"{name}, which is not set"
+            )
+
+        return _ENV_REFERENCE.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: _resolve_references(v, file, text, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_references(v, file, text, (*path, i)) for i, v in enumerate(value)]
+    return value
+
+
+def _describe(exc: ValidationError, file: Path, text: str) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("mcp-")))
+        lines.append(f"{file}:{_line_of(text, loc)}: key '{_dotted(loc)}': {error['msg']}")
+    return "\n".join(lines)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _line_of(text: str, path: tuple[str | int, ...]) -> int:
+    """Best-effort line number of a key path in TOML text: the key's line after its table header."""
+    keys = [str(part) for part in path if isinstance(part, str)]
+    if not keys:
+        return 1
+    lines = text.splitlines()
+    start = 0
+    # Find the deepest table header that is a prefix of the path, e.g. [tools.update_record].
+    for depth in range(len(keys) - 1, 0, -1):
+        header = re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(re.escape(k) for k in keys[:depth]) + r"\s*\]+")
+        for number, line in enumerate(lines):
+            if header.match(line):
+                start = number
+                break
+        else:
+            continue
+        break
+    key_line = re.compile(r"^\s*" + re.escape(keys[-1]) + r"\s*=")
+    for number in range(start, len(lines)):
+        if key_line.match(lines[number]):
+            return number + 1
+    header = re.compile(r"^\s*\[+\s*" + re.escape(keys[-1]) + r"\s*\]+")
+    for number, line in enumerate(lines):
+        if header.match(line):
+            return number + 1
+    return start + 1

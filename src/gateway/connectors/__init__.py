@@ -1,0 +1,18 @@
+"""Backends behind the gateway, one `Connector` per connector file."""
+
+from __future__ import annotations
+
+from gateway.config import McpHttpConnector, McpStdioConnector
+from gateway.connectors.base import Connector, Health, HealthState, Listing, ListingListener
+from gateway.connectors.mcp_backend import McpBackend
+from gateway.connectors.mcp_http import http_transport
+from gateway.connectors.mcp_stdio import stdio_transport_factory
+
+__all__ = ["Connector", "Health", "HealthState", "Listing", "McpBackend", "build_connector"]
+
+
+def build_connector(settings: McpStdioConnector | McpHttpConnector, on_listing: ListingListener) -> McpBackend:
+    """The one place that maps a connector file's `kind` to the class that serves it."""
+    if isinstance(settings, McpStdioConnector):
+        return McpBackend(settings, lambda: stdio_transport_factory(settings), on_listing)
+    return McpBackend(settings, lambda: http_transport(settings), on_listing)

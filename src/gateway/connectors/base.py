@@ -1,0 +1,78 @@
+"""The seam every backend kind plugs into.
+
+The pipeline talks to backends only through `Connector`; it never knows whether a tool lives
+in a subprocess, behind HTTP or in a REST API. Listings and results travel as wire-format
+dicts (the JSON the MCP spec defines), so results can pass through to the agent unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+JsonObject = dict[str, Any]
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+"""Receives a backend's progress notifications for one call: (progress, total, message)."""
+
+
+class HealthState(StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What `/readyz` and `gateway tools list` say about one backend."""
+
+    state: HealthState
+    detail: str = ""
+    protocol_version: str | None = None
+    restarts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Everything one backend offers, as wire dicts, captured at connect and on `list_changed`."""
+
+    tools: tuple[JsonObject, ...] = ()
+    resources: tuple[JsonObject, ...] = ()
+    resource_templates: tuple[JsonObject, ...] = ()
+    prompts: tuple[JsonObject, ...] = ()
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+
+
+ListingListener = Callable[[str, Listing], Awaitable[None]]
+"""Called with (connector name, new listing) whenever a backend's offer changes."""
+
+
+class Connector(Protocol):
+    """One backend. Methods raise only `gateway.errors` classes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def health(self) -> Health: ...
+
+    @property
+    def listing(self) -> Listing: ...
+
+    async def start(self) -> None:
+        """Begin connecting; returns after the first attempt, connected or not (the gateway starts anyway)."""
+
+    async def close(self) -> None: ...
+
+    async def call_tool(
+        self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
+    ) -> JsonObject: ...
+
+    async def read_resource(self, uri: str, *, meta: JsonObject | None) -> JsonObject: ...
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None, *, meta: JsonObject | None
+    ) -> JsonObject: ...

@@ -1,0 +1,364 @@
+"""A supervised, persistent MCP client session to one backend.
+
+One session per backend, opened at start and kept: a call costs one request on an open
+connection, never a handshake or a subprocess. A supervisor task owns the session: it
+reconnects with exponential backoff when the backend dies (stdio EOF), stops answering
+pings, or breaks a call's connection, and it keeps the backend's listing fresh when the
+backend says its tools, resources or prompts changed. Both stdio and HTTP backends share
+this class; they differ only in the transport they hand it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp import Client
+from mcp.client._transport import TransportStreams
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
+
+from gateway.config import McpHttpConnector, McpStdioConnector
+from gateway.connectors.base import (
+    Health,
+    HealthState,
+    JsonObject,
+    Listing,
+    ListingListener,
+    ProgressCallback,
+)
+from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+_RAW_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+_LIST_CHANGED = {
+    "notifications/tools/list_changed",
+    "notifications/resources/list_changed",
+    "notifications/prompts/list_changed",
+}
+_PAGE_LIMIT = 100
+#: A session that stayed up this long resets the backoff: the next failure is a new incident.
+_STABLE_AFTER_SECONDS = 30.0
+
+TransportFactory = Callable[[], AbstractAsyncContextManager[TransportStreams]]
+
+
+class _WatchedReadStream:
+    """Delegates to a transport's read stream and reports when it ends (the backend is gone)."""
+
+    def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
+
+    def __aiter__(self) -> _WatchedReadStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _WatchedReadStream:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._inner.__aexit__(*exc_info)
+
+
+class _WatchedTransport:
+    def __init__(self, inner: AbstractAsyncContextManager[TransportStreams], on_end: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_end = on_end
+
+    async def __aenter__(self) -> TransportStreams:
+        read_stream, write_stream = await self._inner.__aenter__()
+        return _WatchedReadStream(read_stream, self._on_end), write_stream
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._inner.__aexit__(*exc_info)
+
+
+class McpBackend:
+    """A `Connector` for any backend that speaks MCP; the transport decides stdio or HTTP."""
+
+    def __init__(
+        self,
+        settings: McpStdioConnector | McpHttpConnector,
+        transport_factory: TransportFactory,
+        on_listing: ListingListener,
+    ) -> None:
+        self._settings = settings
+        self._transport_factory = transport_factory
+        self._on_listing = on_listing
+        self._protocol = settings.protocol
+        self._health_interval = settings.health_interval
+        self._client: Client | None = None
+        self._health = Health(HealthState.STARTING, "connecting")
+        self._listing = Listing()
+        self._lost = anyio.Event()
+        self._refresh_wanted = anyio.Event()
+        self._closing = False
+        self._restarts = 0
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    @property
+    def settings(self) -> McpStdioConnector | McpHttpConnector:
+        return self._settings
+
+    @property
+    def health(self) -> Health:
+        return self._health
+
+    @property
+    def listing(self) -> Listing:
+        return self._listing
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start supervising; returns once the first connection attempt has succeeded or failed."""
+        self._task_group = task_group
+        await task_group.start(self._supervise)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._lost.set()
+        self._health = Health(HealthState.STOPPED, "gateway shutting down", restarts=self._restarts)
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def call_tool(
+        self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
+    ) -> JsonObject:
+        params = types.CallToolRequestParams(name=name, arguments=arguments, _meta=meta)
+        return await self._request(types.CallToolRequest(params=params), on_progress=on_progress)
+
+    async def read_resource(self, uri: str, *, meta: JsonObject | None) -> JsonObject:
+        params = types.ReadResourceRequestParams(uri=uri, _meta=meta)
+        return await self._request(types.ReadResourceRequest(params=params))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None, *, meta: JsonObject | None) -> JsonObject:
+        params = types.GetPromptRequestParams(name=name, arguments=arguments, _meta=meta)
+        return await self._request(types.GetPromptRequest(params=params))
+
+    async def _request(self, request: Any, *, on_progress: ProgressCallback | None = None) -> JsonObject:
+        client = self._client
+        if client is None:
+            raise BackendUnavailable(f"backend '{self.name}' is unavailable ({self._health.detail}); retry shortly")
+        try:
+            return await client.session.send_request(
+                request,
+                _RAW_RESULT,
+                request_read_timeout_seconds=self._settings.timeout,
+                progress_callback=on_progress,
+            )
+        except MCPError as exc:
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                raise BackendTimeout(
+                    f"backend '{self.name}' did not answer within {self._settings.timeout:g}s; "
+                    "the call was cancelled at the backend"
+                ) from None
+            if exc.error.code == types.CONNECTION_CLOSED:
+                self._mark_lost("the connection closed during a call")
+                raise BackendUnavailable(
+                    f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
+                ) from None
+            raise BackendError(exc.error.message, code=exc.error.code, data=exc.error.data) from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self._mark_lost(f"transport failed: {exc.__class__.__name__}")
+            raise BackendUnavailable(f"backend '{self.name}' is unreachable; retry shortly") from None
+
+    # -- supervision -------------------------------------------------------------------------
+
+    def _mark_lost(self, why: str) -> None:
+        if not self._lost.is_set():
+            logger.warning("backend connection lost", extra={"connector": self.name, "reason": why})
+            self._health = Health(HealthState.UNHEALTHY, why, restarts=self._restarts)
+            self._lost.set()
+
+    async def _supervise(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        backoff = self._settings.restart.initial_backoff
+        reported = False
+        while not self._closing:
+            self._lost = anyio.Event()
+            connected = anyio.Event()
+            attempt_over = anyio.Event()
+            began = time.monotonic()
+            async with anyio.create_task_group() as session_group:
+                session_group.start_soon(self._run_session, connected, attempt_over)
+                with anyio.move_on_after(self._settings.connect_timeout):
+                    await attempt_over.wait()
+                if not connected.is_set():
+                    if not attempt_over.is_set():
+                        self._health = Health(
+                            HealthState.UNHEALTHY,
+                            f"no answer within connect_timeout {self._settings.connect_timeout:g}s",
+                            restarts=self._restarts,
+                        )
+                    session_group.cancel_scope.cancel()
+                if not reported:
+                    reported = True
+                    task_status.started()
+            self._client = None
+            if self._closing:
+                break
+            if time.monotonic() - began > _STABLE_AFTER_SECONDS:
+                backoff = self._settings.restart.initial_backoff
+            logger.info(
+                "backend restart scheduled",
+                extra={"connector": self.name, "backoff_seconds": backoff, "reason": self._health.detail},
+            )
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, self._settings.restart.max_backoff)
+            self._restarts += 1
+
+    async def _run_session(self, connected: anyio.Event, attempt_over: anyio.Event) -> None:
+        transport = _WatchedTransport(self._transport_factory(), lambda: self._mark_lost("backend closed the stream"))
+        try:
+            async with Client(
+                transport,
+                mode=self._protocol,
+                message_handler=self._on_message,
+                cache=None,
+                client_info=types.Implementation(name="autonomy-gateway", version="0.1.0"),
+            ) as client:
+                listing = await self._fetch_listing(client)
+                self._client = client
+                self._listing = listing
+                self._health = Health(HealthState.HEALTHY, "connected", client.protocol_version, self._restarts)
+                logger.info(
+                    "backend connected",
+                    extra={
+                        "connector": self.name,
+                        "protocol_version": client.protocol_version,
+                        "tools": len(listing.tools),
+                    },
+                )
+                connected.set()
+                attempt_over.set()
+                await self._on_listing(self.name, listing)
+                async with anyio.create_task_group() as watchers:
+                    watchers.start_soon(self._ping_loop, client)
+                    watchers.start_soon(self._refresh_loop, client)
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        watchers.start_soon(self._listen_loop, client)
+                    await self._lost.wait()
+                    watchers.cancel_scope.cancel()
+        except Exception as exc:  # boundary: any failure of a backend session means "reconnect"
+            detail = _describe_failure(exc)
+            self._health = Health(HealthState.UNHEALTHY, detail, restarts=self._restarts)
+            logger.warning("backend session ended", extra={"connector": self.name, "reason": detail})
+        finally:
+            self._client = None
+            attempt_over.set()
+
+    async def _ping_loop(self, client: Client) -> None:
+        while True:
+            await anyio.sleep(self._health_interval)
+            try:
+                with anyio.fail_after(self._settings.timeout):
+                    await client.session.send_ping()
+            except (MCPError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                self._mark_lost("backend stopped answering pings")
+                return
+
+    async def _on_message(self, message: Any) -> None:
+        if getattr(message, "method", None) in _LIST_CHANGED:
+            self._refresh_wanted.set()
+
+    async def _listen_loop(self, client: Client) -> None:
+        """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""
+        capabilities = client.server_capabilities
+        wants = {
+            "tools_list_changed": bool(capabilities.tools and capabilities.tools.list_changed),
+            "prompts_list_changed": bool(capabilities.prompts and capabilities.prompts.list_changed),
+            "resources_list_changed": bool(capabilities.resources and capabilities.resources.list_changed),
+        }
+        if not any(wants.values()):
+            return
+        try:
+            async with client.listen(**wants) as subscription:
+                async for _event in subscription:
+                    self._refresh_wanted.set()
+        except Exception as exc:  # boundary: a lost listen stream only costs change notifications
+            logger.info("backend change stream ended", extra={"connector": self.name, "reason": repr(exc)})
+
+    async def _refresh_loop(self, client: Client) -> None:
+        while True:
+            await self._refresh_wanted.wait()
+            self._refresh_wanted = anyio.Event()
+            try:
+                self._listing = await self._fetch_listing(client)
+            except (MCPError, TimeoutError) as exc:
+                logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": str(exc)})
+                continue
+            await self._on_listing(self.name, self._listing)
+
+    async def _fetch_listing(self, client: Client) -> Listing:
+        capabilities = client.server_capabilities
+        tools: list[JsonObject] = []
+        resources: list[JsonObject] = []
+        templates: list[JsonObject] = []
+        prompts: list[JsonObject] = []
+        with anyio.fail_after(self._settings.timeout):
+            if capabilities.tools is not None:
+                tools = await self._all_pages(client, types.ListToolsRequest, "tools")
+            if capabilities.resources is not None:
+                resources = await self._all_pages(client, types.ListResourcesRequest, "resources")
+                templates = await self._all_pages(client, types.ListResourceTemplatesRequest, "resourceTemplates")
+            if capabilities.prompts is not None:
+                prompts = await self._all_pages(client, types.ListPromptsRequest, "prompts")
+        return Listing(
+            tools=tuple(tools),
+            resources=tuple(resources),
+            resource_templates=tuple(templates),
+            prompts=tuple(prompts),
+            capabilities=capabilities.model_dump(by_alias=True, exclude_none=True),
+        )
+
+    async def _all_pages(self, client: Client, request_type: Any, key: str) -> list[JsonObject]:
+        items: list[JsonObject] = []
+        cursor: str | None = None
+        for _ in range(_PAGE_LIMIT):
+            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            page = await client.session.send_request(request_type(params=params), _RAW_RESULT)
+            items.extend(page.get(key) or [])
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        return items
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for health output and logs, unwrapping the exception groups anyio produces."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, MCPError):
+        return f"backend error: {exc.error.message}"
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:300]

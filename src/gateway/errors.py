@@ -1,0 +1,65 @@
+"""Every error the gateway raises, one class per situation.
+
+The front maps each class to an MCP error code or an HTTP status in one table
+(`gateway.front.errors`), so the pipeline and the parts below it never decide how a failure
+looks on the wire. Each class names when it happens; its message says what the caller can do.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error raised on purpose by the gateway."""
+
+
+class ConfigError(GatewayError):
+    """A configuration file is missing, unparsable or invalid; the message names file, line and key."""
+
+
+class AuthenticationFailed(GatewayError):
+    """A request carried no credential, or one that is unknown, revoked, expired or forged."""
+
+
+class UnknownTool(GatewayError):
+    """The exposed tool name is not in the catalog (or is disabled)."""
+
+
+class UnknownResource(GatewayError):
+    """The resource URI belongs to no backend in the catalog."""
+
+
+class UnknownPrompt(GatewayError):
+    """The exposed prompt name is not in the catalog."""
+
+
+class InvalidArguments(GatewayError):
+    """The request's arguments are not a JSON object, or break a limit the gateway enforces."""
+
+
+class BackendUnavailable(GatewayError):
+    """The backend is down, restarting, or its connection broke during the call."""
+
+
+class BackendTimeout(GatewayError):
+    """The backend did not answer within its configured timeout."""
+
+
+class BackendError(GatewayError):
+    """The backend answered the request with a protocol-level error of its own."""
+
+    def __init__(self, message: str, *, code: int, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+class StorageUnavailable(GatewayError):
+    """The database could not be reached or refused a write the gateway needs."""
+
+
+class InvalidIdentityName(GatewayError, ValueError):
+    """An agent or role name is empty, longer than 128 characters, or has characters outside [A-Za-z0-9_.@-]."""
+
+
+class UnknownApiKey(GatewayError, LookupError):
+    """No API key has the given id (revoking or showing a key that was never created)."""

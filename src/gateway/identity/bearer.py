@@ -1,0 +1,95 @@
+"""HTTP authentication in front of `/mcp`: no request reaches the MCP layer unauthenticated.
+
+A missing, unknown, revoked, expired or forged credential gets 401 with a
+`WWW-Authenticate: Bearer` challenge before any body is read or any backend is touched.
+The authenticated principal is put in the ASGI scope for the pipeline, and also as the
+SDK's `AuthenticatedUser`, so the SDK binds each session to the credential that opened it
+(another agent's key cannot ride someone else's session id).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import orjson
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.errors import AuthenticationFailed
+from gateway.identity.principal import Principal
+
+logger = logging.getLogger(__name__)
+
+PRINCIPAL_SCOPE_KEY = "gateway.principal"
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, presented: str) -> Principal: ...
+
+
+class BearerAuthentication:
+    """ASGI middleware: authenticate the bearer credential, or answer 401 and stop."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, *, realm: str = "autonomy-gateway") -> None:
+        self._app = app
+        self._authenticator = authenticator
+        self._realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        credential = _bearer_credential(scope)
+        try:
+            if credential is None:
+                raise AuthenticationFailed("missing bearer credential: send 'Authorization: Bearer <key>'")
+            principal = await self._authenticator.authenticate(credential)
+        except AuthenticationFailed as exc:
+            client = scope.get("client")
+            logger.warning(
+                "authentication refused",
+                extra={"reason": str(exc), "client_address": client[0] if client else None, "path": scope["path"]},
+            )
+            await self._refuse(send, str(exc))
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        scope["user"] = AuthenticatedUser(
+            AccessToken(
+                token=principal.credential_id or "",
+                client_id=principal.agent,
+                subject=principal.user,
+                scopes=list(principal.roles),
+            )
+        )
+        await self._app(scope, receive, send)
+
+    async def _refuse(self, send: Send, reason: str) -> None:
+        quoted = reason.replace("\\", "\\\\").replace('"', "'")
+        body = orjson.dumps({"error": "invalid_token", "error_description": reason})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (
+                        b"www-authenticate",
+                        f'Bearer realm="{self._realm}", error="invalid_token", error_description="{quoted}"'.encode(),
+                    ),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_credential(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+            return None
+    return None

@@ -1,0 +1,75 @@
+"""The parts of a running gateway and the order they start and stop in.
+
+The HTTP app, the stdio front and the CLI's `tools list` all need the same parts (storage,
+keys, backends, catalog, pipeline); this module builds them from a `Config` once and owns
+their lifetimes, so each entry point is only wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+
+from gateway.catalog import Catalog
+from gateway.config import Config
+from gateway.connectors import McpBackend, build_connector
+from gateway.connectors.base import Listing
+from gateway.front.server import ChangeNotifier
+from gateway.identity.api_keys import ApiKeyStore
+from gateway.pipeline import Pipeline
+from gateway.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayRuntime:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.database = Database(config.gateway.storage.url)
+        self.keys = ApiKeyStore(self.database, cache_seconds=config.gateway.auth.key_cache_seconds)
+        self.catalog = Catalog(config.connectors, separator=config.gateway.server.name_separator)
+        self.notifier = ChangeNotifier()
+        self.connectors: dict[str, McpBackend] = {
+            c.name: build_connector(c, self._listing_changed) for c in config.connectors
+        }
+        self.pipeline = Pipeline(self.catalog, self.connectors)
+        self.started = False
+
+    async def _listing_changed(self, connector: str, listing: Listing) -> None:
+        if self.catalog.update(connector, listing) and self.started:
+            logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
+            await self.notifier.catalog_changed()
+
+    @asynccontextmanager
+    async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
+        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
+        if migrate:
+            await self.database.migrate()
+        try:
+            async with anyio.create_task_group() as task_group:
+                await self._start_connectors(task_group)
+                self.started = True
+                try:
+                    yield self
+                finally:
+                    self.started = False
+                    for connector in self.connectors.values():
+                        await connector.close()
+                    task_group.cancel_scope.cancel()
+        finally:
+            await self.database.close()
+
+    async def _start_connectors(self, task_group: anyio.abc.TaskGroup) -> None:
+        async with anyio.create_task_group() as starting:
+            for connector in self.connectors.values():
+                starting.start_soon(connector.start, task_group)
+        for connector in self.connectors.values():
+            health = connector.health
+            logger.info(
+                "backend state at start",
+                extra={"connector": connector.name, "state": health.state.value, "detail": health.detail},
+            )

@@ -1,0 +1,237 @@
+"""Real parts for tests: the gateway as a subprocess under uvicorn, backends as subprocesses,
+and the official `mcp` client over real HTTP. Readiness is awaited by polling, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+TESTS = Path(__file__).parent
+KITCHEN_SINK = TESTS / "backends" / "kitchen_sink.py"
+STARTUP_DEADLINE = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns a truthy value; fail the test with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, httpx.HTTPError) as exc:
+            last_error = exc
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+def gateway_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway", *args]
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        gateway_command(*args), capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"gateway {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@dataclass
+class BackendProcess:
+    """A kitchen-sink backend serving streamable HTTP on its own port."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_http_backend(script: Path = KITCHEN_SINK, *, env: Mapping[str, str] | None = None) -> BackendProcess:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--http", str(port)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    backend = BackendProcess(port, process)
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"backend {script.name} exited with {process.returncode}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, what=f"backend {script.name} to listen")
+    return backend
+
+
+@dataclass
+class GatewayProcess:
+    """A gateway started with `gateway serve` on a free port, with its own config directory."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.directory / "gateway.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "gateway.toml"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, "--config", str(self.config_path), check=check)
+
+    def create_key(self, agent: str = "test-agent", *roles: str) -> str:
+        role_args = [arg for role in roles for arg in ("--role", role)]
+        result = self.cli("keys", "create", "--agent", agent, *role_args, "--json")
+        return json.loads(result.stdout)["key"]
+
+    def start(self, *, env: Mapping[str, str] | None = None, wait_ready: bool = True) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            gateway_command("serve", "--config", str(self.config_path), "--port", str(self.port)),
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=log,
+        )
+        if wait_ready:
+            wait_until(self._started, what=f"gateway on port {self.port} to start; log:\n{self.log_text()}")
+
+    def _started(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log_text()}")
+        response = httpx.get(f"{self.base_url}/readyz", timeout=2)
+        return response.status_code == 200
+
+    def readyz(self) -> dict[str, Any]:
+        return httpx.get(f"{self.base_url}/readyz", timeout=5).json()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def write_gateway_config(
+    directory: Path,
+    connectors: Mapping[str, str],
+    *,
+    database_url: str | None = None,
+    extra: str = "",
+) -> Path:
+    """Write gateway.toml and one connector file per entry (name -> TOML body)."""
+    connectors_dir = directory / "connectors"
+    connectors_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in connectors.items():
+        (connectors_dir / f"{name}.toml").write_text(body)
+    url = database_url or f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
+    config = directory / "gateway.toml"
+    config.write_text(
+        f"""
+[server]
+host = "127.0.0.1"
+max_body_bytes = 1048576
+
+[storage]
+url = "{url}"
+
+[auth]
+key_cache_seconds = 0
+
+[logging]
+level = "info"
+
+[connectors]
+dir = "connectors"
+{extra}
+"""
+    )
+    return config
+
+
+def stdio_connector(*, script: Path = KITCHEN_SINK, extra: str = "", env: Mapping[str, str] | None = None) -> str:
+    env_line = ""
+    if env:
+        env_line = "env = { " + ", ".join(f'{k} = "{v}"' for k, v in env.items()) + " }\n"
+    return f'kind = "mcp-stdio"\ncommand = ["{sys.executable}", "{script}"]\n{env_line}{extra}\n'
+
+
+def http_connector(url: str, *, extra: str = "") -> str:
+    return f'kind = "mcp-http"\nurl = "{url}"\n{extra}\n'
+
+
+@asynccontextmanager
+async def mcp_client(url: str, key: str | None, *, mode: str = "auto", **kwargs: Any) -> AsyncIterator[Client]:
+    """The official client over real HTTP with a bearer key."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http_client:
+        transport = streamable_http_client(url, http_client=http_client, max_sse_event_size=None)
+        async with Client(transport, mode=mode, **kwargs) as client:
+            yield client
+
+
+@contextmanager
+def running_gateway(directory: Path, connectors: Mapping[str, str], **kwargs: Any) -> Iterator[GatewayProcess]:
+    write_gateway_config(directory, connectors, **{k: v for k, v in kwargs.items() if k != "env"})
+    gateway = GatewayProcess(directory, free_port())
+    try:
+        gateway.start(env=kwargs.get("env"))
+        yield gateway
+    finally:
+        gateway.stop()
