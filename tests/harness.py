@@ -25,6 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 TESTS = Path(__file__).parent
 KITCHEN_SINK = TESTS / "backends" / "kitchen_sink.py"
 STARTUP_DEADLINE = 30.0
+KITCHEN_SINK_MARKERS_ENV = "KITCHEN_SINK_MARKERS"
 
 
 def free_port() -> int:
@@ -46,6 +47,19 @@ def wait_until(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what: str =
             last_error = exc
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+async def eventually(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what: str = "condition") -> Any:
+    """`wait_until` for async tests: polls without blocking the event loop the client runs on."""
+    import anyio
+
+    deadline = anyio.current_time() + timeout
+    while anyio.current_time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await anyio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def gateway_command(*args: str) -> list[str]:

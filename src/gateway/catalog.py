@@ -170,10 +170,15 @@ class Catalog:
         return self._prompts.values()
 
     def resources(self) -> list[JsonObject]:
-        return [r for view in self._views.values() for r in view.resources]
+        """Resources keep their URIs; when two backends offer the same URI the first connector's wins."""
+        return list({str(r["uri"]): r for view in reversed(self._views.values()) for r in view.resources}.values())[
+            ::-1
+        ]
 
     def resource_templates(self) -> list[JsonObject]:
-        return [t for view in self._views.values() for t in view.templates]
+        return list(
+            {str(t["uriTemplate"]): t for view in reversed(self._views.values()) for t in view.templates}.values()
+        )[::-1]
 
     def resolve_tool(self, exposed: str) -> ToolEntry:
         try:
@@ -192,11 +197,17 @@ class Catalog:
         for connector, view in self._views.items():
             if uri in view.resource_uris:
                 return ResourceRoute(connector, uri)
-        matches = [c for c, view in self._views.items() if any(p.fullmatch(uri) for p in view.template_patterns)]
-        if len(matches) == 1:
-            return ResourceRoute(matches[0], uri)
-        if len(matches) > 1:
-            raise UnknownResource(f"resource '{uri}' matches templates of several backends: {', '.join(matches)}")
+        matches = [
+            (connector, template["uriTemplate"])
+            for connector, view in self._views.items()
+            for template, pattern in zip(view.templates, view.template_patterns)
+            if pattern.fullmatch(uri)
+        ]
+        if matches and len({template for _, template in matches}) == 1:
+            return ResourceRoute(matches[0][0], uri)  # one template, first connector wins as in the listing
+        if matches:
+            owners = ", ".join(dict.fromkeys(connector for connector, _ in matches))
+            raise UnknownResource(f"resource '{uri}' matches different templates of several backends: {owners}")
         raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
 
 

@@ -96,11 +96,11 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, *, with_connectors: bool = True) -> Config:
     path = args.config
     if path is None and Path(_DEFAULT_CONFIG).is_file():
         path = _DEFAULT_CONFIG
-    config = load_config(path)
+    config = load_config(path, with_connectors=with_connectors)
     configure_logging(config.gateway.logging.level, config.gateway.logging.format)
     return config
 
@@ -143,8 +143,14 @@ def _stdio(args: argparse.Namespace) -> int:
     runtime = GatewayRuntime(config)
 
     async def serve() -> None:
-        async with runtime.running():
+        # Refuse a bad key before any backend is started.
+        await runtime.database.migrate()
+        try:
             principal = await runtime.keys.authenticate(args.key)
+        except GatewayError:
+            await runtime.database.close()
+            raise
+        async with runtime.running(migrate=False):
             server = build_server(runtime.pipeline, runtime.notifier, default_principal=principal)
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
@@ -155,7 +161,7 @@ def _stdio(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from gateway.storage.database import Database
 
-    config = _load(args)
+    config = _load(args, with_connectors=False)
 
     async def migrate() -> None:
         database = Database(config.gateway.storage.url)
@@ -175,7 +181,7 @@ def _with_keys(args: argparse.Namespace, action: Callable[[Any], Coroutine[Any, 
     from gateway.identity.api_keys import ApiKeyStore
     from gateway.storage.database import Database
 
-    config = _load(args)
+    config = _load(args, with_connectors=False)
 
     async def run() -> int | None:
         database = Database(config.gateway.storage.url)

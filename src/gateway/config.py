@@ -156,8 +156,12 @@ class Config(_Frozen):
     connectors: tuple[McpStdioConnector | McpHttpConnector, ...]
 
 
-def load_config(path: Path | str | None) -> Config:
-    """Load `gateway.toml` (or defaults when `path` is None) and the connector files it points at."""
+def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Config:
+    """Load `gateway.toml` (or defaults when `path` is None) and the connector files it points at.
+
+    Commands that never talk to backends (keys, migrate) pass `with_connectors=False`, so they
+    work without the backends' secrets in the environment.
+    """
     if path is None:
         settings = GatewaySettings()
         base = Path.cwd()
@@ -168,7 +172,8 @@ def load_config(path: Path | str | None) -> Config:
         settings = settings.model_copy(update={"source": config_path.resolve()})
         base = config_path.resolve().parent
     settings = _with_resolved_paths(settings, base)
-    return Config(gateway=settings, connectors=load_connectors(settings.connectors.dir))
+    connectors = load_connectors(settings.connectors.dir) if with_connectors else ()
+    return Config(gateway=settings, connectors=connectors)
 
 
 def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
@@ -298,10 +303,11 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
         else:
             continue
         break
-    key_line = re.compile(r"^\s*" + re.escape(keys[-1]) + r"\s*=")
-    for number in range(start, len(lines)):
-        if key_line.match(lines[number]):
-            return number + 1
+    for key in reversed(keys):
+        key_line = re.compile(r"""^\s*["']?""" + re.escape(key) + r"""["']?\s*=|[{,]\s*["']?""" + re.escape(key) + r"""["']?\s*=""")
+        for number in range(start, len(lines)):
+            if key_line.search(lines[number]):
+                return number + 1
     header = re.compile(r"^\s*\[+\s*" + re.escape(keys[-1]) + r"\s*\]+")
     for number, line in enumerate(lines):
         if header.match(line):

@@ -47,3 +47,4 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # The SDK logs every session at info; keep that for debugging only.
     logging.getLogger("mcp").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
