@@ -1,0 +1,260 @@
+"""The storage layer against real databases: migrations, readiness, failures, SQLite settings."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta, timezone
+
+import anyio
+import pytest
+from sqlalchemy import inspect, select, text
+
+from gateway.errors import ConfigError, StorageUnavailable
+from gateway.storage import DEFAULT_DATABASE_URL, Database
+from gateway.storage.tables import ApiKeyRow
+
+pytestmark = pytest.mark.anyio
+
+
+def _schema(connection) -> dict[str, object]:
+    inspector = inspect(connection)
+    return {
+        "tables": sorted(inspector.get_table_names()),
+        "api_key_indexes": sorted(
+            (index["name"], tuple(index["column_names"]), bool(index["unique"]))
+            for index in inspector.get_indexes("api_keys")
+        ),
+    }
+
+
+async def _schema_and_version(database: Database) -> tuple[dict[str, object], list[str]]:
+    async with database.engine.connect() as connection:
+        schema = await connection.run_sync(_schema)
+        versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    return schema, list(versions)
+
+
+EXPECTED_SCHEMA = {
+    "tables": ["alembic_version", "api_keys"],
+    "api_key_indexes": [
+        ("ix_api_keys_agent", ("agent",), False),
+        ("ix_api_keys_key_hash", ("key_hash",), True),
+    ],
+}
+
+
+async def test_migrate_creates_the_schema_and_running_it_again_changes_nothing(database_url):
+    database = Database(database_url)
+    try:
+        await database.migrate()
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+
+        async with database.session() as session, session.begin():
+            session.add(
+                ApiKeyRow(
+                    id="key_00000001",
+                    agent="billing-bot",
+                    roles=["reader"],
+                    key_hash="0" * 64,
+                    prefix="agw_00000000",
+                    description=None,
+                    created_at=datetime.now(UTC),
+                    revoked_at=None,
+                )
+            )
+        await database.migrate()
+
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+        async with database.session() as session:
+            assert (await session.scalars(select(ApiKeyRow.agent))).all() == ["billing-bot"]
+    finally:
+        await database.close()
+
+
+async def test_replicas_migrating_at_the_same_moment_all_succeed_with_one_schema(database_url):
+    replicas = [Database(database_url) for _ in range(4)]
+    try:
+        async with anyio.create_task_group() as group:
+            for replica in replicas:
+                group.start_soon(replica.migrate)
+
+        assert await _schema_and_version(replicas[0]) == (EXPECTED_SCHEMA, ["0001"])
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+async def test_tasks_sharing_one_database_object_can_migrate_together(database_url):
+    database = Database(database_url)
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(database.migrate)
+
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+    finally:
+        await database.close()
+
+
+async def test_ping_succeeds_on_a_reachable_database(database):
+    await database.ping()
+
+
+async def test_ping_on_unreachable_postgres_fails_fast_naming_the_url_without_its_password():
+    database = Database("postgresql://gateway:s3cret-pw@127.0.0.1:1/gateway")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            await database.ping()
+    finally:
+        await database.close()
+
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "127.0.0.1:1/gateway" in message
+    assert "s3cret-pw" not in message
+    assert "***" in message
+
+
+async def test_migrate_and_sessions_on_an_unreachable_database_raise_storage_unavailable():
+    database = Database("postgresql+asyncpg://gateway:s3cret-pw@127.0.0.1:1/gateway")
+    try:
+        with pytest.raises(StorageUnavailable, match="unavailable") as from_migrate:
+            await database.migrate()
+        with pytest.raises(StorageUnavailable, match="unavailable") as from_session:
+            async with database.session() as session:
+                await session.execute(text("SELECT 1"))
+    finally:
+        await database.close()
+    assert "s3cret-pw" not in str(from_migrate.value)
+    assert "s3cret-pw" not in str(from_session.value)
+
+
+async def test_missing_postgres_database_is_reported_as_unavailable(postgres_url):
+    database = Database(postgres_url + "_missing")
+    try:
+        with pytest.raises(StorageUnavailable, match="does not exist"):
+            await database.ping()
+    finally:
+        await database.close()
+
+
+async def test_sqlite_file_that_cannot_be_created_is_reported_as_unavailable(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where a directory should be")
+    database = Database(f"sqlite:///{blocker / 'state' / 'gateway.db'}")
+    try:
+        with pytest.raises(StorageUnavailable) as caught:
+            await database.ping()
+    finally:
+        await database.close()
+    assert str(blocker) in str(caught.value)
+
+
+async def test_sqlite_creates_missing_directories_and_uses_wal_with_a_busy_timeout(tmp_path):
+    path = tmp_path / "state" / "nested" / "gateway.db"
+    database = Database(f"sqlite:///{path}", busy_timeout=7.5)
+    try:
+        await database.migrate()
+        async with database.engine.connect() as connection:
+            journal_mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            busy_timeout = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+    finally:
+        await database.close()
+
+    assert path.is_file()
+    assert journal_mode == "wal"
+    assert busy_timeout == 7500
+
+
+async def test_sqlite_writer_waits_for_another_writer_instead_of_failing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    first, second = Database(url), Database(url)
+    try:
+        await first.migrate()
+        order: list[str] = []
+        async with first.engine.connect() as holder:
+            holder = await holder.execution_options(isolation_level="AUTOCOMMIT")
+            await holder.exec_driver_sql("BEGIN IMMEDIATE")
+
+            async def write_from_second() -> None:
+                async with second.engine.begin() as connection:
+                    await connection.exec_driver_sql(
+                        "INSERT INTO api_keys (id, agent, roles, key_hash, prefix, created_at) "
+                        "VALUES ('key_2', 'a', '[]', 'h2', 'p', '2026-01-01 00:00:00')"
+                    )
+                order.append("second wrote")
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(write_from_second)
+                await anyio.sleep(0.3)
+                order.append("first committed")
+                await holder.exec_driver_sql("COMMIT")
+        assert order == ["first committed", "second wrote"]
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("sqlite:///var/gateway.db", "sqlite+aiosqlite"),
+        ("sqlite+aiosqlite:///var/gateway.db", "sqlite+aiosqlite"),
+        ("postgresql://gw@db.internal/gateway", "postgresql+asyncpg"),
+        ("postgresql+asyncpg://gw@db.internal/gateway", "postgresql+asyncpg"),
+        ("postgres://gw@db.internal/gateway", "postgresql+asyncpg"),
+    ],
+)
+async def test_database_urls_are_pointed_at_the_async_drivers(given, driver):
+    database = Database(given)
+    try:
+        assert database.engine.url.drivername == driver
+    finally:
+        await database.close()
+
+
+async def test_libpq_sslmode_is_passed_to_asyncpg_as_ssl():
+    database = Database("postgresql://gw@db.internal/gateway?sslmode=require")
+    try:
+        assert dict(database.engine.url.query) == {"ssl": "require"}
+    finally:
+        await database.close()
+
+
+def test_the_default_url_is_a_local_sqlite_file():
+    assert DEFAULT_DATABASE_URL == "sqlite+aiosqlite:///gateway.db"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["mysql://gw:s3cret-pw@db/gateway", "postgresql+psycopg2://gw:s3cret-pw@db/gateway", "not a url at all"],
+)
+def test_unsupported_database_urls_are_a_config_error_that_hides_the_password(given):
+    with pytest.raises(ConfigError) as caught:
+        Database(given)
+    assert "postgresql://" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+
+
+async def test_timestamps_come_back_timezone_aware_in_utc(database):
+    written = datetime(2026, 3, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    async with database.session() as session, session.begin():
+        session.add(
+            ApiKeyRow(
+                id="key_00000002",
+                agent="a",
+                roles=[],
+                key_hash="1" * 64,
+                prefix="agw_11111111",
+                description=None,
+                created_at=written,
+                revoked_at=None,
+            )
+        )
+    async with database.session() as session:
+        read = await session.scalar(select(ApiKeyRow.created_at))
+
+    assert read == written
+    assert read.tzinfo is not None
+    assert read.utcoffset() == timedelta(0)
