@@ -278,6 +278,8 @@ def _describe(exc: ValidationError, file: Path, text: str) -> str:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("mcp-")))
+        if error["type"] == "union_tag_invalid":
+            loc = ("kind",)
         lines.append(f"{file}:{_line_of(text, loc)}: key '{_dotted(loc)}': {error['msg']}")
     return "\n".join(lines)
 
