@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import free_port, run_cli, write_gateway_config
 
 from gateway.config import McpHttpConnector, McpStdioConnector, load_config, load_connector
 from gateway.errors import ConfigError
+from harness import free_port, run_cli, write_gateway_config
 
 
 def write(path: Path, text: str) -> Path:

@@ -12,6 +12,9 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
 from harness import (
     KITCHEN_SINK_MARKERS_ENV,
     BackendProcess,
@@ -23,11 +26,8 @@ from harness import (
     run_cli,
     start_http_backend,
     stdio_connector,
-    wait_until,
     write_gateway_config,
 )
-from mcp import Client, StdioServerParameters
-from mcp.shared.exceptions import MCPError
 
 CLIENT_MODES = ["legacy", "auto"]
 EXPECTED_VERSION = {"legacy": "2025-11-25", "auto": "2026-07-28"}
@@ -162,14 +162,15 @@ async def test_client_cancellation_reaches_backend(gateway: GatewayProcess, key:
             marker = f"{prefix}-{mode}"
             async with anyio.create_task_group() as group:
 
-                async def call() -> None:
-                    await client.call_tool(f"{prefix}__hang", {"marker": marker})
+                async def call(tool: str = f"{prefix}__hang", marker: str = marker) -> None:
+                    await client.call_tool(tool, {"marker": marker})
 
                 group.start_soon(call)
                 # The call is in flight once the backend is inside the tool; cancel then.
                 await anyio.sleep(0.5)
                 group.cancel_scope.cancel()
-            await eventually(lambda: (markers / f"{marker}.cancelled").exists(), timeout=10, what="cancellation")
+            cancelled = markers / f"{marker}.cancelled"
+            await eventually(cancelled.exists, timeout=10, what="cancellation")
 
 
 @pytest.mark.anyio

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import mcp_types as types
 import pytest
+
 from harness import (
     BackendProcess,
     GatewayProcess,

@@ -306,7 +306,8 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
             continue
         break
     for key in reversed(keys):
-        key_line = re.compile(r"""^\s*["']?""" + re.escape(key) + r"""["']?\s*=|[{,]\s*["']?""" + re.escape(key) + r"""["']?\s*=""")
+        quoted = r"""["']?""" + re.escape(key) + r"""["']?\s*="""
+        key_line = re.compile(r"^\s*" + quoted + r"|[{,]\s*" + quoted)
         for number in range(start, len(lines)):
             if key_line.search(lines[number]):
                 return number + 1

@@ -1,0 +1,224 @@
+"""The gateway's own cost per call, measured against the same backend called directly.
+
+Starts the echo backend and a gateway in front of it, then calls `echo` through both, in one
+run and interleaved (direct round, gateway round, alternating), so machine noise hits both
+alike: first one client calling sequentially, then 16 concurrent clients. Prints p50/p99
+latency, calls/s, and the gateway's overhead and throughput ratio.
+
+    python bench/overhead.py [--transport http|stdio] [--mode auto|legacy] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import httpx2
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+HERE = Path(__file__).resolve().parent
+ECHO = HERE / "echo_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, httpx.HTTPError):
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Setup:
+    gateway_url: str
+    key: str
+    direct: Callable[[], object]
+    processes: list[subprocess.Popen[bytes]]
+
+
+def start(transport: str, workdir: Path, extra_config: str) -> Setup:
+    processes: list[subprocess.Popen[bytes]] = []
+    connectors = workdir / "connectors"
+    connectors.mkdir()
+    if transport == "http":
+        backend_port = free_port()
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(ECHO), "--http", str(backend_port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_for(lambda: listening(backend_port), "backend")
+        backend_url = f"http://127.0.0.1:{backend_port}/mcp"
+        (connectors / "bench.toml").write_text(f'kind = "mcp-http"\nurl = "{backend_url}"\n')
+        direct: Callable[[], object] = lambda: backend_url  # noqa: E731
+    else:
+        (connectors / "bench.toml").write_text(f'kind = "mcp-stdio"\ncommand = ["{sys.executable}", "{ECHO}"]\n')
+        params = StdioServerParameters(command=sys.executable, args=[str(ECHO)])
+        direct = lambda: params  # noqa: E731
+    config = workdir / "gateway.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{workdir / "gw.db"}"\n[logging]\nlevel = "warning"\n{extra_config}\n'
+    )
+    gateway = [sys.executable, "-m", "gateway"]
+    created = subprocess.run(
+        [*gateway, "keys", "create", "--config", str(config), "--agent", "bench", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = json.loads(created.stdout)["key"]
+    port = free_port()
+    processes.append(
+        subprocess.Popen(
+            [*gateway, "serve", "--config", str(config), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "gateway.log", "wb"),
+        )
+    )
+    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "gateway")
+    return Setup(f"http://127.0.0.1:{port}/mcp", key, direct, processes)
+
+
+@asynccontextmanager
+async def connect(target: object, mode: str, key: str | None = None) -> AsyncIterator[Client]:
+    if isinstance(target, StdioServerParameters):
+        async with Client(target, mode=mode) as client:
+            yield client
+        return
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        async with Client(streamable_http_client(str(target), http_client=http), mode=mode) as client:
+            yield client
+
+
+async def sequential(client: Client, name: str, calls: int, into: list[float]) -> None:
+    for _ in range(calls):
+        started = time.perf_counter()
+        await client.call_tool(name, {"text": "ping"})
+        into.append(time.perf_counter() - started)
+
+
+async def concurrent(clients: list[Client], name: str, calls_each: int) -> float:
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for client in clients:
+            group.start_soon(sequential, client, name, calls_each, [])
+    return len(clients) * calls_each / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int) -> dict[str, dict[str, float]]:
+    direct_target = setup.direct()
+    latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
+    throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
+    async with connect(direct_target, mode) as direct, connect(setup.gateway_url, mode, setup.key) as through:
+        targets = {"direct": (direct, "echo"), "gateway": (through, "bench__echo")}
+        for client, tool in targets.values():  # warm up both paths
+            await sequential(client, tool, 50, [])
+        per_round = max(1, calls // rounds)
+        for round_number in range(rounds):
+            order = ["direct", "gateway"] if round_number % 2 == 0 else ["gateway", "direct"]
+            for name in order:
+                client, tool = targets[name]
+                await sequential(client, tool, per_round, latencies[name])
+    # 16 clients, each with its own session; stdio direct is one backend process per session.
+    for round_number in range(max(2, rounds // 2)):
+        order = ["direct", "gateway"] if round_number % 2 == 0 else ["gateway", "direct"]
+        for name in order:
+            target, tool, key = (
+                (direct_target, "echo", None) if name == "direct" else (setup.gateway_url, "bench__echo", setup.key)
+            )
+            async with _many(target, mode, key, clients) as many:
+                await concurrent(many, tool, 10)  # warm-up
+                throughput[name].append(await concurrent(many, tool, max(10, calls // (clients * 2))))
+    return {
+        name: {
+            "p50_ms": statistics.median(latencies[name]) * 1000,
+            "p99_ms": percentile(latencies[name], 0.99) * 1000,
+            "calls_per_s_1": len(latencies[name]) / sum(latencies[name]),
+            "calls_per_s_16": statistics.median(throughput[name]),
+        }
+        for name in latencies
+    }
+
+
+@asynccontextmanager
+async def _many(target: object, mode: str, key: str | None, count: int) -> AsyncIterator[list[Client]]:
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(connect(target, mode, key)) for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transport", choices=["http", "stdio"], default="http")
+    parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="client protocol revision")
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per path")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--config-extra", default="", help="extra gateway.toml text (e.g. a policy directory)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        setup = start(args.transport, Path(tmp), args.config_extra)
+        try:
+            results = anyio.run(measure, setup, args.mode, args.calls, args.rounds, args.clients)
+        finally:
+            for process in setup.processes:
+                process.terminate()
+                process.wait(10)
+    direct, gateway = results["direct"], results["gateway"]
+    print(
+        f"transport={args.transport} client={args.mode} calls={args.calls} clients={args.clients} cpus={os.cpu_count()}"
+    )
+    print(f"{'':10}{'p50 ms':>10}{'p99 ms':>10}{'calls/s (1)':>14}{'calls/s (16)':>14}")
+    for name, row in results.items():
+        print(
+            f"{name:10}{row['p50_ms']:10.2f}{row['p99_ms']:10.2f}"
+            f"{row['calls_per_s_1']:14.0f}{row['calls_per_s_16']:14.0f}"
+        )
+    p50 = gateway["p50_ms"] - direct["p50_ms"]
+    p99 = gateway["p99_ms"] - direct["p99_ms"]
+    print(
+        f"overhead: p50 +{p50:.2f} ms, p99 +{p99:.2f} ms;"
+        f" throughput ratio with {args.clients} clients {gateway['calls_per_s_16'] / direct['calls_per_s_16']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

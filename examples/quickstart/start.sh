@@ -1,0 +1,42 @@
+#!/bin/sh
+# One command from a fresh checkout to a running quick start: virtualenv, install, database,
+# two demo agent keys, and the gateway on http://127.0.0.1:8787/mcp.
+set -eu
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here="$root/examples/quickstart"
+cd "$root"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating virtualenv .venv"
+    python3 -m venv .venv
+fi
+echo "==> installing the gateway into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e .
+
+config="$here/gateway.toml"
+keys="$here/.state/keys.env"
+mkdir -p "$here/.state"
+.venv/bin/gateway migrate --config "$config"
+if [ ! -s "$keys" ]; then
+    echo "==> creating demo agent keys"
+    sales=$(.venv/bin/gateway keys create --config "$config" --agent sales-bot --role sales \
+        --description "quick start" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    finance=$(.venv/bin/gateway keys create --config "$config" --agent finance-bot --role finance \
+        --description "quick start" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    umask 077
+    printf 'SALES_KEY=%s\nFINANCE_KEY=%s\n' "$sales" "$finance" > "$keys"
+fi
+. "$keys"
+cat <<MSG
+
+Gateway starting on http://127.0.0.1:8787/mcp
+In another terminal, run the scripted agent as the sales agent or the finance agent:
+
+  .venv/bin/python examples/quickstart/agent.py --key $SALES_KEY
+  .venv/bin/python examples/quickstart/agent.py --key $FINANCE_KEY
+
+(The keys are kept in examples/quickstart/.state/keys.env.) Stop the gateway with Ctrl-C.
+
+MSG
+exec .venv/bin/gateway serve --config "$config"
