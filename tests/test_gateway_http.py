@@ -88,6 +88,9 @@ async def test_lists_every_backend_under_one_namespace(gateway: GatewayProcess, 
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert {"sink__echo", "sink__rich", "remote__echo", "remote__whoami"} <= names
         assert not any(name.startswith("down__") for name in names)
+        long_named = next(name for name in names if name.startswith("sink__summarise_quarterly"))
+        assert len(long_named) <= 64
+        assert text_of(await client.call_tool(long_named, {})) == "long name reached"
         echo = next(t for t in (await client.list_tools()).tools if t.name == "sink__echo")
         assert echo.annotations is not None and echo.annotations.read_only_hint is True
 

@@ -112,6 +112,12 @@ async def add_tool(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+@server.tool(name="summarise_quarterly_revenue_by_region_and_product_line_for_the_board")
+def long_named() -> str:
+    """A tool whose namespaced name is longer than LLM APIs accept."""
+    return "long name reached"
+
+
 @server.resource("sink://static/readme", mime_type="text/plain")
 def readme() -> str:
     return "kitchen sink readme"

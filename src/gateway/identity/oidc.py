@@ -439,8 +439,9 @@ _PARSING_REGISTRY = _registry(sorted(SUPPORTED_ALGORITHMS))
 def _parse(token: str) -> CompactSignature:
     try:
         signed = extract_compact(token.encode("ascii"), registry=_PARSING_REGISTRY)
-    except (JoseError, ValueError) as error:
-        detail = error.description if isinstance(error, JoseError) else "undecodable segment"
+    except (JoseError, ValueError, RecursionError) as error:
+        # RecursionError: JSON nested deeper than the parser goes, sent to crash the request.
+        detail = error.description if isinstance(error, JoseError) else "undecodable header or payload"
         raise AuthenticationFailed(f"malformed JWT: {detail}") from None
     if not isinstance(signed.protected, dict):
         raise AuthenticationFailed("malformed JWT: the header is not a JSON object")
@@ -452,7 +453,7 @@ def _parse(token: str) -> CompactSignature:
 def _claims(signed: CompactSignature) -> dict[str, Any]:
     try:
         claims = json.loads(signed.payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise AuthenticationFailed("malformed JWT: the payload is not JSON") from None
     if not isinstance(claims, dict):
         raise AuthenticationFailed("malformed JWT: the payload is not a JSON object")
