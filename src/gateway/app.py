@@ -12,6 +12,7 @@ from gateway.config import Config
 from gateway.front.http import build_mcp_endpoint, build_session_manager
 from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
+from gateway.identity.resource_metadata import metadata_routes
 from gateway.runtime import GatewayRuntime
 
 
@@ -27,9 +28,13 @@ def create_app(config: Config) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route(config.gateway.server.path, endpoint=build_mcp_endpoint(sessions, runtime.keys)),
+            Route(
+                config.gateway.server.path,
+                endpoint=build_mcp_endpoint(sessions, runtime.authenticator, config.gateway.auth),
+            ),
             Route("/healthz", endpoint=healthz),
             Route("/readyz", endpoint=readyz_endpoint(runtime)),
+            *metadata_routes(config.gateway.auth),
         ],
         lifespan=lifespan,
     )

@@ -146,7 +146,7 @@ def _stdio(args: argparse.Namespace) -> int:
         # Refuse a bad key before any backend is started.
         await runtime.database.migrate()
         try:
-            principal = await runtime.keys.authenticate(args.key)
+            principal = await runtime.authenticator.authenticate(args.key)
         except GatewayError:
             await runtime.database.close()
             raise

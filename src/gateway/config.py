@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError
+from gateway.identity.oidc import IssuerSettings
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -128,7 +129,39 @@ class StorageSettings(_Frozen):
 
 
 class AuthSettings(_Frozen):
+    """Who may call: API keys issued by the gateway, and/or JWTs from the organisation's issuers.
+
+    `resource` is this gateway's public `/mcp` URL, its OAuth resource identifier (RFC 8707/9728):
+    it is announced in `/.well-known/oauth-protected-resource` and is the audience an issuer's
+    tokens must carry unless the issuer names `audiences` itself.
+    """
+
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    api_keys: bool = True
+    resource: str | None = None
+    scopes_supported: tuple[str, ...] = ()
+    issuers: tuple[IssuerSettings, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audience_defaults_to_resource(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("resource") and isinstance(data.get("issuers"), list):
+            data = {
+                **data,
+                "issuers": [
+                    {**issuer, "audiences": [data["resource"]]}
+                    if isinstance(issuer, dict) and "audiences" not in issuer
+                    else issuer
+                    for issuer in data["issuers"]
+                ],
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _some_way_in(self) -> AuthSettings:
+        if not self.api_keys and not self.issuers:
+            raise ValueError("enable API keys (api_keys = true) or configure at least one [[auth.issuers]]")
+        return self
 
 
 class LoggingSettings(_Frozen):

@@ -63,3 +63,15 @@ class InvalidIdentityName(GatewayError, ValueError):
 
 class UnknownApiKey(GatewayError, LookupError):
     """No API key has the given id (revoking or showing a key that was never created)."""
+
+
+class PolicyDenied(GatewayError):
+    """An access policy (or the absence of one) denied the request; the message is the reason agents may see."""
+
+    def __init__(self, message: str, *, policy_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.policy_ids = policy_ids
+
+
+class PolicyLoadError(GatewayError):
+    """Policy files could not be read, parsed or validated against the catalog's schema; names file and line."""

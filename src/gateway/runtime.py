@@ -20,6 +20,8 @@ from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import Listing
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
+from gateway.identity.authenticators import CompositeAuthenticator
+from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.storage.database import Database
 
@@ -30,7 +32,10 @@ class GatewayRuntime:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.database = Database(config.gateway.storage.url)
-        self.keys = ApiKeyStore(self.database, cache_seconds=config.gateway.auth.key_cache_seconds)
+        auth = config.gateway.auth
+        self.keys = ApiKeyStore(self.database, cache_seconds=auth.key_cache_seconds)
+        self.jwt = JwtAuthenticator(auth.issuers) if auth.issuers else None
+        self.authenticator = CompositeAuthenticator(self.keys if auth.api_keys else None, self.jwt)
         self.catalog = Catalog(config.connectors, separator=config.gateway.server.name_separator)
         self.notifier = ChangeNotifier()
         self.connectors: dict[str, McpBackend] = {
@@ -61,6 +66,8 @@ class GatewayRuntime:
                         await connector.close()
                     task_group.cancel_scope.cancel()
         finally:
+            if self.jwt is not None:
+                await self.jwt.aclose()
             await self.database.close()
 
     async def _start_connectors(self, task_group: anyio.abc.TaskGroup) -> None:

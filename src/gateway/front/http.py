@@ -9,8 +9,9 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
-from gateway.config import ServerSettings
+from gateway.config import AuthSettings, ServerSettings
 from gateway.identity.bearer import Authenticator, BearerAuthentication
+from gateway.identity.resource_metadata import metadata_url
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -26,8 +27,11 @@ def build_session_manager(server: Server[Any], settings: ServerSettings) -> Stre
     )
 
 
-def build_mcp_endpoint(manager: StreamableHTTPSessionManager, authenticator: Authenticator) -> ASGIApp:
-    return BearerAuthentication(manager.asgi_app, authenticator)
+def build_mcp_endpoint(
+    manager: StreamableHTTPSessionManager, authenticator: Authenticator, auth: AuthSettings
+) -> ASGIApp:
+    metadata = metadata_url(auth.resource) if auth.resource else None
+    return BearerAuthentication(manager.asgi_app, authenticator, resource_metadata_url=metadata)
 
 
 def _transport_security(settings: ServerSettings) -> TransportSecuritySettings | None:

@@ -32,10 +32,18 @@ class Authenticator(Protocol):
 class BearerAuthentication:
     """ASGI middleware: authenticate the bearer credential, or answer 401 and stop."""
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, *, realm: str = "autonomy-gateway") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: Authenticator,
+        *,
+        realm: str = "autonomy-gateway",
+        resource_metadata_url: str | None = None,
+    ) -> None:
         self._app = app
         self._authenticator = authenticator
         self._realm = realm
+        self._resource_metadata = f', resource_metadata="{resource_metadata_url}"' if resource_metadata_url else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +85,10 @@ class BearerAuthentication:
                     (b"content-length", str(len(body)).encode()),
                     (
                         b"www-authenticate",
-                        f'Bearer realm="{self._realm}", error="invalid_token", error_description="{quoted}"'.encode(),
+                        (
+                            f'Bearer realm="{self._realm}"{self._resource_metadata}, '
+                            f'error="invalid_token", error_description="{quoted}"'
+                        ).encode(),
                     ),
                 ],
             }

@@ -1,0 +1,107 @@
+"""The MCP authorization flow end to end: a real local OpenID provider, the gateway as an OAuth
+resource server, and the official client presenting the provider's tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import mcp_types as types
+import pytest
+from joserfc.jwk import RSAKey
+
+from harness import GatewayProcess, free_port, mcp_client, stdio_connector, write_gateway_config
+from local_issuer import LocalIssuer
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer(RSAKey.generate_key(2048, parameters={"kid": "k1"}), audience="placeholder")
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, idp: LocalIssuer) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("oauth")
+    port = free_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+    idp.audience = resource
+    write_gateway_config(directory, {"sink": stdio_connector()})
+    config = (directory / "gateway.toml").read_text().replace("[auth]\n", f'[auth]\nresource = "{resource}"\n')
+    config += f'\n[[auth.issuers]]\nissuer = "{idp.url}"\nroles_claims = ["groups"]\n'
+    (directory / "gateway.toml").write_text(config)
+    process = GatewayProcess(directory, port)
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_protected_resource_metadata_names_the_issuer(gateway: GatewayProcess, idp: LocalIssuer) -> None:
+    for path in ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"):
+        document = httpx.get(gateway.base_url + path).json()
+        assert document["resource"] == gateway.url
+        assert document["authorization_servers"] == [idp.url]
+
+
+def test_challenge_points_at_the_resource_metadata(gateway: GatewayProcess) -> None:
+    response = httpx.post(gateway.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'resource_metadata="{gateway.base_url}/.well-known/oauth-protected-resource/mcp"' in challenge
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_token_from_the_issuer_is_accepted_and_never_forwarded(
+    gateway: GatewayProcess, idp: LocalIssuer, mode: str
+) -> None:
+    token = idp.token(azp="ops-agent", sub="dana", groups=["ops"])
+    async with mcp_client(gateway.url, token, mode=mode) as client:
+        result = await client.call_tool("sink__whoami", {})
+        assert result.structured_content is not None
+        assert result.structured_content["authorization"] is None
+        echoed = await client.call_tool("sink__echo", {"text": "hi"})
+        assert isinstance(echoed.content[0], types.TextContent) and echoed.content[0].text == "hi"
+    assert token not in gateway.log_text()
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"aud": "https://another-service.example/mcp"}, "token audience is not this gateway"),
+        ({"exp": 1}, "token expired"),
+        ({"iss": "https://impostor.example"}, "unknown token issuer"),
+    ],
+)
+def test_tokens_not_issued_for_this_gateway_are_refused(
+    gateway: GatewayProcess, idp: LocalIssuer, claims: dict[str, object], reason: str
+) -> None:
+    token = idp.token(**claims)
+    response = httpx.post(
+        gateway.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 401
+    assert reason in response.json()["error_description"]
+
+
+def test_api_keys_keep_working_beside_tokens(gateway: GatewayProcess) -> None:
+    key = gateway.create_key("key-agent")
+    response = httpx.post(
+        gateway.url,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        headers={"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"},
+    )
+    assert response.status_code == 200
