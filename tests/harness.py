@@ -182,18 +182,30 @@ class GatewayProcess:
                 self.process.wait(10)
 
 
+ALLOW_EVERYTHING = {"allow.cedar": '@id("tests-allow-everything")\npermit (principal, action, resource);\n'}
+
+
 def write_gateway_config(
     directory: Path,
     connectors: Mapping[str, str],
     *,
     database_url: str | None = None,
     extra: str = "",
+    policies: Mapping[str, str] = ALLOW_EVERYTHING,
 ) -> Path:
-    """Write gateway.toml and one connector file per entry (name -> TOML body)."""
+    """Write gateway.toml, one connector file per entry (name -> TOML body) and the access policies.
+
+    Tests that are not about policy run under one policy that allows everything; the policy
+    tests pass their own.
+    """
     connectors_dir = directory / "connectors"
     connectors_dir.mkdir(parents=True, exist_ok=True)
     for name, body in connectors.items():
         (connectors_dir / f"{name}.toml").write_text(body)
+    access_dir = directory / "policies" / "access"
+    access_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in policies.items():
+        (access_dir / name).write_text(body)
     url = database_url or f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
     config = directory / "gateway.toml"
     config.write_text(
@@ -213,6 +225,9 @@ level = "info"
 
 [connectors]
 dir = "connectors"
+
+[policies]
+dir = "policies"
 {extra}
 """
     )

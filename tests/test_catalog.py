@@ -99,4 +99,4 @@ def test_resources_route_by_uri_and_template() -> None:
         catalog.resolve_resource("crm://customers/a/b")
     with pytest.raises(UnknownResource):
         catalog.resolve_resource("https://elsewhere/")
-    assert [r["name"] for r in catalog.resources()] == ["crm__schema"]
+    assert [(c, r["name"]) for c, r in catalog.resources()] == [("crm", "crm__schema")]

@@ -169,16 +169,13 @@ class Catalog:
     def prompts(self) -> Iterable[PromptEntry]:
         return self._prompts.values()
 
-    def resources(self) -> list[JsonObject]:
-        """Resources keep their URIs; when two backends offer the same URI the first connector's wins."""
-        return list({str(r["uri"]): r for view in reversed(self._views.values()) for r in view.resources}.values())[
-            ::-1
-        ]
+    def resources(self) -> list[tuple[str, JsonObject]]:
+        """(connector, resource) pairs; URIs are kept, and when two backends offer one URI the first wins."""
+        return _first_by_key(((c, r) for c, view in self._views.items() for r in view.resources), "uri")
 
-    def resource_templates(self) -> list[JsonObject]:
-        return list(
-            {str(t["uriTemplate"]): t for view in reversed(self._views.values()) for t in view.templates}.values()
-        )[::-1]
+    def resource_templates(self) -> list[tuple[str, JsonObject]]:
+        """(connector, template) pairs; an identical template offered twice is served by the first connector."""
+        return _first_by_key(((c, t) for c, view in self._views.items() for t in view.templates), "uriTemplate")
 
     def resolve_tool(self, exposed: str) -> ToolEntry:
         try:
@@ -209,6 +206,13 @@ class Catalog:
             owners = ", ".join(dict.fromkeys(connector for connector, _ in matches))
             raise UnknownResource(f"resource '{uri}' matches different templates of several backends: {owners}")
         raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
+
+
+def _first_by_key(items: Iterable[tuple[str, JsonObject]], key: str) -> list[tuple[str, JsonObject]]:
+    first: dict[str, tuple[str, JsonObject]] = {}
+    for connector, item in items:
+        first.setdefault(str(item.get(key)), (connector, item))
+    return list(first.values())
 
 
 def _template_pattern(template: str) -> re.Pattern[str]:

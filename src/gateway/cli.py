@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", help="the key's id, as shown by 'gateway keys list'")
     revoke.set_defaults(run=_keys_revoke)
 
+    _policy_commands(commands)
+
     tools = commands.add_parser("tools", help="inspect the aggregated catalog").add_subparsers(
         title="tools", metavar="ACTION"
     )
@@ -265,6 +267,141 @@ def _when(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+# -- policy ----------------------------------------------------------------------------------
+
+
+def _policy_commands(commands: Any) -> None:
+    policy = commands.add_parser("policy", help="validate, test and explain the Cedar access policies")
+    actions = policy.add_subparsers(title="policy", metavar="ACTION")
+
+    def catalog_argument(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--catalog",
+            help="tool definitions file (like policies/tests/catalog.json) instead of connecting to the backends",
+        )
+
+    validate = actions.add_parser("validate", help="load the policies against the live catalog and report errors")
+    _config_argument(validate)
+    catalog_argument(validate)
+    validate.set_defaults(run=_policy_validate)
+
+    schema = actions.add_parser("schema", help="write the Cedar schema generated from the live catalog")
+    _config_argument(schema)
+    catalog_argument(schema)
+    schema.add_argument("--output", "-o", help="file to write (default: stdout)")
+    schema.set_defaults(run=_policy_schema)
+
+    test = actions.add_parser("test", help="run the cases in <policies>/tests and print a table")
+    _config_argument(test)
+    test.add_argument("--dir", help="policies directory (default: [policies] dir of the config)")
+    test.set_defaults(run=_policy_test)
+
+    explain = actions.add_parser("explain", help="show the decision for one request and the policies behind it")
+    _config_argument(explain)
+    catalog_argument(explain)
+    explain.add_argument("--agent", required=True)
+    explain.add_argument("--role", action="append", default=[], help="role of the agent (repeatable)")
+    explain.add_argument("--user", help="the user the agent acts for")
+    explain.add_argument("--tool", required=True, help="exposed tool name, e.g. crm__update_record")
+    explain.add_argument("--args", default="{}", help="arguments as a JSON object")
+    explain.add_argument("--reasoning", help="the agent's stated reasoning")
+    explain.set_defaults(run=_policy_explain)
+
+
+def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], int]) -> int:
+    """Run `action(engine, catalog)` with the catalog from `--catalog`, or from the live backends."""
+    from gateway.policy import PolicyEngine
+    from gateway.policy.cases import catalog_from_definitions
+    from gateway.runtime import GatewayRuntime
+
+    if args.catalog:
+        config = _load(args, with_connectors=False)
+        return action(PolicyEngine(config.gateway.policies.dir), catalog_from_definitions(Path(args.catalog)))
+    config = _load(args)
+    runtime = GatewayRuntime(config)
+
+    async def live() -> int:
+        async with runtime.connected():
+            return action(runtime.policy, runtime.catalog)
+
+    return _run(live)
+
+
+def _policy_validate(args: argparse.Namespace) -> int:
+    def validate(engine: Any, catalog: Any) -> int:
+        engine.load(catalog)
+        status = engine.status
+        print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
+        for limitation in status.limitations:
+            print(f"note: {limitation}")
+        return 0
+
+    return _with_policy_catalog(args, validate)
+
+
+def _policy_schema(args: argparse.Namespace) -> int:
+    def schema(engine: Any, catalog: Any) -> int:
+        try:
+            engine.load(catalog)
+        except GatewayError as exc:  # the schema is still worth having when a policy is wrong
+            print(f"gateway: warning: {exc}", file=sys.stderr)
+        text = json.dumps(engine.schema_json(), indent=2, sort_keys=True)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+            print(f"wrote {args.output}", file=sys.stderr)
+        else:
+            print(text)
+        return 0
+
+    return _with_policy_catalog(args, schema)
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from gateway.policy.cases import run_policy_tests
+
+    directory = Path(args.dir) if args.dir else _load(args, with_connectors=False).gateway.policies.dir
+    results = run_policy_tests(directory)
+    rows = [
+        (
+            "ok" if r.passed else "FAIL",
+            r.file.name,
+            r.name,
+            r.expected,
+            r.decision.effect.value if r.decision else "-",
+            ",".join(r.decision.policy_ids) if r.decision else "-",
+        )
+        for r in results
+    ]
+    _print_table(("RESULT", "FILE", "CASE", "EXPECTED", "DECIDED", "POLICIES"), rows)
+    failed = [r for r in results if not r.passed]
+    for result in failed:
+        print(f"\nFAIL {result.file.name}: {result.name}\n  " + "\n  ".join(result.problems))
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed or not results else 0
+
+
+def _policy_explain(args: argparse.Namespace) -> int:
+    from gateway.identity.principal import Principal
+
+    try:
+        arguments = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        print(f"gateway: --args is not JSON: {exc}", file=sys.stderr)
+        return 2
+    principal = Principal(agent=args.agent, roles=tuple(args.role), user=args.user, auth_method="explain")
+
+    def explain(engine: Any, catalog: Any) -> int:
+        engine.load(catalog)
+        entry = catalog.resolve_tool(args.tool)
+        decision = engine.decide_call(principal, entry, arguments, reasoning=args.reasoning)
+        visible = bool(engine.visible_tools(principal, (entry,)))
+        print(decision.explain())
+        print(f"  tool listed for this agent: {'yes' if visible else 'no'}")
+        return 0 if decision.allowed else 3
+
+    return _with_policy_catalog(args, explain)
+
+
 # -- tools -----------------------------------------------------------------------------------
 
 
@@ -275,7 +412,7 @@ def _tools_list(args: argparse.Namespace) -> int:
     runtime = GatewayRuntime(config)
 
     async def show() -> int:
-        async with runtime.running(migrate=False):
+        async with runtime.connected():
             rows = []
             for entry in runtime.catalog.tools():
                 annotations = entry.annotations

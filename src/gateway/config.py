@@ -173,12 +173,20 @@ class ConnectorsSettings(_Frozen):
     dir: Path = Path("connectors")
 
 
+class PoliciesSettings(_Frozen):
+    """Where the Cedar policies live (`access/*.cedar`, `tests/`) and how often to look for edits."""
+
+    dir: Path = Path("policies")
+    reload_interval: float = Field(default=1.0, gt=0)
+
+
 class GatewaySettings(_Frozen):
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
     logging: LoggingSettings = LoggingSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
+    policies: PoliciesSettings = PoliciesSettings()
     source: Path | None = Field(default=None, exclude=True)
 
 
@@ -269,9 +277,8 @@ def _validate(model: type[GatewaySettings], data: dict[str, Any], file: Path, te
 
 def _with_resolved_paths(settings: GatewaySettings, base: Path) -> GatewaySettings:
     """Make relative paths in the settings relative to the config file, not the working directory."""
-    connectors_dir = settings.connectors.dir
-    if not connectors_dir.is_absolute():
-        connectors_dir = (base / connectors_dir).resolve()
+    connectors_dir = (base / settings.connectors.dir).resolve()
+    policies_dir = (base / settings.policies.dir).resolve()
     url = settings.storage.url
     match = re.match(r"^(sqlite(?:\+aiosqlite)?:///)(?!/)(.+)$", url)
     if match and match.group(2) != ":memory:":
@@ -279,6 +286,7 @@ def _with_resolved_paths(settings: GatewaySettings, base: Path) -> GatewaySettin
     return settings.model_copy(
         update={
             "connectors": settings.connectors.model_copy(update={"dir": connectors_dir}),
+            "policies": settings.policies.model_copy(update={"dir": policies_dir}),
             "storage": settings.storage.model_copy(update={"url": url}),
         }
     )

@@ -1,6 +1,7 @@
 """`/healthz` (the process answers) and `/readyz` (it can serve: storage up, backends listed).
 
-`/readyz` answers 503 only when the gateway cannot serve anyone (storage down); a dead
+`/readyz` answers 503 only when the gateway cannot serve anyone (storage down, no access
+policies loaded, still starting); a dead
 backend makes it `degraded` with 200, because every other backend still works and a load
 balancer that dropped the gateway would take them all away.
 """
@@ -38,6 +39,17 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
             }
             for name, c in runtime.connectors.items()
         }
+        policies = runtime.policy.status
+        checks["policies"] = {
+            "state": "loaded" if policies.loaded else "not loaded",
+            "count": policies.policy_count,
+            "loaded_at": policies.loaded_at.isoformat() if policies.loaded_at else None,
+            "error": policies.last_error,
+            "limitations": list(policies.limitations),
+        }
+        if not policies.loaded:
+            # Without policies every request is denied: not ready to serve anyone.
+            status_code = 503
         if not runtime.started:
             status_code = 503
         degraded = any(b["state"] != HealthState.HEALTHY.value for b in backends.values())

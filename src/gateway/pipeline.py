@@ -1,8 +1,8 @@
-"""One agent request, one pass: resolve, forward, finish.
+"""One agent request, one pass: resolve, decide, forward, finish.
 
-Each stage is a short method, in the order DESIGN.md gives; decide, hold and record slot in
-between resolve and forward. The pipeline knows nothing of HTTP or stdio (the front turns its
-results and errors into wire messages) and nothing of how a backend is reached (connectors).
+Each stage is a short method, in the order DESIGN.md gives; hold and record slot in between
+decide and forward. The pipeline knows nothing of HTTP or stdio (the front turns its results
+and errors into wire messages) and nothing of how a backend is reached (connectors).
 """
 
 from __future__ import annotations
@@ -15,15 +15,21 @@ from typing import Any
 
 from gateway.catalog import Catalog, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
-from gateway.errors import GatewayError, InvalidArguments
+from gateway.errors import GatewayError, InvalidArguments, PolicyDenied, UnknownPrompt, UnknownTool
 from gateway.identity.principal import Principal
+from gateway.policy import Decision, PolicyEngine
 
 logger = logging.getLogger("gateway.calls")
 
 #: `_meta` keys the gateway never forwards: the client's envelope and progress token belong to
-#: the agent's connection; the backend connection stamps its own.
-_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
-_RESERVED_META_KEYS = frozenset({"progressToken"})
+#: the agent's connection (the backend connection stamps its own), and the gateway's own keys
+#: (reasoning, workflow) are for the gateway.
+_RESERVED_META_PREFIXES = ("io.modelcontextprotocol/", "io.autonomy-gateway/")
+_RESERVED_META_KEYS = frozenset({"progressToken", "progress_token"})
+
+#: Where an agent states why it makes a call, and which workflow the call belongs to.
+REASONING_META_KEY = "io.autonomy-gateway/reasoning"
+WORKFLOW_META_KEY = "io.autonomy-gateway/workflow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,25 +41,39 @@ class RequestInfo:
     session_id: str | None = None
     protocol_version: str | None = None
     client_name: str | None = None
+    client_version: str | None = None
 
 
 def forwardable_meta(meta: Mapping[str, Any] | None) -> JsonObject | None:
     """The part of a request's `_meta` a backend may see (trace context, custom keys)."""
     if not meta:
         return None
-    kept = {k: v for k, v in meta.items() if k not in _RESERVED_META_KEYS and not k.startswith(_RESERVED_META_PREFIX)}
+    kept = {k: v for k, v in meta.items() if k not in _RESERVED_META_KEYS and not k.startswith(_RESERVED_META_PREFIXES)}
     return kept or None
 
 
+def _meta_text(meta: Mapping[str, Any] | None, key: str) -> str | None:
+    value = meta.get(key) if meta else None
+    return value if isinstance(value, str) and value else None
+
+
 class Pipeline:
-    def __init__(self, catalog: Catalog, connectors: Mapping[str, Connector]) -> None:
+    def __init__(self, catalog: Catalog, connectors: Mapping[str, Connector], policy: PolicyEngine) -> None:
         self._catalog = catalog
         self._connectors = connectors
+        self._policy = policy
 
-    # -- listings ----------------------------------------------------------------------------
+    # -- listings: an agent sees only what it may use ----------------------------------------
 
     def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        return [entry.definition for entry in self._catalog.tools()]
+        visible = self._policy.visible_tools(
+            request.principal,
+            self._catalog.tools(),
+            session_id=request.session_id,
+            client=request.client_name,
+            request_id=request.request_id,
+        )
+        return [entry.definition for entry in visible]
 
     def tool_input_schema(self, exposed_name: str) -> Mapping[str, Any] | None:
         """For the SDK's `Mcp-Param` header check on 2026-07-28 calls, without a full listing per call."""
@@ -63,13 +83,13 @@ class Pipeline:
             return None
 
     def list_prompts(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        return [entry.definition for entry in self._catalog.prompts()]
+        return [p.definition for p in self._policy.visible_prompts(request.principal, self._catalog.prompts())]
 
-    def list_resources(self, request: RequestInfo) -> list[JsonObject]:
-        return self._catalog.resources()
+    def list_resources(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        return self._policy.visible_resources(request.principal, self._catalog.resources())
 
-    def list_resource_templates(self, request: RequestInfo) -> list[JsonObject]:
-        return self._catalog.resource_templates()
+    def list_resource_templates(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        return self._policy.visible_resource_templates(request.principal, self._catalog.resource_templates())
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -84,6 +104,7 @@ class Pipeline:
     ) -> JsonObject:
         started = time.perf_counter()
         entry: ToolEntry | None = None
+        decision: Decision | None = None
         outcome = "error"
         try:
             entry = self._catalog.resolve_tool(exposed_name)
@@ -91,6 +112,18 @@ class Pipeline:
                 arguments = {}
             if not isinstance(arguments, dict):
                 raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
+            decision = self._policy.decide_call(
+                request.principal,
+                entry,
+                arguments,
+                reasoning=_meta_text(meta, REASONING_META_KEY),
+                workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                session_id=request.session_id,
+                client=request.client_name,
+                request_id=request.request_id,
+            )
+            if not decision.allowed:
+                self._refuse(request, entry, decision)
             connector = self._connectors[entry.connector]
             result = await connector.call_tool(
                 entry.original, arguments, meta=forwardable_meta(meta), on_progress=on_progress
@@ -101,15 +134,34 @@ class Pipeline:
             outcome = type(exc).__name__
             raise
         finally:
-            self._finish(request, "tools/call", exposed_name, entry, outcome, started)
+            self._finish(request, "tools/call", exposed_name, entry, decision, outcome, started)
+
+    def _refuse(self, request: RequestInfo, entry: ToolEntry, decision: Decision) -> None:
+        """A tool the agent may never call is reported as unknown, so probing names reveals nothing."""
+        if not self._policy.visible_tools(request.principal, (entry,)):
+            raise UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
+        raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
     async def read_resource(
         self, request: RequestInfo, uri: str, *, meta: Mapping[str, Any] | None = None
     ) -> JsonObject:
         started = time.perf_counter()
         outcome = "error"
+        decision: Decision | None = None
         try:
             route = self._catalog.resolve_resource(uri)
+            decision = self._policy.decide_read_resource(
+                request.principal,
+                route.connector,
+                uri,
+                reasoning=_meta_text(meta, REASONING_META_KEY),
+                workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                session_id=request.session_id,
+                client=request.client_name,
+                request_id=request.request_id,
+            )
+            if not decision.allowed:
+                raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
             result = await self._connectors[route.connector].read_resource(uri, meta=forwardable_meta(meta))
             outcome = "ok"
             return result
@@ -117,7 +169,7 @@ class Pipeline:
             outcome = type(exc).__name__
             raise
         finally:
-            self._finish(request, "resources/read", uri, None, outcome, started)
+            self._finish(request, "resources/read", uri, None, decision, outcome, started)
 
     async def get_prompt(
         self,
@@ -129,8 +181,22 @@ class Pipeline:
     ) -> JsonObject:
         started = time.perf_counter()
         outcome = "error"
+        decision: Decision | None = None
         try:
             entry = self._catalog.resolve_prompt(exposed_name)
+            decision = self._policy.decide_get_prompt(
+                request.principal,
+                entry,
+                reasoning=_meta_text(meta, REASONING_META_KEY),
+                workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                session_id=request.session_id,
+                client=request.client_name,
+                request_id=request.request_id,
+            )
+            if not decision.allowed:
+                if not self._policy.visible_prompts(request.principal, (entry,)):
+                    raise UnknownPrompt(f"unknown prompt '{exposed_name}': list the prompts to see the available names")
+                raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
             result = await self._connectors[entry.connector].get_prompt(
                 entry.original, arguments, meta=forwardable_meta(meta)
             )
@@ -140,12 +206,19 @@ class Pipeline:
             outcome = type(exc).__name__
             raise
         finally:
-            self._finish(request, "prompts/get", exposed_name, None, outcome, started)
+            self._finish(request, "prompts/get", exposed_name, None, decision, outcome, started)
 
     # -- finish ------------------------------------------------------------------------------
 
     def _finish(
-        self, request: RequestInfo, method: str, target: str, entry: ToolEntry | None, outcome: str, started: float
+        self,
+        request: RequestInfo,
+        method: str,
+        target: str,
+        entry: ToolEntry | None,
+        decision: Decision | None,
+        outcome: str,
+        started: float,
     ) -> None:
         logger.info(
             "call finished",
@@ -154,8 +227,11 @@ class Pipeline:
                 "target": target,
                 "connector": entry.connector if entry else None,
                 "agent": request.principal.agent,
+                "user": request.principal.user,
                 "request_id": request.request_id,
                 "session_id": request.session_id,
+                "decision": decision.effect.value if decision else None,
+                "policies": list(decision.policy_ids) if decision else None,
                 "outcome": outcome,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },

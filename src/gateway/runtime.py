@@ -18,11 +18,13 @@ from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import Listing
+from gateway.errors import PolicyLoadError
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
+from gateway.policy import PolicyEngine
 from gateway.storage.database import Database
 
 logger = logging.getLogger(__name__)
@@ -41,13 +43,29 @@ class GatewayRuntime:
         self.connectors: dict[str, McpBackend] = {
             c.name: build_connector(c, self._listing_changed) for c in config.connectors
         }
-        self.pipeline = Pipeline(self.catalog, self.connectors)
+        self.policy = PolicyEngine(config.gateway.policies.dir)
+        self.pipeline = Pipeline(self.catalog, self.connectors, self.policy)
         self.started = False
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         if self.catalog.update(connector, listing) and self.started:
             logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
+            # Policies are re-validated against the new tools before anyone is told to re-list.
+            self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
+
+    def load_policies(self) -> None:
+        """First load after the backends' first listings; a failure leaves every request denied."""
+        try:
+            self.policy.load(self.catalog)
+        except PolicyLoadError as exc:
+            logger.error("access policies not loaded; every request is denied", extra={"error": str(exc)})
+            return
+        status = self.policy.status
+        logger.info(
+            "access policies loaded",
+            extra={"policies": status.policy_count, "limitations": list(status.limitations)},
+        )
 
     @asynccontextmanager
     async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
@@ -57,6 +75,10 @@ class GatewayRuntime:
         try:
             async with anyio.create_task_group() as task_group:
                 await self._start_connectors(task_group)
+                self.load_policies()
+                task_group.start_soon(
+                    self.policy.watch, lambda: self.catalog, self.config.gateway.policies.reload_interval
+                )
                 self.started = True
                 try:
                     yield self
@@ -69,6 +91,18 @@ class GatewayRuntime:
             if self.jwt is not None:
                 await self.jwt.aclose()
             await self.database.close()
+
+    @asynccontextmanager
+    async def connected(self) -> AsyncIterator[GatewayRuntime]:
+        """Only the backends, for commands that inspect the live catalog (no storage, no policies)."""
+        async with anyio.create_task_group() as task_group:
+            await self._start_connectors(task_group)
+            try:
+                yield self
+            finally:
+                for connector in self.connectors.values():
+                    await connector.close()
+                task_group.cancel_scope.cancel()
 
     async def _start_connectors(self, task_group: anyio.abc.TaskGroup) -> None:
         async with anyio.create_task_group() as starting:

@@ -19,6 +19,7 @@ from gateway.errors import (
     BackendUnavailable,
     GatewayError,
     InvalidArguments,
+    PolicyDenied,
     StorageUnavailable,
     UnknownPrompt,
     UnknownResource,
@@ -27,7 +28,10 @@ from gateway.errors import (
 
 #: JSON-RPC error code per error class; `RESOURCE_NOT_FOUND` is the MCP spec's -32002.
 _RESOURCE_NOT_FOUND = -32002
+#: A policy denied the request: the server-error range, documented in the README.
+POLICY_DENIED = -32003
 _ERROR_CODES: dict[type[GatewayError], int] = {
+    PolicyDenied: POLICY_DENIED,
     UnknownTool: types.INVALID_PARAMS,
     UnknownPrompt: types.INVALID_PARAMS,
     UnknownResource: _RESOURCE_NOT_FOUND,
@@ -43,6 +47,7 @@ _TOOL_ERRORS: tuple[type[GatewayError], ...] = (
     BackendUnavailable,
     BackendTimeout,
     InvalidArguments,
+    PolicyDenied,
     StorageUnavailable,
 )
 
@@ -53,6 +58,7 @@ def to_mcp_error(exc: GatewayError) -> MCPError:
     if isinstance(exc, BackendError):
         return MCPError(code=exc.code, message=str(exc), data=exc.data)
     code = next((c for cls, c in _ERROR_CODES.items() if isinstance(exc, cls)), types.INTERNAL_ERROR)
+    # Policy ids stay in the gateway's logs and audit: an agent learns the reason, not the rule book.
     return MCPError(code=code, message=str(exc), data={"type": type(exc).__name__})
 
 

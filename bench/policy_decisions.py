@@ -1,0 +1,163 @@
+"""Cost of one access decision as the policy set grows: 10, 100 and 1,000 policies.
+
+A synthetic catalog of 200 tools (10 servers x 20 tools, typed arguments) and policy sets in
+which a handful of policies can match the measured tool and the rest name other tools, the
+way real sets grow. Prints p50/p99 per decision for `decide_call` (context building included),
+for Cedar alone deciding the same request on the whole unsliced set (what slicing saves),
+and for `visible_tools` over 50 tools, both for a principal seen for the first time (cold)
+and again (warm, answers cached per loaded set).
+
+    .venv/bin/python bench/policy_decisions.py [--iterations 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cedarpy
+
+from gateway.catalog import Catalog
+from gateway.config import McpStdioConnector
+from gateway.connectors.base import Listing
+from gateway.identity.principal import Principal
+from gateway.policy import PolicyEngine
+from gateway.policy.loader import parse_policies, policy_set, read_policy_files
+
+SERVERS = 10
+TOOLS_PER_SERVER = 20
+TARGET = "svc0__tool0"
+INPUT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "amount": {"type": "number"},
+        "count": {"type": "integer"},
+        "note": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["amount", "count"],
+}
+
+
+def synthetic_catalog() -> Catalog:
+    settings = [
+        McpStdioConnector(name=f"svc{s}", kind="mcp-stdio", command=("bench",), labels=("bench",))
+        for s in range(SERVERS)
+    ]
+    catalog = Catalog(settings)
+    for s in range(SERVERS):
+        tools = tuple(
+            {
+                "name": f"tool{t}",
+                "inputSchema": INPUT_SCHEMA,
+                "annotations": {"readOnlyHint": t % 2 == 0, "destructiveHint": t % 4 == 1},
+            }
+            for t in range(TOOLS_PER_SERVER)
+        )
+        catalog.update(f"svc{s}", Listing(tools=tools))
+    return catalog
+
+
+def policies(count: int) -> str:
+    """`count` policies: five can match TARGET, the others name other tools."""
+    matching = [
+        'permit (principal is Agent, action == Action::"list_tools", resource);',
+        f'permit (principal in Role::"ops", action == Action::"{TARGET}", resource)\n'
+        '  when { context.input.amount.lessThan(decimal("1000.0")) && context.input.count < 10 };',
+        'forbid (principal, action in Action::"destructive", resource)\n'
+        '  unless { context has reasoning && context.reasoning != "" };',
+        'permit (principal in Role::"ops", action in Action::"server:svc0", resource)\n'
+        "  when { context.time.hour >= 0 };",
+        'forbid (principal in Role::"suspended", action in Action::"call_tool", resource);',
+    ]
+    others = [f"svc{s}__tool{t}" for s in range(SERVERS) for t in range(TOOLS_PER_SERVER)]
+    others.remove(TARGET)
+    rest = [
+        f'permit (principal in Role::"team{i % 37}", action == Action::"{others[i % len(others)]}", resource)\n'
+        f'  when {{ context.input.count < {i + 1} && context.input has note && context.input.note != "x{i}" }};'
+        for i in range(max(0, count - len(matching)))
+    ]
+    return "\n\n".join(matching[: min(count, len(matching))] + rest) + "\n"
+
+
+def measure(function: Callable[[int], object], iterations: int) -> tuple[float, float]:
+    samples = []
+    for index in range(iterations):
+        start = time.perf_counter()
+        function(index)
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return statistics.median(samples) * 1e6, samples[int(len(samples) * 0.99) - 1] * 1e6
+
+
+def bench(count: int, catalog: Catalog, iterations: int) -> str:
+    """One row of the table: load time and decision costs with `count` policies."""
+    target = catalog.resolve_tool(TARGET)
+    listed = list(catalog.tools())[:50]
+    ops = Principal(agent="bench-agent", roles=("ops",))
+    arguments = {"amount": 250.75, "count": 3, "note": "monthly run", "tags": ["a", "b"]}
+    with tempfile.TemporaryDirectory() as directory:
+        access = Path(directory) / "access"
+        access.mkdir()
+        (access / "bench.cedar").write_text(policies(count))
+        engine = PolicyEngine(Path(directory))
+        start = time.perf_counter()
+        engine.load(catalog)
+        load_ms = (time.perf_counter() - start) * 1e3
+        decision = engine.decide_call(ops, target, arguments, reasoning="scheduled")
+        assert decision.allowed, decision.explain()
+        assert [t.exposed for t in engine.visible_tools(ops, listed)][:1] == [TARGET]
+
+        whole = policy_set(parse_policies(read_policy_files(access)).policies)
+        state = engine._state  # Cedar alone, on the same parsed entities, with the whole set
+        assert state is not None
+        entities = state.entities.for_principal(ops)
+        request = {
+            "principal": {"type": "Agent", "id": ops.agent},
+            "action": {"type": "Action", "id": TARGET},
+            "resource": {"type": "Tool", "id": TARGET},
+            "context": {
+                "input": {
+                    "amount": {"__extn": {"fn": "decimal", "arg": "250.7500"}},
+                    "count": 3,
+                    "note": "monthly run",
+                    "tags": ["a", "b"],
+                },
+                "reasoning": "scheduled",
+                "session": {"id": "", "client": ""},
+                "time": {"hour": 12, "weekday": 1, "date": "2026-11-30", "iso": "2026-11-30T12:00:00Z"},
+                "request_id": "",
+            },
+        }
+        assert cedarpy.is_authorized(request, whole, entities).allowed
+
+        call = measure(lambda _: engine.decide_call(ops, target, arguments, reasoning="scheduled"), iterations)
+        unsliced = measure(lambda _: cedarpy.is_authorized(request, whole, entities), iterations)
+        cold = measure(
+            lambda index: engine.visible_tools(Principal(agent=f"agent-{count}-{index}", roles=("ops",)), listed),
+            max(50, iterations // 10),
+        )
+        warm = measure(lambda _: engine.visible_tools(ops, listed), iterations)
+    cells = [f"{count:>8}", f"{load_ms:>8.1f}"]
+    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, unsliced, cold, warm)]
+    return "  ".join(cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=2000)
+    args = parser.parse_args()
+    catalog = synthetic_catalog()
+    print(f"{len(list(catalog.tools()))} tools; {args.iterations} iterations; microseconds per call, p50 / p99")
+    headers = ("policies", "load ms", "decide_call", "Cedar unsliced", "visible_tools cold", "visible_tools warm")
+    print("  ".join(f"{h:>8}" if i < 2 else f"{h:>15}" for i, h in enumerate(headers)))
+    for count in (10, 100, 1000):
+        print(bench(count, catalog, args.iterations))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Policy test cases: requests with the decision a security team expects, run without backends.
+
+A cases directory (`policies/tests/`) holds `catalog.json`, the tool definitions the cases need
+(what the backends would list), and any number of `*.toml` files of cases; the format is
+described in `policies/README.md`. `gateway policy test` and CI run them with `run_policy_tests`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.catalog import Catalog
+from gateway.config import McpStdioConnector, ToolOverride
+from gateway.connectors.base import Listing
+from gateway.errors import ConfigError, UnknownTool
+from gateway.identity.principal import Principal
+from gateway.policy.decision import Decision
+from gateway.policy.engine import PolicyEngine
+
+CATALOG_FILE = "catalog.json"
+_CASE_KEYS = frozenset(
+    {
+        "name",
+        "agent",
+        "roles",
+        "user",
+        "tool",
+        "arguments",
+        "expect",
+        "policy",
+        "visible",
+        "reasoning",
+        "workflow",
+        "time",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One case's outcome: what was expected, what the engine decided, and what did not match."""
+
+    file: Path
+    name: str
+    expected: str
+    decision: Decision | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        status = "ok  " if self.passed else "FAIL"
+        lines = [f"{status} {self.file.name}: {self.name} (expected {self.expected})"]
+        lines.extend(f"     {problem}" for problem in self.problems)
+        if not self.passed and self.decision is not None:
+            lines.extend(f"     {line}" for line in self.decision.explain().splitlines())
+        return "\n".join(lines)
+
+
+def catalog_from_definitions(path: Path) -> Catalog:
+    """A `Catalog` built from a definitions file instead of live backends.
+
+    Format: `{"separator": "__", "connectors": {"crm": {"labels": [...], "overrides": {"<tool>":
+    {"labels": [...], "enabled": true}}, "tools": [...], "prompts": [...], "resources": [...],
+    "resourceTemplates": [...]}}}`, where tools, prompts, resources and templates are the wire
+    dicts a backend lists (name, annotations, inputSchema, ...).
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    connectors = document.get("connectors") if isinstance(document, Mapping) else None
+    if not isinstance(connectors, Mapping):
+        raise ConfigError(f"{path}: expected an object with a 'connectors' object")
+    settings = []
+    listings = {}
+    for name, spec in connectors.items():
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{path}: connectors.{name}: expected an object")
+        try:
+            overrides = {tool: ToolOverride(**override) for tool, override in (spec.get("overrides") or {}).items()}
+            settings.append(
+                McpStdioConnector(
+                    name=name,
+                    kind="mcp-stdio",
+                    command=("policy-test",),
+                    labels=tuple(spec.get("labels") or ()),
+                    tools=overrides,
+                )
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: connectors.{name}: {exc}") from None
+        listings[name] = Listing(
+            tools=tuple(spec.get("tools") or ()),
+            prompts=tuple(spec.get("prompts") or ()),
+            resources=tuple(spec.get("resources") or ()),
+            resource_templates=tuple(spec.get("resourceTemplates") or ()),
+        )
+    catalog = Catalog(settings, separator=str(document.get("separator", "__")))
+    for name, listing in listings.items():
+        try:
+            catalog.update(name, listing)
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: connectors.{name}: a definition lacks a required key: {exc}") from None
+    return catalog
+
+
+def run_cases(engine: PolicyEngine, catalog: Catalog, cases_dir: Path) -> list[CaseResult]:
+    """Run every case of every `*.toml` in `cases_dir` against `engine`, loaded with `catalog`."""
+    results: list[CaseResult] = []
+    for file in sorted(Path(cases_dir).glob("*.toml")):
+        for index, case in enumerate(_read_cases(file), start=1):
+            results.append(_run_case(engine, catalog, file, index, case))
+    return results
+
+
+def run_policy_tests(policy_dir: Path) -> list[CaseResult]:
+    """Load `<policy_dir>/access` against `<policy_dir>/tests/catalog.json` and run the cases there.
+
+    Raises PolicyLoadError when the policies do not load, ConfigError when a test file is invalid.
+    """
+    cases_dir = Path(policy_dir) / "tests"
+    catalog = catalog_from_definitions(cases_dir / CATALOG_FILE)
+    engine = PolicyEngine(Path(policy_dir))
+    engine.load(catalog)
+    return run_cases(engine, catalog, cases_dir)
+
+
+def _read_cases(file: Path) -> list[Mapping[str, Any]]:
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML: {exc}") from None
+    cases = document.get("case", [])
+    if not isinstance(cases, list):
+        raise ConfigError(f"{file}: 'case' must be an array of tables ([[case]])")
+    for index, case in enumerate(cases, start=1):
+        unknown = set(case) - _CASE_KEYS
+        if unknown:
+            raise ConfigError(f"{file}: case {index}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("agent", "tool", "expect"):
+            if key not in case:
+                raise ConfigError(f"{file}: case {index} ({case.get('name', 'unnamed')}): key '{key}' is missing")
+        if case["expect"] not in ("allow", "deny"):
+            raise ConfigError(f'{file}: case {index}: expect must be "allow" or "deny"')
+    return cases
+
+
+def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, case: Mapping[str, Any]) -> CaseResult:
+    name = str(case.get("name") or f"case {index}")
+    expected = case["expect"]
+    principal = Principal(agent=case["agent"], roles=tuple(case.get("roles", ())), user=case.get("user"))
+    try:
+        tool = catalog.resolve_tool(case["tool"])
+    except UnknownTool:
+        return CaseResult(file, name, expected, None, (f"tool '{case['tool']}' is not in {CATALOG_FILE}",))
+    when = case.get("time")
+    decision = engine.decide_call(
+        principal,
+        tool,
+        case.get("arguments", {}),
+        reasoning=case.get("reasoning"),
+        workflow=case.get("workflow"),
+        session_id="policy-test",
+        client="gateway policy test",
+        request_id=f"{file.stem}:{index}",
+        now=datetime.fromisoformat(when) if isinstance(when, str) else when,
+    )
+    problems = []
+    if decision.effect.value != expected:
+        problems.append(f"decided {decision.effect.value}: {decision.reason}")
+    if case.get("policy") and case["policy"] not in decision.policy_ids:
+        shown = ", ".join(decision.policy_ids) or "no policy"
+        problems.append(f"expected policy '{case['policy']}' to determine the decision, but it was {shown}")
+    if "visible" in case:
+        visible = bool(engine.visible_tools(principal, [tool]))
+        if visible != bool(case["visible"]):
+            problems.append(f"expected the tool to be {'visible' if case['visible'] else 'hidden'} in tools/list")
+    return CaseResult(file, name, expected, decision, tuple(problems))

@@ -1,0 +1,347 @@
+"""A request's Cedar context: the typed arguments plus who, when and why.
+
+Arguments are converted by the type the schema generator gave each one (see `schema.py`):
+strings, booleans and records as they are; integers as Long (64-bit; a JSON number with a zero
+fraction such as `2.0` counts as an integer); JSON numbers as Cedar `decimal`, rounded half to
+even to 4 places; arrays as Sets; anything else as its JSON text. A value Cedar cannot hold (an
+integer beyond 64 bits, a number outside the decimal range, a value of the wrong type, a
+missing required argument) gives a reason to deny instead of a context, so the caller never
+sends Cedar a request it would fail on.
+
+Bounds keep the cost of a decision fixed, whatever an agent sends: untyped JSON text stops at
+`max_json_text` characters and at `max_depth` levels of nesting, and a request whose context
+(typed strings, keys, untyped text, reasoning, workflow, plus 8 for every value, so a list of
+millions of tiny items counts too) adds up to more than `max_total` is denied. Nothing here
+recurses on the value: typed conversion recurses only as deep as the tool's schema (at most 32
+levels), and JSON text is written with an explicit stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+from gateway.policy.schema import ArgumentType, Kind
+
+LONG_MIN = -(2**63)
+LONG_MAX = 2**63 - 1
+DECIMAL_MIN = Decimal("-922337203685477.5808")
+DECIMAL_MAX = Decimal("922337203685477.5807")
+_FOUR_PLACES = Decimal("0.0001")
+_ELLIPSIS = "…"
+#: What every converted value costs against the budget on top of its characters.
+_VALUE_COST = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentLimits:
+    """How much of a request the policy engine looks at (characters, nesting levels)."""
+
+    max_depth: int = 32
+    max_json_text: int = 16 * 1024
+    max_total: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContextResult:
+    """Either the Cedar context of a request, or why no context could be built (a reason to deny)."""
+
+    context: dict[str, Any] | None
+    problem: str | None = None
+
+
+class _Unrepresentable(Exception):
+    """Raised inside this module only, when a value cannot enter the context; carries the reason."""
+
+
+def call_context(
+    input_type: ArgumentType,
+    arguments: Mapping[str, Any],
+    *,
+    reasoning: str | None,
+    workflow: str | None,
+    session_id: str | None,
+    client: str | None,
+    request_id: str | int | None,
+    now: datetime | None,
+    limits: ArgumentLimits,
+) -> ContextResult:
+    """The context of a `call_tool` action: the common attributes plus typed `input`."""
+    converter = _Converter(limits)
+    try:
+        context = _common(converter, reasoning, workflow, session_id, client, request_id, now)
+        context["input"] = converter.record(input_type, arguments, "input")
+    except _Unrepresentable as problem:
+        return ContextResult(None, str(problem))
+    return ContextResult(context)
+
+
+def common_context(
+    *,
+    reasoning: str | None,
+    workflow: str | None,
+    session_id: str | None,
+    client: str | None,
+    request_id: str | int | None,
+    now: datetime | None,
+    limits: ArgumentLimits,
+) -> ContextResult:
+    """The context of `list_tools`, `read_resource` and `get_prompt`."""
+    try:
+        return ContextResult(_common(_Converter(limits), reasoning, workflow, session_id, client, request_id, now))
+    except _Unrepresentable as problem:
+        return ContextResult(None, str(problem))
+
+
+def time_record(now: datetime | None) -> dict[str, Any]:
+    """`context.time` in UTC: a naive `now` is taken to be UTC already."""
+    moment = datetime.now(UTC) if now is None else now
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return {
+        "hour": moment.hour,
+        "weekday": moment.isoweekday(),
+        "date": moment.date().isoformat(),
+        "iso": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def _common(
+    converter: _Converter,
+    reasoning: str | None,
+    workflow: str | None,
+    session_id: str | None,
+    client: str | None,
+    request_id: str | int | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "session": {
+            "id": converter.text(session_id or "", "session.id"),
+            "client": converter.text(client or "", "session.client"),
+        },
+        "time": time_record(now),
+        "request_id": converter.text("" if request_id is None else str(request_id), "request_id"),
+    }
+    if reasoning is not None:
+        context["reasoning"] = converter.text(reasoning, "reasoning")
+    if workflow is not None:
+        context["workflow"] = converter.text(workflow, "workflow")
+    return context
+
+
+def _decimal_text(value: int | float) -> str:
+    """A JSON number as Cedar `decimal` text: rounded half to even to 4 places, range-checked."""
+    try:
+        number = Decimal(value) if isinstance(value, int) else Decimal(repr(value))
+    except (InvalidOperation, ValueError):
+        raise _Unrepresentable(f"{value!r} is not a finite number") from None
+    if not number.is_finite():
+        raise _Unrepresentable(f"{value!r} is not a finite number")
+    if not DECIMAL_MIN <= number <= DECIMAL_MAX:
+        raise _Unrepresentable(f"{value!r} is outside the range policies can compare (about ±9.2e14)")
+    rounded = number.quantize(_FOUR_PLACES, rounding=ROUND_HALF_EVEN)
+    if not DECIMAL_MIN <= rounded <= DECIMAL_MAX:
+        raise _Unrepresentable(f"{value!r} is outside the range policies can compare (about ±9.2e14)")
+    return f"{rounded:f}"
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    Kind.STRING: "a string",
+    Kind.LONG: "an integer",
+    Kind.BOOL: "a boolean",
+    Kind.DECIMAL: "a number",
+    Kind.RECORD: "an object",
+    Kind.SET: "an array",
+}
+
+
+class _Converter:
+    """Converts one request's values, charging every character against the request's budget."""
+
+    def __init__(self, limits: ArgumentLimits) -> None:
+        self._limits = limits
+        self._spent = 0
+
+    def _charge(self, amount: int) -> None:
+        self._spent += amount
+        if self._spent > self._limits.max_total:
+            raise _Unrepresentable(
+                f"the request is larger than the policy engine evaluates ({self._limits.max_total} characters of "
+                "arguments, reasoning and workflow); it is denied rather than decided on a part of it"
+            )
+
+    def text(self, value: str, path: str) -> str:
+        if not isinstance(value, str):
+            raise _Unrepresentable(f"{path} must be a string, got {_kind_of(value)}")
+        self._charge(len(value))
+        return value
+
+    def value(self, typed: ArgumentType, value: Any, path: str) -> Any:
+        kind = typed.kind
+        self._charge(_VALUE_COST)
+        if kind is Kind.JSON:
+            text = json_text(value, max_chars=self._limits.max_json_text, max_depth=self._limits.max_depth)
+            self._charge(len(text))
+            return text
+        if kind is Kind.STRING:
+            if not isinstance(value, str):
+                raise self._mismatch(typed, value, path)
+            self._charge(len(value))
+            return value
+        if kind is Kind.BOOL:
+            if not isinstance(value, bool):
+                raise self._mismatch(typed, value, path)
+            return value
+        if kind is Kind.LONG:
+            return self._long(typed, value, path)
+        if kind is Kind.DECIMAL:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self._mismatch(typed, value, path)
+            try:
+                return {"__extn": {"fn": "decimal", "arg": _decimal_text(value)}}
+            except _Unrepresentable as problem:
+                raise _Unrepresentable(f"argument '{path}': {problem}; the call is denied") from None
+        if kind is Kind.RECORD:
+            if not isinstance(value, Mapping):
+                raise self._mismatch(typed, value, path)
+            return self.record(typed, value, path)
+        if not isinstance(value, list | tuple):
+            raise self._mismatch(typed, value, path)
+        assert typed.items is not None
+        return [self.value(typed.items, item, f"{path}[{index}]") for index, item in enumerate(value)]
+
+    def record(self, typed: ArgumentType, value: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """Declared attributes only: arguments the schema does not declare are not in the context."""
+        if not isinstance(value, Mapping):
+            raise self._mismatch(typed, value, path)
+        result: dict[str, Any] = {}
+        for field in typed.fields:
+            self._charge(len(field.name))
+            present = field.name in value
+            item = value[field.name] if present else None
+            if present and (item is not None or (field.type.kind is Kind.JSON and not field.nullable)):
+                result[field.name] = self.value(field.type, item, f"{path}.{field.name}")
+            elif present and not field.nullable:
+                raise _Unrepresentable(f"argument '{path}.{field.name}' must not be null; the call is denied")
+            elif field.required:
+                raise _Unrepresentable(
+                    f"required argument '{path}.{field.name}' is missing (the tool's input schema requires it); "
+                    "the call is denied"
+                )
+        return result
+
+    def _long(self, typed: ArgumentType, value: Any, path: str) -> int:
+        if isinstance(value, bool):
+            raise self._mismatch(typed, value, path)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise _Unrepresentable(
+                    f"argument '{path}' must be an integer (the tool's input schema says so), got {value!r}; "
+                    "the call is denied"
+                )
+            value = int(value)
+        if not isinstance(value, int):
+            raise self._mismatch(typed, value, path)
+        if not LONG_MIN <= value <= LONG_MAX:
+            raise _Unrepresentable(
+                f"argument '{path}' is an integer beyond the 64-bit range policies can compare; the call is denied"
+            )
+        return value
+
+    @staticmethod
+    def _mismatch(typed: ArgumentType, value: Any, path: str) -> _Unrepresentable:
+        return _Unrepresentable(
+            f"argument '{path}' must be {_EXPECTED[typed.kind]} (the tool's input schema says so), "
+            f"got {_kind_of(value)}; the call is denied"
+        )
+
+
+def json_text(value: Any, *, max_chars: int, max_depth: int) -> str:
+    """`value` as compact JSON text, cut at `max_chars` (ending in "…") and at `max_depth` levels.
+
+    Containers nested deeper than `max_depth` are written as the string "…". Keys keep the
+    order they were sent in. Written without recursion, so no nesting can exhaust the stack, and
+    it stops reading the value once the text is long enough, so its cost is bounded too.
+    """
+    parts: list[str] = []
+    length = 0
+    for token in _tokens(value, max_depth, max_chars):
+        parts.append(token)
+        length += len(token)
+        if length > max_chars:
+            return "".join(parts)[:max_chars] + _ELLIPSIS
+    return "".join(parts)
+
+
+_END = object()
+
+
+def _tokens(value: Any, max_depth: int, max_chars: int) -> Iterator[str]:
+    frames: list[Iterator[tuple[Any, Any]]] = [iter([(None, value)])]
+    closers = [""]
+    first = [True]
+    while frames:
+        item = next(frames[-1], _END)
+        if item is _END:
+            frames.pop()
+            first.pop()
+            yield closers.pop()
+            continue
+        key, current = item  # type: ignore[misc]
+        if not first[-1]:
+            yield ","
+        first[-1] = False
+        if key is not None:
+            yield _scalar(str(key), max_chars) + ":"
+        nested = len(frames)
+        if isinstance(current, Mapping | list | tuple) and nested > max_depth:
+            yield json.dumps(_ELLIPSIS, ensure_ascii=False)
+        elif isinstance(current, Mapping):
+            yield "{"
+            frames.append(iter(current.items()))
+            closers.append("}")
+            first.append(True)
+        elif isinstance(current, list | tuple):
+            yield "["
+            frames.append((None, element) for element in current)
+            closers.append("]")
+            first.append(True)
+        else:
+            yield _scalar(current, max_chars)
+
+
+def _scalar(value: Any, max_chars: int) -> str:
+    if isinstance(value, str):
+        return json.dumps(value[: max_chars + 1], ensure_ascii=False)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts to text
+            return json.dumps(_ELLIPSIS, ensure_ascii=False)
+    if isinstance(value, float):
+        return json.dumps(value)
+    return json.dumps(str(value)[: max_chars + 1], ensure_ascii=False)

@@ -1,0 +1,72 @@
+"""What the access policies decided about one request, and why.
+
+A `Decision` is built once and never changed. It names the policies that determined it (with
+file, line and annotations, so `gateway policy` commands and the audit log can point at them),
+the reason an agent may be shown (a policy's `@reason`, never its text) and any evaluation
+errors, which always make the decision a deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+
+class Effect(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRef:
+    """One loaded policy as people know it: readable id, effect, where it is written, its annotations."""
+
+    id: str
+    effect: str
+    file: str
+    line: int
+    annotations: Mapping[str, str]
+
+    @property
+    def location(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Allow or deny, the policies that determined it, the reason to show, and any errors."""
+
+    effect: Effect
+    reason: str
+    policies: tuple[PolicyRef, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        return tuple(policy.id for policy in self.policies)
+
+    @property
+    def annotations(self) -> Mapping[str, Mapping[str, str]]:
+        """Annotations of each determining policy, by policy id."""
+        return MappingProxyType({policy.id: policy.annotations for policy in self.policies})
+
+    def explain(self) -> str:
+        """The decision and the policies that determined it, one per line, for people and logs."""
+        lines = [f"{self.effect.value}: {self.reason}"]
+        lines.extend(f"  {policy.effect} {policy.id} ({policy.location})" for policy in self.policies)
+        lines.extend(f"  error: {error}" for error in self.errors)
+        return "\n".join(lines)
+
+
+def allow(reason: str, policies: tuple[PolicyRef, ...]) -> Decision:
+    return Decision(Effect.ALLOW, reason, policies)
+
+
+def deny(reason: str, policies: tuple[PolicyRef, ...] = (), errors: tuple[str, ...] = ()) -> Decision:
+    return Decision(Effect.DENY, reason, policies, errors)

@@ -1,0 +1,626 @@
+"""The access policy engine: parsed once per load, swapped whole on reload, failing closed.
+
+`load` reads `<policy_dir>/access/*.cedar`, generates the Cedar schema from the live catalog,
+validates every policy against it and builds the parsed policy set, schema and entities. Any
+failure keeps the set that was working before (none at first start: everything is denied) and
+is reported with file and line. Decisions run Cedar inline on the parsed handles and only on
+the policies whose action scope can match the request (see `slices.py`). Whatever goes wrong
+while deciding (an evaluation error in any policy, a missing entity, a request Cedar refuses,
+no decision) is a deny, logged with its cause.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import cedarpy
+
+from gateway.catalog import Catalog, PromptEntry, ToolEntry
+from gateway.errors import PolicyLoadError
+from gateway.identity.principal import Principal
+from gateway.policy.context import ArgumentLimits, ContextResult, call_context, common_context
+from gateway.policy.decision import Decision, PolicyRef, allow, deny
+from gateway.policy.entities import EntityStore, principal_key, uid, uid_text
+from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, read_policy_files, validation_errors
+from gateway.policy.schema import (
+    AGENT,
+    GET_PROMPT,
+    LIST_TOOLS,
+    PROMPT,
+    READ_RESOURCE,
+    RESOURCE,
+    SERVER,
+    TOOL,
+    GeneratedSchema,
+    generate_schema,
+)
+from gateway.policy.slices import PolicySlices
+
+logger = logging.getLogger(__name__)
+
+#: What cedarpy raises for a request it cannot take (bad entity, bad context, internal failure).
+_ENGINE_FAILURES = (ValueError, TypeError, KeyError, RuntimeError, OverflowError)
+
+#: Visibility answers kept per loaded set; past this the cache starts over.
+VISIBILITY_CACHE_SIZE = 65536
+
+#: What a failing schema generator may raise on a malformed tool definition.
+_GENERATOR_FAILURES = (TypeError, ValueError, AttributeError, KeyError, RecursionError)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """What `gateway policy status`, `/readyz` and the console say about the access policies."""
+
+    loaded: bool
+    policy_count: int
+    loaded_at: datetime | None
+    last_error: str | None
+    limitations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _PolicyState:
+    """Everything one successful load produced; replaced whole, never changed (caches aside)."""
+
+    loaded: LoadedPolicies
+    schema: GeneratedSchema
+    schema_handle: cedarpy.Schema
+    entities: EntityStore
+    slices: PolicySlices
+    loaded_at: datetime
+    visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+
+
+class PolicyEngine:
+    """Decides, per request, whether the access policies allow it; see the module docstring."""
+
+    def __init__(self, policy_dir: Path, *, limits: ArgumentLimits | None = None) -> None:
+        self._policy_dir = Path(policy_dir)
+        self._access_dir = self._policy_dir / "access"
+        self._limits = limits or ArgumentLimits()
+        self._state: _PolicyState | None = None
+        self._lock = threading.Lock()
+        self._fingerprint: object = None
+        self._last_error: str | None = None
+        self._last_schema: GeneratedSchema | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+
+    @property
+    def policy_dir(self) -> Path:
+        return self._policy_dir
+
+    def load(self, catalog: Catalog) -> None:
+        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set."""
+        with self._lock:
+            fingerprint = self._current_fingerprint()
+            try:
+                state = self._build(catalog)
+            except PolicyLoadError as exc:
+                self._last_error = str(exc)
+                logger.error(
+                    "access policies not loaded (%s): %s",
+                    "the previous set stays active" if self._state else "every request is denied",
+                    exc,
+                )
+                raise
+            finally:
+                self._fingerprint = fingerprint
+            self._state = state
+            self._last_error = None
+        logger.info(
+            "access policies loaded",
+            extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
+        )
+        if state.schema.limitations:
+            logger.info(
+                "some tool arguments are offered to policies as JSON text",
+                extra={"schema_limitations": list(state.schema.limitations)},
+            )
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+        try:
+            self.load(catalog)
+        except PolicyLoadError:
+            pass  # recorded in status.last_error and logged by load()
+
+    def reload_if_changed(self, catalog: Catalog) -> bool:
+        """Reload when a policy file was added, removed or changed; returns whether a new set is active."""
+        if self._current_fingerprint() == self._fingerprint:
+            return False
+        try:
+            self.load(catalog)
+        except PolicyLoadError:
+            return False
+        return True
+
+    async def watch(self, catalog_provider: Callable[[], Catalog], interval: float = 1.0) -> None:
+        """Poll the policy files forever; loads run in a worker thread so requests keep flowing."""
+        while True:
+            await anyio.to_thread.run_sync(self.reload_if_changed, catalog_provider())
+            await anyio.sleep(interval)
+
+    @property
+    def status(self) -> PolicyStatus:
+        state = self._state
+        schema = self._last_schema
+        return PolicyStatus(
+            loaded=state is not None,
+            policy_count=len(state.loaded) if state else 0,
+            loaded_at=state.loaded_at if state else None,
+            last_error=self._last_error,
+            limitations=schema.limitations if schema else (),
+        )
+
+    def policies(self) -> tuple[PolicyRef, ...]:
+        """The active policies, in file order (empty when none are loaded)."""
+        state = self._state
+        return tuple(state.loaded.refs.values()) if state else ()
+
+    def schema_json(self) -> dict[str, Any]:
+        """The Cedar schema (JSON format) of the last catalog seen, for people writing policies."""
+        schema = self._last_schema
+        if schema is None:
+            return {}
+        return json.loads(json.dumps(schema.document))
+
+    def _current_fingerprint(self) -> object:
+        """Names, sizes, modification times and inodes of the policy files: cheap to take every second."""
+        try:
+            with os.scandir(self._access_dir) as entries:
+                return tuple(
+                    sorted(
+                        (entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+                        for entry in entries
+                        if entry.name.endswith(".cedar") and (stat := entry.stat())
+                    )
+                )
+        except OSError as exc:
+            return ("unreadable", type(exc).__name__)
+
+    def _build(self, catalog: Catalog) -> _PolicyState:
+        files = read_policy_files(self._access_dir)
+        try:
+            schema = generate_schema(catalog)
+        except _GENERATOR_FAILURES as exc:
+            raise PolicyLoadError(f"the catalog could not be turned into a Cedar schema: {exc!r}") from None
+        self._last_schema = schema
+        try:
+            schema_handle = cedarpy.Schema.from_json_str(json.dumps(schema.document), release_gil=True)
+        except ValueError as exc:
+            raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
+        loaded = parse_policies(files)
+        problems = validation_errors(loaded, schema_handle)
+        if problems:
+            raise PolicyLoadError("\n".join(problems))
+        try:
+            policy_set(loaded.policies)
+            entities = EntityStore(schema, schema_handle)
+        except ValueError as exc:
+            raise PolicyLoadError(f"the policies or the catalog's entities were refused by Cedar: {exc}") from None
+        return _PolicyState(
+            loaded=loaded,
+            schema=schema,
+            schema_handle=schema_handle,
+            entities=entities,
+            slices=PolicySlices(loaded.policies, schema.action_groups),
+            loaded_at=datetime.now(UTC),
+        )
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def decide_call(
+        self,
+        principal: Principal,
+        tool: ToolEntry,
+        arguments: Mapping[str, Any],
+        *,
+        reasoning: str | None = None,
+        workflow: str | None = None,
+        session_id: str | None = None,
+        client: str | None = None,
+        request_id: str | int | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Whether `principal` may call `tool` with these arguments."""
+        what = f"call tool '{tool.exposed}'"
+        state = self._state
+        if state is None:
+            return self._unloaded(what)
+        shape = _current_shape(state, tool)
+        if shape is None:
+            logger.warning(
+                "tool unknown to the loaded access policies, or changed since they were validated; denied",
+                extra={"agent": principal.agent, "tool": tool.exposed},
+            )
+            return deny(
+                f"tool '{tool.exposed}' is not in the catalog the access policies were validated against; "
+                "denied until the policies are re-validated"
+            )
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping):
+            return deny("the arguments must be a JSON object; the call is denied")
+        context = call_context(
+            shape.input,
+            arguments,
+            reasoning=reasoning,
+            workflow=workflow,
+            session_id=session_id,
+            client=client,
+            request_id=request_id,
+            now=now,
+            limits=self._limits,
+        )
+        return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what)
+
+    def decide_read_resource(
+        self,
+        principal: Principal,
+        connector: str,
+        uri: str,
+        *,
+        reasoning: str | None = None,
+        workflow: str | None = None,
+        session_id: str | None = None,
+        client: str | None = None,
+        request_id: str | int | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Whether `principal` may read the resource `uri` served by `connector`."""
+        what = f"read resource '{uri}'"
+        state = self._state
+        if state is None:
+            return self._unloaded(what)
+        context = self._common(reasoning, workflow, session_id, client, request_id, now)
+        return self._decide(
+            state, principal, READ_RESOURCE, uid(RESOURCE, uri), context, what, resource_entity=(connector, uri)
+        )
+
+    def decide_get_prompt(
+        self,
+        principal: Principal,
+        prompt: PromptEntry,
+        *,
+        reasoning: str | None = None,
+        workflow: str | None = None,
+        session_id: str | None = None,
+        client: str | None = None,
+        request_id: str | int | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Whether `principal` may get `prompt`."""
+        what = f"get prompt '{prompt.exposed}'"
+        state = self._state
+        if state is None:
+            return self._unloaded(what)
+        if prompt.exposed not in state.schema.prompts:
+            return deny(f"prompt '{prompt.exposed}' is not in the catalog the access policies were validated against")
+        context = self._common(reasoning, workflow, session_id, client, request_id, now)
+        return self._decide(state, principal, GET_PROMPT, uid(PROMPT, prompt.exposed), context, what)
+
+    def decide_list_tools(
+        self,
+        principal: Principal,
+        connector: str,
+        *,
+        session_id: str | None = None,
+        client: str | None = None,
+        request_id: str | int | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Whether `principal` may list the tools of `connector` at all."""
+        what = f"list the tools of server '{connector}'"
+        state = self._state
+        if state is None:
+            return self._unloaded(what)
+        context = self._common(None, None, session_id, client, request_id, now)
+        return self._decide(state, principal, LIST_TOOLS, uid(SERVER, connector), context, what)
+
+    # -- listings ----------------------------------------------------------------------------
+
+    def visible_tools(
+        self,
+        principal: Principal,
+        tools: Iterable[ToolEntry],
+        *,
+        session_id: str | None = None,
+        client: str | None = None,
+        request_id: str | int | None = None,
+        now: datetime | None = None,
+    ) -> list[ToolEntry]:
+        """The tools `principal` may list (`list_tools` on their server) and may call for some arguments.
+
+        A tool is kept when Cedar, evaluating its `call_tool` action with the whole context
+        unknown, does not deny outright: some arguments, time or reasoning could be allowed.
+        So a callable tool is never hidden; a tool shown may still be denied for particular
+        arguments, which the call itself decides.
+        """
+        listable: dict[str, bool] = {}
+        visible = []
+        for tool in tools:
+            if tool.connector not in listable:
+                listable[tool.connector] = self.decide_list_tools(
+                    principal, tool.connector, session_id=session_id, client=client, request_id=request_id, now=now
+                ).allowed
+            if listable[tool.connector] and self._may_call(principal, tool):
+                visible.append(tool)
+        return visible
+
+    def visible_prompts(self, principal: Principal, prompts: Iterable[PromptEntry]) -> list[PromptEntry]:
+        """The prompts `principal` may get in some context (the same rule as `visible_tools`)."""
+        state = self._state
+        if state is None:
+            return []
+        return [
+            prompt
+            for prompt in prompts
+            if prompt.exposed in state.schema.prompts
+            and self._possible(state, principal, GET_PROMPT, uid_text(PROMPT, prompt.exposed), None)
+        ]
+
+    def visible_resources(
+        self, principal: Principal, resources: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> list[Mapping[str, Any]]:
+        """The listed resources, given as (connector, wire dict), that `principal` may read in some context."""
+        state = self._state
+        if state is None:
+            return []
+        return [
+            resource
+            for connector, resource in resources
+            if self._possible(
+                state,
+                principal,
+                READ_RESOURCE,
+                uid_text(RESOURCE, str(resource.get("uri", ""))),
+                (connector, str(resource.get("uri", ""))),
+            )
+        ]
+
+    def visible_resource_templates(
+        self, principal: Principal, templates: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> list[Mapping[str, Any]]:
+        """The templates, given as (connector, wire dict), whose own URI template `principal` may read.
+
+        A template is judged as the resource whose URI is the template text itself (for example
+        `crm://customers/{customer_id}`), so `resource in Server::"crm"` and patterns such as
+        `resource.uri like "crm://customers/*"` decide listings and reads alike.
+        """
+        state = self._state
+        if state is None:
+            return []
+        return [
+            template
+            for connector, template in templates
+            if self._possible(
+                state,
+                principal,
+                READ_RESOURCE,
+                uid_text(RESOURCE, str(template.get("uriTemplate", ""))),
+                (connector, str(template.get("uriTemplate", ""))),
+            )
+        ]
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _common(
+        self,
+        reasoning: str | None,
+        workflow: str | None,
+        session_id: str | None,
+        client: str | None,
+        request_id: str | int | None,
+        now: datetime | None,
+    ) -> ContextResult:
+        return common_context(
+            reasoning=reasoning,
+            workflow=workflow,
+            session_id=session_id,
+            client=client,
+            request_id=request_id,
+            now=now,
+            limits=self._limits,
+        )
+
+    @staticmethod
+    def _unloaded(what: str) -> Decision:
+        return deny(f"no access policies are loaded, so every request is denied (asked to {what})")
+
+    def _decide(
+        self,
+        state: _PolicyState,
+        principal: Principal,
+        action: str,
+        resource: dict[str, str],
+        context: ContextResult,
+        what: str,
+        *,
+        resource_entity: tuple[str, str] | None = None,
+    ) -> Decision:
+        if context.context is None:
+            return self._unrepresentable(state, principal, action, resource, context, what, resource_entity)
+        try:
+            result = cedarpy.is_authorized(
+                {
+                    "principal": uid(AGENT, principal.agent),
+                    "action": uid("Action", action),
+                    "resource": resource,
+                    "context": context.context,
+                },
+                state.slices.for_action(action),
+                _entities(state, principal, resource_entity),
+                # No schema here: the context is built from the same types the schema declares, with
+                # explicit entity and decimal forms, and Cedar re-checking it would double the cost.
+                # A value of an unexpected type still fails closed (an evaluation error is a deny).
+            )
+        except _ENGINE_FAILURES as exc:
+            return _failed(principal, action, (f"{type(exc).__name__}: {exc}",))
+        return _decision(state, result, principal, action, what)
+
+    def _unrepresentable(
+        self,
+        state: _PolicyState,
+        principal: Principal,
+        action: str,
+        resource: dict[str, str],
+        context: ContextResult,
+        what: str,
+        resource_entity: tuple[str, str] | None,
+    ) -> Decision:
+        """A request whose context cannot be built is denied; when the principal may not do this at all,
+        the reason says so (as it would for any arguments) instead of describing the arguments."""
+        problem = context.problem or "the request could not be evaluated; denied"
+        result = self._partial(state, principal, action, uid_text(resource["type"], resource["id"]), resource_entity)
+        if result is None or result.diagnostics.errors or result.decision is not cedarpy.Decision.Deny:
+            return deny(problem)
+        refs = state.loaded.refs
+        forbids = tuple(
+            sorted(
+                (refs[i] for i in result.diagnostics.reasons if i in refs and refs[i].effect == "forbid"),
+                key=lambda policy: (policy.file, policy.line),
+            )
+        )
+        if forbids:
+            return deny(_forbid_reason(forbids), forbids)
+        return deny(f"no access policy allows agent '{principal.agent}' to {what}")
+
+    def _may_call(self, principal: Principal, tool: ToolEntry) -> bool:
+        state = self._state
+        if state is None or _current_shape(state, tool) is None:
+            return False
+        return self._possible(state, principal, tool.exposed, uid_text(TOOL, tool.exposed), None)
+
+    def _possible(
+        self,
+        state: _PolicyState,
+        principal: Principal,
+        action: str,
+        resource: str,
+        resource_entity: tuple[str, str] | None,
+    ) -> bool:
+        """Whether some context could make Cedar allow this request (cached per loaded set)."""
+        key: tuple[Any, ...] = (principal_key(principal), action, resource)
+        cached = state.visibility.get(key)
+        if cached is not None:
+            return cached
+        result = self._partial(state, principal, action, resource, resource_entity)
+        possible = (
+            result is not None
+            and not result.diagnostics.errors
+            and (
+                result.decision is cedarpy.Decision.Allow
+                or (result.decision is cedarpy.Decision.NoDecision and bool(result.residuals))
+            )
+        )
+        if len(state.visibility) >= VISIBILITY_CACHE_SIZE:
+            state.visibility.clear()
+        state.visibility[key] = possible
+        return possible
+
+    @staticmethod
+    def _partial(
+        state: _PolicyState,
+        principal: Principal,
+        action: str,
+        resource: str,
+        resource_entity: tuple[str, str] | None,
+    ) -> cedarpy.PartialAuthzResult | None:
+        """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged)."""
+        try:
+            return cedarpy.is_authorized_partial(
+                {
+                    "principal": uid_text(AGENT, principal.agent),
+                    "action": uid_text("Action", action),
+                    "resource": resource,
+                    "context": None,
+                },
+                state.slices.for_action(action),
+                _entities(state, principal, resource_entity),
+                schema=state.schema_handle,
+            )
+        except _ENGINE_FAILURES as exc:
+            logger.warning(
+                "policy partial evaluation failed; treated as deny",
+                extra={"agent": principal.agent, "action": action, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            return None
+
+
+def _entities(state: _PolicyState, principal: Principal, resource_entity: tuple[str, str] | None) -> cedarpy.Entities:
+    """Raises ValueError when the principal's or resource's entities do not fit the schema."""
+    if resource_entity is None:
+        return state.entities.for_principal(principal)
+    return state.entities.for_resource(principal, *resource_entity)
+
+
+def _current_shape(state: _PolicyState, tool: ToolEntry) -> Any:
+    """The tool as validated at load, or None when it is unknown or its definition changed since."""
+    shape = state.schema.tools.get(tool.exposed)
+    if shape is None:
+        return None
+    if shape.definition is not tool.definition and shape.definition != tool.definition:
+        return None
+    return shape
+
+
+def _failed(
+    principal: Principal, action: str, errors: tuple[str, ...], policies: tuple[PolicyRef, ...] = ()
+) -> Decision:
+    """Fail closed: whatever kept Cedar from a clean decision is a deny, logged with its cause."""
+    logger.warning(
+        "policy evaluation failed; denied",
+        extra={"agent": principal.agent, "action": action, "errors": list(errors)},
+    )
+    if policies:
+        return deny(_forbid_reason(policies), policies, errors)
+    return deny(
+        "the access policies could not be evaluated for this request, so it is denied; "
+        "an administrator can find the cause in the gateway log",
+        (),
+        errors,
+    )
+
+
+def _forbid_reason(policies: tuple[PolicyRef, ...]) -> str:
+    for policy in policies:
+        if policy.annotations.get("reason"):
+            return policy.annotations["reason"]
+    return f"denied by policy '{policies[0].id}'"
+
+
+def _decision(
+    state: _PolicyState, result: cedarpy.AuthzResult, principal: Principal, action: str, what: str
+) -> Decision:
+    refs = state.loaded.refs
+    determining = tuple(
+        sorted(
+            (refs[policy_id] for policy_id in result.diagnostics.reasons if policy_id in refs),
+            key=lambda policy: (policy.file, policy.line),
+        )
+    )
+    errors = tuple(result.diagnostics.errors)
+    if result.decision is cedarpy.Decision.Allow and not errors:
+        permits = tuple(policy for policy in determining if policy.effect == "permit")
+        reason = next((p.annotations["reason"] for p in permits if p.annotations.get("reason")), None)
+        if reason is None:
+            reason = f"allowed by policy '{permits[0].id}'" if permits else "allowed"
+        return allow(reason, permits)
+    forbids = tuple(policy for policy in determining if policy.effect == "forbid")
+    if errors or result.decision is not cedarpy.Decision.Deny:
+        return _failed(principal, action, errors or (f"Cedar returned {result.decision.value}",), forbids)
+    if forbids:
+        return deny(_forbid_reason(forbids), forbids)
+    return deny(f"no access policy allows agent '{principal.agent}' to {what}")

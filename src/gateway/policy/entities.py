@@ -1,0 +1,133 @@
+"""The Cedar entities of one catalog, and the per-request additions for who is asking.
+
+The base (servers, tools, prompts, and the actions with their groups) is parsed once per
+catalog or policy load, always WITH the schema: entities parsed without it have no action
+groups, and `action in Action::"call_tool"` then silently never matches. Each principal adds
+its `Agent`, `Role`s and `User` as a small delta on top of the base; the combined handle is
+cached per principal until the next load. Resources are added per request, because a URI
+served by a template is not known before it is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import cedarpy
+
+from gateway.identity.principal import Principal
+from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, USER, GeneratedSchema
+
+#: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
+PRINCIPAL_CACHE_SIZE = 4096
+
+PrincipalKey = tuple[str, tuple[str, ...], str | None]
+
+
+def uid(entity_type: str, entity_id: str) -> dict[str, str]:
+    """An entity reference in Cedar's JSON form (safe for any id, unlike the `Type::"id"` text form)."""
+    return {"type": entity_type, "id": entity_id}
+
+
+def uid_text(entity_type: str, entity_id: str) -> str:
+    """An entity reference in Cedar's text form, with the id escaped as a Cedar string literal."""
+    escaped = []
+    for char in entity_id:
+        if char in ('"', "\\"):
+            escaped.append("\\" + char)
+        elif char == "\n":
+            escaped.append("\\n")
+        elif char == "\r":
+            escaped.append("\\r")
+        elif char == "\t":
+            escaped.append("\\t")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{{{ord(char):x}}}")
+        else:
+            escaped.append(char)
+    return f'{entity_type}::"{"".join(escaped)}"'
+
+
+def principal_key(principal: Principal) -> PrincipalKey:
+    return (principal.agent, tuple(principal.roles), principal.user)
+
+
+def _entity(entity_type: str, entity_id: str, attrs: dict[str, Any], parents: Iterable[dict[str, str]] = ()) -> dict:
+    return {"uid": uid(entity_type, entity_id), "attrs": attrs, "parents": list(parents)}
+
+
+def base_entities(schema: GeneratedSchema) -> list[dict[str, Any]]:
+    """Servers, tools and prompts of the catalog the schema was generated from."""
+    servers: dict[str, None] = {}
+    entities: list[dict[str, Any]] = []
+    for shape in schema.tools.values():
+        servers.setdefault(shape.connector)
+        entities.append(
+            _entity(
+                TOOL,
+                shape.exposed,
+                {
+                    "name": shape.original,
+                    "server": shape.connector,
+                    "annotations": shape.annotations.as_record(),
+                    "labels": list(shape.labels),
+                },
+                [uid(SERVER, shape.connector)],
+            )
+        )
+    for prompt in schema.prompts.values():
+        servers.setdefault(prompt.connector)
+        entities.append(
+            _entity(
+                PROMPT,
+                prompt.exposed,
+                {"name": prompt.original, "server": prompt.connector},
+                [uid(SERVER, prompt.connector)],
+            )
+        )
+    entities.extend(_entity(SERVER, name, {}) for name in servers)
+    return entities
+
+
+def principal_entities(principal: Principal) -> list[dict[str, Any]]:
+    """The `Agent` with its `Role` parents and, when it acts for someone, its `User`."""
+    attrs: dict[str, Any] = {}
+    entities = [_entity(ROLE, role, {}) for role in dict.fromkeys(principal.roles)]
+    if principal.user is not None:
+        attrs["user"] = {"__entity": uid(USER, principal.user)}
+        entities.append(_entity(USER, principal.user, {}))
+    entities.append(
+        _entity(AGENT, principal.agent, attrs, (uid(ROLE, role) for role in dict.fromkeys(principal.roles)))
+    )
+    return entities
+
+
+def resource_entity(connector: str, uri: str) -> dict[str, Any]:
+    return _entity(RESOURCE, uri, {"uri": uri, "server": connector}, [uid(SERVER, connector)])
+
+
+class EntityStore:
+    """Parsed entity handles for one catalog: the base, and base-plus-principal per principal."""
+
+    def __init__(self, schema: GeneratedSchema, schema_handle: cedarpy.Schema) -> None:
+        self._schema = schema_handle
+        self.base = cedarpy.Entities.from_json_str(json.dumps(base_entities(schema)), schema=schema_handle)
+        self._principals: dict[PrincipalKey, cedarpy.Entities] = {}
+
+    def for_principal(self, principal: Principal) -> cedarpy.Entities:
+        """Raises ValueError when the principal's entities do not fit the schema."""
+        key = principal_key(principal)
+        handle = self._principals.get(key)
+        if handle is None:
+            handle = self.base.with_added_json_str(json.dumps(principal_entities(principal)), schema=self._schema)
+            if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
+                self._principals.clear()
+            self._principals[key] = handle
+        return handle
+
+    def for_resource(self, principal: Principal, connector: str, uri: str) -> cedarpy.Entities:
+        """Raises ValueError when the principal's or the resource's entities do not fit the schema."""
+        return self.for_principal(principal).with_added_json_str(
+            json.dumps([resource_entity(connector, uri)]), schema=self._schema
+        )

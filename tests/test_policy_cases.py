@@ -1,0 +1,135 @@
+"""Policy test cases: run from files, without backends, and report exactly what did not match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.policy import PolicyEngine
+from gateway.policy.cases import catalog_from_definitions, run_cases, run_policy_tests
+from policy_world import standard_tools, write_policy
+
+
+def write_tests(policy_dir: Path, cases: str) -> Path:
+    tests = policy_dir / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
+    (tests / "catalog.json").write_text(
+        json.dumps(
+            {
+                "separator": "__",
+                "connectors": {
+                    "crm": {"labels": ["customer-data"], "tools": standard_tools()["crm"]},
+                    "finance": {
+                        "overrides": {"pay_invoice": {"labels": ["payments"]}},
+                        "tools": standard_tools()["finance"],
+                    },
+                },
+            }
+        )
+    )
+    (tests / "cases.toml").write_text(cases)
+    return tests
+
+
+POLICIES = """
+@id("sales-crm")
+permit (principal in Role::"sales", action in Action::"label:customer-data", resource);
+permit (principal is Agent, action == Action::"list_tools", resource);
+@id("payments-need-finance")
+@reason("Only finance pays.")
+forbid (principal, action in Action::"label:payments", resource) unless { principal in Role::"finance" };
+"""
+
+
+def test_cases_report_what_did_not_match(tmp_path: Path) -> None:
+    write_policy(tmp_path, "main.cedar", POLICIES)
+    tests = write_tests(
+        tmp_path,
+        """
+[[case]]
+name = "right"
+agent = "a"
+roles = ["sales"]
+tool = "crm__search_customers"
+arguments = { query = "x" }
+expect = "allow"
+policy = "sales-crm"
+visible = true
+
+[[case]]
+name = "wrong expectation"
+agent = "a"
+roles = ["sales"]
+tool = "finance__pay_invoice"
+arguments = { invoice_id = "I", amount = 5.25 }
+expect = "allow"
+
+[[case]]
+name = "wrong policy and visibility"
+agent = "a"
+roles = ["sales"]
+tool = "crm__update_record"
+arguments = { customer_id = "C", field = "f", value = "v" }
+expect = "allow"
+policy = "someone-else"
+visible = false
+
+[[case]]
+name = "unknown tool"
+agent = "a"
+tool = "crm__nothing"
+expect = "deny"
+""",
+    )
+
+    results = run_policy_tests(tmp_path)
+
+    assert [(r.name, r.passed) for r in results] == [
+        ("right", True),
+        ("wrong expectation", False),
+        ("wrong policy and visibility", False),
+        ("unknown tool", False),
+    ]
+    assert results[1].problems == ("decided deny: Only finance pays.",)
+    assert "forbid payments-need-finance" in results[1].describe()
+    assert results[2].problems == (
+        "expected policy 'someone-else' to determine the decision, but it was sales-crm",
+        "expected the tool to be hidden in tools/list",
+    )
+    assert results[3].problems == ("tool 'crm__nothing' is not in catalog.json",)
+
+    # The same cases run against an engine the caller loaded.
+    catalog = catalog_from_definitions(tests / "catalog.json")
+    engine = PolicyEngine(tmp_path)
+    engine.load(catalog)
+    assert [r.passed for r in run_cases(engine, catalog, tests)] == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("cases", "problem"),
+    [
+        ('[[case]]\nagent = "a"\ntool = "crm__search_customers"\n', "key 'expect' is missing"),
+        ('[[case]]\nagent = "a"\ntool = "t"\nexpect = "maybe"\n', 'expect must be "allow" or "deny"'),
+        ('[[case]]\nagent = "a"\ntool = "t"\nexpect = "deny"\nprincipal = "x"\n', "unknown key(s) principal"),
+        ("[[case]\n", "invalid TOML"),
+    ],
+)
+def test_a_case_file_with_a_mistake_is_refused_naming_the_file(tmp_path: Path, cases: str, problem: str) -> None:
+    write_policy(tmp_path, "main.cedar", POLICIES)
+    write_tests(tmp_path, cases)
+
+    with pytest.raises(ConfigError, match=r"cases\.toml") as caught:
+        run_policy_tests(tmp_path)
+
+    assert problem in str(caught.value)
+
+
+def test_a_broken_definitions_file_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text('{\n  "connectors": {\n    "crm": [}\n}\n')
+
+    with pytest.raises(ConfigError, match=r"catalog\.json:3: invalid JSON"):
+        catalog_from_definitions(path)

@@ -1,0 +1,485 @@
+"""Access decisions, loading, reload and listings, with the real Cedar engine and real policy files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gateway.connectors.base import Listing
+from gateway.errors import PolicyLoadError
+from gateway.identity.principal import Principal
+from gateway.policy import PolicyEngine
+from gateway.policy.cases import run_policy_tests
+from policy_world import FINANCE, SALES, STRANGER, load, make_catalog, standard_tools, tool, write_policy
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+SALES_POLICIES = """
+@id("sales-crm")
+@reason("Sales agents work with customer records.")
+permit (principal in Role::"sales", action in Action::"server:crm", resource);
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    return tmp_path / "policies"
+
+
+SEARCH = {"query": "acme"}
+UPDATE = {"customer_id": "C-1", "field": "status", "value": "active"}
+PAY = {"invoice_id": "INV-1", "amount": 120.5}
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+
+def test_a_call_no_policy_permits_is_denied(policy_dir: Path) -> None:
+    loaded = load(policy_dir, SALES_POLICIES)
+
+    decision = loaded.call(FINANCE, "crm__search_customers", SEARCH)
+
+    assert not decision.allowed
+    assert decision.reason == "no access policy allows agent 'finance-bot' to call tool 'crm__search_customers'"
+    assert decision.policy_ids == ()
+
+
+def test_a_role_permit_allows_agents_in_that_role(policy_dir: Path) -> None:
+    loaded = load(policy_dir, SALES_POLICIES)
+
+    decision = loaded.call(SALES, "crm__update_record", UPDATE)
+
+    assert decision.allowed
+    assert decision.policy_ids == ("sales-crm",)
+    assert decision.annotations["sales-crm"]["reason"] == "Sales agents work with customer records."
+    assert "sales-crm (" in decision.explain() and "main.cedar:2" in decision.explain()
+    assert not loaded.call(STRANGER, "crm__update_record", UPDATE).allowed
+
+
+def test_forbid_wins_and_its_reason_is_what_the_agent_sees(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        SALES_POLICIES
+        + """
+@id("no-destructive-without-reasoning")
+@reason("Explain why before changing data.")
+forbid (principal, action in Action::"destructive", resource)
+unless { context has reasoning && context.reasoning != "" };
+""",
+    )
+
+    denied = loaded.call(SALES, "crm__update_record", UPDATE)
+    allowed = loaded.call(SALES, "crm__update_record", UPDATE, reasoning="The customer asked for it.")
+
+    assert not denied.allowed
+    assert denied.reason == "Explain why before changing data."
+    assert denied.policy_ids == ("no-destructive-without-reasoning",)
+    assert "forbid" not in denied.reason and "context" not in denied.reason  # never the policy text
+    assert allowed.allowed
+
+
+@pytest.mark.parametrize(
+    ("scope", "allowed", "denied"),
+    [
+        (
+            'action in Action::"server:finance"',
+            {"finance__pay_invoice", "finance__list_invoices"},
+            {"crm__search_customers"},
+        ),
+        (
+            'action in Action::"read_only"',
+            {"crm__search_customers", "finance__list_invoices"},
+            {"finance__pay_invoice"},
+        ),
+        ('action in Action::"destructive"', {"crm__update_record", "finance__pay_invoice"}, {"finance__list_invoices"}),
+        ('action in Action::"open_world"', {"finance__pay_invoice"}, {"crm__update_record"}),
+        ('action in Action::"label:pii"', {"crm__update_record"}, {"crm__search_customers"}),
+        (
+            'action in Action::"label:customer-data"',
+            {"crm__update_record", "crm__search_customers"},
+            {"finance__pay_invoice"},
+        ),
+        ('action in Action::"call_tool"', {"crm__update_record", "finance__pay_invoice"}, set()),
+    ],
+)
+def test_generated_action_groups_match_their_tools(
+    policy_dir: Path, scope: str, allowed: set[str], denied: set[str]
+) -> None:
+    catalog = make_catalog(labels={"crm": ("customer-data",)}, tool_labels={"crm": {"update_record": ("pii",)}})
+    loaded = load(policy_dir, f'permit (principal in Role::"ops", {scope}, resource);', catalog)
+    ops = Principal(agent="ops-bot", roles=("ops",))
+    arguments = {
+        "crm__search_customers": SEARCH,
+        "crm__update_record": UPDATE,
+        "finance__pay_invoice": PAY,
+        "finance__list_invoices": {},
+    }
+
+    for name in allowed:
+        assert loaded.call(ops, name, arguments[name]).allowed, name
+    for name in denied:
+        assert not loaded.call(ops, name, arguments[name]).allowed, name
+
+
+def test_tool_and_principal_attributes_are_available_to_policies(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action in Action::"call_tool", resource is Tool)
+when {
+  principal has user && principal.user == User::"maria" &&
+  resource.server == "crm" && resource.name == "update_record" &&
+  resource.annotations.destructive && !resource.annotations.read_only
+};
+""",
+    )
+
+    assert loaded.call(Principal("bot", ("sales",), user="maria"), "crm__update_record", UPDATE).allowed
+    assert not loaded.call(Principal("bot", ("sales",), user="tom"), "crm__update_record", UPDATE).allowed
+    assert not loaded.call(Principal("bot", ("sales",)), "crm__update_record", UPDATE).allowed
+
+
+def test_tools_without_annotations_get_the_mcp_defaults(policy_dir: Path) -> None:
+    catalog = make_catalog({"ops": [tool("restart", {}), tool("status", {}, annotations={"readOnlyHint": True})]})
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action in Action::"call_tool", resource);
+@reason("Destructive or open-world tools need a ticket.")
+forbid (principal, action in [Action::"destructive", Action::"open_world"], resource);
+""",
+        catalog,
+    )
+
+    restart = loaded.call(SALES, "ops__restart")
+    assert not restart.allowed and restart.reason == "Destructive or open-world tools need a ticket."
+    # A read-only tool is never destructive, but MCP's default openWorldHint is true.
+    assert not loaded.call(SALES, "ops__status").allowed
+
+
+def test_an_evaluation_error_in_a_forbid_denies_instead_of_being_skipped(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        SALES_POLICIES
+        + """
+@id("overflowing-forbid")
+forbid (principal, action == Action::"crm__search_customers", resource)
+when { context.input has limit && context.input.limit * 9223372036854775807 > 10 };
+""",
+    )
+
+    # Cedar alone skips the erroring forbid and answers Allow; the gateway must not.
+    decision = loaded.call(SALES, "crm__search_customers", {"query": "a", "limit": 2})
+
+    assert not decision.allowed
+    assert decision.errors and "overflowing-forbid" in decision.errors[0]
+    assert "could not be evaluated" in decision.reason
+    assert loaded.call(SALES, "crm__search_customers", {"query": "a"}).allowed
+
+
+def test_policies_without_id_are_named_after_file_and_position(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        'permit (principal in Role::"x", action, resource);\n'
+        "// the second policy\n"
+        'permit (principal in Role::"sales", action in Action::"call_tool", resource);\n',
+        name="team.cedar",
+    )
+
+    decision = loaded.call(SALES, "crm__search_customers", SEARCH)
+
+    assert decision.policy_ids == ("team:2",)
+    assert decision.policies[0].line == 3
+    assert [p.id for p in loaded.engine.policies()] == ["team:1", "team:2"]
+
+
+def test_time_and_session_are_in_the_context(policy_dir: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action in Action::"call_tool", resource)
+when { context.time.hour >= 9 && context.time.hour < 17 && context.time.weekday <= 5 &&
+       context.session.client == "claude" && context.request_id == "r-1" };
+""",
+    )
+    office = datetime(2026, 11, 30, 10, 0, tzinfo=timezone(timedelta(hours=-2)))  # Monday 12:00 UTC
+
+    def at(moment: datetime, client: str = "claude"):
+        return loaded.call(SALES, "crm__search_customers", SEARCH, now=moment, client=client, request_id="r-1")
+
+    assert at(office).allowed
+    assert not at(office.replace(hour=22)).allowed  # 00:00 UTC on Tuesday
+    assert not at(office + timedelta(days=5)).allowed  # Saturday
+    assert not at(office, client="other").allowed
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def test_without_a_loadable_set_everything_is_denied(policy_dir: Path) -> None:
+    write_policy(policy_dir, "broken.cedar", 'permit (principal, action, resource) when { context.x == "a };\n')
+    engine = PolicyEngine(policy_dir)
+    catalog = make_catalog()
+
+    with pytest.raises(PolicyLoadError) as caught:
+        engine.load(catalog)
+
+    assert "broken.cedar:1" in str(caught.value)
+    status = engine.status
+    assert not status.loaded and status.policy_count == 0 and "broken.cedar:1" in (status.last_error or "")
+    decision = engine.decide_call(SALES, catalog.resolve_tool("crm__search_customers"), SEARCH)
+    assert not decision.allowed and "no access policies are loaded" in decision.reason
+    assert engine.visible_tools(SALES, catalog.tools()) == []
+
+
+def test_a_syntax_error_names_file_and_line_and_the_previous_set_stays(policy_dir: Path) -> None:
+    loaded = load(policy_dir, SALES_POLICIES)
+    engine = loaded.engine
+    write_policy(
+        policy_dir,
+        "main.cedar",
+        SALES_POLICIES + "\npermit (\n  principal,\n  action,\n  resource\n) when { context.x bar };\n",
+    )
+
+    with pytest.raises(PolicyLoadError) as caught:
+        engine.load(loaded.catalog)
+
+    assert str(caught.value).startswith(f"{policy_dir / 'access' / 'main.cedar'}:10: syntax error:")
+    assert "bar" in str(caught.value)
+    assert engine.status.loaded and engine.status.last_error == str(caught.value)
+    assert loaded.call(SALES, "crm__search_customers", SEARCH).allowed
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "problem"),
+    [
+        (
+            'permit (\n  principal,\n  action == Action::"crm__delete_everything",\n  resource\n);',
+            3,
+            'unrecognized action `Action::"crm__delete_everything"`',
+        ),
+        (
+            'permit (\n  principal,\n  action == Action::"finance__pay_invoice",\n  resource\n)\n'
+            'when { context.input.ammount.lessThan(decimal("10.0")) };',
+            6,
+            "attribute `input.ammount` in context",
+        ),
+        (
+            'permit (\n  principal,\n  action == Action::"finance__pay_invoice",\n  resource\n)\n'
+            "when { context.input.amount > 10 };",
+            1,
+            "expected Long but saw decimal",
+        ),
+        ("permit (principal is Robot, action, resource);", 1, "unrecognized entity type `Robot`"),
+        (
+            'permit (principal, action == Action::"finance__list_invoices", resource)\n'
+            'when { context.input.status == "open" };',
+            2,
+            "optional attribute `input.status`",
+        ),
+    ],
+    ids=["unknown-tool", "unknown-argument", "wrong-type", "unknown-entity-type", "optional-without-has"],
+)
+def test_a_policy_that_fails_validation_is_a_load_error_naming_file_and_line(
+    policy_dir: Path, body: str, line: int, problem: str
+) -> None:
+    write_policy(policy_dir, "00-good.cedar", SALES_POLICIES)
+    write_policy(policy_dir, "10-team.cedar", "// team policies\n\n" + body + "\n")
+    engine = PolicyEngine(policy_dir)
+
+    with pytest.raises(PolicyLoadError) as caught:
+        engine.load(make_catalog())
+
+    message = str(caught.value)
+    assert message.startswith(f"{policy_dir / 'access' / '10-team.cedar'}:{line + 2}: policy '10-team:1': ")
+    assert problem in message
+
+
+def test_duplicate_policy_ids_are_refused(policy_dir: Path) -> None:
+    write_policy(policy_dir, "a.cedar", '@id("p")\npermit (principal, action, resource);\n')
+    write_policy(policy_dir, "b.cedar", '\n@id("p")\nforbid (principal, action, resource);\n')
+
+    with pytest.raises(
+        PolicyLoadError, match=r"b\.cedar:2: policy id 'p' is already used by the policy at .*a\.cedar:1"
+    ):
+        PolicyEngine(policy_dir).load(make_catalog())
+
+
+def test_reload_if_changed_picks_up_edits_and_keeps_the_old_set_on_a_bad_edit(policy_dir: Path) -> None:
+    loaded = load(policy_dir, SALES_POLICIES)
+    engine, catalog = loaded.engine, loaded.catalog
+    assert engine.reload_if_changed(catalog) is False  # nothing changed
+
+    write_policy(
+        policy_dir, "main.cedar", 'permit (principal in Role::"finance", action in Action::"server:crm", resource);'
+    )
+    assert engine.reload_if_changed(catalog) is True
+    assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed
+    assert not loaded.call(SALES, "crm__search_customers", SEARCH).allowed
+
+    write_policy(policy_dir, "main.cedar", 'permit (principal, action == Action::"crm__nope", resource);')
+    assert engine.reload_if_changed(catalog) is False
+    assert "main.cedar:1" in (engine.status.last_error or "")
+    assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed  # the old set still decides
+
+    write_policy(policy_dir, "extra.cedar", SALES_POLICIES)
+    write_policy(policy_dir, "main.cedar", "// emptied\n")
+    assert engine.reload_if_changed(catalog) is True
+    assert engine.status.last_error is None and engine.status.policy_count == 1
+    assert loaded.call(SALES, "crm__search_customers", SEARCH).allowed
+
+    (policy_dir / "access" / "extra.cedar").unlink()
+    assert engine.reload_if_changed(catalog) is True
+    assert not loaded.call(SALES, "crm__search_customers", SEARCH).allowed
+
+
+def test_catalog_changed_revalidates_a_policy_whose_tools_were_not_listed_yet(policy_dir: Path) -> None:
+    catalog = make_catalog({"crm": standard_tools()["crm"]}, connectors=["crm", "finance"])
+    write_policy(
+        policy_dir,
+        "main.cedar",
+        SALES_POLICIES + 'permit (principal in Role::"finance", action == Action::"finance__pay_invoice", resource);\n',
+    )
+    engine = PolicyEngine(policy_dir)
+    with pytest.raises(PolicyLoadError, match="finance__pay_invoice"):
+        engine.load(catalog)
+
+    catalog.update("finance", Listing(tools=tuple(standard_tools()["finance"])))
+    engine.catalog_changed(catalog)
+
+    assert engine.status.loaded and engine.status.last_error is None
+    assert engine.decide_call(FINANCE, catalog.resolve_tool("finance__pay_invoice"), PAY).allowed
+    assert engine.decide_call(SALES, catalog.resolve_tool("crm__search_customers"), SEARCH).allowed
+
+
+def test_a_tool_whose_definition_changed_is_denied_until_revalidated(policy_dir: Path) -> None:
+    loaded = load(policy_dir, 'permit (principal, action in Action::"call_tool", resource);')
+    engine, catalog = loaded.engine, loaded.catalog
+    changed = [tool("search_customers", {"query": {"type": "integer"}}, required=["query"])]
+    catalog.update("crm", Listing(tools=(*changed, standard_tools()["crm"][1])))
+    search = catalog.resolve_tool("crm__search_customers")
+
+    before = engine.decide_call(SALES, search, {"query": 5})
+    engine.catalog_changed(catalog)
+    after = engine.decide_call(SALES, search, {"query": 5})
+
+    assert not before.allowed and "re-validated" in before.reason
+    assert after.allowed
+
+
+def test_catalog_changed_that_breaks_a_policy_keeps_the_previous_set(policy_dir: Path) -> None:
+    loaded = load(policy_dir, 'permit (principal, action == Action::"crm__update_record", resource);')
+    engine, catalog = loaded.engine, loaded.catalog
+    update = catalog.resolve_tool("crm__update_record")
+    catalog.update("crm", Listing(tools=(standard_tools()["crm"][0],)))  # update_record disappears
+
+    engine.catalog_changed(catalog)  # never raises
+
+    assert "crm__update_record" in (engine.status.last_error or "")
+    assert engine.decide_call(SALES, update, UPDATE).allowed
+
+
+async def test_watch_reloads_changed_files(policy_dir: Path, anyio_backend: str) -> None:
+    loaded = load(policy_dir, SALES_POLICIES)
+    engine, catalog = loaded.engine, loaded.catalog
+    first_load = engine.status.loaded_at
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(engine.watch, lambda: catalog, 0.01)
+        write_policy(policy_dir, "main.cedar", 'permit (principal in Role::"finance", action, resource);')
+        with anyio.fail_after(10):
+            while True:  # polls the condition the watcher brings about
+                if engine.status.loaded_at != first_load:
+                    break
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+
+    assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed
+
+
+# -- listings --------------------------------------------------------------------------------
+
+
+def test_visible_tools_hides_what_an_agent_may_never_call_and_keeps_conditional_tools(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        """
+permit (principal is Agent, action == Action::"list_tools", resource);
+permit (principal in Role::"sales", action in Action::"server:crm", resource);
+permit (principal in Role::"sales", action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.lessThan(decimal("100.0")) };
+forbid (principal, action == Action::"finance__list_invoices", resource);
+""",
+    )
+    engine, catalog = loaded.engine, loaded.catalog
+
+    visible = [t.exposed for t in engine.visible_tools(SALES, catalog.tools())]
+
+    assert visible == ["crm__search_customers", "crm__update_record", "finance__pay_invoice"]
+    assert engine.visible_tools(STRANGER, catalog.tools()) == []
+    pay = catalog.resolve_tool("finance__pay_invoice")
+    assert engine.decide_call(SALES, pay, {"invoice_id": "I", "amount": 99.5}).allowed
+    assert not engine.decide_call(SALES, pay, {"invoice_id": "I", "amount": 100}).allowed
+
+
+def test_visible_tools_requires_list_tools_on_the_server(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action == Action::"list_tools", resource == Server::"crm");
+permit (principal in Role::"sales", action in Action::"call_tool", resource);
+""",
+    )
+    engine, catalog = loaded.engine, loaded.catalog
+
+    assert [t.exposed for t in engine.visible_tools(SALES, catalog.tools())] == [
+        "crm__search_customers",
+        "crm__update_record",
+    ]
+    assert loaded.call(SALES, "finance__list_invoices").allowed  # listing is filtered; calling is decided apart
+
+
+def test_resources_and_prompts_are_decided_and_filtered(policy_dir: Path) -> None:
+    catalog = make_catalog(
+        prompts={"crm": [{"name": "account_summary"}], "finance": [{"name": "overdue_reminder"}]},
+        resources={"crm": [{"name": "schema", "uri": "crm://schema"}]},
+    )
+    loaded = load(
+        policy_dir,
+        """
+permit (
+  principal in Role::"sales",
+  action in [Action::"read_resource", Action::"get_prompt"],
+  resource in Server::"crm"
+);
+forbid (principal, action == Action::"read_resource", resource is Resource)
+when { resource.uri like "crm://secrets/*" };
+""",
+        catalog,
+    )
+    engine = loaded.engine
+
+    assert engine.decide_read_resource(SALES, "crm", "crm://customers/C-1").allowed
+    assert not engine.decide_read_resource(SALES, "crm", "crm://secrets/key").allowed
+    assert not engine.decide_read_resource(SALES, "finance", "finance://invoices/1").allowed
+    assert engine.decide_get_prompt(SALES, catalog.resolve_prompt("crm__account_summary")).allowed
+    assert not engine.decide_get_prompt(SALES, catalog.resolve_prompt("finance__overdue_reminder")).allowed
+    assert [p.exposed for p in engine.visible_prompts(SALES, catalog.prompts())] == ["crm__account_summary"]
+    listed = [("crm", {"uri": "crm://schema"}), ("crm", {"uri": "crm://secrets/key"}), ("finance", {"uri": "f://x"})]
+    assert engine.visible_resources(SALES, listed) == [{"uri": "crm://schema"}]
+    templates = [("crm", {"uriTemplate": "crm://customers/{id}"}), ("finance", {"uriTemplate": "finance://{id}"})]
+    assert engine.visible_resource_templates(SALES, templates) == [{"uriTemplate": "crm://customers/{id}"}]
+
+
+# -- the shipped policies ----------------------------------------------------------------------
+
+
+def test_the_quickstart_policies_pass_their_own_cases() -> None:
+    results = run_policy_tests(REPOSITORY / "policies")
+
+    assert len(results) >= 10
+    assert [r.describe() for r in results if not r.passed] == []
