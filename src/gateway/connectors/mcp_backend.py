@@ -278,12 +278,17 @@ class McpBackend:
             attempt_over.set()
 
     async def _ping_loop(self, client: Client) -> None:
+        """Any answer proves the backend alive: 2026-07-28 servers answer `ping` with method-not-found."""
         while True:
             await anyio.sleep(self._health_interval)
             try:
                 with anyio.fail_after(self._settings.timeout):
                     await client.session.send_ping()
-            except (MCPError, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            except MCPError as exc:
+                if exc.error.code in (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT):
+                    self._mark_lost("backend stopped answering pings")
+                    return
+            except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 self._mark_lost("backend stopped answering pings")
                 return
 

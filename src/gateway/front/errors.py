@@ -47,7 +47,6 @@ _TOOL_ERRORS: tuple[type[GatewayError], ...] = (
     BackendUnavailable,
     BackendTimeout,
     InvalidArguments,
-    PolicyDenied,
     StorageUnavailable,
 )
 

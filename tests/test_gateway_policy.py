@@ -1,0 +1,189 @@
+"""Cedar policy on every request, end to end: the quick start's backends and policies, agents of
+different roles, live reloads, and a gateway with no valid policy (everything denied)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from harness import GatewayProcess, eventually, free_port, mcp_client, stdio_connector, wait_until, write_gateway_config
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart"
+POLICY_DENIED = -32003
+
+LARGE_PAYMENTS = """
+@id("large-payments-need-approval")
+@reason("Payments over 10,000 need a person's approval; ask a finance manager.")
+forbid (principal, action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.greaterThan(decimal("10000.0")) };
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("policy-gateway")
+    policies = {p.name: p.read_text() for p in (ROOT / "policies" / "access").glob("*.cedar")}
+    policies["large-payments.cedar"] = LARGE_PAYMENTS
+    write_gateway_config(
+        directory,
+        {
+            "crm": stdio_connector(script=QUICKSTART / "crm_server.py", extra='labels = ["customer-data"]'),
+            "finance": stdio_connector(script=QUICKSTART / "finance_server.py", extra='labels = ["money"]'),
+        },
+        policies=policies,
+        extra="reload_interval = 0.2\n",
+    )
+    process = GatewayProcess(directory, free_port())
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(gateway: GatewayProcess) -> dict[str, str]:
+    return {
+        "sales": gateway.create_key("sales-bot", "sales"),
+        "finance": gateway.create_key("finance-bot", "finance"),
+        "nobody": gateway.create_key("intern-bot"),
+    }
+
+
+async def tool_names(gateway: GatewayProcess, key: str) -> set[str]:
+    async with mcp_client(gateway.url, key) as client:
+        return {tool.name for tool in (await client.list_tools()).tools}
+
+
+@pytest.mark.anyio
+async def test_agents_see_only_the_tools_they_may_call(gateway: GatewayProcess, keys: dict[str, str]) -> None:
+    assert await tool_names(gateway, keys["sales"]) == {
+        "crm__search_customers",
+        "crm__get_customer",
+        "crm__update_record",
+    }
+    assert await tool_names(gateway, keys["finance"]) == {"finance__list_invoices", "finance__pay_invoice"}
+    assert await tool_names(gateway, keys["nobody"]) == set()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_allowed_calls_run_and_hidden_tools_answer_as_unknown(
+    gateway: GatewayProcess, keys: dict[str, str], mode: str
+) -> None:
+    async with mcp_client(gateway.url, keys["sales"], mode=mode) as client:
+        found = await client.call_tool("crm__search_customers", {"query": "acme"})
+        assert not found.is_error
+        with pytest.raises(MCPError) as hidden:
+            await client.call_tool("finance__pay_invoice", {"invoice_id": "INV-2001", "amount": 1.0})
+        assert "unknown tool 'finance__pay_invoice'" in hidden.value.error.message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_denied_call_carries_the_policy_reason_not_its_text(
+    gateway: GatewayProcess, keys: dict[str, str], mode: str
+) -> None:
+    async with mcp_client(gateway.url, keys["finance"], mode=mode) as client:
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("finance__pay_invoice", {"invoice_id": "INV-2003", "amount": 48000.0})
+        error = denied.value.error
+        assert error.code == POLICY_DENIED
+        assert "Payments over 10,000 need a person's approval" in error.message
+        assert "forbid" not in error.message and "context.input" not in error.message
+        assert "large-payments-need-approval" not in error.message
+        # The same tool with a small amount is allowed: the decision depends on the arguments.
+        paid = await client.call_tool("finance__pay_invoice", {"invoice_id": "INV-2006", "amount": 980.0})
+        assert not paid.is_error or "already paid" in paid.content[0].text  # type: ignore[union-attr]
+    log = gateway.log_text()
+    assert "large-payments-need-approval" in log  # operators see which policy decided
+
+
+@pytest.mark.anyio
+async def test_resources_and_prompts_follow_the_policies(gateway: GatewayProcess, keys: dict[str, str]) -> None:
+    async with mcp_client(gateway.url, keys["sales"]) as client:
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        assert "crm://customers/{customer_id}" in templates
+        assert not any(t.startswith("finance://") for t in templates)
+        customer = await client.read_resource("crm://customers/C-1001")
+        assert "C-1001" in customer.contents[0].text  # type: ignore[union-attr]
+        with pytest.raises(MCPError) as denied:
+            await client.read_resource("finance://invoices/INV-2001")
+        assert denied.value.error.code == POLICY_DENIED
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        assert "crm__account_summary" in prompts and "finance__overdue_reminder" not in prompts
+
+
+@pytest.mark.anyio
+async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
+    gateway: GatewayProcess, keys: dict[str, str]
+) -> None:
+    access = gateway.directory / "policies" / "access"
+    extra = access / "interns.cedar"
+    extra.write_text(
+        '@id("interns-search")\npermit (principal == Agent::"intern-bot", '
+        'action == Action::"crm__search_customers", resource);\n'
+    )
+    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 11, what="reload")
+    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers"}
+
+    extra.write_text('permit (principal, action == Action::"crm__no_such_tool", resource);\n')
+    ready = await eventually(
+        lambda: (r := gateway.readyz())["checks"]["policies"]["error"] and r, what="the bad reload to be reported"
+    )
+    assert "interns.cedar:1" in ready["checks"]["policies"]["error"]
+    assert ready["status"] in ("ready", "degraded")
+    # The previous set still runs.
+    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers"}
+
+    extra.unlink()
+    await eventually(lambda: gateway.readyz()["checks"]["policies"]["error"] is None, what="recovery")
+    assert await tool_names(gateway, keys["nobody"]) == set()
+
+
+def test_without_valid_policies_everything_is_denied(tmp_path: Path) -> None:
+    write_gateway_config(
+        tmp_path,
+        {"crm": stdio_connector(script=QUICKSTART / "crm_server.py")},
+        policies={"broken.cedar": "permit (principal, action, resource"},
+    )
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start(wait_ready=False)
+    try:
+        ready = wait_until(
+            lambda: (r := gateway.readyz()) and r["backends"].get("crm", {}).get("state") == "healthy" and r,
+            what="the gateway to answer /readyz",
+        )
+        assert ready["status"] == "not ready"
+        assert "broken.cedar:1" in ready["checks"]["policies"]["error"]
+        key = gateway.create_key("anyone", "sales")
+        import anyio
+
+        async def listed() -> set[str]:
+            return await tool_names(gateway, key)
+
+        assert anyio.run(listed) == set()
+    finally:
+        gateway.stop()
+
+
+def test_shipped_policies_pass_their_cases() -> None:
+    from harness import run_cli
+
+    result = run_cli("policy", "test", "--dir", str(ROOT / "policies"))
+    assert result.returncode == 0
+    assert "0 failed" in result.stdout
+
+
+def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    from harness import run_cli
+
+    shutil.copytree(ROOT / "policies", tmp_path / "policies")
+    cases = tmp_path / "policies" / "tests" / "quickstart.toml"
+    cases.write_text(cases.read_text().replace('expect = "deny"', 'expect = "allow"', 1))
+    result = run_cli("policy", "test", "--dir", str(tmp_path / "policies"), check=False)
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout and "1 failed" in result.stdout
