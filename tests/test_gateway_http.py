@@ -58,7 +58,8 @@ def gateway(
                 env={KITCHEN_SINK_MARKERS_ENV: str(markers), "KITCHEN_SINK_SECRET": "stdio-env-secret"},
             ),
             "remote": http_connector(
-                remote_backend.url, extra='headers = { "X-Backend-Token" = "${REMOTE_BACKEND_TOKEN}" }'
+                remote_backend.url,
+                extra='health_interval = 0.3\nheaders = { "X-Backend-Token" = "${REMOTE_BACKEND_TOKEN}" }',
             ),
             "tight": stdio_connector(extra="timeout = 1"),
             # Nothing listens here: the gateway must start anyway and serve the others.
@@ -230,6 +231,8 @@ async def test_backend_down_at_start_is_reported_and_others_serve(gateway: Gatew
     assert ready["status"] == "degraded"
     assert ready["backends"]["down"]["state"] == "unhealthy"
     assert ready["backends"]["remote"]["state"] == "healthy"
+    # Health pings every 0.3 s all along this module never took a live backend for dead.
+    assert ready["backends"]["remote"]["restarts"] == 0
     async with mcp_client(gateway.url, key) as client:
         assert text_of(await client.call_tool("remote__echo", {"text": "ok"})) == "ok"
 
