@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config import McpHttpConnector, McpStdioConnector, ToolOverride
+from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
 
@@ -47,10 +47,18 @@ class ToolEntry:
     original: str
     definition: Mapping[str, Any]
     labels: tuple[str, ...] = ()
+    input_schema: Mapping[str, Any] | None = None
+    reasoning: str = "off"
+    reasoning_parameter: str | None = None
 
     @property
     def annotations(self) -> Mapping[str, Any]:
         return self.definition.get("annotations") or {}
+
+    @property
+    def backend_input_schema(self) -> Mapping[str, Any] | None:
+        """The backend's own input schema, without the reasoning parameter the gateway adds."""
+        return self.input_schema if self.input_schema is not None else self.definition.get("inputSchema")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +90,16 @@ class _ConnectorView:
 class Catalog:
     """The aggregated offer of all connectors, in connector order."""
 
-    def __init__(self, connectors: Iterable[McpStdioConnector | McpHttpConnector], *, separator: str = "__") -> None:
+    def __init__(
+        self,
+        connectors: Iterable[McpStdioConnector | McpHttpConnector],
+        *,
+        separator: str = "__",
+        reasoning: ReasoningSettings | None = None,
+    ) -> None:
         self._settings = {c.name: c for c in connectors}
         self._separator = separator
+        self._reasoning = reasoning or ReasoningSettings()
         self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
         self._tools: Mapping[str, ToolEntry] = MappingProxyType({})
         self._prompts: Mapping[str, PromptEntry] = MappingProxyType({})
@@ -96,7 +111,7 @@ class Catalog:
     def update(self, connector: str, listing: Listing) -> bool:
         """Take a connector's new listing; returns whether anything an agent sees changed."""
         settings = self._settings[connector]
-        tools = tuple(self._tool_entries(connector, listing.tools, settings.tools, settings.labels))
+        tools = tuple(self._tool_entries(settings, listing.tools))
         prompts = tuple(
             PromptEntry(
                 exposed=(name := exposed_name(connector, p["name"], self._separator)),
@@ -127,27 +142,33 @@ class Catalog:
         return previous != view
 
     def _tool_entries(
-        self,
-        connector: str,
-        definitions: Iterable[JsonObject],
-        overrides: Mapping[str, ToolOverride],
-        connector_labels: tuple[str, ...],
+        self, settings: McpStdioConnector | McpHttpConnector, definitions: Iterable[JsonObject]
     ) -> Iterable[ToolEntry]:
         for definition in definitions:
             original = definition["name"]
-            override = overrides.get(original, ToolOverride())
+            override = settings.tools.get(original, ToolOverride())
             if not override.enabled:
                 continue
-            name = exposed_name(connector, original, self._separator)
+            name = exposed_name(settings.name, original, self._separator)
             shown = {**definition, "name": name}
             if override.description is not None:
                 shown["description"] = override.description
+            mode = override.reasoning or settings.reasoning or self._reasoning.mode
+            parameter = self._reasoning.parameter
+            schema = definition.get("inputSchema")
+            if mode != "off" and _can_add_parameter(schema, parameter):
+                shown["inputSchema"] = _with_reasoning(schema, parameter, self._reasoning.description, mode)
+            else:
+                parameter = None  # the tool has an argument of that name: reasoning only via _meta
             yield ToolEntry(
                 exposed=name,
-                connector=connector,
+                connector=settings.name,
                 original=original,
                 definition=MappingProxyType(shown),
-                labels=tuple(dict.fromkeys((*connector_labels, *override.labels))),
+                labels=tuple(dict.fromkeys((*settings.labels, *override.labels))),
+                input_schema=schema,
+                reasoning=mode,
+                reasoning_parameter=parameter if mode != "off" else None,
             )
 
     def _rebuild_indexes(self) -> None:
@@ -206,6 +227,24 @@ class Catalog:
             owners = ", ".join(dict.fromkeys(connector for connector, _ in matches))
             raise UnknownResource(f"resource '{uri}' matches different templates of several backends: {owners}")
         raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
+
+
+def _can_add_parameter(schema: Any, parameter: str) -> bool:
+    if schema is None:
+        return True
+    if not isinstance(schema, Mapping) or schema.get("type", "object") != "object":
+        return False
+    return parameter not in (schema.get("properties") or {})
+
+
+def _with_reasoning(schema: Any, parameter: str, description: str, mode: str) -> JsonObject:
+    """The tool's input schema with the reasoning parameter added (required in `required` mode)."""
+    base = dict(schema) if isinstance(schema, Mapping) else {"type": "object"}
+    base.setdefault("type", "object")
+    base["properties"] = {**(base.get("properties") or {}), parameter: {"type": "string", "description": description}}
+    if mode == "required":
+        base["required"] = [*(base.get("required") or []), parameter]
+    return base
 
 
 def _first_by_key(items: Iterable[tuple[str, JsonObject]], key: str) -> list[tuple[str, JsonObject]]:

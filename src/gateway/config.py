@@ -33,12 +33,16 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+ReasoningMode = Literal["off", "optional", "required"]
+
+
 class ToolOverride(_Frozen):
     """Per-tool settings from a connector file's `[tools.<name>]` table."""
 
     enabled: bool = True
     description: str | None = None
     labels: tuple[str, ...] = ()
+    reasoning: ReasoningMode | None = None
 
 
 class RestartPolicy(_Frozen):
@@ -60,6 +64,7 @@ class _ConnectorBase(_Frozen):
         description="'auto' (discover, fall back to initialize), 'legacy' (initialize), or a revision like 2026-07-28.",
     )
     health_interval: float = Field(default=15.0, gt=0, description="Seconds between health pings.")
+    reasoning: ReasoningMode | None = None
     tools: dict[str, ToolOverride] = {}
     source: Path = Field(default=Path("."), exclude=True)
 
@@ -164,6 +169,23 @@ class AuthSettings(_Frozen):
         return self
 
 
+class ReasoningSettings(_Frozen):
+    """Asking agents why they call a tool, without changing the agent.
+
+    `optional` adds a `parameter` to every tool's input schema whose description asks the model
+    for its reasoning; `required` also refuses calls without it. The gateway takes the value out
+    of the arguments before the backend sees them. Connector files and `[tools.<name>]` tables
+    may override the mode.
+    """
+
+    mode: ReasoningMode = "off"
+    parameter: str = Field(default="reasoning", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    description: str = (
+        "Why you are calling this tool now: the goal it serves and what you expect it to do. "
+        "Recorded in the audit log and checked by policy; it is not passed to the tool."
+    )
+
+
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -185,6 +207,7 @@ class GatewaySettings(_Frozen):
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
     logging: LoggingSettings = LoggingSettings()
+    reasoning: ReasoningSettings = ReasoningSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
     policies: PoliciesSettings = PoliciesSettings()
     source: Path | None = Field(default=None, exclude=True)

@@ -36,6 +36,10 @@ class InvalidArguments(GatewayError):
     """The request's arguments are not a JSON object, or break a limit the gateway enforces."""
 
 
+class ReasoningRequired(InvalidArguments):
+    """The tool requires the agent to state its reasoning and the call carried none."""
+
+
 class BackendUnavailable(GatewayError):
     """The backend is down, restarting, or its connection broke during the call."""
 
@@ -75,3 +79,19 @@ class PolicyDenied(GatewayError):
 
 class PolicyLoadError(GatewayError):
     """Policy files could not be read, parsed or validated against the catalog's schema; names file and line."""
+
+
+class AuditUnavailable(GatewayError):
+    """The audit log could not durably record a call, so the call must be refused rather than run unrecorded."""
+
+
+class InvalidAuditQuery(GatewayError, ValueError):
+    """An audit search, export or prune was given a filter, cursor or duration it cannot use."""
+
+
+class AuditExportFailed(GatewayError):
+    """An audit export could not be written; no partial file is left under the requested name."""
+
+
+class InvalidAuditCheckpoints(GatewayError):
+    """A checkpoint file or public key given to audit verification is unreadable or malformed."""

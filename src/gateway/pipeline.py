@@ -15,7 +15,14 @@ from typing import Any
 
 from gateway.catalog import Catalog, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
-from gateway.errors import GatewayError, InvalidArguments, PolicyDenied, UnknownPrompt, UnknownTool
+from gateway.errors import (
+    GatewayError,
+    InvalidArguments,
+    PolicyDenied,
+    ReasoningRequired,
+    UnknownPrompt,
+    UnknownTool,
+)
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
 
@@ -50,6 +57,30 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> JsonObject | None:
         return None
     kept = {k: v for k, v in meta.items() if k not in _RESERVED_META_KEYS and not k.startswith(_RESERVED_META_PREFIXES)}
     return kept or None
+
+
+def _take_reasoning(
+    entry: ToolEntry, arguments: dict[str, Any], meta: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], str | None]:
+    """The arguments the backend may see, and the agent's reasoning from `_meta` or the added parameter.
+
+    The added parameter is removed even when empty, so the backend's own schema validation never
+    sees an argument it did not declare.
+    """
+    reasoning = _meta_text(meta, REASONING_META_KEY)
+    parameter = entry.reasoning_parameter
+    if parameter is not None and parameter in arguments:
+        arguments = dict(arguments)
+        stated = arguments.pop(parameter)
+        if reasoning is None and isinstance(stated, str) and stated.strip():
+            reasoning = stated.strip()
+    if entry.reasoning == "required" and reasoning is None:
+        where = f"the '{parameter}' argument" if parameter else f"params._meta['{REASONING_META_KEY}']"
+        raise ReasoningRequired(
+            f"'{entry.exposed}' needs your reasoning: call it again with {where} saying why you are "
+            "calling it and what you expect it to do"
+        )
+    return arguments, reasoning
 
 
 def _meta_text(meta: Mapping[str, Any] | None, key: str) -> str | None:
@@ -112,11 +143,12 @@ class Pipeline:
                 arguments = {}
             if not isinstance(arguments, dict):
                 raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
+            arguments, reasoning = _take_reasoning(entry, arguments, meta)
             decision = self._policy.decide_call(
                 request.principal,
                 entry,
                 arguments,
-                reasoning=_meta_text(meta, REASONING_META_KEY),
+                reasoning=reasoning,
                 workflow=_meta_text(meta, WORKFLOW_META_KEY),
                 session_id=request.session_id,
                 client=request.client_name,

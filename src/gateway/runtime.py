@@ -38,7 +38,9 @@ class GatewayRuntime:
         self.keys = ApiKeyStore(self.database, cache_seconds=auth.key_cache_seconds)
         self.jwt = JwtAuthenticator(auth.issuers) if auth.issuers else None
         self.authenticator = CompositeAuthenticator(self.keys if auth.api_keys else None, self.jwt)
-        self.catalog = Catalog(config.connectors, separator=config.gateway.server.name_separator)
+        self.catalog = Catalog(
+            config.connectors, separator=config.gateway.server.name_separator, reasoning=config.gateway.reasoning
+        )
         self.notifier = ChangeNotifier()
         self.connectors: dict[str, McpBackend] = {
             c.name: build_connector(c, self._listing_changed) for c in config.connectors

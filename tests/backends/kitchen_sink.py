@@ -112,6 +112,15 @@ async def add_tool(name: str, ctx: Context) -> str:
     return f"added {name}"
 
 
+@server.tool()
+def show_arguments(ctx: Context, value: str = "", marker: str = "") -> dict[str, Any]:
+    """Return the raw arguments this backend received (and touch `<marker>.called` when given)."""
+    if marker:
+        (_MARKER_DIR / f"{marker}.called").write_text("called")
+    params = ctx.request_context.params or {}
+    return {"arguments": dict(params.get("arguments") or {})}
+
+
 @server.tool(name="summarise_quarterly_revenue_by_region_and_product_line_for_the_board")
 def long_named() -> str:
     """A tool whose namespaced name is longer than LLM APIs accept."""

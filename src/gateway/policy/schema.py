@@ -258,7 +258,7 @@ def schema_for(tools: Iterable[ToolEntry], prompts: Iterable[PromptEntry]) -> Ge
                 "schema and every call to it is denied (rename the connector or change the separator)"
             )
             continue
-        typer = _InputTyper(tool.exposed, tool.definition.get("inputSchema"))
+        typer = _InputTyper(tool.exposed, tool.backend_input_schema)
         shapes[tool.exposed] = ToolShape(
             exposed=tool.exposed,
             connector=tool.connector,
