@@ -34,8 +34,9 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
+HEAD_REVISION = "0002"
 EXPECTED_SCHEMA = {
-    "tables": ["alembic_version", "api_keys"],
+    "tables": ["alembic_version", "api_keys", "audit_events"],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),
@@ -47,7 +48,7 @@ async def test_migrate_creates_the_schema_and_running_it_again_changes_nothing(d
     database = Database(database_url)
     try:
         await database.migrate()
-        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, [HEAD_REVISION])
 
         async with database.session() as session, session.begin():
             session.add(
@@ -64,7 +65,7 @@ async def test_migrate_creates_the_schema_and_running_it_again_changes_nothing(d
             )
         await database.migrate()
 
-        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, [HEAD_REVISION])
         async with database.session() as session:
             assert (await session.scalars(select(ApiKeyRow.agent))).all() == ["billing-bot"]
     finally:
@@ -78,7 +79,7 @@ async def test_replicas_migrating_at_the_same_moment_all_succeed_with_one_schema
             for replica in replicas:
                 group.start_soon(replica.migrate)
 
-        assert await _schema_and_version(replicas[0]) == (EXPECTED_SCHEMA, ["0001"])
+        assert await _schema_and_version(replicas[0]) == (EXPECTED_SCHEMA, [HEAD_REVISION])
     finally:
         for replica in replicas:
             await replica.close()
@@ -91,7 +92,7 @@ async def test_tasks_sharing_one_database_object_can_migrate_together(database_u
             for _ in range(3):
                 group.start_soon(database.migrate)
 
-        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, ["0001"])
+        assert await _schema_and_version(database) == (EXPECTED_SCHEMA, [HEAD_REVISION])
     finally:
         await database.close()
 

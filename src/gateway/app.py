@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from gateway.audit.api import audit_routes
 from gateway.config import Config
 from gateway.front.http import build_mcp_endpoint, build_session_manager
 from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
+from gateway.identity.bearer import authenticate_request
 from gateway.identity.resource_metadata import metadata_routes
 from gateway.runtime import GatewayRuntime
 
@@ -30,11 +32,19 @@ def create_app(config: Config) -> Starlette:
         routes=[
             Route(
                 config.gateway.server.path,
-                endpoint=build_mcp_endpoint(sessions, runtime.authenticator, config.gateway.auth),
+                endpoint=build_mcp_endpoint(
+                    sessions, runtime.authenticator, config.gateway.auth, on_refused=runtime.record_auth_refused
+                ),
             ),
             Route("/healthz", endpoint=healthz),
             Route("/readyz", endpoint=readyz_endpoint(runtime)),
+            Route("/metrics", endpoint=runtime.telemetry.metrics_endpoint),
             *metadata_routes(config.gateway.auth),
+            *audit_routes(
+                runtime.database,
+                lambda request: authenticate_request(request, runtime.authenticator),
+                frozenset(config.gateway.audit.admin_roles),
+            ),
         ],
         lifespan=lifespan,
     )

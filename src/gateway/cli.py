@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.set_defaults(run=_keys_revoke)
 
     _policy_commands(commands)
+    _audit_commands(commands)
 
     tools = commands.add_parser("tools", help="inspect the aggregated catalog").add_subparsers(
         title="tools", metavar="ACTION"
@@ -104,6 +105,9 @@ def _load(args: argparse.Namespace, *, with_connectors: bool = True) -> Config:
         path = _DEFAULT_CONFIG
     config = load_config(path, with_connectors=with_connectors)
     configure_logging(config.gateway.logging.level, config.gateway.logging.format)
+    from gateway.telemetry import install_log_correlation
+
+    install_log_correlation()
     return config
 
 
@@ -265,6 +269,20 @@ def _record_json(record: Any) -> dict[str, Any]:
 
 def _when(value: Any) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def _audit_commands(commands: Any) -> None:
+    from gateway.audit import commands as audit_commands
+    from gateway.storage.database import Database
+
+    audit_commands.register(
+        commands,
+        lambda args: Database(_load(args, with_connectors=False).gateway.storage.url),
+        common_arguments=_config_argument,
+    )
 
 
 # -- policy ----------------------------------------------------------------------------------

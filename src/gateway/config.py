@@ -19,8 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from gateway.audit.redaction import RedactionSettings
 from gateway.errors import ConfigError
 from gateway.identity.oidc import IssuerSettings
+from gateway.telemetry.settings import TelemetrySettings
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -186,6 +188,27 @@ class ReasoningSettings(_Frozen):
     )
 
 
+class AuditSettings(_Frozen):
+    """The audit log: who writes it, how it is signed, kept and read.
+
+    `replica_id` names this gateway's hash chain (default: the host name); every process writing
+    to one database needs its own. `signing_key` is an Ed25519 private key (PEM) that signs the
+    periodic checkpoints, which `gateway audit checkpoints` exports for `audit verify`.
+    """
+
+    replica_id: str | None = None
+    signing_key: Path | None = None
+    checkpoint_every: int = Field(default=1000, ge=1)
+    max_batch: int = Field(default=256, ge=1)
+    max_wait_ms: float = Field(default=2.0, ge=0)
+    write_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an audit write may take before the call is refused."
+    )
+    retention_days: float | None = Field(default=None, gt=0)
+    admin_roles: tuple[str, ...] = ("gateway-admin",)
+    redaction: RedactionSettings = RedactionSettings()
+
+
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
@@ -208,6 +231,8 @@ class GatewaySettings(_Frozen):
     auth: AuthSettings = AuthSettings()
     logging: LoggingSettings = LoggingSettings()
     reasoning: ReasoningSettings = ReasoningSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    audit: AuditSettings = AuditSettings()
     connectors: ConnectorsSettings = ConnectorsSettings()
     policies: PoliciesSettings = PoliciesSettings()
     source: Path | None = Field(default=None, exclude=True)
@@ -306,8 +331,12 @@ def _with_resolved_paths(settings: GatewaySettings, base: Path) -> GatewaySettin
     match = re.match(r"^(sqlite(?:\+aiosqlite)?:///)(?!/)(.+)$", url)
     if match and match.group(2) != ":memory:":
         url = f"{match.group(1)}{(base / match.group(2)).resolve()}"
+    audit = settings.audit
+    if audit.signing_key is not None:
+        audit = audit.model_copy(update={"signing_key": (base / audit.signing_key).resolve()})
     return settings.model_copy(
         update={
+            "audit": audit,
             "connectors": settings.connectors.model_copy(update={"dir": connectors_dir}),
             "policies": settings.policies.model_copy(update={"dir": policies_dir}),
             "storage": settings.storage.model_copy(update={"url": url}),

@@ -1,21 +1,27 @@
-"""One agent request, one pass: resolve, decide, forward, finish.
+"""One agent request, one pass: resolve, context, decide, record, forward, finish.
 
-Each stage is a short method, in the order DESIGN.md gives; hold and record slot in between
-decide and forward. The pipeline knows nothing of HTTP or stdio (the front turns its results
-and errors into wire messages) and nothing of how a backend is reached (connectors).
+Each stage is a short step, in the order DESIGN.md gives (hold arrives with approvals). The
+audit entry is written before anything is forwarded, and a request the audit log cannot record
+is refused; the outcome follows without making the agent wait for a second commit. The
+pipeline knows nothing of HTTP or stdio (the front turns results and errors into wire messages)
+and nothing of how a backend is reached (connectors).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
+from gateway.audit import AuditRecorder, CallHandle
 from gateway.catalog import Catalog, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import (
+    BackendTimeout,
     GatewayError,
     InvalidArguments,
     PolicyDenied,
@@ -25,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
+from gateway.telemetry import Telemetry, inject_meta
 
 logger = logging.getLogger("gateway.calls")
 
@@ -49,6 +56,23 @@ class RequestInfo:
     protocol_version: str | None = None
     client_name: str | None = None
     client_version: str | None = None
+    transport: str | None = None
+
+
+@dataclass(slots=True)
+class _Clock:
+    """Latency split for the audit log: policy, backend, total (milliseconds)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    policy_ms: float | None = None
+    backend_ms: float | None = None
+
+    def lap(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    @property
+    def total_ms(self) -> float:
+        return self.lap()
 
 
 def forwardable_meta(meta: Mapping[str, Any] | None) -> JsonObject | None:
@@ -57,6 +81,11 @@ def forwardable_meta(meta: Mapping[str, Any] | None) -> JsonObject | None:
         return None
     kept = {k: v for k, v in meta.items() if k not in _RESERVED_META_KEYS and not k.startswith(_RESERVED_META_PREFIXES)}
     return kept or None
+
+
+def _meta_text(meta: Mapping[str, Any] | None, key: str) -> str | None:
+    value = meta.get(key) if meta else None
+    return value if isinstance(value, str) and value else None
 
 
 def _take_reasoning(
@@ -83,28 +112,32 @@ def _take_reasoning(
     return arguments, reasoning
 
 
-def _meta_text(meta: Mapping[str, Any] | None, key: str) -> str | None:
-    value = meta.get(key) if meta else None
-    return value if isinstance(value, str) and value else None
+def _outcome_of(exc: BaseException) -> str:
+    if isinstance(exc, PolicyDenied):
+        return "denied"
+    if isinstance(exc, BackendTimeout):
+        return "timeout"
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return "cancelled"
+    if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments):
+        return "refused"
+    return "backend_error"
 
 
 class Pipeline:
-    def __init__(self, catalog: Catalog, connectors: Mapping[str, Connector], policy: PolicyEngine) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        connectors: Mapping[str, Connector],
+        policy: PolicyEngine,
+        audit: AuditRecorder,
+        telemetry: Telemetry,
+    ) -> None:
         self._catalog = catalog
         self._connectors = connectors
         self._policy = policy
-
-    # -- listings: an agent sees only what it may use ----------------------------------------
-
-    def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        visible = self._policy.visible_tools(
-            request.principal,
-            self._catalog.tools(),
-            session_id=request.session_id,
-            client=request.client_name,
-            request_id=request.request_id,
-        )
-        return [entry.definition for entry in visible]
+        self._audit = audit
+        self._telemetry = telemetry
 
     def tool_input_schema(self, exposed_name: str) -> Mapping[str, Any] | None:
         """For the SDK's `Mcp-Param` header check on 2026-07-28 calls, without a full listing per call."""
@@ -113,14 +146,49 @@ class Pipeline:
         except GatewayError:
             return None
 
-    def list_prompts(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        return [p.definition for p in self._policy.visible_prompts(request.principal, self._catalog.prompts())]
+    # -- listings: an agent sees only what it may use ----------------------------------------
 
-    def list_resources(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        return self._policy.visible_resources(request.principal, self._catalog.resources())
+    async def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        async def listing() -> list[Mapping[str, Any]]:
+            visible = self._policy.visible_tools(
+                request.principal,
+                self._catalog.tools(),
+                session_id=request.session_id,
+                client=request.client_name,
+                request_id=request.request_id,
+            )
+            return [entry.definition for entry in visible]
 
-    def list_resource_templates(self, request: RequestInfo) -> list[Mapping[str, Any]]:
-        return self._policy.visible_resource_templates(request.principal, self._catalog.resource_templates())
+        return await self._listing(request, "tools/list", listing)
+
+    async def list_prompts(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        async def listing() -> list[Mapping[str, Any]]:
+            return [p.definition for p in self._policy.visible_prompts(request.principal, self._catalog.prompts())]
+
+        return await self._listing(request, "prompts/list", listing)
+
+    async def list_resources(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        async def listing() -> list[Mapping[str, Any]]:
+            return self._policy.visible_resources(request.principal, self._catalog.resources())
+
+        return await self._listing(request, "resources/list", listing)
+
+    async def list_resource_templates(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+        async def listing() -> list[Mapping[str, Any]]:
+            return self._policy.visible_resource_templates(request.principal, self._catalog.resource_templates())
+
+        return await self._listing(request, "resources/templates/list", listing)
+
+    async def _listing(
+        self, request: RequestInfo, method: str, produce: Callable[[], Awaitable[list[Mapping[str, Any]]]]
+    ) -> list[Mapping[str, Any]]:
+        clock = _Clock()
+        with self._request_span(request, method, None, None):
+            handle = await self._record(request, method, None, None, decision="allow", reason="filtered by policy")
+            items = await produce()
+            await self._finish(handle, "ok", clock, result={"count": len(items)})
+            self._log(request, method, None, None, None, "ok", clock)
+            return items
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -133,75 +201,92 @@ class Pipeline:
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> JsonObject:
-        started = time.perf_counter()
-        entry: ToolEntry | None = None
-        decision: Decision | None = None
-        outcome = "error"
-        try:
-            entry = self._catalog.resolve_tool(exposed_name)
-            if arguments is None:
-                arguments = {}
-            if not isinstance(arguments, dict):
-                raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
-            arguments, reasoning = _take_reasoning(entry, arguments, meta)
-            decision = self._policy.decide_call(
-                request.principal,
-                entry,
-                arguments,
-                reasoning=reasoning,
-                workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                session_id=request.session_id,
-                client=request.client_name,
-                request_id=request.request_id,
-            )
-            if not decision.allowed:
-                self._refuse(request, entry, decision)
-            connector = self._connectors[entry.connector]
-            result = await connector.call_tool(
-                entry.original, arguments, meta=forwardable_meta(meta), on_progress=on_progress
-            )
-            outcome = "tool_error" if result.get("isError") else "ok"
-            return result
-        except GatewayError as exc:
-            outcome = type(exc).__name__
-            raise
-        finally:
-            self._finish(request, "tools/call", exposed_name, entry, decision, outcome, started)
-
-    def _refuse(self, request: RequestInfo, entry: ToolEntry, decision: Decision) -> None:
-        """A tool the agent may never call is reported as unknown, so probing names reveals nothing."""
-        if not self._policy.visible_tools(request.principal, (entry,)):
-            raise UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
-        raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
+        clock = _Clock()
+        method = "tools/call"
+        with self._request_span(request, method, exposed_name, meta) as trace:
+            # 1 resolve, 2 context: refusals here are recorded too, with what the agent sent.
+            entry: ToolEntry | None = None
+            try:
+                entry = self._catalog.resolve_tool(exposed_name)
+                trace.resolved(entry.connector)
+                if arguments is None:
+                    arguments = {}
+                if not isinstance(arguments, dict):
+                    raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
+                arguments, reasoning = _take_reasoning(entry, arguments, meta)
+            except GatewayError as exc:
+                await self._refused(request, method, exposed_name, entry, arguments, meta, exc, clock)
+                raise
+            trace.record_arguments(arguments)
+            # 3 decide
+            with self._telemetry.policy_span(method, exposed_name) as policy_trace:
+                decision = self._policy.decide_call(
+                    request.principal,
+                    entry,
+                    arguments,
+                    reasoning=reasoning,
+                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                    session_id=request.session_id,
+                    client=request.client_name,
+                    request_id=request.request_id,
+                )
+                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
+            clock.policy_ms = clock.lap()
+            # 5 record, before anything is forwarded
+            handle = await self._record(
+                request, method, exposed_name, entry, arguments=arguments, reasoning=reasoning, meta=meta,
+                decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
+            )  # fmt: skip
+            # 6 forward, 7 finish
+            return await self._forward(
+                request, method, handle, clock, decision, entry,
+                lambda: self._refuse_tool(request, entry, decision),
+                lambda: self._connectors[entry.connector].call_tool(
+                    entry.original, arguments, meta=inject_meta(forwardable_meta(meta)), on_progress=on_progress
+                ),
+                trace,
+            )  # fmt: skip
 
     async def read_resource(
         self, request: RequestInfo, uri: str, *, meta: Mapping[str, Any] | None = None
     ) -> JsonObject:
-        started = time.perf_counter()
-        outcome = "error"
-        decision: Decision | None = None
-        try:
-            route = self._catalog.resolve_resource(uri)
-            decision = self._policy.decide_read_resource(
-                request.principal,
-                route.connector,
-                uri,
-                reasoning=_meta_text(meta, REASONING_META_KEY),
-                workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                session_id=request.session_id,
-                client=request.client_name,
-                request_id=request.request_id,
-            )
-            if not decision.allowed:
+        clock = _Clock()
+        method = "resources/read"
+        with self._request_span(request, method, uri, meta) as trace:
+            try:
+                route = self._catalog.resolve_resource(uri)
+            except GatewayError as exc:
+                await self._refused(request, method, uri, None, None, meta, exc, clock)
+                raise
+            trace.resolved(route.connector)
+            with self._telemetry.policy_span(method, uri) as policy_trace:
+                decision = self._policy.decide_read_resource(
+                    request.principal,
+                    route.connector,
+                    uri,
+                    reasoning=_meta_text(meta, REASONING_META_KEY),
+                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                    session_id=request.session_id,
+                    client=request.client_name,
+                    request_id=request.request_id,
+                )
+                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
+            clock.policy_ms = clock.lap()
+            handle = await self._record(
+                request, method, uri, None, connector=route.connector, meta=meta,
+                decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
+            )  # fmt: skip
+
+            def deny() -> None:
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
-            result = await self._connectors[route.connector].read_resource(uri, meta=forwardable_meta(meta))
-            outcome = "ok"
-            return result
-        except GatewayError as exc:
-            outcome = type(exc).__name__
-            raise
-        finally:
-            self._finish(request, "resources/read", uri, None, decision, outcome, started)
+
+            return await self._forward(
+                request, method, handle, clock, decision, None, deny,
+                lambda: self._connectors[route.connector].read_resource(
+                    uri, meta=inject_meta(forwardable_meta(meta))
+                ),
+                trace, connector=route.connector, target=uri,
+            )  # fmt: skip
 
     async def get_prompt(
         self,
@@ -211,53 +296,199 @@ class Pipeline:
         *,
         meta: Mapping[str, Any] | None = None,
     ) -> JsonObject:
-        started = time.perf_counter()
-        outcome = "error"
-        decision: Decision | None = None
-        try:
-            entry = self._catalog.resolve_prompt(exposed_name)
-            decision = self._policy.decide_get_prompt(
-                request.principal,
-                entry,
-                reasoning=_meta_text(meta, REASONING_META_KEY),
-                workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                session_id=request.session_id,
-                client=request.client_name,
-                request_id=request.request_id,
-            )
-            if not decision.allowed:
+        clock = _Clock()
+        method = "prompts/get"
+        with self._request_span(request, method, exposed_name, meta) as trace:
+            try:
+                entry = self._catalog.resolve_prompt(exposed_name)
+            except GatewayError as exc:
+                await self._refused(request, method, exposed_name, None, arguments, meta, exc, clock)
+                raise
+            trace.resolved(entry.connector)
+            with self._telemetry.policy_span(method, exposed_name) as policy_trace:
+                decision = self._policy.decide_get_prompt(
+                    request.principal,
+                    entry,
+                    reasoning=_meta_text(meta, REASONING_META_KEY),
+                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
+                    session_id=request.session_id,
+                    client=request.client_name,
+                    request_id=request.request_id,
+                )
+                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
+            clock.policy_ms = clock.lap()
+            handle = await self._record(
+                request, method, exposed_name, None, connector=entry.connector, original=entry.original,
+                arguments=arguments, meta=meta,
+                decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
+            )  # fmt: skip
+
+            def deny() -> None:
                 if not self._policy.visible_prompts(request.principal, (entry,)):
                     raise UnknownPrompt(f"unknown prompt '{exposed_name}': list the prompts to see the available names")
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
-            result = await self._connectors[entry.connector].get_prompt(
-                entry.original, arguments, meta=forwardable_meta(meta)
+
+            return await self._forward(
+                request, method, handle, clock, decision, None, deny,
+                lambda: self._connectors[entry.connector].get_prompt(
+                    entry.original, arguments, meta=inject_meta(forwardable_meta(meta))
+                ),
+                trace, connector=entry.connector, target=entry.original,
+            )  # fmt: skip
+
+    # -- shared stages -----------------------------------------------------------------------
+
+    def _request_span(
+        self, request: RequestInfo, method: str, target: str | None, meta: Mapping[str, Any] | None
+    ) -> Any:
+        return self._telemetry.request_span(
+            method,
+            target or "",
+            request_id=request.request_id,
+            session_id=request.session_id,
+            protocol_version=request.protocol_version,
+            agent=request.principal.agent,
+            transport=request.transport,
+            meta=meta,
+        )
+
+    async def _record(
+        self,
+        request: RequestInfo,
+        method: str,
+        target: str | None,
+        entry: ToolEntry | None,
+        *,
+        connector: str | None = None,
+        original: str | None = None,
+        arguments: Any = None,
+        reasoning: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        decision: str,
+        policy_ids: tuple[str, ...] = (),
+        reason: str | None = None,
+    ) -> CallHandle:
+        """The write-ahead entry: durable before the request goes further, or the request is refused."""
+        with self._telemetry.audit_span(method, target):
+            return await self._audit.record_call(
+                principal=request.principal,
+                method=method,
+                name=target,
+                arguments=arguments,
+                reasoning=reasoning if reasoning is not None else _meta_text(meta, REASONING_META_KEY),
+                decision=decision,
+                policy_ids=policy_ids,
+                reason=reason,
+                request_id=request.request_id,
+                session_id=request.session_id,
+                workflow_id=_meta_text(meta, WORKFLOW_META_KEY),
+                client_name=request.client_name,
+                client_version=request.client_version,
+                protocol_version=request.protocol_version,
+                connector=entry.connector if entry else connector,
+                original_name=entry.original if entry else original,
             )
-            outcome = "ok"
-            return result
-        except GatewayError as exc:
-            outcome = type(exc).__name__
+
+    async def _forward(
+        self,
+        request: RequestInfo,
+        method: str,
+        handle: CallHandle,
+        clock: _Clock,
+        decision: Decision,
+        entry: ToolEntry | None,
+        refuse: Callable[[], None],
+        send: Callable[[], Awaitable[JsonObject]],
+        trace: Any,
+        *,
+        connector: str | None = None,
+        target: str | None = None,
+    ) -> JsonObject:
+        connector = entry.connector if entry else connector
+        target = entry.original if entry else target
+        try:
+            if not decision.allowed:
+                refuse()
+            backend_started = time.perf_counter()
+            try:
+                with self._telemetry.backend_span(connector or "", target, method=method) as backend:
+                    result = await send()
+                    backend.record_result(result)
+            finally:
+                clock.backend_ms = (time.perf_counter() - backend_started) * 1000
+        except BaseException as exc:
+            outcome = "denied" if not decision.allowed else _outcome_of(exc)
+            with anyio.CancelScope(shield=True):
+                await self._finish(handle, outcome, clock, error=exc)
+            self._log(request, method, target, connector, decision, outcome, clock)
             raise
-        finally:
-            self._finish(request, "prompts/get", exposed_name, None, decision, outcome, started)
+        outcome = "tool_error" if result.get("isError") else "ok"
+        trace.record_result(result)
+        await self._finish(handle, outcome, clock, result=result)
+        self._log(request, method, target, connector, decision, outcome, clock)
+        return result
 
-    # -- finish ------------------------------------------------------------------------------
+    def _refuse_tool(self, request: RequestInfo, entry: ToolEntry, decision: Decision) -> None:
+        """A tool the agent may never call is reported as unknown, so probing names reveals nothing."""
+        if not self._policy.visible_tools(request.principal, (entry,)):
+            raise UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
+        raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
-    def _finish(
+    async def _refused(
         self,
         request: RequestInfo,
         method: str,
         target: str,
         entry: ToolEntry | None,
+        arguments: Any,
+        meta: Mapping[str, Any] | None,
+        exc: GatewayError,
+        clock: _Clock,
+    ) -> None:
+        """A request refused before any decision (unknown name, bad arguments) is still on record."""
+        handle = await self._record(
+            request, method, target, entry, arguments=arguments, meta=meta, decision="refused", reason=str(exc)
+        )
+        await self._finish(handle, "refused", clock, error=exc)
+        self._log(request, method, target, entry.connector if entry else None, None, "refused", clock)
+
+    async def _finish(
+        self,
+        handle: CallHandle,
+        outcome: str,
+        clock: _Clock,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        await self._audit.record_outcome(
+            handle,
+            outcome=outcome,
+            result=result,
+            policy_ms=clock.policy_ms,
+            backend_ms=clock.backend_ms,
+            total_ms=clock.total_ms,
+            error_type=type(error).__name__ if error is not None else None,
+            error_message=str(error) if isinstance(error, GatewayError) else None,
+            wait=False,
+        )
+
+    def _log(
+        self,
+        request: RequestInfo,
+        method: str,
+        target: str | None,
+        connector: str | None,
         decision: Decision | None,
         outcome: str,
-        started: float,
+        clock: _Clock,
     ) -> None:
         logger.info(
             "call finished",
             extra={
                 "method": method,
                 "target": target,
-                "connector": entry.connector if entry else None,
+                "connector": connector,
                 "agent": request.principal.agent,
                 "user": request.principal.user,
                 "request_id": request.request_id,
@@ -265,6 +496,6 @@ class Pipeline:
                 "decision": decision.effect.value if decision else None,
                 "policies": list(decision.policy_ids) if decision else None,
                 "outcome": outcome,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "latency_ms": round(clock.total_ms, 3),
             },
         )

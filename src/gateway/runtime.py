@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.abc
 
+from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
-from gateway.connectors.base import Listing
-from gateway.errors import PolicyLoadError
+from gateway.connectors.base import HealthState, Listing
+from gateway.errors import GatewayError, PolicyLoadError
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -26,6 +27,7 @@ from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.storage.database import Database
+from gateway.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,24 @@ class GatewayRuntime:
             c.name: build_connector(c, self._listing_changed) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
-        self.pipeline = Pipeline(self.catalog, self.connectors, self.policy)
+        audit = config.gateway.audit
+        self.redactor = Redactor(audit.redaction)
+        self.telemetry = Telemetry(config.gateway.telemetry, redact=self.redactor.redact_value)
+        self.telemetry.watch_backends(
+            lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
+        )
+        self.audit = AuditRecorder(
+            self.database,
+            self.redactor,
+            replica_id=audit.replica_id or default_replica_id(),
+            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
+            checkpoint_every=audit.checkpoint_every,
+            max_batch=audit.max_batch,
+            max_wait_ms=audit.max_wait_ms,
+            write_timeout=audit.write_timeout,
+            on_batch=self.telemetry.audit_committed,
+        )
+        self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
         self.started = False
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
@@ -55,6 +74,13 @@ class GatewayRuntime:
             # Policies are re-validated against the new tools before anyone is told to re-list.
             self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
+
+    async def record_auth_refused(self, reason: str, client_address: str | None, path: str) -> None:
+        """Refused authentications are audited too; a failing audit write must not turn a 401 into a 500."""
+        try:
+            await self.audit.record_auth_refused(reason, client_address, path=path, auth_method="bearer")
+        except GatewayError as exc:
+            logger.error("refused authentication could not be audited", extra={"error": str(exc)})
 
     def load_policies(self) -> None:
         """First load after the backends' first listings; a failure leaves every request denied."""
@@ -74,7 +100,14 @@ class GatewayRuntime:
         """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
         if migrate:
             await self.database.migrate()
+        self.telemetry.install()
         try:
+            recovery = await self.audit.start()
+            if recovery.recovered_calls:
+                logger.warning(
+                    "calls left open by a crash are recorded with outcome 'unknown'",
+                    extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
+                )
             async with anyio.create_task_group() as task_group:
                 await self._start_connectors(task_group)
                 self.load_policies()
@@ -90,8 +123,10 @@ class GatewayRuntime:
                         await connector.close()
                     task_group.cancel_scope.cancel()
         finally:
+            await self.audit.close()
             if self.jwt is not None:
                 await self.jwt.aclose()
+            self.telemetry.shutdown()
             await self.database.close()
 
     @asynccontextmanager

@@ -13,6 +13,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.connectors.base import JsonObject
 from gateway.errors import (
+    AuditUnavailable,
     AuthenticationFailed,
     BackendError,
     BackendTimeout,
@@ -40,6 +41,7 @@ _ERROR_CODES: dict[type[GatewayError], int] = {
     BackendUnavailable: types.INTERNAL_ERROR,
     BackendTimeout: types.REQUEST_TIMEOUT,
     StorageUnavailable: types.INTERNAL_ERROR,
+    AuditUnavailable: types.INTERNAL_ERROR,
 }
 
 #: Errors that a tools/call reports as a tool result the model can read and act on.
@@ -48,6 +50,7 @@ _TOOL_ERRORS: tuple[type[GatewayError], ...] = (
     BackendTimeout,
     InvalidArguments,
     StorageUnavailable,
+    AuditUnavailable,
 )
 
 ERROR_META_KEY = "io.autonomy-gateway/error"

@@ -10,7 +10,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
 from gateway.config import AuthSettings, ServerSettings
-from gateway.identity.bearer import Authenticator, BearerAuthentication
+from gateway.identity.bearer import Authenticator, BearerAuthentication, RefusalRecorder
 from gateway.identity.resource_metadata import metadata_url
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -28,10 +28,13 @@ def build_session_manager(server: Server[Any], settings: ServerSettings) -> Stre
 
 
 def build_mcp_endpoint(
-    manager: StreamableHTTPSessionManager, authenticator: Authenticator, auth: AuthSettings
+    manager: StreamableHTTPSessionManager,
+    authenticator: Authenticator,
+    auth: AuthSettings,
+    on_refused: RefusalRecorder | None = None,
 ) -> ASGIApp:
     metadata = metadata_url(auth.resource) if auth.resource else None
-    return BearerAuthentication(manager.asgi_app, authenticator, resource_metadata_url=metadata)
+    return BearerAuthentication(manager.asgi_app, authenticator, resource_metadata_url=metadata, on_refused=on_refused)
 
 
 def _transport_security(settings: ServerSettings) -> TransportSecuritySettings | None:

@@ -120,17 +120,24 @@ class _Handlers:
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             self._notifier.track(session_id, ctx.session)
         client = ctx.session.client_params
+        info = client.client_info if client else None
         return RequestInfo(
             principal=principal,
             request_id=ctx.request_id,
             session_id=session_id,
             protocol_version=ctx.protocol_version,
-            client_name=client.client_info.name if client and client.client_info else None,
+            client_name=info.name if info else None,
+            client_version=info.version if info else None,
+            transport="tcp" if request is not None else "pipe",
         )
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         request = self._request_info(ctx)
-        return _listing({"tools": [dict(tool) for tool in self._pipeline.list_tools(request)]}, ctx)
+        try:
+            tools = await self._pipeline.list_tools(request)
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
+        return _listing({"tools": [dict(tool) for tool in tools]}, ctx)
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> JsonObject:
         request = self._request_info(ctx)
@@ -155,10 +162,17 @@ class _Handlers:
         return _for_client(result, ctx.protocol_version)
 
     async def list_resources(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        return _listing({"resources": self._pipeline.list_resources(self._request_info(ctx))}, ctx)
+        try:
+            resources = await self._pipeline.list_resources(self._request_info(ctx))
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
+        return _listing({"resources": resources}, ctx)
 
     async def list_resource_templates(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        templates = self._pipeline.list_resource_templates(self._request_info(ctx))
+        try:
+            templates = await self._pipeline.list_resource_templates(self._request_info(ctx))
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
         return _listing({"resourceTemplates": templates}, ctx)
 
     async def read_resource(
@@ -172,7 +186,10 @@ class _Handlers:
         return _for_client(result, ctx.protocol_version, cacheable=True)
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        prompts = [dict(p) for p in self._pipeline.list_prompts(self._request_info(ctx))]
+        try:
+            prompts = [dict(p) for p in await self._pipeline.list_prompts(self._request_info(ctx))]
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
         return _listing({"prompts": prompts}, ctx)
 
     async def get_prompt(self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams) -> JsonObject:

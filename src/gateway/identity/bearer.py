@@ -10,11 +10,13 @@ SDK's `AuthenticatedUser`, so the SDK binds each session to the credential that 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import AuthenticationFailed
@@ -29,6 +31,29 @@ class Authenticator(Protocol):
     async def authenticate(self, presented: str) -> Principal: ...
 
 
+RefusalRecorder = Callable[[str, str | None, str], Awaitable[None]]
+"""Told of every refused request: (reason, client address, path). Never sees the credential."""
+
+
+def bearer_credential(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The credential of an `Authorization: Bearer` header, or None."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+            return None
+    return None
+
+
+async def authenticate_request(request: Request, authenticator: Authenticator) -> Principal:
+    """For JSON API routes: the request's principal, or AuthenticationFailed."""
+    credential = bearer_credential(request.scope["headers"])
+    if credential is None:
+        raise AuthenticationFailed("missing bearer credential: send 'Authorization: Bearer <key>'")
+    return await authenticator.authenticate(credential)
+
+
 class BearerAuthentication:
     """ASGI middleware: authenticate the bearer credential, or answer 401 and stop."""
 
@@ -39,9 +64,11 @@ class BearerAuthentication:
         *,
         realm: str = "autonomy-gateway",
         resource_metadata_url: str | None = None,
+        on_refused: RefusalRecorder | None = None,
     ) -> None:
         self._app = app
         self._authenticator = authenticator
+        self._on_refused = on_refused
         self._realm = realm
         self._resource_metadata = f', resource_metadata="{resource_metadata_url}"' if resource_metadata_url else ""
 
@@ -49,7 +76,7 @@ class BearerAuthentication:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        credential = _bearer_credential(scope)
+        credential = bearer_credential(scope["headers"])
         try:
             if credential is None:
                 raise AuthenticationFailed("missing bearer credential: send 'Authorization: Bearer <key>'")
@@ -60,6 +87,8 @@ class BearerAuthentication:
                 "authentication refused",
                 extra={"reason": str(exc), "client_address": client[0] if client else None, "path": scope["path"]},
             )
+            if self._on_refused is not None:
+                await self._on_refused(str(exc), client[0] if client else None, scope["path"])
             await self._refuse(send, str(exc))
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
@@ -94,13 +123,3 @@ class BearerAuthentication:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-def _bearer_credential(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credential.strip():
-                return credential.strip()
-            return None
-    return None

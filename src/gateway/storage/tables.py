@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -73,3 +73,40 @@ class ApiKeyRow(Base):
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class AuditEventRow(Base):
+    """One immutable audit event, a link in its writer's hash chain (see `gateway.audit`).
+
+    Each gateway process writes its own chain, keyed by `replica_id`, with contiguous `seq`
+    numbers: replicas sharing PostgreSQL never contend for one chain head, and a gap in `seq`
+    is a deletion. `content` is the canonical JSON the hash covers, stored byte for byte so
+    verification recomputes the hash from exactly what was written; the other columns repeat
+    parts of it for indexing, and verification checks that they still agree with it.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_kind_time", "kind", "time"),
+        Index("ix_audit_events_call_id", "call_id"),
+        Index("ix_audit_events_agent_time", "agent", "time"),
+        Index("ix_audit_events_user_id_time", "user_id", "time"),
+        Index("ix_audit_events_tool_time", "tool", "time"),
+        Index("ix_audit_events_workflow_id_time", "workflow_id", "time"),
+    )
+
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    time: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_id: Mapped[str | None] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(256))
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    tool: Mapped[str | None] = mapped_column(String(256))
+    workflow_id: Mapped[str | None] = mapped_column(String(256))
+    decision: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,262 @@
+"""`gateway audit ...`: tail, search, export, verify, checkpoints, prune.
+
+`register` adds the subcommands to the top-level parser; it is handed a function that opens
+the configured database, so this module knows nothing about config files. Each command does
+one job, prints results on stdout and diagnostics on stderr, and returns the exit status
+(`verify` returns 1 when the log is not intact). Gateway errors propagate to the top-level
+command, which prints them in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import anyio
+import orjson
+
+from gateway.audit.chain import isoformat, load_public_key
+from gateway.audit.checkpoints import export_checkpoints, load_checkpoints
+from gateway.audit.entry import CALL, OUTCOME, OUTCOMES, AuditCall, AuditEvent
+from gateway.audit.export import export
+from gateway.audit.query import parse_duration, parse_time, search, tail
+from gateway.audit.retention import prune
+from gateway.audit.verify import verify
+from gateway.storage.database import Database
+
+OpenDatabase = Callable[[argparse.Namespace], Database]
+AddArguments = Callable[[argparse.ArgumentParser], None]
+
+_TIME_HELP = "ISO 8601 time (UTC unless a zone is given) or a duration ago, e.g. 15m, 12h, 7d"
+
+
+def register(
+    commands: argparse._SubParsersAction[Any],
+    open_database: OpenDatabase,
+    *,
+    common_arguments: AddArguments | None = None,
+) -> None:
+    """Add `audit` and its actions to `commands`; each action sets `run(args) -> int`."""
+    audit = commands.add_parser("audit", help="read, verify, export and prune the audit log")
+    actions = audit.add_subparsers(title="audit", metavar="ACTION")
+
+    def action(name: str, help: str, run: Callable[[OpenDatabase, argparse.Namespace], int]) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help, description=help)
+        if common_arguments is not None:
+            common_arguments(parser)
+        parser.set_defaults(run=partial(run, open_database))
+        return parser
+
+    tail_parser = action("tail", "show the newest calls and outcomes, then follow new ones", _tail)
+    tail_parser.add_argument("--no-follow", dest="follow", action="store_false", help="stop after the backlog")
+    tail_parser.add_argument("-n", "--lines", type=int, default=10, help="how many recent events to show first")
+    tail_parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+    search_parser = action("search", "find calls (newest first) with their outcomes", _search)
+    search_parser.add_argument("--agent")
+    search_parser.add_argument("--user", help="the user the agent acted for")
+    search_parser.add_argument("--tool", help="exposed tool (or resource/prompt) name")
+    search_parser.add_argument("--decision", help="allow, deny, hold, ...")
+    search_parser.add_argument("--outcome", choices=sorted(OUTCOMES))
+    search_parser.add_argument("--workflow")
+    search_parser.add_argument("--since", help=_TIME_HELP)
+    search_parser.add_argument("--until", help=_TIME_HELP)
+    search_parser.add_argument("--text", help="text the agent's reasoning contains (any case)")
+    search_parser.add_argument("--limit", type=int, default=50)
+    search_parser.add_argument("--cursor", help="continue after a previous page (printed on stderr)")
+    search_parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    export_parser = action("export", "write the whole log (or a time range) to a file", _export)
+    export_parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export_parser.add_argument("--output", "-o", required=True, help="file to write (replaced only when complete)")
+    export_parser.add_argument("--since", help=_TIME_HELP)
+    export_parser.add_argument("--until", help=_TIME_HELP)
+
+    verify_parser = action("verify", "recompute every hash chain; exit 1 naming the first bad entry", _verify)
+    verify_parser.add_argument("--checkpoints", help="checkpoint file written earlier by 'audit checkpoints'")
+    verify_parser.add_argument("--public-key", help="PEM Ed25519 public key that signs checkpoints")
+    verify_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    checkpoints_parser = action(
+        "checkpoints", "export the signed checkpoints, to keep outside the database", _checkpoints
+    )
+    checkpoints_parser.add_argument("--output", "-o", required=True)
+    checkpoints_parser.add_argument("--replica", help="only this replica's checkpoints")
+
+    prune_parser = action("prune", "delete events older than a duration, keeping the chains verifiable", _prune)
+    prune_parser.add_argument("--older-than", required=True, help="e.g. 90d, 12w")
+
+
+def _with_database(
+    open_database: OpenDatabase, args: argparse.Namespace, job: Callable[[Database], Awaitable[int]]
+) -> int:
+    async def run() -> int:
+        database = open_database(args)
+        try:
+            await database.migrate()
+            return await job(database)
+        finally:
+            await database.close()
+
+    return int(anyio.run(run))
+
+
+# -- tail / search -----------------------------------------------------------------------------
+
+
+def _tail(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    async def job(database: Database) -> int:
+        async for event in tail(database, follow=args.follow, backlog=max(0, args.lines)):
+            if args.json:
+                print(orjson.dumps(event.to_json()).decode(), flush=True)
+            else:
+                print(_event_line(event), flush=True)
+        return 0
+
+    return _with_database(open_database, args, job)
+
+
+def _event_line(event: AuditEvent) -> str:
+    data = event.data
+    when = isoformat(event.time)[:23]
+    if event.kind == CALL:
+        return (
+            f"{when}  call     {event.call_id}  {data.get('agent')}"
+            f"{' for ' + data['user'] if data.get('user') else ''}  {data.get('method')} {data.get('name') or ''}  "
+            f"{data.get('decision')}"
+        ).rstrip()
+    if event.kind == OUTCOME:
+        total = (data.get("latency_ms") or {}).get("total")
+        took = f"  {total:g} ms" if isinstance(total, int | float) else ""
+        return f"{when}  outcome  {event.call_id}  {data.get('outcome')}{took}"
+    return f"{when}  {event.kind}  {orjson.dumps(data).decode()}"
+
+
+def _search(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+
+    async def job(database: Database) -> int:
+        page = await search(
+            database,
+            agent=args.agent,
+            user=args.user,
+            tool=args.tool,
+            decision=args.decision,
+            outcome=args.outcome,
+            since=since,
+            until=until,
+            workflow=args.workflow,
+            text_in_reasoning=args.text,
+            limit=args.limit,
+            cursor=args.cursor,
+        )
+        if args.json:
+            for call in page.calls:
+                print(orjson.dumps(call.to_json()).decode())
+        else:
+            _print_table(
+                ("TIME", "CALL", "AGENT", "USER", "TOOL", "DECISION", "OUTCOME", "TOTAL MS"),
+                [_call_cells(call) for call in page.calls],
+            )
+        if page.next_cursor:
+            print(f"more calls: --cursor {page.next_cursor}", file=sys.stderr)
+        return 0
+
+    return _with_database(open_database, args, job)
+
+
+def _call_cells(call: AuditCall) -> tuple[str, ...]:
+    total = ((call.outcome or {}).get("latency_ms") or {}).get("total")
+    return (
+        isoformat(call.time)[:23],
+        call.call_id,
+        call.agent or "-",
+        call.call.get("user") or "-",
+        call.tool or call.call.get("method") or "-",
+        call.decision or "-",
+        call.outcome_name or "(none)",
+        f"{total:g}" if isinstance(total, int | float) else "-",
+    )
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# -- export / verify / checkpoints / prune -------------------------------------------------------
+
+
+def _export(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+
+    async def job(database: Database) -> int:
+        report = await export(
+            database, args.output, format=args.format, progress=_progress_bar, since=since, until=until
+        )
+        print(file=sys.stderr)
+        print(f"exported {report.events} events to {report.path} ({report.format})")
+        return 0
+
+    return _with_database(open_database, args, job)
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width if total == 0 else int(width * done / total)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} events", end="", file=sys.stderr, flush=True)
+
+
+def _verify(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    checkpoints = load_checkpoints(args.checkpoints) if args.checkpoints else None
+    public_key = load_public_key(args.public_key) if args.public_key else None
+
+    async def job(database: Database) -> int:
+        report = await verify(database, checkpoints=checkpoints, public_key=public_key)
+        if args.json:
+            print(orjson.dumps(report.to_json()).decode())
+        elif report.ok:
+            print(
+                f"audit log intact: {report.events} events in {len(report.replicas)} chain(s), "
+                f"{report.checkpoints_checked} exported checkpoint(s) checked"
+            )
+        else:
+            print(f"audit log NOT intact: first bad entry: {report.problems[0]}")
+            for problem in report.problems[1:]:
+                print(f"also: {problem}")
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0 if report.ok else 1
+
+    return _with_database(open_database, args, job)
+
+
+def _checkpoints(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    async def job(database: Database) -> int:
+        count = await export_checkpoints(database, args.output, replica_id=args.replica)
+        print(f"wrote {count} checkpoint(s) to {args.output}")
+        return 0
+
+    return _with_database(open_database, args, job)
+
+
+def _prune(open_database: OpenDatabase, args: argparse.Namespace) -> int:
+    age = parse_duration(args.older_than)
+
+    async def job(database: Database) -> int:
+        cutoff = datetime.now(UTC) - age
+        report = await prune(database, cutoff)
+        for replica in report.replicas:
+            kept = f"chain now starts at seq {replica.starts_at}"
+            print(f"replica {replica.replica_id}: deleted {replica.deleted} events; {kept}")
+        print(f"pruned {report.deleted} events recorded before {isoformat(cutoff)[:19]}")
+        return 0
+
+    return _with_database(open_database, args, job)

@@ -1,0 +1,719 @@
+"""The write-ahead audit recorder: no call proceeds until its event is durably committed.
+
+Callers hand events to one background writer task per recorder. The writer takes everything
+queued, writes it in one transaction on a connection it keeps open, and only then wakes the
+callers (group commit): under load many calls share one commit, and a lone call pays one
+round trip. Each recorder writes its own chain (`replica_id`), so replicas sharing PostgreSQL
+never wait for one another's chain head.
+
+When a write fails (database locked, unreachable, read-only, disk full) nothing of that batch
+is part of the chain: every `record_call` in it raises `AuditUnavailable` so the call is
+refused, and the chain head is reloaded from the database before the next write, which is how
+the recorder recovers by itself once writes succeed again. Outcomes and refused
+authentications describe things that already happened, so a failed write keeps them queued and
+retries them (in order) with the next batch instead of losing them.
+
+A process killed mid-call leaves a `call` event without an `outcome`. `start()` finds those in
+this replica's chain and records the outcome `unknown` for each: the log never guesses whether
+the backend ran the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import and_, exists, func, insert, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from gateway.audit.chain import (
+    GENESIS_HASH,
+    chain_hash,
+    checkpoint_statement,
+    event_content,
+    isoformat,
+    key_id,
+    sign,
+)
+from gateway.audit.entry import (
+    AUTH_REFUSED,
+    CALL,
+    CHECKPOINT,
+    OUTCOME,
+    OUTCOMES,
+    RECOVERED,
+    CallHandle,
+    index_columns,
+    outcome_payload,
+    request_id_value,
+    result_digest,
+    short_text,
+)
+from gateway.audit.redaction import Redactor, clean_text
+from gateway.errors import AuditUnavailable, StorageUnavailable
+from gateway.identity.principal import Principal
+from gateway.storage.database import Database
+from gateway.storage.tables import AuditEventRow
+
+logger = logging.getLogger("gateway.audit")
+
+_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+
+#: Errors that mean "this write did not happen (or may not have)"; anything else is a bug.
+_WRITE_FAILURES = (SQLAlchemyError, StorageUnavailable, OSError, TimeoutError)
+
+_RECENT_BATCHES = 1024
+_MAX_RETAINED = 10_000
+_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def default_replica_id() -> str:
+    """This host's name, made a valid replica id: stable across restarts, as recovery needs.
+
+    Run one recorder per replica id at a time: several processes on one host need ids of their
+    own (for example the host name and a process slot number).
+    """
+    name = re.sub(r"[^A-Za-z0-9_.:@-]", "-", socket.gethostname()).strip("-.") or "gateway"
+    return name[:64]
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderStats:
+    """Counters for metrics and benchmarks; a snapshot, taken by `AuditRecorder.stats()`."""
+
+    batches: int
+    events: int
+    failed_batches: int
+    retrying: int
+    dropped: int
+    recent_batch_sizes: tuple[int, ...]
+    histogram: dict[int, int]
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.events / self.batches if self.batches else 0.0
+
+    @property
+    def max_batch_size(self) -> int:
+        return max(self.recent_batch_sizes, default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What `start()` found: calls left without an outcome by a previous run of this replica."""
+
+    replica_id: str
+    head_seq: int
+    recovered_calls: int
+    call_ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: str
+    call_id: str | None
+    time: datetime
+    data: dict[str, Any]
+    future: asyncio.Future[int | None] | None
+    retry: bool  # on a failed write, keep and retry instead of failing the caller
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    rows: list[dict[str, Any]]
+    assigned: list[int]
+    seq: int
+    prev: str
+    since: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    batches: int = 0
+    events: int = 0
+    failed_batches: int = 0
+    dropped: int = 0
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=_RECENT_BATCHES))
+    histogram: dict[int, int] = field(default_factory=dict)
+
+
+class AuditRecorder:
+    """Records calls, outcomes and refused authentications of one gateway replica.
+
+    `max_batch` caps the events per transaction. `max_wait_ms` is how long the writer may hold
+    a batch open for more callers, which it does only while load is visible (the previous batch
+    was larger than what is queued now); a lone caller never waits for company.
+    `checkpoint_every` events (and on close) a checkpoint is appended, signed with
+    `signing_key` when given.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        redactor: Redactor,
+        *,
+        replica_id: str,
+        max_batch: int = 256,
+        max_wait_ms: float = 2.0,
+        signing_key: Ed25519PrivateKey | None = None,
+        checkpoint_every: int = 1000,
+        write_timeout: float = 10.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """`on_batch(events, seconds)` is told of every committed batch (metrics: size, write latency)."""
+        if not _REPLICA_ID.fullmatch(replica_id):
+            raise ValueError(
+                f"replica id {replica_id!r} must be 1-64 characters of letters, digits and '_.:@-', "
+                "starting with a letter or digit"
+            )
+        if max_batch < 1 or checkpoint_every < 1 or max_wait_ms < 0 or write_timeout <= 0:
+            raise ValueError("max_batch and checkpoint_every must be positive, max_wait_ms not negative")
+        self._db = db
+        self._redactor = redactor
+        self._replica_id = replica_id
+        self._on_batch = on_batch
+        self._max_batch = max_batch
+        self._max_wait = max_wait_ms / 1000
+        self._signing_key = signing_key
+        self._key_id = key_id(signing_key) if signing_key is not None else None
+        self._checkpoint_every = checkpoint_every
+        self._write_timeout = write_timeout
+        self._queue: deque[_Pending] = deque()
+        self._retained: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._connection: AsyncConnection | None = None
+        self._head: tuple[int, str] | None = None
+        self._since_checkpoint = 0
+        self._clean_close_seq = -1
+        self._open_calls: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._running = False
+        self._last_batch = 1
+        self._retry_attempt = 0
+        self._counters = _Counters()
+
+    @property
+    def replica_id(self) -> str:
+        return self._replica_id
+
+    def stats(self) -> RecorderStats:
+        counters = self._counters
+        return RecorderStats(
+            batches=counters.batches,
+            events=counters.events,
+            failed_batches=counters.failed_batches,
+            retrying=len(self._retained),
+            dropped=counters.dropped,
+            recent_batch_sizes=tuple(counters.recent),
+            histogram=dict(sorted(counters.histogram.items())),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> RecoveryReport:
+        """Load this replica's chain head, start the writer, and close calls a crash left open."""
+        if self._writer is not None:
+            raise RuntimeError("the audit recorder is already started")
+        try:
+            async with asyncio.timeout(self._write_timeout), self._db.engine.connect() as connection:
+                await self._load_head(connection)
+                orphans = await self._orphan_calls(connection)
+        except _WRITE_FAILURES as error:
+            raise AuditUnavailable(f"the audit log cannot be read at start: {_describe(error)}") from error
+        self._running = True
+        self._writer = asyncio.create_task(self._run(), name=f"audit-writer-{self._replica_id}")
+        head_seq = self._head[0] if self._head else 0
+        if orphans:
+            now = datetime.now(UTC)
+            detail = "the gateway stopped before this call finished; whether the backend ran it is unknown"
+            futures = [
+                self._enqueue(
+                    OUTCOME,
+                    call_id,
+                    now,
+                    outcome_payload("unknown", error_type="GatewayStopped", error_message=detail, recovered=True),
+                    retry=False,
+                )
+                for call_id in orphans
+            ]
+            futures.append(
+                self._enqueue(
+                    RECOVERED,
+                    None,
+                    now,
+                    {"calls": len(orphans), "call_ids": list(orphans[:100]), "previous_head_seq": head_seq},
+                    retry=False,
+                )
+            )
+            await asyncio.gather(*futures)
+            logger.warning(
+                "audit: recorded outcome 'unknown' for calls a previous run left unfinished",
+                extra={"replica_id": self._replica_id, "calls": len(orphans)},
+            )
+        return RecoveryReport(self._replica_id, head_seq, len(orphans), tuple(orphans))
+
+    async def close(self) -> None:
+        """Write everything queued, append a closing checkpoint, and stop the writer."""
+        if self._writer is None or not self._running:
+            return
+        self._running = False
+        self._wakeup.set()
+        await self._writer
+        final = list(self._retained)
+        self._retained.clear()
+        if final or self._head is None or self._head[0] != self._clean_close_seq:
+            await self._write_batch(final, closing=True)
+        if self._retained:
+            logger.error(
+                "audit: events could not be written before closing and are lost",
+                extra={"replica_id": self._replica_id, "events": len(self._retained)},
+            )
+            self._retained.clear()
+        if self._connection is not None:
+            try:
+                await self._connection.close()
+            except _WRITE_FAILURES:
+                pass
+            self._connection = None
+
+    async def __aenter__(self) -> AuditRecorder:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- recording -------------------------------------------------------------------------
+
+    async def record_call(
+        self,
+        *,
+        principal: Principal,
+        method: str,
+        name: str | None = None,
+        arguments: Any = None,
+        reasoning: str | None = None,
+        decision: str = "allow",
+        policy_ids: Sequence[str] = (),
+        reason: str | None = None,
+        request_id: str | int | None = None,
+        session_id: str | None = None,
+        workflow_id: str | None = None,
+        client_name: str | None = None,
+        client_version: str | None = None,
+        protocol_version: str | None = None,
+        connector: str | None = None,
+        original_name: str | None = None,
+        call_id: str | None = None,
+        time: datetime | None = None,
+    ) -> CallHandle:
+        """Record a call before it runs; returns once the event is committed.
+
+        Raises `AuditUnavailable` when the database does not take the write: refuse the call.
+        """
+        self._require_running()
+        if call_id is not None and not 0 < len(call_id) <= 64:
+            raise ValueError("call_id must be 1 to 64 characters")
+        if time is not None and time.tzinfo is None:
+            raise ValueError("time must carry a time zone")
+        call_id = call_id or uuid.uuid4().hex
+        moment = time or datetime.now(UTC)
+        redact = self._redactor
+        data = {
+            "request_id": request_id_value(request_id),
+            "agent": clean_text(principal.agent),
+            "user": short_text(principal.user),
+            "roles": [clean_text(role) for role in principal.roles],
+            "auth_method": short_text(principal.auth_method),
+            "credential_id": short_text(principal.credential_id),
+            "session_id": short_text(session_id),
+            "workflow_id": short_text(workflow_id),
+            "client": {"name": short_text(client_name), "version": short_text(client_version)},
+            "protocol_version": short_text(protocol_version),
+            "method": clean_text(method),
+            "name": short_text(name),
+            "connector": short_text(connector),
+            "original_name": short_text(original_name),
+            "arguments": redact.redact_arguments(arguments, tool=name).as_json(),
+            "reasoning": redact.redact_text(reasoning) if reasoning is not None else None,
+            "decision": clean_text(decision),
+            "policy_ids": [clean_text(policy_id) for policy_id in policy_ids],
+            "reason": redact.redact_text(reason) if reason is not None else None,
+        }
+        seq = await self._enqueue(CALL, call_id, moment, data, retry=False)
+        assert seq is not None
+        self._open_calls.add(call_id)
+        return CallHandle(call_id, self._replica_id, seq, moment, method, name)
+
+    async def record_outcome(
+        self,
+        handle: CallHandle,
+        *,
+        outcome: str,
+        result: bytes | Any = None,
+        policy_ms: float | None = None,
+        backend_ms: float | None = None,
+        total_ms: float | None = None,
+        error_type: str | None = None,
+        error_message: str | None = None,
+        wait: bool = True,
+    ) -> None:
+        """Record how a call ended; returns once committed, or queued for retry if the write failed.
+
+        With `wait=False` it returns at once: the outcome is queued in order behind the call and
+        written with the next batch, so the agent does not wait for a second commit.
+
+        `result` is what the agent received: bytes as sent, or a JSON-ready value (serialised
+        canonically). Only its size and SHA-256 are kept, so the log can be matched against the
+        agent's transcript without holding the data itself.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}, not {outcome!r}")
+        if handle.replica_id != self._replica_id or handle.call_id not in self._open_calls:
+            raise ValueError(f"call {handle.call_id} is not open on this recorder (its outcome is already recorded?)")
+        self._require_running()
+        self._open_calls.discard(handle.call_id)
+        size, digest = result_digest(result) if result is not None else (None, None)
+        data = outcome_payload(
+            outcome,
+            result_bytes=size,
+            result_sha256=digest,
+            policy_ms=policy_ms,
+            backend_ms=backend_ms,
+            total_ms=total_ms,
+            error_type=short_text(error_type),
+            error_message=self._redactor.redact_text(error_message, max_chars=4096) if error_message else None,
+        )
+        future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
+        if wait:
+            await future
+        else:
+            future.add_done_callback(_observe)
+
+    async def record_auth_refused(
+        self,
+        reason: str,
+        client_address: str | None,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        auth_method: str | None = None,
+    ) -> None:
+        """Record a refused authentication: why and from where, never the credential presented."""
+        self._require_running()
+        data = {
+            "reason": self._redactor.redact_text(reason, max_chars=1024),
+            "client_address": short_text(client_address),
+            "method": short_text(method),
+            "path": self._redactor.redact_text(path, max_chars=1024) if path else None,
+            "auth_method": short_text(auth_method),
+        }
+        await self._enqueue(AUTH_REFUSED, None, datetime.now(UTC), data, retry=True)
+
+    # -- queue -----------------------------------------------------------------------------
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise AuditUnavailable("the audit recorder is not running (not started, or shutting down)")
+
+    def _enqueue(
+        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool
+    ) -> asyncio.Future[int | None]:
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(kind, call_id, moment, data, future, retry))
+        self._wakeup.set()
+        return future
+
+    async def _run(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            await self._write_batch(batch)
+
+    async def _next_batch(self) -> list[_Pending] | None:
+        while not self._queue:
+            if not self._running:
+                return None
+            self._wakeup.clear()
+            if not self._retained:
+                await self._wakeup.wait()
+                continue
+            delay = _RETRY_DELAYS[min(self._retry_attempt, len(_RETRY_DELAYS) - 1)]
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except TimeoutError:
+                return self._take()
+        target = min(self._last_batch, self._max_batch)
+        if self._max_wait and self._running and len(self._queue) < target:
+            await self._linger(target)
+        return self._take()
+
+    async def _linger(self, target: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait
+        while len(self._queue) < target and self._running:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Pending]:
+        batch = list(self._retained)
+        self._retained.clear()
+        while self._queue and len(batch) < self._max_batch:
+            item = self._queue.popleft()
+            if item.kind == CALL and item.future is not None and item.future.cancelled():
+                continue  # the caller gave up before its call was recorded, so the call never runs
+            batch.append(item)
+        return batch
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write_batch(self, batch: list[_Pending], *, closing: bool = False) -> None:
+        reused = self._connection is not None
+        plan: _Plan | None = None
+
+        async def attempt() -> _Plan:
+            nonlocal plan
+            async with asyncio.timeout(self._write_timeout):
+                connection = await self._writer_connection()
+                async with connection.begin():
+                    if self._head is None:
+                        await self._load_head(connection)
+                    if plan is not None and self._head == (plan.seq, plan.prev):
+                        return plan  # the failed attempt had committed after all; write nothing twice
+                    plan = self._plan(batch, closing)
+                    if plan.rows:
+                        await connection.execute(insert(AuditEventRow.__table__), plan.rows)
+            return plan
+
+        started = time.perf_counter()
+        try:
+            try:
+                written = await attempt()
+            except DBAPIError as error:
+                if not (reused and error.connection_invalidated):
+                    raise
+                # The connection kept since the last batch died meanwhile (database restart, idle
+                # timeout on the server or a proxy): one more try on a fresh connection.
+                self._head = None
+                await self._drop_connection()
+                written = await attempt()
+        except _WRITE_FAILURES as error:
+            await self._write_failed(batch, error)
+            return
+        except Exception as error:
+            # The writer is the boundary between callers and storage: whatever goes wrong here
+            # must reach the callers as a refusal, and must not stop the writer for later calls.
+            logger.exception("audit: unexpected error while writing a batch", extra={"replica_id": self._replica_id})
+            await self._write_failed(batch, error)
+            return
+        self._head = (written.seq, written.prev)
+        if self._on_batch is not None and written.rows:
+            self._on_batch(len(written.rows), time.perf_counter() - started)
+        self._since_checkpoint = written.since
+        if closing:
+            self._clean_close_seq = written.seq
+        self._retry_attempt = 0
+        self._last_batch = max(1, len(batch))
+        self._count(len(written.rows))
+        for item, item_seq in zip(batch, written.assigned):
+            if item.future is None:
+                continue
+            if not item.future.done():
+                item.future.set_result(item_seq)
+            elif item.kind == CALL and item.future.cancelled():
+                # The caller gave up while its call was being written, so the call never ran:
+                # say so rather than leave the call open.
+                data = outcome_payload(
+                    "cancelled", error_type="Cancelled", error_message="cancelled while the call was being recorded"
+                )
+                self._queue.append(_Pending(OUTCOME, item.call_id, datetime.now(UTC), data, None, True))
+
+    def _plan(self, batch: list[_Pending], closing: bool) -> _Plan:
+        """The rows for `batch` after the current head, with checkpoints where they fall due."""
+        assert self._head is not None
+        seq, prev = self._head
+        since = self._since_checkpoint
+        rows: list[dict[str, Any]] = []
+        assigned: list[int] = []
+        for item in batch:
+            seq += 1
+            rows.append(self._row(seq, prev, item.kind, item.call_id, item.time, item.data))
+            assigned.append(seq)
+            prev = rows[-1]["hash"]
+            since += 1
+            if since >= self._checkpoint_every:
+                seq += 1
+                rows.append(self._checkpoint_row(seq, prev, "interval"))
+                prev = rows[-1]["hash"]
+                since = 0
+        if closing and seq != self._clean_close_seq:
+            seq += 1
+            rows.append(self._checkpoint_row(seq, prev, "close"))
+            prev = rows[-1]["hash"]
+            since = 0
+        return _Plan(rows, assigned, seq, prev, since)
+
+    async def _drop_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                await connection.invalidate()
+            except _WRITE_FAILURES:
+                pass
+
+    async def _writer_connection(self) -> AsyncConnection:
+        if self._connection is None:
+            self._connection = await self._db.engine.connect()
+        return self._connection
+
+    async def _write_failed(self, batch: list[_Pending], error: BaseException) -> None:
+        self._head = None  # whatever this batch did is not part of the chain; reload before writing
+        self._counters.failed_batches += 1
+        self._retry_attempt += 1
+        await self._drop_connection()
+        message = f"the audit log could not record the event, so the call is refused: {_describe(error)}"
+        logger.warning("audit: write failed", extra={"replica_id": self._replica_id, "error": _describe(error)})
+        for item in batch:
+            if item.retry:
+                if len(self._retained) < _MAX_RETAINED:
+                    self._retained.append(item)
+                else:
+                    self._counters.dropped += 1
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(None)
+            elif item.future is not None and not item.future.done():
+                item.future.set_exception(AuditUnavailable(message))
+
+    def _row(
+        self, seq: int, prev: str, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        content = event_content(
+            replica_id=self._replica_id, seq=seq, kind=kind, time=moment, call_id=call_id, data=data
+        )
+        return {
+            "replica_id": self._replica_id,
+            "seq": seq,
+            "kind": kind,
+            "time": moment,
+            "call_id": call_id,
+            **index_columns(kind, data),
+            "prev_hash": prev,
+            "hash": chain_hash(prev, content),
+            "content": content.decode("utf-8"),
+        }
+
+    def _checkpoint_row(self, seq: int, prev: str, reason: str) -> dict[str, Any]:
+        moment = datetime.now(UTC)
+        covered = seq - 1
+        signature = None
+        if self._signing_key is not None:
+            statement = checkpoint_statement(
+                replica_id=self._replica_id, seq=covered, hash=prev, time=isoformat(moment)
+            )
+            signature = sign(self._signing_key, statement)
+        data = {
+            "seq": covered,
+            "hash": prev,
+            "reason": reason,
+            "open_calls": len(self._open_calls),
+            "signature": signature,
+            "key_id": self._key_id,
+        }
+        return self._row(seq, prev, CHECKPOINT, None, moment, data)
+
+    def _count(self, events: int) -> None:
+        counters = self._counters
+        counters.batches += 1
+        counters.events += events
+        counters.recent.append(events)
+        bucket = 1
+        while bucket < events:
+            bucket *= 2
+        counters.histogram[bucket] = counters.histogram.get(bucket, 0) + 1
+
+    # -- reading the chain -----------------------------------------------------------------
+
+    async def _load_head(self, connection: AsyncConnection) -> None:
+        table = AuditEventRow.__table__
+        head = (
+            await connection.execute(
+                select(table.c.seq, table.c.hash)
+                .where(table.c.replica_id == self._replica_id)
+                .order_by(table.c.seq.desc())
+                .limit(1)
+            )
+        ).first()
+        last_checkpoint = (
+            await connection.execute(
+                select(func.max(table.c.seq)).where(table.c.replica_id == self._replica_id, table.c.kind == CHECKPOINT)
+            )
+        ).scalar()
+        self._head = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+        self._since_checkpoint = self._head[0] - (last_checkpoint or 0)
+
+    async def _orphan_calls(self, connection: AsyncConnection) -> list[str]:
+        """This replica's calls without an outcome, after its last clean close."""
+        table = AuditEventRow.__table__
+        clean_close = 0
+        below: int | None = None
+        while not clean_close:
+            query = select(table.c.seq, table.c.content).where(
+                table.c.replica_id == self._replica_id, table.c.kind == CHECKPOINT
+            )
+            if below is not None:
+                query = query.where(table.c.seq < below)
+            page = (await connection.execute(query.order_by(table.c.seq.desc()).limit(100))).all()
+            for row in page:
+                data = orjson.loads(row.content).get("data", {})
+                if data.get("reason") == "close" and data.get("open_calls") == 0:
+                    clean_close = row.seq
+                    break
+            if len(page) < 100:
+                break
+            below = page[-1].seq
+        if self._head is not None and self._head[0] == clean_close:
+            self._clean_close_seq = clean_close
+        outcome = aliased(AuditEventRow.__table__)
+        orphans = await connection.execute(
+            select(table.c.call_id)
+            .where(
+                table.c.replica_id == self._replica_id,
+                table.c.kind == CALL,
+                table.c.seq > clean_close,
+                ~exists().where(and_(outcome.c.call_id == table.c.call_id, outcome.c.kind == OUTCOME)),
+            )
+            .order_by(table.c.seq)
+        )
+        return [call_id for (call_id,) in orphans]
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
+    if isinstance(error, TimeoutError):
+        return "the database did not answer in time"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _observe(future: asyncio.Future[int | None]) -> None:
+    """Retrieve a fire-and-forget outcome's result so a failure is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
