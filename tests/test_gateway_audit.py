@@ -319,3 +319,72 @@ def test_sigkill_mid_call_leaves_an_entry_marked_unknown_after_restart(tmp_path:
         assert run_cli("audit", "verify", "--config", str(gateway.config_path)).returncode == 0
     finally:
         gateway.stop()
+
+
+def _legacy_session(gateway: GatewayProcess, key: str) -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    init = httpx.post(
+        gateway.url,
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+    )
+    session = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    httpx.post(gateway.url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return session
+
+
+def test_huge_and_deep_arguments_are_bounded_or_refused_clearly(tmp_path: Path) -> None:
+    write_gateway_config(tmp_path, {"sink": stdio_connector()})
+    config = tmp_path / "gateway.toml"
+    config.write_text(config.read_text().replace("max_body_bytes = 1048576", "max_body_bytes = 16000000"))
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    try:
+        session = _legacy_session(gateway, gateway.create_key("bulk"))
+        blob = "a" * (10 * 1024 * 1024)
+        body = (
+            '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sink__echo",'
+            '"arguments":{"text":"big","blob":"' + blob + '"}}}'
+        )
+        big = httpx.post(gateway.url, headers=session, content=body, timeout=120)
+        assert big.status_code == 200 and '"text":"big"' in big.text
+        nested = '{"x":' * 150 + "{}" + "}" * 150
+        body = (
+            '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sink__echo",'
+            '"arguments":{"text":"nested","deep":' + nested + "}}}"
+        )
+        assert httpx.post(gateway.url, headers=session, content=body, timeout=60).status_code == 200
+        # Deeper than the JSON parser allows: a clear parse error, and the gateway carries on.
+        deepest = '{"x":' * 10000 + "{}" + "}" * 10000
+        body = (
+            '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"sink__echo",'
+            '"arguments":{"text":"deepest","deep":' + deepest + "}}}"
+        )
+        refused = httpx.post(gateway.url, headers=session, content=body, timeout=60)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700
+        assert gateway.readyz()["status"] == "ready"
+
+        stored = audit_search(gateway, "--tool", "sink__echo")
+        big_entry = next(c for c in stored if "blob" in (c["arguments"].get("preview") or ""))
+        deep_entry = next(c for c in stored if "deep" in (c["arguments"].get("value") or {}))
+        assert deep_entry["arguments"]["truncated"] is True and len(deep_entry["arguments"]["sha256"]) == 64
+        assert big_entry["arguments"]["bytes"] > 10 * 1024 * 1024
+        assert big_entry["arguments"]["truncated"] is True and len(big_entry["arguments"]["sha256"]) == 64
+        assert len(big_entry["arguments"]["preview"]) < 100_000
+        database_size = sum(p.stat().st_size for p in tmp_path.glob("gateway.db*"))
+        assert database_size < 5 * 1024 * 1024
+    finally:
+        gateway.stop()

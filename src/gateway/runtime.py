@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
 
-from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
+from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
@@ -30,6 +31,8 @@ from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
+
+_PRUNE_INTERVAL_SECONDS = 24 * 3600
 
 
 class GatewayRuntime:
@@ -82,6 +85,17 @@ class GatewayRuntime:
         except GatewayError as exc:
             logger.error("refused authentication could not be audited", extra={"error": str(exc)})
 
+    async def _prune_daily(self, retention_days: float) -> None:
+        """Retention: drop entries older than the setting; a kept checkpoint anchors what remains."""
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+            try:
+                report = await prune(self.database, cutoff)
+                logger.info("audit retention applied", extra={"older_than": cutoff.isoformat(), "report": str(report)})
+            except GatewayError as exc:
+                logger.error("audit retention failed; will retry", extra={"error": str(exc)})
+            await anyio.sleep(_PRUNE_INTERVAL_SECONDS)
+
     def load_policies(self) -> None:
         """First load after the backends' first listings; a failure leaves every request denied."""
         try:
@@ -114,6 +128,8 @@ class GatewayRuntime:
                 task_group.start_soon(
                     self.policy.watch, lambda: self.catalog, self.config.gateway.policies.reload_interval
                 )
+                if self.config.gateway.audit.retention_days is not None:
+                    task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
                 try:
                     yield self
