@@ -65,8 +65,28 @@ class Setup:
     processes: list[subprocess.Popen[bytes]]
 
 
-def start(transport: str, workdir: Path, extra_config: str) -> Setup:
+def write_policies(directory: Path, count: int) -> None:
+    """`count` Cedar policies of which a handful can match `bench__echo`; 0 means one allow-all."""
+    access = directory / "access"
+    access.mkdir(parents=True, exist_ok=True)
+    if count <= 0:
+        (access / "allow.cedar").write_text("permit (principal, action, resource);\n")
+        return
+    lines = ['permit (principal == Agent::"bench", action == Action::"bench__echo", resource);']
+    lines += ['permit (principal, action == Action::"list_tools", resource);']
+    lines += [
+        f'permit (principal in Role::"role-{i}", action == Action::"bench__echo", resource) '
+        f'when {{ context.input.text == "x{i}" }};'
+        if i % 100 == 0
+        else f'permit (principal in Role::"role-{i}", action in Action::"read_only", resource);'
+        for i in range(count - 2)
+    ]
+    (access / "generated.cedar").write_text("\n".join(lines) + "\n")
+
+
+def start(transport: str, workdir: Path, extra_config: str, policies: int = 0) -> Setup:
     processes: list[subprocess.Popen[bytes]] = []
+    write_policies(workdir / "policies", policies)
     connectors = workdir / "connectors"
     connectors.mkdir()
     if transport == "http":
@@ -88,7 +108,8 @@ def start(transport: str, workdir: Path, extra_config: str) -> Setup:
         direct = lambda: params  # noqa: E731
     config = workdir / "gateway.toml"
     config.write_text(
-        f'[storage]\nurl = "sqlite:///{workdir / "gw.db"}"\n[logging]\nlevel = "warning"\n{extra_config}\n'
+        f'[storage]\nurl = "sqlite:///{workdir / "gw.db"}"\n[logging]\nlevel = "warning"\n'
+        f'[policies]\ndir = "{workdir / "policies"}"\n{extra_config}\n'
     )
     gateway = [sys.executable, "-m", "gateway"]
     created = subprocess.run(
@@ -185,6 +206,18 @@ async def _many(target: object, mode: str, key: str | None, count: int) -> Async
         yield [await stack.enter_async_context(connect(target, mode, key)) for _ in range(count)]
 
 
+def audit_batch_sizes(gateway_url: str) -> tuple[float, float] | None:
+    """(commits, mean entries per commit) from the gateway's own /metrics histogram."""
+    text = httpx.get(gateway_url.removesuffix("/mcp") + "/metrics", timeout=10).text
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("gateway_audit_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("gateway_audit_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return (count, total / count) if count else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transport", choices=["http", "stdio"], default="http")
@@ -192,12 +225,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per path")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--config-extra", default="", help="extra gateway.toml text (e.g. a policy directory)")
+    parser.add_argument("--config-extra", default="", help="extra gateway.toml text")
+    parser.add_argument("--policies", type=int, default=0, help="generate N Cedar policies (0: one allow-all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        setup = start(args.transport, Path(tmp), args.config_extra)
+        setup = start(args.transport, Path(tmp), args.config_extra, args.policies)
         try:
             results = anyio.run(measure, setup, args.mode, args.calls, args.rounds, args.clients)
+            batches = audit_batch_sizes(setup.gateway_url)
         finally:
             for process in setup.processes:
                 process.terminate()
@@ -212,6 +247,8 @@ def main() -> None:
             f"{name:10}{row['p50_ms']:10.2f}{row['p99_ms']:10.2f}"
             f"{row['calls_per_s_1']:14.0f}{row['calls_per_s_16']:14.0f}"
         )
+    if batches:
+        print(f"audit group commits: {batches[0]:.0f} batches, {batches[1]:.2f} entries per commit on average")
     p50 = gateway["p50_ms"] - direct["p50_ms"]
     p99 = gateway["p99_ms"] - direct["p99_ms"]
     print(
