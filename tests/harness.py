@@ -96,8 +96,11 @@ class BackendProcess:
                 self.process.wait(10)
 
 
-def start_http_backend(script: Path = KITCHEN_SINK, *, env: Mapping[str, str] | None = None) -> BackendProcess:
-    port = free_port()
+def start_http_backend(
+    script: Path = KITCHEN_SINK, *, env: Mapping[str, str] | None = None, port: int | None = None
+) -> BackendProcess:
+    """A backend on a free port, or on `port` again, as a restarted service would come back."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, str(script), "--http", str(port)],
         env={**os.environ, **(env or {})},

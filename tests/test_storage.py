@@ -34,9 +34,9 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 EXPECTED_SCHEMA = {
-    "tables": ["alembic_version", "api_keys", "audit_events"],
+    "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings"],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),

@@ -17,6 +17,7 @@ import anyio.abc
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.catalog import Catalog
+from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
@@ -70,13 +71,25 @@ class GatewayRuntime:
         )
         self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
         self.started = False
+        self.persist_listings = False
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
-        if self.catalog.update(connector, listing) and self.started:
+        changed = self.catalog.update(connector, listing)
+        if changed and self.persist_listings:
+            await save_listing(self.database, connector, listing)
+        if changed and self.started:
             logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
             # Policies are re-validated against the new tools before anyone is told to re-list.
             self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
+
+    async def _seed_catalog(self) -> None:
+        """Last known listings first, so a backend down at start still has its tools and policies."""
+        stored = await load_listings(self.database)
+        for name, listing in stored.items():
+            if name in self.connectors:
+                self.catalog.update(name, listing)
+        self.persist_listings = True
 
     async def record_auth_refused(self, reason: str, client_address: str | None, path: str) -> None:
         """Refused authentications are audited too; a failing audit write must not turn a 401 into a 500."""
@@ -123,6 +136,7 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                await self._seed_catalog()
                 await self._start_connectors(task_group)
                 self.load_policies()
                 task_group.start_soon(

@@ -110,3 +110,18 @@ class AuditEventRow(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     content: Mapped[str] = mapped_column(Text)
+
+
+class CatalogListingRow(Base):
+    """The last listing each backend gave: tools, resources, templates and prompts as wire JSON.
+
+    Kept so that a restart while a backend is down still knows that backend's tools: policies
+    that name them validate, agents see them (calls answer that the backend is unavailable), and
+    nothing depends on which backend happened to answer first.
+    """
+
+    __tablename__ = "catalog_listings"
+
+    connector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    listing: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
