@@ -388,3 +388,41 @@ def test_huge_and_deep_arguments_are_bounded_or_refused_clearly(tmp_path: Path) 
         assert database_size < 5 * 1024 * 1024
     finally:
         gateway.stop()
+
+
+@pytest.mark.anyio
+async def test_audit_api_is_for_admins_only(gateway: GatewayProcess, key: str) -> None:
+    async with mcp_client(gateway.url, key) as client:
+        await client.call_tool("sink__echo", {"text": "for the record"})
+    admin = gateway.create_key("security-officer", "gateway-admin")
+    url = f"{gateway.base_url}/api/audit/calls"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 403
+    response = httpx.get(url, params={"agent": "auditor-bot"}, headers={"Authorization": f"Bearer {admin}"})
+    assert response.status_code == 200
+    calls = response.json()["calls"]
+    assert calls and all(call["agent"] == "auditor-bot" for call in calls)
+    verified = httpx.get(f"{gateway.base_url}/api/audit/verify", headers={"Authorization": f"Bearer {admin}"})
+    assert verified.status_code == 200 and "ok" in verified.json()
+
+
+@pytest.mark.anyio
+async def test_trace_context_from_http_headers_is_honoured(
+    gateway: GatewayProcess, key: str, collector: Collector
+) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    headers = {"Authorization": f"Bearer {key}", "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(gateway.url, http_client=http)) as client,
+    ):
+        await client.call_tool("sink__echo", {"text": "header-traced"})
+    await eventually(
+        lambda: any(s.trace_id.hex() == trace_id and s.name.startswith("gateway.") for s in collector.spans()),
+        timeout=30,
+        what="spans in the caller's trace",
+    )

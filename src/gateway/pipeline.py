@@ -57,6 +57,7 @@ class RequestInfo:
     client_name: str | None = None
     client_version: str | None = None
     transport: str | None = None
+    trace_headers: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -350,6 +351,7 @@ class Pipeline:
             agent=request.principal.agent,
             transport=request.transport,
             meta=meta,
+            headers=request.trace_headers,
         )
 
     async def _record(

@@ -55,6 +55,7 @@ class GatewayRuntime:
         audit = config.gateway.audit
         self.redactor = Redactor(audit.redaction)
         self.telemetry = Telemetry(config.gateway.telemetry, redact=self.redactor.redact_value)
+        self.telemetry.watch_sessions(lambda: self.notifier.session_count)
         self.telemetry.watch_backends(
             lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
         )

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 _SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 _MODERN_ONLY_RESULT_KEYS = ("resultType", "ttlMs", "cacheScope")
 _MAX_TRACKED_SESSIONS = 10_000
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 class ChangeNotifier:
@@ -52,6 +53,11 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self.bus = InMemorySubscriptionBus()
         self._sessions: dict[str, ServerSession] = {}
+
+    @property
+    def session_count(self) -> int:
+        """Session-based clients seen and not yet gone (2026-07-28 clients hold no session)."""
+        return len(self._sessions)
 
     def track(self, session_key: str | None, session: ServerSession) -> None:
         if session_key is None or session_key in self._sessions:
@@ -109,9 +115,12 @@ class _Handlers:
         request = ctx.request
         principal: Principal | None = None
         session_id: str | None = None
+        trace_headers: dict[str, str] | None = None
         if request is not None:
             principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
             session_id = request.headers.get("mcp-session-id")
+            if "traceparent" in request.headers:
+                trace_headers = {k: request.headers[k] for k in _TRACE_HEADERS if k in request.headers}
         else:
             session_id = "stdio"
         principal = principal or self._default_principal
@@ -129,6 +138,7 @@ class _Handlers:
             client_name=info.name if info else None,
             client_version=info.version if info else None,
             transport="tcp" if request is not None else "pipe",
+            trace_headers=trace_headers,
         )
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:

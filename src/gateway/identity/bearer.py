@@ -16,11 +16,13 @@ from typing import Protocol
 import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from opentelemetry import context as otel_context
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import AuthenticationFailed
 from gateway.identity.principal import Principal
+from gateway.telemetry.propagation import extract_context
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class BearerAuthentication:
             await self._refuse(send, str(exc))
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
+        trace_context = _header_trace_context(scope["headers"])
         scope["user"] = AuthenticatedUser(
             AccessToken(
                 token=principal.credential_id or "",
@@ -100,7 +103,16 @@ class BearerAuthentication:
                 scopes=list(principal.roles),
             )
         )
-        await self._app(scope, receive, send)
+        if trace_context is None:
+            await self._app(scope, receive, send)
+            return
+        # A caller's `traceparent` header becomes the current context, so the request's spans join
+        # the caller's trace when its `_meta` carries none (the `_meta` one wins when both are sent).
+        token = otel_context.attach(trace_context)
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
 
     async def _refuse(self, send: Send, reason: str) -> None:
         quoted = reason.replace("\\", "\\\\").replace('"', "'")
@@ -123,3 +135,12 @@ class BearerAuthentication:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _header_trace_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in headers
+        if name in (b"traceparent", b"tracestate")
+    }
+    return extract_context(None, carrier) if carrier else None
