@@ -270,9 +270,23 @@ async def test_audit_write_failure_refuses_the_call_and_recovers(
     assert run_cli("audit", "verify", "--config", str(gateway.config_path)).returncode == 0
 
 
-def test_tampering_behind_the_gateways_back_is_named(gateway: GatewayProcess, key: str) -> None:
+def test_tampering_behind_the_gateways_back_is_named(tmp_path: Path) -> None:
+    write_gateway_config(tmp_path, {"sink": stdio_connector()})
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    key = gateway.create_key("auditor-bot")
+
+    async def calls() -> None:
+        async with mcp_client(gateway.url, key) as client:
+            for text in ("one", "two", "three"):
+                await client.call_tool("sink__echo", {"text": text})
+
+    try:
+        anyio.run(calls)
+    finally:
+        gateway.stop()
     assert run_cli("audit", "verify", "--config", str(gateway.config_path)).returncode == 0
-    with sqlite3.connect(gateway.directory / "gateway.db") as db:
+    with sqlite3.connect(tmp_path / "gateway.db") as db:
         seq = db.execute("SELECT seq FROM audit_events WHERE kind = 'call' ORDER BY seq LIMIT 1 OFFSET 1").fetchone()[0]
         db.execute(
             "UPDATE audit_events SET content = replace(content, 'auditor-bot', 'someone-else') WHERE seq = ?", (seq,)
