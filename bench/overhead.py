@@ -78,7 +78,7 @@ def write_policies(directory: Path, count: int) -> None:
         f'permit (principal in Role::"role-{i}", action == Action::"bench__echo", resource) '
         f'when {{ context.input.text == "x{i}" }};'
         if i % 100 == 0
-        else f'permit (principal in Role::"role-{i}", action in Action::"read_only", resource);'
+        else f'permit (principal in Role::"role-{i}", action in Action::"call_tool", resource);'
         for i in range(count - 2)
     ]
     (access / "generated.cedar").write_text("\n".join(lines) + "\n")

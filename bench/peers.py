@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from pathlib import Path
+from unittest.mock import patch
 
 import anyio
+import overhead
 from mcp import Client, StdioServerParameters
 from overhead import HERE, concurrent, connect, free_port, listening, percentile, sequential, start
 
@@ -86,6 +88,15 @@ class Target:
     endpoint: str | StdioServerParameters
     tool: str
     key: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def died(self) -> str | None:
+        """How the target's own process ended, if it did: then an error is not the protocol's."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        last = _last_line(self.log) if self.log is not None and self.log.exists() else "no log"
+        return f"process exited with {self.process.returncode}: {last}"
 
 
 @dataclass(frozen=True)
@@ -174,14 +185,21 @@ def _reap_strays() -> None:
     """End children that a failed `overhead.start` left behind before it could return them."""
     strays = _own_children()
     for pid in strays:
-        os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
     while strays and time.monotonic() < deadline:
         strays = [pid for pid in strays if not _exited(pid)]
         time.sleep(0.05)
     for pid in strays:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _signal(pid, signal.SIGKILL)
+        _exited(pid)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _exited(pid: int) -> bool:
@@ -270,7 +288,7 @@ def start_peer(peer: Peer, backend: str | StdioServerParameters, workdir: Path, 
         if process.poll() is not None:
             return f"failed to start (exit {process.returncode}): {_last_line(log)}"
         if listening(port):
-            return Target(peer.name, f"http://127.0.0.1:{port}/mcp", "echo")
+            return Target(peer.name, f"http://127.0.0.1:{port}/mcp", "echo", process=process, log=log)
         time.sleep(0.05)
     return f"failed to start: not listening after {READY_SECONDS} s"
 
@@ -283,67 +301,61 @@ def _last_line(log: Path) -> str:
 # -- our gateway's policies --------------------------------------------------------------------
 
 
-def policy_text(count: int | None) -> str:
-    """Allow-all, or `count` policies of which three concern the measured call and the rest do not.
+def write_policies(directory: Path, count: int) -> None:
+    """`count` policies of which a handful apply to the measured call; 0 means one allow-all.
 
-    The rest name other roles and agents, on the same tool and on the action groups, the way a
-    real set grows; Cedar still has to rule each of them out.
+    Written here rather than taken from overhead.py so that every generated policy names an
+    action the echo catalog has: the gateway refuses a set naming an action group that is empty
+    (such as `read_only` when no tool is read-only). Every hundredth of the rest names
+    `bench__echo` for another role, the others `list_tools`, the way a real set grows.
     """
-    if count is None:
-        return "permit (principal, action, resource);\n"
+    access = directory / "access"
+    access.mkdir(parents=True, exist_ok=True)
+    if count <= 0:
+        (access / "allow.cedar").write_text("permit (principal, action, resource);\n")
+        return
     matching = [
         'permit (principal is Agent, action == Action::"list_tools", resource is Server);',
         'permit (principal == Agent::"bench", action == Action::"bench__echo", resource)\n'
         '  when { context.input.text == "ping" };',
-        'forbid (principal, action == Action::"bench__echo", resource)\n  when { context.input.text == "forbidden" };',
+        'forbid (principal, action == Action::"bench__echo", resource) when { context.input.text == "forbidden" };',
+    ][:count]
+    (access / "generated.cedar").write_text("\n".join(matching + _other_policies(count - len(matching))) + "\n")
+
+
+def _other_policies(count: int) -> list[str]:
+    return [
+        f'permit (principal in Role::"role-{i}", action == Action::"bench__echo", resource)'
+        f' when {{ context.input.text == "x{i}" }};'
+        if i % 100 == 0
+        else f'permit (principal in Role::"role-{i}", action == Action::"list_tools", resource == Server::"bench");'
+        for i in range(count)
     ]
-    others = [_other_policy(index) for index in range(count - len(matching))]
-    return "\n\n".join(matching + others) + "\n"
-
-
-def _other_policy(index: int) -> str:
-    kind = index % 3
-    if kind == 0:
-        return (
-            f'permit (principal in Role::"role-{index}", action == Action::"bench__echo", resource)\n'
-            f'  when {{ context.input.text == "x{index}" }};'
-        )
-    if kind == 1:
-        return (
-            f'permit (principal == Agent::"agent-{index}", action in Action::"server:bench", resource)\n'
-            f"  when {{ context.time.hour < {index % 24} }};"
-        )
-    return f'forbid (principal in Role::"blocked-{index}", action in Action::"call_tool", resource);'
-
-
-def policy_config(workdir: Path, count: int | None) -> str:
-    """The `[policies]` table for gateway.toml, pointing at a freshly written policy directory."""
-    access = workdir / "policies" / "access"
-    access.mkdir(parents=True)
-    (access / "allow.cedar").write_text(policy_text(count))
-    return f"[policies]\ndir = {json.dumps(str(access.parent))}\n"
 
 
 # -- one transport's targets -------------------------------------------------------------------
 
 
 def start_targets(
-    transport: str, names: list[str], workdir: Path, policies: int | None, processes: Processes
+    transport: str, names: list[str], workdir: Path, policies: int, processes: Processes
 ) -> dict[str, Target | str]:
     """The backend, our gateway and the chosen peers for one backend transport."""
     workdir.mkdir()
     try:
-        setup = start(transport, workdir, policy_config(workdir, policies))
+        with patch.object(overhead, "write_policies", write_policies):
+            setup = start(transport, workdir, "", policies=policies)
     except (SystemExit, subprocess.CalledProcessError) as error:
         log = workdir / "gateway.log"
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise SystemExit(f"our gateway did not start over {transport}: {error}\n{tail}") from error
+        output = getattr(error, "stderr", None) or (log.read_text(errors="replace") if log.exists() else "")
+        raise SystemExit(f"our gateway did not start over {transport}: {error}\n{output[-2000:]}") from error
     processes.adopt(setup.processes)
     backend = setup.direct()
     assert isinstance(backend, str | StdioServerParameters)
     targets: dict[str, Target | str] = {"direct": Target("direct", backend, "echo")}
     if "gateway" in names:
-        targets["gateway"] = Target("gateway", setup.gateway_url, "bench__echo", setup.key)
+        gateway = setup.processes[-1]  # `start` appends the gateway after the backend
+        log = workdir / "gateway.log"
+        targets["gateway"] = Target("gateway", setup.gateway_url, "bench__echo", setup.key, gateway, log)
     for name in names:
         if name in PEERS:
             targets[name] = start_peer(PEERS[name], backend, workdir, processes)
@@ -391,13 +403,19 @@ async def concurrent_block(target: Target, mode: str, clients: int, calls_each: 
         row.throughput.append(await concurrent(many, target.tool, calls_each))
 
 
-async def guarded(row: Row, block: Callable[[], Awaitable[None]], seconds: float) -> None:
+def failure(target: Target, error: BaseException, word: str) -> str:
+    """A one-line status; a target whose process died has failed, whatever the client saw."""
+    died = target.died()
+    return f"failed: {died}" if died else f"{word}: {one_line(error)}"
+
+
+async def guarded(target: Target, row: Row, block: Callable[[], Awaitable[None]], seconds: float) -> None:
     """Run one timed block; a target that fails it is marked and left out of the later rounds."""
     try:
         with anyio.fail_after(seconds):
             await block()
     except Exception as error:
-        row.status = f"failed: {one_line(error)}"
+        row.status = failure(target, error, "failed")
 
 
 def rotated(names: list[str], by: int) -> list[str]:
@@ -407,6 +425,12 @@ def rotated(names: list[str], by: int) -> list[str]:
 
 
 async def run_scenario(scenario: Scenario, targets: dict[str, Target | str], options: Options) -> dict[str, Row]:
+    """Probe every target, then measure the ones that answered, round by round.
+
+    Each timed block opens its own connections and closes them before the next target's block,
+    so a target that breaks mid-run takes down only its own block, never another target's
+    session.
+    """
     rows = {name: Row(status=value) if isinstance(value, str) else Row() for name, value in targets.items()}
     live = [name for name, value in targets.items() if isinstance(value, Target)]
     for name in live:
@@ -415,7 +439,7 @@ async def run_scenario(scenario: Scenario, targets: dict[str, Target | str], opt
         try:
             rows[name].protocol = await probe(target, scenario.mode)
         except Exception as error:
-            rows[name].status = f"refused: {one_line(error)}"
+            rows[name].status = failure(target, error, "refused")
     live = [name for name in live if rows[name].status == "ok"]
     per_round = max(1, options.calls // options.rounds)
     for round_number in range(options.rounds):
@@ -424,7 +448,7 @@ async def run_scenario(scenario: Scenario, targets: dict[str, Target | str], opt
             target = targets[name]
             assert isinstance(target, Target)
             block = partial(sequential_block, target, scenario.mode, per_round, rows[name])
-            await guarded(rows[name], block, options.block_seconds)
+            await guarded(target, rows[name], block, options.block_seconds)
     calls_each = max(10, options.calls // (options.clients * 2))
     concurrent_rounds = max(2, options.rounds // 2)
     for round_number in range(concurrent_rounds):
@@ -433,7 +457,7 @@ async def run_scenario(scenario: Scenario, targets: dict[str, Target | str], opt
             target = targets[name]
             assert isinstance(target, Target)
             block = partial(concurrent_block, target, scenario.mode, options.clients, calls_each, rows[name])
-            await guarded(rows[name], block, options.block_seconds)
+            await guarded(target, rows[name], block, options.block_seconds)
     return rows
 
 
@@ -482,12 +506,12 @@ def format_row(scenario: str, name: str, row: Row, direct: Row) -> str:
         return f"{head}{row.status}"
     p50, p99 = _ms(statistics.median(row.latencies)), _ms(percentile(row.latencies, 0.99))
     per_s_1 = len(row.latencies) / sum(row.latencies)
-    per_s_16 = statistics.median(row.throughput)
-    cells = f"{row.protocol:<11}{p50:8.2f}{p99:8.2f}{per_s_1:10.0f}{per_s_16:11.0f}"
+    per_s_many = statistics.median(row.throughput)
+    cells = f"{row.protocol:<11}{p50:8.2f}{p99:8.2f}{per_s_1:10.0f}{per_s_many:11.0f}"
     if name == "direct" or not direct.ok:
         return f"{head}{cells}{'-':>9}{'-':>9}{'-':>10}"
     base_p50, base_p99 = _ms(statistics.median(direct.latencies)), _ms(percentile(direct.latencies, 0.99))
-    ratio = per_s_16 / statistics.median(direct.throughput)
+    ratio = per_s_many / statistics.median(direct.throughput)
     return f"{head}{cells}{p50 - base_p50:+9.2f}{p99 - base_p99:+9.2f}{ratio:9.2f}x"
 
 
@@ -495,14 +519,14 @@ def _ms(seconds: float) -> float:
     return seconds * 1000
 
 
-def report(results: dict[str, dict[str, Row]], options: Options, policies: int | None, peers: list[Peer]) -> None:
+def report(results: dict[str, dict[str, Row]], options: Options, policies: int, peers: list[Peer]) -> None:
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"date: {now}")
     print(f"machine: {machine()}")
     versions = [f"client mcp {metadata.version('mcp')}", f"gateway {metadata.version('autonomy-gateway')}"]
     versions += [f"{p.name} {p.version} (mcp {installed_version(p, 'mcp')})" for p in peers]
     print("versions: " + ", ".join(versions))
-    policy_set = "allow-all (1 policy)" if policies is None else f"{policies} policies"
+    policy_set = "allow-all (1 policy)" if policies <= 0 else f"{policies} generated policies"
     print(
         f"calls={options.calls} rounds={options.rounds} clients={options.clients};"
         f" our gateway: API key auth, Cedar {policy_set}, audit to SQLite"
@@ -536,14 +560,14 @@ def parse_args() -> argparse.Namespace:
         default="http,stdio",
         help="comma-separated transports (http, stdio), revisions (2025-11-25, 2026-07-28) or both (http/2026-07-28)",
     )
-    parser.add_argument("--policies", type=int, help="our gateway loads N generated Cedar policies (N >= 3)")
+    parser.add_argument(
+        "--policies", type=int, default=0, help="our gateway loads N generated Cedar policies (0: one allow-all)"
+    )
     parser.add_argument("--block-seconds", type=float, default=300, help="time limit of one timed block")
     args = parser.parse_args()
     unknown = set(_split(args.only)) - set(TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    if args.policies is not None and args.policies < 3:
-        parser.error("--policies needs at least 3")
     if min(args.calls, args.rounds, args.clients) < 1:
         parser.error("--calls, --rounds and --clients must be positive")
     return args
@@ -562,8 +586,14 @@ def chosen_scenarios(text: str) -> list[Scenario]:
     return chosen
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so the `finally` that stops every subprocess still runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _terminated)
     names = [name for name in TARGETS[1:] if name in _split(args.only)]
     scenarios = chosen_scenarios(args.scenarios)
     peers = [PEERS[name] for name in names if name in PEERS]
@@ -595,4 +625,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

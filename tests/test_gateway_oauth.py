@@ -88,6 +88,40 @@ def test_tokens_not_issued_for_this_gateway_are_refused(
     assert reason in response.json()["error_description"]
 
 
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged_tokens(idp: LocalIssuer) -> dict[str, str]:
+    import json
+
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "k-unknown"})
+    idp.signing_keys["k-unknown"] = stranger  # signs, but the issuer never publishes it
+    unknown_kid = idp.token("k-unknown")
+    del idp.signing_keys["k-unknown"]
+    header, payload, signature = idp.token().split(".")
+    claims = json.loads(__import__("base64").urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["azp"] = "admin-agent"
+    tampered = ".".join((header, _b64(json.dumps(claims).encode()), signature))
+    unsigned = ".".join((_b64(b'{"alg":"none","typ":"JWT"}'), payload, ""))
+    return {"unknown signing key": unknown_kid, "invalid token signature": tampered, "'none'": unsigned}
+
+
+@pytest.mark.parametrize("reason", ["unknown signing key", "invalid token signature", "'none'"])
+def test_forged_tokens_are_refused_with_a_clear_401(gateway: GatewayProcess, idp: LocalIssuer, reason: str) -> None:
+    token = _forged_tokens(idp)[reason]
+    response = httpx.post(
+        gateway.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 401
+    assert reason in response.json()["error_description"]
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
 def test_api_keys_keep_working_beside_tokens(gateway: GatewayProcess) -> None:
     key = gateway.create_key("key-agent")
     response = httpx.post(

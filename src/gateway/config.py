@@ -200,7 +200,7 @@ class AuditSettings(_Frozen):
     signing_key: Path | None = None
     checkpoint_every: int = Field(default=1000, ge=1)
     max_batch: int = Field(default=256, ge=1)
-    max_wait_ms: float = Field(default=2.0, ge=0)
+    max_wait_ms: float = Field(default=0.0, ge=0)
     write_timeout: float = Field(
         default=5.0, gt=0, description="Seconds an audit write may take before the call is refused."
     )
