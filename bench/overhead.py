@@ -236,7 +236,11 @@ def main() -> None:
         finally:
             for process in setup.processes:
                 process.terminate()
-                process.wait(10)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
     direct, gateway = results["direct"], results["gateway"]
     print(
         f"transport={args.transport} client={args.mode} calls={args.calls} clients={args.clients} cpus={os.cpu_count()}"

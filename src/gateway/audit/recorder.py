@@ -397,11 +397,14 @@ class AuditRecorder:
             error_type=short_text(error_type),
             error_message=self._redactor.redact_text(error_message, max_chars=4096) if error_message else None,
         )
-        future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
         if wait:
-            await future
-        else:
-            future.add_done_callback(_observe)
+            await self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
+            return
+        # Not waited for: ride along with the next call's commit (one commit per call for a
+        # sequential agent instead of two), or be written on its own shortly after.
+        future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True, wake=False)
+        future.add_done_callback(_observe)
+        asyncio.get_running_loop().call_later(_OUTCOME_DELAY_SECONDS, self._wakeup.set)
 
     async def record_auth_refused(
         self,
@@ -430,11 +433,12 @@ class AuditRecorder:
             raise AuditUnavailable("the audit recorder is not running (not started, or shutting down)")
 
     def _enqueue(
-        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool
+        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool, wake: bool = True
     ) -> asyncio.Future[int | None]:
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(kind, call_id, moment, data, future, retry))
-        self._wakeup.set()
+        if wake:
+            self._wakeup.set()
         return future
 
     async def _run(self) -> None:
@@ -711,6 +715,10 @@ def _describe(error: BaseException) -> str:
         return "the database did not answer in time"
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+#: How long an outcome nobody waits for may wait for a call's commit to ride along with.
+_OUTCOME_DELAY_SECONDS = 0.05
 
 
 def _observe(future: asyncio.Future[int | None]) -> None:
