@@ -248,6 +248,29 @@ def http_connector(url: str, *, extra: str = "") -> str:
     return f'kind = "mcp-http"\nurl = "{url}"\n{extra}\n'
 
 
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def initialize_request(version: str = "2025-11-25", request_id: int = 1) -> dict[str, Any]:
+    """A hand-written `initialize`, for tests that speak the wire without the SDK client."""
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+    }
+
+
+def open_legacy_session(url: str, key: str, version: str = "2025-11-25") -> dict[str, str]:
+    """Initialize a session-based connection by hand; returns the headers its later requests carry."""
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
+    opened = httpx.post(url, headers=headers, json=initialize_request(version))
+    assert opened.status_code == 200, opened.text
+    session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": version}
+    httpx.post(url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return session
+
+
 @asynccontextmanager
 async def mcp_client(url: str, key: str | None, *, mode: str = "auto", **kwargs: Any) -> AsyncIterator[Client]:
     """The official client over real HTTP with a bearer key."""

@@ -24,6 +24,7 @@ from harness import (
     eventually,
     free_port,
     mcp_client,
+    open_legacy_session,
     run_cli,
     stdio_connector,
     wait_until,
@@ -335,31 +336,6 @@ def test_sigkill_mid_call_leaves_an_entry_marked_unknown_after_restart(tmp_path:
         gateway.stop()
 
 
-def _legacy_session(gateway: GatewayProcess, key: str) -> dict[str, str]:
-    headers = {
-        "Authorization": f"Bearer {key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json, text/event-stream",
-    }
-    init = httpx.post(
-        gateway.url,
-        headers=headers,
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        },
-    )
-    session = {**headers, "Mcp-Session-Id": init.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
-    httpx.post(gateway.url, headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return session
-
-
 def test_huge_and_deep_arguments_are_bounded_or_refused_clearly(tmp_path: Path) -> None:
     write_gateway_config(tmp_path, {"sink": stdio_connector()})
     config = tmp_path / "gateway.toml"
@@ -367,7 +343,7 @@ def test_huge_and_deep_arguments_are_bounded_or_refused_clearly(tmp_path: Path) 
     gateway = GatewayProcess(tmp_path, free_port())
     gateway.start()
     try:
-        session = _legacy_session(gateway, gateway.create_key("bulk"))
+        session = open_legacy_session(gateway.url, gateway.create_key("bulk"))
         blob = "a" * (10 * 1024 * 1024)
         body = (
             '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sink__echo",'

@@ -17,11 +17,13 @@ from mcp.shared.exceptions import MCPError
 
 from harness import (
     KITCHEN_SINK_MARKERS_ENV,
+    MCP_HEADERS,
     BackendProcess,
     GatewayProcess,
     eventually,
     free_port,
     http_connector,
+    initialize_request,
     mcp_client,
     run_cli,
     start_http_backend,
@@ -276,21 +278,10 @@ async def test_large_result_passes_through_intact(gateway: GatewayProcess, key: 
 
 
 def _initialize_body() -> bytes:
-    return json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-    ).encode()
+    return json.dumps(initialize_request()).encode()
 
 
-_MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+_MCP_HEADERS = MCP_HEADERS
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer agw_not-a-real-key", "Basic dXNlcjpwYXNz", "Bearer"])

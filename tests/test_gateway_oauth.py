@@ -10,7 +10,14 @@ import mcp_types as types
 import pytest
 from joserfc.jwk import RSAKey
 
-from harness import GatewayProcess, free_port, mcp_client, stdio_connector, write_gateway_config
+from harness import (
+    GatewayProcess,
+    free_port,
+    mcp_client,
+    open_legacy_session,
+    stdio_connector,
+    write_gateway_config,
+)
 from local_issuer import LocalIssuer
 
 
@@ -124,18 +131,4 @@ def test_forged_tokens_are_refused_with_a_clear_401(gateway: GatewayProcess, idp
 
 def test_api_keys_keep_working_beside_tokens(gateway: GatewayProcess) -> None:
     key = gateway.create_key("key-agent")
-    response = httpx.post(
-        gateway.url,
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        headers={"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"},
-    )
-    assert response.status_code == 200
+    assert "Mcp-Session-Id" in open_legacy_session(gateway.url, key)

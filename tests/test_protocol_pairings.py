@@ -22,6 +22,7 @@ from harness import (
     GatewayProcess,
     free_port,
     http_connector,
+    initialize_request,
     mcp_client,
     start_http_backend,
     stdio_connector,
@@ -113,12 +114,7 @@ def _post(gateway: GatewayProcess, key: str, body: dict[str, Any], headers: dict
 def test_older_handshake_revisions_are_served(gateway: GatewayProcess, key: str, version: str) -> None:
     init = httpx.post(
         gateway.url,
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "old", "version": "1"}},
-        },
+        json=initialize_request(version),
         headers={
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
