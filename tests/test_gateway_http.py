@@ -225,6 +225,11 @@ async def test_backend_crash_gives_clear_error_and_backend_restarts(gateway: Gat
         assert after is not None, "backend was not restarted"
         assert after["pid"] != before["pid"]  # type: ignore[index]
     assert gateway.readyz()["backends"]["sink"]["restarts"] >= 1
+    events = [json.loads(line) for line in gateway.log_text().splitlines() if line.startswith("{")]
+    sink_events = [e["message"] for e in events if e.get("connector") == "sink"]
+    lost = sink_events.index("backend connection lost")
+    assert "backend restart scheduled" in sink_events[lost:]
+    assert "backend connected" in sink_events[lost:]
 
 
 @pytest.mark.anyio
