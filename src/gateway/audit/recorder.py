@@ -21,6 +21,7 @@ the backend ran the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -283,10 +284,8 @@ class AuditRecorder:
             )
             self._retained.clear()
         if self._connection is not None:
-            try:
+            with contextlib.suppress(*_WRITE_FAILURES):  # a broken connection has nothing left to close
                 await self._connection.close()
-            except _WRITE_FAILURES:
-                pass
             self._connection = None
 
     async def __aenter__(self) -> AuditRecorder:
@@ -577,10 +576,8 @@ class AuditRecorder:
     async def _drop_connection(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
-            try:
+            with contextlib.suppress(*_WRITE_FAILURES):  # it is being dropped because it failed
                 await connection.invalidate()
-            except _WRITE_FAILURES:
-                pass
 
     async def _writer_connection(self) -> AsyncConnection:
         if self._connection is None:
