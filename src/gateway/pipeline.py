@@ -113,6 +113,19 @@ def _take_reasoning(
     return arguments, reasoning
 
 
+def _policy_context(
+    request: RequestInfo, meta: Mapping[str, Any] | None, *, reasoning: str | None = None
+) -> dict[str, Any]:
+    """What every policy decision sees besides principal, action and resource."""
+    return {
+        "reasoning": reasoning if reasoning is not None else _meta_text(meta, REASONING_META_KEY),
+        "workflow": _meta_text(meta, WORKFLOW_META_KEY),
+        "session_id": request.session_id,
+        "client": request.client_name,
+        "request_id": request.request_id,
+    }
+
+
 def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, PolicyDenied):
         return "denied"
@@ -220,19 +233,11 @@ class Pipeline:
                 raise
             trace.record_arguments(arguments)
             # 3 decide
-            with self._telemetry.policy_span(method, exposed_name) as policy_trace:
-                decision = self._policy.decide_call(
-                    request.principal,
-                    entry,
-                    arguments,
-                    reasoning=reasoning,
-                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                    session_id=request.session_id,
-                    client=request.client_name,
-                    request_id=request.request_id,
-                )
-                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
-            clock.policy_ms = clock.lap()
+            context = _policy_context(request, meta, reasoning=reasoning)
+            decision = self._decided(
+                method, exposed_name, clock,
+                lambda: self._policy.decide_call(request.principal, entry, arguments, **context),
+            )  # fmt: skip
             # 5 record, before anything is forwarded
             handle = await self._record(
                 request, method, exposed_name, entry, arguments=arguments, reasoning=reasoning, meta=meta,
@@ -260,19 +265,11 @@ class Pipeline:
                 await self._refused(request, method, uri, None, None, meta, exc, clock)
                 raise
             trace.resolved(route.connector)
-            with self._telemetry.policy_span(method, uri) as policy_trace:
-                decision = self._policy.decide_read_resource(
-                    request.principal,
-                    route.connector,
-                    uri,
-                    reasoning=_meta_text(meta, REASONING_META_KEY),
-                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                    session_id=request.session_id,
-                    client=request.client_name,
-                    request_id=request.request_id,
-                )
-                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
-            clock.policy_ms = clock.lap()
+            context = _policy_context(request, meta)
+            decision = self._decided(
+                method, uri, clock,
+                lambda: self._policy.decide_read_resource(request.principal, route.connector, uri, **context),
+            )  # fmt: skip
             handle = await self._record(
                 request, method, uri, None, connector=route.connector, meta=meta,
                 decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
@@ -306,18 +303,11 @@ class Pipeline:
                 await self._refused(request, method, exposed_name, None, arguments, meta, exc, clock)
                 raise
             trace.resolved(entry.connector)
-            with self._telemetry.policy_span(method, exposed_name) as policy_trace:
-                decision = self._policy.decide_get_prompt(
-                    request.principal,
-                    entry,
-                    reasoning=_meta_text(meta, REASONING_META_KEY),
-                    workflow=_meta_text(meta, WORKFLOW_META_KEY),
-                    session_id=request.session_id,
-                    client=request.client_name,
-                    request_id=request.request_id,
-                )
-                policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
-            clock.policy_ms = clock.lap()
+            context = _policy_context(request, meta)
+            decision = self._decided(
+                method, exposed_name, clock,
+                lambda: self._policy.decide_get_prompt(request.principal, entry, **context),
+            )  # fmt: skip
             handle = await self._record(
                 request, method, exposed_name, None, connector=entry.connector, original=entry.original,
                 arguments=arguments, meta=meta,
@@ -353,6 +343,14 @@ class Pipeline:
             meta=meta,
             headers=request.trace_headers,
         )
+
+    def _decided(self, method: str, target: str, clock: _Clock, decide: Callable[[], Decision]) -> Decision:
+        """3 decide: one policy span and one latency lap, whatever is being decided."""
+        with self._telemetry.policy_span(method, target) as policy_trace:
+            decision = decide()
+            policy_trace.decided(decision.effect.value, policy_ids=decision.policy_ids)
+        clock.policy_ms = clock.lap()
+        return decision
 
     async def _record(
         self,
