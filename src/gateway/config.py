@@ -120,8 +120,16 @@ class ServerSettings(_Frozen):
     path: str = "/mcp"
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     name_separator: str = "__"
-    session_idle_timeout: float = Field(default=1800.0, gt=0)
+    session_lifetime: float = Field(default=86400.0, gt=0)
+    session_keys: tuple[SecretStr, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("session_keys")
+    @classmethod
+    def _session_keys_are_strong(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(key.get_secret_value()) < 32 for key in value):
+            raise ValueError("each session key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
 
     @field_validator("name_separator")
     @classmethod

@@ -23,7 +23,6 @@ def build_session_manager(server: Server[Any], settings: ServerSettings) -> Stre
         stateless=False,
         security_settings=_transport_security(settings),
         max_request_body_size=settings.max_body_bytes,
-        session_idle_timeout=settings.session_idle_timeout,
     )
 
 
