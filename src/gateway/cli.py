@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(serve)
     serve.add_argument("--host", help="address to bind (overrides [server].host)")
     serve.add_argument("--port", type=int, help="port to bind (overrides [server].port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the port (overrides [server].workers; more than 1 needs PostgreSQL)",
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor for its workers
     serve.set_defaults(run=_serve)
 
     stdio = commands.add_parser("stdio", help="speak MCP on stdin/stdout for a local client")
@@ -121,14 +127,27 @@ def _run(coroutine_function: Callable[[], Coroutine[Any, Any, int | None]]) -> i
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import workers
     from gateway.app import create_app
 
     config = _load(args)
     server = config.gateway.server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    if args.worker_index is not None:
+        return workers.run_worker(config, host=host, port=port, index=args.worker_index)
+    count = args.workers if args.workers is not None else server.workers
+    if count < 1:
+        print("gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if count > 1:
+        path = args.config or (_DEFAULT_CONFIG if Path(_DEFAULT_CONFIG).is_file() else None)
+        arguments = ["--config", str(Path(path).resolve())] if path else []
+        return workers.supervise(config, host=host, port=port, workers=count, worker_arguments=arguments)
     uvicorn.run(
         create_app(config),
-        host=args.host or server.host,
-        port=args.port if args.port is not None else server.port,
+        host=host,
+        port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

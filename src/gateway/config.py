@@ -123,6 +123,9 @@ class ServerSettings(_Frozen):
     session_lifetime: float = Field(default=86400.0, gt=0)
     session_keys: tuple[SecretStr, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
+    )
 
     @field_validator("session_keys")
     @classmethod

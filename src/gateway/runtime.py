@@ -3,12 +3,21 @@
 The HTTP app, the stdio front and the CLI's `tools list` all need the same parts (storage,
 keys, backends, catalog, pipeline); this module builds them from a `Config` once and owns
 their lifetimes, so each entry point is only wiring.
+
+`runtime.signals` carries what one gateway process must tell the others sharing its database
+(see `gateway.signals`). The runtime itself uses two channels: `catalog_changed` (payload
+`{"connector": name}`), published when this process sees a backend's listing change, so the
+clients listening on other processes are told to re-list; and `policies_reloaded`
+(`{"policies": count}`), published after this process loaded edited policy files, so the
+others look at the files now rather than at their next poll. Received signals run the same
+local handlers and are never re-published, so nothing loops. Other parts subscribe to their
+own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +37,7 @@ from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
+from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
 
@@ -71,8 +81,11 @@ class GatewayRuntime:
             on_batch=self.telemetry.audit_committed,
         )
         self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
+        self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
+        #: Set by a supervisor that already migrated the schema for all its workers.
+        self.migrations_done = False
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         changed = self.catalog.update(connector, listing)
@@ -83,6 +96,47 @@ class GatewayRuntime:
             # Policies are re-validated against the new tools before anyone is told to re-list.
             self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
+            await self._publish("catalog_changed", {"connector": connector})
+
+    async def _publish(self, channel: str, payload: dict[str, object]) -> None:
+        """Tell the other processes; failing to is logged, never raised: they also find out on their own."""
+        try:
+            await self.signals.publish(channel, payload)
+        except GatewayError as exc:
+            logger.warning("signal not sent to other processes", extra={"channel": channel, "error": str(exc)})
+
+    async def _catalog_changed_elsewhere(self, signal: Signal) -> None:
+        """Another process saw a backend change: tell the clients listening here to re-list."""
+        await self.notifier.catalog_changed()
+
+    async def _policies_reloaded_elsewhere(self, signal: Signal) -> None:
+        """Another process loaded edited policies: look at the files now instead of at the next poll."""
+        await anyio.to_thread.run_sync(self.policy.reload_if_changed, self.catalog)
+
+    async def _watch_policies(self, interval: float) -> None:
+        """Poll the policy files; loads run in a worker thread so requests keep flowing."""
+        while True:
+            if await anyio.to_thread.run_sync(self.policy.reload_if_changed, self.catalog):
+                await self._publish("policies_reloaded", {"policies": self.policy.status.policy_count})
+            await anyio.sleep(interval)
+
+    async def _follow(
+        self,
+        channel: str,
+        handler: Callable[[Signal], Awaitable[None]],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run `handler` for each signal another process sends on `channel`; own signals were handled here."""
+        async with self.signals.subscribe(channel) as subscription:
+            task_status.started()
+            async for signal in subscription:
+                if signal.local:
+                    continue
+                try:
+                    await handler(signal)
+                except Exception:  # boundary: one failed handler must not stop the next signals
+                    logger.exception("handling a signal failed", extra={"channel": channel, "origin": signal.origin})
 
     async def _seed_catalog(self) -> None:
         """Last known listings first, so a backend down at start still has its tools and policies."""
@@ -126,10 +180,11 @@ class GatewayRuntime:
     @asynccontextmanager
     async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
         """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
-        if migrate:
+        if migrate and not self.migrations_done:
             await self.database.migrate()
         self.telemetry.install()
         try:
+            await self.signals.start()
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(
@@ -140,9 +195,9 @@ class GatewayRuntime:
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 self.load_policies()
-                task_group.start_soon(
-                    self.policy.watch, lambda: self.catalog, self.config.gateway.policies.reload_interval
-                )
+                await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
+                await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
+                task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
@@ -154,6 +209,7 @@ class GatewayRuntime:
                         await connector.close()
                     task_group.cancel_scope.cancel()
         finally:
+            await self.signals.aclose()
             await self.audit.close()
             if self.jwt is not None:
                 await self.jwt.aclose()

@@ -1,0 +1,270 @@
+"""`gateway serve --workers N`: N processes serving one port, and the supervisor that keeps them.
+
+Python serves one request at a time per process, so a busy gateway needs processes, not threads.
+Each worker binds the same host:port with SO_REUSEPORT and the kernel spreads connections over
+them; any worker may serve any request of any client, because everything a request needs is in
+the shared PostgreSQL database (keys, audit chains, stored listings) or travels between workers
+as a signal over LISTEN/NOTIFY (cancellations, change notices). Nothing is sticky.
+
+The supervisor (the process the operator started) migrates the schema once, holds the port so
+no other program takes it between worker restarts, starts the workers, restarts one that dies
+(with backoff), forwards SIGTERM/SIGINT, and gives up with exit status 1 when a worker keeps
+crashing right after start, since that is a broken configuration, not bad luck.
+
+Each worker writes its own audit chain, `<replica_id>-w<index>`: unique per worker and the same
+for a restarted worker, so its recovery closes the calls its predecessor left open. Every worker
+runs its own connections to the backends, so stdio backends run once per worker.
+
+SQLite is refused with more than one worker: in-process signals would not reach the other
+workers, so a cancellation sent to one could never stop a call running on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.storage.database import async_database_url
+
+logger = logging.getLogger("gateway.workers")
+
+WORKER_HEADER = b"x-gateway-worker"
+_MAX_REPLICA_ID = 64
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the supervisor treats a dead worker.
+
+    A worker that ran at least `stable_after` seconds died of something transient and is restarted
+    after `initial_backoff`; each quick death in a row doubles the wait up to `max_backoff`, and
+    `max_quick_deaths` in a row stop the gateway.
+    """
+
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    stable_after: float = 30.0
+    max_quick_deaths: int = 5
+    stop_timeout: float = 15.0
+
+
+def check_workers_supported(config: Config, workers: int) -> None:
+    """Refuse several workers on SQLite, naming the fix, before anything starts."""
+    if workers > 1 and async_database_url(config.gateway.storage.url).get_backend_name() != "postgresql":
+        raise ConfigError(
+            f'--workers {workers} needs PostgreSQL storage ([storage] url = "postgresql://user@host/db"): '
+            "workers share sessions, cancellations and change notices through PostgreSQL LISTEN/NOTIFY, "
+            "which a SQLite file cannot carry between processes; run one worker on SQLite"
+        )
+
+
+def worker_replica_id(base: str, index: int) -> str:
+    """`<base>-w<index>`, shortened from the base so it stays a valid replica id (at most 64 characters)."""
+    suffix = f"-w{index}"
+    return base[: _MAX_REPLICA_ID - len(suffix)] + suffix
+
+
+def for_worker(config: Config, index: int) -> Config:
+    """The worker's own config: the same settings with its own audit replica id."""
+    from gateway.audit import default_replica_id
+
+    audit = config.gateway.audit
+    replica_id = worker_replica_id(audit.replica_id or default_replica_id(), index)
+    gateway = config.gateway.model_copy(update={"audit": audit.model_copy(update={"replica_id": replica_id})})
+    return config.model_copy(update={"gateway": gateway})
+
+
+def bind_shared(host: str, port: int) -> socket.socket:
+    """A TCP socket on host:port that other workers may bind too (SO_REUSEPORT), not yet listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+class _WorkerHeader:
+    """ASGI wrapper naming the worker in every HTTP response, so operators (and tests) see the spread."""
+
+    def __init__(self, app: Any, index: int) -> None:
+        self._app = app
+        self._header = (WORKER_HEADER, str(index).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self._header]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_header)
+
+
+def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
+    """Serve as worker `index` until SIGTERM; returns the process exit status."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    _die_with_supervisor()
+    app = create_app(for_worker(config, index))
+    app.state.runtime.migrations_done = True  # the supervisor migrated before starting anyone
+    sock = bind_shared(host, port)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _WorkerHeader(app, index),
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            lifespan="on",
+        )
+    )
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
+
+
+def _die_with_supervisor() -> None:
+    """Ask Linux to SIGTERM this worker when its supervisor dies, even by SIGKILL: no orphans on the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the supervisor died before the request above took effect
+        raise SystemExit(1)
+
+
+# -- the supervisor --------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Starts `count` workers with `command(index)` and keeps them running; see the module docstring."""
+
+    def __init__(self, count: int, command: Any, policy: RestartPolicy | None = None) -> None:
+        self._count = count
+        self._command = command
+        self._policy = policy or RestartPolicy()
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._stopping = asyncio.Event()
+        self._gave_up = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop, signum)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(self._count):
+                    group.create_task(self._keep(index))
+                group.create_task(self._stop_all_when_asked())
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        logger.info("all workers stopped", extra={"gave_up": self._gave_up})
+        return 1 if self._gave_up else 0
+
+    def _stop(self, signum: int) -> None:
+        logger.info("stopping workers", extra={"signal": signal.Signals(signum).name})
+        self._stopping.set()
+
+    async def _keep(self, index: int) -> None:
+        quick_deaths = 0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            process = await asyncio.create_subprocess_exec(*self._command(index))
+            self._processes[index] = process
+            logger.info("worker started", extra={"worker": index, "pid": process.pid})
+            status = await process.wait()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - started
+            quick_deaths = 0 if ran >= self._policy.stable_after else quick_deaths + 1
+            if quick_deaths >= self._policy.max_quick_deaths:
+                logger.error(
+                    "worker keeps exiting right after start; stopping the gateway",
+                    extra={"worker": index, "pid": process.pid, "exit_status": status, "deaths": quick_deaths},
+                )
+                self._gave_up = True
+                self._stopping.set()
+                return
+            delay = min(self._policy.initial_backoff * 2 ** max(quick_deaths - 1, 0), self._policy.max_backoff)
+            logger.warning(
+                "worker exited; restarting",
+                extra={"worker": index, "pid": process.pid, "exit_status": status, "restart_in_seconds": delay},
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+
+    async def _stop_all_when_asked(self) -> None:
+        await self._stopping.wait()
+        living = [p for p in self._processes.values() if p.returncode is None]
+        for process in living:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(self._policy.stop_timeout):
+                await asyncio.gather(*(p.wait() for p in living))
+        except TimeoutError:
+            for process in living:
+                if process.returncode is None:
+                    logger.error("worker did not stop in time; killing it", extra={"pid": process.pid})
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.gather(*(p.wait() for p in living))
+
+
+def supervise(config: Config, *, host: str, port: int, workers: int, worker_arguments: Sequence[str]) -> int:
+    """Run `workers` copies of `gateway serve <worker_arguments> --worker-index i` on host:port."""
+    import anyio
+
+    from gateway.storage.database import Database
+
+    check_workers_supported(config, workers)
+
+    async def migrate() -> None:
+        database = Database(config.gateway.storage.url)
+        try:
+            await database.migrate()
+        finally:
+            await database.close()
+
+    anyio.run(migrate)
+    reserved = bind_shared(host, port)  # fails fast on a taken port, and resolves port 0 for every worker
+    port = reserved.getsockname()[1]
+    logger.info("starting workers", extra={"workers": workers, "host": host, "port": port})
+
+    def command(index: int) -> list[str]:
+        return [
+            sys.executable, "-m", "gateway", "serve", *worker_arguments,
+            "--host", host, "--port", str(port), "--worker-index", str(index),
+        ]  # fmt: skip
+
+    try:
+        return asyncio.run(Supervisor(workers, command).run())
+    finally:
+        reserved.close()
