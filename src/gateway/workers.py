@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -43,6 +44,11 @@ logger = logging.getLogger("gateway.workers")
 WORKER_HEADER = b"x-gateway-worker"
 _MAX_REPLICA_ID = 64
 _PR_SET_PDEATHSIG = 1
+#: Environment variable naming the supervisor's pid, so a worker can tell it was orphaned at birth
+#: (comparing with pid 1 would not do: in a container the supervisor often is pid 1).
+_SUPERVISOR_PID = "GATEWAY_SUPERVISOR_PID"
+#: Environment variable carrying the session key the supervisor made for its workers.
+_SHARED_SESSION_KEY = "GATEWAY_WORKERS_SESSION_KEY"
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,22 @@ def worker_replica_id(base: str, index: int) -> str:
 
 
 def for_worker(config: Config, index: int) -> Config:
-    """The worker's own config: the same settings with its own audit replica id."""
+    """The worker's own config: its own audit replica id, and the supervisor's session key if none is set.
+
+    Without configured `session_keys` every process would seal session ids with a random key of
+    its own, and a 2025-11-25 session opened on one worker would be refused by the others.
+    """
+    from pydantic import SecretStr
+
     from gateway.audit import default_replica_id
 
     audit = config.gateway.audit
     replica_id = worker_replica_id(audit.replica_id or default_replica_id(), index)
-    gateway = config.gateway.model_copy(update={"audit": audit.model_copy(update={"replica_id": replica_id})})
-    return config.model_copy(update={"gateway": gateway})
+    update: dict[str, Any] = {"audit": audit.model_copy(update={"replica_id": replica_id})}
+    shared_key = os.environ.pop(_SHARED_SESSION_KEY, None)  # never inherited by backends this worker starts
+    if not config.gateway.server.session_keys and shared_key:
+        update["server"] = config.gateway.server.model_copy(update={"session_keys": (SecretStr(shared_key),)})
+    return config.model_copy(update={"gateway": config.gateway.model_copy(update=update)})
 
 
 def bind_shared(host: str, port: int) -> socket.socket:
@@ -154,7 +169,8 @@ def _die_with_supervisor() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the supervisor died before the request above took effect
+    supervisor = os.environ.get(_SUPERVISOR_PID)
+    if supervisor and os.getppid() != int(supervisor):  # it died before the request above took effect
         raise SystemExit(1)
 
 
@@ -164,10 +180,13 @@ def _die_with_supervisor() -> None:
 class Supervisor:
     """Starts `count` workers with `command(index)` and keeps them running; see the module docstring."""
 
-    def __init__(self, count: int, command: Any, policy: RestartPolicy | None = None) -> None:
+    def __init__(
+        self, count: int, command: Any, policy: RestartPolicy | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self._count = count
         self._command = command
         self._policy = policy or RestartPolicy()
+        self._env = {**os.environ, **(env or {}), _SUPERVISOR_PID: str(os.getpid())}
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._gave_up = False
@@ -195,7 +214,7 @@ class Supervisor:
         quick_deaths = 0
         while not self._stopping.is_set():
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*self._command(index))
+            process = await asyncio.create_subprocess_exec(*self._command(index), env=self._env)
             self._processes[index] = process
             logger.info("worker started", extra={"worker": index, "pid": process.pid})
             status = await process.wait()
@@ -265,6 +284,8 @@ def supervise(config: Config, *, host: str, port: int, workers: int, worker_argu
         ]  # fmt: skip
 
     try:
-        return asyncio.run(Supervisor(workers, command).run())
+        # A key for sealing session ids, the same in every worker, when the config names none.
+        env = {_SHARED_SESSION_KEY: secrets.token_urlsafe(32)}
+        return asyncio.run(Supervisor(workers, command, env=env).run())
     finally:
         reserved.close()
