@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from gateway.audit.api import audit_routes
 from gateway.config import Config
-from gateway.front.http import build_mcp_endpoint, build_session_manager
+from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
 from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
 from gateway.identity.bearer import authenticate_request
@@ -22,18 +22,22 @@ def create_app(config: Config) -> Starlette:
     runtime = GatewayRuntime(config)
     server = build_server(runtime.pipeline, runtime.notifier)
     sessions = build_session_manager(server, config.gateway.server)
+    endpoint = build_endpoint(server, runtime.pipeline, runtime.notifier, sessions, config.gateway.server)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with runtime.running(), sessions.run():
-            yield
+            try:
+                yield
+            finally:
+                runtime.notifier.close()  # standing streams end, so the server can stop
 
     app = Starlette(
         routes=[
             Route(
                 config.gateway.server.path,
                 endpoint=build_mcp_endpoint(
-                    sessions, runtime.authenticator, config.gateway.auth, on_refused=runtime.record_auth_refused
+                    endpoint, runtime.authenticator, config.gateway.auth, on_refused=runtime.record_auth_refused
                 ),
             ),
             Route("/healthz", endpoint=healthz),

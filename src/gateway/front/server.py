@@ -8,15 +8,16 @@ as dicts, adjusted only where the client's protocol revision differs from the ba
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
-from mcp.server.session import ServerSession
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -39,45 +40,86 @@ logger = logging.getLogger(__name__)
 
 _SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 _MODERN_ONLY_RESULT_KEYS = ("resultType", "ttlMs", "cacheScope")
-_MAX_TRACKED_SESSIONS = 10_000
 _TRACE_HEADERS = ("traceparent", "tracestate")
+#: Where the endpoint puts a delegated request's sealed session (see `front/endpoint.py`).
+SESSION_SCOPE_KEY = "gateway.session"
 
 
 class ChangeNotifier:
     """Tells every connected agent that the catalog changed, whatever its protocol revision.
 
-    Session-based clients get `notifications/*/list_changed` on their standing stream;
+    Session-based clients hear `notifications/*/list_changed` on their standing GET stream;
     2026-07-28 clients get events on their `subscriptions/listen` streams.
     """
 
     def __init__(self) -> None:
         self.bus = InMemorySubscriptionBus()
-        self._sessions: dict[str, ServerSession] = {}
+        self._streams: dict[str, set[MemoryObjectSendStream[bytes]]] = {}
 
     @property
     def session_count(self) -> int:
-        """Session-based clients seen and not yet gone (2026-07-28 clients hold no session)."""
-        return len(self._sessions)
+        """Sessions holding a standing stream open (sealed sessions leave no other trace here)."""
+        return len(self._streams)
 
-    def track(self, session_key: str | None, session: ServerSession) -> None:
-        if session_key is None or session_key in self._sessions:
-            return
-        if len(self._sessions) >= _MAX_TRACKED_SESSIONS:
-            self._sessions.pop(next(iter(self._sessions)))
-        self._sessions[session_key] = session
+    def open_stream(self, session_id: str) -> MemoryObjectReceiveStream[bytes]:
+        """A standing stream's feed; it ends when the session ends or the gateway stops."""
+        sender, receiver = anyio.create_memory_object_stream[bytes](_STREAM_BUFFER)
+        self._streams.setdefault(session_id, set()).add(sender)
+        return _Unsubscribing(receiver, lambda: self._drop(session_id, sender))
+
+    def end_session(self, session_id: str) -> None:
+        for sender in self._streams.pop(session_id, set()):
+            sender.close()
+
+    def close(self) -> None:
+        for session_id in list(self._streams):
+            self.end_session(session_id)
 
     async def catalog_changed(self) -> None:
         await self.bus.publish(ToolsListChanged())
         await self.bus.publish(ResourcesListChanged())
         await self.bus.publish(PromptsListChanged())
-        for key, session in list(self._sessions.items()):
-            try:
-                with anyio.fail_after(5):
-                    await session.send_tool_list_changed()
-                    await session.send_resource_list_changed()
-                    await session.send_prompt_list_changed()
-            except Exception:  # boundary: a gone session must not stop the others' notifications
-                self._sessions.pop(key, None)
+        for session_id, senders in list(self._streams.items()):
+            for sender in list(senders):
+                try:
+                    for message in _LIST_CHANGED:
+                        sender.send_nowait(message)
+                except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    # A client that does not read its stream loses it rather than holding memory.
+                    sender.close()
+                    self._drop(session_id, sender)
+
+    def _drop(self, session_id: str, sender: MemoryObjectSendStream[bytes]) -> None:
+        senders = self._streams.get(session_id)
+        if senders is not None:
+            senders.discard(sender)
+            if not senders:
+                del self._streams[session_id]
+
+
+class _Unsubscribing(MemoryObjectReceiveStream[bytes]):
+    """A receive stream that leaves the notifier when the GET exchange ends."""
+
+    def __init__(self, inner: MemoryObjectReceiveStream[bytes], on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_close = on_close
+
+    async def receive(self) -> bytes:
+        return await self._inner.receive()
+
+    def close(self) -> None:
+        self._on_close()
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+_STREAM_BUFFER = 64
+_LIST_CHANGED = tuple(
+    json.dumps({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}, separators=(",", ":")).encode()
+    for kind in ("tools", "resources", "prompts")
+)
 
 
 def build_server(
@@ -116,9 +158,14 @@ class _Handlers:
         principal: Principal | None = None
         session_id: str | None = None
         trace_headers: dict[str, str] | None = None
+        client = ctx.session.client_params
+        info = client.client_info if client else None
+        client_name, client_version = (info.name, info.version) if info else (None, None)
         if request is not None:
             principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
-            session_id = request.headers.get("mcp-session-id")
+            sealed = request.scope.get(SESSION_SCOPE_KEY)
+            if sealed is not None:  # a handshake-era session, opened by the endpoint
+                session_id, client_name, client_version = sealed.id, sealed.client_name, sealed.client_version
             if "traceparent" in request.headers:
                 trace_headers = {k: request.headers[k] for k in _TRACE_HEADERS if k in request.headers}
         else:
@@ -126,17 +173,13 @@ class _Handlers:
         principal = principal or self._default_principal
         if principal is None:  # the HTTP front authenticates before the SDK sees a request
             raise MCPError(code=types.INVALID_REQUEST, message="request is not authenticated")
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            self._notifier.track(session_id, ctx.session)
-        client = ctx.session.client_params
-        info = client.client_info if client else None
         return RequestInfo(
             principal=principal,
             request_id=ctx.request_id,
             session_id=session_id,
             protocol_version=ctx.protocol_version,
-            client_name=info.name if info else None,
-            client_version=info.version if info else None,
+            client_name=client_name,
+            client_version=client_version,
             transport="tcp" if request is not None else "pipe",
             trace_headers=trace_headers,
         )
@@ -167,9 +210,9 @@ class _Handlers:
             )
         except GatewayError as exc:
             if is_tool_error(exc):
-                return _for_client(tool_error_result(exc), ctx.protocol_version)
+                return for_client(tool_error_result(exc), ctx.protocol_version)
             raise to_mcp_error(exc) from None
-        return _for_client(result, ctx.protocol_version)
+        return for_client(result, ctx.protocol_version)
 
     async def list_resources(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         try:
@@ -193,7 +236,7 @@ class _Handlers:
             result = await self._pipeline.read_resource(request, str(params.uri), meta=_raw_meta(ctx))
         except GatewayError as exc:
             raise to_mcp_error(exc) from None
-        return _for_client(result, ctx.protocol_version, cacheable=True)
+        return for_client(result, ctx.protocol_version, cacheable=True)
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         try:
@@ -208,7 +251,7 @@ class _Handlers:
             result = await self._pipeline.get_prompt(request, params.name, params.arguments, meta=_raw_meta(ctx))
         except GatewayError as exc:
             raise to_mcp_error(exc) from None
-        return _for_client(result, ctx.protocol_version)
+        return for_client(result, ctx.protocol_version)
 
 
 def _raw_meta(ctx: ServerRequestContext[Any, Any]) -> Mapping[str, Any] | None:
@@ -223,7 +266,7 @@ def _listing(result: JsonObject, ctx: ServerRequestContext[Any, Any]) -> JsonObj
     return result
 
 
-def _for_client(result: JsonObject, protocol_version: str, *, cacheable: bool = False) -> JsonObject:
+def for_client(result: JsonObject, protocol_version: str, *, cacheable: bool = False) -> JsonObject:
     """Fit a backend's result to the client's revision; the content itself is never touched."""
     adjusted = dict(result)
     meta = adjusted.get("_meta")

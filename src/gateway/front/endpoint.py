@@ -1,0 +1,340 @@
+"""The `/mcp` endpoint: routes each streamable-HTTP exchange to the cheapest correct handler.
+
+- `tools/call`, the call every agent makes all day, runs on the gateway's own path
+  (`tool_calls.py`) for both protocol eras.
+- Sessions of the handshake era (2025-11-25 and older) are sealed ids (`sessions.py`): this
+  module answers `initialize`, the standing GET stream, DELETE and cancellations itself, and any
+  worker can serve any request of any session.
+- Everything else (listings, resources, prompts, `subscriptions/listen`, malformed input) goes to
+  the SDK's stateless streamable-HTTP handling, with the sealed session's revision and identity
+  attached, so conformance details stay the SDK's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server import Server
+from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp_types import methods as _methods
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from gateway.front import wire
+from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
+from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
+from gateway.front.tool_calls import InFlightCalls, ToolCalls
+from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
+from gateway.identity.principal import Principal
+from gateway.pipeline import Pipeline, RequestInfo
+
+logger = logging.getLogger(__name__)
+
+_PROTOCOL_HEADER = b"mcp-protocol-version"
+_SESSION_HEADER = b"mcp-session-id"
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_PING_INTERVAL = 15.0
+_MODERN_VERSION_KEY = types.PROTOCOL_VERSION_META_KEY
+_MCP_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
+
+
+class McpEndpoint:
+    """ASGI app behind bearer authentication: every request arrives with its `Principal` in scope."""
+
+    def __init__(
+        self,
+        *,
+        server: Server[Any],
+        pipeline: Pipeline,
+        notifier: ChangeNotifier,
+        sealer: SessionSealer,
+        sdk: StreamableHTTPSessionManager,
+        security: TransportSecuritySettings | None,
+        max_body_bytes: int,
+    ) -> None:
+        self._server = server
+        self._pipeline = pipeline
+        self._notifier = notifier
+        self._sealer = sealer
+        self._sdk = sdk
+        self._security = TransportSecurityMiddleware(security)
+        self._max_body = max_body_bytes
+        self.in_flight = InFlightCalls()
+        self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp)
+        self._initialize_results: dict[str, dict[str, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        rejection = await self._security.validate_request(Request(scope, receive), is_post=method == "POST")
+        if rejection is not None:
+            await rejection(scope, receive, send)
+            return
+        version = wire.header(scope, _PROTOCOL_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            await self._modern(scope, receive, send)
+            return
+        token = wire.header(scope, _SESSION_HEADER)
+        if token is None:
+            await self._sessionless(scope, receive, send)
+            return
+        session = self._sealer.open(token)
+        principal: Principal = scope[PRINCIPAL_SCOPE_KEY]
+        if session is None or session.owner != owner_digest(principal):
+            # Forged, expired, ended, or opened with another credential: all look the same.
+            await wire.send_json_error(send, 404, None, types.INVALID_REQUEST, "Session not found")
+            return
+        if method == "POST":
+            await self._in_session(session, scope, receive, send)
+        elif method == "GET":
+            await self._standing_stream(session, scope, receive, send)
+        elif method == "DELETE":
+            self.end_session(session)
+            await wire.send_empty(send, 200)
+        else:
+            await wire.send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
+
+    def end_session(self, session: SealedSession) -> None:
+        self._sealer.end(session)
+        self._notifier.end_session(session.id)
+
+    # -- 2026-07-28: every request stands alone ----------------------------------------------
+
+    async def _modern(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await self._sdk.handle_request(scope, receive, send)
+            return
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        decoded = _decode(body)
+        if not _is_tool_call(decoded):
+            await self._sdk.handle_request(scope, wire.replay(body, receive), send)
+            return
+        has_json, has_sse = check_accept_headers(Request(scope))
+        if not has_json or not has_sse:
+            await wire.send_empty(send, 406)
+            return
+        request_id = decoded["id"]
+        duplicated = find_duplicated_routing_header((k.decode("latin-1"), v) for k, v in scope["headers"])
+        if duplicated is not None:
+            await self._reject(send, request_id, types.HEADER_MISMATCH, f"{duplicated} header appears more than once")
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        route = classify_inbound_request(decoded, headers=headers)
+        if isinstance(route, InboundLadderRejection):
+            await self._reject(send, request_id, route.code, route.message, route.data)
+            return
+        params = decoded.get("params") or {}
+        rejection = self._mcp_param_rejection(params, headers, scope)
+        if rejection is not None:
+            await self._reject(send, request_id, rejection.code, rejection.message, rejection.data)
+            return
+        client = route.client_info if isinstance(route.client_info, Mapping) else {}
+        request = RequestInfo(
+            principal=scope[PRINCIPAL_SCOPE_KEY],
+            request_id=request_id,
+            protocol_version=route.protocol_version,
+            client_name=client.get("name"),
+            client_version=client.get("version"),
+            transport="tcp",
+            trace_headers=_trace_headers(scope),
+        )
+        await self._calls.serve(request, request_id, params, modern=True, receive=receive, send=send)
+
+    def _mcp_param_rejection(
+        self, params: Mapping[str, Any], headers: Mapping[str, str], scope: Scope
+    ) -> InboundLadderRejection | None:
+        """The SDK's `Mcp-Param-*` header check, with the schema from the catalog instead of a listing."""
+        name = params.get("name")
+        arguments = params.get("arguments")
+        if not isinstance(name, str) or (arguments is not None and not isinstance(arguments, Mapping)):
+            return None
+        if not arguments and not any(k.startswith(_MCP_PARAM_PREFIX) for k, _ in scope["headers"]):
+            return None
+        schema = self._pipeline.tool_input_schema(name)
+        if schema is None:
+            return None
+        return validate_mcp_param_headers(schema, arguments or {}, headers)
+
+    async def _reject(self, send: Send, request_id: Any, code: int, message: str, data: Any = None) -> None:
+        await wire.send_json_error(send, ERROR_CODE_HTTP_STATUS.get(code, 400), request_id, code, message, data)
+
+    # -- handshake era: sealed sessions ------------------------------------------------------
+
+    async def _sessionless(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
+            return
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        decoded = _decode(body)
+        if not (isinstance(decoded, dict) and decoded.get("method") == "initialize" and "id" in decoded):
+            # The SDK answers what is malformed; anything well-formed needs a session first.
+            if isinstance(decoded, dict) and isinstance(decoded.get("method"), str):
+                await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
+            else:
+                await self._sdk.handle_request(scope, wire.replay(body, receive), send)
+            return
+        if not self._accepts_both(scope):
+            await wire.send_empty(send, 406)
+            return
+        await self._initialize(decoded, scope, send)
+
+    async def _initialize(self, decoded: Mapping[str, Any], scope: Scope, send: Send) -> None:
+        request_id = decoded["id"]
+        try:
+            init = types.InitializeRequestParams.model_validate(decoded.get("params") or {}, by_name=False)
+        except ValidationError:
+            await wire.send_json_error(send, 200, request_id, types.INVALID_PARAMS, "Invalid request parameters")
+            return
+        requested = init.protocol_version
+        version = requested if requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+        client = init.client_info
+        _, token = self._sealer.issue(scope[PRINCIPAL_SCOPE_KEY], version, client.name, client.version)
+        body = wire.sse_event(wire.response_message(request_id, self._initialize_result(version)))
+        headers = [*wire.SSE_HEADERS, (_SESSION_HEADER, token.encode("ascii"))]
+        await wire.send_bytes(send, 200, body, headers)
+
+    def _initialize_result(self, version: str) -> dict[str, Any]:
+        cached = self._initialize_results.get(version)
+        if cached is None:
+            options = self._server.create_initialization_options()
+            result = types.InitializeResult(
+                protocol_version=version,
+                capabilities=options.capabilities,
+                server_info=types.Implementation(
+                    name=options.server_name,
+                    title=options.title,
+                    description=options.description,
+                    version=options.server_version,
+                    website_url=options.website_url,
+                    icons=options.icons,
+                ),
+                instructions=options.instructions,
+            )
+            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            cached = self._initialize_results[version] = _methods.serialize_server_result("initialize", version, dumped)
+        return cached
+
+    async def _in_session(self, session: SealedSession, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._body(scope, receive, send)
+        if body is None:
+            return
+        decoded = _decode(body)
+        if isinstance(decoded, dict) and "id" not in decoded and isinstance(decoded.get("method"), str):
+            self._notification(session, decoded)
+            await wire.send_empty(send, 202)
+            return
+        if isinstance(decoded, dict) and "method" not in decoded and ("result" in decoded or "error" in decoded):
+            await wire.send_empty(send, 202)  # a reply to a server request: the gateway sends none
+            return
+        if _is_tool_call(decoded) and not _has_modern_envelope(decoded.get("params")):
+            if not self._accepts_both(scope):
+                await wire.send_empty(send, 406)
+                return
+            request = RequestInfo(
+                principal=scope[PRINCIPAL_SCOPE_KEY],
+                request_id=decoded["id"],
+                session_id=session.id,
+                protocol_version=session.protocol_version,
+                client_name=session.client_name,
+                client_version=session.client_version,
+                transport="tcp",
+                trace_headers=_trace_headers(scope),
+            )
+            await self._calls.serve(
+                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send
+            )
+            return
+        delegated = wire.with_header(scope, _PROTOCOL_HEADER, session.protocol_version)
+        delegated[SESSION_SCOPE_KEY] = session
+        await self._sdk.handle_request(delegated, wire.replay(body, receive), send)
+
+    def _notification(self, session: SealedSession, notification: Mapping[str, Any]) -> None:
+        if notification.get("method") != "notifications/cancelled":
+            return
+        params = notification.get("params")
+        if isinstance(params, Mapping) and "requestId" in params:
+            self.in_flight.cancel(session.id, params["requestId"])
+
+    async def _standing_stream(self, session: SealedSession, scope: Scope, receive: Receive, send: Send) -> None:
+        """The GET stream a session keeps open to hear `list_changed` notifications."""
+        if not check_accept_headers(Request(scope))[1]:
+            await wire.send_empty(send, 406)
+            return
+        events = self._notifier.open_stream(session.id)
+        await send({"type": "http.response.start", "status": 200, "headers": wire.SSE_HEADERS})
+        async with events, anyio.create_task_group() as tasks:
+            tasks.start_soon(wire.cancel_on_disconnect, receive, tasks.cancel_scope)
+            while True:
+                chunk = wire.SSE_PING
+                with anyio.move_on_after(_PING_INTERVAL):
+                    try:
+                        chunk = wire.sse_event(await events.receive())
+                    except anyio.EndOfStream:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        tasks.cancel_scope.cancel()
+                        return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    # -- shared ------------------------------------------------------------------------------
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        try:
+            return await wire.read_body(scope, receive, self._max_body)
+        except wire.BodyTooLarge:
+            await wire.send_bytes(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
+            return None
+
+    @staticmethod
+    def _accepts_both(scope: Scope) -> bool:
+        has_json, has_sse = check_accept_headers(Request(scope))
+        return has_json and has_sse
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_tool_call(decoded: Any) -> bool:
+    """A well-formed `tools/call` request envelope; anything odd goes to the SDK for its exact error."""
+    if not isinstance(decoded, dict) or decoded.get("method") != "tools/call" or decoded.get("jsonrpc") != "2.0":
+        return False
+    request_id = decoded.get("id")
+    params = decoded.get("params")
+    return (
+        isinstance(request_id, (str, int))
+        and not isinstance(request_id, bool)
+        and (params is None or isinstance(params, dict))
+    )
+
+
+def _has_modern_envelope(params: Any) -> bool:
+    meta = params.get("_meta") if isinstance(params, Mapping) else None
+    return isinstance(meta, Mapping) and _MODERN_VERSION_KEY in meta
+
+
+def _trace_headers(scope: Scope) -> dict[str, str] | None:
+    found = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
+    return found or None

@@ -1,0 +1,210 @@
+"""`tools/call` over streamable HTTP without the SDK's session machinery: the gateway's hot path.
+
+Every agent call passes here, so the request is parsed once, checked with the SDK's own
+validators (the same rules as every other method), run through the pipeline, and its result
+written straight to the wire as JSON. A call that asked for progress gets an SSE stream as soon
+as the first progress notification arrives; one that finishes first still gets plain JSON.
+A client that goes away, or cancels the request, cancels the call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from mcp.server.runner import modern_error_data
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+from mcp_types import methods as _methods
+from pydantic import ValidationError
+from starlette.types import Receive, Send
+
+from gateway.errors import GatewayError
+from gateway.front import wire
+from gateway.front.errors import is_tool_error, to_mcp_error, tool_error_result
+from gateway.front.server import for_client
+from gateway.pipeline import Pipeline, RequestInfo
+
+logger = logging.getLogger(__name__)
+
+_PING_INTERVAL = 15.0
+
+
+@dataclass(slots=True)
+class InFlightCalls:
+    """Calls running in this process, by session and request id, so `notifications/cancelled` finds them."""
+
+    _calls: dict[tuple[str, str], anyio.CancelScope] = field(default_factory=dict)
+
+    def cancel(self, session_id: str, request_id: Any) -> bool:
+        scope = self._calls.get((session_id, repr(request_id)))
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    def add(self, session_id: str, request_id: Any, scope: anyio.CancelScope) -> tuple[str, str]:
+        key = (session_id, repr(request_id))
+        self._calls[key] = scope
+        return key
+
+    def remove(self, key: tuple[str, str]) -> None:
+        self._calls.pop(key, None)
+
+
+class ToolCalls:
+    """Runs one `tools/call` request and writes its response."""
+
+    def __init__(self, pipeline: Pipeline, in_flight: InFlightCalls, server_info_stamp: Mapping[str, Any]) -> None:
+        self._pipeline = pipeline
+        self._in_flight = in_flight
+        self._server_info_stamp = dict(server_info_stamp)
+
+    async def serve(
+        self,
+        request: RequestInfo,
+        request_id: Any,
+        params: Mapping[str, Any],
+        *,
+        modern: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        version = request.protocol_version or ""
+        try:
+            _methods.validate_client_request("tools/call", version, params)
+        except (ValidationError, KeyError) as exc:
+            error = modern_error_data(exc) if isinstance(exc, ValidationError) else None
+            code = error.code if error else types.METHOD_NOT_FOUND
+            message = error.message if error else "Method not found"
+            await self._send_error(send, request_id, code, message, error.data if error else None, modern=modern)
+            return
+        meta = params.get("_meta")
+        meta = meta if isinstance(meta, Mapping) else None
+        progress_token = meta.get("progressToken") if meta else None
+        exchange = _Exchange(send, request_id, progress_token, modern=modern)
+        session_id = request.session_id
+
+        async with anyio.create_task_group() as tasks:
+            key = self._in_flight.add(session_id, request_id, tasks.cancel_scope) if session_id else None
+            try:
+                tasks.start_soon(wire.cancel_on_disconnect, receive, tasks.cancel_scope)
+                if progress_token is not None:
+                    tasks.start_soon(exchange.keep_alive)
+                body, status = await self._call(request, params, meta, exchange, modern=modern)
+                await exchange.finish(body, status)
+                tasks.cancel_scope.cancel()
+            finally:
+                if key is not None:
+                    self._in_flight.remove(key)
+        if not exchange.answered:
+            # Cancelled: the client expects no response, but the HTTP exchange still needs an end.
+            await exchange.close_unanswered()
+
+    async def _call(
+        self,
+        request: RequestInfo,
+        params: Mapping[str, Any],
+        meta: Mapping[str, Any] | None,
+        exchange: _Exchange,
+        *,
+        modern: bool,
+    ) -> tuple[bytes, int]:
+        request_id = exchange.request_id
+        try:
+            result = await self._pipeline.call_tool(
+                request,
+                params["name"],
+                params.get("arguments"),
+                meta=meta,
+                on_progress=exchange.progress if exchange.progress_token is not None else None,
+            )
+        except GatewayError as exc:
+            if not is_tool_error(exc):
+                error = to_mcp_error(exc).error
+                return self._error(request_id, error.code, error.message, error.data, modern=modern)
+            result = tool_error_result(exc)
+        except MCPError as exc:
+            return self._error(request_id, exc.error.code, exc.error.message, exc.error.data, modern=modern)
+        result = for_client(result, request.protocol_version or "")
+        if modern:
+            result_meta = result.get("_meta")
+            if not isinstance(result_meta, dict):
+                result["_meta"] = {types.SERVER_INFO_META_KEY: self._server_info_stamp}
+            elif result_meta.get(types.SERVER_INFO_META_KEY) is None:
+                result["_meta"] = {**result_meta, types.SERVER_INFO_META_KEY: self._server_info_stamp}
+        return wire.response_message(request_id, result), 200
+
+    @staticmethod
+    def _error(request_id: Any, code: int, message: str, data: Any, *, modern: bool) -> tuple[bytes, int]:
+        status = ERROR_CODE_HTTP_STATUS.get(code, 200) if modern else 200
+        return wire.error_message(request_id, code, message, data), status
+
+    async def _send_error(
+        self, send: Send, request_id: Any, code: int, message: str, data: Any, *, modern: bool
+    ) -> None:
+        body, status = self._error(request_id, code, message, data, modern=modern)
+        await wire.send_bytes(send, status, body)
+
+
+class _Exchange:
+    """One request's response: JSON until a progress notification commits it to SSE."""
+
+    def __init__(self, send: Send, request_id: Any, progress_token: Any, *, modern: bool) -> None:
+        self._send = send
+        self.request_id = request_id
+        self.progress_token = progress_token
+        self._streaming = False
+        self._lock = anyio.Lock()
+        self._done = False
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        event = wire.sse_event(wire.encode({"jsonrpc": "2.0", "method": "notifications/progress", "params": params}))
+        await self._stream(event)
+
+    async def keep_alive(self) -> None:
+        """A long call with progress keeps its stream open behind proxies' idle-read timeouts."""
+        while True:
+            await anyio.sleep(_PING_INTERVAL)
+            await self._stream(wire.SSE_PING)
+
+    async def _stream(self, chunk: bytes) -> None:
+        async with self._lock:
+            if self._done:
+                return
+            if not self._streaming:
+                self._streaming = True
+                await self._send({"type": "http.response.start", "status": 200, "headers": wire.SSE_HEADERS})
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    @property
+    def answered(self) -> bool:
+        return self._done
+
+    async def close_unanswered(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if self._streaming:
+                    await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+                else:
+                    await wire.send_bytes(self._send, 200, b"", wire.SSE_HEADERS)
+            except OSError:
+                pass  # the client is already gone
+
+    async def finish(self, body: bytes, status: int) -> None:
+        async with self._lock:
+            self._done = True
+            if self._streaming:
+                await self._send({"type": "http.response.body", "body": wire.sse_event(body), "more_body": False})
+            else:
+                await wire.send_bytes(self._send, status, body)
