@@ -57,6 +57,16 @@ def _sqlite_url(directory: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database that is dropped after the test."""
+    yield from _fresh_postgres_database()
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """Like `postgres_url`, shared by one module's tests (for gateways started once per module)."""
+    yield from _fresh_postgres_database()
+
+
+def _fresh_postgres_database() -> Iterator[str]:
     name = f"gateway_test_{uuid.uuid4().hex[:16]}"
     anyio.run(_administer, f'CREATE DATABASE "{name}"')
     try:

@@ -194,6 +194,7 @@ def write_gateway_config(
     *,
     database_url: str | None = None,
     extra: str = "",
+    server_extra: str = "",
     policies: Mapping[str, str] = ALLOW_EVERYTHING,
 ) -> Path:
     """Write gateway.toml, one connector file per entry (name -> TOML body) and the access policies.
@@ -216,6 +217,7 @@ def write_gateway_config(
 [server]
 host = "127.0.0.1"
 max_body_bytes = 1048576
+{server_extra}
 
 [storage]
 url = "{url}"

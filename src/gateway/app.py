@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -26,11 +27,13 @@ def create_app(config: Config) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with runtime.running(), sessions.run():
+        async with runtime.running(), sessions.run(), anyio.create_task_group() as tasks:
+            await tasks.start(endpoint.follow, runtime.signals)
             try:
                 yield
             finally:
                 runtime.notifier.close()  # standing streams end, so the server can stop
+                tasks.cancel_scope.cancel()
 
     app = Starlette(
         routes=[

@@ -62,7 +62,8 @@ async def slow(steps: int, ctx: Context) -> str:
 
 @server.tool()
 async def hang(marker: str) -> str:
-    """Never return; write `<marker>.cancelled` when cancelled, so a test can see it arrived."""
+    """Never return; write `<marker>.started`, then `<marker>.cancelled` when cancelled, for tests to wait on."""
+    (_MARKER_DIR / f"{marker}.started").write_text("started")
     try:
         await anyio.sleep(3600)
     except anyio.get_cancelled_exc_class():

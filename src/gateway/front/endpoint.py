@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp.server import Server
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -37,6 +39,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from gateway.errors import GatewayError
 from gateway.front import wire
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
@@ -44,6 +47,7 @@ from gateway.front.tool_calls import InFlightCalls, ToolCalls
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline, RequestInfo
+from gateway.signals import Signals, SignalTooLarge, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 _PING_INTERVAL = 15.0
 _MODERN_VERSION_KEY = types.PROTOCOL_VERSION_META_KEY
 _MCP_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
+#: Signal channels (see `gateway.signals`): a cancellation for a call running elsewhere, an ended session.
+_CANCEL = "cancel"
+_ENDED = "session_ended"
 
 
 class McpEndpoint:
@@ -79,6 +86,8 @@ class McpEndpoint:
         self.in_flight = InFlightCalls()
         self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp)
         self._initialize_results: dict[str, dict[str, Any]] = {}
+        self._signals: Signals | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -113,6 +122,43 @@ class McpEndpoint:
     def end_session(self, session: SealedSession) -> None:
         self._sealer.end(session)
         self._notifier.end_session(session.id)
+        self._tell_others(_ENDED, {"session": session.id, "until": self._sealer.expiry_of(session)})
+
+    async def follow(self, signals: Signals, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Act on what other processes behind the same endpoint saw: cancellations and ended sessions."""
+        self._signals = signals
+        async with signals.subscribe(_CANCEL) as cancels, signals.subscribe(_ENDED) as ended:
+            task_status.started()
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._follow_cancels, cancels)
+                tasks.start_soon(self._follow_ended, ended)
+
+    async def _follow_cancels(self, cancels: Subscription) -> None:
+        async for signal in cancels:
+            if not signal.local:
+                self.in_flight.cancel(str(signal.payload.get("session")), signal.payload.get("request_id"))
+
+    async def _follow_ended(self, ended: Subscription) -> None:
+        async for signal in ended:
+            session_id, until = signal.payload.get("session"), signal.payload.get("until")
+            if not signal.local and isinstance(session_id, str) and isinstance(until, (int, float)):
+                self._sealer.forget(session_id, float(until))
+                self._notifier.end_session(session_id)
+
+    def _tell_others(self, channel: str, payload: dict[str, Any]) -> None:
+        """Best effort and off the request path: a lost signal costs a late cancel, never a request."""
+        if self._signals is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._publish(self._signals, channel, payload))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    @staticmethod
+    async def _publish(signals: Signals, channel: str, payload: dict[str, Any]) -> None:
+        try:
+            await signals.publish(channel, payload)
+        except (GatewayError, SignalTooLarge) as exc:
+            logger.warning("signal not sent to other processes", extra={"channel": channel, "error": str(exc)})
 
     # -- 2026-07-28: every request stands alone ----------------------------------------------
 
@@ -273,7 +319,9 @@ class McpEndpoint:
             return
         params = notification.get("params")
         if isinstance(params, Mapping) and "requestId" in params:
-            self.in_flight.cancel(session.id, params["requestId"])
+            if not self.in_flight.cancel(session.id, params["requestId"]):
+                # The call may be running in another worker or replica.
+                self._tell_others(_CANCEL, {"session": session.id, "request_id": params["requestId"]})
 
     async def _standing_stream(self, session: SealedSession, scope: Scope, receive: Receive, send: Send) -> None:
         """The GET stream a session keeps open to hear `list_changed` notifications."""
