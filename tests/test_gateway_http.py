@@ -173,7 +173,7 @@ async def test_client_cancellation_reaches_backend(gateway: GatewayProcess, key:
 
                 group.start_soon(call)
                 # The call is in flight once the backend is inside the tool; cancel then.
-                await anyio.sleep(0.5)
+                await eventually((markers / f"{marker}.started").exists, timeout=20, what="the call to start")
                 group.cancel_scope.cancel()
             cancelled = markers / f"{marker}.cancelled"
             await eventually(cancelled.exists, timeout=10, what="cancellation")
