@@ -87,7 +87,7 @@ class Gauges:
             "gateway.sessions.active",
             callbacks=[self._observe_active_sessions],
             unit="{session}",
-            description="Agent sessions currently open on this gateway process.",
+            description="Agent sessions holding a standing notification stream open on this gateway process.",
         )
 
     def _observe_backend_health(self, options: CallbackOptions) -> Iterable[Observation]:
