@@ -1,13 +1,16 @@
 """What write-ahead auditing costs per call, on SQLite and PostgreSQL.
 
 For each database: one caller recording calls one after another (every call waits for its own
-commit), then 16 concurrent callers (group commit shares commits between them). Each "call" is
-`record_call` (durable before it returns) followed by `record_outcome`, with realistic
-arguments and reasoning, so redaction, hashing and the two commits are all in the figure.
+commit), the same caller not waiting for outcomes (as the gateway records them: they ride along
+with the next call's commit), then 16 concurrent callers (group commit shares commits between
+them). Each "call" is `record_call` (durable before it returns) followed by `record_outcome`,
+with realistic arguments and reasoning, so redaction, hashing and the commits are all in the
+figure.
 Prints per-call latency (p50/p99 of record_call, and wall time per call including the outcome),
 calls/s, and the batch sizes the writer achieved.
 
     python bench/audit_write.py [--calls 2000] [--concurrency 16] [--postgres postgresql://127.0.0.1:5432/test]
+                                [--only sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ ARGUMENTS = {
 REASONING = "The customer reported a damaged parcel; policy allows a refund below 2000 EUR without approval."
 
 
-async def one_call(recorder: AuditRecorder, latencies: list[float]) -> None:
+async def one_call(recorder: AuditRecorder, latencies: list[float], wait: bool = True) -> None:
     started = time.perf_counter()
     handle = await recorder.record_call(
         principal=AGENT,
@@ -53,13 +56,14 @@ async def one_call(recorder: AuditRecorder, latencies: list[float]) -> None:
         workflow_id="wf-refund",
     )
     latencies.append(time.perf_counter() - started)
-    await recorder.record_outcome(handle, outcome="ok", result=b'{"content":[]}', total_ms=3.2)
+    await recorder.record_outcome(handle, outcome="ok", result=b'{"content":[]}', total_ms=3.2, wait=wait)
 
 
 async def run(url: str, label: str, calls: int, concurrency: int) -> None:
     database = Database(url)
     await database.migrate()
-    for mode, callers in (("sequential", 1), (f"{concurrency} concurrent", concurrency)):
+    modes = (("sequential", 1, True), ("seq, no wait", 1, False), (f"{concurrency} concurrent", concurrency, True))
+    for mode, callers, wait in modes:
         recorder = AuditRecorder(database, Redactor(), replica_id=f"bench-{uuid.uuid4().hex[:8]}")
         await recorder.start()
         for _ in range(20):  # warm up connections and caches
@@ -68,10 +72,13 @@ async def run(url: str, label: str, calls: int, concurrency: int) -> None:
         per_caller = calls // callers
 
         async def caller(
-            recorder: AuditRecorder = recorder, latencies: list[float] = latencies, per_caller: int = per_caller
+            recorder: AuditRecorder = recorder,
+            latencies: list[float] = latencies,
+            per_caller: int = per_caller,
+            wait: bool = wait,
         ) -> None:
             for _ in range(per_caller):
-                await one_call(recorder, latencies)
+                await one_call(recorder, latencies, wait)
 
         before = recorder.stats()
         started = time.perf_counter()
@@ -100,9 +107,13 @@ async def main() -> None:
     parser.add_argument(
         "--postgres", default="postgresql://127.0.0.1:5432/test", help="server on which a scratch database is created"
     )
+    parser.add_argument("--only", choices=("sqlite", "postgresql"), help="measure one database only")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        await run(f"sqlite:///{Path(directory) / 'audit.db'}", "sqlite", args.calls, args.concurrency)
+    if args.only != "postgresql":
+        with tempfile.TemporaryDirectory() as directory:
+            await run(f"sqlite:///{Path(directory) / 'audit.db'}", "sqlite", args.calls, args.concurrency)
+    if args.only == "sqlite":
+        return
     name = f"audit_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.postgres)
     await admin.execute(f'CREATE DATABASE "{name}"')

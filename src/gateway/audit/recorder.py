@@ -21,10 +21,10 @@ the backend ran the call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
+import sqlite3
 import time
 import uuid
 from collections import deque
@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import and_, exists, func, insert, select
+from sqlalchemy import and_, exists, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from gateway.audit.chain import (
-    GENESIS_HASH,
     chain_hash,
     checkpoint_statement,
     event_content,
@@ -63,6 +63,7 @@ from gateway.audit.entry import (
     result_digest,
     short_text,
 )
+from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row, open_event_store, read_head
 from gateway.audit.redaction import Redactor, clean_text
 from gateway.errors import AuditUnavailable, StorageUnavailable
 from gateway.identity.principal import Principal
@@ -74,7 +75,17 @@ logger = logging.getLogger("gateway.audit")
 _REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 
 #: Errors that mean "this write did not happen (or may not have)"; anything else is a bug.
-_WRITE_FAILURES = (SQLAlchemyError, StorageUnavailable, OSError, TimeoutError)
+_WRITE_FAILURES = (
+    SQLAlchemyError,
+    StorageUnavailable,
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+_HASH = COLUMNS.index("hash")
+_INDEXED = COLUMNS[COLUMNS.index("agent") : COLUMNS.index("prev_hash")]  # filled by `index_columns`
 
 _RECENT_BATCHES = 1024
 _MAX_RETAINED = 10_000
@@ -134,7 +145,7 @@ class _Pending:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     assigned: list[int]
     seq: int
     prev: str
@@ -195,7 +206,7 @@ class AuditRecorder:
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
-        self._connection: AsyncConnection | None = None
+        self._store: EventStore | None = None
         self._head: tuple[int, str] | None = None
         self._since_checkpoint = 0
         self._clean_close_seq = -1
@@ -229,9 +240,11 @@ class AuditRecorder:
         if self._writer is not None:
             raise RuntimeError("the audit recorder is already started")
         try:
-            async with asyncio.timeout(self._write_timeout), self._db.engine.connect() as connection:
-                await self._load_head(connection)
-                orphans = await self._orphan_calls(connection)
+            async with asyncio.timeout(self._write_timeout):
+                async with self._db.engine.connect() as connection:
+                    self._set_head(await read_head(connection, self._replica_id))
+                    orphans = await self._orphan_calls(connection)
+                self._store = await open_event_store(self._db, write_timeout=self._write_timeout)
         except _WRITE_FAILURES as error:
             raise AuditUnavailable(f"the audit log cannot be read at start: {_describe(error)}") from error
         self._running = True
@@ -283,10 +296,8 @@ class AuditRecorder:
                 extra={"replica_id": self._replica_id, "events": len(self._retained)},
             )
             self._retained.clear()
-        if self._connection is not None:
-            with contextlib.suppress(*_WRITE_FAILURES):  # a broken connection has nothing left to close
-                await self._connection.close()
-            self._connection = None
+        if self._store is not None:
+            await self._store.close()
 
     async def __aenter__(self) -> AuditRecorder:
         await self.start()
@@ -488,34 +499,34 @@ class AuditRecorder:
     # -- writing ---------------------------------------------------------------------------
 
     async def _write_batch(self, batch: list[_Pending], *, closing: bool = False) -> None:
-        reused = self._connection is not None
+        store = self._store
+        assert store is not None
+        reused = store.connected
         plan: _Plan | None = None
 
         async def attempt() -> _Plan:
             nonlocal plan
             async with asyncio.timeout(self._write_timeout):
-                connection = await self._writer_connection()
-                async with connection.begin():
-                    if self._head is None:
-                        await self._load_head(connection)
-                    if plan is not None and self._head == (plan.seq, plan.prev):
-                        return plan  # the failed attempt had committed after all; write nothing twice
-                    plan = self._plan(batch, closing)
-                    if plan.rows:
-                        await connection.execute(insert(AuditEventRow.__table__), plan.rows)
+                if self._head is None:
+                    self._set_head(await store.load_head(self._replica_id))
+                if plan is not None and self._head == (plan.seq, plan.prev):
+                    return plan  # the failed attempt had committed after all; write nothing twice
+                plan = self._plan(batch, closing)
+                if plan.rows:
+                    await store.append(plan.rows)
             return plan
 
         started = time.perf_counter()
         try:
             try:
                 written = await attempt()
-            except DBAPIError as error:
-                if not (reused and error.connection_invalidated):
+            except _WRITE_FAILURES as error:
+                if not (reused and store.connection_lost(error)):
                     raise
                 # The connection kept since the last batch died meanwhile (database restart, idle
                 # timeout on the server or a proxy): one more try on a fresh connection.
                 self._head = None
-                await self._drop_connection()
+                await store.reset()
                 written = await attempt()
         except _WRITE_FAILURES as error:
             await self._write_failed(batch, error)
@@ -553,42 +564,32 @@ class AuditRecorder:
         assert self._head is not None
         seq, prev = self._head
         since = self._since_checkpoint
-        rows: list[dict[str, Any]] = []
+        rows: list[Row] = []
         assigned: list[int] = []
         for item in batch:
             seq += 1
             rows.append(self._row(seq, prev, item.kind, item.call_id, item.time, item.data))
             assigned.append(seq)
-            prev = rows[-1]["hash"]
+            prev = rows[-1][_HASH]
             since += 1
             if since >= self._checkpoint_every:
                 seq += 1
                 rows.append(self._checkpoint_row(seq, prev, "interval"))
-                prev = rows[-1]["hash"]
+                prev = rows[-1][_HASH]
                 since = 0
         if closing and seq != self._clean_close_seq:
             seq += 1
             rows.append(self._checkpoint_row(seq, prev, "close"))
-            prev = rows[-1]["hash"]
+            prev = rows[-1][_HASH]
             since = 0
         return _Plan(rows, assigned, seq, prev, since)
-
-    async def _drop_connection(self) -> None:
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            with contextlib.suppress(*_WRITE_FAILURES):  # it is being dropped because it failed
-                await connection.invalidate()
-
-    async def _writer_connection(self) -> AsyncConnection:
-        if self._connection is None:
-            self._connection = await self._db.engine.connect()
-        return self._connection
 
     async def _write_failed(self, batch: list[_Pending], error: BaseException) -> None:
         self._head = None  # whatever this batch did is not part of the chain; reload before writing
         self._counters.failed_batches += 1
         self._retry_attempt += 1
-        await self._drop_connection()
+        if self._store is not None:
+            await self._store.reset()
         message = f"the audit log could not record the event, so the call is refused: {_describe(error)}"
         logger.warning("audit: write failed", extra={"replica_id": self._replica_id, "error": _describe(error)})
         for item in batch:
@@ -602,25 +603,23 @@ class AuditRecorder:
             elif item.future is not None and not item.future.done():
                 item.future.set_exception(AuditUnavailable(message))
 
-    def _row(
-        self, seq: int, prev: str, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _row(self, seq: int, prev: str, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any]) -> Row:
         content = event_content(
             replica_id=self._replica_id, seq=seq, kind=kind, time=moment, call_id=call_id, data=data
         )
-        return {
-            "replica_id": self._replica_id,
-            "seq": seq,
-            "kind": kind,
-            "time": moment,
-            "call_id": call_id,
-            **index_columns(kind, data),
-            "prev_hash": prev,
-            "hash": chain_hash(prev, content),
-            "content": content.decode("utf-8"),
-        }
+        return (
+            self._replica_id,
+            seq,
+            kind,
+            moment,
+            call_id,
+            *map(index_columns(kind, data).__getitem__, _INDEXED),
+            prev,
+            chain_hash(prev, content),
+            content.decode("utf-8"),
+        )
 
-    def _checkpoint_row(self, seq: int, prev: str, reason: str) -> dict[str, Any]:
+    def _checkpoint_row(self, seq: int, prev: str, reason: str) -> Row:
         moment = datetime.now(UTC)
         covered = seq - 1
         signature = None
@@ -651,23 +650,9 @@ class AuditRecorder:
 
     # -- reading the chain -----------------------------------------------------------------
 
-    async def _load_head(self, connection: AsyncConnection) -> None:
-        table = AuditEventRow.__table__
-        head = (
-            await connection.execute(
-                select(table.c.seq, table.c.hash)
-                .where(table.c.replica_id == self._replica_id)
-                .order_by(table.c.seq.desc())
-                .limit(1)
-            )
-        ).first()
-        last_checkpoint = (
-            await connection.execute(
-                select(func.max(table.c.seq)).where(table.c.replica_id == self._replica_id, table.c.kind == CHECKPOINT)
-            )
-        ).scalar()
-        self._head = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-        self._since_checkpoint = self._head[0] - (last_checkpoint or 0)
+    def _set_head(self, head: ChainHead) -> None:
+        self._head = (head.seq, head.hash)
+        self._since_checkpoint = head.since_checkpoint
 
     async def _orphan_calls(self, connection: AsyncConnection) -> list[str]:
         """This replica's calls without an outcome, after its last clean close."""
