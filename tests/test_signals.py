@@ -67,6 +67,7 @@ async def test_oversized_or_malformed_signals_are_refused_with_a_reason(tmp_path
 @pytest.mark.postgres
 async def test_two_brokers_exchange_signals_over_postgresql(postgres_url: str) -> None:
     async with started(postgres_url) as one, started(postgres_url) as two:
+        assert one.state == "listening"
         async with one.subscribe("catalog_changed") as at_one, two.subscribe("catalog_changed") as at_two:
             await one.publish("catalog_changed", {"connector": "crm"})
             async with _deadline():

@@ -107,6 +107,9 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
     _start_workers(gateway, 2)
     try:
         _wait_all_ready(gateway, 2)
+        assert gateway.readyz()["checks"]["signals"] == {"state": "listening"}
+        # Each worker's log lines name it: all workers write to the supervisor's stderr.
+        assert {event.get("worker") for event in _supervisor_events(gateway, "signals: listening")} == {0, 1}
         results = anyio.run(_many_clients, gateway.url, key, 8, 10)
         assert sorted(results) == sorted(f"{c}-{i}" for c in range(8) for i in range(10))
 

@@ -30,6 +30,9 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
         except StorageUnavailable as exc:
             checks["storage"] = {"state": "unhealthy", "detail": str(exc)}
             status_code = 503
+        # Informational: while signals reconnect, this process still serves; it only hears
+        # the other processes' cancellations and change notices again once they are back.
+        checks["signals"] = {"state": runtime.signals.state}
         backends = {
             name: {
                 "state": c.health.state.value,

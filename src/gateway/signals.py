@@ -117,6 +117,11 @@ class Signals:
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._subscriptions: dict[str, list[Subscription]] = {}
 
+    @property
+    def state(self) -> str:
+        """For `/readyz`: `in-process`, or on PostgreSQL `listening` / `reconnecting`."""
+        return "in-process"
+
     async def start(self) -> None:
         """Begin delivering; the PostgreSQL broker connects here (and keeps reconnecting)."""
 
@@ -204,6 +209,10 @@ class PostgresSignals(Signals):
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.connections = 0  # how many times a connection was established, for tests and logs
+
+    @property
+    def state(self) -> str:
+        return "listening" if self._connected.is_set() else "reconnecting"
 
     @property
     def backend_pid(self) -> int | None:

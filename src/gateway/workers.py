@@ -139,6 +139,19 @@ class _WorkerHeader:
         await self._app(scope, receive, send_with_header)
 
 
+class _WorkerField(logging.Filter):
+    """Names the worker in each of its log lines, since all workers share the supervisor's stderr."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = self._index
+        return True
+
+
 def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     """Serve as worker `index` until SIGTERM; returns the process exit status."""
     import uvicorn
@@ -146,6 +159,8 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     from gateway.app import create_app
 
     _die_with_supervisor()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerField(index))
     app = create_app(for_worker(config, index))
     app.state.runtime.migrations_done = True  # the supervisor migrated before starting anyone
     sock = bind_shared(host, port)
