@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from gateway.workers import RestartPolicy, Supervisor
 from harness import (
     GatewayProcess,
+    eventually,
     free_port,
     gateway_command,
     mcp_client,
@@ -162,19 +164,20 @@ async def test_a_worker_that_keeps_dying_at_start_stops_the_supervisor() -> None
 
 @pytest.mark.postgres
 @pytest.mark.anyio
-async def test_a_change_seen_by_one_gateway_reaches_clients_listening_on_another(
-    tmp_path: Path, postgres_url: str
-) -> None:
+async def test_changes_seen_by_one_gateway_reach_another_through_signals(tmp_path: Path, postgres_url: str) -> None:
     gateways = []
-    for name in ("gw-a", "gw-b"):
+    for name, reload_interval in (("gw-a", 3600), ("gw-b", 0.2)):
         write_gateway_config(
             tmp_path / name,
             {"sink": stdio_connector()},  # each gateway runs its own backend: only gw-b's changes
             database_url=postgres_url,
-            extra=f'\n[audit]\nreplica_id = "{name}"\n',
+            extra=f'reload_interval = {reload_interval}\n[audit]\nreplica_id = "{name}"\n',
         )
         gateways.append(GatewayProcess(tmp_path / name, free_port()))
     listening_on, changed_on = gateways
+    # Both read one policy directory, but gw-a would look at it only once an hour by itself.
+    shutil.rmtree(tmp_path / "gw-a" / "policies")
+    (tmp_path / "gw-a" / "policies").symlink_to(tmp_path / "gw-b" / "policies")
     try:
         for gateway in gateways:
             await anyio.to_thread.run_sync(gateway.start)
@@ -187,6 +190,14 @@ async def test_a_change_seen_by_one_gateway_reaches_clients_listening_on_another
                         break
             names = {tool.name for tool in (await changer.list_tools()).tools}
             assert "sink__fresh" in names
+
+        policy = '@id("also-allowed")\npermit (principal, action, resource);\n'
+        (tmp_path / "gw-b" / "policies" / "access" / "more.cedar").write_text(policy)
+        await eventually(
+            lambda: listening_on.readyz()["checks"]["policies"]["count"] == 2,
+            timeout=15,
+            what="gw-a to load the policies gw-b reloaded",
+        )
     finally:
         for gateway in gateways:
             gateway.stop()
