@@ -5,8 +5,8 @@ from __future__ import annotations
 from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import Connector, Health, HealthState, Listing, ListingListener
 from gateway.connectors.mcp_backend import McpBackend
-from gateway.connectors.mcp_http import http_transport
-from gateway.connectors.mcp_stdio import stdio_transport_factory
+from gateway.connectors.mcp_http import http_link
+from gateway.connectors.mcp_stdio import stdio_link
 
 __all__ = ["Connector", "Health", "HealthState", "Listing", "McpBackend", "build_connector"]
 
@@ -14,5 +14,5 @@ __all__ = ["Connector", "Health", "HealthState", "Listing", "McpBackend", "build
 def build_connector(settings: McpStdioConnector | McpHttpConnector, on_listing: ListingListener) -> McpBackend:
     """The one place that maps a connector file's `kind` to the class that serves it."""
     if isinstance(settings, McpStdioConnector):
-        return McpBackend(settings, lambda: stdio_transport_factory(settings), on_listing)
-    return McpBackend(settings, lambda: http_transport(settings), on_listing)
+        return McpBackend(settings, lambda lost, changed: stdio_link(settings, lost, changed), on_listing)
+    return McpBackend(settings, lambda lost, changed: http_link(settings, lost, changed), on_listing)

@@ -5,7 +5,10 @@ connection, never a handshake or a subprocess. A supervisor task owns the sessio
 reconnects with exponential backoff when the backend dies (stdio EOF), stops answering
 pings, or breaks a call's connection, and it keeps the backend's listing fresh when the
 backend says its tools, resources or prompts changed. Both stdio and HTTP backends share
-this class; they differ only in the transport they hand it.
+this class; they differ only in the link they hand it.
+
+The SDK client runs the control plane (negotiation, listings, pings, change notifications);
+calls take the link's raw hop on the same connection (see `jsonrpc.py` for why).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gateway.connectors.base import (
     ListingListener,
     ProgressCallback,
 )
+from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -47,8 +51,6 @@ _LIST_CHANGED = {
 _PAGE_LIMIT = 100
 #: A session that stayed up this long resets the backoff: the next failure is a new incident.
 _STABLE_AFTER_SECONDS = 30.0
-
-TransportFactory = Callable[[], AbstractAsyncContextManager[TransportStreams]]
 
 
 class _WatchedReadStream:
@@ -107,15 +109,15 @@ class McpBackend:
     def __init__(
         self,
         settings: McpStdioConnector | McpHttpConnector,
-        transport_factory: TransportFactory,
+        link_factory: LinkFactory,
         on_listing: ListingListener,
     ) -> None:
         self._settings = settings
-        self._transport_factory = transport_factory
+        self._link_factory = link_factory
         self._on_listing = on_listing
         self._protocol = settings.protocol
         self._health_interval = settings.health_interval
-        self._client: Client | None = None
+        self._hop: Hop | None = None
         self._health = Health(HealthState.STARTING, "connecting")
         self._listing = Listing()
         self._lost = anyio.Event()
@@ -155,43 +157,45 @@ class McpBackend:
     async def call_tool(
         self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
     ) -> JsonObject:
-        params = types.CallToolRequestParams(name=name, arguments=arguments, _meta=meta)
-        return await self._request(types.CallToolRequest(params=params), on_progress=on_progress)
+        params: JsonObject = {"name": name, "arguments": arguments}
+        if meta:
+            params["_meta"] = meta
+        return await self._request("tools/call", params, on_progress=on_progress)
 
     async def read_resource(self, uri: str, *, meta: JsonObject | None) -> JsonObject:
-        params = types.ReadResourceRequestParams(uri=uri, _meta=meta)
-        return await self._request(types.ReadResourceRequest(params=params))
+        params: JsonObject = {"uri": uri}
+        if meta:
+            params["_meta"] = meta
+        return await self._request("resources/read", params)
 
     async def get_prompt(self, name: str, arguments: dict[str, str] | None, *, meta: JsonObject | None) -> JsonObject:
-        params = types.GetPromptRequestParams(name=name, arguments=arguments, _meta=meta)
-        return await self._request(types.GetPromptRequest(params=params))
+        params: JsonObject = {"name": name}
+        if arguments is not None:
+            params["arguments"] = arguments
+        if meta:
+            params["_meta"] = meta
+        return await self._request("prompts/get", params)
 
-    async def _request(self, request: Any, *, on_progress: ProgressCallback | None = None) -> JsonObject:
-        client = self._client
-        if client is None:
+    async def _request(
+        self, method: str, params: JsonObject, *, on_progress: ProgressCallback | None = None
+    ) -> JsonObject:
+        hop = self._hop
+        if hop is None:
             raise BackendUnavailable(f"backend '{self.name}' is unavailable ({self._health.detail}); retry shortly")
         try:
-            return await client.session.send_request(
-                request,
-                _RAW_RESULT,
-                request_read_timeout_seconds=self._settings.timeout,
-                progress_callback=on_progress,
-            )
-        except MCPError as exc:
-            if exc.error.code == types.REQUEST_TIMEOUT:
-                raise BackendTimeout(
-                    f"backend '{self.name}' did not answer within {self._settings.timeout:g}s; "
-                    "the call was cancelled at the backend"
-                ) from None
-            if exc.error.code == types.CONNECTION_CLOSED:
-                self._mark_lost("the connection closed during a call")
-                raise BackendUnavailable(
-                    f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
-                ) from None
-            raise BackendError(exc.error.message, code=exc.error.code, data=exc.error.data) from None
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            self._mark_lost(f"transport failed: {exc.__class__.__name__}")
-            raise BackendUnavailable(f"backend '{self.name}' is unreachable; retry shortly") from None
+            return await hop.request(method, params, time_limit=self._settings.timeout, on_progress=on_progress)
+        except RemoteError as exc:
+            raise BackendError(exc.message, code=exc.code, data=exc.data) from None
+        except HopTimeout:
+            raise BackendTimeout(
+                f"backend '{self.name}' did not answer within {self._settings.timeout:g}s; "
+                "the call was cancelled at the backend"
+            ) from None
+        except HopLost as exc:
+            self._mark_lost(f"the connection closed during a call ({exc})")
+            raise BackendUnavailable(
+                f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
+            ) from None
 
     # -- supervision -------------------------------------------------------------------------
 
@@ -224,7 +228,7 @@ class McpBackend:
                 if not reported:
                     reported = True
                     task_status.started()
-            self._client = None
+            self._hop = None
             if self._closing:
                 break
             if time.monotonic() - began > _STABLE_AFTER_SECONDS:
@@ -238,7 +242,8 @@ class McpBackend:
             self._restarts += 1
 
     async def _run_session(self, connected: anyio.Event, attempt_over: anyio.Event) -> None:
-        transport = _WatchedTransport(self._transport_factory(), lambda: self._mark_lost("backend closed the stream"))
+        link = self._link_factory(self._mark_lost, self._refresh_wanted_soon)
+        transport = _WatchedTransport(link.transport(), lambda: self._mark_lost("backend closed the stream"))
         try:
             async with Client(
                 transport,
@@ -248,7 +253,7 @@ class McpBackend:
                 client_info=types.Implementation(name="autonomy-gateway", version="0.1.0"),
             ) as client:
                 listing = await self._fetch_listing(client)
-                self._client = client
+                self._hop = link.hop(client.session)
                 self._listing = listing
                 self._health = Health(HealthState.HEALTHY, "connected", client.protocol_version, self._restarts)
                 logger.info(
@@ -274,7 +279,7 @@ class McpBackend:
             self._health = Health(HealthState.UNHEALTHY, detail, restarts=self._restarts)
             logger.warning("backend session ended", extra={"connector": self.name, "reason": detail})
         finally:
-            self._client = None
+            self._hop = None
             attempt_over.set()
 
     async def _ping_loop(self, client: Client) -> None:
@@ -291,6 +296,9 @@ class McpBackend:
             except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 self._mark_lost("backend stopped answering pings")
                 return
+
+    def _refresh_wanted_soon(self) -> None:
+        self._refresh_wanted.set()
 
     async def _on_message(self, message: Any) -> None:
         if getattr(message, "method", None) in _LIST_CHANGED:

@@ -1,21 +1,18 @@
-"""Transport for `kind = "mcp-stdio"`: the gateway starts the backend as its own subprocess."""
+"""Link for `kind = "mcp-stdio"`: the gateway starts the backend as its own subprocess."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-
-from mcp.client._transport import TransportStreams
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from collections.abc import Callable
 
 from gateway.config import McpStdioConnector
+from gateway.connectors.stdio_pipe import StdioPipe
 
 
-def stdio_transport_factory(settings: McpStdioConnector) -> AbstractAsyncContextManager[TransportStreams]:
-    """A fresh subprocess per connection attempt; secrets from `env` reach only the child's environment."""
-    parameters = StdioServerParameters(
-        command=settings.command[0],
-        args=list(settings.command[1:]),
-        env={key: value.get_secret_value() for key, value in settings.env.items()},
-        cwd=settings.cwd,
-    )
-    return stdio_client(parameters)
+def stdio_link(
+    settings: McpStdioConnector, on_lost: Callable[[str], None], _on_list_changed: Callable[[], None]
+) -> StdioPipe:
+    """A fresh subprocess per connection attempt; secrets from `env` reach only the child's environment.
+
+    Change notifications need no hook here: the pipe hands them to the SDK session, which reports them.
+    """
+    return StdioPipe(settings, on_lost)

@@ -1,0 +1,291 @@
+"""A stdio backend's pipes, shared by the SDK client and the raw call hop.
+
+The gateway owns the subprocess and its newline-delimited JSON-RPC stream. One reader task
+parses every line once and routes it: responses to our own calls resolve their waiter by id,
+their progress notifications go to the caller's callback, and everything else (handshake and
+listing answers, pings, change notifications, server requests) is handed to the SDK session as
+it would have come from the SDK's own stdio transport. Calls are written straight to stdin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import anyio
+import anyio.abc
+import mcp_types as types
+from anyio.streams.memory import MemoryObjectSendStream
+from mcp.client._transport import TransportStreams
+from mcp.client.session import ClientSession
+from mcp.client.stdio import get_default_environment
+from mcp.os.posix.utilities import terminate_posix_process_tree
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from gateway.config import McpStdioConnector
+from gateway.connectors.base import JsonObject, ProgressCallback
+from gateway.connectors.jsonrpc import (
+    FIRST_ID,
+    HopLost,
+    HopTimeout,
+    Shaper,
+    decode,
+    encode,
+    outcome,
+    progress_args,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How long a backend gets to exit by itself once its stdin closes, then to die after SIGTERM.
+_EXIT_GRACE_SECONDS = 2.0
+#: Upper bound on writing a cancellation notice: a wedged pipe must not wedge the caller.
+_CANCEL_WRITE_SECONDS = 1.0
+_READ_CHUNK = 1 << 20
+_SESSION_BUFFER = 64
+
+
+class StdioPipe:
+    """One backend subprocess: `transport()` for the SDK client, `hop()` for calls once it negotiated."""
+
+    def __init__(self, settings: McpStdioConnector, on_lost: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._on_lost = on_lost
+        self._process: anyio.abc.Process | None = None
+        self._to_session: MemoryObjectSendStream[SessionMessage | Exception] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._pending: dict[int, asyncio.Future[JsonObject]] = {}
+        self._progress: dict[int, ProgressCallback] = {}
+        self._ids = itertools.count(FIRST_ID)
+        self._gone: str | None = None
+
+    # -- the SDK's side ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def transport(self) -> AsyncIterator[TransportStreams]:
+        settings = self._settings
+        env = get_default_environment() | {key: value.get_secret_value() for key, value in settings.env.items()}
+        process = await anyio.open_process(
+            list(settings.command), env=env, stderr=sys.stderr, cwd=settings.cwd, start_new_session=True
+        )
+        self._process = process
+        to_session, session_reads = anyio.create_memory_object_stream[SessionMessage | Exception](_SESSION_BUFFER)
+        session_writes, from_session = anyio.create_memory_object_stream[SessionMessage](_SESSION_BUFFER)
+        self._to_session = to_session
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_group.start_soon(self._read_stdout, process)
+                task_group.start_soon(self._write_session_messages, process, from_session)
+                try:
+                    yield session_reads, session_writes
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        self._end("the gateway closed the connection", report=False)
+                        await _stop(process)
+                    task_group.cancel_scope.cancel()
+        finally:
+            for stream in (to_session, session_reads, session_writes, from_session):
+                stream.close()
+
+    async def _write_session_messages(
+        self, process: anyio.abc.Process, from_session: anyio.abc.ObjectReceiveStream[SessionMessage]
+    ) -> None:
+        assert process.stdin is not None
+        try:
+            async for item in from_session:
+                line = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+                await process.stdin.send(line.encode())
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            self._end(f"writing to the backend failed: {exc.__class__.__name__}")
+
+    async def _read_stdout(self, process: anyio.abc.Process) -> None:
+        """Split stdout into lines without rescanning a long line, and route each one."""
+        assert process.stdout is not None
+        partial = bytearray()
+        try:
+            while True:
+                chunk = await process.stdout.receive(_READ_CHUNK)
+                start = 0
+                while (end := chunk.find(b"\n", start)) != -1:
+                    if partial:
+                        partial += memoryview(chunk)[start:end]
+                        line: bytes | bytearray | memoryview = partial
+                        partial = bytearray()
+                    elif start == 0 and end == len(chunk) - 1:
+                        line = chunk  # the usual case: one whole message per read
+                    else:
+                        line = memoryview(chunk)[start:end]
+                    await self._route(line)
+                    del line
+                    start = end + 1
+                if start < len(chunk):
+                    partial += memoryview(chunk)[start:] if start else chunk
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            self._end("backend closed the stream" if not partial else "backend closed the stream mid-message")
+
+    async def _route(self, line: bytes | bytearray | memoryview) -> None:
+        if len(line) < 8 and not bytes(line).strip():
+            return  # blank lines between messages are harmless
+        head = bytes(line[:200])
+        try:
+            message = decode(line)  # empties a large `line` in place: the parsed message is all that stays
+        except ValueError:
+            logger.warning(
+                "backend wrote a line that is not JSON; ignored",
+                extra={"connector": self.name, "line": head.decode(errors="replace")},
+            )
+            return
+        if not isinstance(message, dict):
+            logger.warning("backend wrote JSON that is not a message; ignored", extra={"connector": self.name})
+            return
+        if "method" not in message:
+            waiter = self._pending.pop(_our_id(message.get("id")), None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(message)
+                return
+        elif message["method"] == "notifications/progress" and (args := progress_args(message.get("params"))):
+            token, progress, total, text = args
+            callback = self._progress.get(_our_id(token))
+            if callback is not None and self._task_group is not None:
+                self._task_group.start_soon(_relay_progress, callback, progress, total, text, self._settings.name)
+                return
+        await self._to_sdk(message)
+
+    async def _to_sdk(self, message: JsonObject) -> None:
+        """Everything that is not one of our calls' traffic goes to the SDK session, validated as it expects."""
+        try:
+            parsed = types.jsonrpc_message_adapter.validate_python(message, by_name=False)
+        except ValidationError:
+            logger.warning(
+                "backend wrote a message that is not JSON-RPC; ignored", extra={"connector": self._settings.name}
+            )
+            return
+        if self._to_session is None:
+            return
+        with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._to_session.send(SessionMessage(parsed))
+
+    def _end(self, why: str, *, report: bool = True) -> None:
+        """The connection is over: fail every waiting call and let the SDK session see the end."""
+        if self._gone is not None:
+            return
+        self._gone = why
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(HopLost(why))
+        self._pending.clear()
+        if self._to_session is not None:
+            self._to_session.close()
+        if report:
+            self._on_lost(why)
+
+    # -- the call hop ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    def hop(self, session: ClientSession) -> StdioHop:
+        return StdioHop(self, Shaper(session))
+
+    async def _send(self, data: bytes) -> None:
+        process = self._process
+        if self._gone is not None or process is None or process.stdin is None:
+            raise HopLost(self._gone or "not connected")
+        try:
+            await process.stdin.send(data)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
+            self._end(f"writing to the backend failed: {exc.__class__.__name__}")
+            raise HopLost(self._gone or "write failed") from None
+
+    async def _notify_cancelled(self, request_id: int, reason: str) -> None:
+        notice = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": reason},
+        }
+        with anyio.move_on_after(_CANCEL_WRITE_SECONDS), suppress(HopLost):
+            await self._send(encode(notice) + b"\n")
+
+
+class StdioHop:
+    """Calls on one live stdio connection: stdio backends of every revision take `notifications/cancelled`."""
+
+    def __init__(self, pipe: StdioPipe, shaper: Shaper) -> None:
+        self._pipe = pipe
+        self._shaper = shaper
+
+    async def request(
+        self, method: str, params: JsonObject, *, time_limit: float, on_progress: ProgressCallback | None
+    ) -> JsonObject:
+        pipe = self._pipe
+        request_id = next(pipe._ids)
+        if on_progress is not None:
+            params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
+        message, _headers = self._shaper.request(request_id, method, params)
+        waiter: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
+        pipe._pending[request_id] = waiter
+        if on_progress is not None:
+            pipe._progress[request_id] = on_progress
+        try:
+            with anyio.fail_after(time_limit):
+                await pipe._send(encode(message) + b"\n")
+                response = await waiter
+        except TimeoutError:
+            await pipe._notify_cancelled(request_id, f"timed out after {time_limit:g}s")
+            raise HopTimeout from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await pipe._notify_cancelled(request_id, "caller cancelled")
+            raise
+        finally:
+            pipe._pending.pop(request_id, None)
+            pipe._progress.pop(request_id, None)
+        return self._shaper.result(method, outcome(response))
+
+
+def _our_id(value: Any) -> int | None:
+    """Our ids are ints; a backend that echoes them as strings still gets its answer matched."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+async def _relay_progress(
+    callback: ProgressCallback, progress: float, total: float | None, message: str | None, connector: str
+) -> None:
+    try:
+        await callback(progress, total, message)
+    except Exception:  # boundary: a caller's progress sink failing must not take the connection down
+        logger.warning("progress relay failed", extra={"connector": connector}, exc_info=True)
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """Close stdin and give the backend its grace period, then end its whole process group."""
+    if process.stdin is not None:
+        with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdin.aclose()
+    with anyio.move_on_after(_EXIT_GRACE_SECONDS):
+        # Not process.wait(): on 3.11 it also waits for pipe EOF, which a grandchild holding the pipe delays.
+        while process.returncode is None:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+    if process.returncode is None:
+        with suppress(ProcessLookupError, OSError):
+            await terminate_posix_process_tree(process, _EXIT_GRACE_SECONDS)
+    if process.stdout is not None:
+        with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdout.aclose()
+    transport = getattr(getattr(process, "_process", None), "_transport", None)
+    if transport is not None:
+        with suppress(PermissionError):
+            transport.close()
