@@ -22,6 +22,7 @@ from harness import (
     free_port,
     gateway_command,
     mcp_client,
+    open_legacy_session,
     run_cli,
     stdio_connector,
     wait_until,
@@ -112,6 +113,20 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
         assert gateway.readyz()["checks"]["signals"] == {"state": "listening"}
         # Each worker's log lines name it: all workers write to the supervisor's stderr.
         assert {event.get("worker") for event in _supervisor_events(gateway, "signals: listening")} == {0, 1}
+        # A 2025-11-25 session opened on one worker is served by the others: the supervisor gave
+        # them one sealing key, since this config names none.
+        session = open_legacy_session(gateway.url, key)
+        served_by: set[str] = set()
+        for index in range(40):
+            call = {"name": "sink__echo", "arguments": {"text": f"legacy-{index}"}}
+            request = {"jsonrpc": "2.0", "id": index, "method": "tools/call", "params": call}
+            response = httpx.post(gateway.url, headers=session, json=request)
+            assert response.status_code == 200 and f"legacy-{index}" in response.text, response.text
+            served_by.add(response.headers["x-gateway-worker"])
+            if served_by == {"0", "1"}:
+                break
+        assert served_by == {"0", "1"}
+
         results = anyio.run(_many_clients, gateway.url, key, 8, 10)
         assert sorted(results) == sorted(f"{c}-{i}" for c in range(8) for i in range(10))
 
