@@ -5,7 +5,11 @@ run and interleaved (direct round, gateway round, alternating), so machine noise
 alike: first one client calling sequentially, then 16 concurrent clients. Prints p50/p99
 latency, calls/s, and the gateway's overhead and throughput ratio.
 
-    python bench/overhead.py [--transport http|stdio] [--mode auto|legacy] [--calls 2000]
+    python bench/overhead.py [--transport http|stdio] [--mode auto|legacy] [--calls 2000] [--workers N]
+
+`--workers N` runs the gateway as N worker processes on one port; several workers need
+PostgreSQL, so with this option the gateway stores into a scratch database created on
+$GATEWAY_BENCH_POSTGRES_URL (default postgresql://127.0.0.1:5432/test) and dropped afterwards.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +89,44 @@ def write_policies(directory: Path, count: int) -> None:
     (access / "generated.cedar").write_text("\n".join(lines) + "\n")
 
 
-def start(transport: str, workdir: Path, extra_config: str, policies: int = 0) -> Setup:
+POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_BENCH_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+def administer(statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    anyio.run(run)
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A new PostgreSQL database for one run, dropped afterwards."""
+    from sqlalchemy.engine import make_url
+
+    name = f"gateway_bench_{uuid.uuid4().hex[:12]}"
+    administer(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        administer(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start(
+    transport: str,
+    workdir: Path,
+    extra_config: str,
+    policies: int = 0,
+    *,
+    workers: int | None = None,
+    database_url: str | None = None,
+) -> Setup:
     processes: list[subprocess.Popen[bytes]] = []
     write_policies(workdir / "policies", policies)
     connectors = workdir / "connectors"
@@ -107,8 +149,9 @@ def start(transport: str, workdir: Path, extra_config: str, policies: int = 0) -
         params = StdioServerParameters(command=sys.executable, args=[str(ECHO)])
         direct = lambda: params  # noqa: E731
     config = workdir / "gateway.toml"
+    storage_url = database_url or f"sqlite:///{workdir / 'gw.db'}"
     config.write_text(
-        f'[storage]\nurl = "sqlite:///{workdir / "gw.db"}"\n[logging]\nlevel = "warning"\n'
+        f'[storage]\nurl = "{storage_url}"\n[logging]\nlevel = "warning"\n'
         f'[policies]\ndir = "{workdir / "policies"}"\n{extra_config}\n'
     )
     gateway = [sys.executable, "-m", "gateway"]
@@ -122,13 +165,26 @@ def start(transport: str, workdir: Path, extra_config: str, policies: int = 0) -
     port = free_port()
     processes.append(
         subprocess.Popen(
-            [*gateway, "serve", "--config", str(config), "--port", str(port)],
+            [*gateway, "serve", "--config", str(config), "--port", str(port)]
+            + (["--workers", str(workers)] if workers else []),
             stdout=subprocess.DEVNULL,
             stderr=open(workdir / "gateway.log", "wb"),
         )
     )
     wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "gateway")
+    if workers and workers > 1:
+        wait_for(lambda: workers_ready(port, workers), "every worker")
     return Setup(f"http://127.0.0.1:{port}/mcp", key, direct, processes)
+
+
+def workers_ready(port: int, workers: int) -> bool:
+    """Whether /readyz answered 200 from every worker (new connections spread over them)."""
+    seen = set()
+    for _ in range(workers * 8):
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz")
+        if response.status_code == 200:
+            seen.add(response.headers.get("x-gateway-worker"))
+    return len(seen) >= workers
 
 
 @asynccontextmanager
@@ -227,9 +283,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--config-extra", default="", help="extra gateway.toml text")
     parser.add_argument("--policies", type=int, default=0, help="generate N Cedar policies (0: one allow-all)")
+    parser.add_argument(
+        "--workers", type=int, help="gateway worker processes (stores into a scratch PostgreSQL database)"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        setup = start(args.transport, Path(tmp), args.config_extra, args.policies)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        database_url = stack.enter_context(scratch_postgres()) if args.workers else None
+        setup = start(
+            args.transport, Path(tmp), args.config_extra, args.policies, workers=args.workers, database_url=database_url
+        )
         try:
             results = anyio.run(measure, setup, args.mode, args.calls, args.rounds, args.clients)
             batches = audit_batch_sizes(setup.gateway_url)
@@ -242,8 +304,10 @@ def main() -> None:
                     process.kill()
                     process.wait(10)
     direct, gateway = results["direct"], results["gateway"]
+    storage = f" workers={args.workers} storage=postgresql" if args.workers else ""
     print(
         f"transport={args.transport} client={args.mode} calls={args.calls} clients={args.clients} cpus={os.cpu_count()}"
+        + storage
     )
     print(f"{'':10}{'p50 ms':>10}{'p99 ms':>10}{'calls/s (1)':>14}{'calls/s (16)':>14}")
     for name, row in results.items():
