@@ -155,3 +155,15 @@ async def test_timed_out_http_call_is_cancelled_at_the_backend(protocol: str, tm
             assert text_of(await call(backend, "echo", text="still here")) == "still here"
     finally:
         served.stop()
+
+
+async def test_http_backend_behind_a_same_origin_redirect_answers_calls() -> None:
+    """A URL the server redirects (here `/mcp/` to `/mcp`) works for calls as it does for the handshake."""
+    served = start_http_backend()
+    try:
+        settings = McpHttpConnector(name="wire", kind="mcp-http", url=served.url + "/", protocol="legacy")
+        async with connected(settings) as backend:
+            assert text_of(await call(backend, "echo", text="redirected")) == "redirected"
+            assert text_of(await call(backend, "echo", text="again")) == "again"
+    finally:
+        served.stop()

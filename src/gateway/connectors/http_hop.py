@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import anyio
 import httpx2
+import yarl
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _SESSION_HEADER = "mcp-session-id"
 _CANCEL_POST_SECONDS = 1.0
+_MAX_REDIRECTS = 3
 _INVALID_REQUEST = -32600
 _METHOD_NOT_FOUND = -32601
 _INTERNAL_ERROR = -32603
@@ -119,17 +121,25 @@ class HttpHop:
             params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
         message, stamped = self._shaper.request(request_id, method, params)
         headers = self._headers(stamped)
+        body = encode(message)
         try:
             with anyio.fail_after(time_limit):
-                async with self._http.post(
-                    self._url, data=encode(message), headers=headers, allow_redirects=False
-                ) as response:
-                    try:
-                        answer = await self._answer(response, request_id, on_progress)
-                    except BaseException:
-                        # Closing the connection is how a 2026-07-28 backend learns the call is abandoned.
-                        response.close()
-                        raise
+                for _ in range(_MAX_REDIRECTS + 1):
+                    async with self._http.post(
+                        self._url, data=body, headers=headers, allow_redirects=False
+                    ) as response:
+                        if (moved := self._same_origin_redirect(response)) is not None:
+                            self._url = moved
+                            continue
+                        try:
+                            answer = await self._answer(response, request_id, on_progress)
+                        except BaseException:
+                            # Closing the connection is how a 2026-07-28 backend learns the call is abandoned.
+                            response.close()
+                            raise
+                        break
+                else:
+                    raise RemoteError(_INVALID_REQUEST, f"more than {_MAX_REDIRECTS} redirects")
         except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's own timeouts subclass both
             raise HopLost(f"HTTP request failed: {exc.__class__.__name__}") from None
         except TimeoutError:
@@ -140,6 +150,20 @@ class HttpHop:
                 await self._cancel(request_id, "caller cancelled")
             raise
         return self._shaper.result(method, outcome(answer))
+
+    def _same_origin_redirect(self, response: aiohttp.ClientResponse) -> str | None:
+        """Where a 307/308 points, when it stays on the endpoint's origin (as the SDK transport follows it).
+
+        Servers mounted under a path often redirect `/mcp` to `/mcp/`; the hop remembers the new URL.
+        Other redirects are not followed: the connector's credentials must not travel elsewhere.
+        """
+        if response.status not in (307, 308) or not (location := response.headers.get("location")):
+            return None
+        current = yarl.URL(self._url)
+        target = current.join(yarl.URL(location))
+        if target.origin() != current.origin():
+            return None
+        return str(target)
 
     async def _answer(
         self, response: aiohttp.ClientResponse, request_id: int, on_progress: ProgressCallback | None
