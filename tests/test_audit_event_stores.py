@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -148,5 +149,32 @@ async def test_sqlite_databases_the_writer_thread_cannot_serve_use_the_engine(tm
     try:
         assert (await get_call(database, handle.call_id)).outcome_name == "ok"
         assert (await verify(database)).ok
+    finally:
+        await database.close()
+
+
+async def test_the_write_timeout_bounds_the_wait_for_a_lock_even_with_a_longer_busy_timeout(tmp_path: Path):
+    path = tmp_path / "gateway.db"
+    database = Database(f"sqlite:///{path}", busy_timeout=30.0)
+    await database.migrate()
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1", write_timeout=0.5)
+    await recorder.start()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        holder.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(AuditUnavailable, match="could not record"):
+            await recorder.record_call(principal=AGENT, method="tools/call", name="crm.refused")
+        assert time.monotonic() - started < 10  # the agent hears back in about the write timeout, not 30 s
+        holder.execute("ROLLBACK")  # the refused insert, still waiting for the lock, gets it now
+        after = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.after")
+        assert after.seq == 2  # and rolls back instead of committing an event for a refused call
+    finally:
+        holder.close()
+        await recorder.close()
+    try:
+        assert (await verify(database)).ok  # contiguous, nothing written twice
+        assert sorted(call.tool for call in (await search(database)).calls) == ["crm.after", "crm.lookup"]
     finally:
         await database.close()

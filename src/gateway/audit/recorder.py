@@ -1,9 +1,10 @@
 """The write-ahead audit recorder: no call proceeds until its event is durably committed.
 
 Callers hand events to one background writer task per recorder. The writer takes everything
-queued, writes it in one transaction on a connection it keeps open, and only then wakes the
-callers (group commit): under load many calls share one commit, and a lone call pays one
-round trip. Each recorder writes its own chain (`replica_id`), so replicas sharing PostgreSQL
+queued, chains it into rows and hands them to its event store (`event_store`: a writer thread
+on SQLite, the asyncpg connection on PostgreSQL), which commits them in one transaction; only
+then are the callers woken (group commit): under load many calls share one commit, and a lone
+call pays one round trip. Each recorder writes its own chain (`replica_id`), so replicas sharing PostgreSQL
 never wait for one another's chain head.
 
 When a write fails (database locked, unreachable, read-only, disk full) nothing of that batch
@@ -210,6 +211,9 @@ class AuditRecorder:
         self._head: tuple[int, str] | None = None
         self._since_checkpoint = 0
         self._clean_close_seq = -1
+        # A failed batch that may have committed all the same (the write timed out while the
+        # database was finishing it): its planned head, and its events.
+        self._uncertain: tuple[int, str, list[_Pending]] | None = None
         self._open_calls: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
         self._running = False
@@ -509,6 +513,7 @@ class AuditRecorder:
             async with asyncio.timeout(self._write_timeout):
                 if self._head is None:
                     self._set_head(await store.load_head(self._replica_id))
+                    self._reconcile(batch)
                 if plan is not None and self._head == (plan.seq, plan.prev):
                     return plan  # the failed attempt had committed after all; write nothing twice
                 plan = self._plan(batch, closing)
@@ -529,13 +534,13 @@ class AuditRecorder:
                 await store.reset()
                 written = await attempt()
         except _WRITE_FAILURES as error:
-            await self._write_failed(batch, error)
+            await self._write_failed(batch, error, plan)
             return
         except Exception as error:
             # The writer is the boundary between callers and storage: whatever goes wrong here
             # must reach the callers as a refusal, and must not stop the writer for later calls.
             logger.exception("audit: unexpected error while writing a batch", extra={"replica_id": self._replica_id})
-            await self._write_failed(batch, error)
+            await self._write_failed(batch, error, plan)
             return
         self._head = (written.seq, written.prev)
         if self._on_batch is not None and written.rows:
@@ -558,6 +563,31 @@ class AuditRecorder:
                     "cancelled", error_type="Cancelled", error_message="cancelled while the call was being recorded"
                 )
                 self._queue.append(_Pending(OUTCOME, item.call_id, datetime.now(UTC), data, None, True))
+
+    def _reconcile(self, batch: list[_Pending]) -> None:
+        """After a reload: if the last failed batch committed after all, make `batch` say so.
+
+        A write can fail on the event loop's side (the write timeout) while the database still
+        commits it. Its calls were refused, so their events must not stand as calls that ran:
+        each gets the outcome `refused`. Its outcomes are in the log already, so they leave
+        `batch` instead of being written twice.
+        """
+        if self._uncertain is None:
+            return
+        seq, prev, failed = self._uncertain
+        self._uncertain = None
+        if self._head != (seq, prev):
+            return  # it did not commit: nothing of it is in the chain
+        written = {id(item) for item in failed}
+        batch[:] = [item for item in batch if id(item) not in written]
+        detail = "the audit write did not finish in time, so the call was refused; the event was committed late"
+        refused = outcome_payload("refused", error_type="AuditUnavailable", error_message=detail)
+        now = datetime.now(UTC)
+        batch[:0] = [_Pending(OUTCOME, item.call_id, now, refused, None, True) for item in failed if item.kind == CALL]
+        logger.warning(
+            "audit: a batch reported as failed was committed; its calls are recorded as refused",
+            extra={"replica_id": self._replica_id, "events": len(failed)},
+        )
 
     def _plan(self, batch: list[_Pending], closing: bool) -> _Plan:
         """The rows for `batch` after the current head, with checkpoints where they fall due."""
@@ -584,8 +614,10 @@ class AuditRecorder:
             since = 0
         return _Plan(rows, assigned, seq, prev, since)
 
-    async def _write_failed(self, batch: list[_Pending], error: BaseException) -> None:
+    async def _write_failed(self, batch: list[_Pending], error: BaseException, plan: _Plan | None) -> None:
         self._head = None  # whatever this batch did is not part of the chain; reload before writing
+        if plan is not None and plan.rows:
+            self._uncertain = (plan.seq, plan.prev, batch)
         self._counters.failed_batches += 1
         self._retry_attempt += 1
         if self._store is not None:

@@ -135,9 +135,10 @@ class SqliteEventStore:
         try:
             return await request.future
         except asyncio.CancelledError:
-            # Timed out or cancelled: if the thread has not reached it yet it is skipped. If it
-            # is being written, it may still commit; the next `load_head` (queued behind it) sees
-            # that, so the chain stays contiguous either way.
+            # Timed out or cancelled: if the thread has not reached it yet it is skipped, and if
+            # it has not committed yet it is rolled back. Only a COMMIT already under way can
+            # still land; the next `load_head` (queued behind it) sees that, and the recorder
+            # records those calls as refused.
             request.abandoned = True
             raise
 
@@ -175,6 +176,10 @@ class SqliteEventStore:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 connection.executemany(_INSERT, (_sqlite_row(row) for append in appends for row in append.rows))
+                if any(append.abandoned for append in appends):
+                    # The waiter gave up (write timeout) while this waited for the lock: the
+                    # recorder refused those calls, so their events must not appear after all.
+                    raise TimeoutError("the audit write was abandoned before it could commit")
                 connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
