@@ -29,9 +29,12 @@ _HEAD = (
 )
 
 #: What a connection that died under the store raises (server restart, idle timeout, proxy).
+#: Client-side errors count too: a connection terminated while a statement is being prepared
+#: can surface as an `InternalClientError` about the protocol state before it reads as closed.
 _CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     ConnectionError,
 )
 

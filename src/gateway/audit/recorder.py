@@ -84,6 +84,7 @@ _WRITE_FAILURES = (
     sqlite3.Error,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 _HASH = COLUMNS.index("hash")
 _INDEXED = COLUMNS[COLUMNS.index("agent") : COLUMNS.index("prev_hash")]  # filled by `index_columns`
