@@ -10,13 +10,18 @@ Prints per-call latency (p50/p99 of record_call, and wall time per call includin
 calls/s, and the batch sizes the writer achieved.
 
     python bench/audit_write.py [--calls 2000] [--concurrency 16] [--postgres postgresql://127.0.0.1:5432/test]
-                                [--only sqlite|postgresql]
+                                [--only sqlite|postgresql] [--engine]
+
+With --engine each row is measured twice, interleaved: through the direct store the recorder
+uses (a writer thread on SQLite, asyncpg on PostgreSQL) and through SQLAlchemy ("... sqla" rows),
+the path every write took before the direct stores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
@@ -27,6 +32,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from gateway.audit import AuditRecorder, Redactor
+from gateway.audit.event_store import SqlAlchemyEventStore
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -59,12 +65,15 @@ async def one_call(recorder: AuditRecorder, latencies: list[float], wait: bool =
     await recorder.record_outcome(handle, outcome="ok", result=b'{"content":[]}', total_ms=3.2, wait=wait)
 
 
-async def run(url: str, label: str, calls: int, concurrency: int) -> None:
+async def run(url: str, label: str, calls: int, concurrency: int, engine: bool = False) -> None:
     database = Database(url)
     await database.migrate()
     modes = (("sequential", 1, True), ("seq, no wait", 1, False), (f"{concurrency} concurrent", concurrency, True))
-    for mode, callers, wait in modes:
-        recorder = AuditRecorder(database, Redactor(), replica_id=f"bench-{uuid.uuid4().hex[:8]}")
+    stores: tuple[tuple[str, type[SqlAlchemyEventStore] | None], ...] = ((label, None),)
+    if engine:
+        stores = ((label, None), (f"{label} sqla", SqlAlchemyEventStore))
+    for (mode, callers, wait), (store_label, store) in itertools.product(modes, stores):
+        recorder = AuditRecorder(database, Redactor(), replica_id=f"bench-{uuid.uuid4().hex[:8]}", event_store=store)
         await recorder.start()
         for _ in range(20):  # warm up connections and caches
             await one_call(recorder, [])
@@ -92,7 +101,7 @@ async def run(url: str, label: str, calls: int, concurrency: int) -> None:
         recent = after.recent_batch_sizes[-batches:] if batches else ()
         latencies.sort()
         print(
-            f"{label:10} {mode:14} record_call p50 {statistics.median(latencies) * 1e3:6.2f} ms  "
+            f"{store_label:15} {mode:14} record_call p50 {statistics.median(latencies) * 1e3:6.2f} ms  "
             f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1e3:6.2f} ms  "
             f"wall/call {elapsed / done * 1e6:7.0f} us  {done / elapsed:7.0f} calls/s  "
             f"batches {batches} (mean {events / max(batches, 1):.1f} events, max {max(recent, default=0)})"
@@ -108,10 +117,15 @@ async def main() -> None:
         "--postgres", default="postgresql://127.0.0.1:5432/test", help="server on which a scratch database is created"
     )
     parser.add_argument("--only", choices=("sqlite", "postgresql"), help="measure one database only")
+    parser.add_argument(
+        "--engine",
+        action="store_true",
+        help="also measure writing through SQLAlchemy (the generic store), interleaved with the direct one",
+    )
     args = parser.parse_args()
     if args.only != "postgresql":
         with tempfile.TemporaryDirectory() as directory:
-            await run(f"sqlite:///{Path(directory) / 'audit.db'}", "sqlite", args.calls, args.concurrency)
+            await run(f"sqlite:///{Path(directory) / 'audit.db'}", "sqlite", args.calls, args.concurrency, args.engine)
     if args.only == "sqlite":
         return
     name = f"audit_bench_{uuid.uuid4().hex[:8]}"
@@ -119,7 +133,7 @@ async def main() -> None:
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
-        await run(url, "postgresql", args.calls, args.concurrency)
+        await run(url, "postgresql", args.calls, args.concurrency, args.engine)
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()

@@ -186,8 +186,13 @@ class AuditRecorder:
         checkpoint_every: int = 1000,
         write_timeout: float = 10.0,
         on_batch: Callable[[int, float], None] | None = None,
+        event_store: Callable[[Database], EventStore] | None = None,
     ) -> None:
-        """`on_batch(events, seconds)` is told of every committed batch (metrics: size, write latency)."""
+        """`on_batch(events, seconds)` is told of every committed batch (metrics: size, write latency).
+
+        `event_store` builds the store to write through instead of the fastest one for the
+        database (see `event_store`); benchmarks use it to measure one store against another.
+        """
         if not _REPLICA_ID.fullmatch(replica_id):
             raise ValueError(
                 f"replica id {replica_id!r} must be 1-64 characters of letters, digits and '_.:@-', "
@@ -199,6 +204,7 @@ class AuditRecorder:
         self._redactor = redactor
         self._replica_id = replica_id
         self._on_batch = on_batch
+        self._event_store = event_store
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000
         self._signing_key = signing_key
@@ -249,7 +255,10 @@ class AuditRecorder:
                 async with self._db.engine.connect() as connection:
                     self._set_head(await read_head(connection, self._replica_id))
                     orphans = await self._orphan_calls(connection)
-                self._store = await open_event_store(self._db, write_timeout=self._write_timeout)
+                if self._event_store is not None:
+                    self._store = self._event_store(self._db)
+                else:
+                    self._store = await open_event_store(self._db, write_timeout=self._write_timeout)
         except _WRITE_FAILURES as error:
             raise AuditUnavailable(f"the audit log cannot be read at start: {_describe(error)}") from error
         self._running = True
