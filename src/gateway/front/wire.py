@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -22,7 +23,7 @@ SSE_HEADERS = [
 ]
 SSE_PING = b": ping\r\n\r\n"
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class BodyTooLarge(Exception):
@@ -71,7 +72,12 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    return _dumps(message).encode()
+    """UTF-8 JSON in one buffer: orjson writes bytes directly, so a large result is not copied twice."""
+    try:
+        return orjson.dumps(message)
+    except (orjson.JSONEncodeError, TypeError):
+        # Integers beyond 64 bits or non-string keys: valid for Python's encoder, refused by orjson.
+        return _fallback(message).encode()
 
 
 def response_message(request_id: Any, result: Mapping[str, Any]) -> bytes:
