@@ -242,3 +242,17 @@ def test_another_credential_cannot_use_the_session_on_either_gateway(pair: list[
             },
         )
         assert hijack.status_code == 404
+
+
+@pytest.mark.postgres
+def test_ending_a_session_on_one_gateway_closes_its_standing_stream_on_the_other(pair: list[GatewayProcess]) -> None:
+    key = pair[0].create_key("streaming-agent")
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
+    opened = httpx.post(pair[0].url, json=initialize_request(), headers=headers)
+    session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    with httpx.stream("GET", pair[0].url, headers=session, timeout=30) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert httpx.delete(pair[1].url, headers=session).status_code == 200
+        remaining = b"".join(stream.iter_bytes())  # returns only once the gateway ends the stream
+    assert b"list_changed" not in remaining

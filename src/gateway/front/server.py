@@ -61,11 +61,11 @@ class ChangeNotifier:
         """Sessions holding a standing stream open (sealed sessions leave no other trace here)."""
         return len(self._streams)
 
-    def open_stream(self, session_id: str) -> MemoryObjectReceiveStream[bytes]:
+    def open_stream(self, session_id: str) -> StandingFeed:
         """A standing stream's feed; it ends when the session ends or the gateway stops."""
         sender, receiver = anyio.create_memory_object_stream[bytes](_STREAM_BUFFER)
         self._streams.setdefault(session_id, set()).add(sender)
-        return _Unsubscribing(receiver, lambda: self._drop(session_id, sender))
+        return StandingFeed(receiver, lambda: self._drop(session_id, sender))
 
     def end_session(self, session_id: str) -> None:
         for sender in self._streams.pop(session_id, set()):
@@ -97,8 +97,8 @@ class ChangeNotifier:
                 del self._streams[session_id]
 
 
-class _Unsubscribing(MemoryObjectReceiveStream[bytes]):
-    """A receive stream that leaves the notifier when the GET exchange ends."""
+class StandingFeed:
+    """One standing stream's notifications; closing it (or `async with` ending) leaves the notifier."""
 
     def __init__(self, inner: MemoryObjectReceiveStream[bytes], on_close: Callable[[], None]) -> None:
         self._inner = inner
@@ -111,7 +111,10 @@ class _Unsubscribing(MemoryObjectReceiveStream[bytes]):
         self._on_close()
         self._inner.close()
 
-    async def aclose(self) -> None:
+    async def __aenter__(self) -> StandingFeed:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         self.close()
 
 
