@@ -6,7 +6,7 @@ Measures, on this machine:
 - how much 1,000 open idle sessions add (session-based clients that initialized and stay);
 - the peak resident memory growth while a 10 MB tool result passes through, as a multiple of it.
 
-    python bench/footprint.py [--backends 10] [--sessions 1000] [--result-mb 10]
+    python bench/footprint.py [--backends 10] [--sessions 1000] [--result-mb 10] [--minimal-backends]
 """
 
 from __future__ import annotations
@@ -45,13 +45,19 @@ def main() -> None:
     parser.add_argument("--backends", type=int, default=10)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--result-mb", type=int, default=10)
+    parser.add_argument(
+        "--minimal-backends",
+        action="store_true",
+        help="stdlib-only backends (bench/minimal_server.py): the gateway's own start-up, not the SDK's imports",
+    )
     args = parser.parse_args()
+    backend = Path(__file__).resolve().parent / "minimal_server.py" if args.minimal_backends else KITCHEN_SINK
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "connectors").mkdir()
         for index in range(args.backends):
             (work / "connectors" / f"b{index}.toml").write_text(
-                f'kind = "mcp-stdio"\ncommand = ["{sys.executable}", "{KITCHEN_SINK}"]\n'
+                f'kind = "mcp-stdio"\ncommand = ["{sys.executable}", "{backend}"]\n'
             )
         (work / "policies" / "access").mkdir(parents=True)
         (work / "policies" / "access" / "allow.cedar").write_text("permit (principal, action, resource);\n")
