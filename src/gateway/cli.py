@@ -184,16 +184,12 @@ def _stdio(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from gateway.storage.database import Database
+    from gateway.storage.database import migrate_database
 
     config = _load(args, with_connectors=False)
 
     async def migrate() -> None:
-        database = Database(config.gateway.storage.url)
-        try:
-            await database.migrate()
-        finally:
-            await database.close()
+        await migrate_database(config.gateway.storage.url)
         print("database schema is up to date", file=sys.stderr)
 
     return _run(migrate)

@@ -276,18 +276,10 @@ def supervise(config: Config, *, host: str, port: int, workers: int, worker_argu
     """Run `workers` copies of `gateway serve <worker_arguments> --worker-index i` on host:port."""
     import anyio
 
-    from gateway.storage.database import Database
+    from gateway.storage.database import migrate_database
 
     check_workers_supported(config, workers)
-
-    async def migrate() -> None:
-        database = Database(config.gateway.storage.url)
-        try:
-            await database.migrate()
-        finally:
-            await database.close()
-
-    anyio.run(migrate)
+    anyio.run(migrate_database, config.gateway.storage.url)
     reserved = bind_shared(host, port)  # fails fast on a taken port, and resolves port 0 for every worker
     port = reserved.getsockname()[1]
     logger.info("starting workers", extra={"workers": workers, "host": host, "port": port})

@@ -179,6 +179,18 @@ class Database:
         return f"database {self._display_url} is unavailable: {detail}"
 
 
+async def migrate_database(url: str) -> None:
+    """Bring the schema at `url` to the newest revision and let go of every connection.
+
+    For one-shot callers (the `migrate` command, a supervisor before it starts its workers).
+    """
+    database = Database(url)
+    try:
+        await database.migrate()
+    finally:
+        await database.close()
+
+
 def _means_unavailable(error: exc.DBAPIError) -> bool:
     """Whether a driver error says "cannot reach or use the database" rather than "bad statement".
 
