@@ -127,7 +127,26 @@ def start(
     workers: int | None = None,
     database_url: str | None = None,
 ) -> Setup:
+    """Backend (for HTTP) and gateway, ready; on any failure the processes started so far are stopped."""
     processes: list[subprocess.Popen[bytes]] = []
+    try:
+        return _start(processes, transport, workdir, extra_config, policies, workers, database_url)
+    except BaseException:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=10)
+        raise
+
+
+def _start(
+    processes: list[subprocess.Popen[bytes]],
+    transport: str,
+    workdir: Path,
+    extra_config: str,
+    policies: int,
+    workers: int | None,
+    database_url: str | None,
+) -> Setup:
     write_policies(workdir / "policies", policies)
     connectors = workdir / "connectors"
     connectors.mkdir()
