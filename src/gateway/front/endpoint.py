@@ -53,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 _PROTOCOL_HEADER = b"mcp-protocol-version"
 _SESSION_HEADER = b"mcp-session-id"
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
 _PING_INTERVAL = 15.0
 _MODERN_VERSION_KEY = types.PROTOCOL_VERSION_META_KEY
 _MCP_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
@@ -200,7 +199,7 @@ class McpEndpoint:
             client_name=client.get("name"),
             client_version=client.get("version"),
             transport="tcp",
-            trace_headers=_trace_headers(scope),
+            trace_headers=wire.trace_headers(scope),
         )
         await self._calls.serve(request, request_id, params, modern=True, receive=receive, send=send)
 
@@ -304,7 +303,7 @@ class McpEndpoint:
                 client_name=session.client_name,
                 client_version=session.client_version,
                 transport="tcp",
-                trace_headers=_trace_headers(scope),
+                trace_headers=wire.trace_headers(scope),
             )
             await self._calls.serve(
                 request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send
@@ -381,8 +380,3 @@ def _is_tool_call(decoded: Any) -> bool:
 def _has_modern_envelope(params: Any) -> bool:
     meta = params.get("_meta") if isinstance(params, Mapping) else None
     return isinstance(meta, Mapping) and _MODERN_VERSION_KEY in meta
-
-
-def _trace_headers(scope: Scope) -> dict[str, str] | None:
-    found = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
-    return found or None

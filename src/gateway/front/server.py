@@ -31,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from gateway import __version__
 from gateway.connectors.base import JsonObject
 from gateway.errors import GatewayError
+from gateway.front import wire
 from gateway.front.errors import is_tool_error, to_mcp_error, tool_error_result
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 _SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
 _MODERN_ONLY_RESULT_KEYS = ("resultType", "ttlMs", "cacheScope")
-_TRACE_HEADERS = ("traceparent", "tracestate")
 #: Where the endpoint puts a delegated request's sealed session (see `front/endpoint.py`).
 SESSION_SCOPE_KEY = "gateway.session"
 
@@ -169,8 +169,7 @@ class _Handlers:
             sealed = request.scope.get(SESSION_SCOPE_KEY)
             if sealed is not None:  # a handshake-era session, opened by the endpoint
                 session_id, client_name, client_version = sealed.id, sealed.client_name, sealed.client_version
-            if "traceparent" in request.headers:
-                trace_headers = {k: request.headers[k] for k in _TRACE_HEADERS if k in request.headers}
+            trace_headers = wire.trace_headers(request.scope)
         else:
             session_id = "stdio"
         principal = principal or self._default_principal

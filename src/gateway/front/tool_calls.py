@@ -78,16 +78,20 @@ class ToolCalls:
         version = request.protocol_version or ""
         try:
             _methods.validate_client_request("tools/call", version, params)
-        except (ValidationError, KeyError) as exc:
-            error = modern_error_data(exc) if isinstance(exc, ValidationError) else None
-            code = error.code if error else types.METHOD_NOT_FOUND
-            message = error.message if error else "Method not found"
-            await self._send_error(send, request_id, code, message, error.data if error else None, modern=modern)
+        except KeyError:  # no tools/call at this revision
+            error = types.ErrorData(code=types.METHOD_NOT_FOUND, message="Method not found")
+        except ValidationError as exc:
+            error = modern_error_data(exc)
+        else:
+            error = None
+        if error is not None:
+            body, status = self._error(request_id, error.code, error.message, error.data, modern=modern)
+            await wire.send_bytes(send, status, body)
             return
         meta = params.get("_meta")
         meta = meta if isinstance(meta, Mapping) else None
         progress_token = meta.get("progressToken") if meta else None
-        exchange = _Exchange(send, request_id, progress_token, modern=modern)
+        exchange = _Exchange(send, request_id, progress_token)
         session_id = request.session_id
 
         async with anyio.create_task_group() as tasks:
@@ -145,17 +149,11 @@ class ToolCalls:
         status = ERROR_CODE_HTTP_STATUS.get(code, 200) if modern else 200
         return wire.error_message(request_id, code, message, data), status
 
-    async def _send_error(
-        self, send: Send, request_id: Any, code: int, message: str, data: Any, *, modern: bool
-    ) -> None:
-        body, status = self._error(request_id, code, message, data, modern=modern)
-        await wire.send_bytes(send, status, body)
-
 
 class _Exchange:
     """One request's response: JSON until a progress notification commits it to SSE."""
 
-    def __init__(self, send: Send, request_id: Any, progress_token: Any, *, modern: bool) -> None:
+    def __init__(self, send: Send, request_id: Any, progress_token: Any) -> None:
         self._send = send
         self.request_id = request_id
         self.progress_token = progress_token

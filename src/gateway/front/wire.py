@@ -22,6 +22,7 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 SSE_PING = b": ping\r\n\r\n"
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 _fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -127,6 +128,12 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def trace_headers(scope: Scope) -> dict[str, str] | None:
+    """The W3C trace context headers the client sent, if any, for the request's span."""
+    found = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _TRACE_HEADERS}
+    return found or None
 
 
 def with_header(scope: Scope, name: bytes, value: str) -> Scope:
