@@ -32,6 +32,7 @@ import os
 import re
 import socket
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -108,7 +109,7 @@ class Subscription:
             logger.warning("signal dropped: subscriber is not keeping up", extra={"channel": self.channel})
 
 
-class Signals:
+class Signals(ABC):
     """Publish to and subscribe on named channels; see the module docstring for the guarantees."""
 
     def __init__(self) -> None:
@@ -124,9 +125,11 @@ class Signals:
 
     async def start(self) -> None:
         """Begin delivering; the PostgreSQL broker connects here (and keeps reconnecting)."""
+        return None
 
     async def aclose(self) -> None:
         """Stop delivering and release the connection; subscriptions stop receiving."""
+        return None
 
     def subscribe(self, channel: str) -> Subscription:
         """A subscription to `channel`; it receives signals from the moment its `async with` is entered."""
@@ -153,9 +156,9 @@ class Signals:
         self._deliver(Signal(channel, json.loads(envelope)["p"], self.origin, local=True))
         await self._send(channel, envelope)
 
+    @abstractmethod
     async def _send(self, channel: str, envelope: str) -> None:
         """Carry an encoded signal to the other processes (nothing to do when there are none)."""
-        raise NotImplementedError
 
     async def _add(self, subscription: Subscription) -> None:
         self._subscriptions.setdefault(subscription.channel, []).append(subscription)
