@@ -25,11 +25,10 @@ from gateway.front.sessions import SessionSealer
 from gateway.identity.principal import Principal
 from harness import (
     KITCHEN_SINK_MARKERS_ENV,
-    MCP_HEADERS,
     GatewayProcess,
     eventually,
     free_port,
-    initialize_request,
+    open_legacy_session,
     stdio_connector,
     write_gateway_config,
 )
@@ -209,10 +208,7 @@ async def test_a_legacy_session_is_served_by_either_gateway(pair: list[GatewayPr
 
 @pytest.mark.postgres
 def test_a_session_ended_on_one_gateway_is_refused_by_the_other(pair: list[GatewayProcess]) -> None:
-    key = pair[0].create_key("leaving-agent")
-    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
-    opened = httpx.post(pair[0].url, json=initialize_request(), headers=headers)
-    session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    session = open_legacy_session(pair[0].url, pair[0].create_key("leaving-agent"))
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     assert httpx.post(pair[1].url, json=listing, headers=session).status_code == 200
     assert httpx.delete(pair[1].url, headers=session).status_code == 200
@@ -226,30 +222,17 @@ def test_a_session_ended_on_one_gateway_is_refused_by_the_other(pair: list[Gatew
 
 @pytest.mark.postgres
 def test_another_credential_cannot_use_the_session_on_either_gateway(pair: list[GatewayProcess]) -> None:
-    owner, intruder = pair[0].create_key("owner"), pair[0].create_key("intruder")
-    opened = httpx.post(
-        pair[0].url, json=initialize_request(), headers={**MCP_HEADERS, "Authorization": f"Bearer {owner}"}
-    )
+    session = open_legacy_session(pair[0].url, pair[0].create_key("owner"))
+    intruder = pair[0].create_key("intruder")
     listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     for gateway in pair:
-        hijack = httpx.post(
-            gateway.url,
-            json=listing,
-            headers={
-                **MCP_HEADERS,
-                "Authorization": f"Bearer {intruder}",
-                "Mcp-Session-Id": opened.headers["mcp-session-id"],
-            },
-        )
+        hijack = httpx.post(gateway.url, json=listing, headers={**session, "Authorization": f"Bearer {intruder}"})
         assert hijack.status_code == 404
 
 
 @pytest.mark.postgres
 def test_ending_a_session_on_one_gateway_closes_its_standing_stream_on_the_other(pair: list[GatewayProcess]) -> None:
-    key = pair[0].create_key("streaming-agent")
-    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
-    opened = httpx.post(pair[0].url, json=initialize_request(), headers=headers)
-    session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+    session = open_legacy_session(pair[0].url, pair[0].create_key("streaming-agent"))
     with httpx.stream("GET", pair[0].url, headers=session, timeout=30) as stream:
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
