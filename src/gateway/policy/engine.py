@@ -4,9 +4,9 @@
 validates every policy against it and builds the parsed policy set, schema and entities. Any
 failure keeps the set that was working before (none at first start: everything is denied) and
 is reported with file and line. Decisions run Cedar inline on the parsed handles and only on
-the policies whose action scope can match the request (see `slices.py`). Whatever goes wrong
-while deciding (an evaluation error in any policy, a missing entity, a request Cedar refuses,
-no decision) is a deny, logged with its cause.
+the policies whose action, principal and resource scopes can match the request (see
+`slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
+entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 """
 
 from __future__ import annotations
@@ -39,12 +39,13 @@ from gateway.policy.schema import (
     PROMPT,
     READ_RESOURCE,
     RESOURCE,
+    ROLE,
     SERVER,
     TOOL,
     GeneratedSchema,
     generate_schema,
 )
-from gateway.policy.slices import PolicySlices
+from gateway.policy.slices import EntityKey, PolicySlices, ScopeTarget
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +369,7 @@ class PolicyEngine:
             prompt
             for prompt in prompts
             if prompt.exposed in state.schema.prompts
-            and self._possible(state, principal, GET_PROMPT, uid_text(PROMPT, prompt.exposed), None)
+            and self._possible(state, principal, GET_PROMPT, (PROMPT, prompt.exposed), None)
         ]
 
     def visible_resources(
@@ -385,7 +386,7 @@ class PolicyEngine:
                 state,
                 principal,
                 READ_RESOURCE,
-                uid_text(RESOURCE, str(resource.get("uri", ""))),
+                (RESOURCE, str(resource.get("uri", ""))),
                 (connector, str(resource.get("uri", ""))),
             )
         ]
@@ -409,7 +410,7 @@ class PolicyEngine:
                 state,
                 principal,
                 READ_RESOURCE,
-                uid_text(RESOURCE, str(template.get("uriTemplate", ""))),
+                (RESOURCE, str(template.get("uriTemplate", ""))),
                 (connector, str(template.get("uriTemplate", ""))),
             )
         ]
@@ -460,7 +461,11 @@ class PolicyEngine:
                     "resource": resource,
                     "context": context.context,
                 },
-                state.slices.for_action(action),
+                state.slices.for_request(
+                    action,
+                    _principal_target(principal),
+                    _resource_target(state, resource["type"], resource["id"], resource_entity),
+                ),
                 _entities(state, principal, resource_entity),
                 # No schema here: the context is built from the same types the schema declares, with
                 # explicit entity and decimal forms, and Cedar re-checking it would double the cost.
@@ -483,7 +488,7 @@ class PolicyEngine:
         """A request whose context cannot be built is denied; when the principal may not do this at all,
         the reason says so (as it would for any arguments) instead of describing the arguments."""
         problem = context.problem or "the request could not be evaluated; denied"
-        result = self._partial(state, principal, action, uid_text(resource["type"], resource["id"]), resource_entity)
+        result = self._partial(state, principal, action, (resource["type"], resource["id"]), resource_entity)
         if result is None or result.diagnostics.errors or result.decision is not cedarpy.Decision.Deny:
             return deny(problem)
         refs = state.loaded.refs
@@ -501,14 +506,14 @@ class PolicyEngine:
         state = self._state
         if state is None or _current_shape(state, tool) is None:
             return False
-        return self._possible(state, principal, tool.exposed, uid_text(TOOL, tool.exposed), None)
+        return self._possible(state, principal, tool.exposed, (TOOL, tool.exposed), None)
 
     def _possible(
         self,
         state: _PolicyState,
         principal: Principal,
         action: str,
-        resource: str,
+        resource: EntityKey,
         resource_entity: tuple[str, str] | None,
     ) -> bool:
         """Whether some context could make Cedar allow this request (cached per loaded set)."""
@@ -535,7 +540,7 @@ class PolicyEngine:
         state: _PolicyState,
         principal: Principal,
         action: str,
-        resource: str,
+        resource: EntityKey,
         resource_entity: tuple[str, str] | None,
     ) -> cedarpy.PartialAuthzResult | None:
         """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged)."""
@@ -544,10 +549,12 @@ class PolicyEngine:
                 {
                     "principal": uid_text(AGENT, principal.agent),
                     "action": uid_text("Action", action),
-                    "resource": resource,
+                    "resource": uid_text(*resource),
                     "context": None,
                 },
-                state.slices.for_action(action),
+                state.slices.for_request(
+                    action, _principal_target(principal), _resource_target(state, *resource, resource_entity)
+                ),
                 _entities(state, principal, resource_entity),
                 schema=state.schema_handle,
             )
@@ -557,6 +564,31 @@ class PolicyEngine:
                 extra={"agent": principal.agent, "action": action, "error": f"{type(exc).__name__}: {exc}"},
             )
             return None
+
+
+def _principal_target(principal: Principal) -> ScopeTarget:
+    """The agent as the policies' principal scopes see it: its roles are its only ancestors."""
+    return ScopeTarget(AGENT, principal.agent, tuple((ROLE, role) for role in principal.roles))
+
+
+def _resource_target(
+    state: _PolicyState, resource_type: str, resource_id: str, resource_entity: tuple[str, str] | None
+) -> ScopeTarget:
+    """The resource with the ancestry its entity has in Cedar: its server, when it has one.
+
+    This must say exactly what `_entities` gives Cedar, or policy slicing would drop a policy
+    that applies; so it reads the same schema and the same resource entity.
+    """
+    server: str | None = None
+    if resource_entity is not None:
+        server = resource_entity[0]
+    elif resource_type == TOOL:
+        tool = state.schema.tools.get(resource_id)
+        server = tool.connector if tool is not None else None
+    elif resource_type == PROMPT:
+        prompt = state.schema.prompts.get(resource_id)
+        server = prompt.connector if prompt is not None else None
+    return ScopeTarget(resource_type, resource_id, ((SERVER, server),) if server is not None else ())
 
 
 def _entities(state: _PolicyState, principal: Principal, resource_entity: tuple[str, str] | None) -> cedarpy.Entities:

@@ -1,0 +1,175 @@
+"""Policy slicing: deciding on the policies whose scopes can match gives the answers the whole set gives.
+
+The engine hands Cedar only the policies whose action, principal and resource scopes can match
+the request. These tests decide every request of a small world twice, once sliced and once on
+the whole set, and require the same decision, the same determining policies and the same
+errors; and they pin the scope forms that are easy to get wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.identity.principal import Principal
+from gateway.policy import Decision
+from gateway.policy.loader import policy_set
+from gateway.policy.slices import PolicySlices
+from policy_world import SALES, STRANGER, Loaded, load, make_catalog
+
+SCOPES = """
+@id("agent-eq")
+permit (principal == Agent::"sales-bot", action in Action::"server:crm", resource);
+
+@id("finance-server")
+permit (principal in Role::"finance", action, resource in Server::"finance");
+
+@id("audit-tools")
+permit (principal is Agent in Role::"audit", action in Action::"call_tool", resource is Tool);
+
+@id("ops-search")
+permit (principal == Agent::"ops", action, resource == Tool::"crm__search_customers");
+
+@id("sales-role-updates")
+permit (principal in Role::"sales", action == Action::"crm__update_record", resource is Tool in Server::"crm");
+
+@id("suspended")
+forbid (principal in Role::"suspended", action, resource);
+
+@id("overflowing-forbid")
+forbid (principal, action == Action::"crm__search_customers", resource)
+when { context.input has limit && context.input.limit * 9223372036854775807 > 10 };
+
+@id("alice-pays")
+permit (principal, action == Action::"finance__pay_invoice", resource)
+when { principal has user && principal.user == User::"alice" };
+
+@id("list-crm")
+permit (principal is Agent, action == Action::"list_tools", resource in Server::"crm");
+
+@id("sales-prompts")
+permit (principal in Role::"sales", action == Action::"get_prompt", resource in Server::"crm");
+
+@id("audit-reads-finance")
+permit (principal in Role::"audit", action == Action::"read_resource", resource in Server::"finance");
+"""
+
+PRINCIPALS = [
+    SALES,
+    STRANGER,
+    Principal(agent="finance-bot", roles=("finance",)),
+    Principal(agent="ops", roles=("ops",)),  # an agent and a role with the same id
+    Principal(agent="sales", roles=()),  # named like a role it does not have
+    Principal(agent="multi", roles=("sales", "finance", "suspended")),
+    Principal(agent="auditor", roles=("audit",), user="alice"),
+    Principal(agent="auditor-2", roles=("audit",), user="bob"),
+]
+
+CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("crm__search_customers", {"query": "acme"}),
+    ("crm__search_customers", {"query": "acme", "limit": 2}),
+    ("crm__update_record", {"customer_id": "C-1", "field": "status", "value": "active"}),
+    ("finance__list_invoices", {}),
+    ("finance__pay_invoice", {"invoice_id": "INV-1", "amount": 12.5}),
+]
+
+RESOURCES = [("crm", "crm://customers/C-1"), ("finance", "finance://invoices/1")]
+
+
+def _world(policy_dir: Path) -> Loaded:
+    catalog = make_catalog(
+        prompts={"crm": [{"name": "account_summary"}], "finance": [{"name": "overdue_reminder"}]},
+        resources={"finance": [{"name": "invoices", "uri": "finance://invoices/1"}]},
+    )
+    return load(policy_dir, SCOPES, catalog)
+
+
+def _answers(loaded: Loaded) -> list[Any]:
+    """Every decision and listing of the world, as comparable values."""
+    engine, catalog = loaded.engine, loaded.catalog
+
+    def facts(decision: Decision) -> tuple[Any, ...]:
+        return (decision.allowed, decision.policy_ids, decision.reason, len(decision.errors))
+
+    answers: list[Any] = []
+    for principal in PRINCIPALS:
+        for exposed, arguments in CALLS:
+            answers.append(facts(loaded.call(principal, exposed, arguments)))
+        for connector in ("crm", "finance"):
+            answers.append(facts(engine.decide_list_tools(principal, connector)))
+        for connector, uri in RESOURCES:
+            answers.append(facts(engine.decide_read_resource(principal, connector, uri)))
+        for prompt in catalog.prompts():
+            answers.append(facts(engine.decide_get_prompt(principal, prompt)))
+        answers.append([tool.exposed for tool in engine.visible_tools(principal, catalog.tools())])
+        answers.append([prompt.exposed for prompt in engine.visible_prompts(principal, catalog.prompts())])
+        answers.append(engine.visible_resources(principal, [(c, {"uri": u}) for c, u in RESOURCES]))
+    return answers
+
+
+def test_sliced_decisions_equal_the_whole_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sliced = _answers(_world(tmp_path / "sliced"))
+
+    def whole_set(self: PolicySlices, action: str, principal: object, resource: object) -> object:
+        return policy_set(self._policies)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PolicySlices, "for_request", whole_set)
+        whole = _answers(_world(tmp_path / "whole"))
+
+    assert sliced == whole
+    allowed = sum(1 for answer in sliced if isinstance(answer, tuple) and answer[0])
+    assert 10 < allowed < len(sliced) // 2  # the world exercises both answers, not one
+
+
+def test_principal_scopes_tell_agents_roles_and_types_apart(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    update = CALLS[2]
+
+    assert loaded.call(SALES, *update).policy_ids == ("agent-eq", "sales-role-updates")
+    # An agent whose id is a role's id is not in that role.
+    assert not loaded.call(Principal(agent="sales", roles=()), *update).allowed
+    # `principal == Agent::"ops"` is the agent, not the role of the same id.
+    assert loaded.call(Principal(agent="ops", roles=("ops",)), *CALLS[0]).policy_ids == ("ops-search",)
+    assert not loaded.call(Principal(agent="someone", roles=("ops",)), *CALLS[0]).allowed
+    # A forbid on one role applies whatever other roles permit.
+    multi = loaded.call(Principal(agent="multi", roles=("sales", "finance", "suspended")), *update)
+    assert not multi.allowed and multi.policy_ids == ("suspended",)
+
+
+def test_resource_scopes_follow_the_server_a_tool_or_resource_belongs_to(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    finance = Principal(agent="finance-bot", roles=("finance",))
+    auditor = Principal(agent="auditor", roles=("audit",), user="alice")
+
+    assert loaded.call(finance, "finance__list_invoices", {}).policy_ids == ("finance-server",)
+    assert not loaded.call(finance, *CALLS[0]).allowed
+    assert loaded.engine.decide_read_resource(auditor, "finance", "finance://invoices/1").allowed
+    assert not loaded.engine.decide_read_resource(auditor, "crm", "crm://customers/C-1").allowed
+    # `resource is Tool` admits every tool; the user attribute still decides the payment.
+    assert loaded.call(auditor, *CALLS[4]).policy_ids == ("audit-tools", "alice-pays")
+    assert loaded.call(Principal(agent="auditor-2", roles=("audit",), user="bob"), *CALLS[4]).policy_ids == (
+        "audit-tools",
+    )
+
+
+def test_an_erroring_policy_still_fails_the_call_closed_when_sliced(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+
+    decision = loaded.call(SALES, *CALLS[1])
+
+    assert not decision.allowed and decision.errors
+    assert "overflowing-forbid" in decision.errors[0]
+
+
+def test_many_agents_in_the_same_roles_share_one_slice(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    slices = loaded.engine._state.slices  # type: ignore[union-attr]
+
+    for index in range(200):
+        assert loaded.call(Principal(agent=f"rep-{index}", roles=("sales",)), *CALLS[2]).allowed
+
+    # The agents' own ids are named by no policy, so they all share one cached slice.
+    assert slices.cached_request_shapes == 1
