@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import insert, text
 
@@ -70,6 +71,29 @@ async def test_close_writes_outcomes_nobody_waited_for(database):
         assert call is not None and call.outcome_name == "ok"
     report = await verify(database)
     assert report.ok and report.replicas[0].events == 7  # three calls, three outcomes, a closing checkpoint
+
+
+async def test_a_sequential_agents_outcomes_ride_along_with_its_next_call(database):
+    """One commit per call: each outcome nobody waits for goes with the next call's write.
+
+    The agent thinks for a few milliseconds between calls, so over the run many outcomes' flush
+    deadlines pass; none of them may split a ride-along into a commit of its own.
+    """
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    calls = 30
+    try:
+        for _ in range(calls):
+            handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+            await recorder.record_outcome(handle, outcome="ok", total_ms=1.0, wait=False)
+            await anyio.sleep(0.007)  # the agent's think time before its next call
+        during = recorder.stats().batches
+    finally:
+        await recorder.close()
+    # The first call alone, then [previous outcome, call] per call: never an outcome on its own.
+    assert during == calls
+    report = await verify(database)
+    assert report.ok and report.replicas[0].events == 2 * calls + 1
 
 
 async def test_a_deleted_database_file_refuses_calls_instead_of_writing_into_the_void(tmp_path: Path):

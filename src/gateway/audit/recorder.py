@@ -214,6 +214,8 @@ class AuditRecorder:
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
+        # One timer for the outcomes nobody waits for, started by the oldest one still queued.
+        self._outcome_flush: asyncio.TimerHandle | None = None
         self._store: EventStore | None = None
         self._head: tuple[int, str] | None = None
         self._since_checkpoint = 0
@@ -298,6 +300,9 @@ class AuditRecorder:
         if self._writer is None or not self._running:
             return
         self._running = False
+        if self._outcome_flush is not None:
+            self._outcome_flush.cancel()
+            self._outcome_flush = None
         self._wakeup.set()
         await self._writer
         final = list(self._retained)
@@ -428,7 +433,15 @@ class AuditRecorder:
         # sequential agent instead of two), or be written on its own shortly after.
         future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True, wake=False)
         future.add_done_callback(_observe)
-        asyncio.get_running_loop().call_later(_OUTCOME_DELAY_SECONDS, self._wakeup.set)
+        if self._outcome_flush is None:
+            # One timer for all queued outcomes, from the oldest: a timer per outcome would fire,
+            # for a busy sequential agent, between nearly every outcome and the next call, and
+            # split each ride-along commit into two.
+            self._outcome_flush = asyncio.get_running_loop().call_later(_OUTCOME_DELAY_SECONDS, self._flush_outcomes)
+
+    def _flush_outcomes(self) -> None:
+        self._outcome_flush = None
+        self._wakeup.set()
 
     async def record_auth_refused(
         self,
@@ -508,6 +521,9 @@ class AuditRecorder:
             if item.kind == CALL and item.future is not None and item.future.cancelled():
                 continue  # the caller gave up before its call was recorded, so the call never runs
             batch.append(item)
+        if not self._queue and self._outcome_flush is not None:
+            self._outcome_flush.cancel()  # every queued outcome is in this batch
+            self._outcome_flush = None
         return batch
 
     # -- writing ---------------------------------------------------------------------------
