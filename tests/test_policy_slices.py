@@ -1,9 +1,10 @@
 """Policy slicing: deciding on the policies whose scopes can match gives the answers the whole set gives.
 
 The engine hands Cedar only the policies whose action, principal and resource scopes can match
-the request. These tests decide every request of a small world twice, once sliced and once on
-the whole set, and require the same decision, the same determining policies and the same
-errors; and they pin the scope forms that are easy to get wrong.
+the request, with only the context attributes those policies read. These tests decide every
+request of a small world twice, once sliced and once on the whole set with the whole context,
+and require the same decision, the same determining policies and the same errors; and they pin
+the scope forms that are easy to get wrong.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cedarpy
 import pytest
 
 from gateway.identity.principal import Principal
 from gateway.policy import Decision
 from gateway.policy.loader import policy_set
-from gateway.policy.slices import PolicySlices
+from gateway.policy.slices import PolicySlices, Slice, context_keys
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
 
 SCOPES = """
@@ -51,6 +53,10 @@ permit (principal is Agent, action == Action::"list_tools", resource in Server::
 
 @id("sales-prompts")
 permit (principal in Role::"sales", action == Action::"get_prompt", resource in Server::"crm");
+
+@id("audit-explains-listings")
+forbid (principal in Role::"audit", action == Action::"finance__list_invoices", resource)
+unless { context has reasoning && context.time.hour >= 0 };
 
 @id("audit-reads-finance")
 permit (principal in Role::"audit", action == Action::"read_resource", resource in Server::"finance");
@@ -97,6 +103,7 @@ def _answers(loaded: Loaded) -> list[Any]:
     for principal in PRINCIPALS:
         for exposed, arguments in CALLS:
             answers.append(facts(loaded.call(principal, exposed, arguments)))
+        answers.append(facts(loaded.call(principal, "finance__list_invoices", {}, reasoning="month end")))
         for connector in ("crm", "finance"):
             answers.append(facts(engine.decide_list_tools(principal, connector)))
         for connector, uri in RESOURCES:
@@ -112,8 +119,8 @@ def _answers(loaded: Loaded) -> list[Any]:
 def test_sliced_decisions_equal_the_whole_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sliced = _answers(_world(tmp_path / "sliced"))
 
-    def whole_set(self: PolicySlices, action: str, principal: object, resource: object) -> object:
-        return policy_set(self._policies)
+    def whole_set(self: PolicySlices, action: str, principal: object, resource: object) -> Slice:
+        return Slice(policy_set(self._policies), context_keys=None)  # every policy, the whole context
 
     with monkeypatch.context() as patched:
         patched.setattr(PolicySlices, "for_request", whole_set)
@@ -173,3 +180,29 @@ def test_many_agents_in_the_same_roles_share_one_slice(tmp_path: Path) -> None:
 
     # The agents' own ids are named by no policy, so they all share one cached slice.
     assert slices.cached_request_shapes == 1
+
+
+def test_auditors_must_explain_listing_invoices_and_the_context_they_need_reaches_cedar(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    auditor = Principal(agent="auditor", roles=("audit",), user="alice")
+
+    denied = loaded.call(auditor, "finance__list_invoices", {})
+    allowed = loaded.call(auditor, "finance__list_invoices", {}, reasoning="month end")
+
+    assert not denied.allowed and denied.policy_ids == ("audit-explains-listings",)
+    assert allowed.allowed and allowed.policy_ids == ("audit-tools",)
+
+
+def _keys(text: str) -> frozenset[str] | None:
+    return context_keys(cedarpy.PolicySet.from_str(text).to_pst().static_policies.values())
+
+
+def test_context_keys_are_the_attributes_read_and_whole_context_uses_keep_everything() -> None:
+    assert _keys("permit (principal, action, resource);") == frozenset()
+    assert _keys(
+        "permit (principal, action, resource) when { context.input.amount > 1 && context has reasoning } "
+        'unless { context["time"].hour < 8 };'
+    ) == {"input", "reasoning", "time"}
+    assert _keys("permit (principal, action, resource) when { context has session.id };") == {"session"}
+    # `context` as a value (here inside a record) could be compared whole: nothing may be dropped.
+    assert _keys("permit (principal, action, resource) when { {c: context}.c.input == {} };") is None

@@ -453,19 +453,20 @@ class PolicyEngine:
     ) -> Decision:
         if context.context is None:
             return self._unrepresentable(state, principal, action, resource, context, what, resource_entity)
+        applicable = state.slices.for_request(
+            action,
+            _principal_target(principal),
+            _resource_target(state, resource["type"], resource["id"], resource_entity),
+        )
         try:
             result = cedarpy.is_authorized(
                 {
                     "principal": uid(AGENT, principal.agent),
                     "action": uid("Action", action),
                     "resource": resource,
-                    "context": context.context,
+                    "context": applicable.context_for(context.context),
                 },
-                state.slices.for_request(
-                    action,
-                    _principal_target(principal),
-                    _resource_target(state, resource["type"], resource["id"], resource_entity),
-                ),
+                applicable.policies,
                 _entities(state, principal, resource_entity),
                 # No schema here: the context is built from the same types the schema declares, with
                 # explicit entity and decimal forms, and Cedar re-checking it would double the cost.
@@ -554,7 +555,7 @@ class PolicyEngine:
                 },
                 state.slices.for_request(
                     action, _principal_target(principal), _resource_target(state, *resource, resource_entity)
-                ),
+                ).policies,
                 _entities(state, principal, resource_entity),
                 schema=state.schema_handle,
             )

@@ -13,6 +13,10 @@ A policy whose scope does not match contributes nothing to Cedar's answer: Cedar
 scope before the conditions, so it neither decides nor raises an error. Evaluating the slice
 therefore gives the same decision, reasons and errors as the whole set.
 
+Each slice also knows which top-level context attributes its policies read (`context.x`,
+`context has x`); the engine sends Cedar only those, since parsing the context is most of what
+a decision costs when few policies apply. A slice that uses `context` any other way gets it whole.
+
 Slices are cached by what they depend on: the action, and of the principal and the resource
 only their type and the entities of their ancestry that some policy names. So every agent with
 the same named roles shares one slice, however many agents there are. Slices holding the same
@@ -21,8 +25,10 @@ policies share one parsed set, and the cache is bounded by the number of policie
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import cedarpy
 from cedarpy import pst
@@ -47,6 +53,50 @@ class ScopeTarget:
     entity_type: str
     entity_id: str
     ancestors: tuple[EntityKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """The parsed policies that can apply to a request, and the context attributes they read.
+
+    `context_keys` is None when some policy uses `context` other than by reading an attribute:
+    then the whole context must go to Cedar.
+    """
+
+    policies: cedarpy.PolicySet
+    context_keys: frozenset[str] | None
+
+    def context_for(self, context: dict[str, Any]) -> dict[str, Any]:
+        """`context` without the attributes no policy of this slice reads (they cannot change its answer)."""
+        keys = self.context_keys
+        if keys is None:
+            return context
+        return {key: value for key, value in context.items() if key in keys}
+
+
+def context_keys(policies: Iterable[pst.Template]) -> frozenset[str] | None:
+    """The top-level context attributes the policies read, or None when one uses `context` whole."""
+    keys: set[str] = set()
+    pending: list[Any] = [policy.clauses for policy in policies]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, pst.GetAttr) and _is_context(node.base):
+            keys.add(node.attr)
+        elif isinstance(node, pst.HasAttr) and _is_context(node.base):
+            keys.add(node.attrs[0])
+        elif _is_context(node):
+            return None
+        elif isinstance(node, (tuple, list)):
+            pending.extend(node)
+        elif isinstance(node, Mapping):
+            pending.extend(node.values())
+        elif dataclasses.is_dataclass(node):
+            pending.extend(getattr(node, field.name) for field in dataclasses.fields(node))
+    return frozenset(keys)
+
+
+def _is_context(node: object) -> bool:
+    return isinstance(node, pst.Var) and node.name == "context"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +174,8 @@ class PolicySlices:
         self._named_principals = frozenset(s.entity for s in self._principal_scopes.values() if s.entity)
         self._named_resources = frozenset(s.entity for s in self._resource_scopes.values() if s.entity)
         self._by_action: dict[str, tuple[str, ...]] = {}
-        self._by_request: dict[tuple[str, _Shape, _Shape], cedarpy.PolicySet] = {}
-        self._by_members: dict[frozenset[str], cedarpy.PolicySet] = {}
+        self._by_request: dict[tuple[str, _Shape, _Shape], Slice] = {}
+        self._by_members: dict[frozenset[str], Slice] = {}
         self._held = 0
 
     def matching(self, action: str) -> tuple[str, ...]:
@@ -145,12 +195,12 @@ class PolicySlices:
         """How many distinct request shapes have a cached slice (for the cache's own bounds)."""
         return len(self._by_request)
 
-    def for_request(self, action: str, principal: ScopeTarget, resource: ScopeTarget) -> cedarpy.PolicySet:
-        """The parsed set of the policies that can apply to this action, principal and resource."""
+    def for_request(self, action: str, principal: ScopeTarget, resource: ScopeTarget) -> Slice:
+        """The policies that can apply to this action, principal and resource."""
         key = (action, self._shape(principal, self._named_principals), self._shape(resource, self._named_resources))
-        policies = self._by_request.get(key)
-        if policies is not None:
-            return policies
+        cached = self._by_request.get(key)
+        if cached is not None:
+            return cached
         _, principal_shape, resource_shape = key
         members = frozenset(
             policy_id
@@ -158,17 +208,18 @@ class PolicySlices:
             if self._principal_scopes[policy_id].admits(principal_shape)
             and self._resource_scopes[policy_id].admits(resource_shape)
         )
-        policies = self._by_members.get(members)
-        if policies is None:
+        found = self._by_members.get(members)
+        if found is None:
             if self._held + len(members) > CACHED_POLICY_BUDGET or len(self._by_request) >= CACHED_REQUEST_SHAPES:
                 self._by_members.clear()
                 self._by_request.clear()
                 self._held = 0
-            policies = policy_set({policy_id: self._policies[policy_id] for policy_id in sorted(members)})
-            self._by_members[members] = policies
+            chosen = {policy_id: self._policies[policy_id] for policy_id in sorted(members)}
+            found = Slice(policy_set(chosen), context_keys(chosen.values()))
+            self._by_members[members] = found
             self._held += len(members)
-        self._by_request[key] = policies
-        return policies
+        self._by_request[key] = found
+        return found
 
     @staticmethod
     def _shape(target: ScopeTarget, named: frozenset[EntityKey]) -> _Shape:
