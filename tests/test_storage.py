@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -11,6 +12,7 @@ from sqlalchemy import inspect, select, text
 
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.storage import DEFAULT_DATABASE_URL, Database
+from gateway.storage.database import MIGRATIONS_DIR, head_revision, migrate_database
 from gateway.storage.tables import ApiKeyRow
 
 pytestmark = pytest.mark.anyio
@@ -70,6 +72,30 @@ async def test_migrate_creates_the_schema_and_running_it_again_changes_nothing(d
             assert (await session.scalars(select(ApiKeyRow.agent))).all() == ["billing-bot"]
     finally:
         await database.close()
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics_own() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [head_revision()] == [HEAD_REVISION]
+
+
+async def test_a_process_starting_on_a_current_schema_never_loads_alembic(database_url):
+    """Alembic costs about 11 MiB of memory; a gateway whose schema is current has no use for it."""
+    await migrate_database(database_url)
+    probe = (
+        "import asyncio, sys\n"
+        "from gateway.storage import Database\n"
+        f"database = Database({database_url!r})\n"
+        "asyncio.run(database.migrate())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    with anyio.fail_after(60):
+        result = await anyio.run_process([sys.executable, "-c", probe])
+    assert result.stdout.decode().strip() == "False"
 
 
 async def test_replicas_migrating_at_the_same_moment_all_succeed_with_one_schema(database_url):
