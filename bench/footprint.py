@@ -114,6 +114,7 @@ def main() -> None:
                 timeout=120,
             )
             assert response.status_code == 200 and len(response.content) > size
+            relayed = len(response.content)  # SDK backends send the text twice: content and structuredContent
             peak = rss_kib(process.pid, "VmHWM")
         finally:
             process.terminate()
@@ -126,7 +127,10 @@ def main() -> None:
     print(f"start to /readyz 200: {ready_seconds:.2f} s")
     print(f"idle gateway RSS: {idle / 1024:.1f} MiB (backends are separate processes)")
     print(f"{args.sessions} idle sessions add: {(with_sessions - idle) / 1024:.1f} MiB")
-    print(f"{args.result_mb} MB result: peak RSS growth {growth / 2**20:.1f} MiB = {growth / size:.1f}x the result")
+    print(
+        f"{args.result_mb} MB text result ({relayed / 2**20:.1f} MiB as relayed): peak RSS growth "
+        f"{growth / 2**20:.1f} MiB = {growth / size:.1f}x the text, {growth / relayed:.1f}x the relayed result"
+    )
 
 
 if __name__ == "__main__":

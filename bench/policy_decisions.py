@@ -63,7 +63,7 @@ def synthetic_catalog() -> Catalog:
 
 
 def policies(count: int) -> str:
-    """`count` policies: five can match TARGET, the others name other tools."""
+    """`count` policies: five can match TARGET; the others name other tools or other roles."""
     matching = [
         'permit (principal is Agent, action == Action::"list_tools", resource);',
         f'permit (principal in Role::"ops", action == Action::"{TARGET}", resource)\n'
@@ -76,9 +76,14 @@ def policies(count: int) -> str:
     ]
     others = [f"svc{s}__tool{t}" for s in range(SERVERS) for t in range(TOOLS_PER_SERVER)]
     others.remove(TARGET)
+    # Half name another tool; half cover every tool (the `call_tool` group) for a role the caller
+    # lacks, so only principal slicing keeps them out of the decision.
     rest = [
         f'permit (principal in Role::"team{i % 37}", action == Action::"{others[i % len(others)]}", resource)\n'
         f'  when {{ context.input.count < {i + 1} && context.input has note && context.input.note != "x{i}" }};'
+        if i % 2 == 0
+        else f'permit (principal in Role::"team{i % 37}", action in Action::"call_tool", resource)\n'
+        f"  when {{ context.input has count && context.input.count < {i + 1} }};"
         for i in range(max(0, count - len(matching)))
     ]
     return "\n\n".join(matching[: min(count, len(matching))] + rest) + "\n"
