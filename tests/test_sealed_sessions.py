@@ -239,3 +239,44 @@ def test_ending_a_session_on_one_gateway_closes_its_standing_stream_on_the_other
         assert httpx.delete(pair[1].url, headers=session).status_code == 200
         remaining = b"".join(stream.iter_bytes())  # returns only once the gateway ends the stream
     assert b"list_changed" not in remaining
+
+
+@pytest.mark.postgres
+def test_a_session_ended_before_a_gateway_started_is_refused_by_it(
+    pair: list[GatewayProcess], module_postgres_url: str, tmp_path: Path
+) -> None:
+    session = open_legacy_session(pair[0].url, pair[0].create_key("departed-agent"))
+    assert httpx.delete(pair[0].url, headers=session).status_code == 200
+
+    write_gateway_config(
+        tmp_path,
+        {"sink": stdio_connector()},
+        database_url=module_postgres_url,
+        server_extra=f'session_keys = ["{KEY_A}"]',
+        extra='\n[audit]\nreplica_id = "gw-late-sessions"\n',
+    )
+    late = GatewayProcess(tmp_path, free_port())
+    late.start()
+    try:
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert httpx.post(late.url, json=listing, headers=session).status_code == 404
+    finally:
+        late.stop()
+
+
+def test_a_restarted_gateway_keeps_its_sessions_but_not_the_ended_ones(tmp_path: Path) -> None:
+    write_gateway_config(tmp_path, {"sink": stdio_connector()}, server_extra=f'session_keys = ["{KEY_A}"]')
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    try:
+        key = gateway.create_key("restarting-agent")
+        kept = open_legacy_session(gateway.url, key)
+        ended = open_legacy_session(gateway.url, key)
+        assert httpx.delete(gateway.url, headers=ended).status_code == 200
+        gateway.stop()
+        gateway.start()
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert httpx.post(gateway.url, json=listing, headers=kept).status_code == 200
+        assert httpx.post(gateway.url, json=listing, headers=ended).status_code == 404
+    finally:
+        gateway.stop()

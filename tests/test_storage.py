@@ -36,9 +36,9 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 EXPECTED_SCHEMA = {
-    "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings"],
+    "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings", "ended_sessions"],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from gateway.audit.api import audit_routes
 from gateway.config import Config
+from gateway.front.ended_sessions import EndedSessions
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
 from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
@@ -23,7 +24,9 @@ def create_app(config: Config) -> Starlette:
     runtime = GatewayRuntime(config)
     server = build_server(runtime.pipeline, runtime.notifier)
     sessions = build_session_manager(server, config.gateway.server)
-    endpoint = build_endpoint(server, runtime.pipeline, runtime.notifier, sessions, config.gateway.server)
+    endpoint = build_endpoint(
+        server, runtime.pipeline, runtime.notifier, sessions, config.gateway.server, EndedSessions(runtime.database)
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

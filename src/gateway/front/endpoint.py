@@ -41,6 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
 from gateway.front import wire
+from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
@@ -59,6 +60,8 @@ _MCP_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower().encode()
 #: Signal channels (see `gateway.signals`): a cancellation for a call running elsewhere, an ended session.
 _CANCEL = "cancel"
 _ENDED = "session_ended"
+#: How often the ended sessions are read back from the database (the bound on a missed signal).
+_ENDED_RELOAD_SECONDS = 10.0
 
 
 class McpEndpoint:
@@ -74,8 +77,10 @@ class McpEndpoint:
         sdk: StreamableHTTPSessionManager,
         security: TransportSecuritySettings | None,
         max_body_bytes: int,
+        ended: EndedSessions | None = None,
     ) -> None:
         self._server = server
+        self._ended = ended
         self._pipeline = pipeline
         self._notifier = notifier
         self._sealer = sealer
@@ -113,24 +118,55 @@ class McpEndpoint:
         elif method == "GET":
             await self._standing_stream(session, scope, receive, send)
         elif method == "DELETE":
-            self.end_session(session)
+            await self.end_session(session)
             await wire.send_empty(send, 200)
         else:
             await wire.send_empty(send, 405, [(b"allow", b"GET, POST, DELETE")])
 
-    def end_session(self, session: SealedSession) -> None:
+    async def end_session(self, session: SealedSession) -> None:
+        """Refuse the session here at once, tell the running processes, and record it for the others."""
+        until = self._sealer.expiry_of(session)
         self._sealer.end(session)
         self._notifier.end_session(session.id)
-        self._tell_others(_ENDED, {"session": session.id, "until": self._sealer.expiry_of(session)})
+        self._tell_others(_ENDED, {"session": session.id, "until": until})
+        if self._ended is None:
+            return
+        try:
+            await self._ended.add(session.id, until)
+        except GatewayError as exc:
+            # The session is ended here and, by signal, in the running processes; only one that
+            # starts later (or missed the signal) could still accept it.
+            logger.warning("ended session not stored", extra={"session_id": session.id, "error": str(exc)})
 
     async def follow(self, signals: Signals, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Act on what other processes behind the same endpoint saw: cancellations and ended sessions."""
+        """Act on what other processes behind the same endpoint saw: cancellations and ended sessions.
+
+        The sessions ended before this process started are loaded before it serves anyone, and
+        reloaded every few seconds for any whose signal was missed.
+        """
         self._signals = signals
         async with signals.subscribe(_CANCEL) as cancels, signals.subscribe(_ENDED) as ended:
+            await self._load_ended()
             task_status.started()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._follow_cancels, cancels)
                 tasks.start_soon(self._follow_ended, ended)
+                tasks.start_soon(self._reload_ended)
+
+    async def _load_ended(self) -> None:
+        if self._ended is None:
+            return
+        try:
+            for session_id, until in await self._ended.current():
+                self._sealer.forget(session_id, until)
+                self._notifier.end_session(session_id)  # a standing stream held here ends too
+        except GatewayError as exc:
+            logger.warning("ended sessions not loaded", extra={"error": str(exc)})
+
+    async def _reload_ended(self) -> None:
+        while self._ended is not None:
+            await anyio.sleep(_ENDED_RELOAD_SECONDS)
+            await self._load_ended()
 
     async def _follow_cancels(self, cancels: Subscription) -> None:
         async for signal in cancels:

@@ -10,6 +10,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
 from gateway.config import AuthSettings, ServerSettings
+from gateway.front.ended_sessions import EndedSessions
 from gateway.front.endpoint import McpEndpoint
 from gateway.front.server import ChangeNotifier
 from gateway.front.sessions import SessionSealer
@@ -40,6 +41,7 @@ def build_endpoint(
     notifier: ChangeNotifier,
     sdk: StreamableHTTPSessionManager,
     settings: ServerSettings,
+    ended: EndedSessions | None = None,
 ) -> McpEndpoint:
     keys = [key.get_secret_value() for key in settings.session_keys]
     sealer = SessionSealer(keys, lifetime=settings.session_lifetime)
@@ -51,6 +53,7 @@ def build_endpoint(
         sdk=sdk,
         security=transport_security(settings),
         max_body_bytes=settings.max_body_bytes,
+        ended=ended,
     )
 
 

@@ -125,3 +125,17 @@ class CatalogListingRow(Base):
     connector: Mapped[str] = mapped_column(String(64), primary_key=True)
     listing: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EndedSessionRow(Base):
+    """A sealed session id ended by its client (HTTP DELETE), refused until it would have expired.
+
+    A sealed id cannot be un-issued, so every process must remember the ended ones. Processes
+    running at the time hear of it by signal; this row tells those that start later, or that
+    missed the signal, and a single gateway after a restart.
+    """
+
+    __tablename__ = "ended_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    until: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
