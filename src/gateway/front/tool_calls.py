@@ -9,13 +9,13 @@ A client that goes away, or cancels the request, cancels the call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import anyio.abc
 import mcp_types as types
 from mcp.server.runner import modern_error_data
 from mcp.shared.exceptions import MCPError
@@ -94,16 +94,20 @@ class ToolCalls:
         exchange = _Exchange(send, request_id, progress_token)
         session_id = request.session_id
 
-        async with anyio.create_task_group() as tasks:
-            key = self._in_flight.add(session_id, request_id, tasks.cancel_scope) if session_id else None
+        with anyio.CancelScope() as scope:
+            key = self._in_flight.add(session_id, request_id, scope) if session_id else None
+            # Plain tasks rather than a task group: setting a group up and waiting for its tasks to
+            # end cost about 50 µs on every call. These two only cancel `scope` or write to the
+            # stream, and are cancelled as soon as the call is answered.
+            helpers = [_spawn(wire.cancel_on_disconnect(receive, scope))]
+            if progress_token is not None:
+                helpers.append(_spawn(exchange.keep_alive()))
             try:
-                tasks.start_soon(wire.cancel_on_disconnect, receive, tasks.cancel_scope)
-                if progress_token is not None:
-                    tasks.start_soon(exchange.keep_alive)
                 body, status = await self._call(request, params, meta, exchange, modern=modern)
                 await exchange.finish(body, status)
-                tasks.cancel_scope.cancel()
             finally:
+                for helper in helpers:
+                    helper.cancel()
                 if key is not None:
                     self._in_flight.remove(key)
         if not exchange.answered:
@@ -148,6 +152,17 @@ class ToolCalls:
     def _error(request_id: Any, code: int, message: str, data: Any, *, modern: bool) -> tuple[bytes, int]:
         status = ERROR_CODE_HTTP_STATUS.get(code, 200) if modern else 200
         return wire.error_message(request_id, code, message, data), status
+
+
+def _spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(work)
+    task.add_done_callback(_report_failure)
+    return task
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.warning("a tools/call helper task failed", exc_info=error)
 
 
 class _Exchange:
