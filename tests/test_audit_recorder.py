@@ -7,6 +7,7 @@ import base64
 import os
 import signal
 import sys
+import uuid
 
 import anyio
 import orjson
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, get_call, read_checkpoints, search, verify
+from gateway.audit.entry import new_call_id
 from gateway.errors import AuditUnavailable
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -398,3 +400,22 @@ async def test_huge_deep_binary_and_broken_values_are_recorded_bounded(database)
     assert odd_call["arguments"]["value"]["png"].startswith("[BINARY: 9 bytes")
     assert odd_call["reasoning"] == "NUL \x00 and a lone \\ud800 surrogate"
     assert (await verify(database)).ok
+
+
+def test_call_ids_are_uuid7_in_the_order_calls_were_recorded():
+    """Time-ordered ids keep each commit's call-id index entries together (and sort like the log)."""
+    ids = [new_call_id(now_ns=1_796_000_000_000_000_000 + step * 1_000_000) for step in range(50)]
+
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    assert all(uuid.UUID(call_id).version == 7 and len(call_id) == 32 for call_id in ids)
+    assert new_call_id() != new_call_id()  # the same millisecond still gives distinct ids
+
+
+async def test_recorded_calls_get_uuid7_ids(database):
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+    finally:
+        await recorder.close()
+    assert uuid.UUID(handle.call_id).version == 7

@@ -8,6 +8,8 @@ function to check that those copies still agree with the hashed content.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -126,6 +128,20 @@ def event_from_content(content: str, *, prev_hash: str, hash: str) -> AuditEvent
         prev_hash=prev_hash,
         hash=hash,
     )
+
+
+def new_call_id(now_ns: int | None = None) -> str:
+    """A UUIDv7 as 32 hex digits: unique, and in the order the calls were recorded (per millisecond).
+
+    Each commit writes every index page it touches; a random id would put each call's entry on
+    a random page of the call-id index, often one no commit touched lately. Time-ordered ids
+    land where the previous call's did (and its outcome, which carries the same id).
+    """
+    milliseconds = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    value = (milliseconds & (2**48 - 1)) << 80 | int.from_bytes(os.urandom(10)) & (2**80 - 1)
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return f"{value:032x}"
 
 
 def column_text(value: object, limit: int | None = COLUMN_CHARS) -> str | None:

@@ -27,7 +27,6 @@ import re
 import socket
 import sqlite3
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from gateway.audit.entry import (
     RECOVERED,
     CallHandle,
     index_columns,
+    new_call_id,
     outcome_payload,
     request_id_value,
     result_digest,
@@ -358,7 +358,7 @@ class AuditRecorder:
             raise ValueError("call_id must be 1 to 64 characters")
         if time is not None and time.tzinfo is None:
             raise ValueError("time must carry a time zone")
-        call_id = call_id or uuid.uuid4().hex
+        call_id = call_id or new_call_id()
         moment = time or datetime.now(UTC)
         redact = self._redactor
         data = {
