@@ -206,3 +206,15 @@ def test_context_keys_are_the_attributes_read_and_whole_context_uses_keep_everyt
     assert _keys("permit (principal, action, resource) when { context has session.id };") == {"session"}
     # `context` as a value (here inside a record) could be compared whole: nothing may be dropped.
     assert _keys("permit (principal, action, resource) when { {c: context}.c.input == {} };") is None
+
+
+def test_the_slice_cache_starts_over_past_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request shapes that share cached policy sets still count against the bound."""
+    monkeypatch.setattr("gateway.policy.slices.CACHED_REQUEST_SHAPES", 4)
+    loaded = _world(tmp_path)
+    slices = loaded.engine._state.slices  # type: ignore[union-attr]
+
+    for principal in PRINCIPALS:
+        for exposed, arguments in CALLS:
+            loaded.call(principal, exposed, arguments)
+        assert slices.cached_request_shapes <= 4

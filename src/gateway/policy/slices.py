@@ -208,9 +208,11 @@ class PolicySlices:
             if self._principal_scopes[policy_id].admits(principal_shape)
             and self._resource_scopes[policy_id].admits(resource_shape)
         )
+        if len(self._by_request) >= CACHED_REQUEST_SHAPES:
+            self._by_request.clear()
         found = self._by_members.get(members)
         if found is None:
-            if self._held + len(members) > CACHED_POLICY_BUDGET or len(self._by_request) >= CACHED_REQUEST_SHAPES:
+            if self._held + len(members) > CACHED_POLICY_BUDGET:
                 self._by_members.clear()
                 self._by_request.clear()
                 self._held = 0
