@@ -238,10 +238,38 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU time so far of the gateway's processes, the echo backends' and this client's (Linux /proc).
+
+    With 16 clients on two cores, throughput is bounded by the CPU that every call costs all
+    three; these say how it divides.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"gateway": 0.0, "backend": 0.0, "client": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(entry.name) == os.getpid():
+            totals["client"] += seconds
+        elif b"echo_server.py" in command:
+            totals["backend"] += seconds
+        elif b" gateway serve" in command or b"-m gateway serve" in command:
+            totals["gateway"] += seconds
+    return totals
+
+
 async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int) -> dict[str, dict[str, float]]:
     direct_target = setup.direct()
     latencies: dict[str, list[float]] = {"direct": [], "gateway": []}
     throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
+    cpu = {"gateway": 0.0, "backend": 0.0, "client": 0.0}
+    concurrent_calls = 0
     async with connect(direct_target, mode) as direct, connect(setup.gateway_url, mode, setup.key) as through:
         targets = {"direct": (direct, "echo"), "gateway": (through, "bench__echo")}
         for client, tool in targets.values():  # warm up both paths
@@ -261,7 +289,15 @@ async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int
             )
             async with _many(target, mode, key, clients) as many:
                 await concurrent(many, tool, 10)  # warm-up
-                throughput[name].append(await concurrent(many, tool, max(10, calls // (clients * 2))))
+                each = max(10, calls // (clients * 2))
+                before = cpu_seconds_by_role()
+                throughput[name].append(await concurrent(many, tool, each))
+                if name == "gateway":
+                    after = cpu_seconds_by_role()
+                    for role in cpu:
+                        cpu[role] += after[role] - before[role]
+                    concurrent_calls += each * clients
+    cpu_per_call = {role: seconds / concurrent_calls * 1e6 for role, seconds in cpu.items()}
     return {
         name: {
             "p50_ms": statistics.median(latencies[name]) * 1000,
@@ -270,7 +306,7 @@ async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int
             "calls_per_s_16": statistics.median(throughput[name]),
         }
         for name in latencies
-    }
+    } | {"cpu_us_per_call_16": cpu_per_call}
 
 
 @asynccontextmanager
@@ -322,6 +358,7 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(10)
+    cpu = results.pop("cpu_us_per_call_16")
     direct, gateway = results["direct"], results["gateway"]
     storage = f" workers={args.workers} storage=postgresql" if args.workers else ""
     print(
@@ -336,6 +373,10 @@ def main() -> None:
         )
     if batches:
         print(f"audit group commits: {batches[0]:.0f} batches, {batches[1]:.2f} entries per commit on average")
+    print(
+        f"CPU per call through the gateway with {args.clients} clients: gateway {cpu['gateway']:.0f} us, "
+        f"backend {cpu['backend']:.0f} us, client {cpu['client']:.0f} us"
+    )
     p50 = gateway["p50_ms"] - direct["p50_ms"]
     p99 = gateway["p99_ms"] - direct["p99_ms"]
     print(
