@@ -17,6 +17,7 @@ import pytest
 
 from gateway.identity.principal import Principal
 from gateway.policy import Decision
+from gateway.policy.entities import ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
@@ -218,3 +219,16 @@ def test_the_slice_cache_starts_over_past_its_bound(tmp_path: Path, monkeypatch:
         for exposed, arguments in CALLS:
             loaded.call(principal, exposed, arguments)
         assert slices.cached_request_shapes <= 4
+
+
+def test_ancestry_is_read_transitively_from_the_entities_cedar_is_given() -> None:
+    entities = [
+        {"uid": {"type": "Agent", "id": "a"}, "attrs": {}, "parents": [{"type": "Role", "id": "ops"}]},
+        {"uid": {"type": "Role", "id": "ops"}, "attrs": {}, "parents": [{"type": "Role", "id": "staff"}]},
+        {"uid": {"type": "Role", "id": "staff"}, "attrs": {}, "parents": []},
+    ]
+    base = parent_map([{"uid": {"type": "Tool", "id": "t"}, "attrs": {}, "parents": [{"type": "Server", "id": "s"}]}])
+
+    assert set(ancestors(("Agent", "a"), parent_map(entities), base)) == {("Role", "ops"), ("Role", "staff")}
+    assert ancestors(("Tool", "t"), base) == (("Server", "s"),)
+    assert ancestors(("Server", "s"), base) == ()

@@ -39,7 +39,6 @@ from gateway.policy.schema import (
     PROMPT,
     READ_RESOURCE,
     RESOURCE,
-    ROLE,
     SERVER,
     TOOL,
     GeneratedSchema,
@@ -453,12 +452,12 @@ class PolicyEngine:
     ) -> Decision:
         if context.context is None:
             return self._unrepresentable(state, principal, action, resource, context, what, resource_entity)
-        applicable = state.slices.for_request(
-            action,
-            _principal_target(principal),
-            _resource_target(state, resource["type"], resource["id"], resource_entity),
-        )
         try:
+            applicable = state.slices.for_request(
+                action,
+                _principal_target(state, principal),
+                _resource_target(state, resource["type"], resource["id"], resource_entity),
+            )
             result = cedarpy.is_authorized(
                 {
                     "principal": uid(AGENT, principal.agent),
@@ -554,7 +553,7 @@ class PolicyEngine:
                     "context": None,
                 },
                 state.slices.for_request(
-                    action, _principal_target(principal), _resource_target(state, *resource, resource_entity)
+                    action, _principal_target(state, principal), _resource_target(state, *resource, resource_entity)
                 ).policies,
                 _entities(state, principal, resource_entity),
                 schema=state.schema_handle,
@@ -567,29 +566,18 @@ class PolicyEngine:
             return None
 
 
-def _principal_target(principal: Principal) -> ScopeTarget:
-    """The agent as the policies' principal scopes see it: its roles are its only ancestors."""
-    return ScopeTarget(AGENT, principal.agent, tuple((ROLE, role) for role in principal.roles))
+def _principal_target(state: _PolicyState, principal: Principal) -> ScopeTarget:
+    """The agent as the principal scopes see it; raises ValueError like `_entities` when it does not fit."""
+    return ScopeTarget(AGENT, principal.agent, state.entities.principal_ancestors(principal))
 
 
 def _resource_target(
     state: _PolicyState, resource_type: str, resource_id: str, resource_entity: tuple[str, str] | None
 ) -> ScopeTarget:
-    """The resource with the ancestry its entity has in Cedar: its server, when it has one.
-
-    This must say exactly what `_entities` gives Cedar, or policy slicing would drop a policy
-    that applies; so it reads the same schema and the same resource entity.
-    """
-    server: str | None = None
-    if resource_entity is not None:
-        server = resource_entity[0]
-    elif resource_type == TOOL:
-        tool = state.schema.tools.get(resource_id)
-        server = tool.connector if tool is not None else None
-    elif resource_type == PROMPT:
-        prompt = state.schema.prompts.get(resource_id)
-        server = prompt.connector if prompt is not None else None
-    return ScopeTarget(resource_type, resource_id, ((SERVER, server),) if server is not None else ())
+    """The resource as the resource scopes see it, with the ancestry its entity has in Cedar."""
+    return ScopeTarget(
+        resource_type, resource_id, state.entities.resource_ancestors(resource_type, resource_id, resource_entity)
+    )
 
 
 def _entities(state: _PolicyState, principal: Principal, resource_entity: tuple[str, str] | None) -> cedarpy.Entities:

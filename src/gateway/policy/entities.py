@@ -11,7 +11,7 @@ served by a template is not known before it is asked for.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cedarpy
@@ -107,24 +107,78 @@ def resource_entity(connector: str, uri: str) -> dict[str, Any]:
     return _entity(RESOURCE, uri, {"uri": uri, "server": connector}, [uid(SERVER, connector)])
 
 
+EntityKey = tuple[str, str]
+
+
+def parent_map(entities: Iterable[dict[str, Any]]) -> dict[EntityKey, tuple[EntityKey, ...]]:
+    """Each entity's parents, as listed in the entity data given to Cedar."""
+    return {
+        (entity["uid"]["type"], entity["uid"]["id"]): tuple((p["type"], p["id"]) for p in entity["parents"])
+        for entity in entities
+    }
+
+
+def ancestors(start: EntityKey, *parent_maps: Mapping[EntityKey, tuple[EntityKey, ...]]) -> tuple[EntityKey, ...]:
+    """Everything `start` is `in` for Cedar (parents, their parents, ...), from the same entity data.
+
+    Policy slicing drops a policy whose `principal in` or `resource in` names none of these, so
+    they must be exactly what Cedar's `in` sees, never a separate idea of the hierarchy.
+    """
+    seen: dict[EntityKey, None] = {}
+    pending = [parent for parents in parent_maps for parent in parents.get(start, ())]
+    while pending:
+        ancestor = pending.pop()
+        if ancestor not in seen:
+            seen[ancestor] = None
+            pending.extend(parent for parents in parent_maps for parent in parents.get(ancestor, ()))
+    return tuple(seen)
+
+
 class EntityStore:
     """Parsed entity handles for one catalog: the base, and base-plus-principal per principal."""
 
     def __init__(self, schema: GeneratedSchema, schema_handle: cedarpy.Schema) -> None:
         self._schema = schema_handle
-        self.base = cedarpy.Entities.from_json_str(json.dumps(base_entities(schema)), schema=schema_handle)
-        self._principals: dict[PrincipalKey, cedarpy.Entities] = {}
+        base = base_entities(schema)
+        self.base = cedarpy.Entities.from_json_str(json.dumps(base), schema=schema_handle)
+        self._base_parents = parent_map(base)
+        self._base_ancestors: dict[EntityKey, tuple[EntityKey, ...]] = {}
+        self._principals: dict[PrincipalKey, tuple[cedarpy.Entities, tuple[EntityKey, ...]]] = {}
 
     def for_principal(self, principal: Principal) -> cedarpy.Entities:
         """Raises ValueError when the principal's entities do not fit the schema."""
+        return self._principal(principal)[0]
+
+    def principal_ancestors(self, principal: Principal) -> tuple[EntityKey, ...]:
+        """What the agent is `in` for Cedar (its roles), from the entities `for_principal` gives it."""
+        return self._principal(principal)[1]
+
+    def resource_ancestors(
+        self, resource_type: str, resource_id: str, served: tuple[str, str] | None
+    ) -> tuple[EntityKey, ...]:
+        """What a tool, prompt, server or resource is `in` for Cedar, from the same entities.
+
+        `served` is the (connector, uri) of a resource entity added per request (`for_resource`).
+        """
+        start = (resource_type, resource_id)
+        if served is None:
+            found = self._base_ancestors.get(start)
+            if found is None:
+                found = self._base_ancestors[start] = ancestors(start, self._base_parents)
+            return found
+        return ancestors(start, parent_map([resource_entity(*served)]), self._base_parents)
+
+    def _principal(self, principal: Principal) -> tuple[cedarpy.Entities, tuple[EntityKey, ...]]:
         key = principal_key(principal)
-        handle = self._principals.get(key)
-        if handle is None:
-            handle = self.base.with_added_json_str(json.dumps(principal_entities(principal)), schema=self._schema)
+        cached = self._principals.get(key)
+        if cached is None:
+            entities = principal_entities(principal)
+            handle = self.base.with_added_json_str(json.dumps(entities), schema=self._schema)
+            cached = (handle, ancestors((AGENT, principal.agent), parent_map(entities), self._base_parents))
             if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
                 self._principals.clear()
-            self._principals[key] = handle
-        return handle
+            self._principals[key] = cached
+        return cached
 
     def for_resource(self, principal: Principal, connector: str, uri: str) -> cedarpy.Entities:
         """Raises ValueError when the principal's or the resource's entities do not fit the schema."""

@@ -6,8 +6,8 @@ when each of its three scopes can match:
 
 - action: unconstrained, equal to the requested action, or containing it or one of its groups;
 - principal and resource: unconstrained, equal to the entity, `in` the entity or one of its
-  ancestors, `is` its type (the ancestry is exact: an agent's parents are its roles; a tool's,
-  prompt's or resource's parent is its server; roles and servers have none).
+  ancestors, `is` its type. The ancestors are read transitively from the very entity data Cedar
+  is given (`entities.ancestors`), so they are what Cedar's `in` sees.
 
 A policy whose scope does not match contributes nothing to Cedar's answer: Cedar checks the
 scope before the conditions, so it neither decides nor raises an error. Evaluating the slice
