@@ -76,7 +76,7 @@ def summarise(raw: Path, top: int) -> None:
         count = int(count_text)
         frames = stack.split(";")
         leaf = frames[-1]
-        if "threading.py" in leaf and "wait" in leaf:
+        if ("threading.py" in leaf and "wait" in leaf) or "._wait_for_work (" in leaf:
             continue  # idle threads waiting for work are not time any call spends
         total += count
         # The innermost frame that is not the event loop's own names where the time went.

@@ -144,9 +144,13 @@ class SqliteEventStore:
 
     # -- writer thread ----------------------------------------------------------------------
 
+    def _wait_for_work(self) -> _Request:
+        """Block until something is queued (a frame of its own, so profiles can tell idle from busy)."""
+        return self._requests.get()
+
     def _serve(self) -> None:
         while True:
-            drained = [self._requests.get()]
+            drained = [self._wait_for_work()]
             with contextlib.suppress(queue.Empty):
                 while not isinstance(drained[-1], _Stop):
                     drained.append(self._requests.get_nowait())
