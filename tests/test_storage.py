@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -224,19 +225,39 @@ async def test_sqlite_writer_waits_for_another_writer_instead_of_failing(tmp_pat
             holder = await holder.execution_options(isolation_level="AUTOCOMMIT")
             await holder.exec_driver_sql("BEGIN IMMEDIATE")
 
+            insert_started = threading.Event()
+
+            failures: list[Exception] = []
+
             async def write_from_second() -> None:
+                try:
+                    await insert_into_second()
+                except Exception as exc:  # reported below, after the first writer has let go
+                    failures.append(exc)
+                else:
+                    order.append("second wrote")
+                finally:
+                    insert_started.set()  # a failure must not leave the first writer waiting
+
+            async def insert_into_second() -> None:
                 async with second.engine.begin() as connection:
+                    raw = await connection.get_raw_connection()
+                    # SQLite calls this as the INSERT starts executing, i.e. as it reaches for the lock.
+                    await raw.driver_connection.set_trace_callback(
+                        lambda statement: insert_started.set() if statement.startswith("INSERT") else None
+                    )
                     await connection.exec_driver_sql(
                         "INSERT INTO api_keys (id, agent, roles, key_hash, prefix, created_at) "
                         "VALUES ('key_2', 'a', '[]', 'h2', 'p', '2026-01-01 00:00:00')"
                     )
-                order.append("second wrote")
+                    await raw.driver_connection.set_trace_callback(None)
 
             async with anyio.create_task_group() as group:
                 group.start_soon(write_from_second)
-                await anyio.sleep(0.3)
+                assert await anyio.to_thread.run_sync(insert_started.wait, 30), "the second writer never started"
                 order.append("first committed")
                 await holder.exec_driver_sql("COMMIT")
+        assert not failures, f"the second writer failed instead of waiting: {failures[0]}"
         assert order == ["first committed", "second wrote"]
     finally:
         await first.close()
