@@ -119,9 +119,7 @@ class HttpHop:
         self, method: str, params: JsonObject, *, time_limit: float, on_progress: ProgressCallback | None
     ) -> JsonObject:
         request_id = next(self._ids)
-        if on_progress is not None:
-            params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
-        message, stamped = self._shaper.request(request_id, method, params)
+        message, stamped = self._shaper.request(request_id, method, params, progress=on_progress is not None)
         headers = self._headers(stamped)
         body = encode(message)
         try:

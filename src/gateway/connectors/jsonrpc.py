@@ -73,11 +73,20 @@ class Shaper:
         self.version: str = session.protocol_version or "2025-11-25"
         self._foreign: dict[str, frozenset[str]] = {}
 
-    def request(self, request_id: int, method: str, params: JsonObject) -> tuple[JsonObject, dict[str, str]]:
-        """The wire message and the HTTP headers for one request; `params` is not mutated."""
+    def request(
+        self, request_id: int, method: str, params: JsonObject, *, progress: bool = False
+    ) -> tuple[JsonObject, dict[str, str]]:
+        """The wire message and the HTTP headers for one request; `params` is not mutated.
+
+        With `progress`, the request id doubles as the progress token, so progress notifications
+        find their call by the same number its answer will carry.
+        """
         params = dict(params)
-        if (meta := params.get("_meta")) is not None:
-            params["_meta"] = dict(meta)
+        meta = params.get("_meta")
+        if meta is not None or progress:
+            params["_meta"] = dict(meta or {})
+            if progress:
+                params["_meta"]["progressToken"] = request_id
         data: dict[str, Any] = {"method": method, "params": params}
         opts: dict[str, Any] = {}
         self._stamp(data, opts)

@@ -228,9 +228,7 @@ class StdioHop:
     ) -> JsonObject:
         pipe = self._pipe
         request_id = next(pipe._ids)
-        if on_progress is not None:
-            params = {**params, "_meta": {**(params.get("_meta") or {}), "progressToken": request_id}}
-        message, _headers = self._shaper.request(request_id, method, params)
+        message, _headers = self._shaper.request(request_id, method, params, progress=on_progress is not None)
         waiter: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
         pipe._pending[request_id] = waiter
         if on_progress is not None:
