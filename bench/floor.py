@@ -1,0 +1,133 @@
+"""How far the gateway is from the floor of its own stack, in one interleaved run.
+
+Four targets in front of (or being) the same HTTP echo backend, called with the official `mcp`
+client: the backend directly; `byte_relay.py`, which copies bytes on uvicorn + aiohttp and
+nothing else; the same relay waiting for one durable SQLite row per call before forwarding
+(the least a write-ahead audit can cost); and the gateway with API-key auth, Cedar with
+generated policies and its real audit. One client calls sequentially in rounds that rotate the
+targets, then 16 clients do; the table shows what each adds over the backend alone.
+
+    python bench/floor.py [--mode auto|legacy] [--calls 2000] [--policies 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+from overhead import (
+    HERE,
+    Setup,
+    _many,
+    concurrent,
+    connect,
+    free_port,
+    listening,
+    percentile,
+    sequential,
+    start,
+    wait_for,
+)
+
+RELAY = HERE / "byte_relay.py"
+
+
+def start_relay(backend_url: str, audit: Path | None) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    command = [sys.executable, str(RELAY), "--target", backend_url, "--port", str(port)]
+    if audit is not None:
+        command += ["--audit", str(audit)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: listening(port), "relay")
+    return f"http://127.0.0.1:{port}/mcp", process
+
+
+async def measure(
+    targets: dict[str, tuple[str, str, str | None]], mode: str, calls: int, rounds: int, clients: int
+) -> dict[str, dict[str, float]]:
+    """`targets`: name to (URL, tool name, API key or None)."""
+    names = list(targets)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    throughput: dict[str, list[float]] = {name: [] for name in names}
+    async with AsyncExitStack() as stack:
+        opened = {
+            name: await stack.enter_async_context(connect(url, mode, key)) for name, (url, _, key) in targets.items()
+        }
+        for name in names:
+            await sequential(opened[name], targets[name][1], 50, [])
+        per_round = max(1, calls // rounds)
+        for round_number in range(rounds):
+            for name in _rotated(names, round_number):
+                await sequential(opened[name], targets[name][1], per_round, latencies[name])
+    for round_number in range(max(2, rounds // 3)):
+        for name in _rotated(names, round_number):
+            url, tool, key = targets[name]
+            async with _many(url, mode, key, clients) as many:
+                await concurrent(many, tool, 10)
+                throughput[name].append(await concurrent(many, tool, max(10, calls // (clients * 2))))
+    return {
+        name: {
+            "p50": statistics.median(latencies[name]) * 1000,
+            "p99": percentile(latencies[name], 0.99) * 1000,
+            "calls_16": statistics.median(throughput[name]),
+        }
+        for name in names
+    }
+
+
+def _rotated(names: list[str], by: int) -> list[str]:
+    """Each round starts with another target, so no target always follows the same one."""
+    by %= len(names)
+    return names[by:] + names[:by]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("auto", "legacy"), default="auto", help="client protocol revision")
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--policies", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        setup: Setup | None = None
+        relays: list[subprocess.Popen[bytes]] = []
+        try:
+            setup = start("http", Path(workdir), "", policies=args.policies)
+            backend_url = str(setup.direct())
+            relay_url, relay = start_relay(backend_url, None)
+            relays.append(relay)
+            audited_url, audited = start_relay(backend_url, Path(workdir) / "relay.db")
+            relays.append(audited)
+            targets = {
+                "direct": (backend_url, "echo", None),
+                "byte relay": (relay_url, "echo", None),
+                "byte relay + durable row": (audited_url, "echo", None),
+                "gateway": (setup.gateway_url, "bench__echo", setup.key),
+            }
+            results = anyio.run(measure, targets, args.mode, args.calls, args.rounds, args.clients)
+        finally:
+            for process in relays + (list(reversed(setup.processes)) if setup else []):
+                process.terminate()
+                process.wait(timeout=10)
+    direct = results["direct"]
+    print(
+        f"client={args.mode} calls={args.calls} policies={args.policies} clients={args.clients} cpus={os.cpu_count()}"
+    )
+    print(f"{'target':<26} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'calls/s':>8} {'ratio':>6}")
+    for name, row in results.items():
+        print(
+            f"{name:<26} {row['p50']:>7.2f} {row['p99']:>7.2f} {row['p50'] - direct['p50']:>+8.2f} "
+            f"{row['p99'] - direct['p99']:>+8.2f} {row['calls_16']:>8.0f} {row['calls_16'] / direct['calls_16']:>5.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
