@@ -24,6 +24,9 @@ STAGES = (
     ("gateway.pipeline", "Pipeline", "call_tool", "pipeline"),
     ("gateway.policy.engine", "PolicyEngine", "decide_call", "policy decision"),
     ("gateway.audit.recorder", "AuditRecorder", "record_call", "audit entry, durable"),
+    ("gateway.audit.recorder", "AuditRecorder", "_write_batch", "audit: batch written"),
+    ("gateway.audit.recorder", "AuditRecorder", "_plan", "audit: rows chained"),
+    ("gateway.audit.sqlite_writer", "SqliteEventStore", "append", "audit: append awaited"),
     ("gateway.audit.sqlite_writer", "SqliteEventStore", "_write", "audit: SQLite transaction"),
     ("gateway.connectors.mcp_backend", "McpBackend", "call_tool", "backend hop, backend included"),
 )
