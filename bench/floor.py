@@ -5,7 +5,8 @@ client: the backend directly; `byte_relay.py`, which copies bytes on uvicorn + a
 nothing else; the same relay waiting for one durable SQLite row per call before forwarding
 (the least a write-ahead audit can cost); and the gateway with API-key auth, Cedar with
 generated policies and its real audit. One client calls sequentially in rounds that rotate the
-targets, then 16 clients do; the table shows what each adds over the backend alone.
+targets, then 16 clients do; the table shows what each adds over the backend alone, and the CPU
+time the process in the middle spent per call with 16 clients.
 
     python bench/floor.py [--mode auto|legacy] [--calls 2000] [--policies 1000]
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -49,37 +51,63 @@ def start_relay(backend_url: str, audit: Path | None) -> tuple[str, subprocess.P
     return f"http://127.0.0.1:{port}/mcp", process
 
 
-async def measure(
-    targets: dict[str, tuple[str, str, str | None]], mode: str, calls: int, rounds: int, clients: int
-) -> dict[str, dict[str, float]]:
-    """`targets`: name to (URL, tool name, API key or None)."""
+@dataclass(frozen=True)
+class Target:
+    url: str
+    tool: str
+    key: str | None = None
+    pid: int | None = None  # the process between client and backend, whose CPU is its cost
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(targets: dict[str, Target], mode: str, calls: int, rounds: int, clients: int) -> dict[str, Row]:
     names = list(targets)
     latencies: dict[str, list[float]] = {name: [] for name in names}
     throughput: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    concurrent_calls: dict[str, int] = dict.fromkeys(names, 0)
     async with AsyncExitStack() as stack:
         opened = {
-            name: await stack.enter_async_context(connect(url, mode, key)) for name, (url, _, key) in targets.items()
+            name: await stack.enter_async_context(connect(target.url, mode, target.key))
+            for name, target in targets.items()
         }
         for name in names:
-            await sequential(opened[name], targets[name][1], 50, [])
+            await sequential(opened[name], targets[name].tool, 50, [])
         per_round = max(1, calls // rounds)
         for round_number in range(rounds):
             for name in _rotated(names, round_number):
-                await sequential(opened[name], targets[name][1], per_round, latencies[name])
+                await sequential(opened[name], targets[name].tool, per_round, latencies[name])
+    each = max(10, calls // (clients * 2))
     for round_number in range(max(2, rounds // 3)):
         for name in _rotated(names, round_number):
-            url, tool, key = targets[name]
-            async with _many(url, mode, key, clients) as many:
-                await concurrent(many, tool, 10)
-                throughput[name].append(await concurrent(many, tool, max(10, calls // (clients * 2))))
+            target = targets[name]
+            async with _many(target.url, mode, target.key, clients) as many:
+                await concurrent(many, target.tool, 10)
+                before = cpu_seconds(target.pid) if target.pid else 0.0
+                throughput[name].append(await concurrent(many, target.tool, each))
+                cpu[name] += (cpu_seconds(target.pid) - before) if target.pid else 0.0
+                concurrent_calls[name] += each * clients
     return {
-        name: {
-            "p50": statistics.median(latencies[name]) * 1000,
-            "p99": percentile(latencies[name], 0.99) * 1000,
-            "calls_16": statistics.median(throughput[name]),
-        }
+        name: Row(
+            p50=statistics.median(latencies[name]) * 1000,
+            p99=percentile(latencies[name], 0.99) * 1000,
+            calls_16=statistics.median(throughput[name]),
+            cpu_ms=cpu[name] / concurrent_calls[name] * 1000 if targets[name].pid else None,
+        )
         for name in names
     }
+
+
+@dataclass(frozen=True)
+class Row:
+    p50: float
+    p99: float
+    calls_16: float
+    cpu_ms: float | None
 
 
 def _rotated(names: list[str], by: int) -> list[str]:
@@ -107,10 +135,10 @@ def main() -> None:
             audited_url, audited = start_relay(backend_url, Path(workdir) / "relay.db")
             relays.append(audited)
             targets = {
-                "direct": (backend_url, "echo", None),
-                "byte relay": (relay_url, "echo", None),
-                "byte relay + durable row": (audited_url, "echo", None),
-                "gateway": (setup.gateway_url, "bench__echo", setup.key),
+                "direct": Target(backend_url, "echo"),
+                "byte relay": Target(relay_url, "echo", pid=relay.pid),
+                "byte relay + durable row": Target(audited_url, "echo", pid=audited.pid),
+                "gateway": Target(setup.gateway_url, "bench__echo", setup.key, pid=setup.processes[-1].pid),
             }
             results = anyio.run(measure, targets, args.mode, args.calls, args.rounds, args.clients)
         finally:
@@ -121,11 +149,15 @@ def main() -> None:
     print(
         f"client={args.mode} calls={args.calls} policies={args.policies} clients={args.clients} cpus={os.cpu_count()}"
     )
-    print(f"{'target':<26} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'calls/s':>8} {'ratio':>6}")
+    print(
+        f"{'target':<26} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'calls/s':>8} {'ratio':>6}"
+        f" {'CPU ms/call':>12}"
+    )
     for name, row in results.items():
+        cpu = f"{row.cpu_ms:>12.2f}" if row.cpu_ms is not None else f"{'':>12}"
         print(
-            f"{name:<26} {row['p50']:>7.2f} {row['p99']:>7.2f} {row['p50'] - direct['p50']:>+8.2f} "
-            f"{row['p99'] - direct['p99']:>+8.2f} {row['calls_16']:>8.0f} {row['calls_16'] / direct['calls_16']:>5.2f}x"
+            f"{name:<26} {row.p50:>7.2f} {row.p99:>7.2f} {row.p50 - direct.p50:>+8.2f} "
+            f"{row.p99 - direct.p99:>+8.2f} {row.calls_16:>8.0f} {row.calls_16 / direct.calls_16:>5.2f}x {cpu}"
         )
 
 
