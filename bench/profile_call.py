@@ -91,10 +91,15 @@ def summarise(raw: Path, top: int) -> None:
         print(f"{function[:100]:<100} {count / total:>7.1%}")
 
 
-async def drive(url: str, key: str, mode: str, calls: int) -> None:
-    async with connect(url, mode, key) as client:
-        for _ in range(calls):
-            await client.call_tool("bench__echo", {"text": "ping"})
+async def drive(url: str, key: str, mode: str, calls: int, clients: int = 1) -> None:
+    async def one_client(count: int) -> None:
+        async with connect(url, mode, key) as client:
+            for _ in range(count):
+                await client.call_tool("bench__echo", {"text": "ping"})
+
+    async with anyio.create_task_group() as group:
+        for _ in range(clients):
+            group.start_soon(one_client, max(1, calls // clients))
 
 
 def main() -> None:
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients, each calling sequentially")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
@@ -122,7 +128,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
-                anyio.run(drive, setup.gateway_url, setup.key, args.mode, args.calls)
+                anyio.run(drive, setup.gateway_url, setup.key, args.mode, args.calls, args.clients)
             finally:
                 recorder.send_signal(2)
                 recorder.wait(timeout=60)
