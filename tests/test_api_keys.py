@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -204,6 +205,82 @@ async def test_a_key_revoked_on_the_same_replica_is_refused_at_once_despite_the_
     assert (await store.authenticate(key)).agent == "agent"
 
     await store.revoke(record.id)
+
+    with pytest.raises(AuthenticationFailed, match=r"^API key revoked$"):
+        await store.authenticate(key)
+
+
+class HeldChecks:
+    """Stands in for the store's database: the next key check pauses after its query until released.
+
+    Lets a test put other requests (more checks, a revocation) while one check is in flight,
+    without timing anything.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self.holding = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._database, name)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[object]:
+        held = self.holding
+        self.holding = False
+        async with self._database.session() as session:
+            yield session
+        if held:
+            self.reached.set()
+            await self.release.wait()
+
+
+async def test_concurrent_requests_with_an_expired_key_share_one_database_check(database):
+    clock = ManualClock()
+    store = ApiKeyStore(database, cache_seconds=5, clock=clock)
+    _, key = await store.create("agent")
+    assert (await store.authenticate(key)).agent == "agent"
+    clock.advance(5.1)
+
+    with counted_queries(database) as queries:
+        principals = await asyncio.gather(*(store.authenticate(key) for _ in range(20)))
+
+    assert [principal.agent for principal in principals] == ["agent"] * 20
+    assert len(queries) == 1
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_check_others_wait_for(database):
+    admin = ApiKeyStore(database)
+    _, key = await admin.create("agent")
+    held = HeldChecks(database)
+    store = ApiKeyStore(held, cache_seconds=5)  # type: ignore[arg-type]
+
+    held.holding = True
+    impatient = asyncio.create_task(store.authenticate(key))
+    await held.reached.wait()
+    patient = asyncio.create_task(store.authenticate(key))
+    await asyncio.sleep(0)  # `patient` starts and joins the check in flight
+    impatient.cancel()
+    held.release.set()
+
+    assert (await patient).agent == "agent"
+    assert impatient.cancelled()
+
+
+async def test_a_check_in_flight_during_a_revocation_does_not_cache_the_key_as_valid(database):
+    held = HeldChecks(database)
+    store = ApiKeyStore(held, cache_seconds=300)  # type: ignore[arg-type]
+    record, key = await store.create("agent")
+
+    held.holding = True
+    in_flight = asyncio.create_task(store.authenticate(key))
+    await held.reached.wait()  # its query has read the key as valid
+    await store.revoke(record.id)
+    held.release.set()
+    # That request was under way before the revocation finished; it may still pass.
+    assert (await in_flight).agent == "agent"
 
     with pytest.raises(AuthenticationFailed, match=r"^API key revoked$"):
         await store.authenticate(key)

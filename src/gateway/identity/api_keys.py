@@ -3,11 +3,15 @@
 A key is `agw_` followed by 32 random bytes in URL-safe base64. Only its SHA-256 is stored, so a
 copy of the database grants nothing. Checking a key is on the hot path of every call, so results
 are cached per key hash for a few seconds: a revocation reaches other replicas within
-`cache_seconds`, and at once on the replica that revoked it.
+`cache_seconds`, and at once on the replica that revoked it. When an entry is missing or has
+expired, concurrent requests with that key share one database check instead of each making its
+own: an agent with many calls in flight would otherwise send a burst of identical queries every
+`cache_seconds`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -109,6 +113,8 @@ class ApiKeyStore:
         self._max_cached = max_cached
         self._clock = clock
         self._cache: dict[str, _CachedCheck] = {}
+        self._checking: dict[str, asyncio.Task[_CachedCheck]] = {}
+        self._revocations = 0
 
     async def create(
         self, agent: str, roles: Sequence[str] = (), description: str | None = None
@@ -163,7 +169,9 @@ class ApiKeyStore:
                 raise UnknownApiKey(f"no API key has the id {key_id!r}; `gateway keys list` shows the ids")
             record = _record(row)
             key_hash = row.key_hash
+        self._revocations += 1
         self._cache.pop(key_hash, None)
+        self._checking.pop(key_hash, None)  # a check begun before the revocation answers no one else
         return record
 
     async def authenticate(self, presented: str) -> Principal:
@@ -180,9 +188,23 @@ class ApiKeyStore:
         cached = self._cache.get(key_hash)
         if cached is not None and cached.expires_at > self._clock():
             return cached.outcome()
-        return (await self._check(key_hash)).outcome()
+        check = self._checking.get(key_hash)
+        if check is None:
+            check = asyncio.get_running_loop().create_task(self._check(key_hash))
+            self._checking[key_hash] = check
+            check.add_done_callback(lambda done: self._check_done(key_hash, done))
+        # Shielded: a caller that gives up (its client went away) must not cancel the check the
+        # other callers are waiting for.
+        return (await asyncio.shield(check)).outcome()
+
+    def _check_done(self, key_hash: str, check: asyncio.Task[_CachedCheck]) -> None:
+        if self._checking.get(key_hash) is check:
+            del self._checking[key_hash]
+        if not check.cancelled():
+            check.exception()  # retrieved here too, in case every caller gave up waiting
 
     async def _check(self, key_hash: str) -> _CachedCheck:
+        revocations = self._revocations
         async with self._db.session() as session:
             row = await session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
         now = self._clock()
@@ -193,7 +215,8 @@ class ApiKeyStore:
         else:
             principal = Principal(agent=row.agent, roles=tuple(row.roles), credential_id=row.id)
             check = _CachedCheck(principal, None, now + self._cache_seconds)
-        self._remember(key_hash, check)
+        if revocations == self._revocations:  # a revocation meanwhile may have made this answer stale
+            self._remember(key_hash, check)
         return check
 
     def _remember(self, key_hash: str, check: _CachedCheck) -> None:
