@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from sqlalchemy import inspect, select, text
 
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.storage import DEFAULT_DATABASE_URL, Database
+from gateway.storage import database as database_module
 from gateway.storage.database import MIGRATIONS_DIR, head_revision, migrate_database
 from gateway.storage.tables import ApiKeyRow
 
@@ -130,6 +132,36 @@ async def test_replicas_migrating_at_the_same_moment_all_succeed_with_one_schema
     finally:
         for replica in replicas:
             await replica.close()
+
+
+async def test_a_new_sqlite_file_another_process_is_writing_is_waited_for_not_refused(tmp_path, monkeypatch):
+    """SQLite refuses a new file's switch to WAL at once while another connection holds a lock."""
+    path = tmp_path / "gateway.db"
+    other_process = sqlite3.connect(path, isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    other_process.execute("CREATE TABLE other_tool (x)")
+    waiting = anyio.Event()
+    real_await = database_module._await
+
+    def noticing_the_wait(awaitable):
+        waiting.set()
+        return real_await(awaitable)
+
+    monkeypatch.setattr(database_module, "_await", noticing_the_wait)
+    database = Database(f"sqlite:///{path}")
+    try:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(database.migrate)
+                await waiting.wait()  # the gateway found the file locked and is waiting, not failing
+                other_process.execute("COMMIT")
+
+        schema, versions = await _schema_and_version(database)
+        assert versions == [HEAD_REVISION]
+        assert set(EXPECTED_SCHEMA["tables"]) <= set(schema["tables"])
+    finally:
+        other_process.close()
+        await database.close()
 
 
 async def test_tasks_sharing_one_database_object_can_migrate_together(database_url):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -18,6 +20,11 @@ from typing import Any
 from sqlalchemy import Connection, event, exc, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+try:
+    from sqlalchemy.util import await_ as _await  # SQLAlchemy 2.1 and later
+except ImportError:  # pragma: no cover - SQLAlchemy 2.0
+    from sqlalchemy.util import await_only as _await
 
 from gateway.errors import ConfigError, StorageUnavailable
 
@@ -224,9 +231,30 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout: float) -> None:
         # The busy timeout goes first: switching to WAL needs a lock another process may hold.
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if is_file:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor, busy_timeout)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any, busy_timeout: float) -> None:
+    """`PRAGMA journal_mode = WAL`, retried while another connection holds the lock it needs.
+
+    On a new file, SQLite answers the switch with `database is locked` at once, without waiting
+    for the busy timeout, when another connection (a second process starting on the same file)
+    holds a lock: a deadlock it refuses to wait out. Retrying until the busy timeout is what the
+    timeout promises. Runs inside SQLAlchemy's connect, where waiting must go through the loop.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.002
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                raise
+        _await(asyncio.sleep(delay))
+        delay = min(delay * 2, 0.1)
 
 
 _REVISION_LINE = re.compile(r"""^(down_revision|revision)\b[^=\n]*=\s*(?:["']([^"']+)["']|None)""", re.MULTILINE)
