@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,8 +22,10 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from gateway.front.ended_sessions import EndedSessions
 from gateway.front.sessions import SessionSealer
 from gateway.identity.principal import Principal
+from gateway.storage import Database
 from harness import (
     KITCHEN_SINK_MARKERS_ENV,
     GatewayProcess,
@@ -30,6 +33,7 @@ from harness import (
     free_port,
     open_legacy_session,
     stdio_connector,
+    wait_until,
     write_gateway_config,
 )
 
@@ -278,5 +282,34 @@ def test_a_restarted_gateway_keeps_its_sessions_but_not_the_ended_ones(tmp_path:
         listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
         assert httpx.post(gateway.url, json=listing, headers=kept).status_code == 200
         assert httpx.post(gateway.url, json=listing, headers=ended).status_code == 404
+    finally:
+        gateway.stop()
+
+
+def test_a_running_gateway_refuses_a_session_another_process_ended_without_a_signal(tmp_path: Path) -> None:
+    """The periodic read of ended sessions: the bound on a signal that never arrived."""
+    write_gateway_config(tmp_path, {"sink": stdio_connector()}, server_extra=f'session_keys = ["{KEY_A}"]')
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    try:
+        session = open_legacy_session(gateway.url, gateway.create_key("missed-signal-agent"))
+        opened = SessionSealer([KEY_A], lifetime=86400).open(session["Mcp-Session-Id"])
+        assert opened is not None
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert httpx.post(gateway.url, json=listing, headers=session).status_code == 200
+
+        async def end_elsewhere() -> None:
+            database = Database(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+            try:
+                await EndedSessions(database).add(opened.id, time.time() + 3600)
+            finally:
+                await database.close()
+
+        anyio.run(end_elsewhere)
+        wait_until(
+            lambda: httpx.post(gateway.url, json=listing, headers=session).status_code == 404,
+            timeout=30,
+            what="the gateway to read the ended session back",
+        )
     finally:
         gateway.stop()

@@ -29,6 +29,10 @@ def _schema(connection) -> dict[str, object]:
             (index["name"], tuple(index["column_names"]), bool(index["unique"]))
             for index in inspector.get_indexes("api_keys")
         ),
+        "ended_session_columns": sorted(column["name"] for column in inspector.get_columns("ended_sessions")),
+        "ended_session_indexes": sorted(
+            (index["name"], tuple(index["column_names"])) for index in inspector.get_indexes("ended_sessions")
+        ),
     }
 
 
@@ -39,12 +43,17 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 EXPECTED_SCHEMA = {
     "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings", "ended_sessions"],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),
+    ],
+    "ended_session_columns": ["ended_at", "session_id", "until"],
+    "ended_session_indexes": [
+        ("ix_ended_sessions_ended_at", ("ended_at",)),
+        ("ix_ended_sessions_until", ("until",)),
     ],
 }
 

@@ -141,8 +141,8 @@ class McpEndpoint:
     async def follow(self, signals: Signals, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Act on what other processes behind the same endpoint saw: cancellations and ended sessions.
 
-        The sessions ended before this process started are loaded before it serves anyone, and
-        reloaded every few seconds for any whose signal was missed.
+        The sessions ended before this process started are loaded before it serves anyone; every
+        few seconds those ended since are read, for any whose signal was missed.
         """
         self._signals = signals
         async with signals.subscribe(_CANCEL) as cancels, signals.subscribe(_ENDED) as ended:
@@ -157,7 +157,7 @@ class McpEndpoint:
         if self._ended is None:
             return
         try:
-            for session_id, until in await self._ended.current():
+            for session_id, until in await self._ended.since_last_read():
                 self._sealer.forget(session_id, until)
                 self._notifier.end_session(session_id)  # a standing stream held here ends too
         except GatewayError as exc:

@@ -152,3 +152,5 @@ class EndedSessionRow(Base):
 
     session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     until: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    #: When it was recorded, so reloads read only what is new; None for rows from before revision 0006.
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
