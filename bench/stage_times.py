@@ -26,7 +26,7 @@ import anyio
 from overhead import start
 from profile_call import drive
 
-HOOKS = Path(os.environ.get("STAGE_HOOKS_DIR") or Path(__file__).resolve().parent / "stage_hooks")
+HOOKS = Path(__file__).resolve().parent / "stage_hooks"
 
 
 def main() -> None:
