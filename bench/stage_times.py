@@ -2,9 +2,10 @@
 
 Starts the `overhead.py` setup with timers installed into the gateway process only (see
 `stage_hooks/sitecustomize.py`), warms up, then times `--calls` sequential calls and prints,
-per stage, the p50 and mean in microseconds. Stages nest: the request in the app holds the
-pipeline, which holds the policy decision, the durable audit entry (which holds the SQLite
-transaction, on SQLite) and the backend hop (which holds the backend's own work). The timers
+per stage, the p50 and mean in microseconds. Stages nest: the request with authentication
+holds the request in the app, which holds the pipeline, which holds the policy decision, the
+durable audit entry (which holds the recorder's batch, the wait for the writer thread and, on
+SQLite, its transaction) and the backend hop (which holds the backend's own work). The timers
 cost a few microseconds each; the figures are for dividing a call's time, not for tables of
 overhead (use `overhead.py` for those).
 
