@@ -27,11 +27,11 @@ import anyio
 from overhead import (
     HERE,
     Setup,
-    _many,
     concurrent,
     connect,
     free_port,
     listening,
+    many_clients,
     percentile,
     sequential,
     start,
@@ -85,7 +85,7 @@ async def measure(targets: dict[str, Target], mode: str, calls: int, rounds: int
     for round_number in range(max(2, rounds // 3)):
         for name in _rotated(names, round_number):
             target = targets[name]
-            async with _many(target.url, mode, target.key, clients) as many:
+            async with many_clients(target.url, mode, target.key, clients) as many:
                 await concurrent(many, target.tool, 10)
                 before = cpu_seconds(target.pid) if target.pid else 0.0
                 throughput[name].append(await concurrent(many, target.tool, each))

@@ -287,7 +287,7 @@ async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int
             target, tool, key = (
                 (direct_target, "echo", None) if name == "direct" else (setup.gateway_url, "bench__echo", setup.key)
             )
-            async with _many(target, mode, key, clients) as many:
+            async with many_clients(target, mode, key, clients) as many:
                 await concurrent(many, tool, 10)  # warm-up
                 each = max(10, calls // (clients * 2))
                 before = cpu_seconds_by_role()
@@ -310,7 +310,7 @@ async def measure(setup: Setup, mode: str, calls: int, rounds: int, clients: int
 
 
 @asynccontextmanager
-async def _many(target: object, mode: str, key: str | None, count: int) -> AsyncIterator[list[Client]]:
+async def many_clients(target: object, mode: str, key: str | None, count: int) -> AsyncIterator[list[Client]]:
     from contextlib import AsyncExitStack
 
     async with AsyncExitStack() as stack:

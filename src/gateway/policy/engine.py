@@ -30,7 +30,7 @@ from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy.context import ArgumentLimits, ContextResult, call_context, common_context
 from gateway.policy.decision import Decision, PolicyRef, allow, deny
-from gateway.policy.entities import EntityStore, principal_key, uid, uid_text
+from gateway.policy.entities import EntityKey, EntityStore, principal_key, uid, uid_text
 from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, read_policy_files, validation_errors
 from gateway.policy.schema import (
     AGENT,
@@ -44,7 +44,7 @@ from gateway.policy.schema import (
     GeneratedSchema,
     generate_schema,
 )
-from gateway.policy.slices import EntityKey, PolicySlices, ScopeTarget
+from gateway.policy.slices import PolicySlices, ScopeTarget
 
 logger = logging.getLogger(__name__)
 

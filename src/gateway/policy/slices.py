@@ -33,6 +33,7 @@ from typing import Any
 import cedarpy
 from cedarpy import pst
 
+from gateway.policy.entities import EntityKey
 from gateway.policy.loader import policy_set
 
 #: Past this many policies held across cached slices, the caches start over (a slice of 1,000
@@ -42,8 +43,6 @@ CACHED_POLICY_BUDGET = 50_000
 #: Past this many request shapes (action, principal and resource as the policies see them), the
 #: caches start over too.
 CACHED_REQUEST_SHAPES = 65_536
-
-EntityKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
