@@ -11,6 +11,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from harness import (
+    MCP_HEADERS,
     GatewayProcess,
     free_port,
     mcp_client,
@@ -132,3 +133,16 @@ def test_forged_tokens_are_refused_with_a_clear_401(gateway: GatewayProcess, idp
 def test_api_keys_keep_working_beside_tokens(gateway: GatewayProcess) -> None:
     key = gateway.create_key("key-agent")
     assert "Mcp-Session-Id" in open_legacy_session(gateway.url, key)
+
+
+def test_an_oversized_token_is_refused_with_a_clear_401(gateway: GatewayProcess, idp: LocalIssuer) -> None:
+    token = idp.token(padding="x" * 66_000)  # signed by the issuer, 88 KB
+    response = httpx.post(
+        gateway.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 401
+    reason = response.json()["error_description"]
+    assert reason.startswith(f"bearer credential is {len(token)} bytes, over this gateway's limit of 16384")
+    assert 'error="invalid_token", error_description="bearer credential is' in response.headers["www-authenticate"]

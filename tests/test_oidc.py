@@ -577,3 +577,41 @@ async def test_bearer_door_accepts_a_token_and_explains_a_refusal(
     assert refused.status_code == 401
     assert refused.json()["error_description"] == "token expired"
     assert 'error_description="token expired"' in refused.headers["www-authenticate"]
+
+
+async def test_an_oversized_token_is_refused_before_it_is_decoded(issuer: LocalIssuer, clock: Clock) -> None:
+    authenticator = JwtAuthenticator([settings_for(issuer)], clock=clock)
+    try:
+        # Properly signed by the issuer's own key, but 88 KB of claims.
+        huge = issuer.token(padding="x" * 66_000)
+        assert len(huge) > 88_000
+        reason = await refusal(CompositeAuthenticator(None, authenticator), huge)
+        assert reason == (
+            f"bearer credential is {len(huge)} bytes, over this gateway's limit of 16384 (auth.max_token_bytes); "
+            "ask the identity provider for a token with fewer claims"
+        )
+        # Refused unread: not even the issuer's keys were fetched to check it.
+        assert issuer.jwks_hits == 0
+
+        normal = issuer.token()
+        exact = CompositeAuthenticator(None, authenticator, max_token_bytes=len(normal))
+        assert (await exact.authenticate(normal)).agent == "billing-agent"
+        tighter = CompositeAuthenticator(None, authenticator, max_token_bytes=len(normal) - 1)
+        assert "over this gateway's limit" in await refusal(tighter, normal)
+    finally:
+        await authenticator.aclose()
+
+
+async def test_the_size_limit_applies_to_api_keys_too(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    await database.migrate()
+    try:
+        store = ApiKeyStore(database)
+        _, key = await store.create("ops-agent")
+        assert (await CompositeAuthenticator(store, None, max_token_bytes=len(key)).authenticate(key)).agent == (
+            "ops-agent"
+        )
+        reason = await refusal(CompositeAuthenticator(store, None), "agw_" + "A" * 20_000)
+        assert reason.startswith("bearer credential is 20004 bytes, over this gateway's limit of 16384")
+    finally:
+        await database.close()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from gateway.audit.redaction import RedactionSettings
 from gateway.errors import ConfigError
+from gateway.identity.authenticators import DEFAULT_MAX_TOKEN_BYTES
 from gateway.identity.oidc import IssuerSettings
 from gateway.telemetry.settings import TelemetrySettings
 
@@ -156,6 +157,14 @@ class AuthSettings(_Frozen):
 
     key_cache_seconds: float = Field(default=5.0, ge=0)
     api_keys: bool = True
+    max_token_bytes: int = Field(
+        default=DEFAULT_MAX_TOKEN_BYTES,
+        gt=0,
+        description=(
+            "Largest bearer credential (API key or JWT) accepted, in bytes; a longer one is refused with 401 "
+            "before it is decoded, so oversized tokens cost no parsing."
+        ),
+    )
     resource: str | None = None
     scopes_supported: tuple[str, ...] = ()
     issuers: tuple[IssuerSettings, ...] = ()

@@ -53,7 +53,9 @@ class GatewayRuntime:
         auth = config.gateway.auth
         self.keys = ApiKeyStore(self.database, cache_seconds=auth.key_cache_seconds)
         self.jwt = JwtAuthenticator(auth.issuers) if auth.issuers else None
-        self.authenticator = CompositeAuthenticator(self.keys if auth.api_keys else None, self.jwt)
+        self.authenticator = CompositeAuthenticator(
+            self.keys if auth.api_keys else None, self.jwt, max_token_bytes=auth.max_token_bytes
+        )
         self.catalog = Catalog(
             config.connectors, separator=config.gateway.server.name_separator, reasoning=config.gateway.reasoning
         )
