@@ -100,8 +100,9 @@ async def test_valid_token_names_agent_user_and_roles(issuer: LocalIssuer, authe
 
     assert principal == Principal(
         agent="billing-agent",
-        roles=("finance", "emea", "tools:call", "tools:list"),
+        roles=("finance", "emea"),
         user="alice",
+        scopes=("tools:call", "tools:list"),
         auth_method="jwt",
         credential_id="token-1",
     )
@@ -304,7 +305,53 @@ async def test_missing_scope_is_refused(issuer: LocalIssuer, clock: Clock) -> No
     finally:
         await authenticator.aclose()
 
-    assert principal.roles == ("openid", "mcp:tools")
+    assert principal.scopes == ("openid", "mcp:tools")
+    assert principal.roles == ()
+
+
+async def test_a_scope_named_like_a_role_grants_no_role(issuer: LocalIssuer, authenticator: JwtAuthenticator) -> None:
+    principal = await authenticator.authenticate(issuer.token(scope="admin payments:write"))
+
+    assert principal.roles == ()
+    assert principal.scopes == ("admin", "payments:write")
+
+
+async def test_scopes_from_a_list_claim_and_from_configured_claims(issuer: LocalIssuer, clock: Clock) -> None:
+    authenticator = JwtAuthenticator(
+        [settings_for(issuer, scopes_claims=("permissions",), required_scopes=("crm:read",))], clock=clock
+    )
+    try:
+        principal = await authenticator.authenticate(
+            issuer.token(permissions=["crm:read", "crm:write", "crm:read"], scope="ignored")
+        )
+        assert await refusal(authenticator, issuer.token(scope="crm:read")) == (
+            "token lacks required scope(s): crm:read"
+        )
+    finally:
+        await authenticator.aclose()
+
+    assert principal.scopes == ("crm:read", "crm:write")
+
+
+async def test_a_configuration_that_lists_scope_among_roles_claims_keeps_scopes_as_roles(
+    issuer: LocalIssuer, clock: Clock
+) -> None:
+    settings = settings_for(issuer, roles_claims=("roles", "groups", "scope"))
+    authenticator = JwtAuthenticator([settings], clock=clock)
+    try:
+        principal = await authenticator.authenticate(issuer.token(groups=["ops"], scope="admin"))
+    finally:
+        await authenticator.aclose()
+
+    assert principal.roles == ("ops", "admin")
+    assert principal.scopes == ("admin",)
+
+
+def test_required_scopes_need_a_claim_to_read_them_from() -> None:
+    with pytest.raises(ValidationError, match="required_scopes needs scopes_claims"):
+        IssuerSettings(
+            issuer="https://login.example", audiences=("a",), scopes_claims=(), required_scopes=("mcp:tools",)
+        )
 
 
 # --- keys: discovery, rotation, refetch limits, outages ---------------------------------------

@@ -100,7 +100,7 @@ class BearerAuthentication:
                 token=principal.credential_id or "",
                 client_id=principal.agent,
                 subject=principal.user,
-                scopes=list(principal.roles),
+                scopes=list(principal.scopes),
             )
         )
         if trace_context is None:

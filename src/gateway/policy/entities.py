@@ -22,7 +22,7 @@ from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, U
 #: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
 PRINCIPAL_CACHE_SIZE = 4096
 
-PrincipalKey = tuple[str, tuple[str, ...], str | None]
+PrincipalKey = tuple[str, tuple[str, ...], str | None, tuple[str, ...]]
 
 
 def uid(entity_type: str, entity_id: str) -> dict[str, str]:
@@ -50,7 +50,7 @@ def uid_text(entity_type: str, entity_id: str) -> str:
 
 
 def principal_key(principal: Principal) -> PrincipalKey:
-    return (principal.agent, tuple(principal.roles), principal.user)
+    return (principal.agent, tuple(principal.roles), principal.user, tuple(principal.scopes))
 
 
 def _entity(entity_type: str, entity_id: str, attrs: dict[str, Any], parents: Iterable[dict[str, str]] = ()) -> dict:
@@ -91,8 +91,8 @@ def base_entities(schema: GeneratedSchema) -> list[dict[str, Any]]:
 
 
 def principal_entities(principal: Principal) -> list[dict[str, Any]]:
-    """The `Agent` with its `Role` parents and, when it acts for someone, its `User`."""
-    attrs: dict[str, Any] = {}
+    """The `Agent` with its `Role` parents, its `scopes` and, when it acts for someone, its `User`."""
+    attrs: dict[str, Any] = {"scopes": list(dict.fromkeys(principal.scopes))}
     entities = [_entity(ROLE, role, {}) for role in dict.fromkeys(principal.roles)]
     if principal.user is not None:
         attrs["user"] = {"__entity": uid(USER, principal.user)}

@@ -216,7 +216,13 @@ def _entity_types() -> dict[str, Any]:
     return {
         AGENT: {
             "memberOfTypes": [ROLE],
-            "shape": _record({"user": {"type": "Entity", "name": USER, "required": False}}),
+            "shape": _record(
+                {
+                    "user": {"type": "Entity", "name": USER, "required": False},
+                    # Always present (empty for API keys), so policies need no `has` check.
+                    "scopes": {"type": "Set", "element": {"type": "String"}},
+                }
+            ),
         },
         ROLE: {},
         USER: {},
