@@ -1,0 +1,89 @@
+"""Credentials against running gateways: a database outage while checking a key, and revocations
+made by the CLI (a separate process) reaching every gateway process that shares the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import POSTGRES_ADMIN_URL
+from harness import MCP_HEADERS, GatewayProcess, free_port, initialize_request, stdio_connector, write_gateway_config
+
+
+def post_initialize(gateway: GatewayProcess, key: str) -> httpx.Response:
+    return httpx.post(
+        gateway.url, headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"}, json=initialize_request(), timeout=60
+    )
+
+
+async def _administer(statements: list[str]) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def gateway_on_postgres(tmp_path: Path, postgres_url: str) -> Iterator[GatewayProcess]:
+    write_gateway_config(tmp_path, {"sink": stdio_connector()}, database_url=postgres_url)
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.mark.postgres
+def test_a_database_outage_while_checking_a_key_is_a_503_logged_once(
+    gateway_on_postgres: GatewayProcess, postgres_url: str
+) -> None:
+    gateway = gateway_on_postgres
+    key = gateway.create_key("outage-agent")  # never cached: the test config sets key_cache_seconds = 0
+    assert post_initialize(gateway, key).status_code == 200
+    name = make_url(postgres_url).database
+    # The database refuses new connections and loses the open ones, as when its server goes away.
+    anyio.run(
+        _administer,
+        [
+            f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+        ],
+    )
+    try:
+        answers: list[httpx.Response] = []
+
+        async def burst() -> None:
+            async with httpx.AsyncClient(timeout=60) as client, anyio.create_task_group() as group:
+                for _ in range(20):
+                    group.start_soon(_initialize, client, gateway.url, key, answers)
+
+        anyio.run(burst)
+    finally:
+        anyio.run(_administer, [f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'])
+
+    assert [answer.status_code for answer in answers] == [503] * 20
+    for answer in answers:
+        assert answer.headers["retry-after"] == "5"
+        assert answer.text == (
+            "Service unavailable: the gateway cannot check credentials because its database is unreachable; "
+            "retry in 5 seconds\n"
+        )
+    log = gateway.log_text()
+    assert log.count("cannot check credentials: storage unavailable; answering 503") == 1
+    assert "Traceback" not in log
+    # Back as soon as the database is.
+    assert post_initialize(gateway, key).status_code == 200
+
+
+async def _initialize(client: httpx.AsyncClient, url: str, key: str, answers: list[httpx.Response]) -> None:
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
+    answers.append(await client.post(url, headers=headers, json=initialize_request()))
