@@ -3,6 +3,8 @@ made by the CLI (a separate process) reaching every gateway process that shares 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +89,65 @@ def test_a_database_outage_while_checking_a_key_is_a_503_logged_once(
 async def _initialize(client: httpx.AsyncClient, url: str, key: str, answers: list[httpx.Response]) -> None:
     headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
     answers.append(await client.post(url, headers=headers, json=initialize_request()))
+
+
+def _trusting_gateway(directory: Path, database_url: str | None = None) -> GatewayProcess:
+    """A gateway that would trust a checked key for a minute if nothing told it of a revocation."""
+    write_gateway_config(directory, {"sink": stdio_connector()}, database_url=database_url)
+    config = directory / "gateway.toml"
+    config.write_text(config.read_text().replace("key_cache_seconds = 0", "key_cache_seconds = 60"))
+    return GatewayProcess(directory, free_port())
+
+
+def _seconds_until_refused(gateways: list[GatewayProcess], key: str, since: float) -> dict[int, float]:
+    """For each gateway, how long after `since` the first request it refused was sent."""
+    refused_after: dict[int, float] = {}
+    deadline = since + 30
+    with httpx.Client(timeout=60) as client:
+        while len(refused_after) < len(gateways):
+            assert time.monotonic() < deadline, f"revocation not seen by every gateway: {refused_after}"
+            for gateway in gateways:
+                if gateway.port in refused_after:
+                    continue
+                sent = time.monotonic()
+                answer = client.post(
+                    gateway.url, headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"}, json=initialize_request()
+                )
+                if answer.status_code == 401:
+                    assert answer.json()["error_description"] == "API key revoked"
+                    refused_after[gateway.port] = sent - since
+                else:
+                    assert answer.status_code == 200, answer.text
+            time.sleep(0.02)
+    return refused_after
+
+
+@pytest.mark.postgres
+def test_a_revocation_from_the_cli_bites_on_every_gateway_within_a_second(tmp_path: Path, postgres_url: str) -> None:
+    replicas = [_trusting_gateway(tmp_path / name, postgres_url) for name in ("replica-a", "replica-b")]
+    single = _trusting_gateway(tmp_path / "sqlite")
+    gateways = [*replicas, single]
+    try:
+        for gateway in gateways:
+            gateway.start()
+        shared_key = replicas[0].create_key("shared-agent")
+        sqlite_key = single.create_key("local-agent")
+        for gateway, key in ((replicas[0], shared_key), (replicas[1], shared_key), (single, sqlite_key)):
+            assert post_initialize(gateway, key).status_code == 200  # checked, and now cached for a minute
+
+        key_id = _key_id(replicas[1])
+        replicas[1].cli("keys", "revoke", key_id)  # a separate process, as an operator runs it
+        shared_revoked = _seconds_until_refused(replicas, shared_key, time.monotonic())
+        single.cli("keys", "revoke", _key_id(single))
+        single_revoked = _seconds_until_refused([single], sqlite_key, time.monotonic())
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+
+    delays = {**shared_revoked, **single_revoked}
+    assert all(delay <= 1.0 for delay in delays.values()), delays
+
+
+def _key_id(gateway: GatewayProcess) -> str:
+    (record,) = [json.loads(line) for line in gateway.cli("keys", "list", "--json").stdout.splitlines()]
+    return record["id"]

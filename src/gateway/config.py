@@ -156,6 +156,14 @@ class AuthSettings(_Frozen):
     """
 
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    revocation_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "How often each gateway process looks for API keys revoked elsewhere (another replica, or "
+            "`gateway keys revoke`) and stops accepting them: a revocation bites everywhere within about this long."
+        ),
+    )
     api_keys: bool = True
     max_token_bytes: int = Field(
         default=DEFAULT_MAX_TOKEN_BYTES,

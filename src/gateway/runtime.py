@@ -199,6 +199,10 @@ class GatewayRuntime:
                 self.load_policies()
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
+                if self.config.gateway.auth.api_keys:
+                    await task_group.start(
+                        self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds
+                    )
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
