@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,13 @@ from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
 from gateway.identity.oidc import IssuerSettings, JwtAuthenticator, looks_like_jwt
 from gateway.identity.principal import Principal
 from gateway.storage import Database
+from harness import eventually
 from local_issuer import AUDIENCE, Clock, LocalIssuer
 
 pytestmark = pytest.mark.anyio
 
-REFETCH_INTERVAL = 30.0
+#: The default `jwks_refetch_interval_seconds`.
+REFETCH_INTERVAL = 5.0
 
 
 def b64(data: bytes) -> str:
@@ -411,6 +415,72 @@ async def test_rotated_key_is_accepted_after_one_refetch(
 
     assert first.agent == second.agent == "rotated-agent"
     assert issuer.jwks_hits == 2
+
+
+async def test_a_key_rotated_seconds_after_the_last_fetch_is_accepted_at_once(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(6)
+    issuer.publish(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
+
+    principal = await authenticator.authenticate(issuer.token("ec-2", azp="rotated-agent"))
+
+    assert principal.agent == "rotated-agent"
+    assert issuer.jwks_hits == 2
+
+
+async def test_requests_arriving_during_a_fetch_wait_for_it_instead_of_being_refused(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(REFETCH_INTERVAL + 1)
+    issuer.publish(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
+    issuer.jwks_gate = threading.Event()
+    agents: list[str] = []
+
+    async def call(number: int) -> None:
+        agents.append((await authenticator.authenticate(issuer.token("ec-2", azp=f"agent-{number}"))).agent)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, 0)
+            await eventually(lambda: issuer.jwks_hits == 2, what="the refetch to reach the issuer")
+            # The first request's fetch is now held at the issuer; these arrive while it is in flight.
+            for number in range(1, 20):
+                group.start_soon(call, number)
+            await anyio.wait_all_tasks_blocked()
+            issuer.jwks_gate.set()
+    finally:
+        issuer.jwks_gate.set()
+
+    assert sorted(agents) == sorted(f"agent-{number}" for number in range(20))
+    assert issuer.jwks_hits == 2
+
+
+async def test_a_flood_of_invented_key_ids_fetches_at_most_once_per_interval(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(REFETCH_INTERVAL + 1)
+    refused: list[str] = []
+
+    async def forged(number: int) -> None:
+        refused.append(await refusal(authenticator, issuer.token(header={"kid": f"invented-{uuid.uuid4()}"})))
+
+    for _ in range(2):
+        async with anyio.create_task_group() as group:
+            for number in range(50):
+                group.start_soon(forged, number)
+    assert len(refused) == 100 and all(reason.startswith("unknown signing key 'invented-") for reason in refused)
+    assert issuer.jwks_hits == 2
+
+    clock.advance(REFETCH_INTERVAL - 1)
+    await refusal(authenticator, issuer.token(header={"kid": "invented-late"}))
+    assert issuer.jwks_hits == 2
+    clock.advance(2)
+    await refusal(authenticator, issuer.token(header={"kid": "invented-later"}))
+    assert issuer.jwks_hits == 3
 
 
 async def test_key_set_is_renewed_when_the_cache_expires(

@@ -116,7 +116,15 @@ class IssuerSettings(BaseModel):
     )
     leeway_seconds: float = Field(default=30, ge=0)
     jwks_cache_seconds: float = Field(default=600, ge=0)
-    jwks_refetch_interval_seconds: float = Field(default=30, ge=0)
+    jwks_refetch_interval_seconds: float = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Least time between two fetches of the issuer's key set. A token naming an unknown key id ('kid') "
+            "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
+            "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
+        ),
+    )
     required_scopes: tuple[str, ...] = ()
 
     @field_validator("audiences")
@@ -306,7 +314,9 @@ class _KeyCache:
 
     Every fetch attempt, scheduled or not, is at least `jwks_refetch_interval_seconds` apart:
     that bounds the load the gateway puts on the provider whatever tokens arrive, and while the
-    provider is down the keys already fetched keep verifying tokens.
+    provider is down the keys already fetched keep verifying tokens. A request that finds a fetch
+    in flight waits for it rather than being refused: right after a rotation, every request with
+    the new key id shares the one fetch its first request started.
     """
 
     def __init__(self, settings: IssuerSettings, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
@@ -324,7 +334,8 @@ class _KeyCache:
         if self._keys is None or self._clock() - self._fetched_at >= self._settings.jwks_cache_seconds:
             await self._refresh("key set not fetched yet" if self._keys is None else "cached key set is stale")
         key = self._find(kid, algorithm)
-        if key is None and self._may_fetch():
+        # The lock is held exactly while a fetch is in flight.
+        if key is None and (self._lock.locked() or self._may_fetch()):
             await self._refresh(f"unknown key id {_quoted(kid)}")
             key = self._find(kid, algorithm)
         if key is None:
