@@ -123,28 +123,36 @@ def _seconds_until_refused(gateways: list[GatewayProcess], key: str, since: floa
 
 
 @pytest.mark.postgres
-def test_a_revocation_from_the_cli_bites_on_every_gateway_within_a_second(tmp_path: Path, postgres_url: str) -> None:
+def test_a_revocation_from_the_cli_bites_on_every_replica_within_a_second(tmp_path: Path, postgres_url: str) -> None:
     replicas = [_trusting_gateway(tmp_path / name, postgres_url) for name in ("replica-a", "replica-b")]
-    single = _trusting_gateway(tmp_path / "sqlite")
-    gateways = [*replicas, single]
     try:
-        for gateway in gateways:
+        for gateway in replicas:
             gateway.start()
-        shared_key = replicas[0].create_key("shared-agent")
-        sqlite_key = single.create_key("local-agent")
-        for gateway, key in ((replicas[0], shared_key), (replicas[1], shared_key), (single, sqlite_key)):
+        key = replicas[0].create_key("shared-agent")
+        for gateway in replicas:
             assert post_initialize(gateway, key).status_code == 200  # checked, and now cached for a minute
 
-        key_id = _key_id(replicas[1])
-        replicas[1].cli("keys", "revoke", key_id)  # a separate process, as an operator runs it
-        shared_revoked = _seconds_until_refused(replicas, shared_key, time.monotonic())
-        single.cli("keys", "revoke", _key_id(single))
-        single_revoked = _seconds_until_refused([single], sqlite_key, time.monotonic())
+        replicas[1].cli("keys", "revoke", _key_id(replicas[1]))  # a separate process, as an operator runs it
+        delays = _seconds_until_refused(replicas, key, time.monotonic())
     finally:
-        for gateway in gateways:
+        for gateway in replicas:
             gateway.stop()
 
-    delays = {**shared_revoked, **single_revoked}
+    assert all(delay <= 1.0 for delay in delays.values()), delays
+
+
+def test_a_revocation_from_the_cli_bites_on_a_sqlite_gateway_within_a_second(tmp_path: Path) -> None:
+    gateway = _trusting_gateway(tmp_path)
+    try:
+        gateway.start()
+        key = gateway.create_key("local-agent")
+        assert post_initialize(gateway, key).status_code == 200  # checked, and now cached for a minute
+
+        gateway.cli("keys", "revoke", _key_id(gateway))
+        delays = _seconds_until_refused([gateway], key, time.monotonic())
+    finally:
+        gateway.stop()
+
     assert all(delay <= 1.0 for delay in delays.values()), delays
 
 
