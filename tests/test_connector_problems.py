@@ -97,6 +97,17 @@ def test_tools_list_and_policy_validate_fail_naming_the_misspelled_override(gate
     assert expected in validate.stderr
 
 
+def test_a_missing_command_is_named_with_its_connector_file(gateway: GatewayProcess) -> None:
+    file = (gateway.directory / "connectors" / "gone.toml").resolve()
+    expected = (
+        f"cannot start program '{MISSING_PROGRAM}': it was not found; fix `command` at {file}:3 or install the program"
+    )
+    gone = gateway.readyz()["backends"]["gone"]
+    assert gone["state"] == "unhealthy"
+    assert gone["detail"] == expected
+    assert any(e.get("connector") == "gone" and e.get("reason") == expected for e in log_events(gateway))
+
+
 @pytest.mark.anyio
 async def test_tools_that_would_share_an_exposed_name_are_both_refused(tmp_path: Path) -> None:
     dotted = "get.customer"
