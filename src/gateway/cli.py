@@ -362,13 +362,15 @@ def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], 
 
 def _policy_validate(args: argparse.Namespace) -> int:
     def validate(engine: Any, catalog: Any) -> int:
+        # Agents not being offered what the connector files say fails validation too; named first,
+        # so a policy error below does not hide it.
+        problems = _print_catalog_problems(catalog)
         engine.load(catalog)
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
         for limitation in status.limitations:
             print(f"note: {limitation}")
-        # The policies are fine, but agents are not offered what the files say: that fails validation too.
-        return 1 if _print_catalog_problems(catalog) else 0
+        return 1 if problems else 0
 
     return _with_policy_catalog(args, validate)
 
