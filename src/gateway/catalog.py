@@ -6,17 +6,26 @@ most 64 characters), so characters outside that set are replaced and long names 
 shortened deterministically: the same connector and tool always get the same exposed name,
 and `gateway tools list` shows the mapping. The catalog is rebuilt per connector whenever a
 backend's listing changes and swapped in whole, so a request never sees a half-updated view.
+
+Two mistakes are only visible once a backend has listed, so the catalog finds them and never
+guesses: a `[tools.<name>]` override that names no listed tool (a typo that would leave the
+tool it meant unrestricted) withholds every tool of that connector until the file is fixed,
+and two tools or prompts that end up with one exposed name are both refused, so neither
+backend can stand in for the other. Each becomes a problem of the connectors concerned, shown
+in `/readyz`, the log and the CLI.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.catalog_problems import by_exposed_name, collision_problem, unknown_overrides
 from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
@@ -24,6 +33,7 @@ from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
 MAX_NAME_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DIGEST_LENGTH = 8
+logger = logging.getLogger(__name__)
 
 
 def exposed_name(connector: str, original: str, separator: str) -> str:
@@ -80,6 +90,9 @@ class ResourceRoute:
 @dataclass(frozen=True, slots=True)
 class _ConnectorView:
     tools: tuple[ToolEntry, ...] = ()
+    #: Tools not served while the connector file has a problem; policies may still name them.
+    withheld: tuple[ToolEntry, ...] = ()
+    problems: tuple[str, ...] = ()
     prompts: tuple[PromptEntry, ...] = ()
     resources: tuple[JsonObject, ...] = ()
     templates: tuple[JsonObject, ...] = ()
@@ -102,7 +115,9 @@ class Catalog:
         self._reasoning = reasoning or ReasoningSettings()
         self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
         self._tools: Mapping[str, ToolEntry] = MappingProxyType({})
+        self._policy_tools: tuple[ToolEntry, ...] = ()
         self._prompts: Mapping[str, PromptEntry] = MappingProxyType({})
+        self._problems: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
     @property
     def separator(self) -> str:
@@ -112,6 +127,10 @@ class Catalog:
         """Take a connector's new listing; returns whether anything an agent sees changed."""
         settings = self._settings[connector]
         tools = tuple(self._tool_entries(settings, listing.tools))
+        problems = tuple(unknown_overrides(settings, listing.tools))
+        withheld: tuple[ToolEntry, ...] = ()
+        if problems:
+            tools, withheld = (), tools
         prompts = tuple(
             PromptEntry(
                 exposed=(name := exposed_name(connector, p["name"], self._separator)),
@@ -130,6 +149,8 @@ class Catalog:
         )
         view = _ConnectorView(
             tools=tools,
+            withheld=withheld,
+            problems=problems,
             prompts=prompts,
             resources=resources,
             templates=templates,
@@ -172,20 +193,49 @@ class Catalog:
             )
 
     def _rebuild_indexes(self) -> None:
-        tools: dict[str, ToolEntry] = {}
-        prompts: dict[str, PromptEntry] = {}
-        for view in self._views.values():
-            for tool in view.tools:
-                tools.setdefault(tool.exposed, tool)
-            for prompt in view.prompts:
-                prompts.setdefault(prompt.exposed, prompt)
-        self._tools = MappingProxyType(tools)
+        """Index every exposed name; a name two different tools (or prompts) would share serves neither."""
+        views = self._views.values()
+        every_tool, clashing_tools = by_exposed_name(t for view in views for t in (*view.tools, *view.withheld))
+        prompts, clashing_prompts = by_exposed_name(prompt for view in views for prompt in view.prompts)
+        problems: dict[str, tuple[str, ...]] = {name: view.problems for name, view in self._views.items()}
+        for kind, clash in (
+            *(("tools", clash) for clash in clashing_tools.values()),
+            *(("prompts", clash) for clash in clashing_prompts.values()),
+        ):
+            problem = collision_problem(kind, clash)
+            for connector in dict.fromkeys(entry.connector for entry in clash):
+                problems[connector] = (*problems[connector], problem)
+        self._log_new_problems(problems)
+        served = {tool.exposed for view in views for tool in view.tools}
+        self._tools = MappingProxyType({name: tool for name, tool in every_tool.items() if name in served})
+        self._policy_tools = tuple(every_tool.values())
         self._prompts = MappingProxyType(prompts)
+        self._problems = MappingProxyType({name: found for name, found in problems.items() if found})
+
+    def _log_new_problems(self, problems: Mapping[str, tuple[str, ...]]) -> None:
+        """Each problem is logged once when it appears, not again on every listing that still has it."""
+        for connector, found in problems.items():
+            for problem in found:
+                if problem not in self._problems.get(connector, ()):
+                    logger.error("connector problem", extra={"connector": connector, "problem": problem})
 
     # -- lookups -----------------------------------------------------------------------------
 
     def tools(self) -> Iterable[ToolEntry]:
+        """The tools agents are offered and may call."""
         return self._tools.values()
+
+    def policy_tools(self) -> Iterable[ToolEntry]:
+        """The served tools and the ones withheld for a connector file problem.
+
+        Access policies are validated against these, so a typo in one connector file withholds
+        that connector's tools without making every policy that names them fail to load.
+        """
+        return self._policy_tools
+
+    def problems(self) -> Mapping[str, tuple[str, ...]]:
+        """Per connector, what is wrong with its file or its names, as a person fixing it should read it."""
+        return self._problems
 
     def prompts(self) -> Iterable[PromptEntry]:
         return self._prompts.values()

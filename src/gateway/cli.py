@@ -362,12 +362,15 @@ def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], 
 
 def _policy_validate(args: argparse.Namespace) -> int:
     def validate(engine: Any, catalog: Any) -> int:
+        # Agents not being offered what the connector files say fails validation too; named first,
+        # so a policy error below does not hide it.
+        problems = _print_catalog_problems(catalog)
         engine.load(catalog)
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
         for limitation in status.limitations:
             print(f"note: {limitation}")
-        return 0
+        return 1 if problems else 0
 
     return _with_policy_catalog(args, validate)
 
@@ -466,16 +469,32 @@ def _tools_list(args: argparse.Namespace) -> int:
                 for name, c in runtime.connectors.items()
                 if c.health.state.value != "healthy"
             ]
+            problems = runtime.catalog.problems()
         if args.json:
             for row in rows:
                 print(json.dumps(dict(zip(("exposed", "connector", "original", "annotations", "health"), row))))
             for row in unhealthy:
                 print(json.dumps({"connector": row[1], "health": row[4], "detail": row[0]}))
-            return 0
-        _print_table(("EXPOSED NAME", "CONNECTOR", "ORIGINAL NAME", "ANNOTATIONS", "HEALTH"), rows + unhealthy)
-        return 0
+            for name, found in problems.items():
+                print(json.dumps({"connector": name, "health": "degraded", "problems": list(found)}))
+        else:
+            with_problems = [("(problems: see below)", name, "-", "-", "degraded") for name in problems]
+            _print_table(
+                ("EXPOSED NAME", "CONNECTOR", "ORIGINAL NAME", "ANNOTATIONS", "HEALTH"),
+                rows + unhealthy + with_problems,
+            )
+        return 1 if _print_catalog_problems(runtime.catalog) else 0
 
     return _run(show)
+
+
+def _print_catalog_problems(catalog: Any) -> bool:
+    """Each connector problem on stderr, one per line; returns whether there were any."""
+    problems = catalog.problems()
+    for name, found in problems.items():
+        for problem in found:
+            print(f"gateway: connector '{name}': {problem}", file=sys.stderr)
+    return bool(problems)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -17,7 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.audit.redaction import RedactionSettings
 from gateway.errors import ConfigError
@@ -70,6 +79,14 @@ class _ConnectorBase(_Frozen):
     reasoning: ReasoningMode | None = None
     tools: dict[str, ToolOverride] = {}
     source: Path = Field(default=Path("."), exclude=True)
+    #: The file as loaded, so problems found later (a listing, a start) can name the line to edit.
+    _text: str | None = PrivateAttr(default=None)
+
+    def location(self, *path: str) -> str:
+        """`file:line` of a key or table in this connector's file, as a person editing it would look for it."""
+        if self._text is None:
+            return str(self.source)
+        return f"{self.source}:{_line_of(self._text, path)}"
 
     @field_validator("name")
     @classmethod
@@ -289,18 +306,20 @@ def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Con
         settings = settings.model_copy(update={"source": config_path.resolve()})
         base = config_path.resolve().parent
     settings = _with_resolved_paths(settings, base)
-    connectors = load_connectors(settings.connectors.dir) if with_connectors else ()
+    connectors = (
+        load_connectors(settings.connectors.dir, separator=settings.server.name_separator) if with_connectors else ()
+    )
     return Config(gateway=settings, connectors=connectors)
 
 
-def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
-    """Load every `*.toml` in `directory`, in name order; refuse duplicates by connector name."""
+def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+    """Load every `*.toml` in `directory`, in name order; refuse duplicates and names the separator makes ambiguous."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: connectors directory does not exist")
     connectors: list[McpStdioConnector | McpHttpConnector] = []
     seen: dict[str, Path] = {}
     for file in sorted(directory.glob("*.toml")):
-        connector = load_connector(file)
+        connector = load_connector(file, separator=separator)
         if connector.name in seen:
             raise ConfigError(
                 f"{file}: connector name {connector.name!r} is already used by {seen[connector.name]}; "
@@ -311,9 +330,10 @@ def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnect
     return tuple(connectors)
 
 
-def load_connector(file: Path) -> McpStdioConnector | McpHttpConnector:
+def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | McpHttpConnector:
     """Load one connector file; its name defaults to the file name without `.toml`."""
     data, text = _read_toml(file)
+    named_in_file = "name" in data
     data.setdefault("name", file.stem)
     data = _resolve_references(data, file, text, ())
     if "kind" not in data:
@@ -329,7 +349,43 @@ def load_connector(file: Path) -> McpStdioConnector | McpHttpConnector:
     if isinstance(connector, McpStdioConnector):
         base = file.resolve().parent
         update["cwd"] = (base / connector.cwd).resolve() if connector.cwd else base
-    return connector.model_copy(update=update)
+    connector = connector.model_copy(update=update)
+    connector._text = text
+    _refuse_ambiguous_name(connector, file, separator, named_in_file=named_in_file)
+    return connector
+
+
+def _refuse_ambiguous_name(
+    connector: McpStdioConnector | McpHttpConnector, file: Path, separator: str, *, named_in_file: bool
+) -> None:
+    """Exposed names are `<connector><separator><tool>`; refuse a connector name that makes that ambiguous.
+
+    `a` + `__` + `b__c` and `a__b` + `__` + `c` are the same string, and so are `a_` + `__` + `x`
+    and `a` + `__` + `_x`: a name holding the separator, or ending with the start of it, lets
+    one backend's tool take another backend's exposed name. Any other name cannot.
+    """
+    name = connector.name
+    if named_in_file:
+        where, subject = connector.location("name"), f"key 'name': connector name {name!r}"
+    else:
+        where, subject = f"{file}:1", f"the file name gives connector name {name!r}, which"
+    fix = 'choose another name (set name = "..." in the file, or rename the file)'
+    # A connector name is never empty, so only a separator after the first character can be ambiguous.
+    if (at := name.find(separator, 1)) != -1:
+        left, right = name[:at], name[at + len(separator) :]
+        raise ConfigError(
+            f"{where}: {subject} contains the name separator {separator!r}, so exposed names would be ambiguous "
+            f"(tool 'x' of {name!r} and tool '{right}{separator}x' of a connector {left!r} would both be "
+            f"'{name}{separator}x'); {fix}"
+        )
+    for length in range(len(separator) - 1, 0, -1):
+        start = separator[:length]
+        if name[1:].endswith(start):
+            raise ConfigError(
+                f"{where}: {subject} ends with {start!r}, the start of the name separator {separator!r}, so exposed "
+                f"names would be ambiguous (tool 'x' of {name!r} and tool '{start}x' of a connector "
+                f"{name[: -len(start)]!r} would both be '{name}{separator}x'); {fix}"
+            )
 
 
 def _read_toml(file: Path) -> tuple[dict[str, Any], str]:
@@ -416,9 +472,14 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
         return 1
     lines = text.splitlines()
     start = 0
+    # The path names a table of its own, e.g. [tools.update_record]: its header is the line.
+    whole = _table_header(keys)
+    for number, line in enumerate(lines):
+        if whole.match(line):
+            return number + 1
     # Find the deepest table header that is a prefix of the path, e.g. [tools.update_record].
     for depth in range(len(keys) - 1, 0, -1):
-        header = re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(re.escape(k) for k in keys[:depth]) + r"\s*\]+")
+        header = _table_header(keys[:depth])
         for number, line in enumerate(lines):
             if header.match(line):
                 start = number
@@ -437,3 +498,9 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
         if header.match(line):
             return number + 1
     return start + 1
+
+
+def _table_header(keys: list[str]) -> re.Pattern[str]:
+    """`[a.b]`, `[[a.b]]` or `[a."b.c"]`: a table header naming exactly these keys."""
+    quoted = (r"""(?:["']?""" + re.escape(key) + r"""["']?)""" for key in keys)
+    return re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(quoted) + r"\s*\]+")

@@ -44,6 +44,10 @@ class BackendUnavailable(GatewayError):
     """The backend is down, restarting, or its connection broke during the call."""
 
 
+class BackendStartFailed(BackendUnavailable):
+    """A stdio backend's command could not be started: not found, not executable, or a missing working directory."""
+
+
 class BackendTimeout(GatewayError):
     """The backend did not answer within its configured timeout."""
 

@@ -33,12 +33,14 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
         # Informational: while signals reconnect, this process still serves; it only hears
         # the other processes' cancellations and change notices again once they are back.
         checks["signals"] = {"state": runtime.signals.state}
+        problems = runtime.catalog.problems()
         backends = {
             name: {
-                "state": c.health.state.value,
+                "state": _backend_state(c.health.state, problems.get(name, ())),
                 "detail": c.health.detail,
                 "protocol_version": c.health.protocol_version,
                 "restarts": c.health.restarts,
+                "problems": list(problems.get(name, ())),
             }
             for name, c in runtime.connectors.items()
         }
@@ -60,3 +62,10 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
         return JSONResponse({"status": status, "checks": checks, "backends": backends}, status_code=status_code)
 
     return readyz
+
+
+def _backend_state(state: HealthState, problems: tuple[str, ...]) -> str:
+    """A connected backend whose file or names have a problem serves less than it should: `degraded`."""
+    if problems and state is HealthState.HEALTHY:
+        return "degraded"
+    return state.value

@@ -38,7 +38,7 @@ from gateway.connectors.base import (
     ProgressCallback,
 )
 from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
-from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
+from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ _LIST_CHANGED = {
 _PAGE_LIMIT = 100
 #: A session that stayed up this long resets the backoff: the next failure is a new incident.
 _STABLE_AFTER_SECONDS = 30.0
+#: The gateway's own failure messages name a file at the end; others are cut at 300 characters.
+_OWN_DETAIL_LIMIT = 1000
 
 
 class _WatchedReadStream:
@@ -373,5 +375,7 @@ def _describe_failure(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     if isinstance(exc, MCPError):
         return f"backend error: {exc.error.message}"
+    if isinstance(exc, GatewayError):
+        return str(exc)[:_OWN_DETAIL_LIMIT]  # written for this output; the file path at its end must survive
     text = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:300]
