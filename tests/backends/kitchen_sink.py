@@ -2,11 +2,14 @@
 
 Runs over stdio by default or streamable HTTP with `--http PORT`; `--legacy-only` makes it
 refuse the 2026-07-28 revision so tests can pair every client revision with every backend one.
+`KITCHEN_SINK_INSTANCE` names this process in its resources' content, so tests running two of
+them behind one gateway can tell which backend answered.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,10 +17,19 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp_types import (
+    CallToolResult,
+    EmbeddedResource,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    ToolAnnotations,
+)
 
 server = MCPServer("kitchen-sink", instructions="Test backend.")
 _MARKER_DIR = Path(os.environ.get("KITCHEN_SINK_MARKERS", "."))
+_INSTANCE = os.environ.get("KITCHEN_SINK_INSTANCE", "")
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
@@ -130,18 +142,43 @@ def long_named() -> str:
 
 @server.resource("sink://static/readme", mime_type="text/plain")
 def readme() -> str:
-    return "kitchen sink readme"
+    return f"kitchen sink readme from {_INSTANCE}" if _INSTANCE else "kitchen sink readme"
 
 
 @server.resource("sink://items/{item_id}", mime_type="application/json")
 def item(item_id: str) -> str:
-    return f'{{"id": "{item_id}"}}'
+    return json.dumps({"id": item_id, "instance": _INSTANCE} if _INSTANCE else {"id": item_id})
+
+
+def _embedded_item(item_id: str) -> EmbeddedResource:
+    return EmbeddedResource(
+        type="resource",
+        resource=TextResourceContents(uri=f"sink://items/{item_id}", mime_type="application/json", text=item(item_id)),
+    )
+
+
+@server.tool()
+def link_resources() -> CallToolResult:
+    """A result that links to the readme and embeds an item, by this backend's own URIs."""
+    return CallToolResult(
+        content=[
+            TextContent(type="text", text="see the readme"),
+            ResourceLink(type="resource_link", uri="sink://static/readme", name="readme", mime_type="text/plain"),
+            _embedded_item("7"),
+        ]
+    )
 
 
 @server.prompt()
 def greet(name: str) -> str:
     """Greet someone."""
     return f"Hello {name}, from the kitchen sink."
+
+
+@server.prompt()
+def cite_item(item_id: str) -> list[Message]:
+    """A prompt that embeds an item resource."""
+    return [UserMessage(content=_embedded_item(item_id))]
 
 
 def main() -> None:

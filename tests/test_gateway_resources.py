@@ -1,0 +1,150 @@
+"""Resources of several backends through one gateway: two real kitchen-sink backends offer the same
+static URI and the same template, and each stays listed, readable and addressable on its own, in
+listings, reads, tool and prompt results, policies and the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from harness import GatewayProcess, free_port, mcp_client, stdio_connector, write_gateway_config
+
+CLIENT_MODES = ["legacy", "auto"]
+README = "sink://static/readme"
+ITEMS = "sink://items/{item_id}"
+EXPOSED_README = {name: f"gateway://{name}/{README}" for name in ("one", "two")}
+EXPOSED_ITEMS = {name: f"gateway://{name}/{ITEMS}" for name in ("one", "two")}
+
+POLICIES = {
+    "access.cedar": """
+@id("full-access")
+permit (principal in Role::"full", action, resource);
+
+@id("reader-lists")
+permit (principal in Role::"reader", action == Action::"list_tools", resource);
+
+@id("reader-reads-one-readme")
+permit (
+  principal in Role::"reader",
+  action == Action::"read_resource",
+  resource == Resource::"gateway://one/sink://static/readme"
+);
+"""
+}
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("gateway")
+    connectors = {name: stdio_connector(env={"KITCHEN_SINK_INSTANCE": name}) for name in ("one", "two")}
+    write_gateway_config(directory, connectors, policies=POLICIES)
+    process = GatewayProcess(directory, free_port())
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def key(gateway: GatewayProcess) -> str:
+    return gateway.create_key("resource-reader", "full")
+
+
+@pytest.fixture(scope="module")
+def reader_key(gateway: GatewayProcess) -> str:
+    return gateway.create_key("one-readme-reader", "reader")
+
+
+def text_of(result: types.ReadResourceResult) -> str:
+    (content,) = result.contents
+    assert isinstance(content, types.TextResourceContents)
+    return content.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", CLIENT_MODES)
+async def test_every_backends_resources_and_templates_are_listed(gateway: GatewayProcess, key: str, mode: str) -> None:
+    async with mcp_client(gateway.url, key, mode=mode) as client:
+        resources = (await client.list_resources()).resources
+        assert sorted((r.uri, r.name) for r in resources) == [
+            (EXPOSED_README["one"], "one__readme"),
+            (EXPOSED_README["two"], "two__readme"),
+        ]
+        templates = (await client.list_resource_templates()).resource_templates
+        assert sorted(t.uri_template for t in templates) == [EXPOSED_ITEMS["one"], EXPOSED_ITEMS["two"]]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", CLIENT_MODES)
+async def test_each_read_reaches_the_backend_that_listed_it(gateway: GatewayProcess, key: str, mode: str) -> None:
+    async with mcp_client(gateway.url, key, mode=mode) as client:
+        for name in ("one", "two"):
+            readme = await client.read_resource(EXPOSED_README[name])
+            assert text_of(readme) == f"kitchen sink readme from {name}"
+            assert readme.contents[0].uri == EXPOSED_README[name]
+
+            # The exposed template expands, with the backend's own variables, to a URI of that backend.
+            template = next(
+                t.uri_template
+                for t in (await client.list_resource_templates()).resource_templates
+                if t.uri_template.startswith(f"gateway://{name}/")
+            )
+            item = await client.read_resource(template.replace("{item_id}", "42"))
+            assert json.loads(text_of(item)) == {"id": "42", "instance": name}
+            assert item.contents[0].uri == f"gateway://{name}/sink://items/42"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", CLIENT_MODES)
+async def test_uris_in_tool_and_prompt_results_name_their_backend(gateway: GatewayProcess, key: str, mode: str) -> None:
+    async with mcp_client(gateway.url, key, mode=mode) as client:
+        result = await client.call_tool("two__link_resources", {})
+        text, link, embedded = result.content
+        assert isinstance(text, types.TextContent) and text.text == "see the readme"
+        assert isinstance(link, types.ResourceLink) and link.uri == EXPOSED_README["two"]
+        assert isinstance(embedded, types.EmbeddedResource)
+        assert embedded.resource.uri == "gateway://two/sink://items/7"
+        # What a result links to can be read as it is given.
+        assert text_of(await client.read_resource(link.uri)) == "kitchen sink readme from two"
+
+        prompt = await client.get_prompt("one__cite_item", {"item_id": "9"})
+        cited = prompt.messages[0].content
+        assert isinstance(cited, types.EmbeddedResource)
+        assert cited.resource.uri == "gateway://one/sink://items/9"
+
+
+@pytest.mark.anyio
+async def test_a_policy_on_one_exposed_uri_permits_that_backend_only(gateway: GatewayProcess, reader_key: str) -> None:
+    async with mcp_client(gateway.url, reader_key, mode="auto") as client:
+        assert [r.uri for r in (await client.list_resources()).resources] == [EXPOSED_README["one"]]
+        assert text_of(await client.read_resource(EXPOSED_README["one"])) == "kitchen sink readme from one"
+        with pytest.raises(MCPError) as denied:
+            await client.read_resource(EXPOSED_README["two"])
+        assert "denied" in denied.value.error.message
+
+
+@pytest.mark.anyio
+async def test_a_backend_uri_without_the_gateway_form_is_refused_with_the_form_to_use(
+    gateway: GatewayProcess, key: str
+) -> None:
+    async with mcp_client(gateway.url, key, mode="auto") as client:
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(README)
+        assert "gateway://<connector>/<the backend's URI>" in refused.value.error.message
+        with pytest.raises(MCPError) as unknown:
+            await client.read_resource(f"gateway://three/{README}")
+        assert "there is no backend named 'three'" in unknown.value.error.message
+
+
+@pytest.mark.anyio
+async def test_the_audit_log_records_the_exposed_and_the_backend_uri(gateway: GatewayProcess, key: str) -> None:
+    async with mcp_client(gateway.url, key, mode="auto") as client:
+        await client.read_resource(EXPOSED_README["two"])
+    output = gateway.cli("audit", "search", "--json", "--limit", "500", "--tool", EXPOSED_README["two"]).stdout
+    reads: list[dict[str, Any]] = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert reads, "the read was not recorded under its exposed URI"
+    assert all(r["connector"] == "two" and r["original_name"] == README for r in reads)
