@@ -1,6 +1,6 @@
 """Resources of several backends through one gateway: two real kitchen-sink backends offer the same
 static URI and the same template, and each stays listed, readable and addressable on its own, in
-listings, reads, tool and prompt results, policies and the audit log."""
+listings, reads, tool and prompt results, change notifications, policies and the audit log."""
 
 from __future__ import annotations
 
@@ -8,11 +8,21 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from harness import GatewayProcess, free_port, mcp_client, stdio_connector, write_gateway_config
+from harness import (
+    BackendProcess,
+    GatewayProcess,
+    free_port,
+    http_connector,
+    mcp_client,
+    start_http_backend,
+    stdio_connector,
+    write_gateway_config,
+)
 
 CLIENT_MODES = ["legacy", "auto"]
 README = "sink://static/readme"
@@ -39,9 +49,24 @@ permit (
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def remote_backend() -> Iterator[BackendProcess]:
+    backend = start_http_backend(env={"KITCHEN_SINK_INSTANCE": "two"})
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, remote_backend: BackendProcess) -> Iterator[GatewayProcess]:
+    """`one` over stdio, `two` over HTTP: the same resources, each on its own kind of connection.
+
+    Both speak the session-based revision, where a backend sends `notifications/resources/updated`
+    on its session; at 2026-07-28 it does so only on listen streams that asked for the URI.
+    """
     directory = tmp_path_factory.mktemp("gateway")
-    connectors = {name: stdio_connector(env={"KITCHEN_SINK_INSTANCE": name}) for name in ("one", "two")}
+    connectors = {
+        "one": stdio_connector(extra='protocol = "legacy"', env={"KITCHEN_SINK_INSTANCE": "one"}),
+        "two": http_connector(remote_backend.url, extra='protocol = "legacy"'),
+    }
     write_gateway_config(directory, connectors, policies=POLICIES)
     process = GatewayProcess(directory, free_port())
     process.start()
@@ -115,6 +140,22 @@ async def test_uris_in_tool_and_prompt_results_name_their_backend(gateway: Gatew
         cited = prompt.messages[0].content
         assert isinstance(cited, types.EmbeddedResource)
         assert cited.resource.uri == "gateway://one/sink://items/9"
+
+
+@pytest.mark.anyio
+async def test_resource_updates_name_the_backend_that_sent_them(gateway: GatewayProcess, key: str) -> None:
+    async with mcp_client(gateway.url, key, mode="auto") as client:
+        wanted = set(EXPOSED_README.values())
+        seen: set[str] = set()
+        async with client.listen(resource_subscriptions=sorted(wanted)) as subscription:
+            for name in ("two", "one"):
+                await client.call_tool(f"{name}__announce_update", {"uri": README})
+            with anyio.fail_after(30):
+                async for event in subscription:
+                    seen.add(event.uri)  # type: ignore[union-attr]
+                    if seen >= wanted:
+                        break
+        assert seen == wanted
 
 
 @pytest.mark.anyio

@@ -169,6 +169,17 @@ def link_resources() -> CallToolResult:
     )
 
 
+@server.tool()
+async def announce_update(uri: str, ctx: Context) -> str:
+    """Announce that `uri` (a backend URI) changed, as a backend whose data changed does."""
+    # Session-based clients hear `notifications/resources/updated`; 2026-07-28 clients on their listen stream.
+    if ctx.request_context.session.protocol_version < "2026-07-28":
+        await ctx.request_context.session.send_resource_updated(uri)
+    else:
+        await ctx.notify_resource_updated(uri)
+    return f"announced {uri}"
+
+
 @server.prompt()
 def greet(name: str) -> str:
     """Greet someone."""

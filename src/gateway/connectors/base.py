@@ -49,6 +49,9 @@ class Listing:
 ListingListener = Callable[[str, Listing], Awaitable[None]]
 """Called with (connector name, new listing) whenever a backend's offer changes."""
 
+ResourceUpdateListener = Callable[[str, str], Awaitable[None]]
+"""Called with (connector name, the backend's resource URI) when a backend says that resource changed."""
+
 
 class Connector(Protocol):
     """One backend. Methods raise only `gateway.errors` classes."""

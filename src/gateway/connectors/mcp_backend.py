@@ -36,6 +36,7 @@ from gateway.connectors.base import (
     Listing,
     ListingListener,
     ProgressCallback,
+    ResourceUpdateListener,
 )
 from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
@@ -48,6 +49,7 @@ _LIST_CHANGED = {
     "notifications/resources/list_changed",
     "notifications/prompts/list_changed",
 }
+_RESOURCE_UPDATED = "notifications/resources/updated"
 _PAGE_LIMIT = 100
 #: A session that stayed up this long resets the backoff: the next failure is a new incident.
 _STABLE_AFTER_SECONDS = 30.0
@@ -111,10 +113,12 @@ class McpBackend:
         settings: McpStdioConnector | McpHttpConnector,
         link_factory: LinkFactory,
         on_listing: ListingListener,
+        on_resource_updated: ResourceUpdateListener | None = None,
     ) -> None:
         self._settings = settings
         self._link_factory = link_factory
         self._on_listing = on_listing
+        self._on_resource_updated = on_resource_updated
         self._protocol = settings.protocol
         self._health_interval = settings.health_interval
         self._hop: Hop | None = None
@@ -301,8 +305,13 @@ class McpBackend:
         self._refresh_wanted.set()
 
     async def _on_message(self, message: Any) -> None:
-        if getattr(message, "method", None) in _LIST_CHANGED:
+        method = getattr(message, "method", None)
+        if method in _LIST_CHANGED:
             self._refresh_wanted.set()
+        elif method == _RESOURCE_UPDATED and self._on_resource_updated is not None:
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if isinstance(uri, str):
+                await self._on_resource_updated(self.name, uri)
 
     async def _listen_loop(self, client: Client) -> None:
         """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""

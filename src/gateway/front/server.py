@@ -23,6 +23,7 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
@@ -88,6 +89,14 @@ class ChangeNotifier:
                     # A client that does not read its stream loses it rather than holding memory.
                     sender.close()
                     self._drop(session_id, sender)
+
+    async def resource_updated(self, exposed_uri: str) -> None:
+        """A backend said a resource changed: 2026-07-28 clients listening for its exposed URI are told.
+
+        Session-based clients are not: the gateway takes no `resources/subscribe`, and the
+        notification is only for clients that subscribed.
+        """
+        await self.bus.publish(ResourceUpdated(uri=exposed_uri))
 
     def _drop(self, session_id: str, sender: MemoryObjectSendStream[bytes]) -> None:
         senders = self._streams.get(session_id)
