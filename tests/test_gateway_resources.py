@@ -159,6 +159,24 @@ async def test_resource_updates_name_the_backend_that_sent_them(gateway: Gateway
 
 
 @pytest.mark.anyio
+async def test_an_agent_hears_of_updates_only_to_resources_it_may_read(
+    gateway: GatewayProcess, key: str, reader_key: str
+) -> None:
+    async with (
+        mcp_client(gateway.url, reader_key, mode="auto") as reader,
+        mcp_client(gateway.url, key, mode="auto") as announcer,
+    ):
+        async with reader.listen(resource_subscriptions=sorted(EXPOSED_README.values())) as subscription:
+            assert subscription.honored is not None
+            assert subscription.honored.resource_subscriptions == [EXPOSED_README["one"]]
+            for name in ("two", "one"):
+                await announcer.call_tool(f"{name}__announce_update", {"uri": README})
+            with anyio.fail_after(30):
+                event = await anext(aiter(subscription))
+        assert event.uri == EXPOSED_README["one"]  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
 async def test_a_policy_on_one_exposed_uri_permits_that_backend_only(gateway: GatewayProcess, reader_key: str) -> None:
     async with mcp_client(gateway.url, reader_key, mode="auto") as client:
         assert [r.uri for r in (await client.list_resources()).resources] == [EXPOSED_README["one"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +193,21 @@ class Pipeline:
             return self._policy.visible_resource_templates(request.principal, self._catalog.resource_templates())
 
         return await self._listing(request, "resources/templates/list", listing)
+
+    def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[str]:
+        """The exposed URIs among `uris` that `request`'s agent may read (decided as a read without arguments)."""
+        readable = []
+        for uri in uris:
+            try:
+                route = self._catalog.resolve_resource(uri)
+            except GatewayError:
+                continue
+            decision = self._policy.decide_read_resource(
+                request.principal, route.connector, route.uri, **_policy_context(request, None)
+            )
+            if decision.allowed:
+                readable.append(uri)
+        return readable
 
     async def _listing(
         self, request: RequestInfo, method: str, produce: Callable[[], Awaitable[list[Mapping[str, Any]]]]

@@ -142,7 +142,7 @@ def build_server(
     instructions: str | None = None,
 ) -> Server[Any]:
     """The agent-facing MCP server; `default_principal` serves stdio, where there is no HTTP request."""
-    handlers = _Handlers(pipeline, notifier, default_principal)
+    handlers = _Handlers(pipeline, notifier, default_principal, ListenHandler(notifier.bus))
     return Server(
         "autonomy-gateway",
         version=__version__,
@@ -155,15 +155,22 @@ def build_server(
         on_read_resource=handlers.read_resource,
         on_list_prompts=handlers.list_prompts,
         on_get_prompt=handlers.get_prompt,
-        on_subscriptions_listen=ListenHandler(notifier.bus),
+        on_subscriptions_listen=handlers.listen,
     )
 
 
 class _Handlers:
-    def __init__(self, pipeline: Pipeline, notifier: ChangeNotifier, default_principal: Principal | None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        notifier: ChangeNotifier,
+        default_principal: Principal | None,
+        listen: ListenHandler,
+    ) -> None:
         self._pipeline = pipeline
         self._notifier = notifier
         self._default_principal = default_principal
+        self._listen = listen
 
     def _request_info(self, ctx: ServerRequestContext[Any, Any]) -> RequestInfo:
         request = ctx.request
@@ -248,6 +255,21 @@ class _Handlers:
         except GatewayError as exc:
             raise to_mcp_error(exc) from None
         return for_client(result, ctx.protocol_version, cacheable=True)
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """A listen stream hears of changes only to resources its agent may read.
+
+        The URIs it may not read are left out of the acknowledged filter, as the protocol lets a
+        server honor a subset, so the agent sees which ones it will hear about.
+        """
+        wanted = params.notifications.resource_subscriptions
+        if wanted:
+            readable = self._pipeline.readable_resources(self._request_info(ctx), wanted)
+            notifications = params.notifications.model_copy(update={"resource_subscriptions": readable})
+            params = params.model_copy(update={"notifications": notifications})
+        return await self._listen(ctx, params)
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         try:
