@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from harness import (
@@ -27,8 +28,9 @@ from harness import (
 CLIENT_MODES = ["legacy", "auto"]
 README = "sink://static/readme"
 ITEMS = "sink://items/{item_id}"
-EXPOSED_README = {name: f"gateway://{name}/{README}" for name in ("one", "two")}
-EXPOSED_ITEMS = {name: f"gateway://{name}/{ITEMS}" for name in ("one", "two")}
+BACKENDS = ("one", "two", "three")
+EXPOSED_README = {name: f"gateway://{name}/{README}" for name in BACKENDS}
+EXPOSED_ITEMS = {name: f"gateway://{name}/{ITEMS}" for name in BACKENDS}
 
 POLICIES = {
     "access.cedar": """
@@ -57,15 +59,15 @@ def remote_backend() -> Iterator[BackendProcess]:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, remote_backend: BackendProcess) -> Iterator[GatewayProcess]:
-    """`one` over stdio, `two` over HTTP: the same resources, each on its own kind of connection.
-
-    Both speak the session-based revision, where a backend sends `notifications/resources/updated`
-    on its session; at 2026-07-28 it does so only on listen streams that asked for the URI.
+    """The same resources from three backends: `one` over stdio and `two` over HTTP at the
+    session-based revision (updates follow `resources/subscribe`, and these backends also send
+    them unasked), `three` over stdio at 2026-07-28 (updates only on listen streams naming them).
     """
     directory = tmp_path_factory.mktemp("gateway")
     connectors = {
         "one": stdio_connector(extra='protocol = "legacy"', env={"KITCHEN_SINK_INSTANCE": "one"}),
         "two": http_connector(remote_backend.url, extra='protocol = "legacy"'),
+        "three": stdio_connector(env={"KITCHEN_SINK_INSTANCE": "three"}),
     }
     write_gateway_config(directory, connectors, policies=POLICIES)
     process = GatewayProcess(directory, free_port())
@@ -95,19 +97,18 @@ def text_of(result: types.ReadResourceResult) -> str:
 async def test_every_backends_resources_and_templates_are_listed(gateway: GatewayProcess, key: str, mode: str) -> None:
     async with mcp_client(gateway.url, key, mode=mode) as client:
         resources = (await client.list_resources()).resources
-        assert sorted((r.uri, r.name) for r in resources) == [
-            (EXPOSED_README["one"], "one__readme"),
-            (EXPOSED_README["two"], "two__readme"),
-        ]
+        assert sorted((r.uri, r.name) for r in resources) == sorted(
+            (EXPOSED_README[name], f"{name}__readme") for name in BACKENDS
+        )
         templates = (await client.list_resource_templates()).resource_templates
-        assert sorted(t.uri_template for t in templates) == [EXPOSED_ITEMS["one"], EXPOSED_ITEMS["two"]]
+        assert sorted(t.uri_template for t in templates) == sorted(EXPOSED_ITEMS.values())
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", CLIENT_MODES)
 async def test_each_read_reaches_the_backend_that_listed_it(gateway: GatewayProcess, key: str, mode: str) -> None:
     async with mcp_client(gateway.url, key, mode=mode) as client:
-        for name in ("one", "two"):
+        for name in BACKENDS:
             readme = await client.read_resource(EXPOSED_README[name])
             assert text_of(readme) == f"kitchen sink readme from {name}"
             assert readme.contents[0].uri == EXPOSED_README[name]
@@ -145,7 +146,7 @@ async def test_uris_in_tool_and_prompt_results_name_their_backend(gateway: Gatew
 @pytest.mark.anyio
 async def test_resource_updates_name_the_backend_that_sent_them(gateway: GatewayProcess, key: str) -> None:
     async with mcp_client(gateway.url, key, mode="auto") as client:
-        wanted = set(EXPOSED_README.values())
+        wanted = {EXPOSED_README["one"], EXPOSED_README["two"]}
         seen: set[str] = set()
         async with client.listen(resource_subscriptions=sorted(wanted)) as subscription:
             for name in ("two", "one"):
@@ -156,6 +157,50 @@ async def test_resource_updates_name_the_backend_that_sent_them(gateway: Gateway
                     if seen >= wanted:
                         break
         assert seen == wanted
+
+
+async def until_subscribed(client: Client, backend: str, expected: list[str]) -> None:
+    """Poll the backend's own record of its subscriptions until it is `expected`."""
+    with anyio.fail_after(30):
+        while True:
+            result = await client.call_tool(f"{backend}__subscriptions", {})
+            if json.loads(text_of_call(result)) == expected:
+                return
+            await anyio.sleep(0.05)
+
+
+def text_of_call(result: types.CallToolResult) -> str:
+    return "".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+@pytest.mark.anyio
+async def test_a_listening_agent_has_a_session_based_backend_subscribe_and_unsubscribe(
+    gateway: GatewayProcess, key: str
+) -> None:
+    async with mcp_client(gateway.url, key, mode="auto") as client:
+        async with client.listen(resource_subscriptions=[EXPOSED_README["two"]]):
+            await until_subscribed(client, "two", [README])
+        await until_subscribed(client, "two", [])
+
+
+@pytest.mark.anyio
+async def test_a_2026_backend_is_asked_for_the_updates_agents_listen_for(gateway: GatewayProcess, key: str) -> None:
+    async with mcp_client(gateway.url, key, mode="auto") as client:
+        async with client.listen(resource_subscriptions=[EXPOSED_README["three"]]) as subscription:
+
+            async def announce_until_heard() -> None:
+                # The backend's own listen stream opens after the agent's is acknowledged: an update
+                # announced before then reaches no one, so it is announced again until one arrives.
+                while True:
+                    await client.call_tool("three__announce_update", {"uri": README})
+                    await anyio.sleep(0.2)
+
+            async with anyio.create_task_group() as announcing:
+                announcing.start_soon(announce_until_heard)
+                with anyio.fail_after(30):
+                    event = await anext(aiter(subscription))
+                announcing.cancel_scope.cancel()
+        assert event.uri == EXPOSED_README["three"]  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio
@@ -195,8 +240,8 @@ async def test_a_backend_uri_without_the_gateway_form_is_refused_with_the_form_t
             await client.read_resource(README)
         assert "gateway://<connector>/<the backend's URI>" in refused.value.error.message
         with pytest.raises(MCPError) as unknown:
-            await client.read_resource(f"gateway://three/{README}")
-        assert "there is no backend named 'three'" in unknown.value.error.message
+            await client.read_resource(f"gateway://four/{README}")
+        assert "there is no backend named 'four'" in unknown.value.error.message
 
 
 @pytest.mark.anyio

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from gateway.audit import AuditRecorder, CallHandle
-from gateway.catalog import Catalog, ToolEntry
+from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import (
     BackendTimeout,
@@ -194,10 +195,10 @@ class Pipeline:
 
         return await self._listing(request, "resources/templates/list", listing)
 
-    def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[str]:
-        """The exposed URIs among `uris` that `request`'s agent may read (decided as a read without arguments)."""
+    def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[ResourceRoute]:
+        """The routes of the exposed URIs among `uris` that `request`'s agent may read."""
         readable = []
-        for uri in uris:
+        for uri in dict.fromkeys(uris):
             try:
                 route = self._catalog.resolve_resource(uri)
             except GatewayError:
@@ -206,8 +207,19 @@ class Pipeline:
                 request.principal, route.connector, route.uri, **_policy_context(request, None)
             )
             if decision.allowed:
-                readable.append(uri)
+                readable.append(route)
         return readable
+
+    @contextmanager
+    def watching_resources(self, routes: Iterable[ResourceRoute]) -> Iterator[None]:
+        """Have each backend send updates to its resources among `routes` while the block runs."""
+        by_connector: dict[str, list[str]] = {}
+        for route in routes:
+            by_connector.setdefault(route.connector, []).append(route.uri)
+        with ExitStack() as stack:
+            for connector, uris in by_connector.items():
+                stack.enter_context(self._connectors[connector].watching(uris))
+            yield
 
     async def _listing(
         self, request: RequestInfo, method: str, produce: Callable[[], Awaitable[list[Mapping[str, Any]]]]

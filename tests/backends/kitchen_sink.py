@@ -21,10 +21,13 @@ from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp_types import (
     CallToolResult,
     EmbeddedResource,
+    EmptyResult,
     ResourceLink,
+    SubscribeRequestParams,
     TextContent,
     TextResourceContents,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
 
 server = MCPServer("kitchen-sink", instructions="Test backend.")
@@ -178,6 +181,30 @@ async def announce_update(uri: str, ctx: Context) -> str:
     else:
         await ctx.notify_resource_updated(uri)
     return f"announced {uri}"
+
+
+_SUBSCRIBED: set[str] = set()
+
+
+async def _subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+    _SUBSCRIBED.add(params.uri)
+    return EmptyResult()
+
+
+async def _unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+    _SUBSCRIBED.discard(params.uri)
+    return EmptyResult()
+
+
+# Session-based clients subscribe with resources/subscribe (2026-07-28 ones on their listen stream).
+server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+
+
+@server.tool()
+def subscriptions() -> str:
+    """The URIs session-based clients are subscribed to on this backend."""
+    return json.dumps(sorted(_SUBSCRIBED))
 
 
 @server.prompt()

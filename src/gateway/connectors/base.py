@@ -7,7 +7,8 @@ dicts (the JSON the MCP spec defines), so results can pass through to the agent 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -79,3 +80,6 @@ class Connector(Protocol):
     async def get_prompt(
         self, name: str, arguments: dict[str, str] | None, *, meta: JsonObject | None
     ) -> JsonObject: ...
+
+    def watching(self, uris: Iterable[str]) -> AbstractContextManager[None]:
+        """Have the backend send updates to its resources `uris` while the block runs."""

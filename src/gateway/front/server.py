@@ -259,17 +259,21 @@ class _Handlers:
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
-        """A listen stream hears of changes only to resources its agent may read.
+        """A listen stream hears of changes only to resources its agent may read, asked of their backends.
 
         The URIs it may not read are left out of the acknowledged filter, as the protocol lets a
-        server honor a subset, so the agent sees which ones it will hear about.
+        server honor a subset, so the agent sees which ones it will hear about. While the stream
+        is open, the backends are asked to send updates to the others.
         """
         wanted = params.notifications.resource_subscriptions
-        if wanted:
-            readable = self._pipeline.readable_resources(self._request_info(ctx), wanted)
-            notifications = params.notifications.model_copy(update={"resource_subscriptions": readable})
-            params = params.model_copy(update={"notifications": notifications})
-        return await self._listen(ctx, params)
+        if not wanted:
+            return await self._listen(ctx, params)
+        readable = self._pipeline.readable_resources(self._request_info(ctx), wanted)
+        notifications = params.notifications.model_copy(
+            update={"resource_subscriptions": [route.exposed for route in readable]}
+        )
+        with self._pipeline.watching_resources(readable):
+            return await self._listen(ctx, params.model_copy(update={"notifications": notifications}))
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         try:
