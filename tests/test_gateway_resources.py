@@ -52,7 +52,7 @@ permit (
 
 @pytest.fixture(scope="module")
 def remote_backend() -> Iterator[BackendProcess]:
-    backend = start_http_backend(env={"KITCHEN_SINK_INSTANCE": "two"})
+    backend = start_http_backend(env={"KITCHEN_SINK_INSTANCE": "two", "KITCHEN_SINK_SUBSCRIBE": "1"})
     yield backend
     backend.stop()
 

@@ -3,7 +3,8 @@
 Runs over stdio by default or streamable HTTP with `--http PORT`; `--legacy-only` makes it
 refuse the 2026-07-28 revision so tests can pair every client revision with every backend one.
 `KITCHEN_SINK_INSTANCE` names this process in its resources' content, so tests running two of
-them behind one gateway can tell which backend answered.
+them behind one gateway can tell which backend answered; `KITCHEN_SINK_SUBSCRIBE=1` makes it take
+`resources/subscribe` at the session-based revisions.
 """
 
 from __future__ import annotations
@@ -196,9 +197,10 @@ async def _unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResul
     return EmptyResult()
 
 
-# Session-based clients subscribe with resources/subscribe (2026-07-28 ones on their listen stream).
-server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
-server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+if os.environ.get("KITCHEN_SINK_SUBSCRIBE") == "1":
+    # Session-based clients subscribe with resources/subscribe (2026-07-28 ones on their listen stream).
+    server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
+    server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
 
 
 @server.tool()
