@@ -1,12 +1,14 @@
 """Every backend's tools, resources and prompts under one namespace.
 
-An agent sees `<connector><separator><name>` (default `crm__search_customers`), and resource
-URIs and templates as `gateway://<connector>/<the backend's URI>` (see `gateway.resource_uris`
-for that rule). Exposed tool and prompt names must be valid function names for the major LLM APIs (`[A-Za-z0-9_-]`, at
+An agent sees `<connector><separator><name>` (default `crm__search_customers`). Exposed tool
+and prompt names must be valid function names for the major LLM APIs (`[A-Za-z0-9_-]`, at
 most 64 characters), so characters outside that set are replaced and long names are
 shortened deterministically: the same connector and tool always get the same exposed name,
 and `gateway tools list` shows the mapping. The catalog is rebuilt per connector whenever a
 backend's listing changes and swapped in whole, so a request never sees a half-updated view.
+
+Resource URIs and templates are exposed as `gateway://<connector>/<the backend's URI>`, so two
+backends' identical URIs stay two resources (the rule is `gateway.resource_uris`).
 """
 
 from __future__ import annotations

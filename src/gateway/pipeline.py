@@ -195,6 +195,8 @@ class Pipeline:
 
         return await self._listing(request, "resources/templates/list", listing)
 
+    # -- resource updates: what a listen stream may hear of, asked of the backends -------------
+
     def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[ResourceRoute]:
         """The routes of the exposed URIs among `uris` that `request`'s agent may read."""
         readable = []
