@@ -1,6 +1,6 @@
-"""Resources of several backends through one gateway: two real kitchen-sink backends offer the same
-static URI and the same template, and each stays listed, readable and addressable on its own, in
-listings, reads, tool and prompt results, change notifications, policies and the audit log."""
+"""Resources of several backends through one gateway: three real kitchen-sink backends offer the
+same static URI and the same template, and each stays listed, readable and addressable on its own,
+in listings, reads, tool and prompt results, change notifications, policies and the audit log."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def remote_backend() -> Iterator[BackendProcess]:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, remote_backend: BackendProcess) -> Iterator[GatewayProcess]:
     """The same resources from three backends: `one` over stdio and `two` over HTTP at the
-    session-based revision (updates follow `resources/subscribe`, and these backends also send
-    them unasked), `three` over stdio at 2026-07-28 (updates only on listen streams naming them).
+    session-based revision (both send updates unasked; `two` also takes `resources/subscribe`),
+    and `three` over stdio at 2026-07-28 (updates only on listen streams naming them).
     """
     directory = tmp_path_factory.mktemp("gateway")
     connectors = {
