@@ -81,27 +81,50 @@ def test_same_listing_again_is_not_a_change() -> None:
     assert catalog.update("crm", Listing(tools=(tool("a"), tool("b")))) is True
 
 
-def test_resources_route_by_uri_and_template() -> None:
+def test_identical_resource_uris_of_two_backends_stay_distinct_and_route_back() -> None:
+    def offering_the_same() -> Catalog:
+        catalog = Catalog([connector("crm"), connector("files")])
+        for name in ("crm", "files"):
+            catalog.update(
+                name,
+                Listing(
+                    resources=({"uri": "test://static/hello.txt", "name": "hello"},),
+                    resource_templates=({"uriTemplate": "test://items/{id}", "name": "item"},),
+                ),
+            )
+        return catalog
+
+    catalog = offering_the_same()
+    assert [(r.exposed, r.connector, r.original, r.definition["name"]) for r in catalog.resources()] == [
+        ("gateway://crm/test://static/hello.txt", "crm", "test://static/hello.txt", "crm__hello"),
+        ("gateway://files/test://static/hello.txt", "files", "test://static/hello.txt", "files__hello"),
+    ]
+    assert [t.definition["uriTemplate"] for t in catalog.resource_templates()] == [
+        "gateway://crm/test://items/{id}",
+        "gateway://files/test://items/{id}",
+    ]
+    for resource in catalog.resources():
+        route = catalog.resolve_resource(resource.exposed)
+        assert (route.connector, route.uri, route.exposed) == (resource.connector, resource.original, resource.exposed)
+    # An exposed template expanded with the backend's variables routes back with the backend's own URI.
+    for template in catalog.resource_templates():
+        route = catalog.resolve_resource(template.exposed.replace("{id}", "a/b?c=1"))
+        assert (route.connector, route.uri) == (template.connector, "test://items/a/b?c=1")
+    # Stable: a catalog built again (as after a restart) exposes the same URIs.
+    assert [r.exposed for r in offering_the_same().resources()] == [r.exposed for r in catalog.resources()]
+
+
+def test_resource_uris_outside_the_exposed_form_are_refused_with_what_to_use() -> None:
     catalog = Catalog([connector("crm"), connector("files")])
-    catalog.update(
-        "crm",
-        Listing(
-            resources=({"uri": "crm://schema", "name": "schema"},),
-            resource_templates=({"uriTemplate": "crm://customers/{id}", "name": "customer"},),
-        ),
-    )
-    catalog.update(
-        "files",
-        Listing(resource_templates=({"uriTemplate": "file:///{+path}", "name": "file"},)),
-    )
-    assert catalog.resolve_resource("crm://schema").connector == "crm"
-    assert catalog.resolve_resource("crm://customers/C-1").connector == "crm"
-    assert catalog.resolve_resource("file:///etc/motd").connector == "files"
-    with pytest.raises(UnknownResource):
-        catalog.resolve_resource("crm://customers/a/b")
-    with pytest.raises(UnknownResource):
+    catalog.update("crm", Listing(resources=({"uri": "crm://schema", "name": "schema"},)))
+    with pytest.raises(UnknownResource, match="did you mean 'gateway://crm/crm://schema'"):
+        catalog.resolve_resource("crm://schema")
+    with pytest.raises(UnknownResource, match="gateway://<connector>/<the backend's URI>"):
         catalog.resolve_resource("https://elsewhere/")
-    assert [(c, r["name"]) for c, r in catalog.resources()] == [("crm", "crm__schema")]
+    with pytest.raises(UnknownResource, match="there is no backend named 'finance'"):
+        catalog.resolve_resource("gateway://finance/crm://schema")
+    with pytest.raises(UnknownResource):
+        catalog.resolve_resource("gateway://crm")
 
 
 def test_override_naming_no_listed_tool_withholds_the_connector_and_names_file_line_and_closest(

@@ -106,12 +106,12 @@ async def test_denied_call_carries_the_policy_reason_not_its_text(
 async def test_resources_and_prompts_follow_the_policies(gateway: GatewayProcess, keys: dict[str, str]) -> None:
     async with mcp_client(gateway.url, keys["sales"]) as client:
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-        assert "crm://customers/{customer_id}" in templates
-        assert not any(t.startswith("finance://") for t in templates)
-        customer = await client.read_resource("crm://customers/C-1001")
+        assert "gateway://crm/crm://customers/{customer_id}" in templates
+        assert not any(t.startswith("gateway://finance/") for t in templates)
+        customer = await client.read_resource("gateway://crm/crm://customers/C-1001")
         assert "C-1001" in customer.contents[0].text  # type: ignore[union-attr]
         with pytest.raises(MCPError) as denied:
-            await client.read_resource("finance://invoices/INV-2001")
+            await client.read_resource("gateway://finance/finance://invoices/INV-2001")
         assert denied.value.error.code == POLICY_DENIED
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert "crm__account_summary" in prompts and "finance__overdue_reminder" not in prompts

@@ -7,11 +7,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from gateway.catalog import ResourceEntry
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine
 from gateway.policy.cases import run_policy_tests
+from gateway.resource_uris import exposed_uri
 from policy_world import FINANCE, SALES, STRANGER, load, make_catalog, standard_tools, tool, write_policy
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -469,10 +471,36 @@ when { resource.uri like "crm://secrets/*" };
     assert engine.decide_get_prompt(SALES, catalog.resolve_prompt("crm__account_summary")).allowed
     assert not engine.decide_get_prompt(SALES, catalog.resolve_prompt("finance__overdue_reminder")).allowed
     assert [p.exposed for p in engine.visible_prompts(SALES, catalog.prompts())] == ["crm__account_summary"]
-    listed = [("crm", {"uri": "crm://schema"}), ("crm", {"uri": "crm://secrets/key"}), ("finance", {"uri": "f://x"})]
-    assert engine.visible_resources(SALES, listed) == [{"uri": "crm://schema"}]
-    templates = [("crm", {"uriTemplate": "crm://customers/{id}"}), ("finance", {"uriTemplate": "finance://{id}"})]
-    assert engine.visible_resource_templates(SALES, templates) == [{"uriTemplate": "crm://customers/{id}"}]
+    listed = [
+        ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uri": exposed_uri(connector, uri)})
+        for connector, uri in (("crm", "crm://schema"), ("crm", "crm://secrets/key"), ("finance", "f://x"))
+    ]
+    assert engine.visible_resources(SALES, listed) == [{"uri": "gateway://crm/crm://schema"}]
+    templates = [
+        ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uriTemplate": exposed_uri(connector, uri)})
+        for connector, uri in (("crm", "crm://customers/{id}"), ("finance", "finance://{id}"))
+    ]
+    assert engine.visible_resource_templates(SALES, templates) == [
+        {"uriTemplate": "gateway://crm/crm://customers/{id}"}
+    ]
+
+
+def test_resource_policies_name_the_exposed_uri_and_match_the_backends_own(policy_dir: Path) -> None:
+    catalog = make_catalog(resources={"crm": [{"name": "schema", "uri": "crm://schema"}]})
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action == Action::"read_resource", resource == Resource::"gateway://crm/crm://schema");
+permit (principal, action == Action::"read_resource", resource)
+when { resource.server == "finance" && resource.uri like "finance://invoices/*" };
+""",
+        catalog,
+    )
+    engine = loaded.engine
+    assert engine.decide_read_resource(SALES, "crm", "crm://schema").allowed
+    assert not engine.decide_read_resource(SALES, "finance", "crm://schema").allowed
+    assert engine.decide_read_resource(SALES, "finance", "finance://invoices/1").allowed
+    assert not engine.decide_read_resource(SALES, "crm", "finance://invoices/1").allowed
 
 
 # -- the shipped policies ----------------------------------------------------------------------

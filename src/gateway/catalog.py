@@ -13,6 +13,9 @@ tool it meant unrestricted) withholds every tool of that connector until the fil
 and two tools or prompts that end up with one exposed name are both refused, so neither
 backend can stand in for the other. Each becomes a problem of the connectors concerned, shown
 in `/readyz`, the log and the CLI.
+
+Resource URIs and templates are exposed as `gateway://<connector>/<the backend's URI>`, so two
+backends' identical URIs stay two resources (the rule is `gateway.resource_uris`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +32,7 @@ from gateway.catalog_problems import by_exposed_name, collision_problem, unknown
 from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
+from gateway.resource_uris import exposed_uri, split_uri
 
 MAX_NAME_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -80,11 +84,25 @@ class PromptEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceEntry:
+    """One exposed resource or URI template: the backend that lists it, and what an agent is shown.
+
+    For a template, `exposed` and `original` are the template texts.
+    """
+
+    exposed: str
+    connector: str
+    original: str
+    definition: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceRoute:
-    """Which backend serves a resource URI, found by exact URI or by URI template."""
+    """Which backend serves an exposed resource URI, and the URI that backend knows it by."""
 
     connector: str
     uri: str
+    exposed: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +112,8 @@ class _ConnectorView:
     withheld: tuple[ToolEntry, ...] = ()
     problems: tuple[str, ...] = ()
     prompts: tuple[PromptEntry, ...] = ()
-    resources: tuple[JsonObject, ...] = ()
-    templates: tuple[JsonObject, ...] = ()
-    template_patterns: tuple[re.Pattern[str], ...] = ()
-    resource_uris: frozenset[str] = field(default_factory=frozenset)
+    resources: tuple[ResourceEntry, ...] = ()
+    templates: tuple[ResourceEntry, ...] = ()
 
 
 class Catalog:
@@ -140,22 +156,13 @@ class Catalog:
             )
             for p in listing.prompts
         )
-        resources = tuple(
-            {**r, "name": exposed_name(connector, str(r.get("name", "")), self._separator)} for r in listing.resources
-        )
-        templates = tuple(
-            {**t, "name": exposed_name(connector, str(t.get("name", "")), self._separator)}
-            for t in listing.resource_templates
-        )
         view = _ConnectorView(
             tools=tools,
             withheld=withheld,
             problems=problems,
             prompts=prompts,
-            resources=resources,
-            templates=templates,
-            template_patterns=tuple(_template_pattern(t["uriTemplate"]) for t in listing.resource_templates),
-            resource_uris=frozenset(str(r["uri"]) for r in listing.resources),
+            resources=self._resource_entries(connector, listing.resources, "uri"),
+            templates=self._resource_entries(connector, listing.resource_templates, "uriTemplate"),
         )
         previous = self._views.get(connector)
         self._views[connector] = view
@@ -191,6 +198,23 @@ class Catalog:
                 reasoning=mode,
                 reasoning_parameter=parameter if mode != "off" else None,
             )
+
+    def _resource_entries(
+        self, connector: str, definitions: Iterable[JsonObject], key: str
+    ) -> tuple[ResourceEntry, ...]:
+        """A backend's resources (`key` "uri") or templates ("uriTemplate"), each URI once, exposed."""
+        entries: dict[str, ResourceEntry] = {}
+        for definition in definitions:
+            original = str(definition[key])
+            exposed = exposed_uri(connector, original)
+            name = exposed_name(connector, str(definition.get("name", "")), self._separator)
+            entries.setdefault(
+                exposed,
+                ResourceEntry(
+                    exposed, connector, original, MappingProxyType({**definition, key: exposed, "name": name})
+                ),
+            )
+        return tuple(entries.values())
 
     def _rebuild_indexes(self) -> None:
         """Index every exposed name; a name two different tools (or prompts) would share serves neither."""
@@ -240,13 +264,13 @@ class Catalog:
     def prompts(self) -> Iterable[PromptEntry]:
         return self._prompts.values()
 
-    def resources(self) -> list[tuple[str, JsonObject]]:
-        """(connector, resource) pairs; URIs are kept, and when two backends offer one URI the first wins."""
-        return _first_by_key(((c, r) for c, view in self._views.items() for r in view.resources), "uri")
+    def resources(self) -> list[ResourceEntry]:
+        """Every backend's resources, in connector order; two backends' identical URIs are two entries."""
+        return [entry for view in self._views.values() for entry in view.resources]
 
-    def resource_templates(self) -> list[tuple[str, JsonObject]]:
-        """(connector, template) pairs; an identical template offered twice is served by the first connector."""
-        return _first_by_key(((c, t) for c, view in self._views.items() for t in view.templates), "uriTemplate")
+    def resource_templates(self) -> list[ResourceEntry]:
+        """Every backend's URI templates, in connector order, exposed like resource URIs."""
+        return [entry for view in self._views.values() for entry in view.templates]
 
     def resolve_tool(self, exposed: str) -> ToolEntry:
         try:
@@ -260,23 +284,29 @@ class Catalog:
         except KeyError:
             raise UnknownPrompt(f"unknown prompt '{exposed}': list the prompts to see the available names") from None
 
-    def resolve_resource(self, uri: str) -> ResourceRoute:
-        """Exact URIs win over templates; a URI two backends could serve is refused, not guessed."""
-        for connector, view in self._views.items():
-            if uri in view.resource_uris:
-                return ResourceRoute(connector, uri)
-        matches = [
-            (connector, template["uriTemplate"])
-            for connector, view in self._views.items()
-            for template, pattern in zip(view.templates, view.template_patterns)
-            if pattern.fullmatch(uri)
-        ]
-        if matches and len({template for _, template in matches}) == 1:
-            return ResourceRoute(matches[0][0], uri)  # one template, first connector wins as in the listing
-        if matches:
-            owners = ", ".join(dict.fromkeys(connector for connector, _ in matches))
-            raise UnknownResource(f"resource '{uri}' matches different templates of several backends: {owners}")
-        raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
+    def resolve_resource(self, exposed: str) -> ResourceRoute:
+        """The backend an exposed URI names, listed or not: a URI a tool result links to is readable too.
+
+        Whether the backend has such a resource is the backend's to answer; whether the agent may
+        read it is the access policies'.
+        """
+        split = split_uri(exposed)
+        if split is None:
+            listed = [
+                entry.exposed for view in self._views.values() for entry in view.resources if entry.original == exposed
+            ]
+            hint = f" (did you mean '{listed[0]}'?)" if len(listed) == 1 else ""
+            raise UnknownResource(
+                f"unknown resource '{exposed}': the gateway serves each backend's resources as "
+                f"gateway://<connector>/<the backend's URI>{hint}; list resources and templates to see what exists"
+            )
+        connector, uri = split
+        if connector not in self._settings:
+            raise UnknownResource(
+                f"unknown resource '{exposed}': there is no backend named '{connector}'; "
+                "list resources and templates to see what exists"
+            )
+        return ResourceRoute(connector, uri, exposed)
 
 
 def _can_add_parameter(schema: Any, parameter: str) -> bool:
@@ -295,25 +325,3 @@ def _with_reasoning(schema: Any, parameter: str, description: str, mode: str) ->
     if mode == "required":
         base["required"] = [*(base.get("required") or []), parameter]
     return base
-
-
-def _first_by_key(items: Iterable[tuple[str, JsonObject]], key: str) -> list[tuple[str, JsonObject]]:
-    first: dict[str, tuple[str, JsonObject]] = {}
-    for connector, item in items:
-        first.setdefault(str(item.get(key)), (connector, item))
-    return list(first.values())
-
-
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """A regex for an RFC 6570 template, enough to route a URI to the backend that declared it."""
-    parts = re.split(r"(\{[^}]*\})", template)
-    return re.compile("".join(_expression_pattern(part) if part.startswith("{") else re.escape(part) for part in parts))
-
-
-def _expression_pattern(expression: str) -> str:
-    operator = expression[1:2]
-    if operator in ("?", "&", "#"):
-        return ".*"
-    if operator in ("+", "/", ".", ";"):
-        return ".+"
-    return "[^/?#]+"

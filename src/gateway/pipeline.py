@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from gateway.audit import AuditRecorder, CallHandle
-from gateway.catalog import Catalog, ToolEntry
+from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import (
     BackendTimeout,
@@ -31,6 +32,7 @@ from gateway.errors import (
 )
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
+from gateway.resource_uris import expose_prompt_result, expose_read_result, expose_tool_result
 from gateway.telemetry import Telemetry, inject_meta
 
 logger = logging.getLogger("gateway.calls")
@@ -193,6 +195,34 @@ class Pipeline:
 
         return await self._listing(request, "resources/templates/list", listing)
 
+    # -- resource updates: what a listen stream may hear of, asked of the backends -------------
+
+    def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[ResourceRoute]:
+        """The routes of the exposed URIs among `uris` that `request`'s agent may read."""
+        readable = []
+        for uri in dict.fromkeys(uris):
+            try:
+                route = self._catalog.resolve_resource(uri)
+            except GatewayError:
+                continue
+            decision = self._policy.decide_read_resource(
+                request.principal, route.connector, route.uri, **_policy_context(request, None)
+            )
+            if decision.allowed:
+                readable.append(route)
+        return readable
+
+    @contextmanager
+    def watching_resources(self, routes: Iterable[ResourceRoute]) -> Iterator[None]:
+        """Have each backend send updates to its resources among `routes` while the block runs."""
+        by_connector: dict[str, list[str]] = {}
+        for route in routes:
+            by_connector.setdefault(route.connector, []).append(route.uri)
+        with ExitStack() as stack:
+            for connector, uris in by_connector.items():
+                stack.enter_context(self._connectors[connector].watching(uris))
+            yield
+
     async def _listing(
         self, request: RequestInfo, method: str, produce: Callable[[], Awaitable[list[Mapping[str, Any]]]]
     ) -> list[Mapping[str, Any]]:
@@ -247,15 +277,26 @@ class Pipeline:
             return await self._forward(
                 request, method, handle, clock, decision, entry,
                 lambda: self._refuse_tool(request, entry, decision),
-                lambda: self._connectors[entry.connector].call_tool(
-                    entry.original, arguments, meta=inject_meta(forwardable_meta(meta)), on_progress=on_progress
-                ),
+                lambda: self._call_backend_tool(entry, arguments, meta, on_progress),
                 trace,
             )  # fmt: skip
+
+    async def _call_backend_tool(
+        self,
+        entry: ToolEntry,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+        on_progress: ProgressCallback | None,
+    ) -> JsonObject:
+        result = await self._connectors[entry.connector].call_tool(
+            entry.original, arguments, meta=inject_meta(forwardable_meta(meta)), on_progress=on_progress
+        )
+        return expose_tool_result(entry.connector, result)
 
     async def read_resource(
         self, request: RequestInfo, uri: str, *, meta: Mapping[str, Any] | None = None
     ) -> JsonObject:
+        """`uri` is the exposed form; the backend is asked for its own URI, and answers with exposed ones."""
         clock = _Clock()
         method = "resources/read"
         with self._request_span(request, method, uri, meta) as trace:
@@ -268,22 +309,25 @@ class Pipeline:
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, uri, clock,
-                lambda: self._policy.decide_read_resource(request.principal, route.connector, uri, **context),
+                lambda: self._policy.decide_read_resource(request.principal, route.connector, route.uri, **context),
             )  # fmt: skip
             handle = await self._record(
-                request, method, uri, None, connector=route.connector, meta=meta,
+                request, method, uri, None, connector=route.connector, original=route.uri, meta=meta,
                 decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
             )  # fmt: skip
 
             def deny() -> None:
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
+            async def read() -> JsonObject:
+                result = await self._connectors[route.connector].read_resource(
+                    route.uri, meta=inject_meta(forwardable_meta(meta))
+                )
+                return expose_read_result(route.connector, result)
+
             return await self._forward(
-                request, method, handle, clock, decision, None, deny,
-                lambda: self._connectors[route.connector].read_resource(
-                    uri, meta=inject_meta(forwardable_meta(meta))
-                ),
-                trace, connector=route.connector, target=uri,
+                request, method, handle, clock, decision, None, deny, read,
+                trace, connector=route.connector, target=route.uri,
             )  # fmt: skip
 
     async def get_prompt(
@@ -319,11 +363,14 @@ class Pipeline:
                     raise UnknownPrompt(f"unknown prompt '{exposed_name}': list the prompts to see the available names")
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
-            return await self._forward(
-                request, method, handle, clock, decision, None, deny,
-                lambda: self._connectors[entry.connector].get_prompt(
+            async def get() -> JsonObject:
+                result = await self._connectors[entry.connector].get_prompt(
                     entry.original, arguments, meta=inject_meta(forwardable_meta(meta))
-                ),
+                )
+                return expose_prompt_result(entry.connector, result)
+
+            return await self._forward(
+                request, method, handle, clock, decision, None, deny, get,
                 trace, connector=entry.connector, target=entry.original,
             )  # fmt: skip
 

@@ -37,6 +37,7 @@ from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
+from gateway.resource_uris import exposed_uri
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
@@ -61,7 +62,7 @@ class GatewayRuntime:
         )
         self.notifier = ChangeNotifier()
         self.connectors: dict[str, McpBackend] = {
-            c.name: build_connector(c, self._listing_changed) for c in config.connectors
+            c.name: build_connector(c, self._listing_changed, self._resource_updated) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
         audit = config.gateway.audit
@@ -99,6 +100,10 @@ class GatewayRuntime:
             self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
+
+    async def _resource_updated(self, connector: str, uri: str) -> None:
+        """Agents know the resource by its exposed URI only, so that is the one they are told of."""
+        await self.notifier.resource_updated(exposed_uri(connector, uri))
 
     async def _publish(self, channel: str, payload: dict[str, object]) -> None:
         """Tell the other processes; failing to is logged, never raised: they also find out on their own."""

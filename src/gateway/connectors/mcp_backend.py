@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
 
 import anyio
@@ -36,8 +36,10 @@ from gateway.connectors.base import (
     Listing,
     ListingListener,
     ProgressCallback,
+    ResourceUpdateListener,
 )
 from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
+from gateway.connectors.resource_watch import ResourceWatch
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ _LIST_CHANGED = {
     "notifications/resources/list_changed",
     "notifications/prompts/list_changed",
 }
+_RESOURCE_UPDATED = "notifications/resources/updated"
 _PAGE_LIMIT = 100
 #: A session that stayed up this long resets the backoff: the next failure is a new incident.
 _STABLE_AFTER_SECONDS = 30.0
@@ -113,10 +116,12 @@ class McpBackend:
         settings: McpStdioConnector | McpHttpConnector,
         link_factory: LinkFactory,
         on_listing: ListingListener,
+        on_resource_updated: ResourceUpdateListener | None = None,
     ) -> None:
         self._settings = settings
         self._link_factory = link_factory
         self._on_listing = on_listing
+        self._resource_watch = ResourceWatch(settings.name, on_resource_updated, timeout=settings.timeout)
         self._protocol = settings.protocol
         self._health_interval = settings.health_interval
         self._hop: Hop | None = None
@@ -199,6 +204,10 @@ class McpBackend:
                 f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
             ) from None
 
+    def watching(self, uris: Iterable[str]) -> AbstractContextManager[None]:
+        """Ask the backend for updates to its `uris` while the block runs."""
+        return self._resource_watch.watching(uris)
+
     # -- supervision -------------------------------------------------------------------------
 
     def _mark_lost(self, why: str) -> None:
@@ -272,6 +281,7 @@ class McpBackend:
                 async with anyio.create_task_group() as watchers:
                     watchers.start_soon(self._ping_loop, client)
                     watchers.start_soon(self._refresh_loop, client)
+                    watchers.start_soon(self._resource_watch.keep_backend_told, client)
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
                         watchers.start_soon(self._listen_loop, client)
                     await self._lost.wait()
@@ -303,8 +313,13 @@ class McpBackend:
         self._refresh_wanted.set()
 
     async def _on_message(self, message: Any) -> None:
-        if getattr(message, "method", None) in _LIST_CHANGED:
+        method = getattr(message, "method", None)
+        if method in _LIST_CHANGED:
             self._refresh_wanted.set()
+        elif method == _RESOURCE_UPDATED:
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if isinstance(uri, str):
+                await self._resource_watch.updated(uri)
 
     async def _listen_loop(self, client: Client) -> None:
         """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""

@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 import cedarpy
 
-from gateway.catalog import Catalog, PromptEntry, ToolEntry
+from gateway.catalog import Catalog, PromptEntry, ResourceEntry, ToolEntry
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy.context import ArgumentLimits, ContextResult, call_context, common_context
@@ -45,6 +45,7 @@ from gateway.policy.schema import (
     generate_schema,
 )
 from gateway.policy.slices import PolicySlices, ScopeTarget
+from gateway.resource_uris import exposed_uri
 
 logger = logging.getLogger(__name__)
 
@@ -279,14 +280,18 @@ class PolicyEngine:
         request_id: str | int | None = None,
         now: datetime | None = None,
     ) -> Decision:
-        """Whether `principal` may read the resource `uri` served by `connector`."""
-        what = f"read resource '{uri}'"
+        """Whether `principal` may read the resource the backend `connector` knows as `uri`.
+
+        Policies name it by the URI the agent sees (`Resource::"gateway://<connector>/<uri>"`).
+        """
+        exposed = exposed_uri(connector, uri)
+        what = f"read resource '{exposed}'"
         state = self._state
         if state is None:
             return self._unloaded(what)
         context = self._common(reasoning, workflow, session_id, client, request_id, now)
         return self._decide(
-            state, principal, READ_RESOURCE, uid(RESOURCE, uri), context, what, resource_entity=(connector, uri)
+            state, principal, READ_RESOURCE, uid(RESOURCE, exposed), context, what, resource_entity=(connector, uri)
         )
 
     def decide_get_prompt(
@@ -371,48 +376,30 @@ class PolicyEngine:
             and self._possible(state, principal, GET_PROMPT, (PROMPT, prompt.exposed), None)
         ]
 
-    def visible_resources(
-        self, principal: Principal, resources: Iterable[tuple[str, Mapping[str, Any]]]
-    ) -> list[Mapping[str, Any]]:
-        """The listed resources, given as (connector, wire dict), that `principal` may read in some context."""
+    def visible_resources(self, principal: Principal, resources: Iterable[ResourceEntry]) -> list[Mapping[str, Any]]:
+        """The listed resources' definitions that `principal` may read in some context."""
         state = self._state
         if state is None:
             return []
         return [
-            resource
-            for connector, resource in resources
+            resource.definition
+            for resource in resources
             if self._possible(
-                state,
-                principal,
-                READ_RESOURCE,
-                (RESOURCE, str(resource.get("uri", ""))),
-                (connector, str(resource.get("uri", ""))),
+                state, principal, READ_RESOURCE, (RESOURCE, resource.exposed), (resource.connector, resource.original)
             )
         ]
 
     def visible_resource_templates(
-        self, principal: Principal, templates: Iterable[tuple[str, Mapping[str, Any]]]
+        self, principal: Principal, templates: Iterable[ResourceEntry]
     ) -> list[Mapping[str, Any]]:
-        """The templates, given as (connector, wire dict), whose own URI template `principal` may read.
+        """The definitions of the templates whose own URI template `principal` may read.
 
         A template is judged as the resource whose URI is the template text itself (for example
+        `Resource::"gateway://crm/crm://customers/{customer_id}"` with `uri` the backend's
         `crm://customers/{customer_id}`), so `resource in Server::"crm"` and patterns such as
         `resource.uri like "crm://customers/*"` decide listings and reads alike.
         """
-        state = self._state
-        if state is None:
-            return []
-        return [
-            template
-            for connector, template in templates
-            if self._possible(
-                state,
-                principal,
-                READ_RESOURCE,
-                (RESOURCE, str(template.get("uriTemplate", ""))),
-                (connector, str(template.get("uriTemplate", ""))),
-            )
-        ]
+        return self.visible_resources(principal, templates)
 
     # -- evaluation --------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import cedarpy
 
 from gateway.identity.principal import Principal
 from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, USER, GeneratedSchema
+from gateway.resource_uris import exposed_uri
 
 #: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
 PRINCIPAL_CACHE_SIZE = 4096
@@ -104,7 +105,8 @@ def principal_entities(principal: Principal) -> list[dict[str, Any]]:
 
 
 def resource_entity(connector: str, uri: str) -> dict[str, Any]:
-    return _entity(RESOURCE, uri, {"uri": uri, "server": connector}, [uid(SERVER, connector)])
+    """A backend's resource `uri`: its id is the exposed URI the agent names; `uri` is the backend's own."""
+    return _entity(RESOURCE, exposed_uri(connector, uri), {"uri": uri, "server": connector}, [uid(SERVER, connector)])
 
 
 EntityKey = tuple[str, str]
@@ -158,7 +160,7 @@ class EntityStore:
     ) -> tuple[EntityKey, ...]:
         """What a tool, prompt, server or resource is `in` for Cedar, from the same entities.
 
-        `served` is the (connector, uri) of a resource entity added per request (`for_resource`).
+        `served` is the (connector, backend's uri) of a resource entity added per request (`for_resource`).
         """
         start = (resource_type, resource_id)
         if served is None:
