@@ -353,16 +353,37 @@ def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], 
     config = _load(args)
     runtime = GatewayRuntime(config)
 
-    async def live() -> int:
+    async def live() -> int | GatewayError:
+        # Raised inside the backends' task group, an error would come out wrapped in an ExceptionGroup
+        # (a traceback instead of the one-line reason `main` prints): carry it out of the group first.
         async with runtime.connected():
-            return action(runtime.policy, runtime.catalog)
+            try:
+                return action(runtime.policy, runtime.catalog)
+            except GatewayError as exc:
+                return exc
 
-    return _run(live)
+    outcome = anyio.run(live)
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
 
 
 def _policy_validate(args: argparse.Namespace) -> int:
+    from gateway.errors import PolicyLoadError
+
     def validate(engine: Any, catalog: Any) -> int:
-        engine.load(catalog)
+        try:
+            engine.load(catalog)
+        except PolicyLoadError as exc:
+            problems = str(exc).splitlines()
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            print(
+                f"gateway: {len(problems)} {'problem' if len(problems) == 1 else 'problems'} in the access policies; "
+                "fix them and validate again (a running gateway keeps its previous set until then)",
+                file=sys.stderr,
+            )
+            return 1
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
         for limitation in status.limitations:

@@ -93,6 +93,7 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._fingerprint: object = None
         self._last_error: str | None = None
+        self._logged_failure: tuple[object, str] | None = None
         self._last_schema: GeneratedSchema | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -102,23 +103,23 @@ class PolicyEngine:
         return self._policy_dir
 
     def load(self, catalog: Catalog) -> None:
-        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set."""
+        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set.
+
+        A failure is not logged here: the caller reports it (the CLI prints it, the running
+        gateway logs it through `try_load`), so each error reaches its reader once.
+        """
         with self._lock:
             fingerprint = self._current_fingerprint()
             try:
                 state = self._build(catalog)
             except PolicyLoadError as exc:
                 self._last_error = str(exc)
-                logger.error(
-                    "access policies not loaded (%s): %s",
-                    "the previous set stays active" if self._state else "every request is denied",
-                    exc,
-                )
                 raise
             finally:
                 self._fingerprint = fingerprint
             self._state = state
             self._last_error = None
+            self._logged_failure = None
         logger.info(
             "access policies loaded",
             extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
@@ -129,22 +130,35 @@ class PolicyEngine:
                 extra={"schema_limitations": list(state.schema.limitations)},
             )
 
-    def catalog_changed(self, catalog: Catalog) -> None:
-        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+    def try_load(self, catalog: Catalog) -> bool:
+        """`load` for the running gateway: never raises; returns whether a new set is active.
+
+        A failure is logged once: the same error for the same files (the catalog changed, the
+        policies did not) is not repeated, while every edit that fails is reported.
+        """
         try:
             self.load(catalog)
-        except PolicyLoadError:
-            pass  # recorded in status.last_error and logged by load()
+        except PolicyLoadError as exc:
+            failure = (self._fingerprint, str(exc))
+            if failure != self._logged_failure:
+                self._logged_failure = failure
+                logger.error(
+                    "access policies not loaded (%s): %s",
+                    "the previous set stays active" if self._state else "every request is denied",
+                    exc,
+                )
+            return False
+        return True
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+        self.try_load(catalog)
 
     def reload_if_changed(self, catalog: Catalog) -> bool:
         """Reload when a policy file was added, removed or changed; returns whether a new set is active."""
         if self._current_fingerprint() == self._fingerprint:
             return False
-        try:
-            self.load(catalog)
-        except PolicyLoadError:
-            return False
-        return True
+        return self.try_load(catalog)
 
     async def watch(self, catalog_provider: Callable[[], Catalog], interval: float = 1.0) -> None:
         """Poll the policy files forever; loads run in a worker thread so requests keep flowing."""
