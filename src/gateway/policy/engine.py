@@ -167,6 +167,11 @@ class PolicyEngine:
             await anyio.sleep(interval)
 
     @property
+    def loaded(self) -> bool:
+        """Whether a valid set is active; cheap enough to ask on every request."""
+        return self._state is not None
+
+    @property
     def status(self) -> PolicyStatus:
         state = self._state
         schema = self._last_schema
