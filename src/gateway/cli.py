@@ -386,6 +386,10 @@ def _policy_validate(args: argparse.Namespace) -> int:
             return 1
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
+        if status.waiting:
+            print(f"{len(status.waiting)} wait, not loaded, for connectors that have not listed their tools yet:")
+        for waiting in status.waiting:
+            print(f"waiting: {waiting}")
         for limitation in status.limitations:
             print(f"note: {limitation}")
         return 0

@@ -3,7 +3,9 @@
 `load` reads `<policy_dir>/access/*.cedar`, generates the Cedar schema from the live catalog,
 validates every policy against it and builds the parsed policy set, schema and entities. Any
 failure keeps the set that was working before (none at first start: everything is denied) and
-is reported with file and line. Decisions run Cedar inline on the parsed handles and only on
+is reported with file and line. A policy that names the actions of a connector that has never
+listed waits, left out, when leaving it out cannot allow anything (see `waiting.py`); it is
+loaded at the first load after that connector lists. Decisions run Cedar inline on the parsed handles and only on
 the policies whose action, principal and resource scopes can match the request (see
 `slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
 entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
@@ -45,6 +47,7 @@ from gateway.policy.schema import (
     generate_schema,
 )
 from gateway.policy.slices import PolicySlices, ScopeTarget
+from gateway.policy.waiting import WaitingPolicy, sort_problems
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class PolicyStatus:
     loaded_at: datetime | None
     last_error: str | None
     limitations: tuple[str, ...]
+    #: Policies left out until the connectors they name have listed, one readable line each.
+    waiting: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class _PolicyState:
     entities: EntityStore
     slices: PolicySlices
     loaded_at: datetime
+    waiting: tuple[WaitingPolicy, ...] = ()
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
 
@@ -124,6 +130,11 @@ class PolicyEngine:
             "access policies loaded",
             extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
         )
+        if state.waiting:
+            logger.warning(
+                "some access policies wait for connectors that have not listed their tools yet",
+                extra={"waiting": [policy.describe() for policy in state.waiting]},
+            )
         if state.schema.limitations:
             logger.info(
                 "some tool arguments are offered to policies as JSON text",
@@ -181,6 +192,7 @@ class PolicyEngine:
             loaded_at=state.loaded_at if state else None,
             last_error=self._last_error,
             limitations=schema.limitations if schema else (),
+            waiting=tuple(policy.describe() for policy in state.waiting) if state else (),
         )
 
     def policies(self) -> tuple[PolicyRef, ...]:
@@ -220,10 +232,11 @@ class PolicyEngine:
             schema_handle = cedarpy.Schema.from_json_str(json.dumps(schema.document), release_gil=True)
         except ValueError as exc:
             raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
-        loaded = parse_policies(files)
-        problems = validation_errors(loaded, schema_handle)
-        if problems:
-            raise PolicyLoadError("\n".join(problems))
+        parsed = parse_policies(files)
+        problems = sort_problems(parsed, validation_errors(parsed, schema_handle), schema, catalog)
+        if problems.errors:
+            raise PolicyLoadError("\n".join(problems.errors))
+        loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
         try:
             policy_set(loaded.policies)
             entities = EntityStore(schema, schema_handle)
@@ -236,6 +249,7 @@ class PolicyEngine:
             entities=entities,
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
+            waiting=problems.waiting,
         )
 
     # -- decisions ---------------------------------------------------------------------------
