@@ -128,6 +128,28 @@ def test_a_forbid_confined_to_the_unlisted_connector_waits_and_opens_nothing(tmp
     assert not call(engine, catalog, FINANCE, "finance__pay_invoice", PAY)
 
 
+def test_resources_of_a_connector_that_lists_after_the_load_wait_for_the_next_load(tmp_path: Path) -> None:
+    catalog = finance_down()
+    engine = loaded_engine(
+        tmp_path,
+        '@id("everything")\npermit (principal, action, resource);\n'
+        '@id("no-finance-reads")\nforbid (principal, action, resource in Server::"finance")\n'
+        'when { action == Action::"finance__pay_invoice" || action == Action::"read_resource" };\n',
+        catalog,
+    )
+    assert "policy 'no-finance-reads' (forbid) waits for connector 'finance'" in engine.status.waiting[0]
+    invoice = {"uri": "finance://invoices/INV-1", "name": "INV-1"}
+    catalog.update("finance", Listing(tools=tuple(standard_tools()["finance"]), resources=(invoice,)))
+
+    # Listed, but not re-validated yet: the waiting forbid is not in force, so nothing of finance is allowed.
+    assert not engine.decide_read_resource(FINANCE, "finance", invoice["uri"]).allowed
+    assert engine.visible_resources(FINANCE, catalog.resources()) == []
+    engine.catalog_changed(catalog)
+    assert engine.status.waiting == ()
+    denied = engine.decide_read_resource(FINANCE, "finance", invoice["uri"])
+    assert not denied.allowed and denied.policy_ids == ("no-finance-reads",)
+
+
 @pytest.mark.parametrize(
     "forbid",
     [

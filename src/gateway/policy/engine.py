@@ -5,10 +5,10 @@ validates every policy against it and builds the parsed policy set, schema and e
 failure keeps the set that was working before (none at first start: everything is denied) and
 is reported with file and line. A policy that names the actions of a connector that has never
 listed waits, left out, when leaving it out cannot allow anything (see `waiting.py`); it is
-loaded at the first load after that connector lists. Decisions run Cedar inline on the parsed handles and only on
-the policies whose action, principal and resource scopes can match the request (see
-`slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
-entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
+loaded at the first load after that connector lists. Decisions run Cedar inline on the parsed
+handles and only on the policies whose action, principal and resource scopes can match the
+request (see `slices.py`). Whatever goes wrong while deciding (an evaluation error in any
+policy, a missing entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class _PolicyState:
     slices: PolicySlices
     loaded_at: datetime
     waiting: tuple[WaitingPolicy, ...] = ()
+    #: Connectors that had never listed at this load: their resources are denied until the next load,
+    #: since a policy about them may be waiting (tools and prompts are checked against the schema).
+    unlisted: frozenset[str] = frozenset()
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
 
@@ -131,8 +134,12 @@ class PolicyEngine:
             extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
         )
         if state.waiting:
+            connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
             logger.warning(
-                "some access policies wait for connectors that have not listed their tools yet",
+                "%d access policies wait for connectors that have not listed their tools yet (%s); they load when "
+                "those connectors list, and until then their tools are unavailable",
+                len(state.waiting),
+                connectors,
                 extra={"waiting": [policy.describe() for policy in state.waiting]},
             )
         if state.schema.limitations:
@@ -250,6 +257,7 @@ class PolicyEngine:
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
             waiting=problems.waiting,
+            unlisted=frozenset(catalog.unlisted_connectors()),
         )
 
     # -- decisions ---------------------------------------------------------------------------
@@ -317,6 +325,11 @@ class PolicyEngine:
         state = self._state
         if state is None:
             return self._unloaded(what)
+        if connector in state.unlisted:
+            return deny(
+                f"server '{connector}' listed its resources after the access policies were validated; "
+                "denied until they are re-validated"
+            )
         context = self._common(reasoning, workflow, session_id, client, request_id, now)
         return self._decide(
             state, principal, READ_RESOURCE, uid(RESOURCE, uri), context, what, resource_entity=(connector, uri)
@@ -414,7 +427,8 @@ class PolicyEngine:
         return [
             resource
             for connector, resource in resources
-            if self._possible(
+            if connector not in state.unlisted
+            and self._possible(
                 state,
                 principal,
                 READ_RESOURCE,
@@ -438,7 +452,8 @@ class PolicyEngine:
         return [
             template
             for connector, template in templates
-            if self._possible(
+            if connector not in state.unlisted
+            and self._possible(
                 state,
                 principal,
                 READ_RESOURCE,

@@ -18,7 +18,8 @@ could serve. So, at each load:
   one that the catalog does not hold. Every request such a forbid could match concerns the
   unlisted connector, whose tools, prompts and resources are not in the catalog: they are
   refused as unknown, and what lists later is denied until the policies are re-validated
-  with it. A forbid whose scope also covers listed tools (only its condition, or part of an
+  with it (tools and prompts are checked against the schema the set was validated with,
+  resources against the connectors that had listed by then). A forbid whose scope also covers listed tools (only its condition, or part of an
   action list, names the unlisted connector) could stop calls to listed tools, yet cannot be
   checked: leaving it out could allow what it forbids, so the whole set is refused (fail
   closed) with a message saying how to split it.
