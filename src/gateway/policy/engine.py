@@ -47,7 +47,7 @@ from gateway.policy.schema import (
     generate_schema,
 )
 from gateway.policy.slices import PolicySlices, ScopeTarget
-from gateway.policy.waiting import WaitingPolicy, sort_problems
+from gateway.policy.waiting import Unlisted, WaitingPolicy, sort_problems
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,9 @@ class PolicyEngine:
 
     def _build(self, catalog: Catalog) -> _PolicyState:
         files = read_policy_files(self._access_dir)
+        # Taken before the schema: a connector listing meanwhile is then in the schema and still counted
+        # as unlisted (its resources wait for the next load), never the other way round.
+        unlisted = Unlisted.of(catalog)
         try:
             schema = generate_schema(catalog)
         except _GENERATOR_FAILURES as exc:
@@ -240,7 +243,7 @@ class PolicyEngine:
         except ValueError as exc:
             raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
         parsed = parse_policies(files)
-        problems = sort_problems(parsed, validation_errors(parsed, schema_handle), schema, catalog)
+        problems = sort_problems(parsed, validation_errors(parsed, schema_handle), schema, unlisted)
         if problems.errors:
             raise PolicyLoadError("\n".join(problems.errors))
         loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
@@ -257,7 +260,7 @@ class PolicyEngine:
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
             waiting=problems.waiting,
-            unlisted=frozenset(catalog.unlisted_connectors()),
+            unlisted=frozenset(unlisted.connectors),
         )
 
     # -- decisions ---------------------------------------------------------------------------

@@ -19,8 +19,9 @@ could serve. So, at each load:
   unlisted connector, whose tools, prompts and resources are not in the catalog: they are
   refused as unknown, and what lists later is denied until the policies are re-validated
   with it (tools and prompts are checked against the schema the set was validated with,
-  resources against the connectors that had listed by then). A forbid whose scope also covers listed tools (only its condition, or part of an
-  action list, names the unlisted connector) could stop calls to listed tools, yet cannot be
+  resources against the connectors that had listed by then).
+- A forbid whose scope also covers listed tools (only its condition, or part of an action
+  list, names the unlisted connector) could stop calls to listed tools, yet cannot be
   checked: leaving it out could allow what it forbids, so the whole set is refused (fail
   closed) with a message saying how to split it.
 - When the connector lists, the catalog change re-validates the files: the waiting policies
@@ -102,10 +103,9 @@ class Sorted:
 
 
 def sort_problems(
-    loaded: LoadedPolicies, problems: Sequence[ValidationProblem], schema: GeneratedSchema, catalog: Catalog
+    loaded: LoadedPolicies, problems: Sequence[ValidationProblem], schema: GeneratedSchema, unlisted: Unlisted
 ) -> Sorted:
     """Split the validation problems into policies that wait and errors that refuse the set."""
-    unlisted = Unlisted.of(catalog)
     failing: dict[str, list[str]] = {}
     errors: list[str] = []
     for problem in problems:
