@@ -258,7 +258,7 @@ async def test_a_backend_down_at_first_start_leaves_the_others_usable_until_it_l
 
         validated = await anyio.to_thread.run_sync(lambda: gateway.cli("policy", "validate"))
         assert "2 access policies are valid" in validated.stdout
-        assert "3 wait, not loaded, for connectors that have not listed their tools yet" in validated.stdout
+        assert "3 more policies wait, not loaded, until connectors list:" in validated.stdout
         assert "waiting: " in validated.stdout and "policy 'no-secrets-from-late' (forbid)" in validated.stdout
 
         key = gateway.create_key("agent", "ops")

@@ -387,7 +387,9 @@ def _policy_validate(args: argparse.Namespace) -> int:
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
         if status.waiting:
-            print(f"{len(status.waiting)} wait, not loaded, for connectors that have not listed their tools yet:")
+            count = len(status.waiting)
+            waits = "policy waits" if count == 1 else "policies wait"
+            print(f"{count} more {waits}, not loaded, until connectors list:")
         for waiting in status.waiting:
             print(f"waiting: {waiting}")
         for limitation in status.limitations:

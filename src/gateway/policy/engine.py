@@ -136,10 +136,10 @@ class PolicyEngine:
         if state.waiting:
             connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
             logger.warning(
-                "%d access policies wait for connectors that have not listed their tools yet (%s); they load when "
-                "those connectors list, and until then their tools are unavailable",
-                len(state.waiting),
+                "access policies wait for connectors that have not listed their tools yet (%s): %d not loaded; "
+                "they load when those connectors list, and until then their tools are unavailable",
                 connectors,
+                len(state.waiting),
                 extra={"waiting": [policy.describe() for policy in state.waiting]},
             )
         if state.schema.limitations:
