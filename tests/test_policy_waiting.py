@@ -232,11 +232,14 @@ when { context.input.text == "secret" };
 }
 
 
+#: How long a backend that comes up may take to be reconnected, listed and its policies loaded, on a busy machine.
+LISTING_DEADLINE = 90.0
+
+
 def late_connector(port: int) -> str:
     """A backend that is not there yet; the gateway keeps trying, soon enough for a test."""
-    return http_connector(
-        f"http://127.0.0.1:{port}/mcp", extra="connect_timeout = 2\n[restart]\ninitial_backoff = 0.1\nmax_backoff = 0.5"
-    )
+    retry = "connect_timeout = 10\n[restart]\ninitial_backoff = 0.1\nmax_backoff = 0.5"
+    return http_connector(f"http://127.0.0.1:{port}/mcp", extra=retry)
 
 
 @pytest.mark.anyio
@@ -275,6 +278,7 @@ async def test_a_backend_down_at_first_start_leaves_the_others_usable_until_it_l
         late = start_http_backend(port=late_port)
         ready = await eventually(
             lambda: (r := gateway.readyz())["checks"]["policies"]["count"] == 5 and r,
+            timeout=LISTING_DEADLINE,
             what="the waiting policies to load once the late backend listed",
         )
         assert ready["checks"]["policies"]["waiting"] == [] and ready["backends"]["late"]["state"] == "healthy"
@@ -329,7 +333,11 @@ when { context.input.a > 100 };
             assert refused.value.error.code == GATEWAY_NOT_READY
 
         late = start_http_backend(port=late_port)
-        await eventually(lambda: gateway.readyz()["checks"]["policies"]["state"] == "loaded", what="the set to load")
+        await eventually(
+            lambda: gateway.readyz()["checks"]["policies"]["state"] == "loaded",
+            timeout=LISTING_DEADLINE,
+            what="the set to load once the late backend listed",
+        )
         async with mcp_client(gateway.url, key) as client:
             with pytest.raises(MCPError) as denied:
                 await client.call_tool("live__add", {"a": 1000, "b": 1})
