@@ -130,6 +130,7 @@ class Catalog:
         self._separator = separator
         self._reasoning = reasoning or ReasoningSettings()
         self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
+        self._listed: set[str] = set()
         self._tools: Mapping[str, ToolEntry] = MappingProxyType({})
         self._policy_tools: tuple[ToolEntry, ...] = ()
         self._prompts: Mapping[str, PromptEntry] = MappingProxyType({})
@@ -165,9 +166,23 @@ class Catalog:
             templates=self._resource_entries(connector, listing.resource_templates, "uriTemplate"),
         )
         previous = self._views.get(connector)
+        first = connector not in self._listed
+        self._listed.add(connector)
         self._views[connector] = view
         self._rebuild_indexes()
-        return previous != view
+        # A first listing counts as a change even when empty: policies waiting for it are re-validated.
+        return first or previous != view
+
+    def unlisted_connectors(self) -> tuple[str, ...]:
+        """Connectors that have never listed (down since start and nothing stored): their offer is unknown."""
+        return tuple(name for name in self._settings if name not in self._listed)
+
+    def configured_labels(self, connector: str) -> frozenset[str]:
+        """Every label the connector's file gives, to it or to one of its tools, whether listed or not."""
+        settings = self._settings[connector]
+        return frozenset(
+            (*settings.labels, *(label for override in settings.tools.values() for label in override.labels))
+        )
 
     def _tool_entries(
         self, settings: McpStdioConnector | McpHttpConnector, definitions: Iterable[JsonObject]

@@ -353,21 +353,48 @@ def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], 
     config = _load(args)
     runtime = GatewayRuntime(config)
 
-    async def live() -> int:
+    async def live() -> int | GatewayError:
+        # Raised inside the backends' task group, an error would come out wrapped in an ExceptionGroup
+        # (a traceback instead of the one-line reason `main` prints): carry it out of the group first.
         async with runtime.connected():
-            return action(runtime.policy, runtime.catalog)
+            try:
+                return action(runtime.policy, runtime.catalog)
+            except GatewayError as exc:
+                return exc
 
-    return _run(live)
+    outcome = anyio.run(live)
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
 
 
 def _policy_validate(args: argparse.Namespace) -> int:
+    from gateway.errors import PolicyLoadError
+
     def validate(engine: Any, catalog: Any) -> int:
         # Agents not being offered what the connector files say fails validation too; named first,
         # so a policy error below does not hide it.
         problems = _print_catalog_problems(catalog)
-        engine.load(catalog)
+        try:
+            engine.load(catalog)
+        except PolicyLoadError as exc:
+            errors = str(exc).splitlines()
+            for error in errors:
+                print(error, file=sys.stderr)
+            print(
+                f"gateway: {len(errors)} {'problem' if len(errors) == 1 else 'problems'} in the access policies; "
+                "fix them and validate again (a running gateway keeps its previous set until then)",
+                file=sys.stderr,
+            )
+            return 1
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
+        if status.waiting:
+            count = len(status.waiting)
+            waits = "policy waits" if count == 1 else "policies wait"
+            print(f"{count} more {waits}, not loaded, until connectors list:")
+        for waiting in status.waiting:
+            print(f"waiting: {waiting}")
         for limitation in status.limitations:
             print(f"note: {limitation}")
         return 1 if problems else 0

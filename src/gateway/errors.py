@@ -81,6 +81,10 @@ class PolicyDenied(GatewayError):
         self.policy_ids = policy_ids
 
 
+class GatewayNotReady(GatewayError):
+    """No valid access policy set is loaded, so no request can be decided until an operator fixes the policies."""
+
+
 class PolicyLoadError(GatewayError):
     """Policy files could not be read, parsed or validated against the catalog's schema; names file and line."""
 

@@ -51,6 +51,7 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
             "loaded_at": policies.loaded_at.isoformat() if policies.loaded_at else None,
             "error": policies.last_error,
             "limitations": list(policies.limitations),
+            "waiting": list(policies.waiting),
         }
         if not policies.loaded:
             # Without policies every request is denied: not ready to serve anyone.

@@ -24,6 +24,7 @@ from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import (
     BackendTimeout,
     GatewayError,
+    GatewayNotReady,
     InvalidArguments,
     PolicyDenied,
     ReasoningRequired,
@@ -128,6 +129,13 @@ def _policy_context(
     }
 
 
+#: What an agent is told while no valid access policy set is loaded (nothing can be decided).
+NOT_READY_MESSAGE = (
+    "the gateway is not ready: no valid access policies are loaded, so no request can be decided; "
+    "retry later. Operators: the policy error is in the gateway log, in /readyz and from `gateway policy validate`"
+)
+
+
 def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, PolicyDenied):
         return "denied"
@@ -135,7 +143,7 @@ def _outcome_of(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, anyio.get_cancelled_exc_class()):
         return "cancelled"
-    if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments):
+    if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments | GatewayNotReady):
         return "refused"
     return "backend_error"
 
@@ -228,6 +236,7 @@ class Pipeline:
     ) -> list[Mapping[str, Any]]:
         clock = _Clock()
         with self._request_span(request, method, None, None):
+            await self._require_policies(request, method, None, None, clock)
             handle = await self._record(request, method, None, None, decision="allow", reason="filtered by policy")
             items = await produce()
             await self._finish(handle, "ok", clock, result={"count": len(items)})
@@ -249,6 +258,7 @@ class Pipeline:
         method = "tools/call"
         with self._request_span(request, method, exposed_name, meta) as trace:
             # 1 resolve, 2 context: refusals here are recorded too, with what the agent sent.
+            await self._require_policies(request, method, exposed_name, meta, clock, arguments=arguments)
             entry: ToolEntry | None = None
             try:
                 entry = self._catalog.resolve_tool(exposed_name)
@@ -300,6 +310,7 @@ class Pipeline:
         clock = _Clock()
         method = "resources/read"
         with self._request_span(request, method, uri, meta) as trace:
+            await self._require_policies(request, method, uri, meta, clock)
             try:
                 route = self._catalog.resolve_resource(uri)
             except GatewayError as exc:
@@ -341,6 +352,7 @@ class Pipeline:
         clock = _Clock()
         method = "prompts/get"
         with self._request_span(request, method, exposed_name, meta) as trace:
+            await self._require_policies(request, method, exposed_name, meta, clock, arguments=arguments)
             try:
                 entry = self._catalog.resolve_prompt(exposed_name)
             except GatewayError as exc:
@@ -375,6 +387,28 @@ class Pipeline:
             )  # fmt: skip
 
     # -- shared stages -----------------------------------------------------------------------
+
+    async def _require_policies(
+        self,
+        request: RequestInfo,
+        method: str,
+        target: str | None,
+        meta: Mapping[str, Any] | None,
+        clock: _Clock,
+        *,
+        arguments: Any = None,
+    ) -> None:
+        """Without a valid policy set nothing can be decided: say so plainly (recorded), rather than
+        answering with an empty listing or "unknown tool", which would send the agent looking elsewhere."""
+        if self._policy.loaded:
+            return
+        error = GatewayNotReady(NOT_READY_MESSAGE)
+        handle = await self._record(
+            request, method, target, None, arguments=arguments, meta=meta, decision="refused", reason=str(error)
+        )
+        await self._finish(handle, "refused", clock, error=error)
+        self._log(request, method, target, None, None, "refused", clock)
+        raise error
 
     def _request_span(
         self, request: RequestInfo, method: str, target: str | None, meta: Mapping[str, Any] | None

@@ -30,7 +30,7 @@ from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
-from gateway.errors import GatewayError, PolicyLoadError
+from gateway.errors import GatewayError
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -172,17 +172,8 @@ class GatewayRuntime:
             await anyio.sleep(_PRUNE_INTERVAL_SECONDS)
 
     def load_policies(self) -> None:
-        """First load after the backends' first listings; a failure leaves every request denied."""
-        try:
-            self.policy.load(self.catalog)
-        except PolicyLoadError as exc:
-            logger.error("access policies not loaded; every request is denied", extra={"error": str(exc)})
-            return
-        status = self.policy.status
-        logger.info(
-            "access policies loaded",
-            extra={"policies": status.policy_count, "limitations": list(status.limitations)},
-        )
+        """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
+        self.policy.try_load(self.catalog)
 
     @asynccontextmanager
     async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:

@@ -3,10 +3,12 @@
 `load` reads `<policy_dir>/access/*.cedar`, generates the Cedar schema from the live catalog,
 validates every policy against it and builds the parsed policy set, schema and entities. Any
 failure keeps the set that was working before (none at first start: everything is denied) and
-is reported with file and line. Decisions run Cedar inline on the parsed handles and only on
-the policies whose action, principal and resource scopes can match the request (see
-`slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
-entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
+is reported with file and line. A policy that names the actions of a connector that has never
+listed waits, left out, when leaving it out cannot allow anything (see `waiting.py`); it is
+loaded at the first load after that connector lists. Decisions run Cedar inline on the parsed
+handles and only on the policies whose action, principal and resource scopes can match the
+request (see `slices.py`). Whatever goes wrong while deciding (an evaluation error in any
+policy, a missing entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from gateway.policy.schema import (
     generate_schema,
 )
 from gateway.policy.slices import PolicySlices, ScopeTarget
+from gateway.policy.waiting import Unlisted, WaitingPolicy, sort_problems
 from gateway.resource_uris import exposed_uri
 
 logger = logging.getLogger(__name__)
@@ -68,6 +71,8 @@ class PolicyStatus:
     loaded_at: datetime | None
     last_error: str | None
     limitations: tuple[str, ...]
+    #: Policies left out until the connectors they name have listed, one readable line each.
+    waiting: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,10 @@ class _PolicyState:
     entities: EntityStore
     slices: PolicySlices
     loaded_at: datetime
+    waiting: tuple[WaitingPolicy, ...] = ()
+    #: Connectors that had never listed at this load: their resources are denied until the next load,
+    #: since a policy about them may be waiting (tools and prompts are checked against the schema).
+    unlisted: frozenset[str] = frozenset()
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
 
@@ -94,6 +103,7 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._fingerprint: object = None
         self._last_error: str | None = None
+        self._logged_failure: tuple[object, str] | None = None
         self._last_schema: GeneratedSchema | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -103,55 +113,82 @@ class PolicyEngine:
         return self._policy_dir
 
     def load(self, catalog: Catalog) -> None:
-        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set."""
+        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set.
+
+        A failure is not logged here: the caller reports it (the CLI prints it, the running
+        gateway logs it through `try_load`), so each error reaches its reader once.
+        """
         with self._lock:
             fingerprint = self._current_fingerprint()
             try:
                 state = self._build(catalog)
             except PolicyLoadError as exc:
                 self._last_error = str(exc)
-                logger.error(
-                    "access policies not loaded (%s): %s",
-                    "the previous set stays active" if self._state else "every request is denied",
-                    exc,
-                )
                 raise
             finally:
                 self._fingerprint = fingerprint
             self._state = state
             self._last_error = None
+            self._logged_failure = None
         logger.info(
             "access policies loaded",
             extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
         )
+        if state.waiting:
+            connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
+            logger.warning(
+                "access policies wait for connectors that have not listed their tools yet (%s): %d not loaded; "
+                "they load when those connectors list, and until then their tools are unavailable",
+                connectors,
+                len(state.waiting),
+                extra={"waiting": [policy.describe() for policy in state.waiting]},
+            )
         if state.schema.limitations:
             logger.info(
                 "some tool arguments are offered to policies as JSON text",
                 extra={"schema_limitations": list(state.schema.limitations)},
             )
 
-    def catalog_changed(self, catalog: Catalog) -> None:
-        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+    def try_load(self, catalog: Catalog) -> bool:
+        """`load` for the running gateway: never raises; returns whether a new set is active.
+
+        A failure is logged once: the same error for the same files (the catalog changed, the
+        policies did not) is not repeated, while every edit that fails is reported.
+        """
         try:
             self.load(catalog)
-        except PolicyLoadError:
-            pass  # recorded in status.last_error and logged by load()
+        except PolicyLoadError as exc:
+            failure = (self._fingerprint, str(exc))
+            if failure != self._logged_failure:
+                self._logged_failure = failure
+                logger.error(
+                    "access policies not loaded (%s): %s",
+                    "the previous set stays active" if self._state else "every request is denied",
+                    exc,
+                )
+            return False
+        return True
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+        self.try_load(catalog)
 
     def reload_if_changed(self, catalog: Catalog) -> bool:
         """Reload when a policy file was added, removed or changed; returns whether a new set is active."""
         if self._current_fingerprint() == self._fingerprint:
             return False
-        try:
-            self.load(catalog)
-        except PolicyLoadError:
-            return False
-        return True
+        return self.try_load(catalog)
 
     async def watch(self, catalog_provider: Callable[[], Catalog], interval: float = 1.0) -> None:
         """Poll the policy files forever; loads run in a worker thread so requests keep flowing."""
         while True:
             await anyio.to_thread.run_sync(self.reload_if_changed, catalog_provider())
             await anyio.sleep(interval)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a valid set is active; cheap enough to ask on every request."""
+        return self._state is not None
 
     @property
     def status(self) -> PolicyStatus:
@@ -163,6 +200,7 @@ class PolicyEngine:
             loaded_at=state.loaded_at if state else None,
             last_error=self._last_error,
             limitations=schema.limitations if schema else (),
+            waiting=tuple(policy.describe() for policy in state.waiting) if state else (),
         )
 
     def policies(self) -> tuple[PolicyRef, ...]:
@@ -193,6 +231,9 @@ class PolicyEngine:
 
     def _build(self, catalog: Catalog) -> _PolicyState:
         files = read_policy_files(self._access_dir)
+        # Taken before the schema: a connector listing meanwhile is then in the schema and still counted
+        # as unlisted (its resources wait for the next load), never the other way round.
+        unlisted = Unlisted.of(catalog)
         try:
             schema = generate_schema(catalog)
         except _GENERATOR_FAILURES as exc:
@@ -202,10 +243,11 @@ class PolicyEngine:
             schema_handle = cedarpy.Schema.from_json_str(json.dumps(schema.document), release_gil=True)
         except ValueError as exc:
             raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
-        loaded = parse_policies(files)
-        problems = validation_errors(loaded, schema_handle)
-        if problems:
-            raise PolicyLoadError("\n".join(problems))
+        parsed = parse_policies(files)
+        problems = sort_problems(parsed, validation_errors(parsed, schema_handle), schema, unlisted)
+        if problems.errors:
+            raise PolicyLoadError("\n".join(problems.errors))
+        loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
         try:
             policy_set(loaded.policies)
             entities = EntityStore(schema, schema_handle)
@@ -218,6 +260,8 @@ class PolicyEngine:
             entities=entities,
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
+            waiting=problems.waiting,
+            unlisted=frozenset(unlisted.connectors),
         )
 
     # -- decisions ---------------------------------------------------------------------------
@@ -289,6 +333,11 @@ class PolicyEngine:
         state = self._state
         if state is None:
             return self._unloaded(what)
+        if connector in state.unlisted:
+            return deny(
+                f"server '{connector}' listed its resources after the access policies were validated; "
+                "denied until they are re-validated"
+            )
         context = self._common(reasoning, workflow, session_id, client, request_id, now)
         return self._decide(
             state, principal, READ_RESOURCE, uid(RESOURCE, exposed), context, what, resource_entity=(connector, uri)
@@ -384,7 +433,8 @@ class PolicyEngine:
         return [
             resource.definition
             for resource in resources
-            if self._possible(
+            if resource.connector not in state.unlisted
+            and self._possible(
                 state, principal, READ_RESOURCE, (RESOURCE, resource.exposed), (resource.connector, resource.original)
             )
         ]
