@@ -82,6 +82,24 @@ unless { context has reasoning && context.reasoning != "" };
     assert allowed.allowed
 
 
+def test_a_forbid_without_a_reason_does_not_name_itself_to_the_agent(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        SALES_POLICIES
+        + """
+@id("internal-freeze-2026-q4")
+forbid (principal, action == Action::"crm__update_record", resource);
+""",
+    )
+
+    denied = loaded.call(SALES, "crm__update_record", UPDATE)
+
+    assert not denied.allowed
+    assert denied.policy_ids == ("internal-freeze-2026-q4",)  # the audit log and the operator see the id
+    assert "internal-freeze" not in denied.reason  # the agent does not learn the policy's name
+    assert denied.reason == "a policy of this gateway forbids agent 'sales-bot' to call tool 'crm__update_record'"
+
+
 @pytest.mark.parametrize(
     ("scope", "allowed", "denied"),
     [

@@ -536,7 +536,7 @@ class PolicyEngine:
             )
         )
         if forbids:
-            return deny(_forbid_reason(forbids), forbids)
+            return deny(_forbid_reason(forbids, _forbidden(principal, what)), forbids)
         return deny(f"no access policy allows agent '{principal.agent}' to {what}")
 
     def _may_call(self, principal: Principal, tool: ToolEntry) -> bool:
@@ -643,7 +643,7 @@ def _failed(
         extra={"agent": principal.agent, "action": action, "errors": list(errors)},
     )
     if policies:
-        return deny(_forbid_reason(policies), policies, errors)
+        return deny(_forbid_reason(policies, "a policy of this gateway forbids this request"), policies, errors)
     return deny(
         "the access policies could not be evaluated for this request, so it is denied; "
         "an administrator can find the cause in the gateway log",
@@ -652,11 +652,16 @@ def _failed(
     )
 
 
-def _forbid_reason(policies: tuple[PolicyRef, ...]) -> str:
+def _forbid_reason(policies: tuple[PolicyRef, ...], fallback: str) -> str:
+    """The first `@reason`; without one, the agent is not told the policy's id (the audit log has it)."""
     for policy in policies:
         if policy.annotations.get("reason"):
             return policy.annotations["reason"]
-    return f"denied by policy '{policies[0].id}'"
+    return fallback
+
+
+def _forbidden(principal: Principal, what: str) -> str:
+    return f"a policy of this gateway forbids agent '{principal.agent}' to {what}"
 
 
 def _decision(
@@ -680,5 +685,5 @@ def _decision(
     if errors or result.decision is not cedarpy.Decision.Deny:
         return _failed(principal, action, errors or (f"Cedar returned {result.decision.value}",), forbids)
     if forbids:
-        return deny(_forbid_reason(forbids), forbids)
+        return deny(_forbid_reason(forbids, _forbidden(principal, what)), forbids)
     return deny(f"no access policy allows agent '{principal.agent}' to {what}")
