@@ -222,7 +222,13 @@ class AuditSettings(_Frozen):
 
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "text"] | None = Field(
+        default=None,
+        description=(
+            "How log lines on stderr look: json (one object per line, for log collectors) or text (time, level, "
+            "message and fields, for people). Unset: text when stderr is a terminal, JSON otherwise."
+        ),
+    )
 
 
 class ConnectorsSettings(_Frozen):
