@@ -28,6 +28,7 @@ from harness import (
     open_legacy_session,
     run_cli,
     stdio_connector,
+    wait_for_expired_lease,
     wait_until,
     write_gateway_config,
 )
@@ -307,7 +308,9 @@ def test_tampering_behind_the_gateways_back_is_named(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_call_leaves_an_entry_marked_unknown_after_restart(tmp_path: Path) -> None:
-    write_gateway_config(tmp_path, {"sink": stdio_connector()}, extra='\n[audit]\nreplica_id = "gw-kill"\n')
+    write_gateway_config(
+        tmp_path, {"sink": stdio_connector()}, extra='\n[audit]\nreplica_id = "gw-kill"\nlease_seconds = 3\n'
+    )
     gateway = GatewayProcess(tmp_path, free_port())
     gateway.start()
     key = gateway.create_key("victim")
@@ -335,7 +338,9 @@ def test_sigkill_mid_call_leaves_an_entry_marked_unknown_after_restart(tmp_path:
             group.cancel_scope.cancel()
 
     anyio.run(call_and_get_killed)
-    gateway.start()  # same config, same replica id: recovery runs at start
+    # The killed process never released its claim on the id: a new one may take it once it expires.
+    wait_for_expired_lease(f"sqlite:///{tmp_path / 'gateway.db'}", "gw-kill")
+    gateway.start()  # same config, same replica id: it takes the id over and recovery runs at start
     try:
         slow = [c for c in audit_search(gateway, "--tool", "sink__slow")]
         assert len(slow) == 1

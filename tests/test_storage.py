@@ -43,9 +43,16 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 EXPECTED_SCHEMA = {
-    "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings", "ended_sessions"],
+    "tables": [
+        "alembic_version",
+        "api_keys",
+        "audit_events",
+        "audit_replica_leases",
+        "catalog_listings",
+        "ended_sessions",
+    ],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),

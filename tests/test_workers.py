@@ -147,6 +147,8 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
         )
         assert _supervisor_events(gateway, "worker exited; restarting")[0]["exit_status"] == -signal.SIGKILL
         _wait_all_ready(gateway, 2)
+        # Its successor took the dead worker's audit lease at once, without being refused first.
+        assert len(_supervisor_events(gateway, "worker exited; restarting")) == 1
         assert len(anyio.run(_many_clients, gateway.url, key, 4, 5)) == 20
         workers = {event["worker"]: event["pid"] for event in _supervisor_events(gateway, "worker started")}
         assert workers[0] != started[0] and workers[1] == started[1]

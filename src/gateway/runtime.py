@@ -23,8 +23,10 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
+from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
@@ -69,23 +71,63 @@ class GatewayRuntime:
         self.telemetry.watch_backends(
             lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
         )
-        self.audit = AuditRecorder(
-            self.database,
-            self.redactor,
-            replica_id=audit.replica_id or default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-            on_batch=self.telemetry.audit_committed,
-        )
+        self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
+        self.audit = self._recorder(audit.replica_id or default_replica_id())
         self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
         self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
         #: Set by a supervisor that already migrated the schema for all its workers.
         self.migrations_done = False
+        #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
+        self.predecessor_pid: int | None = None
+
+    def _recorder(self, replica_id: str) -> AuditRecorder:
+        """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
+        audit = self.config.gateway.audit
+        return AuditRecorder(
+            self.database,
+            self.redactor,
+            replica_id=replica_id,
+            signing_key=self._signing_key,
+            checkpoint_every=audit.checkpoint_every,
+            max_batch=audit.max_batch,
+            max_wait_ms=audit.max_wait_ms,
+            write_timeout=audit.write_timeout,
+            on_batch=self.telemetry.audit_committed,
+        )
+
+    async def _close_chain(self, replica_id: str) -> int:
+        """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close."""
+        recorder = self._recorder(replica_id)
+        try:
+            report = await recorder.start()
+        finally:
+            await recorder.close()
+        return report.recovered_calls
+
+    async def _keep_audit_lease(self, lease: ReplicaLease) -> None:
+        """Renew this process's lease and close the chains of processes whose leases expired.
+
+        Both run from the first moment, so a chain a crashed process left is closed soon after
+        its lease runs out, by whichever live process looks first.
+        """
+        seconds = self.config.gateway.audit.lease_seconds
+        while True:
+            try:
+                if not await lease.renew():
+                    logger.error(
+                        "audit: this process lost its replica id to another process (its heartbeat came too late); "
+                        "its audit writes will be refused until it is restarted",
+                        extra={"replica_id": lease.replica_id},
+                    )
+                await close_dead_chains(
+                    self.database, own_replica_id=lease.replica_id, seconds=seconds, recover=self._close_chain
+                )
+            except (GatewayError, SQLAlchemyError) as exc:
+                extra = {"replica_id": lease.replica_id, "error": str(exc)}
+                logger.warning("audit: lease heartbeat failed; will retry", extra=extra)
+            await anyio.sleep(seconds / 3)
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         changed = self.catalog.update(connector, listing)
@@ -182,9 +224,16 @@ class GatewayRuntime:
         """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
         if migrate and not self.migrations_done:
             await self.database.migrate()
+        lease = ReplicaLease(
+            self.database,
+            self.audit.replica_id,
+            seconds=self.config.gateway.audit.lease_seconds,
+            predecessor_pid=self.predecessor_pid,
+        )
         self.telemetry.install()
         try:
             await self.signals.start()
+            await lease.acquire()
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(
@@ -198,6 +247,7 @@ class GatewayRuntime:
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
+                task_group.start_soon(self._keep_audit_lease, lease)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
@@ -211,6 +261,10 @@ class GatewayRuntime:
         finally:
             await self.signals.aclose()
             await self.audit.close()
+            try:
+                await lease.release()
+            except (GatewayError, SQLAlchemyError) as exc:  # it expires by itself; the chain is closed cleanly
+                logger.warning("audit: lease not released", extra={"replica_id": lease.replica_id, "error": str(exc)})
             if self.jwt is not None:
                 await self.jwt.aclose()
             self.telemetry.shutdown()
