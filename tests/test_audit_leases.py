@@ -44,8 +44,8 @@ async def test_a_live_lease_refuses_a_second_holder_naming_the_first(database: D
     with pytest.raises(ReplicaIdInUse) as refused:
         await second.acquire()
     message = str(refused.value)
-    assert "'gw-1'" in message and "host host-a, pid 4242" in message and "expires at 20" in message
-    assert "give this process its own [audit] replica_id" in message
+    assert message.startswith("the audit replica id 'gw-1' is held by another gateway process (host host-a, pid 4242)")
+    assert "give this one its own [audit] replica_id" in message and "start this one again after 20" in message
     assert await _leases(database) == {"gw-1": ("host-a", 4242)}
 
     await first.release()
@@ -64,6 +64,21 @@ async def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_renew_it
     await stalled.release()  # no longer its lease: left alone
     assert await _leases(database) == {"gw-1": ("host-b", 2)}
     assert await successor.renew() is True
+
+
+async def test_a_late_holder_claims_its_id_again_once_a_live_process_released_it(database: Database) -> None:
+    late = ReplicaLease(database, "gw-1", seconds=0.2)
+    await late.acquire()
+    await _wait_expired(database, "gw-1")
+
+    async def recover(replica_id: str) -> int:
+        return 0
+
+    assert await close_dead_chains(database, own_replica_id="gw-other", seconds=30, recover=recover) == {"gw-1": 0}
+    assert await _leases(database) == {}
+    assert await late.renew() is False
+    assert await late.acquire() is False and late.held
+    assert await late.renew() is True
 
 
 async def test_a_restarted_worker_takes_its_dead_predecessors_lease_at_once(database: Database) -> None:

@@ -116,10 +116,10 @@ def test_a_configured_replica_id_held_by_a_live_gateway_refuses_a_second_one(tmp
         assert second.process.wait(60) != 0
         log = second.log_text()
         assert (
-            f"the audit replica id 'gw-same' is in use by another live gateway process (host {_host()}, "
-            f"pid {first.process.pid}), whose lease on it expires at "
+            f"the audit replica id 'gw-same' is held by another gateway process (host {socket.gethostname()}, "
+            f"pid {first.process.pid}) until "
         ) in log
-        assert "give this process its own [audit] replica_id" in log
+        assert "give this one its own [audit] replica_id" in log
         assert first.readyz()  # the first one serves on, undisturbed
         key = first.create_key("still-served")
 

@@ -32,7 +32,7 @@ from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
-from gateway.errors import GatewayError, PolicyLoadError
+from gateway.errors import GatewayError, PolicyLoadError, ReplicaIdInUse
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -106,6 +106,26 @@ class GatewayRuntime:
             await recorder.close()
         return report.recovered_calls
 
+    async def _reclaim_audit_lease(self, lease: ReplicaLease) -> None:
+        """The heartbeat came after the lease ran out: claim the id again unless another process has it now.
+
+        A live process may meanwhile have closed this chain as a dead one's (its open calls are
+        then recorded `unknown`); the chain itself stays whole, since the recorder continues from
+        the head in the database.
+        """
+        try:
+            await lease.acquire()
+        except ReplicaIdInUse as exc:
+            logger.error(
+                "audit: another process holds this process's replica id now; restart this process",
+                extra={"replica_id": lease.replica_id, "error": str(exc)},
+            )
+            return
+        logger.warning(
+            "audit: this process's lease on its replica id ran out before its heartbeat and was claimed again",
+            extra={"replica_id": lease.replica_id},
+        )
+
     async def _keep_audit_lease(self, lease: ReplicaLease) -> None:
         """Renew this process's lease and close the chains of processes whose leases expired.
 
@@ -116,11 +136,7 @@ class GatewayRuntime:
         while True:
             try:
                 if not await lease.renew():
-                    logger.error(
-                        "audit: this process lost its replica id to another process (its heartbeat came too late); "
-                        "its audit writes will be refused until it is restarted",
-                        extra={"replica_id": lease.replica_id},
-                    )
+                    await self._reclaim_audit_lease(lease)
                 await close_dead_chains(
                     self.database, own_replica_id=lease.replica_id, seconds=seconds, recover=self._close_chain
                 )

@@ -190,8 +190,9 @@ async def close_dead_chains(
 def _in_use_message(holder: LeaseHolder) -> str:
     expires = holder.expires_at.isoformat(timespec="seconds")
     return (
-        f"the audit replica id {holder.replica_id!r} is in use by another live gateway process (host {holder.host}, "
-        f"pid {holder.pid}), whose lease on it expires at {expires} unless renewed. Two processes on one id would "
-        "corrupt each other's audit chain: give this process its own [audit] replica_id (or leave it unset for one "
-        "unique to each process), or stop the other process first."
+        f"the audit replica id {holder.replica_id!r} is held by another gateway process (host {holder.host}, "
+        f"pid {holder.pid}) until {expires}, for as long as that process keeps renewing its lease. Two processes on "
+        "one id would corrupt each other's audit chain. If that process is running, give this one its own "
+        "[audit] replica_id, or leave replica_id unset for an id unique to each process; if it stopped without "
+        f"closing, start this one again after {expires}."
     )
