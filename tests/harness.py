@@ -62,23 +62,6 @@ async def eventually(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait_for_expired_lease(database_url: str, replica_id: str, *, timeout: float = STARTUP_DEADLINE) -> None:
-    """Wait until the audit lease on `replica_id` has run out, as a killed process's does."""
-    import anyio
-
-    from gateway.audit.leases import expired_replicas
-    from gateway.storage import Database
-
-    async def expired() -> bool:
-        database = Database(database_url)
-        try:
-            return replica_id in await expired_replicas(database)
-        finally:
-            await database.close()
-
-    wait_until(lambda: anyio.run(expired), timeout=timeout, what=f"the audit lease on {replica_id} to expire")
-
-
 def gateway_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway", *args]
 

@@ -42,16 +42,48 @@ async def test_a_live_lease_refuses_a_second_holder_naming_the_first(database: D
     assert await first.acquire() is False
     second = ReplicaLease(database, "gw-1", seconds=30, host="host-b", pid=99)
     with pytest.raises(ReplicaIdInUse) as refused:
-        await second.acquire()
+        await second.acquire(wait_for_holder=False)
     message = str(refused.value)
-    assert message.startswith("the audit replica id 'gw-1' is held by another gateway process (host host-a, pid 4242)")
-    assert "give this one its own [audit] replica_id" in message and "start this one again after 20" in message
+    assert message.startswith(
+        "the audit replica id 'gw-1' is in use by another live gateway process (host host-a, pid 4242): "
+        "it renewed its lease at 20"
+    )
+    assert "give this one its own [audit] replica_id" in message
     assert await _leases(database) == {"gw-1": ("host-a", 4242)}
 
     await first.release()
     assert await _leases(database) == {}
     assert await second.acquire() is False  # a released id is free at once
     assert await _leases(database) == {"gw-1": ("host-b", 99)}
+
+
+async def test_a_start_watches_an_unexpired_lease_and_is_refused_when_its_holder_renews(database: Database) -> None:
+    holder = ReplicaLease(database, "gw-1", seconds=5, host="host-a", pid=4242)
+    await holder.acquire()
+    watching = ReplicaLease(database, "gw-1", seconds=5, host="host-b", pid=99)
+    refused: list[ReplicaIdInUse] = []
+
+    async def start() -> None:
+        with pytest.raises(ReplicaIdInUse) as caught:
+            await watching.acquire()
+        refused.append(caught.value)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(start)
+        with anyio.fail_after(30):
+            while not refused:  # the holder's heartbeat, until the watcher has seen one
+                assert await holder.renew()
+                await anyio.sleep(0.2)
+    assert "(host host-a, pid 4242)" in str(refused[0])
+    assert await _leases(database) == {"gw-1": ("host-a", 4242)}
+
+
+async def test_a_start_waits_out_the_lease_of_a_holder_that_died_and_takes_it_over(database: Database) -> None:
+    await ReplicaLease(database, "gw-1", seconds=1, host="host-a", pid=4242).acquire()  # never renewed
+    restarted = ReplicaLease(database, "gw-1", seconds=30, host="host-a", pid=5555)
+    with anyio.fail_after(30):
+        assert await restarted.acquire() is True
+    assert await _leases(database) == {"gw-1": ("host-a", 5555)}
 
 
 async def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_renew_it(database: Database) -> None:
@@ -85,9 +117,11 @@ async def test_a_restarted_worker_takes_its_dead_predecessors_lease_at_once(data
     host = socket.gethostname()
     await ReplicaLease(database, "gw-w0", seconds=30, host=host, pid=1111).acquire()
     with pytest.raises(ReplicaIdInUse):
-        await ReplicaLease(database, "gw-w0", seconds=30, host=host, pid=2222, predecessor_pid=3333).acquire()
+        other = ReplicaLease(database, "gw-w0", seconds=30, host=host, pid=2222, predecessor_pid=3333)
+        await other.acquire(wait_for_holder=False)
     restarted = ReplicaLease(database, "gw-w0", seconds=30, host=host, pid=2222, predecessor_pid=1111)
-    assert await restarted.acquire() is True
+    with anyio.fail_after(5):  # at once, not after watching the dead worker's lease for 30 s
+        assert await restarted.acquire() is True
     assert await _leases(database) == {"gw-w0": (host, 2222)}
 
 

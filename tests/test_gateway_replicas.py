@@ -114,12 +114,13 @@ def test_a_configured_replica_id_held_by_a_live_gateway_refuses_a_second_one(tmp
         second.start(wait_ready=False)
         assert second.process is not None and first.process is not None
         assert second.process.wait(60) != 0
-        log = second.log_text()
-        assert (
-            f"the audit replica id 'gw-same' is held by another gateway process (host {socket.gethostname()}, "
-            f"pid {first.process.pid}) until "
-        ) in log
-        assert "give this one its own [audit] replica_id" in log
+        records = [json.loads(line) for line in second.log_text().splitlines() if line.startswith("{")]
+        [refusal] = [r for r in records if r["message"].startswith("gateway not started: ")]
+        assert refusal["level"] == "error" and refusal["message"].startswith(
+            "gateway not started: the audit replica id 'gw-same' is in use by another live gateway process "
+            f"(host {socket.gethostname()}, pid {first.process.pid}): it renewed its lease at "
+        )
+        assert "give this one its own [audit] replica_id" in refusal["message"]
         assert first.readyz()  # the first one serves on, undisturbed
         key = first.create_key("still-served")
 

@@ -114,7 +114,7 @@ class GatewayRuntime:
         the head in the database.
         """
         try:
-            await lease.acquire()
+            await lease.acquire(wait_for_holder=False)
         except ReplicaIdInUse as exc:
             logger.error(
                 "audit: another process holds this process's replica id now; restart this process",
@@ -249,7 +249,12 @@ class GatewayRuntime:
         self.telemetry.install()
         try:
             await self.signals.start()
-            await lease.acquire()
+            try:
+                await lease.acquire()
+            except ReplicaIdInUse as exc:
+                # Said in one line of its own: the server's report of the failed start is a traceback.
+                logger.error(f"gateway not started: {exc}", extra={"replica_id": lease.replica_id})
+                raise
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(
