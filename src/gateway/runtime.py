@@ -103,7 +103,8 @@ class GatewayRuntime:
         try:
             report = await recorder.start()
         finally:
-            await recorder.close()
+            with anyio.CancelScope(shield=True):  # a shutdown meanwhile must not leave its writer running
+                await recorder.close()
         return report.recovered_calls
 
     async def _reclaim_audit_lease(self, lease: ReplicaLease) -> None:
@@ -262,13 +263,14 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                # Renewed from now on: starting the backends may take longer than the lease lasts.
+                task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 self.load_policies()
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
-                task_group.start_soon(self._keep_audit_lease, lease)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
