@@ -256,6 +256,19 @@ def test_refused_authentication_is_recorded_without_the_credential(gateway: Gate
     assert any("unknown API key" in row[0] and "127.0.0.1" in row[0] for row in rows)
     assert not any(presented in row[0] for row in rows)
 
+    # What an operator sees of it: `audit search --kind auth`, as a table and as JSON.
+    table = gateway.cli("audit", "search", "--kind", "auth")
+    assert table.stdout.splitlines()[0].split() == ["TIME", "CLIENT", "AGENT", "AUTH", "PATH", "REASON"]
+    assert any(
+        line.split()[1] == "127.0.0.1" and "bearer" in line and "/mcp" in line and "unknown API key" in line
+        for line in table.stdout.splitlines()[1:]
+    ), table.stdout
+    found = [
+        json.loads(line) for line in gateway.cli("audit", "search", "--kind", "auth", "--json").stdout.splitlines()
+    ]
+    assert any(r["client_address"] == "127.0.0.1" and "unknown API key" in r["reason"] for r in found)
+    assert presented not in table.stdout + table.stderr + json.dumps(found)
+
 
 @pytest.mark.anyio
 async def test_audit_write_failure_refuses_the_call_and_recovers(
