@@ -67,7 +67,8 @@ def register(
         choices=tuple(_SEARCH_KINDS),
         default="call",
         help="what to find: call (default: calls with their outcomes), auth (refused authentications: "
-        "time, client address, reason, never the credential), recovered (calls a restart closed as 'unknown')",
+        "time, client address, reason, never the credential), recovered (calls a stopped process left open, "
+        "closed with the outcome 'unknown')",
     )
     search_parser.add_argument("--agent")
     search_parser.add_argument("--user", help="the user the agent acted for")
