@@ -186,6 +186,7 @@ def test_a_live_gateway_closes_the_calls_a_killed_one_left_open(tmp_path: Path, 
         for line in survivor.cli("audit", "search", "--kind", "recovered", "--json").stdout.splitlines()
     ]
     assert recovered["replica"] == closed["replica"] and recovered["call_ids"] == [closed["call_id"]]
+    assert recovered["closed_by"] == own["replica"]  # the survivor, writing into the dead process's chain
     assert survivor.cli("audit", "verify").returncode == 0
 
 

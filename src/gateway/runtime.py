@@ -101,7 +101,7 @@ class GatewayRuntime:
         """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close."""
         recorder = self._recorder(replica_id)
         try:
-            report = await recorder.start()
+            report = await recorder.start(closing_for=self.audit.replica_id)
         finally:
             with anyio.CancelScope(shield=True):  # a shutdown meanwhile must not leave its writer running
                 await recorder.close()

@@ -252,8 +252,12 @@ class AuditRecorder:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> RecoveryReport:
-        """Load this replica's chain head, start the writer, and close calls a crash left open."""
+    async def start(self, *, closing_for: str | None = None) -> RecoveryReport:
+        """Load this replica's chain head, start the writer, and close calls a crash left open.
+
+        `closing_for` names the live replica closing this chain for a process that died (see
+        `leases`); the recovery event says so, since its writer is not the chain's own process.
+        """
         if self._writer is not None:
             raise RuntimeError("the audit recorder is already started")
         try:
@@ -288,7 +292,12 @@ class AuditRecorder:
                     RECOVERED,
                     None,
                     now,
-                    {"calls": len(orphans), "call_ids": list(orphans[:100]), "previous_head_seq": head_seq},
+                    {
+                        "calls": len(orphans),
+                        "call_ids": list(orphans[:100]),
+                        "previous_head_seq": head_seq,
+                        **({"closed_by": closing_for} if closing_for is not None else {}),
+                    },
                     retry=False,
                 )
             )
