@@ -7,8 +7,10 @@ reason on failure; tables go to stdout, diagnostics to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -37,6 +39,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (BrokenPipeError, BaseExceptionGroup) as exc:
+        if not _only_broken_pipes(exc):
+            raise
+        return _stdout_closed()
+
+
+def _only_broken_pipes(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_broken_pipes(inner) for inner in error.exceptions)
+    return isinstance(error, BrokenPipeError)
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (`gateway audit search | head`): stop quietly.
+
+    What is still buffered for stdout goes to /dev/null, so the interpreter's flush at exit does
+    not fail a second time; the status is the one a command killed by SIGPIPE has, which is what
+    a pipeline expects of a writer cut short.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,13 +210,15 @@ def _stdio(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from gateway.storage.database import migrate_database
 
     config = _load(args, with_connectors=False)
 
     async def migrate() -> None:
-        await migrate_database(config.gateway.storage.url)
-        print("database schema is up to date", file=sys.stderr)
+        change = await migrate_database(config.gateway.storage.url)
+        print(change.describe(make_url(config.gateway.storage.url).render_as_string(hide_password=True)))
 
     return _run(migrate)
 

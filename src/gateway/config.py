@@ -236,12 +236,27 @@ class ReasoningSettings(_Frozen):
 class AuditSettings(_Frozen):
     """The audit log: who writes it, how it is signed, kept and read.
 
-    `replica_id` names this gateway's hash chain (default: the host name); every process writing
-    to one database needs its own. `signing_key` is an Ed25519 private key (PEM) that signs the
-    periodic checkpoints, which `gateway audit checkpoints` exports for `audit verify`.
+    `replica_id` names this gateway's hash chain; every process writing to one database needs its
+    own, which a lease in the database enforces. `signing_key` is an Ed25519 private key (PEM) that
+    signs the periodic checkpoints, which `gateway audit checkpoints` exports for `audit verify`.
     """
 
-    replica_id: str | None = None
+    replica_id: str | None = Field(
+        default=None,
+        description=(
+            "Name of this process's audit hash chain. Unset: one unique to each process start (host name, pid and a "
+            "random part). A start is refused while another live process holds the same id."
+        ),
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "How long this process's claim on its replica id lasts without a heartbeat (renewed every third of it). "
+            "When a process dies, its id is free again after this long, and a live process then records the calls "
+            "it left open as 'unknown'. Clocks of hosts sharing the database must agree to well within it."
+        ),
+    )
     signing_key: Path | None = None
     checkpoint_every: int = Field(default=1000, ge=1)
     max_batch: int = Field(default=256, ge=1)
@@ -256,7 +271,13 @@ class AuditSettings(_Frozen):
 
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "text"] | None = Field(
+        default=None,
+        description=(
+            "How log lines on stderr look: json (one object per line, for log collectors) or text (time, level, "
+            "message and fields, for people). Unset: text when stderr is a terminal, JSON otherwise."
+        ),
+    )
 
 
 class ConnectorsSettings(_Frozen):

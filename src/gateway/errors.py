@@ -93,6 +93,10 @@ class AuditUnavailable(GatewayError):
     """The audit log could not durably record a call, so the call must be refused rather than run unrecorded."""
 
 
+class ReplicaIdInUse(GatewayError):
+    """Another live process holds the audit replica id this one was configured with; names it and its lease."""
+
+
 class InvalidAuditQuery(GatewayError, ValueError):
     """An audit search, export or prune was given a filter, cursor or duration it cannot use."""
 

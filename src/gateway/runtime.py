@@ -23,14 +23,16 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
+from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ReplicaIdInUse
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -72,23 +74,80 @@ class GatewayRuntime:
         self.telemetry.watch_backends(
             lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
         )
-        self.audit = AuditRecorder(
-            self.database,
-            self.redactor,
-            replica_id=audit.replica_id or default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-            on_batch=self.telemetry.audit_committed,
-        )
+        self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
+        self.audit = self._recorder(audit.replica_id or default_replica_id())
         self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
         self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
         #: Set by a supervisor that already migrated the schema for all its workers.
         self.migrations_done = False
+        #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
+        self.predecessor_pid: int | None = None
+
+    def _recorder(self, replica_id: str) -> AuditRecorder:
+        """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
+        audit = self.config.gateway.audit
+        return AuditRecorder(
+            self.database,
+            self.redactor,
+            replica_id=replica_id,
+            signing_key=self._signing_key,
+            checkpoint_every=audit.checkpoint_every,
+            max_batch=audit.max_batch,
+            max_wait_ms=audit.max_wait_ms,
+            write_timeout=audit.write_timeout,
+            on_batch=self.telemetry.audit_committed,
+        )
+
+    async def _close_chain(self, replica_id: str) -> int:
+        """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close."""
+        recorder = self._recorder(replica_id)
+        try:
+            report = await recorder.start(closing_for=self.audit.replica_id)
+        finally:
+            with anyio.CancelScope(shield=True):  # a shutdown meanwhile must not leave its writer running
+                await recorder.close()
+        return report.recovered_calls
+
+    async def _reclaim_audit_lease(self, lease: ReplicaLease) -> None:
+        """The heartbeat came after the lease ran out: claim the id again unless another process has it now.
+
+        A live process may meanwhile have closed this chain as a dead one's (its open calls are
+        then recorded `unknown`); the chain itself stays whole, since the recorder continues from
+        the head in the database.
+        """
+        try:
+            await lease.acquire(wait_for_holder=False)
+        except ReplicaIdInUse as exc:
+            logger.error(
+                "audit: another process holds this process's replica id now; restart this process",
+                extra={"replica_id": lease.replica_id, "error": str(exc)},
+            )
+            return
+        logger.warning(
+            "audit: this process's lease on its replica id ran out before its heartbeat and was claimed again",
+            extra={"replica_id": lease.replica_id},
+        )
+
+    async def _keep_audit_lease(self, lease: ReplicaLease) -> None:
+        """Renew this process's lease and close the chains of processes whose leases expired.
+
+        Both run from the first moment, so a chain a crashed process left is closed soon after
+        its lease runs out, by whichever live process looks first.
+        """
+        seconds = self.config.gateway.audit.lease_seconds
+        while True:
+            try:
+                if not await lease.renew():
+                    await self._reclaim_audit_lease(lease)
+                await close_dead_chains(
+                    self.database, own_replica_id=lease.replica_id, seconds=seconds, recover=self._close_chain
+                )
+            except (GatewayError, SQLAlchemyError) as exc:
+                extra = {"replica_id": lease.replica_id, "error": str(exc)}
+                logger.warning("audit: lease heartbeat failed; will retry", extra=extra)
+            await anyio.sleep(seconds / 3)
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         changed = self.catalog.update(connector, listing)
@@ -180,9 +239,21 @@ class GatewayRuntime:
         """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
         if migrate and not self.migrations_done:
             await self.database.migrate()
+        lease = ReplicaLease(
+            self.database,
+            self.audit.replica_id,
+            seconds=self.config.gateway.audit.lease_seconds,
+            predecessor_pid=self.predecessor_pid,
+        )
         self.telemetry.install()
         try:
             await self.signals.start()
+            try:
+                await lease.acquire()
+            except ReplicaIdInUse as exc:
+                # Said in one line of its own: the server's report of the failed start is a traceback.
+                logger.error(f"gateway not started: {exc}", extra={"replica_id": lease.replica_id})
+                raise
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(
@@ -190,6 +261,8 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                # Renewed from now on: starting the backends may take longer than the lease lasts.
+                task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 self.load_policies()
@@ -213,6 +286,10 @@ class GatewayRuntime:
         finally:
             await self.signals.aclose()
             await self.audit.close()
+            try:
+                await lease.release()
+            except (GatewayError, SQLAlchemyError) as exc:  # it expires by itself; the chain is closed cleanly
+                logger.warning("audit: lease not released", extra={"replica_id": lease.replica_id, "error": str(exc)})
             if self.jwt is not None:
                 await self.jwt.aclose()
             self.telemetry.shutdown()
