@@ -144,12 +144,26 @@ class ServerSettings(_Frozen):
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
     )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token that unlocks /readyz details (checks, backends, policies) and /metrics, e.g. "
+            '"${GATEWAY_OPS_TOKEN}". Unset: /readyz answers only its status and /metrics is refused.'
+        ),
+    )
 
     @field_validator("session_keys")
     @classmethod
     def _session_keys_are_strong(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         if any(len(key.get_secret_value()) < 32 for key in value):
             raise ValueError("each session key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
+
+    @field_validator("ops_token")
+    @classmethod
+    def _ops_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the ops token must be at least 32 characters (e.g. `openssl rand -base64 32`)")
         return value
 
     @field_validator("name_separator")
