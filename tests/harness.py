@@ -65,6 +65,27 @@ async def eventually(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection as far as the server reads it; all the server answered.
+
+    For requests HTTP clients will not send (huge header blocks, broken encodings); the request
+    should ask for `Connection: close` so the answer ends.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            for start in range(0, len(data), 65536):
+                sock.sendall(data[start : start + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading; its answer may still be there
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
+
+
 def gateway_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "gateway", *args]
 

@@ -144,6 +144,22 @@ class ServerSettings(_Frozen):
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest request header block (request line and all headers, in bytes) the gateway reads; a larger "
+            "one is answered 431 before authentication or any other work."
+        ),
+    )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description=(
+            "HTTP/1.1 parser: 'httptools' (fast, C), 'h11' (pure Python) or 'auto' (httptools when installed). "
+            "Both enforce max_header_bytes."
+        ),
+    )
     ops_token: SecretStr | None = Field(
         default=None,
         description=(
