@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -40,7 +39,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.front import wire
+from gateway.front import envelope, wire
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
@@ -204,7 +203,7 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
+        decoded = envelope.decode(body).message
         if not _is_tool_call(decoded):
             await self._sdk.handle_request(scope, wire.replay(body, receive), send)
             return
@@ -266,13 +265,13 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
-        if not (isinstance(decoded, dict) and decoded.get("method") == "initialize" and "id" in decoded):
-            # The SDK answers what is malformed; anything well-formed needs a session first.
-            if isinstance(decoded, dict) and isinstance(decoded.get("method"), str):
-                await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
-            else:
-                await self._sdk.handle_request(scope, wire.replay(body, receive), send)
+        parsed = envelope.decode(body)
+        if await _refused_as_malformed(parsed, send):
+            return
+        decoded = parsed.message
+        if not (decoded.get("method") == "initialize" and "id" in decoded):
+            # Well-formed, but anything other than `initialize` needs a session first.
+            await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
             return
         if not self._accepts_both(scope):
             await wire.send_empty(send, 406)
@@ -319,12 +318,15 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
-        if isinstance(decoded, dict) and "id" not in decoded and isinstance(decoded.get("method"), str):
+        parsed = envelope.decode(body)
+        decoded = parsed.message
+        if not _is_tool_call(decoded) and await _refused_as_malformed(parsed, send):
+            return
+        if "id" not in decoded:
             self._notification(session, decoded)
             await wire.send_empty(send, 202)
             return
-        if isinstance(decoded, dict) and "method" not in decoded and ("result" in decoded or "error" in decoded):
+        if "method" not in decoded:
             await wire.send_empty(send, 202)  # a reply to a server request: the gateway sends none
             return
         if _is_tool_call(decoded) and not _has_modern_envelope(decoded.get("params")):
@@ -393,11 +395,16 @@ class McpEndpoint:
         return has_json and has_sse
 
 
-def _decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+async def _refused_as_malformed(parsed: envelope.Body, send: Send) -> bool:
+    """Answer a body that is not one JSON-RPC message (see `envelope.py`); True when it was answered."""
+    if not parsed.is_json:
+        await wire.send_json_error(send, 400, None, types.PARSE_ERROR, "Parse error: the body is not valid JSON")
+        return True
+    problem = envelope.problem(parsed.message)
+    if problem is None:
+        return False
+    await wire.send_json_error(send, 400, envelope.usable_id(parsed.message), types.INVALID_REQUEST, problem)
+    return True
 
 
 def _is_tool_call(decoded: Any) -> bool:

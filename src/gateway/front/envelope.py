@@ -1,0 +1,125 @@
+"""Whether a POSTed body is a JSON-RPC message at all, decided before anything acts on it.
+
+The SDK answers a malformed message with a pydantic dump under -32602, and takes a request
+whose id is an object, an array, null or a boolean for a notification (answered 202, never
+answered again). The gateway answers each such body itself: -32700 for bytes that are not JSON,
+-32600 Invalid Request with one line saying what is wrong for JSON that is not one request,
+notification or response, with the request's id when it has a usable one and `null` otherwise.
+Batches are refused: the handshake-era revisions the gateway serves (2025-06-18 and later)
+removed them, and the 2026-07-28 revision has none.
+
+JSON can also spell text that no UTF-8 can carry: a lone UTF-16 surrogate such as `"\\ud800"`.
+Python's decoder accepts it and every encoder after it fails, so `decode` finds where such
+text sits; the endpoint answers it as invalid arguments when it is in a call's arguments (the
+model can correct them) and as an invalid request anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+#: Escapes of UTF-16 surrogates in the raw body: only a body holding one can decode to a lone one.
+_SURROGATE_ESCAPES = (b"\\ud", b"\\uD")
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A POSTed body decoded once: the message, or that it was not JSON, and where any unencodable text is."""
+
+    message: Any
+    is_json: bool
+    bad_text_at: tuple[str | int, ...] | None = None
+
+
+def decode(body: bytes) -> Body:
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return Body(None, is_json=False)
+    if any(escape in body for escape in _SURROGATE_ESCAPES):
+        return Body(message, is_json=True, bad_text_at=_unencodable_text(message))
+    return Body(message, is_json=True)
+
+
+def usable_id(message: Any) -> str | int | None:
+    """The message's id when it is one MCP allows (a string or an integer), else None."""
+    request_id = message.get("id") if isinstance(message, dict) else None
+    if isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)):
+        return request_id
+    return None
+
+
+def problem(message: Any) -> str | None:
+    """Why `message` is not a JSON-RPC request, notification or response; None when it is one."""
+    if isinstance(message, list):
+        return "Invalid Request: JSON-RPC batches are not supported; send each message in its own HTTP request"
+    if not isinstance(message, dict):
+        return f"Invalid Request: the body must be a JSON-RPC message object, not {_kind(message)}"
+    if message.get("jsonrpc") != "2.0":
+        return 'Invalid Request: the message must carry "jsonrpc": "2.0"'
+    if "id" in message and usable_id(message) is None:
+        return f"Invalid Request: the id must be a string or an integer, not {_kind(message['id'])}"
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return f"Invalid Request: the method must be a string, not {_kind(message['method'])}"
+        params = message.get("params")
+        if params is not None and not isinstance(params, dict):
+            return f"Invalid Request: params must be an object, not {_kind(params)}"
+        return None
+    if "id" in message and ("result" in message or "error" in message):
+        return None  # a response to a request of the server's
+    return "Invalid Request: the message has no method (a request needs a method, a response a result or error)"
+
+
+def describe_path(path: tuple[str | int, ...]) -> str:
+    """`params.arguments.text` or `items[2]`, with names that are not plain text escaped."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            name = part if part.isidentifier() else json.dumps(part)
+            text += f".{name}" if text else name
+    return text
+
+
+def _unencodable_text(message: Any) -> tuple[str | int, ...] | None:
+    """Where the first key or string that UTF-8 cannot encode sits; walked with a stack, not recursion."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), message)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return (*path, key)
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,119 @@
+"""What agents send that is not what the spec allows: each gets a short, readable answer and the
+gateway carries on. A real gateway under uvicorn, a real stdio backend, raw HTTP where the official
+client would refuse to send the message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import mcp_types as types
+import pytest
+
+from harness import MCP_HEADERS, GatewayProcess, open_legacy_session, running_gateway, stdio_connector
+
+ERAS = ["session", "sessionless", "stateless"]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with running_gateway(tmp_path_factory.mktemp("hostile"), {"sink": stdio_connector()}) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def key(gateway: GatewayProcess) -> str:
+    return gateway.create_key("hostile-agent")
+
+
+def headers_for(era: str, gateway: GatewayProcess, key: str) -> dict[str, str]:
+    """The headers of a request in each way the front is reached."""
+    if era == "session":
+        return open_legacy_session(gateway.url, key)
+    headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}"}
+    return {**headers, "Mcp-Protocol-Version": "2026-07-28"} if era == "stateless" else headers
+
+
+WRONG_SHAPES = {
+    "no method": b'{"jsonrpc":"2.0","id":7}',
+    "jsonrpc 1.0": b'{"jsonrpc":"1.0","id":7,"method":"tools/list"}',
+    "no jsonrpc": b'{"id":7,"method":"tools/list"}',
+    "bare string": b'"tools/list"',
+    "bare number": b"42",
+    "null": b"null",
+    "numeric method": b'{"jsonrpc":"2.0","id":7,"method":5}',
+    "array params": b'{"jsonrpc":"2.0","id":7,"method":"tools/list","params":[1]}',
+    "empty batch": b"[]",
+    "batch": b'[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]',
+}
+
+UNUSABLE_IDS = {
+    "object id": b'{"jsonrpc":"2.0","id":{"a":1},"method":"tools/list"}',
+    "array id": b'{"jsonrpc":"2.0","id":[1],"method":"tools/list"}',
+    "object id call": (
+        b'{"jsonrpc":"2.0","id":{"a":1},"method":"tools/call","params":{"name":"sink__echo","arguments":{"text":"x"}}}'
+    ),
+    "null id": b'{"jsonrpc":"2.0","id":null,"method":"tools/list"}',
+    "boolean id": b'{"jsonrpc":"2.0","id":true,"method":"tools/list"}',
+}
+
+
+def echo_call(request_id: int, text: str) -> dict[str, object]:
+    params = {"name": "sink__echo", "arguments": {"text": text}}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def assert_short_invalid_request(response: httpx.Response) -> dict[str, object]:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == types.INVALID_REQUEST, error
+    message = error["message"]
+    assert "\n" not in message and len(message) < 160 and "validation error" not in message.lower(), message
+    return response.json()
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+def test_wrong_shape_json_rpc_is_an_invalid_request_in_one_line(
+    gateway: GatewayProcess, key: str, era: str, shape: str
+) -> None:
+    headers = headers_for(era, gateway, key)
+    assert_short_invalid_request(httpx.post(gateway.url, headers=headers, content=WRONG_SHAPES[shape], timeout=30))
+
+
+@pytest.mark.parametrize("era", ERAS)
+@pytest.mark.parametrize("shape", UNUSABLE_IDS)
+def test_an_id_that_is_not_a_string_or_integer_is_refused_with_a_null_id(
+    gateway: GatewayProcess, key: str, era: str, shape: str
+) -> None:
+    headers = headers_for(era, gateway, key)
+    answer = assert_short_invalid_request(
+        httpx.post(gateway.url, headers=headers, content=UNUSABLE_IDS[shape], timeout=30)
+    )
+    assert answer["id"] is None
+
+
+@pytest.mark.parametrize("era", ["session", "sessionless"])
+def test_the_id_is_echoed_when_it_is_usable_and_unparseable_json_is_a_parse_error(
+    gateway: GatewayProcess, key: str, era: str
+) -> None:
+    headers = headers_for(era, gateway, key)
+    answer = assert_short_invalid_request(
+        httpx.post(gateway.url, headers=headers, content=WRONG_SHAPES["jsonrpc 1.0"], timeout=30)
+    )
+    assert answer["id"] == 7 and '"jsonrpc": "2.0"' in answer["error"]["message"]  # type: ignore[index]
+    unparseable = httpx.post(gateway.url, headers=headers, content=b'{"jsonrpc":', timeout=30)
+    assert unparseable.status_code == 400
+    assert unparseable.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": types.PARSE_ERROR, "message": "Parse error: the body is not valid JSON"},
+    }
+
+
+def test_a_session_survives_malformed_messages(gateway: GatewayProcess, key: str) -> None:
+    headers = headers_for("session", gateway, key)
+    for body in [*WRONG_SHAPES.values(), *UNUSABLE_IDS.values()]:
+        assert httpx.post(gateway.url, headers=headers, content=body, timeout=30).status_code == 400
+    response = httpx.post(gateway.url, headers=headers, json=echo_call(8, "ok"), timeout=30)
+    assert response.status_code == 200 and '"ok"' in response.text
