@@ -4,13 +4,16 @@ client would refuse to send the message."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
-from harness import MCP_HEADERS, GatewayProcess, open_legacy_session, running_gateway, stdio_connector
+from harness import MCP_HEADERS, GatewayProcess, mcp_client, open_legacy_session, running_gateway, stdio_connector
 
 ERAS = ["session", "sessionless", "stateless"]
 
@@ -117,3 +120,87 @@ def test_a_session_survives_malformed_messages(gateway: GatewayProcess, key: str
         assert httpx.post(gateway.url, headers=headers, content=body, timeout=30).status_code == 400
     response = httpx.post(gateway.url, headers=headers, json=echo_call(8, "ok"), timeout=30)
     assert response.status_code == 200 and '"ok"' in response.text
+
+
+# -- arguments that break the tool's input schema ---------------------------------------------
+
+SCHEMA_POLICIES = {
+    "tools.cedar": """
+@id("everyone-lists")
+permit (principal, action == Action::"list_tools", resource);
+
+@id("everyone-echoes")
+permit (principal, action == Action::"sink__echo", resource);
+
+@id("adders-add")
+permit (principal in Role::"adder", action == Action::"sink__add", resource);
+
+@id("no-big-sums")
+@reason("Sums start below 100.")
+forbid (principal, action == Action::"sink__add", resource) when { context.input.a > 100 };
+"""
+}
+
+
+@pytest.fixture(scope="module")
+def policed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    directory = tmp_path_factory.mktemp("schema")
+    with running_gateway(directory, {"sink": stdio_connector()}, policies=SCHEMA_POLICIES) as gateway:
+        yield gateway
+
+
+def audit_search(gateway: GatewayProcess, *args: str) -> list[dict[str, Any]]:
+    output = gateway.cli("audit", "search", "--json", "--limit", "500", *args).stdout
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_arguments_that_break_the_schema_are_a_tool_error_the_model_can_correct(
+    policed: GatewayProcess, mode: str
+) -> None:
+    key = policed.create_key(f"adder-{mode}", "adder")
+    async with mcp_client(policed.url, key, mode=mode) as client:
+        wrong_type = await client.call_tool("sink__add", {"a": "one", "b": 2})
+        missing = await client.call_tool("sink__add", {"a": 1})
+        corrected = await client.call_tool("sink__add", {"a": 1, "b": 2})
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("sink__add", {"a": 1000, "b": 2})
+    assert wrong_type.is_error and missing.is_error and not corrected.is_error
+    assert text_of(wrong_type) == (
+        "invalid arguments for tool 'sink__add': argument 'a' must be an integer, got a string. "
+        "Correct them to match the tool's input schema (see tools/list) and call again."
+    )
+    assert "required argument 'b' is missing" in text_of(missing)
+    assert corrected.structured_content == {"sum": 3}
+    # A policy that denies these (valid) arguments is still a denial.
+    assert denied.value.error.code == -32003 and "Sums start below 100." in denied.value.error.message
+
+    entries = {entry["call_id"]: entry for entry in audit_search(policed, "--agent", f"adder-{mode}")}
+    invalid = [entry for entry in entries.values() if entry["decision"] == "invalid_arguments"]
+    assert len(invalid) == 2
+    assert all(entry["outcome"] == "invalid_arguments" for entry in invalid)
+    searched = audit_search(policed, "--agent", f"adder-{mode}", "--outcome", "invalid_arguments")
+    assert {entry["call_id"] for entry in searched} == {entry["call_id"] for entry in invalid}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_tool_the_agent_may_not_see_is_unknown_whatever_its_arguments(
+    policed: GatewayProcess, mode: str
+) -> None:
+    key = policed.create_key(f"echoer-{mode}")
+    async with mcp_client(policed.url, key, mode=mode) as client:
+        assert [tool.name for tool in (await client.list_tools()).tools] == ["sink__echo"]
+        answers = []
+        for arguments in ({"a": "one", "b": 2}, {"a": 1}, {"a": 1, "b": 2}):
+            with pytest.raises(MCPError) as unknown:
+                await client.call_tool("sink__add", arguments)
+            answers.append((unknown.value.error.code, unknown.value.error.message))
+    unknown_tool = (types.INVALID_PARAMS, "unknown tool 'sink__add': list the tools to see the available names")
+    assert answers == [unknown_tool] * 3
+    assert all(entry["decision"] != "invalid_arguments" for entry in audit_search(policed, "--agent", f"echoer-{mode}"))
