@@ -204,3 +204,84 @@ async def test_a_tool_the_agent_may_not_see_is_unknown_whatever_its_arguments(
     unknown_tool = (types.INVALID_PARAMS, "unknown tool 'sink__add': list the tools to see the available names")
     assert answers == [unknown_tool] * 3
     assert all(entry["decision"] != "invalid_arguments" for entry in audit_search(policed, "--agent", f"echoer-{mode}"))
+
+
+# -- text no UTF-8 can carry ------------------------------------------------------------------
+
+MODERN_META = (
+    b',"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+    b'"io.modelcontextprotocol/clientCapabilities":{},'
+    b'"io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"}}'
+)
+
+
+def lone_surrogate_call(era: str, request_id: int, *, tool: bytes = b"sink__echo", text: bytes = b"\\ud800x") -> bytes:
+    """A tools/call whose argument is the JSON escape of a lone UTF-16 surrogate, as raw bytes."""
+    meta = MODERN_META if era == "stateless" else b""
+    return b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":{"text":"%s"}%s}}' % (
+        request_id,
+        tool,
+        text,
+        meta,
+    )
+
+
+def with_call_headers(era: str, headers: dict[str, str], tool: str = "sink__echo") -> dict[str, str]:
+    """The 2026-07-28 revision repeats a call's method and tool name in headers."""
+    return {**headers, "Mcp-Method": "tools/call", "Mcp-Name": tool} if era == "stateless" else headers
+
+
+def client_port(response: httpx.Response) -> int:
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+@pytest.mark.parametrize("era", ["session", "stateless"])
+def test_a_lone_surrogate_in_an_argument_is_invalid_arguments_and_the_connection_is_kept(
+    gateway: GatewayProcess, key: str, era: str
+) -> None:
+    headers = with_call_headers(era, headers_for(era, gateway, key))
+    with httpx.Client(timeout=30) as client:
+        bad = client.post(gateway.url, headers=headers, content=lone_surrogate_call(era, 21))
+        bad_port = client_port(bad)
+        good = client.post(gateway.url, headers=headers, content=lone_surrogate_call(era, 22, text=b"fine"))
+        assert client_port(good) == bad_port  # one connection: the bad request did not reset it
+    assert bad.status_code == 200, bad.text
+    result = bad.json()["result"]
+    assert result["isError"] is True
+    assert result["content"][0]["text"] == (
+        "invalid arguments for tool 'sink__echo': argument 'text' holds text that is not valid Unicode "
+        "(a lone UTF-16 surrogate such as \\ud800). Send it as text UTF-8 can encode and call again."
+    )
+    assert good.status_code == 200 and good.json()["result"]["content"][0]["text"] == "fine"
+
+    entry = next(e for e in audit_search(gateway, "--agent", "hostile-agent") if e["request_id"] == 21)
+    assert entry["decision"] == "invalid_arguments" and entry["outcome"] == "invalid_arguments"
+    assert entry["connector"] == "sink"
+
+
+@pytest.mark.parametrize("era", ["session", "stateless"])
+def test_a_lone_surrogate_outside_the_arguments_is_an_invalid_request(
+    gateway: GatewayProcess, key: str, era: str
+) -> None:
+    headers = with_call_headers(era, headers_for(era, gateway, key))
+    with httpx.Client(timeout=30) as client:
+        bad = client.post(
+            gateway.url, headers=headers, content=lone_surrogate_call(era, 23, tool=b"sink__\\udc00", text=b"fine")
+        )
+        bad_port = client_port(bad)
+        good = client.post(gateway.url, headers=headers, content=lone_surrogate_call(era, 24, text=b"fine"))
+        assert client_port(good) == bad_port
+    answer = assert_short_invalid_request(bad)
+    assert answer["id"] == 23 and "params.name is not valid Unicode" in answer["error"]["message"]  # type: ignore[index]
+    assert good.status_code == 200
+
+
+def test_a_lone_surrogate_for_a_tool_the_agent_may_not_see_is_an_unknown_tool(policed: GatewayProcess) -> None:
+    headers = open_legacy_session(policed.url, policed.create_key("surrogate-echoer"))
+    body = lone_surrogate_call("session", 25, tool=b"sink__add")
+    answer = httpx.post(policed.url, headers=headers, content=body, timeout=30).json()
+    assert answer["error"] == {
+        "code": types.INVALID_PARAMS,
+        "message": "unknown tool 'sink__add': list the tools to see the available names",
+        "data": {"type": "UnknownTool"},
+    }

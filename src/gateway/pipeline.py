@@ -281,7 +281,7 @@ class Pipeline:
                 if not isinstance(arguments, dict):
                     raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
                 if unusable_arguments is not None:
-                    raise UnusableArguments(_correct_them(exposed_name, unusable_arguments))
+                    raise UnusableArguments(f"invalid arguments for tool '{exposed_name}': {unusable_arguments}")
                 arguments, reasoning = _take_reasoning(entry, arguments, meta)
             except GatewayError as exc:
                 refusal = self._unknown_unless_visible(request, entry, exc)

@@ -203,7 +203,11 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = envelope.decode(body).message
+        parsed = envelope.decode(body)
+        decoded = parsed.message
+        if parsed.bad_text_at and (problem := _bad_text_problem(parsed)) is not None:
+            await self._reject(send, envelope.usable_id(decoded), types.INVALID_REQUEST, problem)
+            return
         if not _is_tool_call(decoded):
             await self._sdk.handle_request(scope, wire.replay(body, receive), send)
             return
@@ -236,7 +240,10 @@ class McpEndpoint:
             transport="tcp",
             trace_headers=wire.trace_headers(scope),
         )
-        await self._calls.serve(request, request_id, params, modern=True, receive=receive, send=send)
+        await self._calls.serve(
+            request, request_id, params, modern=True, receive=receive, send=send,
+            unusable_arguments=_unusable_arguments(parsed),
+        )  # fmt: skip
 
     def _mcp_param_rejection(
         self, params: Mapping[str, Any], headers: Mapping[str, str], scope: Scope
@@ -320,7 +327,7 @@ class McpEndpoint:
             return
         parsed = envelope.decode(body)
         decoded = parsed.message
-        if not _is_tool_call(decoded) and await _refused_as_malformed(parsed, send):
+        if (parsed.bad_text_at or not _is_tool_call(decoded)) and await _refused_as_malformed(parsed, send):
             return
         if "id" not in decoded:
             self._notification(session, decoded)
@@ -344,8 +351,9 @@ class McpEndpoint:
                 trace_headers=wire.trace_headers(scope),
             )
             await self._calls.serve(
-                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send
-            )
+                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send,
+                unusable_arguments=_unusable_arguments(parsed),
+            )  # fmt: skip
             return
         delegated = wire.with_header(scope, _PROTOCOL_HEADER, session.protocol_version)
         delegated[SESSION_SCOPE_KEY] = session
@@ -401,10 +409,38 @@ async def _refused_as_malformed(parsed: envelope.Body, send: Send) -> bool:
         await wire.send_json_error(send, 400, None, types.PARSE_ERROR, "Parse error: the body is not valid JSON")
         return True
     problem = envelope.problem(parsed.message)
+    if problem is None and parsed.bad_text_at:
+        problem = _bad_text_problem(parsed)
     if problem is None:
         return False
     await wire.send_json_error(send, 400, envelope.usable_id(parsed.message), types.INVALID_REQUEST, problem)
     return True
+
+
+def _bad_text_problem(parsed: envelope.Body) -> str | None:
+    """Text no UTF-8 can carry outside a call's arguments makes the message unusable; None when there is none."""
+    outside = [path for path in parsed.bad_text_at if not _in_call_arguments(parsed, path)]
+    if not outside:
+        return None
+    return (
+        f"Invalid Request: the text at {envelope.describe_path(outside[0]) or 'the top level'} is not valid "
+        "Unicode (it holds a lone UTF-16 surrogate such as \\ud800); send text that UTF-8 can encode"
+    )
+
+
+def _unusable_arguments(parsed: envelope.Body) -> str | None:
+    """Why a tools/call's arguments are unusable when only they hold text no UTF-8 can carry (the model can fix it)."""
+    if not parsed.bad_text_at or not all(_in_call_arguments(parsed, path) for path in parsed.bad_text_at):
+        return None
+    argument = envelope.describe_path(parsed.bad_text_at[0][2:])
+    return (
+        f"argument '{argument}' holds text that is not valid Unicode (a lone UTF-16 "
+        "surrogate such as \\ud800). Send it as text UTF-8 can encode and call again."
+    )
+
+
+def _in_call_arguments(parsed: envelope.Body, path: tuple[str | int, ...]) -> bool:
+    return len(path) >= 3 and path[:2] == ("params", "arguments") and _is_tool_call(parsed.message)
 
 
 def _is_tool_call(decoded: Any) -> bool:

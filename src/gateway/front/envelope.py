@@ -22,6 +22,8 @@ from typing import Any
 
 #: Escapes of UTF-16 surrogates in the raw body: only a body holding one can decode to a lone one.
 _SURROGATE_ESCAPES = (b"\\ud", b"\\uD")
+#: How many places holding unencodable text are noted; the first is named, the rest only counted.
+_MAX_BAD_TEXT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class Body:
 
     message: Any
     is_json: bool
-    bad_text_at: tuple[str | int, ...] | None = None
+    bad_text_at: tuple[tuple[str | int, ...], ...] = ()
 
 
 def decode(body: bytes) -> Body:
@@ -85,22 +87,24 @@ def describe_path(path: tuple[str | int, ...]) -> str:
     return text
 
 
-def _unencodable_text(message: Any) -> tuple[str | int, ...] | None:
-    """Where the first key or string that UTF-8 cannot encode sits; walked with a stack, not recursion."""
+def _unencodable_text(message: Any) -> tuple[tuple[str | int, ...], ...]:
+    """Where keys or strings that UTF-8 cannot encode sit, in document order; walked with a stack, not recursion."""
+    found: list[tuple[str | int, ...]] = []
     stack: list[tuple[tuple[str | int, ...], Any]] = [((), message)]
-    while stack:
+    while stack and len(found) < _MAX_BAD_TEXT:
         path, value = stack.pop()
         if isinstance(value, str):
             if not _encodable(value):
-                return path
+                found.append(path)
         elif isinstance(value, dict):
-            for key, item in value.items():
+            for key, item in reversed(value.items()):
                 if not _encodable(key):
-                    return (*path, key)
-                stack.append(((*path, key), item))
+                    found.append((*path, key))
+                else:
+                    stack.append(((*path, key), item))
         elif isinstance(value, list):
-            stack.extend(((*path, index), item) for index, item in enumerate(value))
-    return None
+            stack.extend(((*path, index), item) for index, item in reversed(list(enumerate(value))))
+    return tuple(found)
 
 
 def _encodable(text: str) -> bool:
