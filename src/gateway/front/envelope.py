@@ -5,8 +5,8 @@ whose id is an object, an array, null or a boolean for a notification (answered 
 answered again). The gateway answers each such body itself: -32700 for bytes that are not JSON,
 -32600 Invalid Request with one line saying what is wrong for JSON that is not one request,
 notification or response, with the request's id when it has a usable one and `null` otherwise.
-Batches are refused: the handshake-era revisions the gateway serves (2025-06-18 and later)
-removed them, and the 2026-07-28 revision has none.
+Batches are refused, as they always were here: 2025-06-18 removed them from the protocol and
+2026-07-28 has none; a 2025-03-26 client that batches is told to send one message per request.
 
 JSON can also spell text that no UTF-8 can carry: a lone UTF-16 surrogate such as `"\\ud800"`.
 Python's decoder accepts it and every encoder after it fails, so `decode` finds where such
