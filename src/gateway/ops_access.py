@@ -34,8 +34,8 @@ class OpsAccess:
         if self._token is None:
             return _refused(
                 403,
-                f"{what} is not served: no ops token is configured. Set [server] ops_token in gateway.toml "
-                '(e.g. ops_token = "${GATEWAY_OPS_TOKEN}", at least 32 characters) and ' + _HOW_TO_SEND,
+                f"{what} needs the ops token, and none is configured: set [server] ops_token in gateway.toml "
+                '(e.g. ops_token = "${GATEWAY_OPS_TOKEN}", at least 32 characters), then ' + _HOW_TO_SEND,
             )
         header = request.headers.get("authorization", "")
         if header[: len(_SCHEME)].lower() != _SCHEME:
