@@ -61,3 +61,10 @@ def test_headers_under_the_limit_and_large_bodies_are_served(gateway: GatewayPro
         for _ in range(3):
             response = client.post(gateway.url, content=b"x" * (900 * KIB), headers={"Content-Type": "text/plain"})
             assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("overshoot", "status"), [(-64, b"401"), (64, b"431")])
+def test_the_limit_is_the_size_of_the_header_block(gateway: GatewayProcess, overshoot: int, status: bytes) -> None:
+    padding = 64 * KIB + overshoot - len(request_with([("X-Pad", "")])) + 2  # the body is not part of the block
+    answer = raw_exchange(gateway.port, request_with([("X-Pad", "p" * padding)]))
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
