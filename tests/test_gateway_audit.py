@@ -186,7 +186,7 @@ async def test_canary_secrets_reach_no_store_log_span_metric_or_export(
     assert recorded and "[REDACTED" in json.dumps(recorded)
     # Spans and metrics: flush by waiting for the collector to hear about our calls.
     await eventually(lambda: any("sink__echo" in s.name for s in collector.spans()), timeout=30, what="spans")
-    metrics_text = httpx.get(f"{gateway.base_url}/metrics").text
+    metrics_text = gateway.metrics()
     exports = []
     for fmt in ("jsonl", "csv"):
         out = tmp_path / f"audit.{fmt}"
@@ -235,7 +235,7 @@ async def test_spans_follow_the_mcp_conventions_and_nest(
 
 
 def test_metrics_endpoint_parses_as_prometheus_text(gateway: GatewayProcess, key: str) -> None:
-    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{gateway.base_url}/metrics").text)}
+    families = {f.name: f for f in text_string_to_metric_families(gateway.metrics())}
     assert "mcp_server_operation_duration_seconds" in families
     assert "gateway_policy_decisions" in families or "gateway_policy_decisions_total" in families
     assert any(name.startswith("gateway_audit_batch_size") for name in families)

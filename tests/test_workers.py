@@ -23,6 +23,7 @@ from harness import (
     gateway_command,
     mcp_client,
     open_legacy_session,
+    raw_exchange,
     run_cli,
     stdio_connector,
     wait_until,
@@ -111,6 +112,10 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
     try:
         _wait_all_ready(gateway, 2)
         assert gateway.readyz()["checks"]["signals"] == {"state": "listening"}
+        # Every worker refuses a huge header block before any work (new connections spread over them).
+        huge = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 131072 + b"\r\nConnection: close\r\n\r\n"
+        for _ in range(12):
+            assert raw_exchange(gateway.port, huge).startswith(b"HTTP/1.1 431 ")
         # Each worker's log lines name it: all workers write to the supervisor's stderr.
         assert {event.get("worker") for event in _supervisor_events(gateway, "signals: listening")} == {0, 1}
         # A 2025-11-25 session opened on one worker is served by the others: the supervisor gave

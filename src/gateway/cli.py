@@ -155,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway import workers
     from gateway.app import create_app
+    from gateway.front.header_limit import protocol_class
 
     config = _load(args)
     server = config.gateway.server
@@ -174,6 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
         create_app(config),
         host=host,
         port=port,
+        http=protocol_class(server.http_parser, server.max_header_bytes),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

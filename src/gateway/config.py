@@ -144,12 +144,42 @@ class ServerSettings(_Frozen):
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest request header block (request line and all headers, in bytes) the gateway reads; a larger "
+            "one is answered 431 before authentication or any other work."
+        ),
+    )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description=(
+            "HTTP/1.1 parser: 'httptools' (fast, C), 'h11' (pure Python) or 'auto' (httptools when installed). "
+            "Both enforce max_header_bytes."
+        ),
+    )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token that unlocks /readyz details (checks, backends, policies) and /metrics, e.g. "
+            '"${GATEWAY_OPS_TOKEN}". Unset: /readyz answers only its status and /metrics is refused.'
+        ),
+    )
 
     @field_validator("session_keys")
     @classmethod
     def _session_keys_are_strong(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         if any(len(key.get_secret_value()) < 32 for key in value):
             raise ValueError("each session key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
+
+    @field_validator("ops_token")
+    @classmethod
+    def _ops_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the ops token must be at least 32 characters (e.g. `openssl rand -base64 32`)")
         return value
 
     @field_validator("name_separator")

@@ -36,6 +36,10 @@ class InvalidArguments(GatewayError):
     """The request's arguments are not a JSON object, or break a limit the gateway enforces."""
 
 
+class UnusableArguments(InvalidArguments):
+    """The arguments do not match the tool's input schema, or hold text no UTF-8 can carry; the model can fix them."""
+
+
 class ReasoningRequired(InvalidArguments):
     """The tool requires the agent to state its reasoning and the call carried none."""
 

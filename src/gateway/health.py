@@ -4,15 +4,19 @@
 policies loaded, still starting); a dead
 backend makes it `degraded` with 200, because every other backend still works and a load
 balancer that dropped the gateway would take them all away.
+
+The status is public, for load balancers; the checks and backends behind it name what the
+gateway fronts, so they are served only with the ops token (`ops_access.py`).
 """
 
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from gateway.connectors.base import HealthState
 from gateway.errors import StorageUnavailable
+from gateway.ops_access import OpsAccess
 from gateway.runtime import GatewayRuntime
 
 
@@ -20,8 +24,14 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endpoint
-    async def readyz(request: Request) -> JSONResponse:
+def readyz_endpoint(runtime: GatewayRuntime, access: OpsAccess):  # noqa: ANN201 - a Starlette endpoint
+    async def readyz(request: Request) -> Response:
+        # A request without credentials (a load balancer's) gets the status; one with credentials
+        # asks for the details, and a wrong or unconfigured token is told so rather than ignored.
+        wants_details = "authorization" in request.headers
+        refusal = access.refusal(request, "/readyz details") if wants_details else None
+        if refusal is not None:
+            return refusal
         checks: dict[str, object] = {}
         status_code = 200
         try:
@@ -60,6 +70,8 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
             status_code = 503
         degraded = any(b["state"] != HealthState.HEALTHY.value for b in backends.values())
         status = "not ready" if status_code != 200 else ("degraded" if degraded else "ready")
+        if not wants_details:
+            return JSONResponse({"status": status}, status_code=status_code)
         return JSONResponse({"status": status, "checks": checks, "backends": backends}, status_code=status_code)
 
     return readyz

@@ -30,6 +30,7 @@ from gateway.errors import (
     ReasoningRequired,
     UnknownPrompt,
     UnknownTool,
+    UnusableArguments,
 )
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
@@ -136,6 +137,13 @@ NOT_READY_MESSAGE = (
 )
 
 
+def _correct_them(exposed_name: str, problem: str) -> str:
+    return (
+        f"invalid arguments for tool '{exposed_name}': {problem}. "
+        "Correct them to match the tool's input schema (see tools/list) and call again."
+    )
+
+
 def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, PolicyDenied):
         return "denied"
@@ -143,6 +151,8 @@ def _outcome_of(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, anyio.get_cancelled_exc_class()):
         return "cancelled"
+    if isinstance(exc, UnusableArguments):
+        return "invalid_arguments"
     if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments | GatewayNotReady):
         return "refused"
     return "backend_error"
@@ -253,7 +263,10 @@ class Pipeline:
         *,
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        unusable_arguments: str | None = None,
     ) -> JsonObject:
+        """Run one call. `unusable_arguments` is set by a front that found the arguments unusable
+        (text that is not valid Unicode): the call is refused as invalid arguments once resolved."""
         clock = _Clock()
         method = "tools/call"
         with self._request_span(request, method, exposed_name, meta) as trace:
@@ -267,10 +280,13 @@ class Pipeline:
                     arguments = {}
                 if not isinstance(arguments, dict):
                     raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
+                if unusable_arguments is not None:
+                    raise UnusableArguments(f"invalid arguments for tool '{exposed_name}': {unusable_arguments}")
                 arguments, reasoning = _take_reasoning(entry, arguments, meta)
             except GatewayError as exc:
-                await self._refused(request, method, exposed_name, entry, arguments, meta, exc, clock)
-                raise
+                refusal = self._unknown_unless_visible(request, entry, exc)
+                await self._refused(request, method, exposed_name, entry, arguments, meta, refusal, clock)
+                raise refusal from None
             trace.record_arguments(arguments)
             # 3 decide
             context = _policy_context(request, meta, reasoning=reasoning)
@@ -278,6 +294,12 @@ class Pipeline:
                 method, exposed_name, clock,
                 lambda: self._policy.decide_call(request.principal, entry, arguments, **context),
             )  # fmt: skip
+            if decision.invalid_arguments is not None and self._may_see(request, entry):
+                # Arguments the agent can correct are not a policy's business; one that may not
+                # see the tool still hears "unknown tool" below, whatever its arguments.
+                invalid = UnusableArguments(_correct_them(exposed_name, decision.invalid_arguments))
+                await self._refused(request, method, exposed_name, entry, arguments, meta, invalid, clock, reasoning)
+                raise invalid
             # 5 record, before anything is forwarded
             handle = await self._record(
                 request, method, exposed_name, entry, arguments=arguments, reasoning=reasoning, meta=meta,
@@ -509,9 +531,18 @@ class Pipeline:
         self._log(request, method, target, connector, decision, outcome, clock)
         return result
 
+    def _may_see(self, request: RequestInfo, entry: ToolEntry) -> bool:
+        return bool(self._policy.visible_tools(request.principal, (entry,)))
+
+    def _unknown_unless_visible(self, request: RequestInfo, entry: ToolEntry | None, exc: GatewayError) -> GatewayError:
+        """What is wrong with the arguments of a tool the agent may not see is not said: it is unknown."""
+        if entry is not None and isinstance(exc, InvalidArguments) and not self._may_see(request, entry):
+            return UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
+        return exc
+
     def _refuse_tool(self, request: RequestInfo, entry: ToolEntry, decision: Decision) -> None:
         """A tool the agent may never call is reported as unknown, so probing names reveals nothing."""
-        if not self._policy.visible_tools(request.principal, (entry,)):
+        if not self._may_see(request, entry):
             raise UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
         raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
@@ -525,13 +556,16 @@ class Pipeline:
         meta: Mapping[str, Any] | None,
         exc: GatewayError,
         clock: _Clock,
+        reasoning: str | None = None,
     ) -> None:
         """A request refused before any decision (unknown name, bad arguments) is still on record."""
+        outcome = "invalid_arguments" if isinstance(exc, UnusableArguments) else "refused"
         handle = await self._record(
-            request, method, target, entry, arguments=arguments, meta=meta, decision="refused", reason=str(exc)
-        )
-        await self._finish(handle, "refused", clock, error=exc)
-        self._log(request, method, target, entry.connector if entry else None, None, "refused", clock)
+            request, method, target, entry, arguments=arguments, reasoning=reasoning, meta=meta,
+            decision=outcome, reason=str(exc),
+        )  # fmt: skip
+        await self._finish(handle, outcome, clock, error=exc)
+        self._log(request, method, target, entry.connector if entry else None, None, outcome, clock)
 
     async def _finish(
         self,

@@ -163,6 +163,7 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.front.header_limit import protocol_class
 
     _die_with_supervisor()
     for handler in logging.getLogger().handlers:
@@ -175,6 +176,7 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             _WorkerHeader(app, index),
+            http=protocol_class(config.gateway.server.http_parser, config.gateway.server.max_header_bytes),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,

@@ -527,7 +527,7 @@ class PolicyEngine:
         problem = context.problem or "the request could not be evaluated; denied"
         result = self._partial(state, principal, action, (resource["type"], resource["id"]), resource_entity)
         if result is None or result.diagnostics.errors or result.decision is not cedarpy.Decision.Deny:
-            return deny(problem)
+            return deny(problem, invalid_arguments=context.invalid_arguments)
         refs = state.loaded.refs
         forbids = tuple(
             sorted(
