@@ -15,11 +15,13 @@ from typing import Any
 import cedarpy
 import pytest
 
+from gateway.catalog import ResourceEntry
 from gateway.identity.principal import Principal
 from gateway.policy import Decision
 from gateway.policy.entities import ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
+from gateway.resource_uris import exposed_uri
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
 
 SCOPES = """
@@ -113,7 +115,8 @@ def _answers(loaded: Loaded) -> list[Any]:
             answers.append(facts(engine.decide_get_prompt(principal, prompt)))
         answers.append([tool.exposed for tool in engine.visible_tools(principal, catalog.tools())])
         answers.append([prompt.exposed for prompt in engine.visible_prompts(principal, catalog.prompts())])
-        answers.append(engine.visible_resources(principal, [(c, {"uri": u}) for c, u in RESOURCES]))
+        listed = [ResourceEntry(exposed_uri(c, u), c, u, {"uri": exposed_uri(c, u)}) for c, u in RESOURCES]
+        answers.append(engine.visible_resources(principal, listed))
     return answers
 
 
