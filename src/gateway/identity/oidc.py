@@ -92,17 +92,41 @@ class IssuerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    issuer: str = Field(min_length=1)
-    jwks_url: str | None = None
-    audiences: tuple[str, ...] = Field(min_length=1)
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
-    agent_claims: tuple[str, ...] = Field(default=("azp", "client_id"), min_length=1)
-    user_claim: str | None = "sub"
-    roles_claims: tuple[str, ...] = ("roles", "groups", "scope")
-    leeway_seconds: float = Field(default=30, ge=0)
-    jwks_cache_seconds: float = Field(default=600, ge=0)
-    jwks_refetch_interval_seconds: float = Field(default=30, ge=0)
-    required_scopes: tuple[str, ...] = ()
+    issuer: str = Field(min_length=1, description="The provider's issuer URL; a token's `iss` must equal it exactly.")
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where the signing keys are; unset: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.",
+    )
+    audiences: tuple[str, ...] = Field(
+        min_length=1, description="This gateway's names at the provider; a token whose `aud` names none is refused."
+    )
+    algorithms: tuple[str, ...] = Field(
+        default=("RS256", "ES256", "PS256", "EdDSA"),
+        description="Signature algorithms accepted; `none` and HMAC (`HS*`) are refused.",
+    )
+    agent_claims: tuple[str, ...] = Field(
+        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
+    )
+    user_claim: str | None = Field(
+        default="sub",
+        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
+    )
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups", "scope"),
+        description="Claims holding the agent's roles, all merged; dotted paths like `realm_access.roles` work.",
+    )
+    leeway_seconds: float = Field(default=30, ge=0, description="Clock skew allowed when checking `exp` and `nbf`.")
+    jwks_cache_seconds: float = Field(
+        default=600, ge=0, description="Seconds the provider's keys are used before a refetch."
+    )
+    jwks_refetch_interval_seconds: float = Field(
+        default=30,
+        ge=0,
+        description="Least seconds between key fetches, so unknown key ids cannot make the gateway flood the provider.",
+    )
+    required_scopes: tuple[str, ...] = Field(
+        default=(), description="Scopes a token must all carry (in `scope` or `scp`) to be accepted."
+    )
 
     @field_validator("audiences")
     @classmethod
