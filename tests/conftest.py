@@ -22,6 +22,21 @@ from sqlalchemy.engine import make_url
 from gateway.storage import Database
 
 POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+#: Fixtures that reach the PostgreSQL server; every test using one is marked `postgres`.
+POSTGRES_FIXTURES = frozenset({"postgres_url", "module_postgres_url"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark a test `postgres` when its fixtures need the server, whether or not it says so itself.
+
+    `-m "not postgres"` (running without the server) must leave out exactly the tests that need
+    it; a test that reaches PostgreSQL through a fixture but forgot the marker would fail there.
+    Runs before `-m` selects, so the marker counts.
+    """
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture
@@ -41,7 +56,7 @@ async def _administer(statement: str) -> None:
         pytest.fail(
             f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({unreachable}). Start it with "
             "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, "
-            "or point GATEWAY_TEST_POSTGRES_URL at a server.",
+            "point GATEWAY_TEST_POSTGRES_URL at a server, or leave these tests out with -m 'not postgres'.",
             pytrace=False,
         )
     try:

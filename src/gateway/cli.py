@@ -110,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", help="the key's id, as shown by 'gateway keys list'")
     revoke.set_defaults(run=_keys_revoke)
 
+    config = commands.add_parser("config", help="describe the configuration files").add_subparsers(
+        title="config", metavar="ACTION"
+    )
+    reference = config.add_parser(
+        "reference", help="print every gateway.toml and connector key with its type, default and meaning (Markdown)"
+    )
+    reference.add_argument("--output", "-o", help="file to write (default: stdout)")
+    reference.set_defaults(run=_config_reference)
+
     _policy_commands(commands)
     _audit_commands(commands)
 
@@ -223,6 +232,17 @@ def _migrate(args: argparse.Namespace) -> int:
         print(change.describe(make_url(config.gateway.storage.url).render_as_string(hide_password=True)))
 
     return _run(migrate)
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from gateway.config_reference import write_reference
+
+    text = write_reference(Path(args.output) if args.output else None)
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 # -- keys ------------------------------------------------------------------------------------

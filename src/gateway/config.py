@@ -51,33 +51,62 @@ ReasoningMode = Literal["off", "optional", "required"]
 class ToolOverride(_Frozen):
     """Per-tool settings from a connector file's `[tools.<name>]` table."""
 
-    enabled: bool = True
-    description: str | None = None
-    labels: tuple[str, ...] = ()
-    reasoning: ReasoningMode | None = None
+    enabled: bool = Field(default=True, description="`false` hides the tool from agents and refuses calls to it.")
+    description: str | None = Field(
+        default=None, description="Replaces the tool's description in `tools/list` (unset: the backend's own)."
+    )
+    labels: tuple[str, ...] = Field(
+        default=(),
+        description='Labels added to the connector\'s for this tool: policies see `Action::"label:<label>"`.',
+    )
+    reasoning: ReasoningMode | None = Field(
+        default=None,
+        description="Reasoning capture for this tool (`off`, `optional`, `required`); unset: the connector's.",
+    )
 
 
 class RestartPolicy(_Frozen):
     """How a dead backend is restarted: exponential backoff between attempts."""
 
-    initial_backoff: float = Field(default=0.5, gt=0)
-    max_backoff: float = Field(default=30.0, gt=0)
+    initial_backoff: float = Field(
+        default=0.5, gt=0, description="Seconds before the first restart; each failed attempt doubles the wait."
+    )
+    max_backoff: float = Field(default=30.0, gt=0, description="The longest wait between restart attempts, in seconds.")
 
 
 class _ConnectorBase(_Frozen):
-    name: str
-    description: str | None = None
-    labels: tuple[str, ...] = ()
-    timeout: float = Field(default=30.0, gt=0, description="Seconds a backend call may take.")
+    name: str = Field(
+        description=(
+            "The connector's name, the prefix of its exposed tool names and its `Server` in policies: "
+            "letters, digits, `_` and `-`, at most 32. Default: the file name without `.toml`."
+        )
+    )
+    description: str | None = Field(
+        default=None, description="Free text for the people who read the file; agents do not see it."
+    )
+    labels: tuple[str, ...] = Field(
+        default=(), description='Labels of every tool of this backend: policies see `Action::"label:<label>"`.'
+    )
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a call may take before the agent gets a timeout tool error."
+    )
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds a connection attempt may take.")
-    restart: RestartPolicy = RestartPolicy()
+    restart: RestartPolicy = Field(
+        default=RestartPolicy(),
+        description="How a backend that died or cannot be reached is retried: exponential backoff between attempts.",
+    )
     protocol: str = Field(
         default="auto",
-        description="'auto' (discover, fall back to initialize), 'legacy' (initialize), or a revision like 2026-07-28.",
+        description="`auto` (discover, else `initialize`), `legacy` (`initialize`), or a revision like `2026-07-28`.",
     )
     health_interval: float = Field(default=15.0, gt=0, description="Seconds between health pings.")
-    reasoning: ReasoningMode | None = None
-    tools: dict[str, ToolOverride] = {}
+    reasoning: ReasoningMode | None = Field(
+        default=None, description="Reasoning capture for this backend's tools; unset: `[reasoning] mode`."
+    )
+    tools: dict[str, ToolOverride] = Field(
+        default={},
+        description="Per-tool overrides, keyed by the backend's own tool name (not the exposed name).",
+    )
     source: Path = Field(default=Path("."), exclude=True)
     #: The file as loaded, so problems found later (a listing, a start) can name the line to edit.
     _text: str | None = PrivateAttr(default=None)
@@ -108,18 +137,31 @@ class _ConnectorBase(_Frozen):
 class McpStdioConnector(_ConnectorBase):
     """A local MCP server the gateway starts as a subprocess and talks to over stdin/stdout."""
 
-    kind: Literal["mcp-stdio"]
-    command: tuple[str, ...] = Field(min_length=1)
-    env: dict[str, SecretStr] = {}
-    cwd: Path | None = None
+    kind: Literal["mcp-stdio"] = Field(description="A local MCP server the gateway starts and supervises.")
+    command: tuple[str, ...] = Field(
+        min_length=1, description='The program and its arguments, e.g. `["${PYTHON}", "crm_server.py"]`.'
+    )
+    env: dict[str, SecretStr] = Field(
+        default={},
+        description=(
+            "The backend's environment variables; it inherits only HOME, LOGNAME, PATH, SHELL, TERM and USER "
+            "from the gateway, so its secrets go here."
+        ),
+    )
+    cwd: Path | None = Field(
+        default=None, description="Working directory, relative to this file; unset: the directory of this file."
+    )
 
 
 class McpHttpConnector(_ConnectorBase):
     """A remote MCP server reached over streamable HTTP with the connector's own credentials."""
 
-    kind: Literal["mcp-http"]
-    url: str
-    headers: dict[str, SecretStr] = {}
+    kind: Literal["mcp-http"] = Field(description="A remote MCP server over streamable HTTP.")
+    url: str = Field(description="The backend's MCP endpoint, an http:// or https:// URL.")
+    headers: dict[str, SecretStr] = Field(
+        default={},
+        description="Headers sent with every request to the backend: its credentials (the agent's never are).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -133,14 +175,37 @@ ConnectorSettings = Annotated[McpStdioConnector | McpHttpConnector, Field(discri
 
 
 class ServerSettings(_Frozen):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8787, ge=0, le=65535)
-    path: str = "/mcp"
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    name_separator: str = "__"
-    session_lifetime: float = Field(default=86400.0, gt=0)
-    session_keys: tuple[SecretStr, ...] = ()
-    allowed_hosts: tuple[str, ...] = ()
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to bind (`gateway serve --host` overrides it); loopback gets DNS-rebinding protection.",
+    )
+    port: int = Field(default=8787, ge=0, le=65535, description="Port to bind (`gateway serve --port` overrides it).")
+    path: str = Field(default="/mcp", description="The URL path of the MCP endpoint.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest request body accepted; larger requests get HTTP 413."
+    )
+    name_separator: str = Field(
+        default="__",
+        description="Between connector and tool name in exposed names (`crm__update_record`): 1 to 4 of `A-Za-z0-9_-`.",
+    )
+    session_lifetime: float = Field(
+        default=86400.0, gt=0, description="Seconds a session id stays valid; the client then starts a new session."
+    )
+    session_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description=(
+            "Keys (32+ characters) that seal session ids: the first seals, all open, so a new key can be put first "
+            "and an old one dropped later. Every process behind one endpoint needs the same keys; unset: a random "
+            "key per process (or per supervisor), so sessions end with it."
+        ),
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Host headers accepted (`host:port`, `*` for any port), for DNS-rebinding protection; unset: loopback "
+            "names when `host` is loopback, otherwise no check."
+        ),
+    )
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
     )
@@ -191,7 +256,13 @@ class ServerSettings(_Frozen):
 
 
 class StorageSettings(_Frozen):
-    url: str = "sqlite+aiosqlite:///gateway.db"
+    url: str = Field(
+        default="sqlite+aiosqlite:///gateway.db",
+        description=(
+            "The database: `sqlite:///<file>` (relative to this file) for one process, "
+            "`postgresql://user:password@host/db` for several workers or replicas."
+        ),
+    )
 
 
 class AuthSettings(_Frozen):
@@ -202,7 +273,11 @@ class AuthSettings(_Frozen):
     tokens must carry unless the issuer names `audiences` itself.
     """
 
-    key_cache_seconds: float = Field(default=5.0, ge=0)
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a verified API key is trusted before it is checked again in the database.",
+    )
     revocation_poll_seconds: float = Field(
         default=0.5,
         gt=0,
@@ -211,7 +286,7 @@ class AuthSettings(_Frozen):
             "`gateway keys revoke`) and stops accepting them: a revocation bites everywhere within about this long."
         ),
     )
-    api_keys: bool = True
+    api_keys: bool = Field(default=True, description="Accept API keys made by `gateway keys create`.")
     max_token_bytes: int = Field(
         default=DEFAULT_MAX_TOKEN_BYTES,
         gt=0,
@@ -220,9 +295,19 @@ class AuthSettings(_Frozen):
             "before it is decoded, so oversized tokens cost no parsing."
         ),
     )
-    resource: str | None = None
-    scopes_supported: tuple[str, ...] = ()
-    issuers: tuple[IssuerSettings, ...] = ()
+    resource: str | None = Field(
+        default=None,
+        description=(
+            "This gateway's public `/mcp` URL, its OAuth resource id: turns on RFC 9728 metadata and the "
+            "`WWW-Authenticate` hint, and is the default audience of issuers' tokens."
+        ),
+    )
+    scopes_supported: tuple[str, ...] = Field(
+        default=(), description="Scopes announced in the protected-resource metadata, for clients that ask for them."
+    )
+    issuers: tuple[IssuerSettings, ...] = Field(
+        default=(), description="OpenID providers whose JWT access tokens are accepted (one `[[auth.issuers]]` each)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -255,11 +340,24 @@ class ReasoningSettings(_Frozen):
     may override the mode.
     """
 
-    mode: ReasoningMode = "off"
-    parameter: str = Field(default="reasoning", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-    description: str = (
-        "Why you are calling this tool now: the goal it serves and what you expect it to do. "
-        "Recorded in the audit log and checked by policy; it is not passed to the tool."
+    mode: ReasoningMode = Field(
+        default="off",
+        description=(
+            "`off`; `optional` adds a reasoning parameter to every tool's input schema; `required` also refuses "
+            "calls without it."
+        ),
+    )
+    parameter: str = Field(
+        default="reasoning",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Name of the added parameter; taken out of the arguments before the backend sees them.",
+    )
+    description: str = Field(
+        default=(
+            "Why you are calling this tool now: the goal it serves and what you expect it to do. "
+            "Recorded in the audit log and checked by policy; it is not passed to the tool."
+        ),
+        description="The added parameter's description: what the model reads when it decides what to write.",
     )
 
 
@@ -275,7 +373,7 @@ class AuditSettings(_Frozen):
         default=None,
         description=(
             "Name of this process's audit hash chain. Unset: one unique to each process start (host name, pid and a "
-            "random part). A start is refused while another live process holds the same id."
+            "random part; workers add `-w<index>`). A start is refused while another live process holds the same id."
         ),
     )
     lease_seconds: float = Field(
@@ -287,50 +385,86 @@ class AuditSettings(_Frozen):
             "it left open as 'unknown'. Clocks of hosts sharing the database must agree to well within it."
         ),
     )
-    signing_key: Path | None = None
-    checkpoint_every: int = Field(default=1000, ge=1)
-    max_batch: int = Field(default=256, ge=1)
-    max_wait_ms: float = Field(default=0.0, ge=0)
+    signing_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs checkpoints (`openssl genpkey -algorithm ed25519`).",
+    )
+    checkpoint_every: int = Field(default=1000, ge=1, description="Entries between two checkpoints of the chain.")
+    max_batch: int = Field(default=256, ge=1, description="Most entries committed in one transaction (group commit).")
+    max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Milliseconds the writer may keep a batch open for callers when busy; a lone call never waits.",
+    )
     write_timeout: float = Field(
         default=5.0, gt=0, description="Seconds an audit write may take before the call is refused."
     )
-    retention_days: float | None = Field(default=None, gt=0)
-    admin_roles: tuple[str, ...] = ("gateway-admin",)
-    redaction: RedactionSettings = RedactionSettings()
+    retention_days: float | None = Field(
+        default=None, gt=0, description="Entries older than this are pruned daily; unset: kept for ever."
+    )
+    admin_roles: tuple[str, ...] = Field(
+        default=("gateway-admin",), description="Roles whose principals may read `/api/audit/...`."
+    )
+    redaction: RedactionSettings = Field(
+        default=RedactionSettings(),
+        description="What is removed from arguments, reasoning and text before anything is stored, logged or traced.",
+    )
 
 
 class LoggingSettings(_Frozen):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe level written to stderr."
+    )
     format: Literal["json", "text"] | None = Field(
         default=None,
         description=(
-            "How log lines on stderr look: json (one object per line, for log collectors) or text (time, level, "
-            "message and fields, for people). Unset: text when stderr is a terminal, JSON otherwise."
+            "How log lines on stderr look: `json` (one object per line with `trace_id` and `span_id`, for log "
+            "collectors) or `text` (time, level, message and fields, for people). Unset: text when stderr is a "
+            "terminal, JSON otherwise."
         ),
     )
 
 
 class ConnectorsSettings(_Frozen):
-    dir: Path = Path("connectors")
+    dir: Path = Field(
+        default=Path("connectors"), description="Directory of the connector files, one `*.toml` per backend."
+    )
 
 
 class PoliciesSettings(_Frozen):
     """Where the Cedar policies live (`access/*.cedar`, `tests/`) and how often to look for edits."""
 
-    dir: Path = Path("policies")
-    reload_interval: float = Field(default=1.0, gt=0)
+    dir: Path = Field(default=Path("policies"), description="Directory holding `access/*.cedar` and `tests/`.")
+    reload_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks for added, removed or changed policy files."
+    )
 
 
 class GatewaySettings(_Frozen):
-    server: ServerSettings = ServerSettings()
-    storage: StorageSettings = StorageSettings()
-    auth: AuthSettings = AuthSettings()
-    logging: LoggingSettings = LoggingSettings()
-    reasoning: ReasoningSettings = ReasoningSettings()
-    telemetry: TelemetrySettings = TelemetrySettings()
-    audit: AuditSettings = AuditSettings()
-    connectors: ConnectorsSettings = ConnectorsSettings()
-    policies: PoliciesSettings = PoliciesSettings()
+    server: ServerSettings = Field(
+        default=ServerSettings(), description="The HTTP endpoint agents connect to, and its sessions."
+    )
+    storage: StorageSettings = Field(
+        default=StorageSettings(), description="Where keys, the audit log and backends' last listings are kept."
+    )
+    auth: AuthSettings = Field(default=AuthSettings(), description="Which credentials agents may authenticate with.")
+    logging: LoggingSettings = Field(default=LoggingSettings(), description="The gateway's own log on stderr.")
+    reasoning: ReasoningSettings = Field(
+        default=ReasoningSettings(), description="Asking agents why they call a tool, without changing the agent."
+    )
+    telemetry: TelemetrySettings = Field(
+        default=TelemetrySettings(),
+        description="Traces and metrics; nothing leaves the process unless `otlp_endpoint` is set.",
+    )
+    audit: AuditSettings = Field(
+        default=AuditSettings(), description="The write-ahead audit log: its chain, checkpoints, retention and readers."
+    )
+    connectors: ConnectorsSettings = Field(
+        default=ConnectorsSettings(), description="Where the backends are described."
+    )
+    policies: PoliciesSettings = Field(
+        default=PoliciesSettings(), description="Where the Cedar access policies live and how often they are re-read."
+    )
     source: Path | None = Field(default=None, exclude=True)
 
 

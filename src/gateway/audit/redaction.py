@@ -54,14 +54,35 @@ class RedactionSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    keys: tuple[str, ...] = DEFAULT_SENSITIVE_KEYS
-    extra_keys: tuple[str, ...] = ()
-    tools: dict[str, tuple[str, ...]] = {}
-    max_argument_bytes: int = Field(default=64 * 1024, ge=256)
-    max_depth: int = Field(default=64, ge=1, le=200)
-    max_nodes: int = Field(default=1_000_000, ge=1)
-    max_text_chars: int = Field(default=16 * 1024, ge=64)
-    label_kinds: bool = True
+    keys: tuple[str, ...] = Field(
+        default=DEFAULT_SENSITIVE_KEYS,
+        description=(
+            "Argument names whose values are removed at any depth, matched by words whatever the case or separator "
+            "(`token` matches `session_token`, not `max_tokens`). Setting it replaces the list; add with `extra_keys`."
+        ),
+    )
+    extra_keys: tuple[str, ...] = Field(default=(), description="More sensitive names, on top of `keys`.")
+    tools: dict[str, tuple[str, ...]] = Field(
+        default={},
+        description=(
+            "Per exposed tool name, more rules: `/a/b` is a path of keys (`*` any one step), anything else a key name."
+        ),
+    )
+    max_argument_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        description="Larger arguments (as JSON) are stored as a preview this long, with the size and SHA-256 of all.",
+    )
+    max_depth: int = Field(default=64, ge=1, le=200, description="Nesting kept in stored arguments; deeper is cut.")
+    max_nodes: int = Field(
+        default=1_000_000, ge=1, description="Values kept in one stored argument object; more are cut."
+    )
+    max_text_chars: int = Field(
+        default=16 * 1024, ge=64, description="Characters kept of a text (reasoning, log line, span attribute)."
+    )
+    label_kinds: bool = Field(
+        default=True, description="Say what was removed (`[REDACTED:jwt]`) instead of only `[REDACTED]`."
+    )
 
 
 @dataclass(frozen=True, slots=True)

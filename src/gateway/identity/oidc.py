@@ -94,38 +94,56 @@ class IssuerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    issuer: str = Field(min_length=1)
-    jwks_url: str | None = None
-    audiences: tuple[str, ...] = Field(min_length=1)
-    algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
-    agent_claims: tuple[str, ...] = Field(default=("azp", "client_id"), min_length=1)
-    user_claim: str | None = "sub"
+    issuer: str = Field(min_length=1, description="The provider's issuer URL; a token's `iss` must equal it exactly.")
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where the signing keys are; unset: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.",
+    )
+    audiences: tuple[str, ...] = Field(
+        min_length=1, description="This gateway's names at the provider; a token whose `aud` names none is refused."
+    )
+    algorithms: tuple[str, ...] = Field(
+        default=("RS256", "ES256", "PS256", "EdDSA"),
+        description="Signature algorithms accepted; `none` and HMAC (`HS*`) are refused.",
+    )
+    agent_claims: tuple[str, ...] = Field(
+        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
+    )
+    user_claim: str | None = Field(
+        default="sub",
+        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
+    )
     roles_claims: tuple[str, ...] = Field(
         default=("roles", "groups"),
         description=(
-            "Claims (names or dotted paths) whose values become the agent's Cedar Roles: a list of strings or one "
-            "space-separated string. Listing 'scope' here makes scopes roles too; prefer scopes_claims."
+            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
+            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
+            "`scopes_claims`."
         ),
     )
     scopes_claims: tuple[str, ...] = Field(
         default=("scope", "scp"),
         description=(
             "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
-            "roles) and checked by required_scopes; a space-separated string or a list of strings. Empty: no scopes."
+            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
         ),
     )
-    leeway_seconds: float = Field(default=30, ge=0)
-    jwks_cache_seconds: float = Field(default=600, ge=0)
+    leeway_seconds: float = Field(default=30, ge=0, description="Clock skew allowed when checking `exp` and `nbf`.")
+    jwks_cache_seconds: float = Field(
+        default=600, ge=0, description="Seconds the provider's keys are used before a refetch."
+    )
     jwks_refetch_interval_seconds: float = Field(
         default=5,
         ge=0,
         description=(
-            "Least time between two fetches of the issuer's key set. A token naming an unknown key id ('kid') "
+            "Least time between two fetches of the issuer's key set. A token naming an unknown key id (`kid`) "
             "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
             "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
         ),
     )
-    required_scopes: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = Field(
+        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
+    )
 
     @field_validator("audiences")
     @classmethod

@@ -23,7 +23,10 @@ class TelemetrySettings(BaseModel):
             "/v1/metrics are appended) or http://collector:4317 (grpc). Unset: nothing is exported."
         ),
     )
-    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    otlp_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf",
+        description="How to reach the collector; `grpc` needs the OTLP gRPC exporter installed.",
+    )
     otlp_headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="Headers sent with every export, e.g. a vendor's API key (`${ENV}`)."
     )
