@@ -34,15 +34,15 @@ class OpsAccess:
         if self._token is None:
             return _refused(
                 403,
-                f"{what} needs the ops token, and none is configured: set [server] ops_token in gateway.toml "
+                f"reading {what} needs the ops token, and none is configured: set [server] ops_token in gateway.toml "
                 '(e.g. ops_token = "${GATEWAY_OPS_TOKEN}", at least 32 characters), then ' + _HOW_TO_SEND,
             )
         header = request.headers.get("authorization", "")
         if header[: len(_SCHEME)].lower() != _SCHEME:
-            return _refused(401, f"{what} needs the ops token ([server] ops_token): {_HOW_TO_SEND}")
+            return _refused(401, f"reading {what} needs the ops token ([server] ops_token): {_HOW_TO_SEND}")
         presented = header[len(_SCHEME) :].strip().encode()
         if not hmac.compare_digest(presented, self._token):
-            return _refused(401, f"the ops token is wrong: {what} needs [server] ops_token; {_HOW_TO_SEND}")
+            return _refused(401, f"the ops token is wrong: reading {what} needs [server] ops_token; {_HOW_TO_SEND}")
         return None
 
     def protect(self, endpoint: Endpoint, what: str) -> Endpoint:
