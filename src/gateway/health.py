@@ -39,6 +39,7 @@ def readyz_endpoint(runtime: GatewayRuntime):  # noqa: ANN201 - a Starlette endp
                 "detail": c.health.detail,
                 "protocol_version": c.health.protocol_version,
                 "restarts": c.health.restarts,
+                "problems": list(c.health.problems),
             }
             for name, c in runtime.connectors.items()
         }

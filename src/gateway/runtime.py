@@ -30,7 +30,8 @@ from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
-from gateway.errors import GatewayError, PolicyLoadError
+from gateway.connectors.listing_bounds import bound_listing
+from gateway.errors import GatewayError, ListingRefused, PolicyLoadError
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -142,8 +143,17 @@ class GatewayRuntime:
         """Last known listings first, so a backend down at start still has its tools and policies."""
         stored = await load_listings(self.database)
         for name, listing in stored.items():
-            if name in self.connectors:
-                self.catalog.update(name, listing)
+            if name not in self.connectors:
+                continue
+            # Stored by a gateway with other bounds perhaps: held to this one's, like a live listing.
+            try:
+                listing, problems = bound_listing(name, listing, self.connectors[name].settings.listing_limits())
+            except ListingRefused as exc:
+                logger.warning("stored listing not used", extra={"connector": name, "problem": str(exc)})
+                continue
+            for problem in problems:
+                logger.warning("stored listing breaks a bound", extra={"connector": name, "problem": problem})
+            self.catalog.update(name, listing)
         self.persist_listings = True
 
     async def record_auth_refused(self, reason: str, client_address: str | None, path: str) -> None:
