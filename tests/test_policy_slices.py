@@ -16,7 +16,7 @@ import cedarpy
 import pytest
 
 from gateway.identity.principal import Principal
-from gateway.policy import Decision
+from gateway.policy import Decision, PolicyEngine
 from gateway.policy.entities import ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
@@ -232,3 +232,42 @@ def test_ancestry_is_read_transitively_from_the_entities_cedar_is_given() -> Non
     assert set(ancestors(("Agent", "a"), parent_map(entities), base)) == {("Role", "ops"), ("Role", "staff")}
     assert ancestors(("Tool", "t"), base) == (("Server", "s"),)
     assert ancestors(("Server", "s"), base) == ()
+
+
+SCOPED_ONLY = """
+@id("crm-for-sales")
+permit (principal in Role::"sales", action in Action::"server:crm", resource);
+
+@id("finance-server")
+permit (principal in Role::"finance", action, resource in Server::"finance");
+
+@id("no-destruction")
+forbid (principal, action in Action::"destructive", resource);
+"""
+
+
+def test_scopes_alone_decide_listings_without_partial_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partial evaluation costs time in proportion to the catalog; unconditional policies need none of it."""
+    scoped = load(tmp_path / "scoped", SCOPED_ONLY, make_catalog())
+    partial_calls: list[str] = []
+    partial = PolicyEngine._partial
+
+    def counted(state: Any, principal: Principal, action: str, *rest: Any) -> Any:
+        partial_calls.append(action)
+        return partial(state, principal, action, *rest)
+
+    def listings(loaded: Loaded) -> list[list[str]]:
+        engine = loaded.engine
+        return [[tool.exposed for tool in engine.visible_tools(p, loaded.catalog.tools())] for p in PRINCIPALS]
+
+    monkeypatch.setattr(PolicyEngine, "_partial", staticmethod(counted))
+    by_scopes = listings(scoped)
+    assert partial_calls == []
+
+    monkeypatch.setattr("gateway.policy.slices.scope_verdict", lambda policies: None)
+    by_cedar = listings(load(tmp_path / "cedar", SCOPED_ONLY, make_catalog()))
+    assert partial_calls  # this time Cedar answered
+    assert by_scopes == by_cedar
+    assert any(by_scopes) and not all(by_scopes)

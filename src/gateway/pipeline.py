@@ -13,9 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from gateway.audit import AuditRecorder, CallHandle
 from gateway.catalog import Catalog, ToolEntry
@@ -40,6 +42,9 @@ logger = logging.getLogger("gateway.calls")
 #: (reasoning, workflow) are for the gateway.
 _RESERVED_META_PREFIXES = ("io.modelcontextprotocol/", "io.autonomy-gateway/")
 _RESERVED_META_KEYS = frozenset({"progressToken", "progress_token"})
+
+#: Up to this many tools, deciding which an agent may see costs less than handing it to a thread.
+_INLINE_VISIBILITY_TOOLS = 256
 
 #: Where an agent states why it makes a call, and which workflow the call belongs to.
 REASONING_META_KEY = "io.autonomy-gateway/reasoning"
@@ -164,13 +169,20 @@ class Pipeline:
 
     async def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
         async def listing() -> list[Mapping[str, Any]]:
-            visible = self._policy.visible_tools(
+            tools = list(self._catalog.tools())
+            visible_tools = partial(
+                self._policy.visible_tools,
                 request.principal,
-                self._catalog.tools(),
+                tools,
                 session_id=request.session_id,
                 client=request.client_name,
                 request_id=request.request_id,
             )
+            # A few tools are judged inline; thousands in a worker thread, so other requests keep flowing.
+            if len(tools) <= _INLINE_VISIBILITY_TOOLS:
+                visible = visible_tools()
+            else:
+                visible = await anyio.to_thread.run_sync(visible_tools)
             return [entry.definition for entry in visible]
 
         return await self._listing(request, "tools/list", listing)
@@ -233,6 +245,7 @@ class Pipeline:
                 raise
             trace.record_arguments(arguments)
             # 3 decide
+            await self._policy_ready(request)
             context = _policy_context(request, meta, reasoning=reasoning)
             decision = self._decided(
                 method, exposed_name, clock,
@@ -265,6 +278,7 @@ class Pipeline:
                 await self._refused(request, method, uri, None, None, meta, exc, clock)
                 raise
             trace.resolved(route.connector)
+            await self._policy_ready(request)
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, uri, clock,
@@ -303,6 +317,7 @@ class Pipeline:
                 await self._refused(request, method, exposed_name, None, arguments, meta, exc, clock)
                 raise
             trace.resolved(entry.connector)
+            await self._policy_ready(request)
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, exposed_name, clock,
@@ -343,6 +358,11 @@ class Pipeline:
             meta=meta,
             headers=request.trace_headers,
         )
+
+    async def _policy_ready(self, request: RequestInfo) -> None:
+        """An agent new to the loaded policies gets its entities built in a worker thread, not on the loop."""
+        if not self._policy.ready_for(request.principal):
+            await anyio.to_thread.run_sync(self._policy.prepare, request.principal)
 
     def _decided(self, method: str, target: str, clock: _Clock, decide: Callable[[], Decision]) -> Decision:
         """3 decide: one policy span and one latency lap, whatever is being decided."""

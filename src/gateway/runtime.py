@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.catalog import Catalog
@@ -85,17 +86,29 @@ class GatewayRuntime:
         self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
+        #: One listing change at a time, and none while the first policies load: each builds on the last.
+        self._catalog_lock = anyio.Lock()
+        #: Set once the first policies were loaded: from then on every catalog change re-validates them.
+        self._policies_follow_catalog = False
         #: Set by a supervisor that already migrated the schema for all its workers.
         self.migrations_done = False
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
-        changed = self.catalog.update(connector, listing)
-        if changed and self.persist_listings:
-            await save_listing(self.database, connector, listing)
+        """Rebuild the catalog and re-validate the policies in worker threads: a listing of thousands of
+        tools takes seconds to process, and requests keep being served meanwhile.
+
+        Requests go on under the previous policies, which fail closed for what they have not validated:
+        a new or changed tool is neither listed nor callable until the policies that know it are in force.
+        """
+        async with self._catalog_lock:
+            changed = await anyio.to_thread.run_sync(self.catalog.update, connector, listing)
+            if changed and self.persist_listings:
+                await save_listing(self.database, connector, listing)
+            if changed and self._policies_follow_catalog:
+                logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
+                # Policies are re-validated against the new tools before anyone is told to re-list.
+                await anyio.to_thread.run_sync(self.policy.catalog_changed, self.catalog)
         if changed and self.started:
-            logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
-            # Policies are re-validated against the new tools before anyone is told to re-list.
-            self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
 
@@ -204,7 +217,9 @@ class GatewayRuntime:
             async with anyio.create_task_group() as task_group:
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
-                self.load_policies()
+                async with self._catalog_lock:
+                    self.load_policies()
+                    self._policies_follow_catalog = True
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)

@@ -15,12 +15,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cedarpy
+import orjson
 
 from gateway.identity.principal import Principal
 from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, USER, GeneratedSchema
 
 #: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
 PRINCIPAL_CACHE_SIZE = 4096
+
+#: Up to this many base entities, a principal's handle is the base plus a delta (fast, but it holds
+#: the GIL for time in proportion to the base: over a second at 50,000 tools); past it, the handle
+#: is parsed whole with the GIL released, so a worker thread building it leaves requests flowing.
+DELTA_BASE_ENTITIES = 2000
+
+#: Principals whose handles a new load builds before it is put in force, so the agents at work
+#: find theirs ready instead of waiting for it on their next call.
+PRINCIPALS_CARRIED_OVER = 16
 
 PrincipalKey = tuple[str, tuple[str, ...], str | None]
 
@@ -137,13 +147,30 @@ def ancestors(start: EntityKey, *parent_maps: Mapping[EntityKey, tuple[EntityKey
 class EntityStore:
     """Parsed entity handles for one catalog: the base, and base-plus-principal per principal."""
 
-    def __init__(self, schema: GeneratedSchema, schema_handle: cedarpy.Schema) -> None:
+    def __init__(
+        self, schema: GeneratedSchema, schema_handle: cedarpy.Schema, carry_over: Iterable[Principal] = ()
+    ) -> None:
         self._schema = schema_handle
         base = base_entities(schema)
-        self.base = cedarpy.Entities.from_json_str(json.dumps(base), schema=schema_handle)
+        self._base_json = orjson.dumps(base)
+        self._base_count = len(base)
+        # Built in a worker thread at each load; a catalog of thousands of tools takes seconds, so the
+        # GIL is released while Cedar parses and the JSON is made by orjson, which holds it briefly.
+        self.base = cedarpy.Entities.from_json_str(self._base_json.decode(), schema=schema_handle, release_gil=True)
         self._base_parents = parent_map(base)
         self._base_ancestors: dict[EntityKey, tuple[EntityKey, ...]] = {}
         self._principals: dict[PrincipalKey, tuple[cedarpy.Entities, tuple[EntityKey, ...]]] = {}
+        self._known: dict[PrincipalKey, Principal] = {}
+        for principal in carry_over:
+            self._principal(principal)
+
+    def recent_principals(self) -> list[Principal]:
+        """The principals whose handles were built last, for the next load to build before it is in force."""
+        return list(self._known.values())[-PRINCIPALS_CARRIED_OVER:]
+
+    def knows(self, principal: Principal) -> bool:
+        """Whether the principal's handle is ready (else `for_principal` builds it, which may take a while)."""
+        return principal_key(principal) in self._principals
 
     def for_principal(self, principal: Principal) -> cedarpy.Entities:
         """Raises ValueError when the principal's entities do not fit the schema."""
@@ -173,11 +200,18 @@ class EntityStore:
         cached = self._principals.get(key)
         if cached is None:
             entities = principal_entities(principal)
-            handle = self.base.with_added_json_str(json.dumps(entities), schema=self._schema)
+            delta = orjson.dumps(entities)
+            if self._base_count <= DELTA_BASE_ENTITIES or not entities:
+                handle = self.base.with_added_json_str(delta.decode(), schema=self._schema)
+            else:
+                whole = self._base_json[:-1] + b"," + delta[1:] if self._base_count else delta
+                handle = cedarpy.Entities.from_json_str(whole.decode(), schema=self._schema, release_gil=True)
             cached = (handle, ancestors((AGENT, principal.agent), parent_map(entities), self._base_parents))
             if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
                 self._principals.clear()
+                self._known.clear()
             self._principals[key] = cached
+            self._known[key] = principal
         return cached
 
     def for_resource(self, principal: Principal, connector: str, uri: str) -> cedarpy.Entities:
