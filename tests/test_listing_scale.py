@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from harness import TESTS, GatewayProcess, eventually, mcp_client, running_gateway, stdio_connector
 
@@ -28,6 +30,18 @@ CALLERS = 4
 
 def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)
+
+
+async def all_tool_names(client: Client) -> list[str]:
+    """Every page of the listing, following `nextCursor` as an agent must."""
+    names: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await client.list_tools(cursor=cursor)
+        names.extend(tool.name for tool in page.tools)
+        cursor = page.next_cursor
+        if cursor is None:
+            return names
 
 
 def p99(samples: list[float]) -> float:
@@ -65,9 +79,10 @@ async def test_fifty_thousand_tools_do_not_stall_other_agents(flood_gateway: Gat
             deadline = anyio.current_time() + 50
             while anyio.current_time() < deadline:
                 started = anyio.current_time()
-                names = {tool.name for tool in (await client.list_tools()).tools}
-                if f"sprawl__bulk_{FLOOD - 1:05d}" in names:
-                    assert len(names) == FLOOD + 10  # both backends' own five tools, and the flood
+                names = await all_tool_names(client)
+                assert len(set(names)) == len(names)
+                # Pages read while the new policies were prepared hide the tools they do not know yet.
+                if len(names) == FLOOD + 10:  # both backends' own five tools, and the flood
                     return anyio.current_time() - started
                 await anyio.sleep(0.2)
             raise AssertionError("the 50,000 tools never appeared in the listing")
@@ -85,3 +100,27 @@ async def test_fifty_thousand_tools_do_not_stall_other_agents(flood_gateway: Gat
     assert p99(during) < 1.0, f"p99 {p99(during):.3f}s over {len(during)} calls, max {max(during):.3f}s"
     assert listing_seconds[0] < 30
     assert flood_gateway.readyz()["backends"]["sprawl"]["state"] == "healthy"
+
+
+async def test_a_listing_comes_in_pages_an_agent_follows_to_the_end(tmp_path: Path) -> None:
+    connectors = {"steady": stdio_connector(script=UNRULY), "sprawl": stdio_connector(script=UNRULY)}
+    with running_gateway(tmp_path, connectors, server_extra="tools_page_size = 4") as gateway:
+        key = gateway.create_key("agent")
+        async with mcp_client(gateway.url, key) as client:
+            await client.call_tool("sprawl__flood", {"tools": 7})
+            names = await eventually_listed(client, "sprawl__bulk_00006")
+            assert len(names) == len(set(names)) == 17
+            first = await client.list_tools()
+            assert len(first.tools) == 4 and first.next_cursor is not None
+            with pytest.raises(MCPError, match="unknown tools/list cursor 'garbage': list the tools again"):
+                await client.list_tools(cursor="garbage")
+
+
+async def eventually_listed(client: Client, name: str) -> list[str]:
+    deadline = anyio.current_time() + 30
+    while anyio.current_time() < deadline:
+        names = await all_tool_names(client)
+        if name in names:
+            return names
+        await anyio.sleep(0.1)
+    raise AssertionError(f"{name} never appeared in the listing")

@@ -176,6 +176,14 @@ class ServerSettings(_Frozen):
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
     )
+    tools_page_size: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Catalog tools one tools/list response covers; agents follow nextCursor for the rest, so a huge "
+            "catalog never makes one long response that holds up other requests."
+        ),
+    )
 
     @field_validator("session_keys")
     @classmethod

@@ -65,6 +65,14 @@ class RequestInfo:
     trace_headers: Mapping[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolPage:
+    """The tools an agent may see among one window of the catalog, and where the next window starts."""
+
+    tools: list[Mapping[str, Any]]
+    next_start: int | None
+
+
 @dataclass(slots=True)
 class _Clock:
     """Latency split for the audit log: policy, backend, total (milliseconds)."""
@@ -151,7 +159,10 @@ class Pipeline:
         policy: PolicyEngine,
         audit: AuditRecorder,
         telemetry: Telemetry,
+        *,
+        tools_page_size: int = 1000,
     ) -> None:
+        self._tools_page_size = tools_page_size
         self._catalog = catalog
         self._connectors = connectors
         self._policy = policy
@@ -167,9 +178,20 @@ class Pipeline:
 
     # -- listings: an agent sees only what it may use ----------------------------------------
 
-    async def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+    async def list_tools(self, request: RequestInfo, *, start: int = 0) -> ToolPage:
+        """The visible tools among `tools_page_size` catalog positions from `start` (a page may hold none).
+
+        Pages are windows of the catalog, not of what the agent sees, so a page costs the same
+        whatever the policies hide and needs no state between requests.
+        """
+        next_start: int | None = None
+
         async def listing() -> list[Mapping[str, Any]]:
-            tools = list(self._catalog.tools())
+            nonlocal next_start
+            catalog = list(self._catalog.tools())
+            end = start + self._tools_page_size
+            tools = catalog[start:end]
+            next_start = end if end < len(catalog) else None
             visible_tools = partial(
                 self._policy.visible_tools,
                 request.principal,
@@ -185,7 +207,8 @@ class Pipeline:
                 visible = await anyio.to_thread.run_sync(visible_tools)
             return [entry.definition for entry in visible]
 
-        return await self._listing(request, "tools/list", listing)
+        tools = await self._listing(request, "tools/list", listing)
+        return ToolPage(tools, next_start)
 
     async def list_prompts(self, request: RequestInfo) -> list[Mapping[str, Any]]:
         async def listing() -> list[Mapping[str, Any]]:

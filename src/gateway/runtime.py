@@ -82,7 +82,14 @@ class GatewayRuntime:
             write_timeout=audit.write_timeout,
             on_batch=self.telemetry.audit_committed,
         )
-        self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
+        self.pipeline = Pipeline(
+            self.catalog,
+            self.connectors,
+            self.policy,
+            self.audit,
+            self.telemetry,
+            tools_page_size=config.gateway.server.tools_page_size,
+        )
         self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
