@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
-from gateway.config import load_config
+from gateway.config import ListingLimits, load_config
+from gateway.connectors.listing_bounds import ListingBudget
+from gateway.errors import ListingRefused
 from harness import (
     TESTS,
     GatewayProcess,
@@ -107,3 +110,14 @@ def test_a_connector_file_overrides_the_gateway_wide_bounds(tmp_path: Path) -> N
     limits = {c.name: c.listing_limits() for c in load_config(config_path).connectors}
     assert (limits["own"].max_tools, limits["shared"].max_tools) == (7, 5)
     assert limits["own"].max_definition_bytes == limits["shared"].max_definition_bytes == 64 * 1024
+
+
+def test_definitions_the_catalog_cannot_file_are_left_out_with_a_problem() -> None:
+    budget = ListingBudget("odd", ListingLimits())
+    kept = budget.take("tool", [{"name": "fine"}, {"description": "no name"}, "text", {"name": 3}])
+    assert kept == [{"name": "fine"}]
+    assert len(budget.problems) == 3
+    assert budget.problems[0].startswith("a tool of backend 'odd' has no name (text): it is left out of the catalog")
+    assert '{"description":"no name"}' in budget.problems[0]
+    with pytest.raises(ListingRefused, match="answered its tool listing without a list of tools"):
+        budget.take("tool", {"name": "not a list"})

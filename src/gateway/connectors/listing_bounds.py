@@ -12,7 +12,7 @@ it is the backend's mistake in one tool, and its other tools should keep working
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -20,6 +20,8 @@ from gateway.config import ListingLimits
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import ListingRefused
 
+#: The key each kind of definition is filed under in the catalog, which must be text.
+_KEY_OF = {"tool": "name", "prompt": "name", "resource": "uri", "resource template": "uriTemplate"}
 _WHERE_TO_RAISE = "in the connector file (or for every connector in [connectors] of gateway.toml)"
 _NAME_SHOWN = 80
 
@@ -42,9 +44,19 @@ class ListingBudget:
         self._bytes = 0
         self.problems: list[str] = []
 
-    def take(self, kind: str, items: Iterable[JsonObject]) -> list[JsonObject]:
-        """The items of one page within the bounds; raises ListingRefused when the listing breaks one."""
-        items = list(items)
+    def take(self, kind: str, items: Any) -> list[JsonObject]:
+        """The items of one page within the bounds; raises ListingRefused when the listing breaks one.
+
+        An item without the key the catalog files it under (a tool's or prompt's `name`, a
+        resource's `uri`, a template's `uriTemplate`) is left out with a problem, like an oversized one.
+        """
+        if items is None:
+            return []
+        if not isinstance(items, list | tuple):
+            raise ListingRefused(
+                f"backend '{self._connector}' answered its {kind} listing without a list of {kind}s: its new "
+                "listing was refused and the last accepted one stays in force. The backend needs fixing."
+            )
         limits = self._limits
         if kind == "tool":
             self._tools += len(items)
@@ -64,6 +76,12 @@ class ListingBudget:
                     f"bytes of definitions: its new listing was refused and the last accepted one stays in force. "
                     f"Make the backend list less, or raise max_listing_bytes {_WHERE_TO_RAISE}."
                 )
+            if not isinstance(item, dict) or not isinstance(item.get(_KEY_OF[kind]), str):
+                self.problems.append(
+                    f"a {kind} of backend '{self._connector}' has no {_KEY_OF[kind]} (text): it is left out of the "
+                    f"catalog. The backend needs fixing: {definition_head(item)}"
+                )
+                continue
             if size > limits.max_definition_bytes:
                 self.problems.append(
                     f"{kind} {_name_of(item)} of backend '{self._connector}' is {size} bytes of JSON, more than "
@@ -86,6 +104,15 @@ def bound_listing(connector: str, listing: Listing, limits: ListingLimits) -> tu
         capabilities=listing.capabilities,
     )
     return bounded, tuple(budget.problems)
+
+
+def definition_head(item: Any) -> str:
+    """The start of a definition's JSON, enough to find it at the backend."""
+    try:
+        text = orjson.dumps(item, default=str).decode()
+    except orjson.JSONEncodeError:
+        text = repr(item)
+    return text[:_NAME_SHOWN] + ("..." if len(text) > _NAME_SHOWN else "")
 
 
 def _name_of(item: JsonObject) -> str:

@@ -27,7 +27,6 @@ from mcp import Client
 from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import TypeAdapter
 
 from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import (
@@ -44,7 +43,6 @@ from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, Lis
 
 logger = logging.getLogger(__name__)
 
-_RAW_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 _LIST_CHANGED = {
     "notifications/tools/list_changed",
     "notifications/resources/list_changed",
@@ -256,8 +254,9 @@ class McpBackend:
                 cache=None,
                 client_info=types.Implementation(name="autonomy-gateway", version="0.1.0"),
             ) as client:
-                listing, problems = await self._bounded_listing(client)
-                self._hop = link.hop(client.session)
+                hop = link.hop(client.session)
+                listing, problems = await self._bounded_listing(hop, client)
+                self._hop = hop
                 if listing is not None:
                     self._listing = listing
                 self._health = self._connected_health(client.protocol_version, problems)
@@ -331,22 +330,29 @@ class McpBackend:
         while True:
             await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
+            hop = self._hop
+            if hop is None:
+                continue  # the connection is being replaced; the new one lists afresh
             try:
-                listing, problems = await self._bounded_listing(client)
-            except (MCPError, TimeoutError) as exc:
-                logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": str(exc)})
+                listing, problems = await self._bounded_listing(hop, client)
+            except (RemoteError, HopTimeout, TimeoutError) as exc:
+                reason = exc.message if isinstance(exc, RemoteError) else "no answer within the connector's timeout"
+                logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": reason})
                 continue
+            except HopLost as exc:
+                self._mark_lost(f"the connection closed while listing ({exc})")
+                return
             if self._hop is not None:
                 self._health = self._connected_health(client.protocol_version, problems)
             if listing is not None:
                 self._listing = listing
                 await self._on_listing(self.name, listing)
 
-    async def _bounded_listing(self, client: Client) -> tuple[Listing | None, tuple[str, ...]]:
+    async def _bounded_listing(self, hop: Hop, client: Client) -> tuple[Listing | None, tuple[str, ...]]:
         """The listing within the bounds and what was left out; None with the reason when refused whole."""
         budget = ListingBudget(self.name, self._limits)
         try:
-            listing = await self._fetch_listing(client, budget)
+            listing = await self._fetch_listing(hop, client, budget)
         except ListingRefused as exc:
             return None, (str(exc),)
         return listing, tuple(budget.problems)
@@ -362,7 +368,9 @@ class McpBackend:
         detail = "connected, but its listing breaks a bound: " + " ".join(problems)
         return Health(HealthState.DEGRADED, detail, protocol_version, self._restarts, problems)
 
-    async def _fetch_listing(self, client: Client, budget: ListingBudget) -> Listing:
+    async def _fetch_listing(self, hop: Hop, client: Client, budget: ListingBudget) -> Listing:
+        """Pages come over the raw hop: the SDK would validate every definition on the event loop (seconds
+        for tens of thousands of tools); the budget checks what the catalog needs, in a worker thread."""
         capabilities = client.server_capabilities
         tools: list[JsonObject] = []
         resources: list[JsonObject] = []
@@ -370,14 +378,14 @@ class McpBackend:
         prompts: list[JsonObject] = []
         with anyio.fail_after(self._settings.timeout):
             if capabilities.tools is not None:
-                tools = await self._all_pages(client, types.ListToolsRequest, "tools", budget, "tool")
+                tools = await self._all_pages(hop, "tools/list", "tools", budget, "tool")
             if capabilities.resources is not None:
-                resources = await self._all_pages(client, types.ListResourcesRequest, "resources", budget, "resource")
+                resources = await self._all_pages(hop, "resources/list", "resources", budget, "resource")
                 templates = await self._all_pages(
-                    client, types.ListResourceTemplatesRequest, "resourceTemplates", budget, "resource template"
+                    hop, "resources/templates/list", "resourceTemplates", budget, "resource template"
                 )
             if capabilities.prompts is not None:
-                prompts = await self._all_pages(client, types.ListPromptsRequest, "prompts", budget, "prompt")
+                prompts = await self._all_pages(hop, "prompts/list", "prompts", budget, "prompt")
         return Listing(
             tools=tuple(tools),
             resources=tuple(resources),
@@ -386,18 +394,16 @@ class McpBackend:
             capabilities=capabilities.model_dump(by_alias=True, exclude_none=True),
         )
 
-    async def _all_pages(
-        self, client: Client, request_type: Any, key: str, budget: ListingBudget, kind: str
-    ) -> list[JsonObject]:
+    async def _all_pages(self, hop: Hop, method: str, key: str, budget: ListingBudget, kind: str) -> list[JsonObject]:
         """Every page, each checked against the budget as it arrives (in a worker thread: a page may be huge)."""
         items: list[JsonObject] = []
-        cursor: str | None = None
+        cursor: Any = None
         for _ in range(_PAGE_LIMIT):
-            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-            page = await client.session.send_request(request_type(params=params), _RAW_RESULT)
-            items.extend(await anyio.to_thread.run_sync(budget.take, kind, page.get(key) or []))
+            params: JsonObject = {"cursor": cursor} if cursor else {}
+            page = await hop.request(method, params, time_limit=self._settings.timeout, on_progress=None)
+            items.extend(await anyio.to_thread.run_sync(budget.take, kind, page.get(key)))
             cursor = page.get("nextCursor")
-            if not cursor:
+            if not isinstance(cursor, str) or not cursor:
                 break
         return items
 
