@@ -7,6 +7,7 @@ announces it with `list_changed`; the refusal must show in `/readyz` and in the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from harness import (
     TESTS,
     GatewayProcess,
     mcp_client,
+    run_cli,
     running_gateway,
     stdio_connector,
     wait_until,
+    write_gateway_config,
 )
 
 UNRULY = TESTS / "backends" / "unruly.py"
@@ -121,3 +124,16 @@ def test_definitions_the_catalog_cannot_file_are_left_out_with_a_problem() -> No
     assert '{"description":"no name"}' in budget.problems[0]
     with pytest.raises(ListingRefused, match="answered its tool listing without a list of tools"):
         budget.take("tool", {"name": "not a list"})
+
+
+def test_a_first_listing_over_a_bound_leaves_the_backend_connected_without_tools(tmp_path: Path) -> None:
+    """Refused at connect: nothing is offered, the backend is not restarted, and the operator sees why."""
+    config = write_gateway_config(tmp_path, {"tight": stdio_connector(script=UNRULY, extra="max_tools = 2\n")})
+    rows = [
+        json.loads(line) for line in run_cli("tools", "list", "--config", str(config), "--json").stdout.splitlines()
+    ]
+    assert len(rows) == 1
+    assert rows[0]["connector"] == "tight" and rows[0]["health"] == "degraded"
+    assert rows[0]["detail"].startswith(
+        "(left out: backend 'tight' lists more than max_tools = 2 tools (5 read so far)"
+    )
