@@ -269,9 +269,11 @@ class McpBackend:
                     },
                 )
                 connected.set()
-                attempt_over.set()
+                # The attempt is over once the listing is taken in, so the gateway starts with these tools
+                # (taking a listing in awaits worker threads; the supervisor waits at most connect_timeout).
                 if listing is not None:
                     await self._on_listing(self.name, listing)
+                attempt_over.set()
                 async with anyio.create_task_group() as watchers:
                     watchers.start_soon(self._ping_loop, client)
                     watchers.start_soon(self._refresh_loop, client)
