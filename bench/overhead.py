@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -37,6 +38,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 HERE = Path(__file__).resolve().parent
 ECHO = HERE / "echo_server.py"
+#: The started gateway's `[server] ops_token`, which its /metrics (read for audit batch sizes) needs.
+OPS_TOKEN = secrets.token_urlsafe(32)
+OPS_HEADERS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
 def free_port() -> int:
@@ -170,6 +174,7 @@ def _start(
     config = workdir / "gateway.toml"
     storage_url = database_url or f"sqlite:///{workdir / 'gw.db'}"
     config.write_text(
+        f'[server]\nops_token = "{OPS_TOKEN}"\n'
         f'[storage]\nurl = "{storage_url}"\n[logging]\nlevel = "warning"\n'
         f'[policies]\ndir = "{workdir / "policies"}"\n{extra_config}\n'
     )
@@ -319,7 +324,8 @@ async def many_clients(target: object, mode: str, key: str | None, count: int) -
 
 def audit_batch_sizes(gateway_url: str) -> tuple[float, float] | None:
     """(commits, mean entries per commit) from the gateway's own /metrics histogram."""
-    text = httpx.get(gateway_url.removesuffix("/mcp") + "/metrics", timeout=10).text
+    metrics = httpx.get(gateway_url.removesuffix("/mcp") + "/metrics", headers=OPS_HEADERS, timeout=10)
+    text = metrics.raise_for_status().text
     count = total = 0.0
     for line in text.splitlines():
         if line.startswith("gateway_audit_batch_size_count"):

@@ -26,6 +26,9 @@ TESTS = Path(__file__).parent
 KITCHEN_SINK = TESTS / "backends" / "kitchen_sink.py"
 STARTUP_DEADLINE = 30.0
 KITCHEN_SINK_MARKERS_ENV = "KITCHEN_SINK_MARKERS"
+#: The `[server] ops_token` of every gateway the harness configures: `/readyz` details and `/metrics` need it.
+OPS_TOKEN = "tests-ops-token-" + "0123456789abcdef" * 2
+OPS_HEADERS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 
 
 def free_port() -> int:
@@ -60,6 +63,27 @@ async def eventually(predicate: Any, *, timeout: float = STARTUP_DEADLINE, what:
             return value
         await anyio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection as far as the server reads it; all the server answered.
+
+    For requests HTTP clients will not send (huge header blocks, broken encodings); the request
+    should ask for `Connection: close` so the answer ends.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            for start in range(0, len(data), 65536):
+                sock.sendall(data[start : start + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading; its answer may still be there
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        return received
 
 
 def gateway_command(*args: str) -> list[str]:
@@ -170,7 +194,17 @@ class GatewayProcess:
         return response.status_code == 200
 
     def readyz(self) -> dict[str, Any]:
-        return httpx.get(f"{self.base_url}/readyz", timeout=5).json()
+        """The full `/readyz` answer (status, checks, backends), read with the ops token."""
+        response = httpx.get(f"{self.base_url}/readyz", headers=OPS_HEADERS, timeout=5)
+        body = response.json()
+        assert "checks" in body, f"/readyz gave no details ({response.status_code}): {body}"
+        return body
+
+    def metrics(self) -> str:
+        """`/metrics` in the Prometheus text format, read with the ops token."""
+        response = httpx.get(f"{self.base_url}/metrics", headers=OPS_HEADERS, timeout=10)
+        assert response.status_code == 200, f"/metrics answered {response.status_code}: {response.text}"
+        return response.text
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -196,12 +230,14 @@ def write_gateway_config(
     extra: str = "",
     server_extra: str = "",
     policies: Mapping[str, str] = ALLOW_EVERYTHING,
+    ops_token: str | None = OPS_TOKEN,
 ) -> Path:
     """Write gateway.toml, one connector file per entry (name -> TOML body) and the access policies.
 
     Tests that are not about policy run under one policy that allows everything; the policy
     tests pass their own.
     """
+    ops_line = f'ops_token = "{ops_token}"' if ops_token is not None else ""
     connectors_dir = directory / "connectors"
     connectors_dir.mkdir(parents=True, exist_ok=True)
     for name, body in connectors.items():
@@ -217,6 +253,7 @@ def write_gateway_config(
 [server]
 host = "127.0.0.1"
 max_body_bytes = 1048576
+{ops_line}
 {server_extra}
 
 [storage]

@@ -13,7 +13,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import Key, RSAKey
 
-from harness import wait_until
+from harness import STARTUP_DEADLINE, wait_until
 
 AUDIENCE = "https://gateway.example/mcp"
 
@@ -41,6 +41,8 @@ class LocalIssuer:
         self.published: list[Key] = list(keys)
         self.hits: Counter[str] = Counter()
         self.jwks_status = 200
+        #: While set to an unset event, key set requests are counted, then held until it is set.
+        self.jwks_gate: threading.Event | None = None
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +51,8 @@ class LocalIssuer:
                 if self.path == "/.well-known/openid-configuration":
                     self._answer(200, {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"})
                 elif self.path == "/jwks":
+                    if issuer.jwks_gate is not None:
+                        issuer.jwks_gate.wait(STARTUP_DEADLINE)
                     body = {"keys": [key.as_dict(private=False) for key in issuer.published]}
                     self._answer(issuer.jwks_status, body if issuer.jwks_status == 200 else {"error": "down"})
                 else:

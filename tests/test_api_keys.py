@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 from sqlalchemy import event, text
 
@@ -208,6 +209,47 @@ async def test_a_key_revoked_on_the_same_replica_is_refused_at_once_despite_the_
 
     with pytest.raises(AuthenticationFailed, match=r"^API key revoked$"):
         await store.authenticate(key)
+
+
+@asynccontextmanager
+async def following_revocations(store: ApiKeyStore, interval: float) -> AsyncIterator[None]:
+    async with anyio.create_task_group() as group:
+        await group.start(store.follow_revocations, interval)
+        yield
+        group.cancel_scope.cancel()
+
+
+async def test_a_key_revoked_by_another_process_is_refused_within_the_poll_interval(database):
+    replica = ApiKeyStore(database, cache_seconds=300)
+    elsewhere = ApiKeyStore(database, cache_seconds=0)  # as the CLI opens it
+    revoked_record, revoked_key = await elsewhere.create("revoked-agent")
+    _, kept_key = await elsewhere.create("kept-agent")
+    async with following_revocations(replica, 0.05):
+        assert (await replica.authenticate(revoked_key)).agent == "revoked-agent"
+        assert (await replica.authenticate(kept_key)).agent == "kept-agent"
+        with counted_queries(database) as queries:
+            # Cached: the request path asks the database nothing, however the follower is set.
+            await replica.authenticate(revoked_key)
+            assert not [q for q in queries if "api_keys.key_hash =" in q]
+
+        await elsewhere.revoke(revoked_record.id)
+        revoked_at = anyio.current_time()
+
+        async def refused() -> bool:
+            try:
+                await replica.authenticate(revoked_key)
+            except AuthenticationFailed as refusal:
+                return str(refusal) == "API key revoked"
+            return False
+
+        while not await refused():
+            assert anyio.current_time() - revoked_at < 10, "the revocation never reached the other store"
+            await anyio.sleep(0.01)
+        assert anyio.current_time() - revoked_at < 1.0
+        with counted_queries(database) as queries:
+            # Only the revoked key left the cache.
+            assert (await replica.authenticate(kept_key)).agent == "kept-agent"
+            assert not [q for q in queries if "api_keys.key_hash =" in q]
 
 
 class HeldChecks:

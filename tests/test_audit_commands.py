@@ -159,3 +159,73 @@ def test_help_lists_every_action(capsys):
     printed = capsys.readouterr().out
     for action in ("tail", "search", "export", "verify", "checkpoints", "prune"):
         assert action in printed
+
+
+def test_search_kind_auth_shows_refused_authentications_without_the_credential(database_url, capsys):
+    _record(database_url, canaries=True, calls=1)
+    assert audit(database_url, "search", "--config", "gateway.toml", "--kind", "auth") == 0
+    table = capsys.readouterr()
+    lines = table.out.splitlines()
+    assert lines[0].split() == ["TIME", "CLIENT", "AGENT", "AUTH", "PATH", "REASON"]
+    assert len(lines) == 2 and "10.0.0.9" in lines[1] and "unknown bearer" in lines[1]
+    assert_no_canary(table.out + table.err, "audit search --kind auth")
+
+    assert audit(database_url, "search", "--config", "gateway.toml", "--kind", "auth", "--json", "--since", "1h") == 0
+    printed = capsys.readouterr().out
+    [refused] = [json.loads(line) for line in printed.splitlines()]
+    assert refused["kind"] == "auth_refused" and refused["replica"] == "gw-1"
+    assert refused["client_address"] == "10.0.0.9" and refused["reason"].startswith("unknown bearer ")
+    assert_no_canary(printed, "audit search --kind auth --json")
+    assert audit(database_url, "search", "--config", "gateway.toml", "--kind", "auth", "--until", "1h") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # the header only: nothing that old
+
+    # Calls stay what a search shows by default: the refusal is not among them.
+    assert audit(database_url, "search", "--config", "gateway.toml", "--json") == 0
+    assert {call["name"] for call in map(json.loads, capsys.readouterr().out.splitlines())} == {
+        "payments.charge",
+        "crm.lookup",
+    }
+
+
+def test_search_kind_auth_refuses_filters_only_calls_have(capsys):
+    opened: list[argparse.Namespace] = []
+    parser = argparse.ArgumentParser(prog="gateway")
+    register(parser.add_subparsers(), lambda args: opened.append(args) or Database("sqlite:///unused.db"))
+    args = parser.parse_args(["audit", "search", "--kind", "auth", "--tool", "crm.lookup"])
+    assert args.run(args) == 2
+    assert opened == []  # refused before the database is even opened
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "--tool only filter calls; with --kind auth use --since, --until, --limit and --cursor" in printed.err
+
+
+def test_search_kind_recovered_shows_calls_a_restart_closed_as_unknown(database_url, capsys):
+    async def crash_and_restart() -> str:
+        database = Database(database_url)
+        await database.migrate()
+        try:
+            crashed = AuditRecorder(database, Redactor(), replica_id="gw-1")
+            await crashed.start()
+            handle = await crashed.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+            await crashed.close()  # with the call still open, as a crash leaves it
+            async with AuditRecorder(database, Redactor(), replica_id="gw-1"):
+                pass
+            return handle.call_id
+        finally:
+            await database.close()
+
+    call_id = anyio.run(crash_and_restart)
+    assert audit(database_url, "search", "--config", "gateway.toml", "--kind", "recovered") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "REPLICA", "CALLS", "CALL", "IDS"]
+    assert len(lines) == 2 and lines[1].split()[1:] == ["gw-1", "1", call_id]
+
+
+def test_search_help_describes_only_what_exists(capsys):
+    parser = argparse.ArgumentParser(prog="gateway")
+    register(parser.add_subparsers(), lambda args: Database("sqlite:///unused.db"))
+    for action in ("search", "tail", "export", "verify", "checkpoints", "prune"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["audit", action, "--help"])
+        printed = capsys.readouterr().out.lower()
+        assert "hold" not in printed and "approv" not in printed, action

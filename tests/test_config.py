@@ -139,3 +139,51 @@ def test_serve_refuses_duplicate_connector_names(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", str(tmp_path / "gateway.toml"), "--port", str(free_port()), check=False)
     assert result.returncode == 1
     assert "connector name 'same' is already used" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("file", "body", "expected"),
+    [
+        (
+            "sales__crm.toml",
+            'kind = "mcp-stdio"\ncommand = ["x"]\n',
+            "sales__crm.toml:1: the file name gives connector name 'sales__crm', which contains the name separator "
+            "'__', so exposed names would be ambiguous (tool 'x' of 'sales__crm' and tool 'crm__x' of a connector "
+            "'sales' would both be 'sales__crm__x')",
+        ),
+        (
+            "crm.toml",
+            'kind = "mcp-stdio"\n\nname = "crm_"\ncommand = ["x"]\n',
+            "crm.toml:3: key 'name': connector name 'crm_' ends with '_', the start of the name separator '__'",
+        ),
+    ],
+)
+def test_connector_name_that_makes_exposed_names_ambiguous_is_refused(
+    tmp_path: Path, file: str, body: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_connector(write(tmp_path / file, body))
+    assert expected in str(error.value)
+    assert 'choose another name (set name = "..." in the file, or rename the file)' in str(error.value)
+
+
+def test_ambiguous_connector_names_follow_the_configured_separator(tmp_path: Path) -> None:
+    write(tmp_path / "connectors" / "sales_crm.toml", 'kind = "mcp-stdio"\ncommand = ["x"]\n')
+    write(tmp_path / "gateway.toml", "")
+    assert [c.name for c in load_config(tmp_path / "gateway.toml").connectors] == ["sales_crm"]
+    write(tmp_path / "gateway.toml", '[server]\nname_separator = "_"\n')
+    with pytest.raises(ConfigError, match=r"sales_crm.toml:1: the file name .* contains the name separator '_'"):
+        load_config(tmp_path / "gateway.toml")
+
+
+def test_serve_refuses_connector_names_whose_tools_could_share_an_exposed_name(tmp_path: Path) -> None:
+    write_gateway_config(
+        tmp_path,
+        {
+            "sales": 'kind = "mcp-stdio"\ncommand = ["x"]\n',
+            "crm": 'name = "sales__crm"\nkind = "mcp-stdio"\ncommand = ["x"]\n',
+        },
+    )
+    result = run_cli("serve", "--config", str(tmp_path / "gateway.toml"), "--port", str(free_port()), check=False)
+    assert result.returncode == 1
+    assert "crm.toml:1: key 'name': connector name 'sales__crm' contains the name separator '__'" in result.stderr

@@ -97,11 +97,15 @@ async def test_lists_every_backend_under_one_namespace(gateway: GatewayProcess, 
         echo = next(t for t in (await client.list_tools()).tools if t.name == "sink__echo")
         assert echo.annotations is not None and echo.annotations.read_only_hint is True
 
+        # Every connected backend's resources, each under its own connector (`down` never listed any).
         templates = (await client.list_resource_templates()).resource_templates
-        assert {t.uri_template for t in templates} == {"sink://items/{item_id}"}
+        assert {t.uri_template for t in templates} == {
+            f"gateway://{name}/sink://items/{{item_id}}" for name in ("sink", "remote", "tight")
+        }
         resources = (await client.list_resources()).resources
-        assert [str(r.uri) for r in resources] == ["sink://static/readme"]
-        assert resources[0].name in ("sink__readme", "remote__readme")
+        assert {(r.uri, r.name) for r in resources} == {
+            (f"gateway://{name}/sink://static/readme", f"{name}__readme") for name in ("sink", "remote", "tight")
+        }
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert {"sink__greet", "remote__greet"} <= prompts
 
@@ -133,9 +137,9 @@ async def test_results_are_identical_to_the_backend_called_directly(
 @pytest.mark.parametrize("mode", CLIENT_MODES)
 async def test_resources_and_prompts_pass_through(gateway: GatewayProcess, key: str, mode: str) -> None:
     async with mcp_client(gateway.url, key, mode=mode) as client:
-        readme = await client.read_resource("sink://static/readme")
+        readme = await client.read_resource("gateway://remote/sink://static/readme")
         assert readme.contents[0].text == "kitchen sink readme"  # type: ignore[union-attr]
-        item = await client.read_resource("sink://items/42")
+        item = await client.read_resource("gateway://sink/sink://items/42")
         assert json.loads(item.contents[0].text) == {"id": "42"}  # type: ignore[union-attr]
         prompt = await client.get_prompt("remote__greet", {"name": "Ada"})
         assert "Hello Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ resource server, and the official client presenting the provider's tokens."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import mcp_types as types
@@ -11,6 +12,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from harness import (
+    MCP_HEADERS,
     GatewayProcess,
     free_port,
     mcp_client,
@@ -132,3 +134,53 @@ def test_forged_tokens_are_refused_with_a_clear_401(gateway: GatewayProcess, idp
 def test_api_keys_keep_working_beside_tokens(gateway: GatewayProcess) -> None:
     key = gateway.create_key("key-agent")
     assert "Mcp-Session-Id" in open_legacy_session(gateway.url, key)
+
+
+def test_an_oversized_token_is_refused_with_a_clear_401(gateway: GatewayProcess, idp: LocalIssuer) -> None:
+    token = idp.token(padding="x" * 66_000)  # signed by the issuer, 88 KB
+    response = httpx.post(
+        gateway.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 401
+    reason = response.json()["error_description"]
+    assert reason.startswith(f"bearer credential is {len(token)} bytes, over this gateway's limit of 16384")
+    assert 'error="invalid_token", error_description="bearer credential is' in response.headers["www-authenticate"]
+
+
+SCOPED_POLICIES = {
+    "scoped.cedar": """
+@id("callers-by-scope")
+permit (principal, action, resource) when { principal.scopes.contains("sink:call") };
+
+@id("admins")
+permit (principal in Role::"admin", action, resource);
+""",
+}
+
+
+@pytest.mark.anyio
+async def test_scopes_reach_policies_as_principal_scopes_and_never_as_roles(tmp_path: Path, idp: LocalIssuer) -> None:
+    write_gateway_config(tmp_path, {"sink": stdio_connector()}, policies=SCOPED_POLICIES)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        config.read_text() + f'\n[[auth.issuers]]\nissuer = "{idp.url}"\naudiences = ["{idp.audience}"]\n'
+    )
+    gateway = GatewayProcess(tmp_path, free_port())
+    gateway.start()
+    try:
+
+        async def visible_tools(token: str) -> set[str]:
+            async with mcp_client(gateway.url, token) as client:
+                return {tool.name for tool in (await client.list_tools()).tools}
+
+        scoped = idp.token(azp="scoped-agent", scope="openid sink:call")
+        async with mcp_client(gateway.url, scoped) as client:
+            echoed = await client.call_tool("sink__echo", {"text": "by scope"})
+            assert isinstance(echoed.content[0], types.TextContent) and echoed.content[0].text == "by scope"
+        # A scope named like a role grants nothing: only the roles claims make roles.
+        assert await visible_tools(idp.token(azp="self-promoted", scope="admin")) == set()
+        assert "sink__echo" in await visible_tools(idp.token(azp="real-admin", groups=["admin"]))
+    finally:
+        gateway.stop()

@@ -15,6 +15,7 @@ from harness import GatewayProcess, eventually, free_port, mcp_client, stdio_con
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart"
 POLICY_DENIED = -32003
+GATEWAY_NOT_READY = -32004
 
 LARGE_PAYMENTS = """
 @id("large-payments-need-approval")
@@ -106,12 +107,12 @@ async def test_denied_call_carries_the_policy_reason_not_its_text(
 async def test_resources_and_prompts_follow_the_policies(gateway: GatewayProcess, keys: dict[str, str]) -> None:
     async with mcp_client(gateway.url, keys["sales"]) as client:
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
-        assert "crm://customers/{customer_id}" in templates
-        assert not any(t.startswith("finance://") for t in templates)
-        customer = await client.read_resource("crm://customers/C-1001")
+        assert "gateway://crm/crm://customers/{customer_id}" in templates
+        assert not any(t.startswith("gateway://finance/") for t in templates)
+        customer = await client.read_resource("gateway://crm/crm://customers/C-1001")
         assert "C-1001" in customer.contents[0].text  # type: ignore[union-attr]
         with pytest.raises(MCPError) as denied:
-            await client.read_resource("finance://invoices/INV-2001")
+            await client.read_resource("gateway://finance/finance://invoices/INV-2001")
         assert denied.value.error.code == POLICY_DENIED
         prompts = {p.name for p in (await client.list_prompts()).prompts}
         assert "crm__account_summary" in prompts and "finance__overdue_reminder" not in prompts
@@ -144,7 +145,7 @@ async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
     assert await tool_names(gateway, keys["nobody"]) == set()
 
 
-def test_without_valid_policies_everything_is_denied(tmp_path: Path) -> None:
+def test_without_valid_policies_agents_are_told_the_gateway_is_not_ready(tmp_path: Path) -> None:
     write_gateway_config(
         tmp_path,
         {"crm": stdio_connector(script=QUICKSTART / "crm_server.py")},
@@ -159,15 +160,61 @@ def test_without_valid_policies_everything_is_denied(tmp_path: Path) -> None:
         )
         assert ready["status"] == "not ready"
         assert "broken.cedar:1" in ready["checks"]["policies"]["error"]
+        # The load error is logged once, by the part that loaded the policies.
+        assert gateway.log_text().count("broken.cedar:1: syntax error") == 1
         key = gateway.create_key("anyone", "sales")
         import anyio
 
-        async def listed() -> set[str]:
-            return await tool_names(gateway, key)
+        async def refusals() -> list[MCPError]:
+            requests = (
+                lambda client: client.list_tools(),
+                lambda client: client.call_tool("crm__search_customers", {"query": "acme"}),
+                lambda client: client.list_resources(),
+                lambda client: client.list_resource_templates(),
+                lambda client: client.read_resource("crm://customers/C-1001"),
+                lambda client: client.list_prompts(),
+                lambda client: client.get_prompt("crm__account_summary", {"customer_id": "C-1001"}),
+            )
+            errors = []
+            async with mcp_client(gateway.url, key) as client:
+                for request in requests:
+                    with pytest.raises(MCPError) as refused:
+                        await request(client)
+                    errors.append(refused.value)
+            return errors
 
-        assert anyio.run(listed) == set()
+        for error in anyio.run(refusals):
+            assert error.error.code == GATEWAY_NOT_READY
+            assert "the gateway is not ready: no valid access policies are loaded" in error.error.message
+            assert "/readyz" in error.error.message
     finally:
         gateway.stop()
+
+
+def test_policy_validate_prints_one_line_per_error_and_exits_1(tmp_path: Path) -> None:
+    write_gateway_config(
+        tmp_path,
+        {"crm": stdio_connector(script=QUICKSTART / "crm_server.py")},
+        policies={
+            "a.cedar": 'permit (principal, action == Action::"crm__search_customers", resource);\n'
+            'permit (principal, action == Action::"crm__no_such_tool", resource);\n',
+        },
+    )
+    gateway = GatewayProcess(tmp_path, free_port())
+    invalid = gateway.cli("policy", "validate", check=False)
+    assert invalid.returncode == 1
+    assert "Traceback" not in invalid.stderr and "ExceptionGroup" not in invalid.stderr
+    problems = [line for line in invalid.stderr.splitlines() if "a.cedar:" in line]
+    assert problems and all(line.startswith(f"{tmp_path / 'policies' / 'access' / 'a.cedar'}:2: ") for line in problems)
+    assert 'unrecognized action `Action::"crm__no_such_tool"`' in problems[0]
+    assert invalid.stderr.count('`Action::"crm__no_such_tool"`') == 1  # printed, not also logged
+    assert "problem" in invalid.stderr.splitlines()[-1] and "fix them" in invalid.stderr.splitlines()[-1]
+
+    (tmp_path / "policies" / "access" / "a.cedar").write_text("permit (principal, action, resource\n")
+    syntax = gateway.cli("policy", "validate", check=False)
+    assert syntax.returncode == 1
+    assert "Traceback" not in syntax.stderr
+    assert f"{tmp_path / 'policies' / 'access' / 'a.cedar'}:1: syntax error:" in syntax.stderr
 
 
 def test_shipped_policies_pass_their_cases() -> None:

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,13 @@ from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
 from gateway.identity.oidc import IssuerSettings, JwtAuthenticator, looks_like_jwt
 from gateway.identity.principal import Principal
 from gateway.storage import Database
+from harness import eventually
 from local_issuer import AUDIENCE, Clock, LocalIssuer
 
 pytestmark = pytest.mark.anyio
 
-REFETCH_INTERVAL = 30.0
+#: The default `jwks_refetch_interval_seconds`.
+REFETCH_INTERVAL = 5.0
 
 
 def b64(data: bytes) -> str:
@@ -100,8 +104,9 @@ async def test_valid_token_names_agent_user_and_roles(issuer: LocalIssuer, authe
 
     assert principal == Principal(
         agent="billing-agent",
-        roles=("finance", "emea", "tools:call", "tools:list"),
+        roles=("finance", "emea"),
         user="alice",
+        scopes=("tools:call", "tools:list"),
         auth_method="jwt",
         credential_id="token-1",
     )
@@ -304,7 +309,53 @@ async def test_missing_scope_is_refused(issuer: LocalIssuer, clock: Clock) -> No
     finally:
         await authenticator.aclose()
 
-    assert principal.roles == ("openid", "mcp:tools")
+    assert principal.scopes == ("openid", "mcp:tools")
+    assert principal.roles == ()
+
+
+async def test_a_scope_named_like_a_role_grants_no_role(issuer: LocalIssuer, authenticator: JwtAuthenticator) -> None:
+    principal = await authenticator.authenticate(issuer.token(scope="admin payments:write"))
+
+    assert principal.roles == ()
+    assert principal.scopes == ("admin", "payments:write")
+
+
+async def test_scopes_from_a_list_claim_and_from_configured_claims(issuer: LocalIssuer, clock: Clock) -> None:
+    authenticator = JwtAuthenticator(
+        [settings_for(issuer, scopes_claims=("permissions",), required_scopes=("crm:read",))], clock=clock
+    )
+    try:
+        principal = await authenticator.authenticate(
+            issuer.token(permissions=["crm:read", "crm:write", "crm:read"], scope="ignored")
+        )
+        assert await refusal(authenticator, issuer.token(scope="crm:read")) == (
+            "token lacks required scope(s): crm:read"
+        )
+    finally:
+        await authenticator.aclose()
+
+    assert principal.scopes == ("crm:read", "crm:write")
+
+
+async def test_a_configuration_that_lists_scope_among_roles_claims_keeps_scopes_as_roles(
+    issuer: LocalIssuer, clock: Clock
+) -> None:
+    settings = settings_for(issuer, roles_claims=("roles", "groups", "scope"))
+    authenticator = JwtAuthenticator([settings], clock=clock)
+    try:
+        principal = await authenticator.authenticate(issuer.token(groups=["ops"], scope="admin"))
+    finally:
+        await authenticator.aclose()
+
+    assert principal.roles == ("ops", "admin")
+    assert principal.scopes == ("admin",)
+
+
+def test_required_scopes_need_a_claim_to_read_them_from() -> None:
+    with pytest.raises(ValidationError, match="required_scopes needs scopes_claims"):
+        IssuerSettings(
+            issuer="https://login.example", audiences=("a",), scopes_claims=(), required_scopes=("mcp:tools",)
+        )
 
 
 # --- keys: discovery, rotation, refetch limits, outages ---------------------------------------
@@ -364,6 +415,72 @@ async def test_rotated_key_is_accepted_after_one_refetch(
 
     assert first.agent == second.agent == "rotated-agent"
     assert issuer.jwks_hits == 2
+
+
+async def test_a_key_rotated_seconds_after_the_last_fetch_is_accepted_at_once(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(6)
+    issuer.publish(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
+
+    principal = await authenticator.authenticate(issuer.token("ec-2", azp="rotated-agent"))
+
+    assert principal.agent == "rotated-agent"
+    assert issuer.jwks_hits == 2
+
+
+async def test_requests_arriving_during_a_fetch_wait_for_it_instead_of_being_refused(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(REFETCH_INTERVAL + 1)
+    issuer.publish(ECKey.generate_key("P-256", parameters={"kid": "ec-2"}))
+    issuer.jwks_gate = threading.Event()
+    agents: list[str] = []
+
+    async def call(number: int) -> None:
+        agents.append((await authenticator.authenticate(issuer.token("ec-2", azp=f"agent-{number}"))).agent)
+
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(call, 0)
+            await eventually(lambda: issuer.jwks_hits == 2, what="the refetch to reach the issuer")
+            # The first request's fetch is now held at the issuer; these arrive while it is in flight.
+            for number in range(1, 20):
+                group.start_soon(call, number)
+            await anyio.wait_all_tasks_blocked()
+            issuer.jwks_gate.set()
+    finally:
+        issuer.jwks_gate.set()
+
+    assert sorted(agents) == sorted(f"agent-{number}" for number in range(20))
+    assert issuer.jwks_hits == 2
+
+
+async def test_a_flood_of_invented_key_ids_fetches_at_most_once_per_interval(
+    issuer: LocalIssuer, authenticator: JwtAuthenticator, clock: Clock
+) -> None:
+    await authenticator.authenticate(issuer.token())
+    clock.advance(REFETCH_INTERVAL + 1)
+    refused: list[str] = []
+
+    async def forged(number: int) -> None:
+        refused.append(await refusal(authenticator, issuer.token(header={"kid": f"invented-{uuid.uuid4()}"})))
+
+    for _ in range(2):
+        async with anyio.create_task_group() as group:
+            for number in range(50):
+                group.start_soon(forged, number)
+    assert len(refused) == 100 and all(reason.startswith("unknown signing key 'invented-") for reason in refused)
+    assert issuer.jwks_hits == 2
+
+    clock.advance(REFETCH_INTERVAL - 1)
+    await refusal(authenticator, issuer.token(header={"kid": "invented-late"}))
+    assert issuer.jwks_hits == 2
+    clock.advance(2)
+    await refusal(authenticator, issuer.token(header={"kid": "invented-later"}))
+    assert issuer.jwks_hits == 3
 
 
 async def test_key_set_is_renewed_when_the_cache_expires(
@@ -577,3 +694,41 @@ async def test_bearer_door_accepts_a_token_and_explains_a_refusal(
     assert refused.status_code == 401
     assert refused.json()["error_description"] == "token expired"
     assert 'error_description="token expired"' in refused.headers["www-authenticate"]
+
+
+async def test_an_oversized_token_is_refused_before_it_is_decoded(issuer: LocalIssuer, clock: Clock) -> None:
+    authenticator = JwtAuthenticator([settings_for(issuer)], clock=clock)
+    try:
+        # Properly signed by the issuer's own key, but 88 KB of claims.
+        huge = issuer.token(padding="x" * 66_000)
+        assert len(huge) > 88_000
+        reason = await refusal(CompositeAuthenticator(None, authenticator), huge)
+        assert reason == (
+            f"bearer credential is {len(huge)} bytes, over this gateway's limit of 16384 (auth.max_token_bytes); "
+            "ask the identity provider for a token with fewer claims"
+        )
+        # Refused unread: not even the issuer's keys were fetched to check it.
+        assert issuer.jwks_hits == 0
+
+        normal = issuer.token()
+        exact = CompositeAuthenticator(None, authenticator, max_token_bytes=len(normal))
+        assert (await exact.authenticate(normal)).agent == "billing-agent"
+        tighter = CompositeAuthenticator(None, authenticator, max_token_bytes=len(normal) - 1)
+        assert "over this gateway's limit" in await refusal(tighter, normal)
+    finally:
+        await authenticator.aclose()
+
+
+async def test_the_size_limit_applies_to_api_keys_too(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
+    await database.migrate()
+    try:
+        store = ApiKeyStore(database)
+        _, key = await store.create("ops-agent")
+        assert (await CompositeAuthenticator(store, None, max_token_bytes=len(key)).authenticate(key)).agent == (
+            "ops-agent"
+        )
+        reason = await refusal(CompositeAuthenticator(store, None), "agw_" + "A" * 20_000)
+        assert reason.startswith("bearer credential is 20004 bytes, over this gateway's limit of 16384")
+    finally:
+        await database.close()

@@ -7,11 +7,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from gateway.catalog import ResourceEntry
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine
 from gateway.policy.cases import run_policy_tests
+from gateway.resource_uris import exposed_uri
 from policy_world import FINANCE, SALES, STRANGER, load, make_catalog, standard_tools, tool, write_policy
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -78,6 +80,24 @@ unless { context has reasoning && context.reasoning != "" };
     assert denied.policy_ids == ("no-destructive-without-reasoning",)
     assert "forbid" not in denied.reason and "context" not in denied.reason  # never the policy text
     assert allowed.allowed
+
+
+def test_a_forbid_without_a_reason_does_not_name_itself_to_the_agent(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        SALES_POLICIES
+        + """
+@id("internal-freeze-2026-q4")
+forbid (principal, action == Action::"crm__update_record", resource);
+""",
+    )
+
+    denied = loaded.call(SALES, "crm__update_record", UPDATE)
+
+    assert not denied.allowed
+    assert denied.policy_ids == ("internal-freeze-2026-q4",)  # the audit log and the operator see the id
+    assert "internal-freeze" not in denied.reason  # the agent does not learn the policy's name
+    assert denied.reason == "a policy of this gateway forbids agent 'sales-bot' to call tool 'crm__update_record'"
 
 
 @pytest.mark.parametrize(
@@ -345,13 +365,13 @@ def test_catalog_changed_revalidates_a_policy_whose_tools_were_not_listed_yet(po
         SALES_POLICIES + 'permit (principal in Role::"finance", action == Action::"finance__pay_invoice", resource);\n',
     )
     engine = PolicyEngine(policy_dir)
-    with pytest.raises(PolicyLoadError, match="finance__pay_invoice"):
-        engine.load(catalog)
+    engine.load(catalog)  # the finance permit waits for finance to list (see test_policy_waiting.py)
+    assert engine.status.policy_count == 1 and "finance__pay_invoice" in engine.status.waiting[0]
 
     catalog.update("finance", Listing(tools=tuple(standard_tools()["finance"])))
     engine.catalog_changed(catalog)
 
-    assert engine.status.loaded and engine.status.last_error is None
+    assert engine.status.loaded and engine.status.last_error is None and engine.status.waiting == ()
     assert engine.decide_call(FINANCE, catalog.resolve_tool("finance__pay_invoice"), PAY).allowed
     assert engine.decide_call(SALES, catalog.resolve_tool("crm__search_customers"), SEARCH).allowed
 
@@ -469,10 +489,36 @@ when { resource.uri like "crm://secrets/*" };
     assert engine.decide_get_prompt(SALES, catalog.resolve_prompt("crm__account_summary")).allowed
     assert not engine.decide_get_prompt(SALES, catalog.resolve_prompt("finance__overdue_reminder")).allowed
     assert [p.exposed for p in engine.visible_prompts(SALES, catalog.prompts())] == ["crm__account_summary"]
-    listed = [("crm", {"uri": "crm://schema"}), ("crm", {"uri": "crm://secrets/key"}), ("finance", {"uri": "f://x"})]
-    assert engine.visible_resources(SALES, listed) == [{"uri": "crm://schema"}]
-    templates = [("crm", {"uriTemplate": "crm://customers/{id}"}), ("finance", {"uriTemplate": "finance://{id}"})]
-    assert engine.visible_resource_templates(SALES, templates) == [{"uriTemplate": "crm://customers/{id}"}]
+    listed = [
+        ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uri": exposed_uri(connector, uri)})
+        for connector, uri in (("crm", "crm://schema"), ("crm", "crm://secrets/key"), ("finance", "f://x"))
+    ]
+    assert engine.visible_resources(SALES, listed) == [{"uri": "gateway://crm/crm://schema"}]
+    templates = [
+        ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uriTemplate": exposed_uri(connector, uri)})
+        for connector, uri in (("crm", "crm://customers/{id}"), ("finance", "finance://{id}"))
+    ]
+    assert engine.visible_resource_templates(SALES, templates) == [
+        {"uriTemplate": "gateway://crm/crm://customers/{id}"}
+    ]
+
+
+def test_resource_policies_name_the_exposed_uri_and_match_the_backends_own(policy_dir: Path) -> None:
+    catalog = make_catalog(resources={"crm": [{"name": "schema", "uri": "crm://schema"}]})
+    loaded = load(
+        policy_dir,
+        """
+permit (principal, action == Action::"read_resource", resource == Resource::"gateway://crm/crm://schema");
+permit (principal, action == Action::"read_resource", resource)
+when { resource.server == "finance" && resource.uri like "finance://invoices/*" };
+""",
+        catalog,
+    )
+    engine = loaded.engine
+    assert engine.decide_read_resource(SALES, "crm", "crm://schema").allowed
+    assert not engine.decide_read_resource(SALES, "finance", "crm://schema").allowed
+    assert engine.decide_read_resource(SALES, "finance", "finance://invoices/1").allowed
+    assert not engine.decide_read_resource(SALES, "crm", "finance://invoices/1").allowed
 
 
 # -- the shipped policies ----------------------------------------------------------------------

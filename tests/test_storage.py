@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import event, inspect, select, text
 
 from gateway.errors import ConfigError, StorageUnavailable
 from gateway.storage import DEFAULT_DATABASE_URL, Database
@@ -43,9 +43,16 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 EXPECTED_SCHEMA = {
-    "tables": ["alembic_version", "api_keys", "audit_events", "catalog_listings", "ended_sessions"],
+    "tables": [
+        "alembic_version",
+        "api_keys",
+        "audit_events",
+        "audit_replica_leases",
+        "catalog_listings",
+        "ended_sessions",
+    ],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),
         ("ix_api_keys_key_hash", ("key_hash",), True),
@@ -185,8 +192,19 @@ async def test_tasks_sharing_one_database_object_can_migrate_together(database_u
         await database.close()
 
 
-async def test_ping_succeeds_on_a_reachable_database(database):
-    await database.ping()
+async def test_ping_succeeds_on_a_reachable_database_by_asking_it(database):
+    """Readiness must reflect the database answering now, so ping has to reach it, not a cache."""
+    statements: list[str] = []
+
+    def seen(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await database.ping() is None
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+    assert statements == ["SELECT 1"]
 
 
 async def test_ping_on_unreachable_postgres_fails_fast_naming_the_url_without_its_password():

@@ -23,6 +23,7 @@ from harness import (
     gateway_command,
     mcp_client,
     open_legacy_session,
+    raw_exchange,
     run_cli,
     stdio_connector,
     wait_until,
@@ -111,6 +112,10 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
     try:
         _wait_all_ready(gateway, 2)
         assert gateway.readyz()["checks"]["signals"] == {"state": "listening"}
+        # Every worker refuses a huge header block before any work (new connections spread over them).
+        huge = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 131072 + b"\r\nConnection: close\r\n\r\n"
+        for _ in range(12):
+            assert raw_exchange(gateway.port, huge).startswith(b"HTTP/1.1 431 ")
         # Each worker's log lines name it: all workers write to the supervisor's stderr.
         assert {event.get("worker") for event in _supervisor_events(gateway, "signals: listening")} == {0, 1}
         # A 2025-11-25 session opened on one worker is served by the others: the supervisor gave
@@ -147,6 +152,8 @@ def test_two_workers_serve_one_port_restart_when_killed_and_stop_on_sigterm(tmp_
         )
         assert _supervisor_events(gateway, "worker exited; restarting")[0]["exit_status"] == -signal.SIGKILL
         _wait_all_ready(gateway, 2)
+        # Its successor took the dead worker's audit lease at once, without being refused first.
+        assert len(_supervisor_events(gateway, "worker exited; restarting")) == 1
         assert len(anyio.run(_many_clients, gateway.url, key, 4, 5)) == 20
         workers = {event["worker"]: event["pid"] for event in _supervisor_events(gateway, "worker started")}
         assert workers[0] != started[0] and workers[1] == started[1]
@@ -216,3 +223,21 @@ async def test_changes_seen_by_one_gateway_reach_another_through_signals(tmp_pat
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+def test_each_worker_gets_a_replica_id_of_its_own(tmp_path: Path) -> None:
+    """Configured: `<id>-w<index>`, the same for a restarted worker. Unset: unique to each worker process."""
+    from gateway.config import load_config
+    from gateway.workers import for_worker
+
+    configured = load_config(
+        write_gateway_config(tmp_path / "configured", {}, extra='\n[audit]\nreplica_id = "gw"\n'), with_connectors=False
+    )
+    assert [for_worker(configured, index).gateway.audit.replica_id for index in (0, 1, 0)] == [
+        "gw-w0",
+        "gw-w1",
+        "gw-w0",
+    ]
+    unset = load_config(write_gateway_config(tmp_path / "unset", {}), with_connectors=False)
+    ids = [for_worker(unset, index).gateway.audit.replica_id for index in (0, 1, 0)]
+    assert len(set(ids)) == 3 and [replica_id[-3:] for replica_id in ids] == ["-w0", "-w1", "-w0"]

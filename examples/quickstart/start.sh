@@ -38,5 +38,9 @@ In another terminal, run the scripted agent as the sales agent or the finance ag
 
 (The keys are kept in examples/quickstart/.state/keys.env.) Stop the gateway with Ctrl-C.
 
+http://127.0.0.1:8787/readyz answers its status to anyone; its details (backends, policies) and
+/metrics need an operator token: set [server] ops_token in examples/quickstart/gateway.toml and
+send it as 'Authorization: Bearer <token>'.
+
 MSG
 exec .venv/bin/gateway serve --config "$config"

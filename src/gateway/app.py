@@ -17,11 +17,13 @@ from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
 from gateway.identity.bearer import authenticate_request
 from gateway.identity.resource_metadata import metadata_routes
+from gateway.ops_access import OpsAccess
 from gateway.runtime import GatewayRuntime
 
 
 def create_app(config: Config) -> Starlette:
     runtime = GatewayRuntime(config)
+    ops = OpsAccess(config.gateway.server.ops_token)
     server = build_server(runtime.pipeline, runtime.notifier)
     sessions = build_session_manager(server, config.gateway.server)
     endpoint = build_endpoint(
@@ -47,8 +49,8 @@ def create_app(config: Config) -> Starlette:
                 ),
             ),
             Route("/healthz", endpoint=healthz),
-            Route("/readyz", endpoint=readyz_endpoint(runtime)),
-            Route("/metrics", endpoint=runtime.telemetry.metrics_endpoint),
+            Route("/readyz", endpoint=readyz_endpoint(runtime, ops)),
+            Route("/metrics", endpoint=ops.protect(runtime.telemetry.metrics_endpoint, "/metrics")),
             *metadata_routes(config.gateway.auth),
             *audit_routes(
                 runtime.database,

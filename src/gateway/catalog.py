@@ -6,24 +6,38 @@ most 64 characters), so characters outside that set are replaced and long names 
 shortened deterministically: the same connector and tool always get the same exposed name,
 and `gateway tools list` shows the mapping. The catalog is rebuilt per connector whenever a
 backend's listing changes and swapped in whole, so a request never sees a half-updated view.
+
+Two mistakes are only visible once a backend has listed, so the catalog finds them and never
+guesses: a `[tools.<name>]` override that names no listed tool (a typo that would leave the
+tool it meant unrestricted) withholds every tool of that connector until the file is fixed,
+and two tools or prompts that end up with one exposed name are both refused, so neither
+backend can stand in for the other. Each becomes a problem of the connectors concerned, shown
+in `/readyz`, the log and the CLI.
+
+Resource URIs and templates are exposed as `gateway://<connector>/<the backend's URI>`, so two
+backends' identical URIs stay two resources (the rule is `gateway.resource_uris`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from gateway.catalog_problems import by_exposed_name, collision_problem, unknown_overrides
 from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
+from gateway.resource_uris import exposed_uri, split_uri
 
 MAX_NAME_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DIGEST_LENGTH = 8
+logger = logging.getLogger(__name__)
 
 
 def exposed_name(connector: str, original: str, separator: str) -> str:
@@ -70,21 +84,36 @@ class PromptEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceEntry:
+    """One exposed resource or URI template: the backend that lists it, and what an agent is shown.
+
+    For a template, `exposed` and `original` are the template texts.
+    """
+
+    exposed: str
+    connector: str
+    original: str
+    definition: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceRoute:
-    """Which backend serves a resource URI, found by exact URI or by URI template."""
+    """Which backend serves an exposed resource URI, and the URI that backend knows it by."""
 
     connector: str
     uri: str
+    exposed: str
 
 
 @dataclass(frozen=True, slots=True)
 class _ConnectorView:
     tools: tuple[ToolEntry, ...] = ()
+    #: Tools not served while the connector file has a problem; policies may still name them.
+    withheld: tuple[ToolEntry, ...] = ()
+    problems: tuple[str, ...] = ()
     prompts: tuple[PromptEntry, ...] = ()
-    resources: tuple[JsonObject, ...] = ()
-    templates: tuple[JsonObject, ...] = ()
-    template_patterns: tuple[re.Pattern[str], ...] = ()
-    resource_uris: frozenset[str] = field(default_factory=frozenset)
+    resources: tuple[ResourceEntry, ...] = ()
+    templates: tuple[ResourceEntry, ...] = ()
 
 
 class Catalog:
@@ -101,8 +130,11 @@ class Catalog:
         self._separator = separator
         self._reasoning = reasoning or ReasoningSettings()
         self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
+        self._listed: set[str] = set()
         self._tools: Mapping[str, ToolEntry] = MappingProxyType({})
+        self._policy_tools: tuple[ToolEntry, ...] = ()
         self._prompts: Mapping[str, PromptEntry] = MappingProxyType({})
+        self._problems: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
     @property
     def separator(self) -> str:
@@ -112,6 +144,10 @@ class Catalog:
         """Take a connector's new listing; returns whether anything an agent sees changed."""
         settings = self._settings[connector]
         tools = tuple(self._tool_entries(settings, listing.tools))
+        problems = tuple(unknown_overrides(settings, listing.tools))
+        withheld: tuple[ToolEntry, ...] = ()
+        if problems:
+            tools, withheld = (), tools
         prompts = tuple(
             PromptEntry(
                 exposed=(name := exposed_name(connector, p["name"], self._separator)),
@@ -121,25 +157,32 @@ class Catalog:
             )
             for p in listing.prompts
         )
-        resources = tuple(
-            {**r, "name": exposed_name(connector, str(r.get("name", "")), self._separator)} for r in listing.resources
-        )
-        templates = tuple(
-            {**t, "name": exposed_name(connector, str(t.get("name", "")), self._separator)}
-            for t in listing.resource_templates
-        )
         view = _ConnectorView(
             tools=tools,
+            withheld=withheld,
+            problems=problems,
             prompts=prompts,
-            resources=resources,
-            templates=templates,
-            template_patterns=tuple(_template_pattern(t["uriTemplate"]) for t in listing.resource_templates),
-            resource_uris=frozenset(str(r["uri"]) for r in listing.resources),
+            resources=self._resource_entries(connector, listing.resources, "uri"),
+            templates=self._resource_entries(connector, listing.resource_templates, "uriTemplate"),
         )
         previous = self._views.get(connector)
+        first = connector not in self._listed
+        self._listed.add(connector)
         self._views[connector] = view
         self._rebuild_indexes()
-        return previous != view
+        # A first listing counts as a change even when empty: policies waiting for it are re-validated.
+        return first or previous != view
+
+    def unlisted_connectors(self) -> tuple[str, ...]:
+        """Connectors that have never listed (down since start and nothing stored): their offer is unknown."""
+        return tuple(name for name in self._settings if name not in self._listed)
+
+    def configured_labels(self, connector: str) -> frozenset[str]:
+        """Every label the connector's file gives, to it or to one of its tools, whether listed or not."""
+        settings = self._settings[connector]
+        return frozenset(
+            (*settings.labels, *(label for override in settings.tools.values() for label in override.labels))
+        )
 
     def _tool_entries(
         self, settings: McpStdioConnector | McpHttpConnector, definitions: Iterable[JsonObject]
@@ -171,32 +214,78 @@ class Catalog:
                 reasoning_parameter=parameter if mode != "off" else None,
             )
 
+    def _resource_entries(
+        self, connector: str, definitions: Iterable[JsonObject], key: str
+    ) -> tuple[ResourceEntry, ...]:
+        """A backend's resources (`key` "uri") or templates ("uriTemplate"), each URI once, exposed."""
+        entries: dict[str, ResourceEntry] = {}
+        for definition in definitions:
+            original = str(definition[key])
+            exposed = exposed_uri(connector, original)
+            name = exposed_name(connector, str(definition.get("name", "")), self._separator)
+            entries.setdefault(
+                exposed,
+                ResourceEntry(
+                    exposed, connector, original, MappingProxyType({**definition, key: exposed, "name": name})
+                ),
+            )
+        return tuple(entries.values())
+
     def _rebuild_indexes(self) -> None:
-        tools: dict[str, ToolEntry] = {}
-        prompts: dict[str, PromptEntry] = {}
-        for view in self._views.values():
-            for tool in view.tools:
-                tools.setdefault(tool.exposed, tool)
-            for prompt in view.prompts:
-                prompts.setdefault(prompt.exposed, prompt)
-        self._tools = MappingProxyType(tools)
+        """Index every exposed name; a name two different tools (or prompts) would share serves neither."""
+        views = self._views.values()
+        every_tool, clashing_tools = by_exposed_name(t for view in views for t in (*view.tools, *view.withheld))
+        prompts, clashing_prompts = by_exposed_name(prompt for view in views for prompt in view.prompts)
+        problems: dict[str, tuple[str, ...]] = {name: view.problems for name, view in self._views.items()}
+        for kind, clash in (
+            *(("tools", clash) for clash in clashing_tools.values()),
+            *(("prompts", clash) for clash in clashing_prompts.values()),
+        ):
+            problem = collision_problem(kind, clash)
+            for connector in dict.fromkeys(entry.connector for entry in clash):
+                problems[connector] = (*problems[connector], problem)
+        self._log_new_problems(problems)
+        served = {tool.exposed for view in views for tool in view.tools}
+        self._tools = MappingProxyType({name: tool for name, tool in every_tool.items() if name in served})
+        self._policy_tools = tuple(every_tool.values())
         self._prompts = MappingProxyType(prompts)
+        self._problems = MappingProxyType({name: found for name, found in problems.items() if found})
+
+    def _log_new_problems(self, problems: Mapping[str, tuple[str, ...]]) -> None:
+        """Each problem is logged once when it appears, not again on every listing that still has it."""
+        for connector, found in problems.items():
+            for problem in found:
+                if problem not in self._problems.get(connector, ()):
+                    logger.error("connector problem", extra={"connector": connector, "problem": problem})
 
     # -- lookups -----------------------------------------------------------------------------
 
     def tools(self) -> Iterable[ToolEntry]:
+        """The tools agents are offered and may call."""
         return self._tools.values()
+
+    def policy_tools(self) -> Iterable[ToolEntry]:
+        """The served tools and the ones withheld for a connector file problem.
+
+        Access policies are validated against these, so a typo in one connector file withholds
+        that connector's tools without making every policy that names them fail to load.
+        """
+        return self._policy_tools
+
+    def problems(self) -> Mapping[str, tuple[str, ...]]:
+        """Per connector, what is wrong with its file or its names, as a person fixing it should read it."""
+        return self._problems
 
     def prompts(self) -> Iterable[PromptEntry]:
         return self._prompts.values()
 
-    def resources(self) -> list[tuple[str, JsonObject]]:
-        """(connector, resource) pairs; URIs are kept, and when two backends offer one URI the first wins."""
-        return _first_by_key(((c, r) for c, view in self._views.items() for r in view.resources), "uri")
+    def resources(self) -> list[ResourceEntry]:
+        """Every backend's resources, in connector order; two backends' identical URIs are two entries."""
+        return [entry for view in self._views.values() for entry in view.resources]
 
-    def resource_templates(self) -> list[tuple[str, JsonObject]]:
-        """(connector, template) pairs; an identical template offered twice is served by the first connector."""
-        return _first_by_key(((c, t) for c, view in self._views.items() for t in view.templates), "uriTemplate")
+    def resource_templates(self) -> list[ResourceEntry]:
+        """Every backend's URI templates, in connector order, exposed like resource URIs."""
+        return [entry for view in self._views.values() for entry in view.templates]
 
     def resolve_tool(self, exposed: str) -> ToolEntry:
         try:
@@ -210,23 +299,29 @@ class Catalog:
         except KeyError:
             raise UnknownPrompt(f"unknown prompt '{exposed}': list the prompts to see the available names") from None
 
-    def resolve_resource(self, uri: str) -> ResourceRoute:
-        """Exact URIs win over templates; a URI two backends could serve is refused, not guessed."""
-        for connector, view in self._views.items():
-            if uri in view.resource_uris:
-                return ResourceRoute(connector, uri)
-        matches = [
-            (connector, template["uriTemplate"])
-            for connector, view in self._views.items()
-            for template, pattern in zip(view.templates, view.template_patterns)
-            if pattern.fullmatch(uri)
-        ]
-        if matches and len({template for _, template in matches}) == 1:
-            return ResourceRoute(matches[0][0], uri)  # one template, first connector wins as in the listing
-        if matches:
-            owners = ", ".join(dict.fromkeys(connector for connector, _ in matches))
-            raise UnknownResource(f"resource '{uri}' matches different templates of several backends: {owners}")
-        raise UnknownResource(f"unknown resource '{uri}': list resources and templates to see what exists")
+    def resolve_resource(self, exposed: str) -> ResourceRoute:
+        """The backend an exposed URI names, listed or not: a URI a tool result links to is readable too.
+
+        Whether the backend has such a resource is the backend's to answer; whether the agent may
+        read it is the access policies'.
+        """
+        split = split_uri(exposed)
+        if split is None:
+            listed = [
+                entry.exposed for view in self._views.values() for entry in view.resources if entry.original == exposed
+            ]
+            hint = f" (did you mean '{listed[0]}'?)" if len(listed) == 1 else ""
+            raise UnknownResource(
+                f"unknown resource '{exposed}': the gateway serves each backend's resources as "
+                f"gateway://<connector>/<the backend's URI>{hint}; list resources and templates to see what exists"
+            )
+        connector, uri = split
+        if connector not in self._settings:
+            raise UnknownResource(
+                f"unknown resource '{exposed}': there is no backend named '{connector}'; "
+                "list resources and templates to see what exists"
+            )
+        return ResourceRoute(connector, uri, exposed)
 
 
 def _can_add_parameter(schema: Any, parameter: str) -> bool:
@@ -245,25 +340,3 @@ def _with_reasoning(schema: Any, parameter: str, description: str, mode: str) ->
     if mode == "required":
         base["required"] = [*(base.get("required") or []), parameter]
     return base
-
-
-def _first_by_key(items: Iterable[tuple[str, JsonObject]], key: str) -> list[tuple[str, JsonObject]]:
-    first: dict[str, tuple[str, JsonObject]] = {}
-    for connector, item in items:
-        first.setdefault(str(item.get(key)), (connector, item))
-    return list(first.values())
-
-
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """A regex for an RFC 6570 template, enough to route a URI to the backend that declared it."""
-    parts = re.split(r"(\{[^}]*\})", template)
-    return re.compile("".join(_expression_pattern(part) if part.startswith("{") else re.escape(part) for part in parts))
-
-
-def _expression_pattern(expression: str) -> str:
-    operator = expression[1:2]
-    if operator in ("?", "&", "#"):
-        return ".*"
-    if operator in ("+", "/", ".", ";"):
-        return ".+"
-    return "[^/?#]+"

@@ -7,8 +7,10 @@ reason on failure; tables go to stdout, diagnostics to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -37,6 +39,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (BrokenPipeError, BaseExceptionGroup) as exc:
+        if not _only_broken_pipes(exc):
+            raise
+        return _stdout_closed()
+
+
+def _only_broken_pipes(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_broken_pipes(inner) for inner in error.exceptions)
+    return isinstance(error, BrokenPipeError)
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (`gateway audit search | head`): stop quietly.
+
+    What is still buffered for stdout goes to /dev/null, so the interpreter's flush at exit does
+    not fail a second time; the status is the one a command killed by SIGPIPE has, which is what
+    a pipeline expects of a writer cut short.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway import workers
     from gateway.app import create_app
+    from gateway.front.header_limit import protocol_class
 
     config = _load(args)
     server = config.gateway.server
@@ -148,6 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
         create_app(config),
         host=host,
         port=port,
+        http=protocol_class(server.http_parser, server.max_header_bytes),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
@@ -184,13 +212,15 @@ def _stdio(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from gateway.storage.database import migrate_database
 
     config = _load(args, with_connectors=False)
 
     async def migrate() -> None:
-        await migrate_database(config.gateway.storage.url)
-        print("database schema is up to date", file=sys.stderr)
+        change = await migrate_database(config.gateway.storage.url)
+        print(change.describe(make_url(config.gateway.storage.url).render_as_string(hide_password=True)))
 
     return _run(migrate)
 
@@ -353,21 +383,51 @@ def _with_policy_catalog(args: argparse.Namespace, action: Callable[[Any, Any], 
     config = _load(args)
     runtime = GatewayRuntime(config)
 
-    async def live() -> int:
+    async def live() -> int | GatewayError:
+        # Raised inside the backends' task group, an error would come out wrapped in an ExceptionGroup
+        # (a traceback instead of the one-line reason `main` prints): carry it out of the group first.
         async with runtime.connected():
-            return action(runtime.policy, runtime.catalog)
+            try:
+                return action(runtime.policy, runtime.catalog)
+            except GatewayError as exc:
+                return exc
 
-    return _run(live)
+    outcome = anyio.run(live)
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
 
 
 def _policy_validate(args: argparse.Namespace) -> int:
+    from gateway.errors import PolicyLoadError
+
     def validate(engine: Any, catalog: Any) -> int:
-        engine.load(catalog)
+        # Agents not being offered what the connector files say fails validation too; named first,
+        # so a policy error below does not hide it.
+        problems = _print_catalog_problems(catalog)
+        try:
+            engine.load(catalog)
+        except PolicyLoadError as exc:
+            errors = str(exc).splitlines()
+            for error in errors:
+                print(error, file=sys.stderr)
+            print(
+                f"gateway: {len(errors)} {'problem' if len(errors) == 1 else 'problems'} in the access policies; "
+                "fix them and validate again (a running gateway keeps its previous set until then)",
+                file=sys.stderr,
+            )
+            return 1
         status = engine.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
+        if status.waiting:
+            count = len(status.waiting)
+            waits = "policy waits" if count == 1 else "policies wait"
+            print(f"{count} more {waits}, not loaded, until connectors list:")
+        for waiting in status.waiting:
+            print(f"waiting: {waiting}")
         for limitation in status.limitations:
             print(f"note: {limitation}")
-        return 0
+        return 1 if problems else 0
 
     return _with_policy_catalog(args, validate)
 
@@ -471,16 +531,32 @@ def _tools_list(args: argparse.Namespace) -> int:
                 for name, c in runtime.connectors.items()
                 for problem in c.health.problems
             ]
+            problems = runtime.catalog.problems()
         if args.json:
             for row in rows:
                 print(json.dumps(dict(zip(("exposed", "connector", "original", "annotations", "health"), row))))
             for row in unhealthy:
                 print(json.dumps({"connector": row[1], "health": row[4], "detail": row[0]}))
-            return 0
-        _print_table(("EXPOSED NAME", "CONNECTOR", "ORIGINAL NAME", "ANNOTATIONS", "HEALTH"), rows + unhealthy)
-        return 0
+            for name, found in problems.items():
+                print(json.dumps({"connector": name, "health": "degraded", "problems": list(found)}))
+        else:
+            with_problems = [("(problems: see below)", name, "-", "-", "degraded") for name in problems]
+            _print_table(
+                ("EXPOSED NAME", "CONNECTOR", "ORIGINAL NAME", "ANNOTATIONS", "HEALTH"),
+                rows + unhealthy + with_problems,
+            )
+        return 1 if _print_catalog_problems(runtime.catalog) else 0
 
     return _run(show)
+
+
+def _print_catalog_problems(catalog: Any) -> bool:
+    """Each connector problem on stderr, one per line; returns whether there were any."""
+    problems = catalog.problems()
+    for name, found in problems.items():
+        for problem in found:
+            print(f"gateway: connector '{name}': {problem}", file=sys.stderr)
+    return bool(problems)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

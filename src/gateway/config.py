@@ -17,10 +17,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.audit.redaction import RedactionSettings
 from gateway.errors import ConfigError
+from gateway.identity.authenticators import DEFAULT_MAX_TOKEN_BYTES
 from gateway.identity.oidc import IssuerSettings
 from gateway.telemetry.settings import TelemetrySettings
 
@@ -110,6 +120,14 @@ class _ConnectorBase(_Frozen):
         description="This backend's own `max_listing_bytes`; unset: the gateway's [connectors] value.",
     )
     source: Path = Field(default=Path("."), exclude=True)
+    #: The file as loaded, so problems found later (a listing, a start) can name the line to edit.
+    _text: str | None = PrivateAttr(default=None)
+
+    def location(self, *path: str) -> str:
+        """`file:line` of a key or table in this connector's file, as a person editing it would look for it."""
+        if self._text is None:
+            return str(self.source)
+        return f"{self.source}:{_line_of(self._text, path)}"
 
     def listing_limits(self, defaults: ListingLimits | None = None) -> ListingLimits:
         """The bounds on this backend's listing: its own values, else the gateway-wide ones."""
@@ -184,12 +202,42 @@ class ServerSettings(_Frozen):
             "catalog never makes one long response that holds up other requests."
         ),
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Largest request header block (request line and all headers, in bytes) the gateway reads; a larger "
+            "one is answered 431 before authentication or any other work."
+        ),
+    )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description=(
+            "HTTP/1.1 parser: 'httptools' (fast, C), 'h11' (pure Python) or 'auto' (httptools when installed). "
+            "Both enforce max_header_bytes."
+        ),
+    )
+    ops_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token that unlocks /readyz details (checks, backends, policies) and /metrics, e.g. "
+            '"${GATEWAY_OPS_TOKEN}". Unset: /readyz answers only its status and /metrics is refused.'
+        ),
+    )
 
     @field_validator("session_keys")
     @classmethod
     def _session_keys_are_strong(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         if any(len(key.get_secret_value()) < 32 for key in value):
             raise ValueError("each session key must be at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
+
+    @field_validator("ops_token")
+    @classmethod
+    def _ops_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the ops token must be at least 32 characters (e.g. `openssl rand -base64 32`)")
         return value
 
     @field_validator("name_separator")
@@ -213,7 +261,23 @@ class AuthSettings(_Frozen):
     """
 
     key_cache_seconds: float = Field(default=5.0, ge=0)
+    revocation_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "How often each gateway process looks for API keys revoked elsewhere (another replica, or "
+            "`gateway keys revoke`) and stops accepting them: a revocation bites everywhere within about this long."
+        ),
+    )
     api_keys: bool = True
+    max_token_bytes: int = Field(
+        default=DEFAULT_MAX_TOKEN_BYTES,
+        gt=0,
+        description=(
+            "Largest bearer credential (API key or JWT) accepted, in bytes; a longer one is refused with 401 "
+            "before it is decoded, so oversized tokens cost no parsing."
+        ),
+    )
     resource: str | None = None
     scopes_supported: tuple[str, ...] = ()
     issuers: tuple[IssuerSettings, ...] = ()
@@ -260,12 +324,27 @@ class ReasoningSettings(_Frozen):
 class AuditSettings(_Frozen):
     """The audit log: who writes it, how it is signed, kept and read.
 
-    `replica_id` names this gateway's hash chain (default: the host name); every process writing
-    to one database needs its own. `signing_key` is an Ed25519 private key (PEM) that signs the
-    periodic checkpoints, which `gateway audit checkpoints` exports for `audit verify`.
+    `replica_id` names this gateway's hash chain; every process writing to one database needs its
+    own, which a lease in the database enforces. `signing_key` is an Ed25519 private key (PEM) that
+    signs the periodic checkpoints, which `gateway audit checkpoints` exports for `audit verify`.
     """
 
-    replica_id: str | None = None
+    replica_id: str | None = Field(
+        default=None,
+        description=(
+            "Name of this process's audit hash chain. Unset: one unique to each process start (host name, pid and a "
+            "random part). A start is refused while another live process holds the same id."
+        ),
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description=(
+            "How long this process's claim on its replica id lasts without a heartbeat (renewed every third of it). "
+            "When a process dies, its id is free again after this long, and a live process then records the calls "
+            "it left open as 'unknown'. Clocks of hosts sharing the database must agree to well within it."
+        ),
+    )
     signing_key: Path | None = None
     checkpoint_every: int = Field(default=1000, ge=1)
     max_batch: int = Field(default=256, ge=1)
@@ -280,7 +359,13 @@ class AuditSettings(_Frozen):
 
 class LoggingSettings(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "text"] | None = Field(
+        default=None,
+        description=(
+            "How log lines on stderr look: json (one object per line, for log collectors) or text (time, level, "
+            "message and fields, for people). Unset: text when stderr is a terminal, JSON otherwise."
+        ),
+    )
 
 
 class ConnectorsSettings(ListingLimits):
@@ -332,7 +417,9 @@ def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Con
         settings = settings.model_copy(update={"source": config_path.resolve()})
         base = config_path.resolve().parent
     settings = _with_resolved_paths(settings, base)
-    connectors = load_connectors(settings.connectors.dir) if with_connectors else ()
+    connectors = (
+        load_connectors(settings.connectors.dir, separator=settings.server.name_separator) if with_connectors else ()
+    )
     return Config(gateway=settings, connectors=_with_listing_defaults(connectors, settings.connectors))
 
 
@@ -343,14 +430,14 @@ def _with_listing_defaults(
     return tuple(connector.model_copy(update=dict(connector.listing_limits(defaults))) for connector in connectors)
 
 
-def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
-    """Load every `*.toml` in `directory`, in name order; refuse duplicates by connector name."""
+def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+    """Load every `*.toml` in `directory`, in name order; refuse duplicates and names the separator makes ambiguous."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: connectors directory does not exist")
     connectors: list[McpStdioConnector | McpHttpConnector] = []
     seen: dict[str, Path] = {}
     for file in sorted(directory.glob("*.toml")):
-        connector = load_connector(file)
+        connector = load_connector(file, separator=separator)
         if connector.name in seen:
             raise ConfigError(
                 f"{file}: connector name {connector.name!r} is already used by {seen[connector.name]}; "
@@ -361,9 +448,10 @@ def load_connectors(directory: Path) -> tuple[McpStdioConnector | McpHttpConnect
     return tuple(connectors)
 
 
-def load_connector(file: Path) -> McpStdioConnector | McpHttpConnector:
+def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | McpHttpConnector:
     """Load one connector file; its name defaults to the file name without `.toml`."""
     data, text = _read_toml(file)
+    named_in_file = "name" in data
     data.setdefault("name", file.stem)
     data = _resolve_references(data, file, text, ())
     if "kind" not in data:
@@ -379,7 +467,43 @@ def load_connector(file: Path) -> McpStdioConnector | McpHttpConnector:
     if isinstance(connector, McpStdioConnector):
         base = file.resolve().parent
         update["cwd"] = (base / connector.cwd).resolve() if connector.cwd else base
-    return connector.model_copy(update=update)
+    connector = connector.model_copy(update=update)
+    connector._text = text
+    _refuse_ambiguous_name(connector, file, separator, named_in_file=named_in_file)
+    return connector
+
+
+def _refuse_ambiguous_name(
+    connector: McpStdioConnector | McpHttpConnector, file: Path, separator: str, *, named_in_file: bool
+) -> None:
+    """Exposed names are `<connector><separator><tool>`; refuse a connector name that makes that ambiguous.
+
+    `a` + `__` + `b__c` and `a__b` + `__` + `c` are the same string, and so are `a_` + `__` + `x`
+    and `a` + `__` + `_x`: a name holding the separator, or ending with the start of it, lets
+    one backend's tool take another backend's exposed name. Any other name cannot.
+    """
+    name = connector.name
+    if named_in_file:
+        where, subject = connector.location("name"), f"key 'name': connector name {name!r}"
+    else:
+        where, subject = f"{file}:1", f"the file name gives connector name {name!r}, which"
+    fix = 'choose another name (set name = "..." in the file, or rename the file)'
+    # A connector name is never empty, so only a separator after the first character can be ambiguous.
+    if (at := name.find(separator, 1)) != -1:
+        left, right = name[:at], name[at + len(separator) :]
+        raise ConfigError(
+            f"{where}: {subject} contains the name separator {separator!r}, so exposed names would be ambiguous "
+            f"(tool 'x' of {name!r} and tool '{right}{separator}x' of a connector {left!r} would both be "
+            f"'{name}{separator}x'); {fix}"
+        )
+    for length in range(len(separator) - 1, 0, -1):
+        start = separator[:length]
+        if name[1:].endswith(start):
+            raise ConfigError(
+                f"{where}: {subject} ends with {start!r}, the start of the name separator {separator!r}, so exposed "
+                f"names would be ambiguous (tool 'x' of {name!r} and tool '{start}x' of a connector "
+                f"{name[: -len(start)]!r} would both be '{name}{separator}x'); {fix}"
+            )
 
 
 def _read_toml(file: Path) -> tuple[dict[str, Any], str]:
@@ -466,9 +590,14 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
         return 1
     lines = text.splitlines()
     start = 0
+    # The path names a table of its own, e.g. [tools.update_record]: its header is the line.
+    whole = _table_header(keys)
+    for number, line in enumerate(lines):
+        if whole.match(line):
+            return number + 1
     # Find the deepest table header that is a prefix of the path, e.g. [tools.update_record].
     for depth in range(len(keys) - 1, 0, -1):
-        header = re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(re.escape(k) for k in keys[:depth]) + r"\s*\]+")
+        header = _table_header(keys[:depth])
         for number, line in enumerate(lines):
             if header.match(line):
                 start = number
@@ -487,3 +616,9 @@ def _line_of(text: str, path: tuple[str | int, ...]) -> int:
         if header.match(line):
             return number + 1
     return start + 1
+
+
+def _table_header(keys: list[str]) -> re.Pattern[str]:
+    """`[a.b]`, `[[a.b]]` or `[a."b.c"]`: a table header naming exactly these keys."""
+    quoted = (r"""(?:["']?""" + re.escape(key) + r"""["']?)""" for key in keys)
+    return re.compile(r"^\s*\[+\s*" + r"\s*\.\s*".join(quoted) + r"\s*\]+")

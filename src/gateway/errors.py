@@ -36,12 +36,20 @@ class InvalidArguments(GatewayError):
     """The request's arguments are not a JSON object, or break a limit the gateway enforces."""
 
 
+class UnusableArguments(InvalidArguments):
+    """The arguments do not match the tool's input schema, or hold text no UTF-8 can carry; the model can fix them."""
+
+
 class ReasoningRequired(InvalidArguments):
     """The tool requires the agent to state its reasoning and the call carried none."""
 
 
 class BackendUnavailable(GatewayError):
     """The backend is down, restarting, or its connection broke during the call."""
+
+
+class BackendStartFailed(BackendUnavailable):
+    """A stdio backend's command could not be started: not found, not executable, or a missing working directory."""
 
 
 class BackendTimeout(GatewayError):
@@ -81,12 +89,20 @@ class PolicyDenied(GatewayError):
         self.policy_ids = policy_ids
 
 
+class GatewayNotReady(GatewayError):
+    """No valid access policy set is loaded, so no request can be decided until an operator fixes the policies."""
+
+
 class PolicyLoadError(GatewayError):
     """Policy files could not be read, parsed or validated against the catalog's schema; names file and line."""
 
 
 class AuditUnavailable(GatewayError):
     """The audit log could not durably record a call, so the call must be refused rather than run unrecorded."""
+
+
+class ReplicaIdInUse(GatewayError):
+    """Another live process holds the audit replica id this one was configured with; names it and its lease."""
 
 
 class InvalidAuditQuery(GatewayError, ValueError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,19 +21,22 @@ import anyio
 import anyio.to_thread
 
 from gateway.audit import AuditRecorder, CallHandle
-from gateway.catalog import Catalog, ToolEntry
+from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import (
     BackendTimeout,
     GatewayError,
+    GatewayNotReady,
     InvalidArguments,
     PolicyDenied,
     ReasoningRequired,
     UnknownPrompt,
     UnknownTool,
+    UnusableArguments,
 )
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
+from gateway.resource_uris import expose_prompt_result, expose_read_result, expose_tool_result
 from gateway.telemetry import Telemetry, inject_meta
 
 logger = logging.getLogger("gateway.calls")
@@ -139,6 +143,20 @@ def _policy_context(
     }
 
 
+#: What an agent is told while no valid access policy set is loaded (nothing can be decided).
+NOT_READY_MESSAGE = (
+    "the gateway is not ready: no valid access policies are loaded, so no request can be decided; "
+    "retry later. Operators: the policy error is in the gateway log, in /readyz and from `gateway policy validate`"
+)
+
+
+def _correct_them(exposed_name: str, problem: str) -> str:
+    return (
+        f"invalid arguments for tool '{exposed_name}': {problem}. "
+        "Correct them to match the tool's input schema (see tools/list) and call again."
+    )
+
+
 def _outcome_of(exc: BaseException) -> str:
     if isinstance(exc, PolicyDenied):
         return "denied"
@@ -146,7 +164,9 @@ def _outcome_of(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, anyio.get_cancelled_exc_class()):
         return "cancelled"
-    if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments):
+    if isinstance(exc, UnusableArguments):
+        return "invalid_arguments"
+    if isinstance(exc, UnknownTool | UnknownPrompt | InvalidArguments | GatewayNotReady):
         return "refused"
     return "backend_error"
 
@@ -228,11 +248,40 @@ class Pipeline:
 
         return await self._listing(request, "resources/templates/list", listing)
 
+    # -- resource updates: what a listen stream may hear of, asked of the backends -------------
+
+    def readable_resources(self, request: RequestInfo, uris: Iterable[str]) -> list[ResourceRoute]:
+        """The routes of the exposed URIs among `uris` that `request`'s agent may read."""
+        readable = []
+        for uri in dict.fromkeys(uris):
+            try:
+                route = self._catalog.resolve_resource(uri)
+            except GatewayError:
+                continue
+            decision = self._policy.decide_read_resource(
+                request.principal, route.connector, route.uri, **_policy_context(request, None)
+            )
+            if decision.allowed:
+                readable.append(route)
+        return readable
+
+    @contextmanager
+    def watching_resources(self, routes: Iterable[ResourceRoute]) -> Iterator[None]:
+        """Have each backend send updates to its resources among `routes` while the block runs."""
+        by_connector: dict[str, list[str]] = {}
+        for route in routes:
+            by_connector.setdefault(route.connector, []).append(route.uri)
+        with ExitStack() as stack:
+            for connector, uris in by_connector.items():
+                stack.enter_context(self._connectors[connector].watching(uris))
+            yield
+
     async def _listing(
         self, request: RequestInfo, method: str, produce: Callable[[], Awaitable[list[Mapping[str, Any]]]]
     ) -> list[Mapping[str, Any]]:
         clock = _Clock()
         with self._request_span(request, method, None, None):
+            await self._require_policies(request, method, None, None, clock)
             handle = await self._record(request, method, None, None, decision="allow", reason="filtered by policy")
             items = await produce()
             await self._finish(handle, "ok", clock, result={"count": len(items)})
@@ -249,11 +298,15 @@ class Pipeline:
         *,
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        unusable_arguments: str | None = None,
     ) -> JsonObject:
+        """Run one call. `unusable_arguments` is set by a front that found the arguments unusable
+        (text that is not valid Unicode): the call is refused as invalid arguments once resolved."""
         clock = _Clock()
         method = "tools/call"
         with self._request_span(request, method, exposed_name, meta) as trace:
             # 1 resolve, 2 context: refusals here are recorded too, with what the agent sent.
+            await self._require_policies(request, method, exposed_name, meta, clock, arguments=arguments)
             entry: ToolEntry | None = None
             try:
                 entry = self._catalog.resolve_tool(exposed_name)
@@ -262,10 +315,13 @@ class Pipeline:
                     arguments = {}
                 if not isinstance(arguments, dict):
                     raise InvalidArguments(f"arguments for '{exposed_name}' must be a JSON object")
+                if unusable_arguments is not None:
+                    raise UnusableArguments(f"invalid arguments for tool '{exposed_name}': {unusable_arguments}")
                 arguments, reasoning = _take_reasoning(entry, arguments, meta)
             except GatewayError as exc:
-                await self._refused(request, method, exposed_name, entry, arguments, meta, exc, clock)
-                raise
+                refusal = self._unknown_unless_visible(request, entry, exc)
+                await self._refused(request, method, exposed_name, entry, arguments, meta, refusal, clock)
+                raise refusal from None
             trace.record_arguments(arguments)
             # 3 decide
             await self._policy_ready(request)
@@ -274,6 +330,12 @@ class Pipeline:
                 method, exposed_name, clock,
                 lambda: self._policy.decide_call(request.principal, entry, arguments, **context),
             )  # fmt: skip
+            if decision.invalid_arguments is not None and self._may_see(request, entry):
+                # Arguments the agent can correct are not a policy's business; one that may not
+                # see the tool still hears "unknown tool" below, whatever its arguments.
+                invalid = UnusableArguments(_correct_them(exposed_name, decision.invalid_arguments))
+                await self._refused(request, method, exposed_name, entry, arguments, meta, invalid, clock, reasoning)
+                raise invalid
             # 5 record, before anything is forwarded
             handle = await self._record(
                 request, method, exposed_name, entry, arguments=arguments, reasoning=reasoning, meta=meta,
@@ -283,18 +345,30 @@ class Pipeline:
             return await self._forward(
                 request, method, handle, clock, decision, entry,
                 lambda: self._refuse_tool(request, entry, decision),
-                lambda: self._connectors[entry.connector].call_tool(
-                    entry.original, arguments, meta=inject_meta(forwardable_meta(meta)), on_progress=on_progress
-                ),
+                lambda: self._call_backend_tool(entry, arguments, meta, on_progress),
                 trace,
             )  # fmt: skip
+
+    async def _call_backend_tool(
+        self,
+        entry: ToolEntry,
+        arguments: dict[str, Any],
+        meta: Mapping[str, Any] | None,
+        on_progress: ProgressCallback | None,
+    ) -> JsonObject:
+        result = await self._connectors[entry.connector].call_tool(
+            entry.original, arguments, meta=inject_meta(forwardable_meta(meta)), on_progress=on_progress
+        )
+        return expose_tool_result(entry.connector, result)
 
     async def read_resource(
         self, request: RequestInfo, uri: str, *, meta: Mapping[str, Any] | None = None
     ) -> JsonObject:
+        """`uri` is the exposed form; the backend is asked for its own URI, and answers with exposed ones."""
         clock = _Clock()
         method = "resources/read"
         with self._request_span(request, method, uri, meta) as trace:
+            await self._require_policies(request, method, uri, meta, clock)
             try:
                 route = self._catalog.resolve_resource(uri)
             except GatewayError as exc:
@@ -305,22 +379,25 @@ class Pipeline:
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, uri, clock,
-                lambda: self._policy.decide_read_resource(request.principal, route.connector, uri, **context),
+                lambda: self._policy.decide_read_resource(request.principal, route.connector, route.uri, **context),
             )  # fmt: skip
             handle = await self._record(
-                request, method, uri, None, connector=route.connector, meta=meta,
+                request, method, uri, None, connector=route.connector, original=route.uri, meta=meta,
                 decision=decision.effect.value, policy_ids=decision.policy_ids, reason=decision.reason,
             )  # fmt: skip
 
             def deny() -> None:
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
+            async def read() -> JsonObject:
+                result = await self._connectors[route.connector].read_resource(
+                    route.uri, meta=inject_meta(forwardable_meta(meta))
+                )
+                return expose_read_result(route.connector, result)
+
             return await self._forward(
-                request, method, handle, clock, decision, None, deny,
-                lambda: self._connectors[route.connector].read_resource(
-                    uri, meta=inject_meta(forwardable_meta(meta))
-                ),
-                trace, connector=route.connector, target=uri,
+                request, method, handle, clock, decision, None, deny, read,
+                trace, connector=route.connector, target=route.uri,
             )  # fmt: skip
 
     async def get_prompt(
@@ -334,6 +411,7 @@ class Pipeline:
         clock = _Clock()
         method = "prompts/get"
         with self._request_span(request, method, exposed_name, meta) as trace:
+            await self._require_policies(request, method, exposed_name, meta, clock, arguments=arguments)
             try:
                 entry = self._catalog.resolve_prompt(exposed_name)
             except GatewayError as exc:
@@ -357,15 +435,40 @@ class Pipeline:
                     raise UnknownPrompt(f"unknown prompt '{exposed_name}': list the prompts to see the available names")
                 raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
-            return await self._forward(
-                request, method, handle, clock, decision, None, deny,
-                lambda: self._connectors[entry.connector].get_prompt(
+            async def get() -> JsonObject:
+                result = await self._connectors[entry.connector].get_prompt(
                     entry.original, arguments, meta=inject_meta(forwardable_meta(meta))
-                ),
+                )
+                return expose_prompt_result(entry.connector, result)
+
+            return await self._forward(
+                request, method, handle, clock, decision, None, deny, get,
                 trace, connector=entry.connector, target=entry.original,
             )  # fmt: skip
 
     # -- shared stages -----------------------------------------------------------------------
+
+    async def _require_policies(
+        self,
+        request: RequestInfo,
+        method: str,
+        target: str | None,
+        meta: Mapping[str, Any] | None,
+        clock: _Clock,
+        *,
+        arguments: Any = None,
+    ) -> None:
+        """Without a valid policy set nothing can be decided: say so plainly (recorded), rather than
+        answering with an empty listing or "unknown tool", which would send the agent looking elsewhere."""
+        if self._policy.loaded:
+            return
+        error = GatewayNotReady(NOT_READY_MESSAGE)
+        handle = await self._record(
+            request, method, target, None, arguments=arguments, meta=meta, decision="refused", reason=str(error)
+        )
+        await self._finish(handle, "refused", clock, error=error)
+        self._log(request, method, target, None, None, "refused", clock)
+        raise error
 
     def _request_span(
         self, request: RequestInfo, method: str, target: str | None, meta: Mapping[str, Any] | None
@@ -471,9 +574,18 @@ class Pipeline:
         self._log(request, method, target, connector, decision, outcome, clock)
         return result
 
+    def _may_see(self, request: RequestInfo, entry: ToolEntry) -> bool:
+        return bool(self._policy.visible_tools(request.principal, (entry,)))
+
+    def _unknown_unless_visible(self, request: RequestInfo, entry: ToolEntry | None, exc: GatewayError) -> GatewayError:
+        """What is wrong with the arguments of a tool the agent may not see is not said: it is unknown."""
+        if entry is not None and isinstance(exc, InvalidArguments) and not self._may_see(request, entry):
+            return UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
+        return exc
+
     def _refuse_tool(self, request: RequestInfo, entry: ToolEntry, decision: Decision) -> None:
         """A tool the agent may never call is reported as unknown, so probing names reveals nothing."""
-        if not self._policy.visible_tools(request.principal, (entry,)):
+        if not self._may_see(request, entry):
             raise UnknownTool(f"unknown tool '{entry.exposed}': list the tools to see the available names")
         raise PolicyDenied(f"denied: {decision.reason}", policy_ids=decision.policy_ids)
 
@@ -487,13 +599,16 @@ class Pipeline:
         meta: Mapping[str, Any] | None,
         exc: GatewayError,
         clock: _Clock,
+        reasoning: str | None = None,
     ) -> None:
         """A request refused before any decision (unknown name, bad arguments) is still on record."""
+        outcome = "invalid_arguments" if isinstance(exc, UnusableArguments) else "refused"
         handle = await self._record(
-            request, method, target, entry, arguments=arguments, meta=meta, decision="refused", reason=str(exc)
-        )
-        await self._finish(handle, "refused", clock, error=exc)
-        self._log(request, method, target, entry.connector if entry else None, None, "refused", clock)
+            request, method, target, entry, arguments=arguments, reasoning=reasoning, meta=meta,
+            decision=outcome, reason=str(exc),
+        )  # fmt: skip
+        await self._finish(handle, outcome, clock, error=exc)
+        self._log(request, method, target, entry.connector if entry else None, None, outcome, clock)
 
     async def _finish(
         self,

@@ -24,21 +24,24 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import anyio.abc
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
+from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
-from gateway.errors import GatewayError, ListingRefused, PolicyLoadError
+from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.oidc import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
+from gateway.resource_uris import exposed_uri
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
@@ -55,13 +58,15 @@ class GatewayRuntime:
         auth = config.gateway.auth
         self.keys = ApiKeyStore(self.database, cache_seconds=auth.key_cache_seconds)
         self.jwt = JwtAuthenticator(auth.issuers) if auth.issuers else None
-        self.authenticator = CompositeAuthenticator(self.keys if auth.api_keys else None, self.jwt)
+        self.authenticator = CompositeAuthenticator(
+            self.keys if auth.api_keys else None, self.jwt, max_token_bytes=auth.max_token_bytes
+        )
         self.catalog = Catalog(
             config.connectors, separator=config.gateway.server.name_separator, reasoning=config.gateway.reasoning
         )
         self.notifier = ChangeNotifier()
         self.connectors: dict[str, McpBackend] = {
-            c.name: build_connector(c, self._listing_changed) for c in config.connectors
+            c.name: build_connector(c, self._listing_changed, self._resource_updated) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
         audit = config.gateway.audit
@@ -71,17 +76,8 @@ class GatewayRuntime:
         self.telemetry.watch_backends(
             lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
         )
-        self.audit = AuditRecorder(
-            self.database,
-            self.redactor,
-            replica_id=audit.replica_id or default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-            on_batch=self.telemetry.audit_committed,
-        )
+        self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
+        self.audit = self._recorder(audit.replica_id or default_replica_id())
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
@@ -99,6 +95,72 @@ class GatewayRuntime:
         self._policies_follow_catalog = False
         #: Set by a supervisor that already migrated the schema for all its workers.
         self.migrations_done = False
+        #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
+        self.predecessor_pid: int | None = None
+
+    def _recorder(self, replica_id: str) -> AuditRecorder:
+        """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
+        audit = self.config.gateway.audit
+        return AuditRecorder(
+            self.database,
+            self.redactor,
+            replica_id=replica_id,
+            signing_key=self._signing_key,
+            checkpoint_every=audit.checkpoint_every,
+            max_batch=audit.max_batch,
+            max_wait_ms=audit.max_wait_ms,
+            write_timeout=audit.write_timeout,
+            on_batch=self.telemetry.audit_committed,
+        )
+
+    async def _close_chain(self, replica_id: str) -> int:
+        """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close."""
+        recorder = self._recorder(replica_id)
+        try:
+            report = await recorder.start(closing_for=self.audit.replica_id)
+        finally:
+            with anyio.CancelScope(shield=True):  # a shutdown meanwhile must not leave its writer running
+                await recorder.close()
+        return report.recovered_calls
+
+    async def _reclaim_audit_lease(self, lease: ReplicaLease) -> None:
+        """The heartbeat came after the lease ran out: claim the id again unless another process has it now.
+
+        A live process may meanwhile have closed this chain as a dead one's (its open calls are
+        then recorded `unknown`); the chain itself stays whole, since the recorder continues from
+        the head in the database.
+        """
+        try:
+            await lease.acquire(wait_for_holder=False)
+        except ReplicaIdInUse as exc:
+            logger.error(
+                "audit: another process holds this process's replica id now; restart this process",
+                extra={"replica_id": lease.replica_id, "error": str(exc)},
+            )
+            return
+        logger.warning(
+            "audit: this process's lease on its replica id ran out before its heartbeat and was claimed again",
+            extra={"replica_id": lease.replica_id},
+        )
+
+    async def _keep_audit_lease(self, lease: ReplicaLease) -> None:
+        """Renew this process's lease and close the chains of processes whose leases expired.
+
+        Both run from the first moment, so a chain a crashed process left is closed soon after
+        its lease runs out, by whichever live process looks first.
+        """
+        seconds = self.config.gateway.audit.lease_seconds
+        while True:
+            try:
+                if not await lease.renew():
+                    await self._reclaim_audit_lease(lease)
+                await close_dead_chains(
+                    self.database, own_replica_id=lease.replica_id, seconds=seconds, recover=self._close_chain
+                )
+            except (GatewayError, SQLAlchemyError) as exc:
+                extra = {"replica_id": lease.replica_id, "error": str(exc)}
+                logger.warning("audit: lease heartbeat failed; will retry", extra=extra)
+            await anyio.sleep(seconds / 3)
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         """Rebuild the catalog and re-validate the policies in worker threads: a listing of thousands of
@@ -118,6 +180,10 @@ class GatewayRuntime:
         if changed and self.started:
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
+
+    async def _resource_updated(self, connector: str, uri: str) -> None:
+        """Agents know the resource by its exposed URI only, so that is the one they are told of."""
+        await self.notifier.resource_updated(exposed_uri(connector, uri))
 
     async def _publish(self, channel: str, payload: dict[str, object]) -> None:
         """Tell the other processes; failing to is logged, never raised: they also find out on their own."""
@@ -195,26 +261,29 @@ class GatewayRuntime:
             await anyio.sleep(_PRUNE_INTERVAL_SECONDS)
 
     def load_policies(self) -> None:
-        """First load after the backends' first listings; a failure leaves every request denied."""
-        try:
-            self.policy.load(self.catalog)
-        except PolicyLoadError as exc:
-            logger.error("access policies not loaded; every request is denied", extra={"error": str(exc)})
-            return
-        status = self.policy.status
-        logger.info(
-            "access policies loaded",
-            extra={"policies": status.policy_count, "limitations": list(status.limitations)},
-        )
+        """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
+        self.policy.try_load(self.catalog)
 
     @asynccontextmanager
     async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
         """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
         if migrate and not self.migrations_done:
             await self.database.migrate()
+        lease = ReplicaLease(
+            self.database,
+            self.audit.replica_id,
+            seconds=self.config.gateway.audit.lease_seconds,
+            predecessor_pid=self.predecessor_pid,
+        )
         self.telemetry.install()
         try:
             await self.signals.start()
+            try:
+                await lease.acquire()
+            except ReplicaIdInUse as exc:
+                # Said in one line of its own: the server's report of the failed start is a traceback.
+                logger.error(f"gateway not started: {exc}", extra={"replica_id": lease.replica_id})
+                raise
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(
@@ -222,6 +291,8 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                # Renewed from now on: starting the backends may take longer than the lease lasts.
+                task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 async with self._catalog_lock:
@@ -229,6 +300,10 @@ class GatewayRuntime:
                     self._policies_follow_catalog = True
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
+                if self.config.gateway.auth.api_keys:
+                    await task_group.start(
+                        self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds
+                    )
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
@@ -243,6 +318,10 @@ class GatewayRuntime:
         finally:
             await self.signals.aclose()
             await self.audit.close()
+            try:
+                await lease.release()
+            except (GatewayError, SQLAlchemyError) as exc:  # it expires by itself; the chain is closed cleanly
+                logger.warning("audit: lease not released", extra={"replica_id": lease.replica_id, "error": str(exc)})
             if self.jwt is not None:
                 await self.jwt.aclose()
             self.telemetry.shutdown()

@@ -11,9 +11,12 @@ no other program takes it between worker restarts, starts the workers, restarts 
 (with backoff), forwards SIGTERM/SIGINT, and gives up with exit status 1 when a worker keeps
 crashing right after start, since that is a broken configuration, not bad luck.
 
-Each worker writes its own audit chain, `<replica_id>-w<index>`: unique per worker and the same
-for a restarted worker, so its recovery closes the calls its predecessor left open. Every worker
-runs its own connections to the backends, so stdio backends run once per worker.
+Each worker writes its own audit chain, `<replica_id>-w<index>`. With a configured replica id
+that is the same for a restarted worker, which takes over its dead predecessor's lease at once
+(the supervisor tells it the pid) and closes the calls it left open; with none, every worker
+process gets an id of its own and a live process closes a dead one's chain once its lease
+expires (`gateway.audit.leases`). Every worker runs its own connections to the backends, so
+stdio backends run once per worker.
 
 SQLite is refused with more than one worker: in-process signals would not reach the other
 workers, so a cancellation sent to one could never stop a call running on another.
@@ -49,6 +52,9 @@ _PR_SET_PDEATHSIG = 1
 _SUPERVISOR_PID = "GATEWAY_SUPERVISOR_PID"
 #: Environment variable carrying the session key the supervisor made for its workers.
 _SHARED_SESSION_KEY = "GATEWAY_WORKERS_SESSION_KEY"
+#: Environment variable naming the pid of the dead worker a restarted one replaces, whose audit
+#: lease it may take without waiting for it to expire: the supervisor saw that process exit.
+_PREDECESSOR_PID = "GATEWAY_WORKER_PREDECESSOR_PID"
 
 
 @dataclass(frozen=True)
@@ -157,16 +163,20 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.front.header_limit import protocol_class
 
     _die_with_supervisor()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
     app = create_app(for_worker(config, index))
     app.state.runtime.migrations_done = True  # the supervisor migrated before starting anyone
+    predecessor = os.environ.pop(_PREDECESSOR_PID, None)  # never inherited by backends this worker starts
+    app.state.runtime.predecessor_pid = int(predecessor) if predecessor else None
     sock = bind_shared(host, port)
     server = uvicorn.Server(
         uvicorn.Config(
             _WorkerHeader(app, index),
+            http=protocol_class(config.gateway.server.http_parser, config.gateway.server.max_header_bytes),
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=10,
@@ -227,14 +237,16 @@ class Supervisor:
 
     async def _keep(self, index: int) -> None:
         quick_deaths = 0
+        env = self._env
         while not self._stopping.is_set():
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*self._command(index), env=self._env)
+            process = await asyncio.create_subprocess_exec(*self._command(index), env=env)
             self._processes[index] = process
             logger.info("worker started", extra={"worker": index, "pid": process.pid})
             status = await process.wait()
             if self._stopping.is_set():
                 return
+            env = {**self._env, _PREDECESSOR_PID: str(process.pid)}
             ran = time.monotonic() - started
             quick_deaths = 0 if ran >= self._policy.stable_after else quick_deaths + 1
             if quick_deaths >= self._policy.max_quick_deaths:

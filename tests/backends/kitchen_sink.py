@@ -2,11 +2,15 @@
 
 Runs over stdio by default or streamable HTTP with `--http PORT`; `--legacy-only` makes it
 refuse the 2026-07-28 revision so tests can pair every client revision with every backend one.
+`KITCHEN_SINK_INSTANCE` names this process in its resources' content, so tests running two of
+them behind one gateway can tell which backend answered; `KITCHEN_SINK_SUBSCRIBE=1` makes it take
+`resources/subscribe` at the session-based revisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,10 +18,22 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp_types import (
+    CallToolResult,
+    EmbeddedResource,
+    EmptyResult,
+    ResourceLink,
+    SubscribeRequestParams,
+    TextContent,
+    TextResourceContents,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 
 server = MCPServer("kitchen-sink", instructions="Test backend.")
 _MARKER_DIR = Path(os.environ.get("KITCHEN_SINK_MARKERS", "."))
+_INSTANCE = os.environ.get("KITCHEN_SINK_INSTANCE", "")
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
@@ -130,18 +146,79 @@ def long_named() -> str:
 
 @server.resource("sink://static/readme", mime_type="text/plain")
 def readme() -> str:
-    return "kitchen sink readme"
+    return f"kitchen sink readme from {_INSTANCE}" if _INSTANCE else "kitchen sink readme"
 
 
 @server.resource("sink://items/{item_id}", mime_type="application/json")
 def item(item_id: str) -> str:
-    return f'{{"id": "{item_id}"}}'
+    return json.dumps({"id": item_id, "instance": _INSTANCE} if _INSTANCE else {"id": item_id})
+
+
+def _embedded_item(item_id: str) -> EmbeddedResource:
+    return EmbeddedResource(
+        type="resource",
+        resource=TextResourceContents(uri=f"sink://items/{item_id}", mime_type="application/json", text=item(item_id)),
+    )
+
+
+@server.tool()
+def link_resources() -> CallToolResult:
+    """A result that links to the readme and embeds an item, by this backend's own URIs."""
+    return CallToolResult(
+        content=[
+            TextContent(type="text", text="see the readme"),
+            ResourceLink(type="resource_link", uri="sink://static/readme", name="readme", mime_type="text/plain"),
+            _embedded_item("7"),
+        ]
+    )
+
+
+@server.tool()
+async def announce_update(uri: str, ctx: Context) -> str:
+    """Announce that `uri` (a backend URI) changed, as a backend whose data changed does."""
+    # Session-based clients hear `notifications/resources/updated`; 2026-07-28 clients on their listen stream.
+    if ctx.request_context.session.protocol_version < "2026-07-28":
+        await ctx.request_context.session.send_resource_updated(uri)
+    else:
+        await ctx.notify_resource_updated(uri)
+    return f"announced {uri}"
+
+
+_SUBSCRIBED: set[str] = set()
+
+
+async def _subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+    _SUBSCRIBED.add(params.uri)
+    return EmptyResult()
+
+
+async def _unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+    _SUBSCRIBED.discard(params.uri)
+    return EmptyResult()
+
+
+if os.environ.get("KITCHEN_SINK_SUBSCRIBE") == "1":
+    # Session-based clients subscribe with resources/subscribe (2026-07-28 ones on their listen stream).
+    server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, _subscribe)
+    server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+
+
+@server.tool()
+def subscriptions() -> str:
+    """The URIs session-based clients are subscribed to on this backend."""
+    return json.dumps(sorted(_SUBSCRIBED))
 
 
 @server.prompt()
 def greet(name: str) -> str:
     """Greet someone."""
     return f"Hello {name}, from the kitchen sink."
+
+
+@server.prompt()
+def cite_item(item_id: str) -> list[Message]:
+    """A prompt that embeds an item resource."""
+    return [UserMessage(content=_embedded_item(item_id))]
 
 
 def main() -> None:

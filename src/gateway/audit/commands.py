@@ -21,9 +21,9 @@ import orjson
 
 from gateway.audit.chain import isoformat, load_public_key
 from gateway.audit.checkpoints import export_checkpoints, load_checkpoints
-from gateway.audit.entry import CALL, OUTCOME, OUTCOMES, AuditCall, AuditEvent
+from gateway.audit.entry import AUTH_REFUSED, CALL, OUTCOME, OUTCOMES, RECOVERED, AuditCall, AuditEvent
 from gateway.audit.export import export
-from gateway.audit.query import parse_duration, parse_time, search, tail
+from gateway.audit.query import parse_duration, parse_time, search, search_events, tail
 from gateway.audit.retention import prune
 from gateway.audit.verify import verify
 from gateway.storage.database import Database
@@ -32,6 +32,11 @@ OpenDatabase = Callable[[argparse.Namespace], Database]
 AddArguments = Callable[[argparse.ArgumentParser], None]
 
 _TIME_HELP = "ISO 8601 time (UTC unless a zone is given) or a duration ago, e.g. 15m, 12h, 7d"
+
+#: `audit search --kind`: what a user asks for, and the events that holds.
+_SEARCH_KINDS = {"call": CALL, "auth": AUTH_REFUSED, "recovered": RECOVERED}
+#: Filters that only calls carry, by their option name.
+_CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
 
 
 def register(
@@ -56,11 +61,19 @@ def register(
     tail_parser.add_argument("-n", "--lines", type=int, default=10, help="how many recent events to show first")
     tail_parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
 
-    search_parser = action("search", "find calls (newest first) with their outcomes", _search)
+    search_parser = action("search", "find calls (newest first) with their outcomes, or other recorded events", _search)
+    search_parser.add_argument(
+        "--kind",
+        choices=tuple(_SEARCH_KINDS),
+        default="call",
+        help="what to find: call (default: calls with their outcomes), auth (refused authentications: "
+        "time, client address, reason, never the credential), recovered (calls a stopped process left open, "
+        "closed with the outcome 'unknown')",
+    )
     search_parser.add_argument("--agent")
     search_parser.add_argument("--user", help="the user the agent acted for")
     search_parser.add_argument("--tool", help="exposed tool (or resource/prompt) name")
-    search_parser.add_argument("--decision", help="allow, deny, hold, ...")
+    search_parser.add_argument("--decision", help="allow or deny")
     search_parser.add_argument("--outcome", choices=sorted(OUTCOMES))
     search_parser.add_argument("--workflow")
     search_parser.add_argument("--since", help=_TIME_HELP)
@@ -139,6 +152,16 @@ def _event_line(event: AuditEvent) -> str:
 def _search(open_database: OpenDatabase, args: argparse.Namespace) -> int:
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
+    if args.kind != "call":
+        given = [f"--{name}" for name in _CALL_FILTERS if getattr(args, name) is not None]
+        if given:
+            print(
+                f"gateway: {', '.join(given)} only filter calls; with --kind {args.kind} use --since, --until, "
+                "--limit and --cursor, or leave out --kind to search calls",
+                file=sys.stderr,
+            )
+            return 2
+        return _search_events(open_database, args, since, until)
 
     async def job(database: Database) -> int:
         page = await search(
@@ -168,6 +191,49 @@ def _search(open_database: OpenDatabase, args: argparse.Namespace) -> int:
         return 0
 
     return _with_database(open_database, args, job)
+
+
+def _search_events(
+    open_database: OpenDatabase, args: argparse.Namespace, since: datetime | None, until: datetime | None
+) -> int:
+    kind = _SEARCH_KINDS[args.kind]
+
+    async def job(database: Database) -> int:
+        page = await search_events(database, kind, since=since, until=until, limit=args.limit, cursor=args.cursor)
+        if args.json:
+            for event in page.events:
+                entry = {"kind": event.kind, "time": isoformat(event.time), "replica": event.replica_id}
+                print(orjson.dumps({**entry, "seq": event.seq, **event.data}).decode())
+        elif kind == AUTH_REFUSED:
+            _print_table(
+                ("TIME", "CLIENT", "AGENT", "AUTH", "PATH", "REASON"), [_auth_cells(event) for event in page.events]
+            )
+        else:
+            _print_table(("TIME", "REPLICA", "CALLS", "CALL IDS"), [_recovered_cells(event) for event in page.events])
+        if page.next_cursor:
+            print(f"more events: --cursor {page.next_cursor}", file=sys.stderr)
+        return 0
+
+    return _with_database(open_database, args, job)
+
+
+def _auth_cells(event: AuditEvent) -> tuple[str, ...]:
+    data = event.data
+    return (
+        isoformat(event.time)[:23],
+        data.get("client_address") or "-",
+        data.get("agent") or "-",
+        data.get("auth_method") or "-",
+        data.get("path") or "-",
+        data.get("reason") or "-",
+    )
+
+
+def _recovered_cells(event: AuditEvent) -> tuple[str, ...]:
+    data = event.data
+    ids = data.get("call_ids") or []
+    shown = ",".join(str(call_id) for call_id in ids[:3]) + (",…" if len(ids) > 3 else "")
+    return (isoformat(event.time)[:23], event.replica_id, str(data.get("calls", "-")), shown or "-")
 
 
 def _call_cells(call: AuditCall) -> tuple[str, ...]:

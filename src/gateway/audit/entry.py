@@ -26,9 +26,11 @@ CHECKPOINT: Final = "checkpoint"
 RECOVERED: Final = "recovered"
 KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED})
 
-Outcome = Literal["ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "unknown"]
+Outcome = Literal[
+    "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"
+]
 OUTCOMES: Final = frozenset(
-    {"ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "unknown"}
+    {"ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"}
 )
 
 #: Longest value copied into an indexed column (full values stay in the hashed content).

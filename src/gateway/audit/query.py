@@ -3,6 +3,8 @@
 Search works on calls joined with their outcomes, newest first, filtered on the indexed
 columns; pages are cut by an opaque cursor (keyset pagination on time, replica, seq), so
 paging stays cheap however deep it goes and is not thrown off by events written meanwhile.
+Events that stand alone (refused authentications, recoveries after a crash) are searched by
+kind and time the same way (`search_events`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 import orjson
 from sqlalchemy import Alias, Select, and_, func, or_, select
 
-from gateway.audit.entry import CALL, OUTCOME, AuditCall, AuditEvent, event_from_content
+from gateway.audit.entry import AUTH_REFUSED, CALL, OUTCOME, RECOVERED, AuditCall, AuditEvent, event_from_content
 from gateway.errors import InvalidAuditQuery
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
 
 MAX_LIMIT = 1000
+
+#: Kinds of event that make sense on their own, without a call to join them to.
+STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +54,14 @@ class SearchPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of events of one kind, newest first; pass `next_cursor` to get the next (None: no more)."""
+
+    events: tuple[AuditEvent, ...]
+    next_cursor: str | None
+
+
 async def search(
     db: Database,
     *,
@@ -65,27 +78,63 @@ async def search(
     cursor: str | None = None,
 ) -> SearchPage:
     """Calls matching every given filter, joined with their outcomes, newest first."""
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidAuditQuery(f"limit must be between 1 and {MAX_LIMIT}")
+    _check_limit(limit)
     filters = SearchFilters(agent, user, tool, decision, outcome, since, until, workflow, text_in_reasoning)
     query, calls = _calls_query(filters)
+    query = _newest_first_page(query, calls, cursor, limit)
+    async with db.session() as session:
+        rows = (await session.execute(query)).all()
+    found = tuple(_call_from_row(row) for row in rows[:limit])
+    next_cursor = _encode_cursor(found[-1].time, found[-1].replica_id, found[-1].seq) if len(rows) > limit else None
+    return SearchPage(found, next_cursor)
+
+
+async def search_events(
+    db: Database,
+    kind: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> EventPage:
+    """Events of one standalone kind (see `STANDALONE_KINDS`) in a time range, newest first."""
+    if kind not in STANDALONE_KINDS:
+        raise InvalidAuditQuery(f"events of kind {kind!r} are not searched on their own; use one of {STANDALONE_KINDS}")
+    _check_limit(limit)
+    events = AuditEventRow.__table__.alias("events")
+    query = select(events).where(events.c.kind == kind)
+    if since is not None:
+        query = query.where(events.c.time >= _aware(since, "since"))
+    if until is not None:
+        query = query.where(events.c.time < _aware(until, "until"))
+    query = _newest_first_page(query, events, cursor, limit)
+    async with db.session() as session:
+        rows = (await session.execute(query)).all()
+    found = tuple(_event_from_row(row) for row in rows[:limit])
+    next_cursor = _encode_cursor(found[-1].time, found[-1].replica_id, found[-1].seq) if len(rows) > limit else None
+    return EventPage(found, next_cursor)
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidAuditQuery(f"limit must be between 1 and {MAX_LIMIT}")
+
+
+def _newest_first_page(query: Select[Any], rows: Alias, cursor: str | None, limit: int) -> Select[Any]:
+    """`query` ordered newest first, after `cursor`, one row more than `limit` (to tell whether more follow)."""
     if cursor is not None:
         time, replica_id, seq = _decode_cursor(cursor)
         query = query.where(
             or_(
-                calls.c.time < time,
+                rows.c.time < time,
                 and_(
-                    calls.c.time == time,
-                    or_(calls.c.replica_id < replica_id, and_(calls.c.replica_id == replica_id, calls.c.seq < seq)),
+                    rows.c.time == time,
+                    or_(rows.c.replica_id < replica_id, and_(rows.c.replica_id == replica_id, rows.c.seq < seq)),
                 ),
             )
         )
-    query = query.order_by(calls.c.time.desc(), calls.c.replica_id.desc(), calls.c.seq.desc()).limit(limit + 1)
-    async with db.session() as session:
-        rows = (await session.execute(query)).all()
-    found = tuple(_call_from_row(row) for row in rows[:limit])
-    next_cursor = _encode_cursor(found[-1]) if len(rows) > limit else None
-    return SearchPage(found, next_cursor)
+    return query.order_by(rows.c.time.desc(), rows.c.replica_id.desc(), rows.c.seq.desc()).limit(limit + 1)
 
 
 async def get_call(db: Database, call_id: str) -> AuditCall | None:
@@ -211,8 +260,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _encode_cursor(call: AuditCall) -> str:
-    raw = orjson.dumps([call.time.isoformat(), call.replica_id, call.seq])
+def _encode_cursor(time: datetime, replica_id: str, seq: int) -> str:
+    raw = orjson.dumps([time.isoformat(), replica_id, seq])
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 

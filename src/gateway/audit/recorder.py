@@ -16,14 +16,17 @@ retries them (in order) with the next batch instead of losing them.
 
 A process killed mid-call leaves a `call` event without an `outcome`. `start()` finds those in
 this replica's chain and records the outcome `unknown` for each: the log never guesses whether
-the backend ran the call.
+the backend ran the call. Whoever starts a recorder on a chain holds its lease (`leases`), the
+process itself or, for a process that died, a live one closing its chain.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import secrets
 import socket
 import sqlite3
 import time
@@ -95,13 +98,14 @@ _RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def default_replica_id() -> str:
-    """This host's name, made a valid replica id: stable across restarts, as recovery needs.
+    """`<host>-p<pid>-<random>`: a chain of its own for every process, even several on one host.
 
-    Run one recorder per replica id at a time: several processes on one host need ids of their
-    own (for example the host name and a process slot number).
+    A process that stops without closing its chain never comes back under the same id; the
+    chain's lease expires and a live process closes the calls it left open (`leases`).
     """
-    name = re.sub(r"[^A-Za-z0-9_.:@-]", "-", socket.gethostname()).strip("-.") or "gateway"
-    return name[:64]
+    host = re.sub(r"[^A-Za-z0-9_.:@-]", "-", socket.gethostname()).strip("-.") or "gateway"
+    suffix = f"-p{os.getpid()}-{secrets.token_hex(3)}"
+    return host[: 64 - len(suffix)] + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +252,12 @@ class AuditRecorder:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> RecoveryReport:
-        """Load this replica's chain head, start the writer, and close calls a crash left open."""
+    async def start(self, *, closing_for: str | None = None) -> RecoveryReport:
+        """Load this replica's chain head, start the writer, and close calls a crash left open.
+
+        `closing_for` names the live replica closing this chain for a process that died (see
+        `leases`); the recovery event says so, since its writer is not the chain's own process.
+        """
         if self._writer is not None:
             raise RuntimeError("the audit recorder is already started")
         try:
@@ -284,7 +292,12 @@ class AuditRecorder:
                     RECOVERED,
                     None,
                     now,
-                    {"calls": len(orphans), "call_ids": list(orphans[:100]), "previous_head_seq": head_seq},
+                    {
+                        "calls": len(orphans),
+                        "call_ids": list(orphans[:100]),
+                        "previous_head_seq": head_seq,
+                        **({"closed_by": closing_for} if closing_for is not None else {}),
+                    },
                     retry=False,
                 )
             )

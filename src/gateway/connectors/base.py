@@ -7,7 +7,8 @@ dicts (the JSON the MCP spec defines), so results can pass through to the agent 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -52,6 +53,9 @@ class Listing:
 ListingListener = Callable[[str, Listing], Awaitable[None]]
 """Called with (connector name, new listing) whenever a backend's offer changes."""
 
+ResourceUpdateListener = Callable[[str, str], Awaitable[None]]
+"""Called with (connector name, the backend's resource URI) when a backend says that resource changed."""
+
 
 class Connector(Protocol):
     """One backend. Methods raise only `gateway.errors` classes."""
@@ -79,3 +83,6 @@ class Connector(Protocol):
     async def get_prompt(
         self, name: str, arguments: dict[str, str] | None, *, meta: JsonObject | None
     ) -> JsonObject: ...
+
+    def watching(self, uris: Iterable[str]) -> AbstractContextManager[None]:
+        """Have the backend send updates to its resources `uris` while the block runs."""

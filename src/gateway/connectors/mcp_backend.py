@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
 
 import anyio
@@ -36,10 +36,12 @@ from gateway.connectors.base import (
     Listing,
     ListingListener,
     ProgressCallback,
+    ResourceUpdateListener,
 )
 from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
 from gateway.connectors.listing_bounds import ListingBudget
-from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, ListingRefused
+from gateway.connectors.resource_watch import ResourceWatch
+from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError, ListingRefused
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,12 @@ _LIST_CHANGED = {
     "notifications/resources/list_changed",
     "notifications/prompts/list_changed",
 }
+_RESOURCE_UPDATED = "notifications/resources/updated"
 _PAGE_LIMIT = 100
 #: A session that stayed up this long resets the backoff: the next failure is a new incident.
 _STABLE_AFTER_SECONDS = 30.0
+#: The gateway's own failure messages name a file at the end; others are cut at 300 characters.
+_OWN_DETAIL_LIMIT = 1000
 
 
 class _WatchedReadStream:
@@ -111,10 +116,12 @@ class McpBackend:
         settings: McpStdioConnector | McpHttpConnector,
         link_factory: LinkFactory,
         on_listing: ListingListener,
+        on_resource_updated: ResourceUpdateListener | None = None,
     ) -> None:
         self._settings = settings
         self._link_factory = link_factory
         self._on_listing = on_listing
+        self._resource_watch = ResourceWatch(settings.name, on_resource_updated, timeout=settings.timeout)
         self._protocol = settings.protocol
         self._limits = settings.listing_limits()
         self._reported_problems: tuple[str, ...] = ()
@@ -199,6 +206,10 @@ class McpBackend:
                 f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
             ) from None
 
+    def watching(self, uris: Iterable[str]) -> AbstractContextManager[None]:
+        """Ask the backend for updates to its `uris` while the block runs."""
+        return self._resource_watch.watching(uris)
+
     # -- supervision -------------------------------------------------------------------------
 
     def _mark_lost(self, why: str) -> None:
@@ -277,6 +288,7 @@ class McpBackend:
                 async with anyio.create_task_group() as watchers:
                     watchers.start_soon(self._ping_loop, client)
                     watchers.start_soon(self._refresh_loop, client)
+                    watchers.start_soon(self._resource_watch.keep_backend_told, client)
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
                         watchers.start_soon(self._listen_loop, client)
                     await self._lost.wait()
@@ -308,8 +320,13 @@ class McpBackend:
         self._refresh_wanted.set()
 
     async def _on_message(self, message: Any) -> None:
-        if getattr(message, "method", None) in _LIST_CHANGED:
+        method = getattr(message, "method", None)
+        if method in _LIST_CHANGED:
             self._refresh_wanted.set()
+        elif method == _RESOURCE_UPDATED:
+            uri = getattr(getattr(message, "params", None), "uri", None)
+            if isinstance(uri, str):
+                await self._resource_watch.updated(uri)
 
     async def _listen_loop(self, client: Client) -> None:
         """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""
@@ -416,5 +433,7 @@ def _describe_failure(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     if isinstance(exc, MCPError):
         return f"backend error: {exc.error.message}"
+    if isinstance(exc, GatewayError):
+        return str(exc)[:_OWN_DETAIL_LIMIT]  # written for this output; the file path at its end must survive
     text = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:300]

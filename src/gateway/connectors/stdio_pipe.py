@@ -40,6 +40,7 @@ from gateway.connectors.jsonrpc import (
     outcome,
     progress_args,
 )
+from gateway.errors import BackendStartFailed
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +72,12 @@ class StdioPipe:
     async def transport(self) -> AsyncIterator[TransportStreams]:
         settings = self._settings
         env = get_default_environment() | {key: value.get_secret_value() for key, value in settings.env.items()}
-        process = await anyio.open_process(
-            list(settings.command), env=env, stderr=sys.stderr, cwd=settings.cwd, start_new_session=True
-        )
+        try:
+            process = await anyio.open_process(
+                list(settings.command), env=env, stderr=sys.stderr, cwd=settings.cwd, start_new_session=True
+            )
+        except OSError as exc:
+            raise BackendStartFailed(_start_failure(settings, exc)) from None
         self._process = process
         to_session, session_reads = anyio.create_memory_object_stream[SessionMessage | Exception](_SESSION_BUFFER)
         session_writes, from_session = anyio.create_memory_object_stream[SessionMessage](_SESSION_BUFFER)
@@ -248,6 +252,27 @@ class StdioHop:
             pipe._pending.pop(request_id, None)
             pipe._progress.pop(request_id, None)
         return self._shaper.result(method, outcome(response))
+
+
+def _start_failure(settings: McpStdioConnector, exc: OSError) -> str:
+    """Which program failed to start, why, and where it is configured: the reader edits that file.
+
+    Only the program is named, not its arguments: those may carry `${VAR}` secrets.
+    """
+    program = settings.command[0]
+    where = settings.location("command")
+    if isinstance(exc, FileNotFoundError) and settings.cwd is not None and not settings.cwd.is_dir():
+        return (
+            f"cannot start program {program!r}: its working directory {settings.cwd} does not exist; "
+            f"fix `cwd` in {settings.source} (the command is at {where})"
+        )
+    if isinstance(exc, FileNotFoundError):
+        reason = "it was not found" + ("" if "/" in program else " on the PATH")
+    elif isinstance(exc, PermissionError):
+        reason = "it is not executable or not accessible"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"cannot start program {program!r}: {reason}; fix `command` at {where} or install the program"
 
 
 def _our_id(value: Any) -> int | None:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -40,7 +39,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError
-from gateway.front import wire
+from gateway.front import envelope, wire
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
@@ -204,7 +203,11 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
+        parsed = envelope.decode(body)
+        decoded = parsed.message
+        if parsed.bad_text_at and (problem := _bad_text_problem(parsed)) is not None:
+            await self._reject(send, envelope.usable_id(decoded), types.INVALID_REQUEST, problem)
+            return
         if not _is_tool_call(decoded):
             await self._sdk.handle_request(scope, wire.replay(body, receive), send)
             return
@@ -237,7 +240,10 @@ class McpEndpoint:
             transport="tcp",
             trace_headers=wire.trace_headers(scope),
         )
-        await self._calls.serve(request, request_id, params, modern=True, receive=receive, send=send)
+        await self._calls.serve(
+            request, request_id, params, modern=True, receive=receive, send=send,
+            unusable_arguments=_unusable_arguments(parsed),
+        )  # fmt: skip
 
     def _mcp_param_rejection(
         self, params: Mapping[str, Any], headers: Mapping[str, str], scope: Scope
@@ -266,13 +272,13 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
-        if not (isinstance(decoded, dict) and decoded.get("method") == "initialize" and "id" in decoded):
-            # The SDK answers what is malformed; anything well-formed needs a session first.
-            if isinstance(decoded, dict) and isinstance(decoded.get("method"), str):
-                await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
-            else:
-                await self._sdk.handle_request(scope, wire.replay(body, receive), send)
+        parsed = envelope.decode(body)
+        if await _refused_as_malformed(parsed, send):
+            return
+        decoded = parsed.message
+        if not (decoded.get("method") == "initialize" and "id" in decoded):
+            # Well-formed, but anything other than `initialize` needs a session first.
+            await wire.send_json_error(send, 400, None, types.INVALID_REQUEST, "Bad Request: Missing session ID")
             return
         if not self._accepts_both(scope):
             await wire.send_empty(send, 406)
@@ -319,12 +325,15 @@ class McpEndpoint:
         body = await self._body(scope, receive, send)
         if body is None:
             return
-        decoded = _decode(body)
-        if isinstance(decoded, dict) and "id" not in decoded and isinstance(decoded.get("method"), str):
+        parsed = envelope.decode(body)
+        decoded = parsed.message
+        if (parsed.bad_text_at or not _is_tool_call(decoded)) and await _refused_as_malformed(parsed, send):
+            return
+        if "id" not in decoded:
             self._notification(session, decoded)
             await wire.send_empty(send, 202)
             return
-        if isinstance(decoded, dict) and "method" not in decoded and ("result" in decoded or "error" in decoded):
+        if "method" not in decoded:
             await wire.send_empty(send, 202)  # a reply to a server request: the gateway sends none
             return
         if _is_tool_call(decoded) and not _has_modern_envelope(decoded.get("params")):
@@ -342,8 +351,9 @@ class McpEndpoint:
                 trace_headers=wire.trace_headers(scope),
             )
             await self._calls.serve(
-                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send
-            )
+                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send,
+                unusable_arguments=_unusable_arguments(parsed),
+            )  # fmt: skip
             return
         delegated = wire.with_header(scope, _PROTOCOL_HEADER, session.protocol_version)
         delegated[SESSION_SCOPE_KEY] = session
@@ -393,11 +403,44 @@ class McpEndpoint:
         return has_json and has_sse
 
 
-def _decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+async def _refused_as_malformed(parsed: envelope.Body, send: Send) -> bool:
+    """Answer a body that is not one JSON-RPC message (see `envelope.py`); True when it was answered."""
+    if not parsed.is_json:
+        await wire.send_json_error(send, 400, None, types.PARSE_ERROR, "Parse error: the body is not valid JSON")
+        return True
+    problem = envelope.problem(parsed.message)
+    if problem is None and parsed.bad_text_at:
+        problem = _bad_text_problem(parsed)
+    if problem is None:
+        return False
+    await wire.send_json_error(send, 400, envelope.usable_id(parsed.message), types.INVALID_REQUEST, problem)
+    return True
+
+
+def _bad_text_problem(parsed: envelope.Body) -> str | None:
+    """Text no UTF-8 can carry outside a call's arguments makes the message unusable; None when there is none."""
+    outside = [path for path in parsed.bad_text_at if not _in_call_arguments(parsed, path)]
+    if not outside:
         return None
+    return (
+        f"Invalid Request: the text at {envelope.describe_path(outside[0]) or 'the top level'} is not valid "
+        "Unicode (it holds a lone UTF-16 surrogate such as \\ud800); send text that UTF-8 can encode"
+    )
+
+
+def _unusable_arguments(parsed: envelope.Body) -> str | None:
+    """Why a tools/call's arguments are unusable when only they hold text no UTF-8 can carry (the model can fix it)."""
+    if not parsed.bad_text_at or not all(_in_call_arguments(parsed, path) for path in parsed.bad_text_at):
+        return None
+    argument = envelope.describe_path(parsed.bad_text_at[0][2:])
+    return (
+        f"argument '{argument}' holds text that is not valid Unicode (a lone UTF-16 "
+        "surrogate such as \\ud800). Send it as text UTF-8 can encode and call again."
+    )
+
+
+def _in_call_arguments(parsed: envelope.Body, path: tuple[str | int, ...]) -> bool:
+    return len(path) >= 3 and path[:2] == ("params", "arguments") and _is_tool_call(parsed.message)
 
 
 def _is_tool_call(decoded: Any) -> bool:

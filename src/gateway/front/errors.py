@@ -19,6 +19,7 @@ from gateway.errors import (
     BackendTimeout,
     BackendUnavailable,
     GatewayError,
+    GatewayNotReady,
     InvalidArguments,
     PolicyDenied,
     StorageUnavailable,
@@ -31,8 +32,11 @@ from gateway.errors import (
 _RESOURCE_NOT_FOUND = -32002
 #: A policy denied the request: the server-error range, documented in the README.
 POLICY_DENIED = -32003
+#: No valid access policy set is loaded (the gateway is not ready): the server-error range, documented in the README.
+GATEWAY_NOT_READY = -32004
 _ERROR_CODES: dict[type[GatewayError], int] = {
     PolicyDenied: POLICY_DENIED,
+    GatewayNotReady: GATEWAY_NOT_READY,
     UnknownTool: types.INVALID_PARAMS,
     UnknownPrompt: types.INVALID_PARAMS,
     UnknownResource: _RESOURCE_NOT_FOUND,

@@ -23,6 +23,7 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
@@ -89,6 +90,14 @@ class ChangeNotifier:
                     sender.close()
                     self._drop(session_id, sender)
 
+    async def resource_updated(self, exposed_uri: str) -> None:
+        """A backend said a resource changed: 2026-07-28 clients listening for its exposed URI are told.
+
+        Session-based clients are not: the gateway takes no `resources/subscribe`, and the
+        notification is only for clients that subscribed.
+        """
+        await self.bus.publish(ResourceUpdated(uri=exposed_uri))
+
     def _drop(self, session_id: str, sender: MemoryObjectSendStream[bytes]) -> None:
         senders = self._streams.get(session_id)
         if senders is not None:
@@ -135,7 +144,7 @@ def build_server(
     instructions: str | None = None,
 ) -> Server[Any]:
     """The agent-facing MCP server; `default_principal` serves stdio, where there is no HTTP request."""
-    handlers = _Handlers(pipeline, notifier, default_principal)
+    handlers = _Handlers(pipeline, notifier, default_principal, ListenHandler(notifier.bus))
     return Server(
         "autonomy-gateway",
         version=__version__,
@@ -148,15 +157,22 @@ def build_server(
         on_read_resource=handlers.read_resource,
         on_list_prompts=handlers.list_prompts,
         on_get_prompt=handlers.get_prompt,
-        on_subscriptions_listen=ListenHandler(notifier.bus),
+        on_subscriptions_listen=handlers.listen,
     )
 
 
 class _Handlers:
-    def __init__(self, pipeline: Pipeline, notifier: ChangeNotifier, default_principal: Principal | None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        notifier: ChangeNotifier,
+        default_principal: Principal | None,
+        listen: ListenHandler,
+    ) -> None:
         self._pipeline = pipeline
         self._notifier = notifier
         self._default_principal = default_principal
+        self._listen = listen
 
     def _request_info(self, ctx: ServerRequestContext[Any, Any]) -> RequestInfo:
         request = ctx.request
@@ -245,6 +261,25 @@ class _Handlers:
         except GatewayError as exc:
             raise to_mcp_error(exc) from None
         return for_client(result, ctx.protocol_version, cacheable=True)
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """A listen stream hears of changes only to resources its agent may read, asked of their backends.
+
+        The URIs it may not read are left out of the acknowledged filter, as the protocol lets a
+        server honor a subset, so the agent sees which ones it will hear about. While the stream
+        is open, the backends are asked to send updates to the others.
+        """
+        wanted = params.notifications.resource_subscriptions
+        if not wanted:
+            return await self._listen(ctx, params)
+        readable = self._pipeline.readable_resources(self._request_info(ctx), wanted)
+        notifications = params.notifications.model_copy(
+            update={"resource_subscriptions": [route.exposed for route in readable]}
+        )
+        with self._pipeline.watching_resources(readable):
+            return await self._listen(ctx, params.model_copy(update={"notifications": notifications}))
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         try:

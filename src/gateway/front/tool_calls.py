@@ -74,7 +74,9 @@ class ToolCalls:
         modern: bool,
         receive: Receive,
         send: Send,
+        unusable_arguments: str | None = None,
     ) -> None:
+        """Answer the call; `unusable_arguments` says why its arguments cannot be used, when they cannot."""
         version = request.protocol_version or ""
         try:
             _methods.validate_client_request("tools/call", version, params)
@@ -103,7 +105,7 @@ class ToolCalls:
             if progress_token is not None:
                 helpers.append(_spawn(exchange.keep_alive()))
             try:
-                body, status = await self._call(request, params, meta, exchange, modern=modern)
+                body, status = await self._call(request, params, meta, exchange, unusable_arguments, modern=modern)
                 await exchange.finish(body, status)
             finally:
                 for helper in helpers:
@@ -120,6 +122,7 @@ class ToolCalls:
         params: Mapping[str, Any],
         meta: Mapping[str, Any] | None,
         exchange: _Exchange,
+        unusable_arguments: str | None,
         *,
         modern: bool,
     ) -> tuple[bytes, int]:
@@ -131,6 +134,7 @@ class ToolCalls:
                 params.get("arguments"),
                 meta=meta,
                 on_progress=exchange.progress if exchange.progress_token is not None else None,
+                unusable_arguments=unusable_arguments,
             )
         except GatewayError as exc:
             if not is_tool_error(exc):

@@ -2,11 +2,14 @@
 
 A key is `agw_` followed by 32 random bytes in URL-safe base64. Only its SHA-256 is stored, so a
 copy of the database grants nothing. Checking a key is on the hot path of every call, so results
-are cached per key hash for a few seconds: a revocation reaches other replicas within
-`cache_seconds`, and at once on the replica that revoked it. When an entry is missing or has
-expired, concurrent requests with that key share one database check instead of each making its
-own: an agent with many calls in flight would otherwise send a burst of identical queries every
-`cache_seconds`.
+are cached per key hash for a few seconds. A revocation bites at once in the process that made it;
+every other process (replicas, workers, the gateway serving while `gateway keys revoke` runs)
+learns of it from `follow_revocations`, which counts the revoked keys every fraction of a second
+and, when the count moves, drops the newly revoked ones from the cache. That keeps the request
+path free of any extra check: the cost is one small query per interval per process, not one per
+call. When an entry is missing or has expired, concurrent requests with that key share one
+database check instead of each making its own: an agent with many calls in flight would
+otherwise send a burst of identical queries every `cache_seconds`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -21,13 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+import anyio
+import anyio.abc
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.errors import AuthenticationFailed, InvalidIdentityName, UnknownApiKey
+from gateway.errors import AuthenticationFailed, InvalidIdentityName, StorageUnavailable, UnknownApiKey
 from gateway.identity.principal import Principal
 from gateway.storage.database import Database
 from gateway.storage.tables import ApiKeyRow
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "agw_"
 _SECRET_BYTES = 32
@@ -88,10 +96,11 @@ def hash_api_key(key: str) -> str:
 class ApiKeyStore:
     """Issues, lists, revokes and checks API keys held in the gateway database.
 
-    `cache_seconds` bounds how long a replica keeps trusting a key revoked elsewhere (0 checks the
-    database on every call). Unknown keys are remembered for at most `negative_cache_seconds`, so an
-    agent retrying a wrong key does not put a query on the database for every attempt; the cache
-    holds at most `max_cached` keys. `clock` is a monotonic clock, replaceable for tests.
+    `cache_seconds` bounds how long a process keeps trusting a key revoked elsewhere when it does
+    not run `follow_revocations` or cannot read the database (0 checks the database on every
+    call). Unknown keys are remembered for at most `negative_cache_seconds`, so an agent retrying
+    a wrong key does not put a query on the database for every attempt; the cache holds at most
+    `max_cached` keys. `clock` is a monotonic clock, replaceable for tests.
     """
 
     def __init__(
@@ -196,6 +205,55 @@ class ApiKeyStore:
         # Shielded: a caller that gives up (its client went away) must not cancel the check the
         # other callers are waiting for.
         return (await asyncio.shield(check)).outcome()
+
+    async def follow_revocations(
+        self, interval: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Stop trusting keys revoked by any other process within about `interval` seconds; runs forever.
+
+        Revocations are permanent and keys are never deleted, so the number of revoked keys only
+        grows: a change of that number is the cheap signal that some key was revoked, and only then
+        are the revoked hashes read. It works the same on SQLite (the CLI is another process) and
+        on PostgreSQL (every replica polls), and a lost notification cannot make it miss one.
+        While the database cannot be read, cached keys stay trusted for at most `cache_seconds`,
+        and every revoked key is looked for once it can be read again.
+        """
+        known: int | None = None
+        missed = False
+        ready = False
+        while True:
+            try:
+                count = await self._revoked_count()
+                if missed or (known is not None and count != known):
+                    await self._forget_revoked()
+            except StorageUnavailable as exc:
+                if not missed:
+                    logger.warning(
+                        "cannot look for revoked API keys; cached keys stay trusted until their cache expires",
+                        extra={"error": str(exc), "key_cache_seconds": self._cache_seconds},
+                    )
+                missed = True
+            else:
+                if missed:
+                    logger.info("looking for revoked API keys again")
+                known, missed = count, False
+            if not ready:
+                task_status.started()
+                ready = True
+            await anyio.sleep(interval)
+
+    async def _revoked_count(self) -> int:
+        async with self._db.session() as session:
+            return await session.scalar(select(func.count()).where(ApiKeyRow.revoked_at.is_not(None))) or 0
+
+    async def _forget_revoked(self) -> None:
+        async with self._db.session() as session:
+            revoked = set(await session.scalars(select(ApiKeyRow.key_hash).where(ApiKeyRow.revoked_at.is_not(None))))
+        self._revocations += 1  # a check that read the key before it was revoked must not cache it
+        for key_hash in [known for known in self._cache if known in revoked]:
+            del self._cache[key_hash]
+        for key_hash in [checking for checking in self._checking if checking in revoked]:
+            del self._checking[key_hash]
 
     def _check_done(self, key_hash: str, check: asyncio.Task[_CachedCheck]) -> None:
         if self._checking.get(key_hash) is check:

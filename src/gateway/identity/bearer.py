@@ -2,6 +2,9 @@
 
 A missing, unknown, revoked, expired or forged credential gets 401 with a
 `WWW-Authenticate: Bearer` challenge before any body is read or any backend is touched.
+A credential that cannot be checked because the database is down gets 503 with `Retry-After`:
+the caller did nothing wrong and should retry, and the outage is logged once per
+`OUTAGE_LOG_INTERVAL_SECONDS`, not once per request, so a burst of agents does not bury the log.
 The authenticated principal is put in the ASGI scope for the pipeline, and also as the
 SDK's `AuthenticatedUser`, so the SDK binds each session to the credential that opened it
 (another agent's key cannot ride someone else's session id).
@@ -10,6 +13,8 @@ SDK's `AuthenticatedUser`, so the SDK binds each session to the credential that 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -20,13 +25,22 @@ from opentelemetry import context as otel_context
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, StorageUnavailable
 from gateway.identity.principal import Principal
 from gateway.telemetry.propagation import extract_context
 
 logger = logging.getLogger(__name__)
 
 PRINCIPAL_SCOPE_KEY = "gateway.principal"
+
+#: What a caller is told to wait before retrying while credentials cannot be checked: long enough
+#: not to hammer a recovering database, short enough for an agent to wait it out.
+RETRY_AFTER_SECONDS = 5
+OUTAGE_LOG_INTERVAL_SECONDS = 30.0
+STORAGE_DOWN = (
+    "Service unavailable: the gateway cannot check credentials because its database is unreachable; "
+    f"retry in {RETRY_AFTER_SECONDS} seconds\n"
+)
 
 
 class Authenticator(Protocol):
@@ -56,8 +70,36 @@ async def authenticate_request(request: Request, authenticator: Authenticator) -
     return await authenticator.authenticate(credential)
 
 
+class _OutageLog:
+    """Logs a storage outage seen while authenticating at most once per `interval` seconds.
+
+    Every request fails the same way while the database is down; one line per window, counting the
+    requests answered 503 since the previous one, says as much as a line per request would.
+    """
+
+    def __init__(
+        self, interval: float = OUTAGE_LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._logged_at = -math.inf
+        self._unlogged = 0
+
+    def record(self, error: StorageUnavailable) -> None:
+        now = self._clock()
+        if now - self._logged_at < self._interval:
+            self._unlogged += 1
+            return
+        logger.error(
+            "cannot check credentials: storage unavailable; answering 503",
+            extra={"error": str(error), "unavailable_answers_since_last_log": self._unlogged},
+        )
+        self._logged_at = now
+        self._unlogged = 0
+
+
 class BearerAuthentication:
-    """ASGI middleware: authenticate the bearer credential, or answer 401 and stop."""
+    """ASGI middleware: authenticate the bearer credential, or answer 401 (or 503) and stop."""
 
     def __init__(
         self,
@@ -73,6 +115,7 @@ class BearerAuthentication:
         self._on_refused = on_refused
         self._realm = realm
         self._resource_metadata = f', resource_metadata="{resource_metadata_url}"' if resource_metadata_url else ""
+        self._outage_log = _OutageLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,6 +136,10 @@ class BearerAuthentication:
                 await self._on_refused(str(exc), client[0] if client else None, scope["path"])
             await self._refuse(send, str(exc))
             return
+        except StorageUnavailable as exc:
+            self._outage_log.record(exc)
+            await self._unavailable(send)
+            return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         trace_context = _header_trace_context(scope["headers"])
         scope["user"] = AuthenticatedUser(
@@ -100,7 +147,7 @@ class BearerAuthentication:
                 token=principal.credential_id or "",
                 client_id=principal.agent,
                 subject=principal.user,
-                scopes=list(principal.roles),
+                scopes=list(principal.scopes),
             )
         )
         if trace_context is None:
@@ -131,6 +178,22 @@ class BearerAuthentication:
                             f'error="invalid_token", error_description="{quoted}"'
                         ).encode(),
                     ),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _unavailable(send: Send) -> None:
+        body = STORAGE_DOWN.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
                 ],
             }
         )

@@ -5,8 +5,10 @@ Keycloak, Auth0, ...) presents it as its bearer credential. The gateway accepts 
 token is signed by a key the configured issuer publishes (its JWKS), with an algorithm that issuer
 is allowed to use, is meant for this gateway (`aud`) and is within its validity window. The token
 then ends in the same `Principal` as an API key: the agent is the OAuth client that obtained the
-token, the user the subject it acts for, and the roles come from the token's role, group and scope
-claims.
+token, the user the subject it acts for, the roles come from the token's role and group claims, and
+the scopes it grants from its scope claims. Scopes are kept apart from roles: a scope is what the
+client asked for and the user consented to, often chosen by the client itself, so a token whose
+scope says `admin` must not put the agent in `Role::"admin"`.
 
 Only asymmetric algorithms are accepted. `none` would accept forged tokens, and an HMAC
 algorithm would let anyone who knows the issuer's *public* key sign tokens (the classic
@@ -98,10 +100,31 @@ class IssuerSettings(BaseModel):
     algorithms: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
     agent_claims: tuple[str, ...] = Field(default=("azp", "client_id"), min_length=1)
     user_claim: str | None = "sub"
-    roles_claims: tuple[str, ...] = ("roles", "groups", "scope")
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups"),
+        description=(
+            "Claims (names or dotted paths) whose values become the agent's Cedar Roles: a list of strings or one "
+            "space-separated string. Listing 'scope' here makes scopes roles too; prefer scopes_claims."
+        ),
+    )
+    scopes_claims: tuple[str, ...] = Field(
+        default=("scope", "scp"),
+        description=(
+            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
+            "roles) and checked by required_scopes; a space-separated string or a list of strings. Empty: no scopes."
+        ),
+    )
     leeway_seconds: float = Field(default=30, ge=0)
     jwks_cache_seconds: float = Field(default=600, ge=0)
-    jwks_refetch_interval_seconds: float = Field(default=30, ge=0)
+    jwks_refetch_interval_seconds: float = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Least time between two fetches of the issuer's key set. A token naming an unknown key id ('kid') "
+            "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
+            "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
+        ),
+    )
     required_scopes: tuple[str, ...] = ()
 
     @field_validator("audiences")
@@ -126,6 +149,12 @@ class IssuerSettings(BaseModel):
             if algorithm not in SUPPORTED_ALGORITHMS:
                 raise ValueError(f"unsupported algorithm {algorithm!r}; use some of {sorted(SUPPORTED_ALGORITHMS)}")
         return algorithms
+
+    @model_validator(mode="after")
+    def _scopes_readable(self) -> IssuerSettings:
+        if self.required_scopes and not self.scopes_claims:
+            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
+        return self
 
     @model_validator(mode="after")
     def _keys_fetched_safely(self) -> IssuerSettings:
@@ -250,7 +279,7 @@ class _Issuer:
         ):
             raise AuthenticationFailed("token audience is not this gateway")
         if settings.required_scopes:
-            granted = set(_words(claims.get("scope"))) | set(_words(claims.get("scp")))
+            granted = set(_claimed_words(claims, settings.scopes_claims))
             missing = [scope for scope in settings.required_scopes if scope not in granted]
             if missing:
                 raise AuthenticationFailed(f"token lacks required scope(s): {' '.join(missing)}")
@@ -265,13 +294,11 @@ class _Issuer:
                 raise AuthenticationFailed(f"token claim {settings.user_claim!r} is not a string")
             # A client-credentials token's subject is often the client itself: it acts for nobody.
             user = value if value and value != agent else None
-        roles: dict[str, None] = {}
-        for path in settings.roles_claims:
-            roles.update(dict.fromkeys(_words(_lookup(claims, path))))
         jti = claims.get("jti")
         return Principal(
             agent=agent,
-            roles=tuple(roles),
+            roles=_claimed_words(claims, settings.roles_claims),
+            scopes=_claimed_words(claims, settings.scopes_claims),
             user=user,
             auth_method=AUTH_METHOD,
             credential_id=jti if isinstance(jti, str) and jti else None,
@@ -287,7 +314,9 @@ class _KeyCache:
 
     Every fetch attempt, scheduled or not, is at least `jwks_refetch_interval_seconds` apart:
     that bounds the load the gateway puts on the provider whatever tokens arrive, and while the
-    provider is down the keys already fetched keep verifying tokens.
+    provider is down the keys already fetched keep verifying tokens. A request that finds a fetch
+    in flight waits for it rather than being refused: right after a rotation, every request with
+    the new key id shares the one fetch its first request started.
     """
 
     def __init__(self, settings: IssuerSettings, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
@@ -305,7 +334,8 @@ class _KeyCache:
         if self._keys is None or self._clock() - self._fetched_at >= self._settings.jwks_cache_seconds:
             await self._refresh("key set not fetched yet" if self._keys is None else "cached key set is stale")
         key = self._find(kid, algorithm)
-        if key is None and self._may_fetch():
+        # The lock is held exactly while a fetch is in flight.
+        if key is None and (self._lock.locked() or self._may_fetch()):
             await self._refresh(f"unknown key id {_quoted(kid)}")
             key = self._find(kid, algorithm)
         if key is None:
@@ -516,6 +546,14 @@ def _words(value: object) -> list[str]:
     if isinstance(value, list):
         return [item for item in value if isinstance(item, str) and item]
     return []
+
+
+def _claimed_words(claims: Mapping[str, Any], paths: Sequence[str]) -> tuple[str, ...]:
+    """The names found under any of `paths`, each once, in the order the claims list them."""
+    found: dict[str, None] = {}
+    for path in paths:
+        found.update(dict.fromkeys(_words(_lookup(claims, path))))
+    return tuple(found)
 
 
 def _agent(claims: Mapping[str, Any], names: Sequence[str]) -> str:

@@ -16,10 +16,12 @@ class Principal:
 
     `agent` is the Cedar `Agent` entity id, `roles` its `Role` parents, and `user` the human the
     agent acts for when the credential says so (a token's subject; API keys carry none).
+    `scopes` are the OAuth scopes a token grants (`principal.scopes` in Cedar); they confer no role.
     """
 
     agent: str
     roles: tuple[str, ...]
     user: str | None = None
+    scopes: tuple[str, ...] = ()
     auth_method: str = "api_key"
     credential_id: str | None = None

@@ -48,14 +48,28 @@ class ArgumentLimits:
 
 @dataclass(frozen=True, slots=True)
 class ContextResult:
-    """Either the Cedar context of a request, or why no context could be built (a reason to deny)."""
+    """Either the Cedar context of a request, or why no context could be built (a reason to deny).
+
+    `invalid_arguments` is set when the reason is that the arguments break the tool's input schema
+    (a wrong type, a missing required argument): said to the agent, without the word "denied",
+    since correcting them is up to the agent, not to policy.
+    """
 
     context: dict[str, Any] | None
     problem: str | None = None
+    invalid_arguments: str | None = None
 
 
 class _Unrepresentable(Exception):
     """Raised inside this module only, when a value cannot enter the context; carries the reason."""
+
+
+class _SchemaMismatch(_Unrepresentable):
+    """An argument breaks the tool's input schema; `detail` says so to the agent, naming the argument."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.detail = detail
 
 
 def call_context(
@@ -75,6 +89,8 @@ def call_context(
     try:
         context = _common(converter, reasoning, workflow, session_id, client, request_id, now)
         context["input"] = converter.record(input_type, arguments, "input")
+    except _SchemaMismatch as mismatch:
+        return ContextResult(None, str(mismatch), invalid_arguments=mismatch.detail)
     except _Unrepresentable as problem:
         return ContextResult(None, str(problem))
     return ContextResult(context)
@@ -244,11 +260,15 @@ class _Converter:
             if present and (item is not None or (field.type.kind is Kind.JSON and not field.nullable)):
                 result[field.name] = self.value(field.type, item, f"{path}.{field.name}")
             elif present and not field.nullable:
-                raise _Unrepresentable(f"argument '{path}.{field.name}' must not be null; the call is denied")
+                raise _SchemaMismatch(
+                    f"argument '{path}.{field.name}' must not be null; the call is denied",
+                    f"argument '{_argument(path, field.name)}' must not be null",
+                )
             elif field.required:
-                raise _Unrepresentable(
+                raise _SchemaMismatch(
                     f"required argument '{path}.{field.name}' is missing (the tool's input schema requires it); "
-                    "the call is denied"
+                    "the call is denied",
+                    f"required argument '{_argument(path, field.name)}' is missing",
                 )
         return result
 
@@ -257,9 +277,10 @@ class _Converter:
             raise self._mismatch(typed, value, path)
         if isinstance(value, float):
             if not value.is_integer():
-                raise _Unrepresentable(
+                raise _SchemaMismatch(
                     f"argument '{path}' must be an integer (the tool's input schema says so), got {value!r}; "
-                    "the call is denied"
+                    "the call is denied",
+                    f"argument '{_argument(path)}' must be an integer, got {value!r}",
                 )
             value = int(value)
         if not isinstance(value, int):
@@ -272,10 +293,17 @@ class _Converter:
 
     @staticmethod
     def _mismatch(typed: ArgumentType, value: Any, path: str) -> _Unrepresentable:
-        return _Unrepresentable(
+        return _SchemaMismatch(
             f"argument '{path}' must be {_EXPECTED[typed.kind]} (the tool's input schema says so), "
-            f"got {_kind_of(value)}; the call is denied"
+            f"got {_kind_of(value)}; the call is denied",
+            f"argument '{_argument(path)}' must be {_EXPECTED[typed.kind]}, got {_kind_of(value)}",
         )
+
+
+def _argument(path: str, name: str | None = None) -> str:
+    """An argument's path as the agent wrote it: without the `input.` of the Cedar context."""
+    full = f"{path}.{name}" if name is not None else path
+    return full.removeprefix("input.")
 
 
 def json_text(value: Any, *, max_chars: int, max_depth: int) -> str:

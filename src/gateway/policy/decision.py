@@ -42,6 +42,8 @@ class Decision:
     reason: str
     policies: tuple[PolicyRef, ...] = ()
     errors: tuple[str, ...] = ()
+    #: Set on a deny that only the arguments caused (they break the tool's input schema): what is wrong.
+    invalid_arguments: str | None = None
 
     @property
     def allowed(self) -> bool:
@@ -68,5 +70,11 @@ def allow(reason: str, policies: tuple[PolicyRef, ...]) -> Decision:
     return Decision(Effect.ALLOW, reason, policies)
 
 
-def deny(reason: str, policies: tuple[PolicyRef, ...] = (), errors: tuple[str, ...] = ()) -> Decision:
-    return Decision(Effect.DENY, reason, policies, errors)
+def deny(
+    reason: str,
+    policies: tuple[PolicyRef, ...] = (),
+    errors: tuple[str, ...] = (),
+    *,
+    invalid_arguments: str | None = None,
+) -> Decision:
+    return Decision(Effect.DENY, reason, policies, errors, invalid_arguments)

@@ -3,10 +3,12 @@
 `load` reads `<policy_dir>/access/*.cedar`, generates the Cedar schema from the live catalog,
 validates every policy against it and builds the parsed policy set, schema and entities. Any
 failure keeps the set that was working before (none at first start: everything is denied) and
-is reported with file and line. Decisions run Cedar inline on the parsed handles and only on
-the policies whose action, principal and resource scopes can match the request (see
-`slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
-entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
+is reported with file and line. A policy that names the actions of a connector that has never
+listed waits, left out, when leaving it out cannot allow anything (see `waiting.py`); it is
+loaded at the first load after that connector lists. Decisions run Cedar inline on the parsed
+handles and only on the policies whose action, principal and resource scopes can match the
+request (see `slices.py`). Whatever goes wrong while deciding (an evaluation error in any
+policy, a missing entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import anyio.to_thread
 import cedarpy
 import orjson
 
-from gateway.catalog import Catalog, PromptEntry, ToolEntry
+from gateway.catalog import Catalog, PromptEntry, ResourceEntry, ToolEntry
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy.context import ArgumentLimits, ContextResult, call_context, common_context
@@ -46,6 +48,8 @@ from gateway.policy.schema import (
     generate_schema,
 )
 from gateway.policy.slices import PolicySlices, ScopeTarget
+from gateway.policy.waiting import Unlisted, WaitingPolicy, sort_problems
+from gateway.resource_uris import exposed_uri
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class PolicyStatus:
     loaded_at: datetime | None
     last_error: str | None
     limitations: tuple[str, ...]
+    #: Policies left out until the connectors they name have listed, one readable line each.
+    waiting: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ class _PolicyState:
     entities: EntityStore
     slices: PolicySlices
     loaded_at: datetime
+    waiting: tuple[WaitingPolicy, ...] = ()
+    #: Connectors that had never listed at this load: their resources are denied until the next load,
+    #: since a policy about them may be waiting (tools and prompts are checked against the schema).
+    unlisted: frozenset[str] = frozenset()
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
 
 
@@ -94,6 +104,7 @@ class PolicyEngine:
         self._lock = threading.Lock()
         self._fingerprint: object = None
         self._last_error: str | None = None
+        self._logged_failure: tuple[object, str] | None = None
         self._last_schema: GeneratedSchema | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -103,55 +114,82 @@ class PolicyEngine:
         return self._policy_dir
 
     def load(self, catalog: Catalog) -> None:
-        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set."""
+        """Load the files against `catalog`; on failure raise PolicyLoadError and keep the previous set.
+
+        A failure is not logged here: the caller reports it (the CLI prints it, the running
+        gateway logs it through `try_load`), so each error reaches its reader once.
+        """
         with self._lock:
             fingerprint = self._current_fingerprint()
             try:
                 state = self._build(catalog)
             except PolicyLoadError as exc:
                 self._last_error = str(exc)
-                logger.error(
-                    "access policies not loaded (%s): %s",
-                    "the previous set stays active" if self._state else "every request is denied",
-                    exc,
-                )
                 raise
             finally:
                 self._fingerprint = fingerprint
             self._state = state
             self._last_error = None
+            self._logged_failure = None
         logger.info(
             "access policies loaded",
             extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
         )
+        if state.waiting:
+            connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
+            logger.warning(
+                "access policies wait for connectors that have not listed their tools yet (%s): %d not loaded; "
+                "they load when those connectors list, and until then their tools are unavailable",
+                connectors,
+                len(state.waiting),
+                extra={"waiting": [policy.describe() for policy in state.waiting]},
+            )
         if state.schema.limitations:
             logger.info(
                 "some tool arguments are offered to policies as JSON text",
                 extra={"schema_limitations": list(state.schema.limitations)},
             )
 
-    def catalog_changed(self, catalog: Catalog) -> None:
-        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+    def try_load(self, catalog: Catalog) -> bool:
+        """`load` for the running gateway: never raises; returns whether a new set is active.
+
+        A failure is logged once: the same error for the same files (the catalog changed, the
+        policies did not) is not repeated, while every edit that fails is reported.
+        """
         try:
             self.load(catalog)
-        except PolicyLoadError:
-            pass  # recorded in status.last_error and logged by load()
+        except PolicyLoadError as exc:
+            failure = (self._fingerprint, str(exc))
+            if failure != self._logged_failure:
+                self._logged_failure = failure
+                logger.error(
+                    "access policies not loaded (%s): %s",
+                    "the previous set stays active" if self._state else "every request is denied",
+                    exc,
+                )
+            return False
+        return True
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Re-validate the current files against a changed catalog; never raises (see `status`)."""
+        self.try_load(catalog)
 
     def reload_if_changed(self, catalog: Catalog) -> bool:
         """Reload when a policy file was added, removed or changed; returns whether a new set is active."""
         if self._current_fingerprint() == self._fingerprint:
             return False
-        try:
-            self.load(catalog)
-        except PolicyLoadError:
-            return False
-        return True
+        return self.try_load(catalog)
 
     async def watch(self, catalog_provider: Callable[[], Catalog], interval: float = 1.0) -> None:
         """Poll the policy files forever; loads run in a worker thread so requests keep flowing."""
         while True:
             await anyio.to_thread.run_sync(self.reload_if_changed, catalog_provider())
             await anyio.sleep(interval)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a valid set is active; cheap enough to ask on every request."""
+        return self._state is not None
 
     @property
     def status(self) -> PolicyStatus:
@@ -163,6 +201,7 @@ class PolicyEngine:
             loaded_at=state.loaded_at if state else None,
             last_error=self._last_error,
             limitations=schema.limitations if schema else (),
+            waiting=tuple(policy.describe() for policy in state.waiting) if state else (),
         )
 
     def policies(self) -> tuple[PolicyRef, ...]:
@@ -193,6 +232,9 @@ class PolicyEngine:
 
     def _build(self, catalog: Catalog) -> _PolicyState:
         files = read_policy_files(self._access_dir)
+        # Taken before the schema: a connector listing meanwhile is then in the schema and still counted
+        # as unlisted (its resources wait for the next load), never the other way round.
+        unlisted = Unlisted.of(catalog)
         try:
             schema = generate_schema(catalog)
         except _GENERATOR_FAILURES as exc:
@@ -203,10 +245,11 @@ class PolicyEngine:
             schema_handle = cedarpy.Schema.from_json_str(orjson.dumps(schema.document).decode(), release_gil=True)
         except ValueError as exc:
             raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
-        loaded = parse_policies(files)
-        problems = validation_errors(loaded, schema_handle)
-        if problems:
-            raise PolicyLoadError("\n".join(problems))
+        parsed = parse_policies(files)
+        problems = sort_problems(parsed, validation_errors(parsed, schema_handle), schema, unlisted)
+        if problems.errors:
+            raise PolicyLoadError("\n".join(problems.errors))
+        loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
         try:
             policy_set(loaded.policies)
             previous = self._state
@@ -221,6 +264,8 @@ class PolicyEngine:
             entities=entities,
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
+            waiting=problems.waiting,
+            unlisted=frozenset(unlisted.connectors),
         )
 
     # -- decisions ---------------------------------------------------------------------------
@@ -297,14 +342,23 @@ class PolicyEngine:
         request_id: str | int | None = None,
         now: datetime | None = None,
     ) -> Decision:
-        """Whether `principal` may read the resource `uri` served by `connector`."""
-        what = f"read resource '{uri}'"
+        """Whether `principal` may read the resource the backend `connector` knows as `uri`.
+
+        Policies name it by the URI the agent sees (`Resource::"gateway://<connector>/<uri>"`).
+        """
+        exposed = exposed_uri(connector, uri)
+        what = f"read resource '{exposed}'"
         state = self._state
         if state is None:
             return self._unloaded(what)
+        if connector in state.unlisted:
+            return deny(
+                f"server '{connector}' listed its resources after the access policies were validated; "
+                "denied until they are re-validated"
+            )
         context = self._common(reasoning, workflow, session_id, client, request_id, now)
         return self._decide(
-            state, principal, READ_RESOURCE, uid(RESOURCE, uri), context, what, resource_entity=(connector, uri)
+            state, principal, READ_RESOURCE, uid(RESOURCE, exposed), context, what, resource_entity=(connector, uri)
         )
 
     def decide_get_prompt(
@@ -389,48 +443,31 @@ class PolicyEngine:
             and self._possible(state, principal, GET_PROMPT, (PROMPT, prompt.exposed), None)
         ]
 
-    def visible_resources(
-        self, principal: Principal, resources: Iterable[tuple[str, Mapping[str, Any]]]
-    ) -> list[Mapping[str, Any]]:
-        """The listed resources, given as (connector, wire dict), that `principal` may read in some context."""
+    def visible_resources(self, principal: Principal, resources: Iterable[ResourceEntry]) -> list[Mapping[str, Any]]:
+        """The listed resources' definitions that `principal` may read in some context."""
         state = self._state
         if state is None:
             return []
         return [
-            resource
-            for connector, resource in resources
-            if self._possible(
-                state,
-                principal,
-                READ_RESOURCE,
-                (RESOURCE, str(resource.get("uri", ""))),
-                (connector, str(resource.get("uri", ""))),
+            resource.definition
+            for resource in resources
+            if resource.connector not in state.unlisted
+            and self._possible(
+                state, principal, READ_RESOURCE, (RESOURCE, resource.exposed), (resource.connector, resource.original)
             )
         ]
 
     def visible_resource_templates(
-        self, principal: Principal, templates: Iterable[tuple[str, Mapping[str, Any]]]
+        self, principal: Principal, templates: Iterable[ResourceEntry]
     ) -> list[Mapping[str, Any]]:
-        """The templates, given as (connector, wire dict), whose own URI template `principal` may read.
+        """The definitions of the templates whose own URI template `principal` may read.
 
         A template is judged as the resource whose URI is the template text itself (for example
+        `Resource::"gateway://crm/crm://customers/{customer_id}"` with `uri` the backend's
         `crm://customers/{customer_id}`), so `resource in Server::"crm"` and patterns such as
         `resource.uri like "crm://customers/*"` decide listings and reads alike.
         """
-        state = self._state
-        if state is None:
-            return []
-        return [
-            template
-            for connector, template in templates
-            if self._possible(
-                state,
-                principal,
-                READ_RESOURCE,
-                (RESOURCE, str(template.get("uriTemplate", ""))),
-                (connector, str(template.get("uriTemplate", ""))),
-            )
-        ]
+        return self.visible_resources(principal, templates)
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -508,7 +545,7 @@ class PolicyEngine:
         problem = context.problem or "the request could not be evaluated; denied"
         result = self._partial(state, principal, action, (resource["type"], resource["id"]), resource_entity)
         if result is None or result.diagnostics.errors or result.decision is not cedarpy.Decision.Deny:
-            return deny(problem)
+            return deny(problem, invalid_arguments=context.invalid_arguments)
         refs = state.loaded.refs
         forbids = tuple(
             sorted(
@@ -517,7 +554,7 @@ class PolicyEngine:
             )
         )
         if forbids:
-            return deny(_forbid_reason(forbids), forbids)
+            return deny(_forbid_reason(forbids, _forbidden(principal, what)), forbids)
         return deny(f"no access policy allows agent '{principal.agent}' to {what}")
 
     def _may_call(self, principal: Principal, tool: ToolEntry) -> bool:
@@ -645,7 +682,7 @@ def _failed(
         extra={"agent": principal.agent, "action": action, "errors": list(errors)},
     )
     if policies:
-        return deny(_forbid_reason(policies), policies, errors)
+        return deny(_forbid_reason(policies, "a policy of this gateway forbids this request"), policies, errors)
     return deny(
         "the access policies could not be evaluated for this request, so it is denied; "
         "an administrator can find the cause in the gateway log",
@@ -654,11 +691,16 @@ def _failed(
     )
 
 
-def _forbid_reason(policies: tuple[PolicyRef, ...]) -> str:
+def _forbid_reason(policies: tuple[PolicyRef, ...], fallback: str) -> str:
+    """The first `@reason`; without one, the agent is not told the policy's id (the audit log has it)."""
     for policy in policies:
         if policy.annotations.get("reason"):
             return policy.annotations["reason"]
-    return f"denied by policy '{policies[0].id}'"
+    return fallback
+
+
+def _forbidden(principal: Principal, what: str) -> str:
+    return f"a policy of this gateway forbids agent '{principal.agent}' to {what}"
 
 
 def _decision(
@@ -682,5 +724,5 @@ def _decision(
     if errors or result.decision is not cedarpy.Decision.Deny:
         return _failed(principal, action, errors or (f"Cedar returned {result.decision.value}",), forbids)
     if forbids:
-        return deny(_forbid_reason(forbids), forbids)
+        return deny(_forbid_reason(forbids, _forbidden(principal, what)), forbids)
     return deny(f"no access policy allows agent '{principal.agent}' to {what}")

@@ -19,6 +19,7 @@ import orjson
 
 from gateway.identity.principal import Principal
 from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, USER, GeneratedSchema
+from gateway.resource_uris import exposed_uri
 
 #: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
 PRINCIPAL_CACHE_SIZE = 4096
@@ -32,7 +33,7 @@ DELTA_BASE_ENTITIES = 2000
 #: find theirs ready instead of waiting for it on their next call.
 PRINCIPALS_CARRIED_OVER = 16
 
-PrincipalKey = tuple[str, tuple[str, ...], str | None]
+PrincipalKey = tuple[str, tuple[str, ...], str | None, tuple[str, ...]]
 
 
 def uid(entity_type: str, entity_id: str) -> dict[str, str]:
@@ -60,7 +61,7 @@ def uid_text(entity_type: str, entity_id: str) -> str:
 
 
 def principal_key(principal: Principal) -> PrincipalKey:
-    return (principal.agent, tuple(principal.roles), principal.user)
+    return (principal.agent, tuple(principal.roles), principal.user, tuple(principal.scopes))
 
 
 def _entity(entity_type: str, entity_id: str, attrs: dict[str, Any], parents: Iterable[dict[str, str]] = ()) -> dict:
@@ -101,8 +102,8 @@ def base_entities(schema: GeneratedSchema) -> list[dict[str, Any]]:
 
 
 def principal_entities(principal: Principal) -> list[dict[str, Any]]:
-    """The `Agent` with its `Role` parents and, when it acts for someone, its `User`."""
-    attrs: dict[str, Any] = {}
+    """The `Agent` with its `Role` parents, its `scopes` and, when it acts for someone, its `User`."""
+    attrs: dict[str, Any] = {"scopes": list(dict.fromkeys(principal.scopes))}
     entities = [_entity(ROLE, role, {}) for role in dict.fromkeys(principal.roles)]
     if principal.user is not None:
         attrs["user"] = {"__entity": uid(USER, principal.user)}
@@ -114,7 +115,8 @@ def principal_entities(principal: Principal) -> list[dict[str, Any]]:
 
 
 def resource_entity(connector: str, uri: str) -> dict[str, Any]:
-    return _entity(RESOURCE, uri, {"uri": uri, "server": connector}, [uid(SERVER, connector)])
+    """A backend's resource `uri`: its id is the exposed URI the agent names; `uri` is the backend's own."""
+    return _entity(RESOURCE, exposed_uri(connector, uri), {"uri": uri, "server": connector}, [uid(SERVER, connector)])
 
 
 EntityKey = tuple[str, str]
@@ -185,7 +187,7 @@ class EntityStore:
     ) -> tuple[EntityKey, ...]:
         """What a tool, prompt, server or resource is `in` for Cedar, from the same entities.
 
-        `served` is the (connector, uri) of a resource entity added per request (`for_resource`).
+        `served` is the (connector, backend's uri) of a resource entity added per request (`for_resource`).
         """
         start = (resource_type, resource_id)
         if served is None:

@@ -55,6 +55,24 @@ class LoadedPolicies:
     def __len__(self) -> int:
         return len(self.policies)
 
+    def without(self, ids: frozenset[str]) -> LoadedPolicies:
+        """The same files with the policies `ids` left out (they are not loaded, e.g. while they wait)."""
+        if not ids:
+            return self
+        return dataclasses.replace(
+            self,
+            policies=MappingProxyType({k: v for k, v in self.policies.items() if k not in ids}),
+            refs=MappingProxyType({k: v for k, v in self.refs.items() if k not in ids}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationProblem:
+    """One validation error as `file:line: policy 'id': problem`, with the policy's id when Cedar names one."""
+
+    policy: str | None
+    text: str
+
 
 def read_policy_files(directory: Path) -> tuple[PolicyFile, ...]:
     """Every `*.cedar` file in `directory`, in name order."""
@@ -115,14 +133,14 @@ def parse_policies(files: Sequence[PolicyFile]) -> LoadedPolicies:
     )
 
 
-def validation_errors(loaded: LoadedPolicies, schema: cedarpy.Schema) -> list[str]:
+def validation_errors(loaded: LoadedPolicies, schema: cedarpy.Schema) -> list[ValidationProblem]:
     """Every validation error of every file, as `file:line: policy 'id': problem` lines."""
-    problems: list[str] = []
+    problems: list[ValidationProblem] = []
     for file in loaded.files:
         try:
             result = cedarpy.validate_policies(file.text, schema, release_gil=True)
         except ValueError as exc:
-            problems.append(f"{file.path}: cannot be validated: {exc}")
+            problems.append(ValidationProblem(None, f"{file.path}: cannot be validated: {exc}"))
             continue
         if result.validation_passed:
             continue
@@ -135,9 +153,11 @@ def validation_errors(loaded: LoadedPolicies, schema: cedarpy.Schema) -> list[st
             position = _position(error.policy_id) if error.policy_id else -1
             if 0 <= position < len(ids):
                 line = _token_line(file.text, spans, position, message)
-                problems.append(f"{file.path}:{line}: policy '{ids[position]}': {message}")
+                problems.append(
+                    ValidationProblem(ids[position], f"{file.path}:{line}: policy '{ids[position]}': {message}")
+                )
             else:
-                problems.append(f"{file.path}: {message}")
+                problems.append(ValidationProblem(None, f"{file.path}: {message}"))
     return list(dict.fromkeys(problems))
 
 

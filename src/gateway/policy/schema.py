@@ -216,7 +216,13 @@ def _entity_types() -> dict[str, Any]:
     return {
         AGENT: {
             "memberOfTypes": [ROLE],
-            "shape": _record({"user": {"type": "Entity", "name": USER, "required": False}}),
+            "shape": _record(
+                {
+                    "user": {"type": "Entity", "name": USER, "required": False},
+                    # Always present (empty for API keys), so policies need no `has` check.
+                    "scopes": {"type": "Set", "element": {"type": "String"}},
+                }
+            ),
         },
         ROLE: {},
         USER: {},
@@ -244,8 +250,11 @@ def _applies(resource_type: str, context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def generate_schema(catalog: Catalog) -> GeneratedSchema:
-    """Build the schema for every tool and prompt in `catalog`; never raises on a tool's schema."""
-    return schema_for(catalog.tools(), catalog.prompts())
+    """Build the schema for every tool and prompt in `catalog`; never raises on a tool's schema.
+
+    Tools withheld for a connector file problem are in it: policies naming them keep loading.
+    """
+    return schema_for(catalog.policy_tools(), catalog.prompts())
 
 
 def schema_for(tools: Iterable[ToolEntry], prompts: Iterable[PromptEntry]) -> GeneratedSchema:

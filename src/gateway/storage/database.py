@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,46 +123,46 @@ class Database:
             async with asyncio.timeout(self._connect_timeout), self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
-    async def migrate(self) -> None:
+    async def migrate(self) -> SchemaChange:
         """Upgrade the schema to the newest revision; a no-op when it is already there.
 
         Safe at every start and from several processes at once: on PostgreSQL the upgrade runs in
         one transaction under an advisory lock, on SQLite under `BEGIN IMMEDIATE` (the write lock),
         so a second migrator waits, then finds the schema current. Both databases have
-        transactional DDL, so a failed upgrade leaves the previous schema intact.
+        transactional DDL, so a failed upgrade leaves the previous schema intact. The revisions
+        before and after are read under that lock, so the answer says what this call did.
         """
         with self._unavailability_translated():
             async with self._engine.connect() as connection:
                 current = await connection.run_sync(_current_revisions)
-            if current == [head_revision()]:
-                return  # the usual start: nothing to do, and no need to load Alembic at all
+            head = head_revision()
+            if head is not None and current == [head]:
+                return SchemaChange(head, head)  # the usual start: no need to load Alembic at all
             async with self._engine.connect() as connection:
                 if self._is_sqlite:
-                    await self._migrate_sqlite(connection)
-                else:
-                    async with connection.begin():
-                        await connection.execute(
-                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
-                        )
-                        await connection.run_sync(_upgrade_to_head)
+                    return await self._migrate_sqlite(connection)
+                async with connection.begin():
+                    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                    return await connection.run_sync(_upgrade_to_head)
 
     async def close(self) -> None:
         """Close every pooled connection; the object must not be used afterwards."""
         await self._engine.dispose()
 
     @staticmethod
-    async def _migrate_sqlite(connection: AsyncConnection) -> None:
+    async def _migrate_sqlite(connection: AsyncConnection) -> SchemaChange:
         # The driver's own transaction handling starts transactions lazily and never for DDL;
         # taking over (autocommit at the driver, explicit BEGIN IMMEDIATE) makes the whole
         # upgrade one locked transaction.
         connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            await connection.run_sync(_upgrade_to_head)
+            change = await connection.run_sync(_upgrade_to_head)
         except BaseException:
             await connection.exec_driver_sql("ROLLBACK")
             raise
         await connection.exec_driver_sql("COMMIT")
+        return change
 
     @contextmanager
     def _unavailability_translated(self) -> Iterator[None]:
@@ -190,14 +191,30 @@ class Database:
         return f"database {self._display_url} is unavailable: {detail}"
 
 
-async def migrate_database(url: str) -> None:
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """What a migration found and left: the schema revision before (None: there was no schema) and after."""
+
+    before: str | None
+    after: str | None
+
+    def describe(self, where: str) -> str:
+        """One line for the operator who asked for the migration, naming the database `where`."""
+        if self.before is None:
+            return f"created the schema at revision {self.after} in {where}"
+        if self.before == self.after:
+            return f"the schema in {where} is up to date at revision {self.after}"
+        return f"upgraded the schema in {where} from revision {self.before} to {self.after}"
+
+
+async def migrate_database(url: str) -> SchemaChange:
     """Bring the schema at `url` to the newest revision and let go of every connection.
 
     For one-shot callers (the `migrate` command, a supervisor before it starts its workers).
     """
     database = Database(url)
     try:
-        await database.migrate()
+        return await database.migrate()
     finally:
         await database.close()
 
@@ -284,14 +301,17 @@ def _current_revisions(connection: Connection) -> list[str]:
     return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def _upgrade_to_head(connection: Connection) -> SchemaChange:
     """Run Alembic's `upgrade head` on an open connection; configured in code, no alembic.ini."""
     from alembic import command
     from alembic.config import Config
 
+    before = _current_revisions(connection)
     config = Config()
     # Config values go through configparser interpolation, where "%" is special.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     config.set_main_option("path_separator", "os")
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+    after = _current_revisions(connection)
+    return SchemaChange(",".join(before) or None, ",".join(after) or None)

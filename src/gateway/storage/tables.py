@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, MetaData, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -154,3 +154,24 @@ class EndedSessionRow(Base):
     until: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     #: When it was recorded, so reloads read only what is new; None for rows from before revision 0006.
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+
+
+class AuditReplicaLeaseRow(Base):
+    """Which live process writes the audit chain `replica_id`, renewed by its heartbeat until `expires_at`.
+
+    One writer per chain: a second process must not take a live id (their sequence numbers would
+    collide and each one's recovery would close the other's running calls). A lease left to expire
+    means its writer died; whoever takes it over closes the calls that writer left open. `token`
+    is the holder's tenure, so a holder that stalled past its expiry cannot renew a lease that
+    was taken over meanwhile.
+    """
+
+    __tablename__ = "audit_replica_leases"
+
+    replica_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
