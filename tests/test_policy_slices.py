@@ -113,7 +113,7 @@ def _answers(loaded: Loaded) -> list[Any]:
             answers.append(facts(engine.decide_get_prompt(principal, prompt)))
         answers.append([tool.exposed for tool in engine.visible_tools(principal, catalog.tools())])
         answers.append([prompt.exposed for prompt in engine.visible_prompts(principal, catalog.prompts())])
-        answers.append(engine.visible_resources(principal, [(c, {"uri": u}) for c, u in RESOURCES]))
+        answers.append(engine.visible_resources(principal, catalog.resources()))
     return answers
 
 
