@@ -17,7 +17,7 @@ import pytest
 
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
-from gateway.policy.entities import ancestors, parent_map
+from gateway.policy.entities import EntityStore, ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
@@ -254,9 +254,9 @@ def test_scopes_alone_decide_listings_without_partial_evaluation(
     partial_calls: list[str] = []
     partial = PolicyEngine._partial
 
-    def counted(state: Any, principal: Principal, action: str, *rest: Any) -> Any:
+    def counted(state: Any, principal: Principal, action: str, *rest: Any, **options: Any) -> Any:
         partial_calls.append(action)
-        return partial(state, principal, action, *rest)
+        return partial(state, principal, action, *rest, **options)
 
     def listings(loaded: Loaded) -> list[list[str]]:
         engine = loaded.engine
@@ -271,3 +271,22 @@ def test_scopes_alone_decide_listings_without_partial_evaluation(
     assert partial_calls  # this time Cedar answered
     assert by_scopes == by_cedar
     assert any(by_scopes) and not all(by_scopes)
+
+
+def test_large_catalogs_judge_listings_on_the_request_entities_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past DELTA_BASE_ENTITIES, partial evaluation gets only the request's own entities: same answers."""
+    whole = _answers(_world(tmp_path / "whole"))
+    asked: list[int] = []
+    for_listing = EntityStore.for_listing
+
+    def counted(self: EntityStore, *args: Any) -> Any:
+        handle = for_listing(self, *args)
+        asked.append(len(handle) if handle is not None else 0)
+        return handle
+
+    monkeypatch.setattr("gateway.policy.entities.DELTA_BASE_ENTITIES", 0)
+    monkeypatch.setattr(EntityStore, "for_listing", counted)
+    assert _answers(_world(tmp_path / "small")) == whole
+    assert asked and all(0 < size < 20 for size in asked)

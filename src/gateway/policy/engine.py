@@ -580,7 +580,7 @@ class PolicyEngine:
         if verdict is not None:
             possible = verdict
         else:
-            result = self._partial(state, principal, action, resource, resource_entity)
+            result = self._partial(state, principal, action, resource, resource_entity, for_listing=True)
             possible = (
                 result is not None
                 and not result.diagnostics.errors
@@ -618,9 +618,16 @@ class PolicyEngine:
         action: str,
         resource: EntityKey,
         resource_entity: tuple[str, str] | None,
+        *,
+        for_listing: bool = False,
     ) -> cedarpy.PartialAuthzResult | None:
-        """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged)."""
+        """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged).
+
+        `for_listing` gives Cedar only the request's own entities when the catalog is large (see
+        `EntityStore.for_listing`).
+        """
         try:
+            entities = state.entities.for_listing(principal, action, resource, resource_entity) if for_listing else None
             return cedarpy.is_authorized_partial(
                 {
                     "principal": uid_text(AGENT, principal.agent),
@@ -631,7 +638,7 @@ class PolicyEngine:
                 state.slices.for_request(
                     action, _principal_target(state, principal), _resource_target(state, *resource, resource_entity)
                 ).policies,
-                _entities(state, principal, resource_entity),
+                entities if entities is not None else _entities(state, principal, resource_entity),
                 schema=state.schema_handle,
             )
         except _ENGINE_FAILURES as exc:

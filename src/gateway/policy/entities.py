@@ -27,6 +27,8 @@ PRINCIPAL_CACHE_SIZE = 4096
 #: Up to this many base entities, a principal's handle is the base plus a delta (fast, but it holds
 #: the GIL for time in proportion to the base: over a second at 50,000 tools); past it, the handle
 #: is parsed whole with the GIL released, so a worker thread building it leaves requests flowing.
+#: Past it too, listings ask Cedar's partial evaluation with only the entities of the request (see
+#: `for_listing`): its cost grows with the entities it is given, 65 ms a tool at 50,000 tools.
 DELTA_BASE_ENTITIES = 2000
 
 #: Principals whose handles a new load builds before it is put in force, so the agents at work
@@ -160,6 +162,8 @@ class EntityStore:
         # GIL is released while Cedar parses and the JSON is made by orjson, which holds it briefly.
         self.base = cedarpy.Entities.from_json_str(self._base_json.decode(), schema=schema_handle, release_gil=True)
         self._base_parents = parent_map(base)
+        self._base_by_key = {(entity["uid"]["type"], entity["uid"]["id"]): entity for entity in base}
+        self._action_groups = schema.action_groups
         self._base_ancestors: dict[EntityKey, tuple[EntityKey, ...]] = {}
         self._principals: dict[PrincipalKey, tuple[cedarpy.Entities, tuple[EntityKey, ...]]] = {}
         self._known: dict[PrincipalKey, Principal] = {}
@@ -169,6 +173,30 @@ class EntityStore:
     def recent_principals(self) -> list[Principal]:
         """The principals whose handles were built last, for the next load to build before it is in force."""
         return list(self._known.values())[-PRINCIPALS_CARRIED_OVER:]
+
+    def for_listing(
+        self, principal: Principal, action: str, resource: EntityKey, served: tuple[str, str] | None
+    ) -> cedarpy.Entities | None:
+        """Only the request's own entities, for judging a listing in a large catalog; None: use the whole set.
+
+        The principal with its roles and user, the resource with its ancestors, and the action with
+        its groups: what the scopes and the usual conditions (`principal.user`, `resource.annotations`,
+        `resource in Server::...`) read. A condition that reads another catalog entity finds it
+        missing, an evaluation error, so the item is left out of the listing (calls are still decided
+        on the whole set).
+        """
+        groups = self._action_groups.get(action)
+        if self._base_count <= DELTA_BASE_ENTITIES or groups is None:
+            return None
+        start = self._base_by_key.get(resource) if served is None else resource_entity(*served)
+        if start is None:
+            return None
+        entities = [*principal_entities(principal), start]
+        ancestry = (self._base_by_key.get(key) for key in self.resource_ancestors(*resource, served))
+        entities.extend(entity for entity in ancestry if entity is not None)  # absent from the whole set too
+        entities.append(_entity("Action", action, {}, (uid("Action", group) for group in groups)))
+        entities.extend(_entity("Action", group, {}) for group in groups)
+        return cedarpy.Entities.from_json_str(orjson.dumps(entities).decode())
 
     def knows(self, principal: Principal) -> bool:
         """Whether the principal's handle is ready (else `for_principal` builds it, which may take a while)."""
