@@ -15,13 +15,11 @@ from typing import Any
 import cedarpy
 import pytest
 
-from gateway.catalog import ResourceEntry
 from gateway.identity.principal import Principal
-from gateway.policy import Decision
-from gateway.policy.entities import ancestors, parent_map
+from gateway.policy import Decision, PolicyEngine
+from gateway.policy.entities import EntityStore, ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
-from gateway.resource_uris import exposed_uri
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
 
 SCOPES = """
@@ -115,8 +113,7 @@ def _answers(loaded: Loaded) -> list[Any]:
             answers.append(facts(engine.decide_get_prompt(principal, prompt)))
         answers.append([tool.exposed for tool in engine.visible_tools(principal, catalog.tools())])
         answers.append([prompt.exposed for prompt in engine.visible_prompts(principal, catalog.prompts())])
-        listed = [ResourceEntry(exposed_uri(c, u), c, u, {"uri": exposed_uri(c, u)}) for c, u in RESOURCES]
-        answers.append(engine.visible_resources(principal, listed))
+        answers.append(engine.visible_resources(principal, catalog.resources()))
     return answers
 
 
@@ -235,3 +232,61 @@ def test_ancestry_is_read_transitively_from_the_entities_cedar_is_given() -> Non
     assert set(ancestors(("Agent", "a"), parent_map(entities), base)) == {("Role", "ops"), ("Role", "staff")}
     assert ancestors(("Tool", "t"), base) == (("Server", "s"),)
     assert ancestors(("Server", "s"), base) == ()
+
+
+SCOPED_ONLY = """
+@id("crm-for-sales")
+permit (principal in Role::"sales", action in Action::"server:crm", resource);
+
+@id("finance-server")
+permit (principal in Role::"finance", action, resource in Server::"finance");
+
+@id("no-destruction")
+forbid (principal, action in Action::"destructive", resource);
+"""
+
+
+def test_scopes_alone_decide_listings_without_partial_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partial evaluation costs time in proportion to the catalog; unconditional policies need none of it."""
+    scoped = load(tmp_path / "scoped", SCOPED_ONLY, make_catalog())
+    partial_calls: list[str] = []
+    partial = PolicyEngine._partial
+
+    def counted(state: Any, principal: Principal, action: str, *rest: Any, **options: Any) -> Any:
+        partial_calls.append(action)
+        return partial(state, principal, action, *rest, **options)
+
+    def listings(loaded: Loaded) -> list[list[str]]:
+        engine = loaded.engine
+        return [[tool.exposed for tool in engine.visible_tools(p, loaded.catalog.tools())] for p in PRINCIPALS]
+
+    monkeypatch.setattr(PolicyEngine, "_partial", staticmethod(counted))
+    by_scopes = listings(scoped)
+    assert partial_calls == []
+
+    monkeypatch.setattr("gateway.policy.slices.scope_verdict", lambda policies: None)
+    by_cedar = listings(load(tmp_path / "cedar", SCOPED_ONLY, make_catalog()))
+    assert partial_calls  # this time Cedar answered
+    assert by_scopes == by_cedar
+    assert any(by_scopes) and not all(by_scopes)
+
+
+def test_large_catalogs_judge_listings_on_the_request_entities_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past DELTA_BASE_ENTITIES, partial evaluation gets only the request's own entities: same answers."""
+    whole = _answers(_world(tmp_path / "whole"))
+    asked: list[int] = []
+    for_listing = EntityStore.for_listing
+
+    def counted(self: EntityStore, *args: Any) -> Any:
+        handle = for_listing(self, *args)
+        asked.append(len(handle) if handle is not None else 0)
+        return handle
+
+    monkeypatch.setattr("gateway.policy.entities.DELTA_BASE_ENTITIES", 0)
+    monkeypatch.setattr(EntityStore, "for_listing", counted)
+    assert _answers(_world(tmp_path / "small")) == whole
+    assert asked and all(0 < size < 20 for size in asked)

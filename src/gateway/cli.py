@@ -544,7 +544,12 @@ def _tools_list(args: argparse.Namespace) -> int:
             unhealthy = [
                 (f"(no tools: {c.health.detail})", name, "-", "-", c.health.state.value)
                 for name, c in runtime.connectors.items()
-                if c.health.state.value != "healthy"
+                if c.health.state.value not in ("healthy", "degraded")
+            ]
+            unhealthy += [  # a degraded backend serves its tools; what it listed beyond the bounds is not
+                (f"(left out: {problem})", name, "-", "-", c.health.state.value)
+                for name, c in runtime.connectors.items()
+                for problem in c.health.problems
             ]
             problems = runtime.catalog.problems()
         if args.json:

@@ -74,6 +74,34 @@ class RestartPolicy(_Frozen):
     max_backoff: float = Field(default=30.0, gt=0, description="The longest wait between restart attempts, in seconds.")
 
 
+#: Defaults of the listing bounds: 1,000 tools is ten times what the largest real MCP servers offer
+#: and already more than an agent's context can use; 64 KiB holds any honest tool definition
+#: (long descriptions and rich input schemas stay under 10 KiB); 8 MiB is 1,000 such tools.
+DEFAULT_MAX_TOOLS = 1000
+DEFAULT_MAX_DEFINITION_BYTES = 64 * 1024
+DEFAULT_MAX_LISTING_BYTES = 8 * 1024 * 1024
+
+
+class ListingLimits(_Frozen):
+    """How much of a backend's listing the gateway takes in, so no backend can stall it for the others."""
+
+    max_tools: int = Field(
+        default=DEFAULT_MAX_TOOLS,
+        ge=1,
+        description="Most tools one backend may list; a listing with more is refused whole and the previous one kept.",
+    )
+    max_definition_bytes: int = Field(
+        default=DEFAULT_MAX_DEFINITION_BYTES,
+        ge=1,
+        description="Largest JSON size of one tool, resource or prompt definition; a larger one is left out.",
+    )
+    max_listing_bytes: int = Field(
+        default=DEFAULT_MAX_LISTING_BYTES,
+        ge=1,
+        description="Largest JSON size of one backend's whole listing; a larger one is refused and the previous kept.",
+    )
+
+
 class _ConnectorBase(_Frozen):
     name: str = Field(
         description=(
@@ -107,6 +135,19 @@ class _ConnectorBase(_Frozen):
         default={},
         description="Per-tool overrides, keyed by the backend's own tool name (not the exposed name).",
     )
+    max_tools: int | None = Field(
+        default=None, ge=1, description="This backend's own `max_tools`; unset: the gateway's [connectors] value."
+    )
+    max_definition_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="This backend's own `max_definition_bytes`; unset: the gateway's [connectors] value.",
+    )
+    max_listing_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="This backend's own `max_listing_bytes`; unset: the gateway's [connectors] value.",
+    )
     source: Path = Field(default=Path("."), exclude=True)
     #: The file as loaded, so problems found later (a listing, a start) can name the line to edit.
     _text: str | None = PrivateAttr(default=None)
@@ -116,6 +157,15 @@ class _ConnectorBase(_Frozen):
         if self._text is None:
             return str(self.source)
         return f"{self.source}:{_line_of(self._text, path)}"
+
+    def listing_limits(self, defaults: ListingLimits | None = None) -> ListingLimits:
+        """The bounds on this backend's listing: its own values, else the gateway-wide ones."""
+        base = defaults or ListingLimits()
+        return ListingLimits(
+            max_tools=self.max_tools or base.max_tools,
+            max_definition_bytes=self.max_definition_bytes or base.max_definition_bytes,
+            max_listing_bytes=self.max_listing_bytes or base.max_listing_bytes,
+        )
 
     @field_validator("name")
     @classmethod
@@ -208,6 +258,14 @@ class ServerSettings(_Frozen):
     )
     workers: int = Field(
         default=1, ge=1, le=64, description="Processes serving the port (SO_REUSEPORT); more than 1 needs PostgreSQL."
+    )
+    tools_page_size: int = Field(
+        default=1000,
+        ge=1,
+        description=(
+            "Catalog tools one tools/list response covers; agents follow nextCursor for the rest, so a huge "
+            "catalog never makes one long response that holds up other requests."
+        ),
     )
     max_header_bytes: int = Field(
         default=64 * 1024,
@@ -425,7 +483,9 @@ class LoggingSettings(_Frozen):
     )
 
 
-class ConnectorsSettings(_Frozen):
+class ConnectorsSettings(ListingLimits):
+    """Where the connector files are, and the listing bounds every connector has unless its file sets its own."""
+
     dir: Path = Field(
         default=Path("connectors"), description="Directory of the connector files, one `*.toml` per backend."
     )
@@ -494,7 +554,14 @@ def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Con
     connectors = (
         load_connectors(settings.connectors.dir, separator=settings.server.name_separator) if with_connectors else ()
     )
-    return Config(gateway=settings, connectors=connectors)
+    return Config(gateway=settings, connectors=_with_listing_defaults(connectors, settings.connectors))
+
+
+def _with_listing_defaults(
+    connectors: tuple[McpStdioConnector | McpHttpConnector, ...], defaults: ListingLimits
+) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+    """Every connector carries its effective listing bounds, so the parts that read them need no gateway settings."""
+    return tuple(connector.model_copy(update=dict(connector.listing_limits(defaults))) for connector in connectors)
 
 
 def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdioConnector | McpHttpConnector, ...]:

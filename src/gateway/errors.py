@@ -65,6 +65,10 @@ class BackendError(GatewayError):
         self.data = data
 
 
+class ListingRefused(GatewayError):
+    """A backend's listing breaks a bound (`max_tools`, `max_listing_bytes`); the previous listing stays in force."""
+
+
 class StorageUnavailable(GatewayError):
     """The database could not be reached or refused a write the gateway needs."""
 

@@ -50,7 +50,7 @@ def readyz_endpoint(runtime: GatewayRuntime, access: OpsAccess):  # noqa: ANN201
                 "detail": c.health.detail,
                 "protocol_version": c.health.protocol_version,
                 "restarts": c.health.restarts,
-                "problems": list(problems.get(name, ())),
+                "problems": [*c.health.problems, *problems.get(name, ())],
             }
             for name, c in runtime.connectors.items()
         }

@@ -14,9 +14,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from gateway.audit import AuditRecorder, CallHandle
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
@@ -45,6 +47,9 @@ logger = logging.getLogger("gateway.calls")
 _RESERVED_META_PREFIXES = ("io.modelcontextprotocol/", "io.autonomy-gateway/")
 _RESERVED_META_KEYS = frozenset({"progressToken", "progress_token"})
 
+#: Up to this many tools, deciding which an agent may see costs less than handing it to a thread.
+_INLINE_VISIBILITY_TOOLS = 256
+
 #: Where an agent states why it makes a call, and which workflow the call belongs to.
 REASONING_META_KEY = "io.autonomy-gateway/reasoning"
 WORKFLOW_META_KEY = "io.autonomy-gateway/workflow"
@@ -62,6 +67,14 @@ class RequestInfo:
     client_version: str | None = None
     transport: str | None = None
     trace_headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPage:
+    """The tools an agent may see among one window of the catalog, and where the next window starts."""
+
+    tools: list[Mapping[str, Any]]
+    next_start: int | None
 
 
 @dataclass(slots=True)
@@ -166,7 +179,10 @@ class Pipeline:
         policy: PolicyEngine,
         audit: AuditRecorder,
         telemetry: Telemetry,
+        *,
+        tools_page_size: int = 1000,
     ) -> None:
+        self._tools_page_size = tools_page_size
         self._catalog = catalog
         self._connectors = connectors
         self._policy = policy
@@ -182,18 +198,37 @@ class Pipeline:
 
     # -- listings: an agent sees only what it may use ----------------------------------------
 
-    async def list_tools(self, request: RequestInfo) -> list[Mapping[str, Any]]:
+    async def list_tools(self, request: RequestInfo, *, start: int = 0) -> ToolPage:
+        """The visible tools among `tools_page_size` catalog positions from `start` (a page may hold none).
+
+        Pages are windows of the catalog, not of what the agent sees, so a page costs the same
+        whatever the policies hide and needs no state between requests.
+        """
+        next_start: int | None = None
+
         async def listing() -> list[Mapping[str, Any]]:
-            visible = self._policy.visible_tools(
+            nonlocal next_start
+            catalog = list(self._catalog.tools())
+            end = start + self._tools_page_size
+            tools = catalog[start:end]
+            next_start = end if end < len(catalog) else None
+            visible_tools = partial(
+                self._policy.visible_tools,
                 request.principal,
-                self._catalog.tools(),
+                tools,
                 session_id=request.session_id,
                 client=request.client_name,
                 request_id=request.request_id,
             )
+            # A few tools are judged inline; thousands in a worker thread, so other requests keep flowing.
+            if len(tools) <= _INLINE_VISIBILITY_TOOLS:
+                visible = visible_tools()
+            else:
+                visible = await anyio.to_thread.run_sync(visible_tools)
             return [entry.definition for entry in visible]
 
-        return await self._listing(request, "tools/list", listing)
+        tools = await self._listing(request, "tools/list", listing)
+        return ToolPage(tools, next_start)
 
     async def list_prompts(self, request: RequestInfo) -> list[Mapping[str, Any]]:
         async def listing() -> list[Mapping[str, Any]]:
@@ -289,6 +324,7 @@ class Pipeline:
                 raise refusal from None
             trace.record_arguments(arguments)
             # 3 decide
+            await self._policy_ready(request)
             context = _policy_context(request, meta, reasoning=reasoning)
             decision = self._decided(
                 method, exposed_name, clock,
@@ -339,6 +375,7 @@ class Pipeline:
                 await self._refused(request, method, uri, None, None, meta, exc, clock)
                 raise
             trace.resolved(route.connector)
+            await self._policy_ready(request)
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, uri, clock,
@@ -381,6 +418,7 @@ class Pipeline:
                 await self._refused(request, method, exposed_name, None, arguments, meta, exc, clock)
                 raise
             trace.resolved(entry.connector)
+            await self._policy_ready(request)
             context = _policy_context(request, meta)
             decision = self._decided(
                 method, exposed_name, clock,
@@ -446,6 +484,11 @@ class Pipeline:
             meta=meta,
             headers=request.trace_headers,
         )
+
+    async def _policy_ready(self, request: RequestInfo) -> None:
+        """An agent new to the loaded policies gets its entities built in a worker thread, not on the loop."""
+        if not self._policy.ready_for(request.principal):
+            await anyio.to_thread.run_sync(self._policy.prepare, request.principal)
 
     def _decided(self, method: str, target: str, clock: _Clock, decide: Callable[[], Decision]) -> Decision:
         """3 decide: one policy span and one latency lap, whatever is being decided."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
@@ -32,7 +33,8 @@ from gateway.catalog_store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
-from gateway.errors import GatewayError, ReplicaIdInUse
+from gateway.connectors.listing_bounds import bound_listing
+from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -76,10 +78,21 @@ class GatewayRuntime:
         )
         self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
         self.audit = self._recorder(audit.replica_id or default_replica_id())
-        self.pipeline = Pipeline(self.catalog, self.connectors, self.policy, self.audit, self.telemetry)
+        self.pipeline = Pipeline(
+            self.catalog,
+            self.connectors,
+            self.policy,
+            self.audit,
+            self.telemetry,
+            tools_page_size=config.gateway.server.tools_page_size,
+        )
         self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
+        #: One listing change at a time, and none while the first policies load: each builds on the last.
+        self._catalog_lock = anyio.Lock()
+        #: Set once the first policies were loaded: from then on every catalog change re-validates them.
+        self._policies_follow_catalog = False
         #: Set by a supervisor that already migrated the schema for all its workers.
         self.migrations_done = False
         #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
@@ -150,13 +163,21 @@ class GatewayRuntime:
             await anyio.sleep(seconds / 3)
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
-        changed = self.catalog.update(connector, listing)
-        if changed and self.persist_listings:
-            await save_listing(self.database, connector, listing)
+        """Rebuild the catalog and re-validate the policies in worker threads: a listing of thousands of
+        tools takes seconds to process, and requests keep being served meanwhile.
+
+        Requests go on under the previous policies, which fail closed for what they have not validated:
+        a new or changed tool is neither listed nor callable until the policies that know it are in force.
+        """
+        async with self._catalog_lock:
+            changed = await anyio.to_thread.run_sync(self.catalog.update, connector, listing)
+            if changed and self.persist_listings:
+                await save_listing(self.database, connector, listing)
+            if changed and self._policies_follow_catalog:
+                logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
+                # Policies are re-validated against the new tools before anyone is told to re-list.
+                await anyio.to_thread.run_sync(self.policy.catalog_changed, self.catalog)
         if changed and self.started:
-            logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
-            # Policies are re-validated against the new tools before anyone is told to re-list.
-            self.policy.catalog_changed(self.catalog)
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
 
@@ -208,8 +229,17 @@ class GatewayRuntime:
         """Last known listings first, so a backend down at start still has its tools and policies."""
         stored = await load_listings(self.database)
         for name, listing in stored.items():
-            if name in self.connectors:
-                self.catalog.update(name, listing)
+            if name not in self.connectors:
+                continue
+            # Stored by a gateway with other bounds perhaps: held to this one's, like a live listing.
+            try:
+                listing, problems = bound_listing(name, listing, self.connectors[name].settings.listing_limits())
+            except ListingRefused as exc:
+                logger.warning("stored listing not used", extra={"connector": name, "problem": str(exc)})
+                continue
+            for problem in problems:
+                logger.warning("stored listing breaks a bound", extra={"connector": name, "problem": problem})
+            self.catalog.update(name, listing)
         self.persist_listings = True
 
     async def record_auth_refused(self, reason: str, client_address: str | None, path: str) -> None:
@@ -265,7 +295,9 @@ class GatewayRuntime:
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
-                self.load_policies()
+                async with self._catalog_lock:
+                    self.load_policies()
+                    self._policies_follow_catalog = True
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
                 if self.config.gateway.auth.api_keys:

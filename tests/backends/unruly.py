@@ -2,7 +2,10 @@
 
 Speaks 2025-11-25 only (it answers `server/discover` with method-not-found). Its tools:
 `echo` answers normally; `noisy` writes lines that are not JSON-RPC before its answer; `stray`
-writes answers to ids nobody asked about before its own; `cut` writes half its answer and exits.
+writes answers to ids nobody asked about before its own; `cut` writes half its answer and exits;
+`flood` replaces the listing with `tools` generated tools (one of them with a description of
+`description_bytes` bytes when that is given) and announces it with `list_changed`, as a backend
+whose offer explodes does.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ TOOLS = [
     {"name": "noisy", "description": "Garbage lines, then the answer.", "inputSchema": {"type": "object"}},
     {"name": "stray", "description": "Answers to unknown ids, then the answer.", "inputSchema": {"type": "object"}},
     {"name": "cut", "description": "Half an answer, then exit.", "inputSchema": {"type": "object"}},
+    {"name": "flood", "description": "Offer many tools from now on.", "inputSchema": {"type": "object"}},
 ]
+listing: list[dict[str, Any]] = TOOLS
 
 
 def write(text: str) -> None:
@@ -44,7 +49,26 @@ def call(request_id: Any, name: str, arguments: dict[str, Any]) -> None:
         line = json.dumps(answer)
         write(line[: len(line) // 2])
         os._exit(3)
+    elif name == "flood":
+        flood(int(arguments.get("tools", 0)), int(arguments.get("description_bytes", 0)))
     send(answer)
+
+
+def flood(count: int, description_bytes: int) -> None:
+    """From now on list `count` more tools (the first with a huge description if asked), and say so."""
+    global listing
+    generated = [
+        {
+            "name": f"bulk_{index:05d}",
+            "description": f"Generated tool number {index}.",
+            "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+        }
+        for index in range(count)
+    ]
+    if description_bytes and generated:
+        generated[0]["description"] = "x" * description_bytes
+    listing = [*TOOLS, *generated]
+    send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
 
 
 def main() -> None:
@@ -57,12 +81,12 @@ def main() -> None:
         if method == "initialize":
             result = {
                 "protocolVersion": "2025-11-25",
-                "capabilities": {"tools": {}},
+                "capabilities": {"tools": {"listChanged": True}},
                 "serverInfo": {"name": "unruly", "version": "1.0"},
             }
             send({"jsonrpc": "2.0", "id": request_id, "result": result})
         elif method == "tools/list":
-            send({"jsonrpc": "2.0", "id": request_id, "result": {"tools": TOOLS}})
+            send({"jsonrpc": "2.0", "id": request_id, "result": {"tools": listing}})
         elif method == "ping":
             send({"jsonrpc": "2.0", "id": request_id, "result": {}})
         elif method == "tools/call":

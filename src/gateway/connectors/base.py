@@ -22,6 +22,8 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 class HealthState(StrEnum):
     STARTING = "starting"
     HEALTHY = "healthy"
+    #: Connected and serving calls, but part or all of its latest listing was refused (see `problems`).
+    DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     STOPPED = "stopped"
 
@@ -34,6 +36,7 @@ class Health:
     detail: str = ""
     protocol_version: str | None = None
     restarts: int = 0
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,12 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import mcp_types as types
 from mcp import Client
 from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import TypeAdapter
 
 from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import (
@@ -39,12 +39,12 @@ from gateway.connectors.base import (
     ResourceUpdateListener,
 )
 from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
+from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.resource_watch import ResourceWatch
-from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError
+from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError, ListingRefused
 
 logger = logging.getLogger(__name__)
 
-_RAW_RESULT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 _LIST_CHANGED = {
     "notifications/tools/list_changed",
     "notifications/resources/list_changed",
@@ -123,6 +123,8 @@ class McpBackend:
         self._on_listing = on_listing
         self._resource_watch = ResourceWatch(settings.name, on_resource_updated, timeout=settings.timeout)
         self._protocol = settings.protocol
+        self._limits = settings.listing_limits()
+        self._reported_problems: tuple[str, ...] = ()
         self._health_interval = settings.health_interval
         self._hop: Hop | None = None
         self._health = Health(HealthState.STARTING, "connecting")
@@ -263,21 +265,26 @@ class McpBackend:
                 cache=None,
                 client_info=types.Implementation(name="autonomy-gateway", version="0.1.0"),
             ) as client:
-                listing = await self._fetch_listing(client)
-                self._hop = link.hop(client.session)
-                self._listing = listing
-                self._health = Health(HealthState.HEALTHY, "connected", client.protocol_version, self._restarts)
+                hop = link.hop(client.session)
+                listing, problems = await self._bounded_listing(hop, client)
+                self._hop = hop
+                if listing is not None:
+                    self._listing = listing
+                self._health = self._connected_health(client.protocol_version, problems)
                 logger.info(
                     "backend connected",
                     extra={
                         "connector": self.name,
                         "protocol_version": client.protocol_version,
-                        "tools": len(listing.tools),
+                        "tools": len(self._listing.tools),
                     },
                 )
                 connected.set()
+                # The attempt is over once the listing is taken in, so the gateway starts with these tools
+                # (taking a listing in awaits worker threads; the supervisor waits at most connect_timeout).
+                if listing is not None:
+                    await self._on_listing(self.name, listing)
                 attempt_over.set()
-                await self._on_listing(self.name, listing)
                 async with anyio.create_task_group() as watchers:
                     watchers.start_soon(self._ping_loop, client)
                     watchers.start_soon(self._refresh_loop, client)
@@ -342,14 +349,47 @@ class McpBackend:
         while True:
             await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
+            hop = self._hop
+            if hop is None:
+                continue  # the connection is being replaced; the new one lists afresh
             try:
-                self._listing = await self._fetch_listing(client)
-            except (MCPError, TimeoutError) as exc:
-                logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": str(exc)})
+                listing, problems = await self._bounded_listing(hop, client)
+            except (RemoteError, HopTimeout, TimeoutError) as exc:
+                reason = exc.message if isinstance(exc, RemoteError) else "no answer within the connector's timeout"
+                logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": reason})
                 continue
-            await self._on_listing(self.name, self._listing)
+            except HopLost as exc:
+                self._mark_lost(f"the connection closed while listing ({exc})")
+                return
+            if self._hop is not None:
+                self._health = self._connected_health(client.protocol_version, problems)
+            if listing is not None:
+                self._listing = listing
+                await self._on_listing(self.name, listing)
 
-    async def _fetch_listing(self, client: Client) -> Listing:
+    async def _bounded_listing(self, hop: Hop, client: Client) -> tuple[Listing | None, tuple[str, ...]]:
+        """The listing within the bounds and what was left out; None with the reason when refused whole."""
+        budget = ListingBudget(self.name, self._limits)
+        try:
+            listing = await self._fetch_listing(hop, client, budget)
+        except ListingRefused as exc:
+            return None, (str(exc),)
+        return listing, tuple(budget.problems)
+
+    def _connected_health(self, protocol_version: str | None, problems: tuple[str, ...]) -> Health:
+        """Healthy, or degraded with the problems; each new set of problems is logged once."""
+        if problems != self._reported_problems:
+            self._reported_problems = problems
+            for problem in problems:
+                logger.warning("backend listing breaks a bound", extra={"connector": self.name, "problem": problem})
+        if not problems:
+            return Health(HealthState.HEALTHY, "connected", protocol_version, self._restarts)
+        detail = "connected, but its listing breaks a bound: " + " ".join(problems)
+        return Health(HealthState.DEGRADED, detail, protocol_version, self._restarts, problems)
+
+    async def _fetch_listing(self, hop: Hop, client: Client, budget: ListingBudget) -> Listing:
+        """Pages come over the raw hop: the SDK would validate every definition on the event loop (seconds
+        for tens of thousands of tools); the budget checks what the catalog needs, in a worker thread."""
         capabilities = client.server_capabilities
         tools: list[JsonObject] = []
         resources: list[JsonObject] = []
@@ -357,12 +397,14 @@ class McpBackend:
         prompts: list[JsonObject] = []
         with anyio.fail_after(self._settings.timeout):
             if capabilities.tools is not None:
-                tools = await self._all_pages(client, types.ListToolsRequest, "tools")
+                tools = await self._all_pages(hop, "tools/list", "tools", budget, "tool")
             if capabilities.resources is not None:
-                resources = await self._all_pages(client, types.ListResourcesRequest, "resources")
-                templates = await self._all_pages(client, types.ListResourceTemplatesRequest, "resourceTemplates")
+                resources = await self._all_pages(hop, "resources/list", "resources", budget, "resource")
+                templates = await self._all_pages(
+                    hop, "resources/templates/list", "resourceTemplates", budget, "resource template"
+                )
             if capabilities.prompts is not None:
-                prompts = await self._all_pages(client, types.ListPromptsRequest, "prompts")
+                prompts = await self._all_pages(hop, "prompts/list", "prompts", budget, "prompt")
         return Listing(
             tools=tuple(tools),
             resources=tuple(resources),
@@ -371,15 +413,16 @@ class McpBackend:
             capabilities=capabilities.model_dump(by_alias=True, exclude_none=True),
         )
 
-    async def _all_pages(self, client: Client, request_type: Any, key: str) -> list[JsonObject]:
+    async def _all_pages(self, hop: Hop, method: str, key: str, budget: ListingBudget, kind: str) -> list[JsonObject]:
+        """Every page, each checked against the budget as it arrives (in a worker thread: a page may be huge)."""
         items: list[JsonObject] = []
-        cursor: str | None = None
+        cursor: Any = None
         for _ in range(_PAGE_LIMIT):
-            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-            page = await client.session.send_request(request_type(params=params), _RAW_RESULT)
-            items.extend(page.get(key) or [])
+            params: JsonObject = {"cursor": cursor} if cursor else {}
+            page = await hop.request(method, params, time_limit=self._settings.timeout, on_progress=None)
+            items.extend(await anyio.to_thread.run_sync(budget.take, kind, page.get(key)))
             cursor = page.get("nextCursor")
-            if not cursor:
+            if not isinstance(cursor, str) or not cursor:
                 break
         return items
 

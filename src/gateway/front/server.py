@@ -128,6 +128,8 @@ class StandingFeed:
 
 
 _STREAM_BUFFER = 64
+#: `tools/list` cursors are catalog positions; the prefix tells them from cursors of other lists.
+_TOOLS_CURSOR_PREFIX = "tools:"
 _LIST_CHANGED = tuple(
     json.dumps({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"}, separators=(",", ":")).encode()
     for kind in ("tools", "resources", "prompts")
@@ -204,11 +206,15 @@ class _Handlers:
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         request = self._request_info(ctx)
+        start = _tools_cursor_start(getattr(params, "cursor", None))
         try:
-            tools = await self._pipeline.list_tools(request)
+            page = await self._pipeline.list_tools(request, start=start)
         except GatewayError as exc:
             raise to_mcp_error(exc) from None
-        return _listing({"tools": [dict(tool) for tool in tools]}, ctx)
+        result: JsonObject = {"tools": [dict(tool) for tool in page.tools]}
+        if page.next_start is not None:
+            result["nextCursor"] = f"{_TOOLS_CURSOR_PREFIX}{page.next_start}"
+        return _listing(result, ctx)
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> JsonObject:
         request = self._request_info(ctx)
@@ -294,6 +300,19 @@ class _Handlers:
 def _raw_meta(ctx: ServerRequestContext[Any, Any]) -> Mapping[str, Any] | None:
     meta = (ctx.params or {}).get("_meta")
     return meta if isinstance(meta, Mapping) else None
+
+
+def _tools_cursor_start(cursor: str | None) -> int:
+    """The catalog position a `tools/list` cursor this gateway handed out points at."""
+    if cursor is None:
+        return 0
+    position = cursor.removeprefix(_TOOLS_CURSOR_PREFIX)
+    if not cursor.startswith(_TOOLS_CURSOR_PREFIX) or not (position.isascii() and position.isdigit()):
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message=f"unknown tools/list cursor {cursor[:40]!r}: list the tools again without a cursor",
+        )
+    return int(position)
 
 
 def _listing(result: JsonObject, ctx: ServerRequestContext[Any, Any]) -> JsonObject:

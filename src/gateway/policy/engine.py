@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import cedarpy
+import orjson
 
 from gateway.catalog import Catalog, PromptEntry, ResourceEntry, ToolEntry
 from gateway.errors import PolicyLoadError
@@ -240,7 +241,8 @@ class PolicyEngine:
             raise PolicyLoadError(f"the catalog could not be turned into a Cedar schema: {exc!r}") from None
         self._last_schema = schema
         try:
-            schema_handle = cedarpy.Schema.from_json_str(json.dumps(schema.document), release_gil=True)
+            # orjson: the standard encoder holds the GIL for seconds on a schema of thousands of tools.
+            schema_handle = cedarpy.Schema.from_json_str(orjson.dumps(schema.document).decode(), release_gil=True)
         except ValueError as exc:
             raise PolicyLoadError(f"Cedar refused the schema generated from the catalog: {exc}") from None
         parsed = parse_policies(files)
@@ -250,7 +252,9 @@ class PolicyEngine:
         loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
         try:
             policy_set(loaded.policies)
-            entities = EntityStore(schema, schema_handle)
+            previous = self._state
+            carry_over = previous.entities.recent_principals() if previous is not None else ()
+            entities = EntityStore(schema, schema_handle, carry_over)
         except ValueError as exc:
             raise PolicyLoadError(f"the policies or the catalog's entities were refused by Cedar: {exc}") from None
         return _PolicyState(
@@ -265,6 +269,20 @@ class PolicyEngine:
         )
 
     # -- decisions ---------------------------------------------------------------------------
+
+    def ready_for(self, principal: Principal) -> bool:
+        """Whether deciding for `principal` is quick; when not, `prepare` it in a worker thread first."""
+        state = self._state
+        return state is None or state.entities.knows(principal)
+
+    def prepare(self, principal: Principal) -> None:
+        """Build what deciding for `principal` needs (a second or more with tens of thousands of tools)."""
+        state = self._state
+        if state is not None:
+            try:
+                state.entities.for_principal(principal)
+            except ValueError:
+                pass  # the decision itself reports the cause and denies
 
     def decide_call(
         self,
@@ -558,19 +576,40 @@ class PolicyEngine:
         cached = state.visibility.get(key)
         if cached is not None:
             return cached
-        result = self._partial(state, principal, action, resource, resource_entity)
-        possible = (
-            result is not None
-            and not result.diagnostics.errors
-            and (
-                result.decision is cedarpy.Decision.Allow
-                or (result.decision is cedarpy.Decision.NoDecision and bool(result.residuals))
+        verdict = self._scope_verdict(state, principal, action, resource, resource_entity)
+        if verdict is not None:
+            possible = verdict
+        else:
+            result = self._partial(state, principal, action, resource, resource_entity, for_listing=True)
+            possible = (
+                result is not None
+                and not result.diagnostics.errors
+                and (
+                    result.decision is cedarpy.Decision.Allow
+                    or (result.decision is cedarpy.Decision.NoDecision and bool(result.residuals))
+                )
             )
-        )
         if len(state.visibility) >= VISIBILITY_CACHE_SIZE:
             state.visibility.clear()
         state.visibility[key] = possible
         return possible
+
+    @staticmethod
+    def _scope_verdict(
+        state: _PolicyState,
+        principal: Principal,
+        action: str,
+        resource: EntityKey,
+        resource_entity: tuple[str, str] | None,
+    ) -> bool | None:
+        """The answer for every context when the scopes of the applicable policies decide it (see `slices`)."""
+        try:
+            applicable = state.slices.for_request(
+                action, _principal_target(state, principal), _resource_target(state, *resource, resource_entity)
+            )
+        except _ENGINE_FAILURES:
+            return None  # Cedar is asked, and reports the cause
+        return applicable.verdict
 
     @staticmethod
     def _partial(
@@ -579,9 +618,16 @@ class PolicyEngine:
         action: str,
         resource: EntityKey,
         resource_entity: tuple[str, str] | None,
+        *,
+        for_listing: bool = False,
     ) -> cedarpy.PartialAuthzResult | None:
-        """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged)."""
+        """Cedar's partial evaluation with the whole context unknown; None when Cedar fails (logged).
+
+        `for_listing` gives Cedar only the request's own entities when the catalog is large (see
+        `EntityStore.for_listing`).
+        """
         try:
+            entities = state.entities.for_listing(principal, action, resource, resource_entity) if for_listing else None
             return cedarpy.is_authorized_partial(
                 {
                     "principal": uid_text(AGENT, principal.agent),
@@ -592,7 +638,7 @@ class PolicyEngine:
                 state.slices.for_request(
                     action, _principal_target(state, principal), _resource_target(state, *resource, resource_entity)
                 ).policies,
-                _entities(state, principal, resource_entity),
+                entities if entities is not None else _entities(state, principal, resource_entity),
                 schema=state.schema_handle,
             )
         except _ENGINE_FAILURES as exc:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import cedarpy
+import orjson
 
 from gateway.identity.principal import Principal
 from gateway.policy.schema import AGENT, PROMPT, RESOURCE, ROLE, SERVER, TOOL, USER, GeneratedSchema
@@ -22,6 +23,17 @@ from gateway.resource_uris import exposed_uri
 
 #: Principals whose entity handles are kept; past this the cache starts over (cheap to rebuild).
 PRINCIPAL_CACHE_SIZE = 4096
+
+#: Up to this many base entities, a principal's handle is the base plus a delta (fast, but it holds
+#: the GIL for time in proportion to the base: over a second at 50,000 tools); past it, the handle
+#: is parsed whole with the GIL released, so a worker thread building it leaves requests flowing.
+#: Past it too, listings ask Cedar's partial evaluation with only the entities of the request (see
+#: `for_listing`): its cost grows with the entities it is given, 65 ms a tool at 50,000 tools.
+DELTA_BASE_ENTITIES = 2000
+
+#: Principals whose handles a new load builds before it is put in force, so the agents at work
+#: find theirs ready instead of waiting for it on their next call.
+PRINCIPALS_CARRIED_OVER = 16
 
 PrincipalKey = tuple[str, tuple[str, ...], str | None, tuple[str, ...]]
 
@@ -139,13 +151,56 @@ def ancestors(start: EntityKey, *parent_maps: Mapping[EntityKey, tuple[EntityKey
 class EntityStore:
     """Parsed entity handles for one catalog: the base, and base-plus-principal per principal."""
 
-    def __init__(self, schema: GeneratedSchema, schema_handle: cedarpy.Schema) -> None:
+    def __init__(
+        self, schema: GeneratedSchema, schema_handle: cedarpy.Schema, carry_over: Iterable[Principal] = ()
+    ) -> None:
         self._schema = schema_handle
         base = base_entities(schema)
-        self.base = cedarpy.Entities.from_json_str(json.dumps(base), schema=schema_handle)
+        self._base_json = orjson.dumps(base)
+        self._base_count = len(base)
+        # Built in a worker thread at each load; a catalog of thousands of tools takes seconds, so the
+        # GIL is released while Cedar parses and the JSON is made by orjson, which holds it briefly.
+        self.base = cedarpy.Entities.from_json_str(self._base_json.decode(), schema=schema_handle, release_gil=True)
         self._base_parents = parent_map(base)
+        self._base_by_key = {(entity["uid"]["type"], entity["uid"]["id"]): entity for entity in base}
+        self._action_groups = schema.action_groups
         self._base_ancestors: dict[EntityKey, tuple[EntityKey, ...]] = {}
         self._principals: dict[PrincipalKey, tuple[cedarpy.Entities, tuple[EntityKey, ...]]] = {}
+        self._known: dict[PrincipalKey, Principal] = {}
+        for principal in carry_over:
+            self._principal(principal)
+
+    def recent_principals(self) -> list[Principal]:
+        """The principals whose handles were built last, for the next load to build before it is in force."""
+        return list(self._known.values())[-PRINCIPALS_CARRIED_OVER:]
+
+    def for_listing(
+        self, principal: Principal, action: str, resource: EntityKey, served: tuple[str, str] | None
+    ) -> cedarpy.Entities | None:
+        """Only the request's own entities, for judging a listing in a large catalog; None: use the whole set.
+
+        The principal with its roles and user, the resource with its ancestors, and the action with
+        its groups: what the scopes and the usual conditions (`principal.user`, `resource.annotations`,
+        `resource in Server::...`) read. A condition that reads another catalog entity finds it
+        missing, an evaluation error, so the item is left out of the listing (calls are still decided
+        on the whole set).
+        """
+        groups = self._action_groups.get(action)
+        if self._base_count <= DELTA_BASE_ENTITIES or groups is None:
+            return None
+        start = self._base_by_key.get(resource) if served is None else resource_entity(*served)
+        if start is None:
+            return None
+        entities = [*principal_entities(principal), start]
+        ancestry = (self._base_by_key.get(key) for key in self.resource_ancestors(*resource, served))
+        entities.extend(entity for entity in ancestry if entity is not None)  # absent from the whole set too
+        entities.append(_entity("Action", action, {}, (uid("Action", group) for group in groups)))
+        entities.extend(_entity("Action", group, {}) for group in groups)
+        return cedarpy.Entities.from_json_str(orjson.dumps(entities).decode())
+
+    def knows(self, principal: Principal) -> bool:
+        """Whether the principal's handle is ready (else `for_principal` builds it, which may take a while)."""
+        return principal_key(principal) in self._principals
 
     def for_principal(self, principal: Principal) -> cedarpy.Entities:
         """Raises ValueError when the principal's entities do not fit the schema."""
@@ -175,11 +230,18 @@ class EntityStore:
         cached = self._principals.get(key)
         if cached is None:
             entities = principal_entities(principal)
-            handle = self.base.with_added_json_str(json.dumps(entities), schema=self._schema)
+            delta = orjson.dumps(entities)
+            if self._base_count <= DELTA_BASE_ENTITIES or not entities:
+                handle = self.base.with_added_json_str(delta.decode(), schema=self._schema)
+            else:
+                whole = self._base_json[:-1] + b"," + delta[1:] if self._base_count else delta
+                handle = cedarpy.Entities.from_json_str(whole.decode(), schema=self._schema, release_gil=True)
             cached = (handle, ancestors((AGENT, principal.agent), parent_map(entities), self._base_parents))
             if len(self._principals) >= PRINCIPAL_CACHE_SIZE:
                 self._principals.clear()
+                self._known.clear()
             self._principals[key] = cached
+            self._known[key] = principal
         return cached
 
     def for_resource(self, principal: Principal, connector: str, uri: str) -> cedarpy.Entities:
