@@ -130,11 +130,15 @@ def start(
     *,
     workers: int | None = None,
     database_url: str | None = None,
+    ops_token: bool = True,
 ) -> Setup:
-    """Backend (for HTTP) and gateway, ready; on any failure the processes started so far are stopped."""
+    """Backend (for HTTP) and gateway, ready; on any failure the processes started so far are stopped.
+
+    `ops_token=False` leaves `[server] ops_token` out of the config, for checkouts older than it.
+    """
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        return _start(processes, transport, workdir, extra_config, policies, workers, database_url)
+        return _start(processes, transport, workdir, extra_config, policies, workers, database_url, ops_token)
     except BaseException:
         for process in reversed(processes):
             process.terminate()
@@ -150,6 +154,7 @@ def _start(
     policies: int,
     workers: int | None,
     database_url: str | None,
+    ops_token: bool,
 ) -> Setup:
     write_policies(workdir / "policies", policies)
     connectors = workdir / "connectors"
@@ -174,8 +179,8 @@ def _start(
     config = workdir / "gateway.toml"
     storage_url = database_url or f"sqlite:///{workdir / 'gw.db'}"
     config.write_text(
-        f'[server]\nops_token = "{OPS_TOKEN}"\n'
-        f'[storage]\nurl = "{storage_url}"\n[logging]\nlevel = "warning"\n'
+        (f'[server]\nops_token = "{OPS_TOKEN}"\n' if ops_token else "")
+        + f'[storage]\nurl = "{storage_url}"\n[logging]\nlevel = "warning"\n'
         f'[policies]\ndir = "{workdir / "policies"}"\n{extra_config}\n'
     )
     gateway = [sys.executable, "-m", "gateway"]
