@@ -12,10 +12,11 @@ from sqlalchemy import select
 
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, get_call, verify
 from gateway.audit.leases import ReplicaLease, close_dead_chains, expired_replicas
-from gateway.errors import ReplicaIdInUse
+from gateway.errors import AuditUnavailable, ReplicaIdInUse
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 from gateway.storage.tables import AuditReplicaLeaseRow
+from harness import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +185,46 @@ async def _wait_expired(database: Database, replica_id: str) -> None:
             if replica_id in await expired_replicas(database):
                 return
             await anyio.sleep(0.02)
+
+
+async def test_a_process_whose_lease_ran_out_writes_nothing_until_it_holds_the_id_again(database: Database) -> None:
+    lease = ReplicaLease(database, "gw-1", seconds=1, host="host-a", pid=4242)
+    await lease.acquire()
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    recorder.write_only_while(lambda: lease.valid)
+    async with recorder:
+        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="finance__pay")
+        # No heartbeat: the lease runs out by this process's own clock.
+        await eventually(lambda: not lease.valid, timeout=10, what="the lease to run out")
+        # A stalled process must not write into a chain another process may be closing.
+        with pytest.raises(AuditUnavailable, match="lease on its audit replica id 'gw-1' ran out"):
+            await recorder.record_call(principal=AGENT, method="tools/call", name="finance__refund")
+        await recorder.record_outcome(handle, outcome="ok", wait=True)  # kept, not written
+        assert (await get_call(database, handle.call_id)).outcome is None
+
+        assert await lease.renew()  # nobody took the id meanwhile: claimed again
+        # The kept outcome goes first into the next batch, committed before this call returns.
+        await recorder.record_call(principal=AGENT, method="tools/call", name="finance__refund")
+        written = await get_call(database, handle.call_id)
+        assert written is not None and written.outcome is not None and written.outcome["outcome"] == "ok"
+    report = await verify(database)
+    assert report.ok, report
+
+
+async def test_a_process_whose_id_was_taken_over_never_writes_to_that_chain_again(database: Database) -> None:
+    lease = ReplicaLease(database, "gw-1", seconds=1, host="host-a", pid=4242)
+    await lease.acquire()
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    recorder.write_only_while(lambda: lease.valid)
+    async with recorder:
+        await eventually(lambda: not lease.valid, timeout=10, what="the lease to run out")
+        successor = ReplicaLease(database, "gw-1", seconds=30, host="host-b", pid=99)
+        with anyio.fail_after(10):
+            while not successor.held:
+                try:
+                    await successor.acquire(wait_for_holder=False)
+                except ReplicaIdInUse:
+                    await anyio.sleep(0.05)  # the database's expiry, a moment after this clock's
+        assert not await lease.renew()
+        with pytest.raises(AuditUnavailable, match="ran out"):
+            await recorder.record_call(principal=AGENT, method="tools/call", name="finance__pay")

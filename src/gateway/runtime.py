@@ -284,6 +284,7 @@ class GatewayRuntime:
                 # Said in one line of its own: the server's report of the failed start is a traceback.
                 logger.error(f"gateway not started: {exc}", extra={"replica_id": lease.replica_id})
                 raise
+            self.audit.write_only_while(lambda: lease.valid)
             recovery = await self.audit.start()
             if recovery.recovered_calls:
                 logger.warning(

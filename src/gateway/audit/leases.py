@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,9 @@ class ReplicaLease:
         self._token = secrets.token_hex(16)
         self._held = False
         self._took_over = False
+        #: Monotonic time until which the lease is surely ours: counted from before the statement
+        #: that took or renewed it, so it ends no later than the expiry the database holds.
+        self._valid_until = 0.0
 
     @property
     def replica_id(self) -> str:
@@ -96,6 +100,16 @@ class ReplicaLease:
     @property
     def held(self) -> bool:
         return self._held
+
+    @property
+    def valid(self) -> bool:
+        """Whether the lease is ours now: taken or renewed, and not run out since, by this process's clock.
+
+        `held` stays true between a late heartbeat's expiry and its renewal, when another process
+        may already have taken the id over; a writer checks this instead, so that a process that
+        stalled never writes into a chain another process is closing.
+        """
+        return self._held and time.monotonic() < self._valid_until
 
     async def acquire(self, *, wait_for_holder: bool = True) -> bool:
         """Take the lease; True when it was taken over from a writer that is gone.
@@ -127,6 +141,7 @@ class ReplicaLease:
     async def _take(self) -> LeaseHolder | None:
         """One try: insert the lease, or take it over from a writer that is gone; else who holds it."""
         now = datetime.now(UTC)
+        started = time.monotonic()
         values = {
             "token": self._token,
             "host": self._host,
@@ -139,6 +154,7 @@ class ReplicaLease:
             async with self._db.session() as session, session.begin():
                 await session.execute(insert(_LEASES).values(replica_id=self._replica_id, **values))
             self._held, self._took_over = True, False
+            self._valid_until = started + self._length.total_seconds()
             return None
         except IntegrityError:
             pass  # someone holds or held it: take it over if that writer is gone
@@ -151,6 +167,7 @@ class ReplicaLease:
             )
             if taken.rowcount == 1:
                 self._held, self._took_over = True, True
+                self._valid_until = started + self._length.total_seconds()
                 return None
             row = (await session.execute(select(_LEASES).where(_LEASES.c.replica_id == self._replica_id))).first()
         if row is None:
@@ -160,6 +177,7 @@ class ReplicaLease:
     async def renew(self) -> bool:
         """Push the expiry on; False when the lease is no longer ours (it expired and was taken over)."""
         now = datetime.now(UTC)
+        started = time.monotonic()
         async with self._db.session() as session, session.begin():
             renewed = await session.execute(
                 update(_LEASES)
@@ -167,6 +185,8 @@ class ReplicaLease:
                 .values(heartbeat_at=now, expires_at=now + self._length)
             )
         self._held = renewed.rowcount == 1
+        if self._held:
+            self._valid_until = started + self._length.total_seconds()
         return self._held
 
     async def release(self) -> None:

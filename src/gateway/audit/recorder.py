@@ -233,6 +233,7 @@ class AuditRecorder:
         self._last_batch = 1
         self._retry_attempt = 0
         self._counters = _Counters()
+        self._claim_valid: Callable[[], bool] | None = None
 
     @property
     def replica_id(self) -> str:
@@ -337,6 +338,16 @@ class AuditRecorder:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+    def write_only_while(self, claim_valid: Callable[[], bool]) -> None:
+        """Write a batch only while `claim_valid()` says this process still holds its replica id.
+
+        A process that stalled past its lease may find another process closing its chain, marking
+        the calls it left open `unknown`; writing on would give such a call a second outcome. So
+        batches are refused instead: calls are refused like any unrecordable call, and outcomes
+        are kept for when the id is claimed again (never written if another process took it).
+        """
+        self._claim_valid = claim_valid
 
     # -- recording -------------------------------------------------------------------------
 
@@ -544,6 +555,13 @@ class AuditRecorder:
     async def _write_batch(self, batch: list[_Pending], *, closing: bool = False) -> None:
         store = self._store
         assert store is not None
+        if self._claim_valid is not None and not self._claim_valid():
+            lost = AuditUnavailable(
+                f"this process's lease on its audit replica id {self._replica_id!r} ran out (a late heartbeat, "
+                "or another process took the id); nothing is written until it is claimed again"
+            )
+            await self._write_failed(batch, lost, None)
+            return
         reused = store.connected
         plan: _Plan | None = None
 
@@ -762,6 +780,8 @@ class AuditRecorder:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, AuditUnavailable):
+        return str(error)  # already says what happened, in the gateway's words
     if isinstance(error, DBAPIError) and error.orig is not None:
         error = error.orig
     if isinstance(error, TimeoutError):
