@@ -11,6 +11,7 @@ from gateway.audit import AuditRecorder, Redactor
 from gateway.audit.api import audit_routes
 from gateway.errors import AuthenticationFailed
 from gateway.identity.principal import Principal
+from gateway.storage import Database
 from test_audit_query import assert_no_canary, record_canaries
 
 pytestmark = pytest.mark.anyio
@@ -85,3 +86,18 @@ async def test_search_one_call_and_verify(database, client):
     assert bad.status_code == 400 and "limit" in bad.json()["detail"]
     bad = await client.get("/api/audit/calls", params={"cursor": "forged"}, headers=_as("admin-token"))
     assert bad.status_code == 400
+
+
+async def test_an_unreachable_database_is_a_503_with_retry_after():
+    database = Database("postgresql+asyncpg://gateway:s3cret-pw@127.0.0.1:1/gateway")
+    app = Starlette(routes=audit_routes(database, authenticate, frozenset({"auditor"})))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            for path in ("/api/audit/calls", "/api/audit/calls/x", "/api/audit/verify"):
+                response = await client.get(path, headers=_as("admin-token"))
+                assert response.status_code == 503, path
+                assert int(response.headers["retry-after"]) > 0
+                assert response.json()["error"] == "StorageUnavailable"
+                assert "s3cret-pw" not in response.text
+    finally:
+        await database.close()

@@ -36,6 +36,8 @@ _STATUS: dict[type[GatewayError], int] = {
     StorageUnavailable: 503,
 }
 _FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow")
+#: Seconds a client is asked to wait while the database cannot be reached (503).
+_RETRY_AFTER_SECONDS = 5
 
 
 def audit_routes(
@@ -56,7 +58,11 @@ def audit_routes(
                 body = await handler(request)
             except GatewayError as error:
                 status = next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 500)
-                headers = {"WWW-Authenticate": 'Bearer realm="autonomy-gateway"'} if status == 401 else None
+                headers = None
+                if status == 401:
+                    headers = {"WWW-Authenticate": 'Bearer realm="autonomy-gateway"'}
+                elif status == 503:
+                    headers = {"Retry-After": str(_RETRY_AFTER_SECONDS)}  # the outage is expected to pass
                 return _json({"error": type(error).__name__, "detail": str(error)}, status, headers)
             if body is None:
                 return _json({"error": "not_found", "detail": "no call with that id was recorded"}, 404)
