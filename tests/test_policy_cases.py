@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,50 @@ def test_a_broken_definitions_file_is_refused_with_its_line(tmp_path: Path) -> N
 
     with pytest.raises(ConfigError, match=r"catalog\.json:3: invalid JSON"):
         catalog_from_definitions(path)
+
+
+def test_cases_and_explain_can_give_the_agent_token_scopes(tmp_path: Path) -> None:
+    write_policy(
+        tmp_path,
+        "main.cedar",
+        'permit (principal, action == Action::"crm__search_customers", resource)\n'
+        'when { principal.scopes.contains("crm:read") };\n',
+    )
+    write_tests(
+        tmp_path,
+        """
+[[case]]
+name = "scoped"
+agent = "a"
+scopes = ["crm:read"]
+tool = "crm__search_customers"
+arguments = { query = "x" }
+expect = "allow"
+
+[[case]]
+name = "unscoped"
+agent = "a"
+roles = ["crm:read"]
+tool = "crm__search_customers"
+arguments = { query = "x" }
+expect = "deny"
+""",
+    )
+
+    assert [(r.name, r.passed, r.problems) for r in run_policy_tests(tmp_path)] == [
+        ("scoped", True, ()),
+        ("unscoped", True, ()),
+    ]
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[policies]\ndir = "{tmp_path}"\n[storage]\nurl = "sqlite:///{tmp_path / "gw.db"}"\n')
+
+    def explain(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "policy", "explain", "--config", str(config)]
+        command += ["--catalog", str(tmp_path / "tests" / "catalog.json"), "--agent", "a"]
+        command += ["--tool", "crm__search_customers", "--args", '{"query": "x"}', *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    scoped, unscoped = explain("--scope", "crm:read"), explain()
+    assert (scoped.returncode, unscoped.returncode) == (0, 3), (scoped.stderr, unscoped.stderr)
+    assert scoped.stdout.startswith("allow") and unscoped.stdout.startswith("deny")

@@ -384,6 +384,7 @@ def _policy_commands(commands: Any) -> None:
     catalog_argument(explain)
     explain.add_argument("--agent", required=True)
     explain.add_argument("--role", action="append", default=[], help="role of the agent (repeatable)")
+    explain.add_argument("--scope", action="append", default=[], help="OAuth scope of the agent's token (repeatable)")
     explain.add_argument("--user", help="the user the agent acts for")
     explain.add_argument("--tool", required=True, help="exposed tool name, e.g. crm__update_record")
     explain.add_argument("--args", default="{}", help="arguments as a JSON object")
@@ -501,7 +502,9 @@ def _policy_explain(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"gateway: --args is not JSON: {exc}", file=sys.stderr)
         return 2
-    principal = Principal(agent=args.agent, roles=tuple(args.role), user=args.user, auth_method="explain")
+    principal = Principal(
+        agent=args.agent, roles=tuple(args.role), scopes=tuple(args.scope), user=args.user, auth_method="explain"
+    )
 
     def explain(engine: Any, catalog: Any) -> int:
         engine.load(catalog)

@@ -29,6 +29,7 @@ _CASE_KEYS = frozenset(
         "name",
         "agent",
         "roles",
+        "scopes",
         "user",
         "tool",
         "arguments",
@@ -161,7 +162,12 @@ def _read_cases(file: Path) -> list[Mapping[str, Any]]:
 def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, case: Mapping[str, Any]) -> CaseResult:
     name = str(case.get("name") or f"case {index}")
     expected = case["expect"]
-    principal = Principal(agent=case["agent"], roles=tuple(case.get("roles", ())), user=case.get("user"))
+    principal = Principal(
+        agent=case["agent"],
+        roles=tuple(case.get("roles", ())),
+        scopes=tuple(case.get("scopes", ())),
+        user=case.get("user"),
+    )
     try:
         tool = catalog.resolve_tool(case["tool"])
     except UnknownTool:
