@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import Alias, Select, and_, func, or_, select
@@ -81,11 +81,7 @@ async def search(
     _check_limit(limit)
     filters = SearchFilters(agent, user, tool, decision, outcome, since, until, workflow, text_in_reasoning)
     query, calls = _calls_query(filters)
-    query = _newest_first_page(query, calls, cursor, limit)
-    async with db.session() as session:
-        rows = (await session.execute(query)).all()
-    found = tuple(_call_from_row(row) for row in rows[:limit])
-    next_cursor = _encode_cursor(found[-1].time, found[-1].replica_id, found[-1].seq) if len(rows) > limit else None
+    found, next_cursor = await _fetch_page(db, _newest_first_page(query, calls, cursor, limit), _call_from_row, limit)
     return SearchPage(found, next_cursor)
 
 
@@ -108,12 +104,33 @@ async def search_events(
         query = query.where(events.c.time >= _aware(since, "since"))
     if until is not None:
         query = query.where(events.c.time < _aware(until, "until"))
-    query = _newest_first_page(query, events, cursor, limit)
+    found, next_cursor = await _fetch_page(db, _newest_first_page(query, events, cursor, limit), _event_from_row, limit)
+    return EventPage(found, next_cursor)
+
+
+class _Positioned(Protocol):
+    """What a page's cursor is made of: where the last item stands in the log."""
+
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def replica_id(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+
+
+_Item = TypeVar("_Item", bound=_Positioned)
+
+
+async def _fetch_page(
+    db: Database, query: Select[Any], decode: Callable[[Any], _Item], limit: int
+) -> tuple[tuple[_Item, ...], str | None]:
+    """Run a `_newest_first_page` query: the page's items, and the cursor after them when more follow."""
     async with db.session() as session:
         rows = (await session.execute(query)).all()
-    found = tuple(_event_from_row(row) for row in rows[:limit])
+    found = tuple(decode(row) for row in rows[:limit])
     next_cursor = _encode_cursor(found[-1].time, found[-1].replica_id, found[-1].seq) if len(rows) > limit else None
-    return EventPage(found, next_cursor)
+    return found, next_cursor
 
 
 def _check_limit(limit: int) -> None:

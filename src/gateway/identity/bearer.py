@@ -163,41 +163,24 @@ class BearerAuthentication:
 
     async def _refuse(self, send: Send, reason: str) -> None:
         quoted = reason.replace("\\", "\\\\").replace('"', "'")
-        body = orjson.dumps({"error": "invalid_token", "error_description": reason})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (
-                        b"www-authenticate",
-                        (
-                            f'Bearer realm="{self._realm}"{self._resource_metadata}, '
-                            f'error="invalid_token", error_description="{quoted}"'
-                        ).encode(),
-                    ),
-                ],
-            }
+        challenge = (
+            f'Bearer realm="{self._realm}"{self._resource_metadata}, '
+            f'error="invalid_token", error_description="{quoted}"'
         )
-        await send({"type": "http.response.body", "body": body})
+        body = orjson.dumps({"error": "invalid_token", "error_description": reason})
+        await _respond(send, 401, b"application/json", body, (b"www-authenticate", challenge.encode()))
 
     @staticmethod
     async def _unavailable(send: Send) -> None:
-        body = STORAGE_DOWN.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        retry_after = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+        await _respond(send, 503, b"text/plain; charset=utf-8", STORAGE_DOWN.encode(), retry_after)
+
+
+async def _respond(send: Send, status: int, content_type: bytes, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """A whole response sent from the door, before the app: nothing behind it has run."""
+    start_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _header_trace_context(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
