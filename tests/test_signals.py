@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
+from gateway.errors import SignalTooLarge
 from gateway.signals import (
     MAX_PAYLOAD_BYTES,
     InProcessSignals,
     PostgresSignals,
     Signals,
-    SignalTooLarge,
     open_signals,
 )
 from harness import eventually

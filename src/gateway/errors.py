@@ -1,50 +1,138 @@
-"""Every error the gateway raises, one class per situation.
+"""Every error the gateway raises on purpose, as one tree of categories.
 
-The front maps each class to an MCP error code or an HTTP status in one table
-(`gateway.front.errors`), so the pipeline and the parts below it never decide how a failure
-looks on the wire. Each class names when it happens; its message says what the caller can do.
+The categories are what callers branch on; the leaves say exactly what happened, and each
+message says what the reader can do about it. The front maps a failure to the wire in one place
+(`gateway.front.errors`) by walking the class's MRO to the nearest category it knows, so a new
+leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`).
+
+    GatewayError
+    ├── ConfigError                    a configuration file is missing or invalid
+    ├── RequestRejected                the request cannot be taken as it is            "refused"
+    │   ├── BodyTooLarge               (HTTP 413)
+    │   ├── UnknownTarget
+    │   │   ├── UnknownTool
+    │   │   ├── UnknownResource
+    │   │   └── UnknownPrompt
+    │   ├── InvalidArguments
+    │   │   ├── UnusableArguments      the model can correct them              "invalid_arguments"
+    │   │   └── ReasoningRequired
+    │   └── GatewayNotReady            no valid access policy set is loaded
+    ├── AccessDenied                                                                   "denied"
+    │   ├── AuthenticationFailed       no credential, or a bad one (HTTP 401)
+    │   └── PolicyDenied               a policy (or the absence of one) said no
+    ├── BackendFailure                 the backend could not serve the request    "backend_error"
+    │   ├── BackendUnavailable
+    │   │   └── BackendStartFailed
+    │   ├── BackendTimeout                                                            "timeout"
+    │   ├── BackendError               the backend's own JSON-RPC error
+    │   └── ListingRefused
+    ├── AuditFailure                   the audit log cannot do what was asked
+    │   ├── AuditUnavailable           a call could not be recorded, so it is refused
+    │   ├── ReplicaIdInUse
+    │   ├── AuditExportFailed
+    │   ├── InvalidAuditQuery
+    │   └── InvalidAuditCheckpoints
+    ├── StorageFailure
+    │   ├── StorageUnavailable         the database cannot be reached (HTTP 503)
+    │   └── SignalTooLarge
+    ├── PolicyLoadError                policy files cannot be loaded; names file and line
+    └── AdministrationError            an operator's command names something wrong
+        ├── InvalidIdentityName
+        └── UnknownApiKey
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class GatewayError(Exception):
     """Base of every error raised on purpose by the gateway."""
+
+    #: The audit log's `outcome` for a request that ended with this error.
+    outcome: ClassVar[str] = "backend_error"
 
 
 class ConfigError(GatewayError):
     """A configuration file is missing, unparsable or invalid; the message names file, line and key."""
 
 
-class AuthenticationFailed(GatewayError):
-    """A request carried no credential, or one that is unknown, revoked, expired or forged."""
+# -- the request cannot be taken as it is ------------------------------------------------------
 
 
-class UnknownTool(GatewayError):
-    """The exposed tool name is not in the catalog (or is disabled)."""
+class RequestRejected(GatewayError):
+    """The request is refused before any decision: malformed, unknown target, or nothing can decide it."""
+
+    outcome = "refused"
 
 
-class UnknownResource(GatewayError):
+class BodyTooLarge(RequestRejected):
+    """The request body is over `server.max_body_bytes`; answered with HTTP 413."""
+
+
+class UnknownTarget(RequestRejected):
+    """The request names a tool, resource or prompt the agent cannot use: absent, disabled or hidden."""
+
+
+class UnknownTool(UnknownTarget):
+    """The exposed tool name is not in the catalog (or is disabled, or hidden from the agent)."""
+
+
+class UnknownResource(UnknownTarget):
     """The resource URI belongs to no backend in the catalog."""
 
 
-class UnknownPrompt(GatewayError):
-    """The exposed prompt name is not in the catalog."""
+class UnknownPrompt(UnknownTarget):
+    """The exposed prompt name is not in the catalog (or is hidden from the agent)."""
 
 
-class InvalidArguments(GatewayError):
+class InvalidArguments(RequestRejected):
     """The request's arguments are not a JSON object, or break a limit the gateway enforces."""
 
 
 class UnusableArguments(InvalidArguments):
     """The arguments do not match the tool's input schema, or hold text no UTF-8 can carry; the model can fix them."""
 
+    outcome = "invalid_arguments"
+
 
 class ReasoningRequired(InvalidArguments):
     """The tool requires the agent to state its reasoning and the call carried none."""
 
 
-class BackendUnavailable(GatewayError):
+class GatewayNotReady(RequestRejected):
+    """No valid access policy set is loaded, so no request can be decided until an operator fixes the policies."""
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+class AccessDenied(GatewayError):
+    """The caller may not do this: it did not prove who it is, or a policy says no."""
+
+    outcome = "denied"
+
+
+class AuthenticationFailed(AccessDenied):
+    """A request carried no credential, or one that is unknown, revoked, expired or forged."""
+
+
+class PolicyDenied(AccessDenied):
+    """An access policy (or the absence of one) denied the request; the message is the reason agents may see."""
+
+    def __init__(self, message: str, *, policy_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.policy_ids = policy_ids
+
+
+# -- the backend ---------------------------------------------------------------------------------
+
+
+class BackendFailure(GatewayError):
+    """The backend could not serve a request the gateway allowed."""
+
+
+class BackendUnavailable(BackendFailure):
     """The backend is down, restarting, or its connection broke during the call."""
 
 
@@ -52,11 +140,13 @@ class BackendStartFailed(BackendUnavailable):
     """A stdio backend's command could not be started: not found, not executable, or a missing working directory."""
 
 
-class BackendTimeout(GatewayError):
+class BackendTimeout(BackendFailure):
     """The backend did not answer within its configured timeout."""
 
+    outcome = "timeout"
 
-class BackendError(GatewayError):
+
+class BackendError(BackendFailure):
     """The backend answered the request with a protocol-level error of its own."""
 
     def __init__(self, message: str, *, code: int, data: object = None) -> None:
@@ -65,53 +155,63 @@ class BackendError(GatewayError):
         self.data = data
 
 
-class ListingRefused(GatewayError):
+class ListingRefused(BackendFailure):
     """A backend's listing breaks a bound (`max_tools`, `max_listing_bytes`); the previous listing stays in force."""
 
 
-class StorageUnavailable(GatewayError):
+# -- the audit log and storage -------------------------------------------------------------------
+
+
+class AuditFailure(GatewayError):
+    """The audit log cannot do what was asked of it."""
+
+
+class AuditUnavailable(AuditFailure):
+    """The audit log could not durably record a call, so the call must be refused rather than run unrecorded."""
+
+
+class ReplicaIdInUse(AuditFailure):
+    """Another live process holds the audit replica id this one was configured with; names it and its lease."""
+
+
+class InvalidAuditQuery(AuditFailure, ValueError):
+    """An audit search, export or prune was given a filter, cursor or duration it cannot use."""
+
+
+class AuditExportFailed(AuditFailure):
+    """An audit export could not be written; no partial file is left under the requested name."""
+
+
+class InvalidAuditCheckpoints(AuditFailure):
+    """A checkpoint file or public key given to audit verification is unreadable or malformed."""
+
+
+class StorageFailure(GatewayError):
+    """The database did not do what the gateway needed of it."""
+
+
+class StorageUnavailable(StorageFailure):
     """The database could not be reached or refused a write the gateway needs."""
 
 
-class InvalidIdentityName(GatewayError, ValueError):
-    """An agent or role name is empty, longer than 128 characters, or has characters outside [A-Za-z0-9_.@-]."""
+class SignalTooLarge(StorageFailure, ValueError):
+    """A payload would exceed what one database notification can carry; send an id and let receivers look it up."""
 
 
-class UnknownApiKey(GatewayError, LookupError):
-    """No API key has the given id (revoking or showing a key that was never created)."""
-
-
-class PolicyDenied(GatewayError):
-    """An access policy (or the absence of one) denied the request; the message is the reason agents may see."""
-
-    def __init__(self, message: str, *, policy_ids: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.policy_ids = policy_ids
-
-
-class GatewayNotReady(GatewayError):
-    """No valid access policy set is loaded, so no request can be decided until an operator fixes the policies."""
+# -- policies and administration -----------------------------------------------------------------
 
 
 class PolicyLoadError(GatewayError):
     """Policy files could not be read, parsed or validated against the catalog's schema; names file and line."""
 
 
-class AuditUnavailable(GatewayError):
-    """The audit log could not durably record a call, so the call must be refused rather than run unrecorded."""
+class AdministrationError(GatewayError):
+    """An operator's command (keys, agents, users) names something that is invalid or does not exist."""
 
 
-class ReplicaIdInUse(GatewayError):
-    """Another live process holds the audit replica id this one was configured with; names it and its lease."""
+class InvalidIdentityName(AdministrationError, ValueError):
+    """An agent or role name is empty, longer than 128 characters, or has characters outside [A-Za-z0-9_.@-]."""
 
 
-class InvalidAuditQuery(GatewayError, ValueError):
-    """An audit search, export or prune was given a filter, cursor or duration it cannot use."""
-
-
-class AuditExportFailed(GatewayError):
-    """An audit export could not be written; no partial file is left under the requested name."""
-
-
-class InvalidAuditCheckpoints(GatewayError):
-    """A checkpoint file or public key given to audit verification is unreadable or malformed."""
+class UnknownApiKey(AdministrationError, LookupError):
+    """No API key has the given id (revoking or showing a key that was never created)."""

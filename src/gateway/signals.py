@@ -40,7 +40,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.errors import StorageUnavailable
+from gateway.errors import SignalTooLarge, StorageUnavailable
 from gateway.storage.database import async_database_url
 
 logger = logging.getLogger(__name__)
@@ -51,10 +51,6 @@ MAX_PAYLOAD_BYTES = 7900
 _CHANNEL = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 _PG_PREFIX = "gateway_"
 _QUEUE_SIZE = 1000
-
-
-class SignalTooLarge(ValueError):
-    """A payload would exceed what one NOTIFY can carry; send an id and let receivers look it up."""
 
 
 class SignalsUnavailable(StorageUnavailable):

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.errors import BodyTooLarge, GatewayError
 from gateway.front import envelope, wire
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
@@ -47,7 +47,7 @@ from gateway.front.tool_calls import InFlightCalls, ToolCalls
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline, RequestInfo
-from gateway.signals import Signals, SignalTooLarge, Subscription
+from gateway.signals import Signals, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class McpEndpoint:
     async def _publish(signals: Signals, channel: str, payload: dict[str, Any]) -> None:
         try:
             await signals.publish(channel, payload)
-        except (GatewayError, SignalTooLarge) as exc:
+        except GatewayError as exc:
             logger.warning("signal not sent to other processes", extra={"channel": channel, "error": str(exc)})
 
     # -- 2026-07-28: every request stands alone ----------------------------------------------
@@ -393,7 +393,7 @@ class McpEndpoint:
     async def _body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         try:
             return await wire.read_body(scope, receive, self._max_body)
-        except wire.BodyTooLarge:
+        except BodyTooLarge:
             await wire.send_bytes(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
             return None
 

@@ -14,6 +14,8 @@ import anyio
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.errors import BodyTooLarge
+
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -27,17 +29,13 @@ _TRACE_HEADERS = (b"traceparent", b"tracestate")
 _fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-class BodyTooLarge(Exception):
-    """The request body is over `server.max_body_bytes`; answered with HTTP 413."""
-
-
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refused as soon as it is known to be over `limit` bytes."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
                 if int(value) > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge("the request body is over server.max_body_bytes")
             except ValueError:
                 pass
             break
@@ -51,7 +49,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise BodyTooLarge
+                raise BodyTooLarge("the request body is over server.max_body_bytes")
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
