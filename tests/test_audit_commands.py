@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
 from gateway.audit import AuditRecorder, Redactor
-from gateway.audit.commands import register
+from gateway.cli.audit import OpenDatabase, build
 from gateway.errors import GatewayError, InvalidAuditQuery
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -30,13 +30,16 @@ def audit(database_url: str, *argv: str) -> int:
         opened.append(args)
         return Database(database_url)
 
-    parser = argparse.ArgumentParser(prog="gateway")
-    commands = parser.add_subparsers()
-    register(commands, open_database, common_arguments=lambda p: p.add_argument("--config"))
-    args = parser.parse_args(["audit", *argv])
+    args = _audit_parser(open_database).parse_args(["audit", *argv])
     status = args.run(args)
     assert opened and opened[0].config == "gateway.toml"
     return status
+
+
+def _audit_parser(open_database: OpenDatabase) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway")
+    build(parser.add_subparsers().add_parser("audit"), open_database)
+    return parser
 
 
 def _record(database_url: str, *, canaries: bool = False, calls: int = 3) -> None:
@@ -152,8 +155,7 @@ def test_prune_deletes_old_events_and_keeps_the_log_verifiable(database_url, cap
 
 
 def test_help_lists_every_action(capsys):
-    parser = argparse.ArgumentParser(prog="gateway")
-    register(parser.add_subparsers(), lambda args: Database("sqlite:///unused.db"))
+    parser = _audit_parser(lambda args: Database("sqlite:///unused.db"))
     with pytest.raises(SystemExit):
         parser.parse_args(["audit", "--help"])
     printed = capsys.readouterr().out
@@ -189,8 +191,7 @@ def test_search_kind_auth_shows_refused_authentications_without_the_credential(d
 
 def test_search_kind_auth_refuses_filters_only_calls_have(capsys):
     opened: list[argparse.Namespace] = []
-    parser = argparse.ArgumentParser(prog="gateway")
-    register(parser.add_subparsers(), lambda args: opened.append(args) or Database("sqlite:///unused.db"))
+    parser = _audit_parser(lambda args: opened.append(args) or Database("sqlite:///unused.db"))
     args = parser.parse_args(["audit", "search", "--kind", "auth", "--tool", "crm.lookup"])
     assert args.run(args) == 2
     assert opened == []  # refused before the database is even opened
@@ -222,8 +223,7 @@ def test_search_kind_recovered_shows_calls_a_restart_closed_as_unknown(database_
 
 
 def test_search_help_describes_only_what_exists(capsys):
-    parser = argparse.ArgumentParser(prog="gateway")
-    register(parser.add_subparsers(), lambda args: Database("sqlite:///unused.db"))
+    parser = _audit_parser(lambda args: Database("sqlite:///unused.db"))
     for action in ("search", "tail", "export", "verify", "checkpoints", "prune"):
         with pytest.raises(SystemExit):
             parser.parse_args(["audit", action, "--help"])

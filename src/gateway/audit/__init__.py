@@ -6,7 +6,7 @@
 - `verify` recomputes the chains and checks exported, signed checkpoints (`verify`,
   `checkpoints`); `prune` deletes old events without breaking verification (`retention`).
 - `search`, `get_call`, `tail` read the log (`query`); `export` writes it out (`export`).
-- `audit_routes` is the JSON API (`api`); `commands.register` adds `gateway audit ...`.
+- `audit_routes` is the JSON API (`api`).
 """
 
 from gateway.audit.chain import load_private_key, load_public_key

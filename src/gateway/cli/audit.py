@@ -1,20 +1,18 @@
-"""`gateway audit ...`: tail, search, export, verify, checkpoints, prune.
+"""`gateway audit tail|search|export|verify|checkpoints|prune`: the audit log from a shell.
 
-`register` adds the subcommands to the top-level parser; it is handed a function that opens
-the configured database, so this module knows nothing about config files. Each command does
-one job, prints results on stdout and diagnostics on stderr, and returns the exit status
-(`verify` returns 1 when the log is not intact). Gateway errors propagate to the top-level
-command, which prints them in one place.
+`gateway.audit` does the reading, verifying, exporting and pruning; this module parses the
+options, prints results on stdout and diagnostics on stderr, and returns the exit status
+(`verify` returns 1 when the log is not intact). Gateway errors propagate to `main`, which
+prints them in one place.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
 
 import anyio
 import orjson
@@ -26,10 +24,11 @@ from gateway.audit.export import export
 from gateway.audit.query import parse_duration, parse_time, search, search_events, tail
 from gateway.audit.retention import prune
 from gateway.audit.verify import verify
+from gateway.cli.config_option import add_config_argument, load
+from gateway.cli.output import print_table
 from gateway.storage.database import Database
 
 OpenDatabase = Callable[[argparse.Namespace], Database]
-AddArguments = Callable[[argparse.ArgumentParser], None]
 
 _TIME_HELP = "ISO 8601 time (UTC unless a zone is given) or a duration ago, e.g. 15m, 12h, 7d"
 
@@ -39,22 +38,23 @@ _SEARCH_KINDS = {"call": CALL, "auth": AUTH_REFUSED, "recovered": RECOVERED}
 _CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
 
 
-def register(
-    commands: argparse._SubParsersAction[Any],
-    open_database: OpenDatabase,
-    *,
-    common_arguments: AddArguments | None = None,
-) -> None:
-    """Add `audit` and its actions to `commands`; each action sets `run(args) -> int`."""
-    audit = commands.add_parser("audit", help="read, verify, export and prune the audit log")
-    actions = audit.add_subparsers(title="audit", metavar="ACTION")
+def _configured_database(args: argparse.Namespace) -> Database:
+    return Database(load(args, with_connectors=False).gateway.storage.url)
+
+
+def build(parser: argparse.ArgumentParser, open_database: OpenDatabase = _configured_database) -> None:
+    """Add the audit actions to `parser`; each sets `run(args) -> int`.
+
+    The database comes from `open_database(args)`, the one named by `--config` unless a caller
+    passes its own: the actions then run in-process against any database, as the tests do.
+    """
+    actions = parser.add_subparsers(title="audit", metavar="ACTION")
 
     def action(name: str, help: str, run: Callable[[OpenDatabase, argparse.Namespace], int]) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help, description=help)
-        if common_arguments is not None:
-            common_arguments(parser)
-        parser.set_defaults(run=partial(run, open_database))
-        return parser
+        subparser = actions.add_parser(name, help=help, description=help)
+        add_config_argument(subparser)
+        subparser.set_defaults(run=partial(run, open_database))
+        return subparser
 
     tail_parser = action("tail", "show the newest calls and outcomes, then follow new ones", _tail)
     tail_parser.add_argument("--no-follow", dest="follow", action="store_false", help="stop after the backlog")
@@ -182,7 +182,7 @@ def _search(open_database: OpenDatabase, args: argparse.Namespace) -> int:
             for call in page.calls:
                 print(orjson.dumps(call.to_json()).decode())
         else:
-            _print_table(
+            print_table(
                 ("TIME", "CALL", "AGENT", "USER", "TOOL", "DECISION", "OUTCOME", "TOTAL MS"),
                 [_call_cells(call) for call in page.calls],
             )
@@ -205,11 +205,11 @@ def _search_events(
                 entry = {"kind": event.kind, "time": isoformat(event.time), "replica": event.replica_id}
                 print(orjson.dumps({**entry, "seq": event.seq, **event.data}).decode())
         elif kind == AUTH_REFUSED:
-            _print_table(
+            print_table(
                 ("TIME", "CLIENT", "AGENT", "AUTH", "PATH", "REASON"), [_auth_cells(event) for event in page.events]
             )
         else:
-            _print_table(("TIME", "REPLICA", "CALLS", "CALL IDS"), [_recovered_cells(event) for event in page.events])
+            print_table(("TIME", "REPLICA", "CALLS", "CALL IDS"), [_recovered_cells(event) for event in page.events])
         if page.next_cursor:
             print(f"more events: --cursor {page.next_cursor}", file=sys.stderr)
         return 0
@@ -248,12 +248,6 @@ def _call_cells(call: AuditCall) -> tuple[str, ...]:
         call.outcome_name or "(none)",
         f"{total:g}" if isinstance(total, int | float) else "-",
     )
-
-
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 # -- export / verify / checkpoints / prune -------------------------------------------------------
