@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
-from gateway.catalog_store import load_listings, save_listing
+from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
