@@ -11,7 +11,6 @@ from starlette.routing import Route
 
 from gateway.audit.api import audit_routes
 from gateway.config import Config
-from gateway.front.ended_sessions import EndedSessions
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
 from gateway.front.server import build_server
 from gateway.health import healthz, readyz_endpoint
@@ -19,6 +18,7 @@ from gateway.identity.bearer import authenticate_request
 from gateway.identity.resource_metadata import metadata_routes
 from gateway.ops_access import OpsAccess
 from gateway.runtime import GatewayRuntime
+from gateway.storage.ended_sessions import EndedSessionsTable
 
 
 def create_app(config: Config) -> Starlette:
@@ -27,7 +27,12 @@ def create_app(config: Config) -> Starlette:
     server = build_server(runtime.pipeline, runtime.notifier)
     sessions = build_session_manager(server, config.gateway.server)
     endpoint = build_endpoint(
-        server, runtime.pipeline, runtime.notifier, sessions, config.gateway.server, EndedSessions(runtime.database)
+        server,
+        runtime.pipeline,
+        runtime.notifier,
+        sessions,
+        config.gateway.server,
+        EndedSessionsTable(runtime.database),
     )
 
     @asynccontextmanager
