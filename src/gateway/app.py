@@ -11,12 +11,12 @@ from starlette.routing import Route
 
 from gateway.audit.api import audit_routes
 from gateway.config import Config
+from gateway.front.health import healthz, readyz_endpoint
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
+from gateway.front.ops_access import OpsAccess
 from gateway.front.server import build_server
-from gateway.health import healthz, readyz_endpoint
 from gateway.identity.bearer import authenticate_request
 from gateway.identity.resource_metadata import metadata_routes
-from gateway.ops_access import OpsAccess
 from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
 
@@ -54,7 +54,7 @@ def create_app(config: Config) -> Starlette:
                 ),
             ),
             Route("/healthz", endpoint=healthz),
-            Route("/readyz", endpoint=readyz_endpoint(runtime, ops)),
+            Route("/readyz", endpoint=readyz_endpoint(runtime.readiness(), ops)),
             Route("/metrics", endpoint=ops.protect(runtime.telemetry.metrics_endpoint, "/metrics")),
             *metadata_routes(config.gateway.auth),
             *audit_routes(

@@ -35,6 +35,7 @@ from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
+from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -263,6 +264,17 @@ class GatewayRuntime:
     def load_policies(self) -> None:
         """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
         self.policy.try_load(self.catalog)
+
+    def readiness(self) -> Readiness:
+        """What `/readyz` reads of this gateway, and nothing more."""
+        return Readiness(
+            started=lambda: self.started,
+            ping_storage=self.database.ping,
+            signals_state=lambda: self.signals.state,
+            policies=lambda: self.policy.status,
+            backends=lambda: {name: connector.health for name, connector in self.connectors.items()},
+            catalog_problems=self.catalog.problems,
+        )
 
     @asynccontextmanager
     async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
