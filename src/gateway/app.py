@@ -21,7 +21,12 @@ from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid: int | None = None) -> Starlette:
+    """The gateway for `config`, serving alone or as one of a supervisor's workers.
+
+    A worker's supervisor migrated the schema already (`migrations_done`); a restarted worker takes
+    the audit lease of the dead one it replaces (`predecessor_pid`) without waiting for it to expire.
+    """
     runtime = GatewayRuntime(config)
     ops = OpsAccess(config.gateway.server.ops_token)
     server = build_server(runtime.pipeline, runtime.notifier)
@@ -37,7 +42,8 @@ def create_app(config: Config) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with runtime.running(), sessions.run(), anyio.create_task_group() as tasks:
+        running = runtime.running(migrate=not migrations_done, predecessor_pid=predecessor_pid)
+        async with running, sessions.run(), anyio.create_task_group() as tasks:
             await tasks.start(endpoint.follow, runtime.signals)
             try:
                 yield
@@ -45,7 +51,7 @@ def create_app(config: Config) -> Starlette:
                 runtime.notifier.close()  # standing streams end, so the server can stop
                 tasks.cancel_scope.cancel()
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route(
                 config.gateway.server.path,
@@ -65,5 +71,3 @@ def create_app(config: Config) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
-    return app

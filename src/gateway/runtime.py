@@ -94,10 +94,6 @@ class GatewayRuntime:
         self._catalog_lock = anyio.Lock()
         #: Set once the first policies were loaded: from then on every catalog change re-validates them.
         self._policies_follow_catalog = False
-        #: Set by a supervisor that already migrated the schema for all its workers.
-        self.migrations_done = False
-        #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
-        self.predecessor_pid: int | None = None
 
     def _recorder(self, replica_id: str) -> AuditRecorder:
         """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
@@ -277,15 +273,21 @@ class GatewayRuntime:
         )
 
     @asynccontextmanager
-    async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
-        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
-        if migrate and not self.migrations_done:
+    async def running(
+        self, *, migrate: bool = True, predecessor_pid: int | None = None
+    ) -> AsyncIterator[GatewayRuntime]:
+        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse.
+
+        `migrate=False` when the schema is known current (a supervisor migrated it for all its
+        workers); `predecessor_pid` is the dead process this one replaces, whose audit lease it takes at once.
+        """
+        if migrate:
             await self.database.migrate()
         lease = ReplicaLease(
             self.database,
             self.audit.replica_id,
             seconds=self.config.gateway.audit.lease_seconds,
-            predecessor_pid=self.predecessor_pid,
+            predecessor_pid=predecessor_pid,
         )
         self.telemetry.install()
         try:

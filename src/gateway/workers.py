@@ -168,10 +168,12 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     _die_with_supervisor()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
-    app = create_app(for_worker(config, index))
-    app.state.runtime.migrations_done = True  # the supervisor migrated before starting anyone
     predecessor = os.environ.pop(_PREDECESSOR_PID, None)  # never inherited by backends this worker starts
-    app.state.runtime.predecessor_pid = int(predecessor) if predecessor else None
+    app = create_app(
+        for_worker(config, index),
+        migrations_done=True,  # the supervisor migrated before starting anyone
+        predecessor_pid=int(predecessor) if predecessor else None,
+    )
     sock = bind_shared(host, port)
     server = uvicorn.Server(
         uvicorn.Config(
