@@ -291,7 +291,6 @@ class GatewayRuntime:
         )
         self.telemetry.install()
         try:
-            await self.signals.start()
             try:
                 await lease.acquire()
             except ReplicaIdInUse as exc:
@@ -306,6 +305,7 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                await task_group.start(self.signals.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
@@ -331,7 +331,6 @@ class GatewayRuntime:
                         await connector.close()
                     task_group.cancel_scope.cancel()
         finally:
-            await self.signals.aclose()
             await self.audit.close()
             try:
                 await lease.release()
