@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
-from gateway.front.ended_sessions import READ_OVERLAP, EndedSessions
 from gateway.storage import Database
+from gateway.storage.ended_sessions import READ_OVERLAP, EndedSessionsTable
 from gateway.storage.tables import EndedSessionRow
 
 pytestmark = pytest.mark.anyio
@@ -33,13 +33,13 @@ def _ids(read: list[tuple[str, float]]) -> list[str]:
 
 async def test_the_first_read_has_every_session_still_refused_and_later_ones_only_the_new(database: Database):
     clock = ManualClock()
-    ended = EndedSessions(database, clock=clock)
+    ended = EndedSessionsTable(database, clock=clock)
     day = timedelta(days=1).total_seconds()
     await ended.add("first", clock.now.timestamp() + day)
     await ended.add("gone", clock.now.timestamp() + 60)
     clock.advance(timedelta(minutes=5))
 
-    reader = EndedSessions(database, clock=clock)  # another process, starting now
+    reader = EndedSessionsTable(database, clock=clock)  # another process, starting now
     assert _ids(await reader.since_last_read()) == ["first"]  # "gone" has expired
 
     clock.advance(timedelta(minutes=5))
@@ -56,12 +56,12 @@ async def test_the_first_read_has_every_session_still_refused_and_later_ones_onl
 async def test_a_session_recorded_with_a_time_just_before_the_previous_read_is_still_read(database: Database):
     """A row committed late, or written by a host whose clock runs behind, carries an earlier `ended_at`."""
     clock = ManualClock()
-    reader = EndedSessions(database, clock=clock)
+    reader = EndedSessionsTable(database, clock=clock)
     assert await reader.since_last_read() == []
 
     behind = ManualClock()
     behind.now = clock.now - READ_OVERLAP / 2
-    await EndedSessions(database, clock=behind).add("late", clock.now.timestamp() + 3600)
+    await EndedSessionsTable(database, clock=behind).add("late", clock.now.timestamp() + 3600)
     clock.advance(timedelta(seconds=10))
 
     assert _ids(await reader.since_last_read()) == ["late"]
@@ -73,7 +73,7 @@ async def test_sessions_ended_before_the_upgrade_are_read_at_start(database: Dat
     async with database.session() as session, session.begin():
         await session.execute(insert(EndedSessionRow).values(session_id="old", until=until, ended_at=None))
 
-    reader = EndedSessions(database)
+    reader = EndedSessionsTable(database)
     assert [(session_id, round(expiry)) for session_id, expiry in await reader.since_last_read()] == [
         ("old", round(until.timestamp()))
     ]

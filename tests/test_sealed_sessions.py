@@ -22,10 +22,10 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from gateway.front.ended_sessions import EndedSessions
 from gateway.front.sessions import SessionSealer
 from gateway.identity.principal import Principal
 from gateway.storage import Database
+from gateway.storage.ended_sessions import EndedSessionsTable
 from harness import (
     KITCHEN_SINK_MARKERS_ENV,
     GatewayProcess,
@@ -301,7 +301,7 @@ def test_a_running_gateway_refuses_a_session_another_process_ended_without_a_sig
         async def end_elsewhere() -> None:
             database = Database(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
             try:
-                await EndedSessions(database).add(opened.id, time.time() + 3600)
+                await EndedSessionsTable(database).add(opened.id, time.time() + 3600)
             finally:
                 await database.close()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
+from functools import partial
 
+import anyio
+import anyio.to_thread
 import asyncpg
 import pytest
 
@@ -29,11 +31,10 @@ DEADLINE = 10.0
 @asynccontextmanager
 async def started(url: str) -> AsyncIterator[Signals]:
     signals = open_signals(url)
-    await signals.start()
-    try:
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(signals.run)
         yield signals
-    finally:
-        await signals.aclose()
+        tasks.cancel_scope.cancel()
 
 
 def test_the_storage_url_chooses_the_broker(tmp_path) -> None:
@@ -47,11 +48,11 @@ async def test_in_process_subscribers_get_what_is_published(tmp_path) -> None:
             async with signals.subscribe("other") as elsewhere:
                 await signals.publish("cancel", {"session": "s1", "request_id": 7})
                 for subscription in (first, second):
-                    async with _deadline():
+                    with _deadline():
                         received = await subscription.get()
                     assert received.payload == {"session": "s1", "request_id": 7}
                     assert received.local and received.origin == signals.origin
-                assert elsewhere._queue.empty()
+                assert elsewhere._received.statistics().current_buffer_used == 0
 
 
 async def test_oversized_or_malformed_signals_are_refused_with_a_reason(tmp_path) -> None:
@@ -70,16 +71,16 @@ async def test_two_brokers_exchange_signals_over_postgresql(postgres_url: str) -
         assert one.state == "listening"
         async with one.subscribe("catalog_changed") as at_one, two.subscribe("catalog_changed") as at_two:
             await one.publish("catalog_changed", {"connector": "crm"})
-            async with _deadline():
+            with _deadline():
                 mine = await at_one.get()
                 theirs = await at_two.get()
             assert mine.local and mine.payload == {"connector": "crm"}
             assert not theirs.local and theirs.origin == one.origin and theirs.payload == {"connector": "crm"}
             # Nothing echoes back: the publisher's own subscriber got it once, locally.
             await two.publish("catalog_changed", {"connector": "finance"})
-            async with _deadline():
+            with _deadline():
                 assert (await at_one.get()).payload == {"connector": "finance"}
-            assert at_one._queue.empty()
+            assert at_one._received.statistics().current_buffer_used == 0
         with pytest.raises(SignalTooLarge):
             await one.publish("cancel", {"blob": "é" * MAX_PAYLOAD_BYTES})
 
@@ -91,17 +92,17 @@ async def test_a_signal_from_another_process_arrives(postgres_url: str) -> None:
         "from gateway.signals import open_signals\n"
         "async def main():\n"
         "    signals = open_signals(sys.argv[1])\n"
-        "    await signals.start()\n"
-        "    await signals.publish('cancel', {'session': 'abc', 'request_id': 'r-1'})\n"
-        "    await signals.aclose()\n"
+        "    async with anyio.create_task_group() as tasks:\n"
+        "        await tasks.start(signals.run)\n"
+        "        await signals.publish('cancel', {'session': 'abc', 'request_id': 'r-1'})\n"
+        "        tasks.cancel_scope.cancel()\n"
         "anyio.run(main)\n"
     )
     async with started(postgres_url) as signals, signals.subscribe("cancel") as subscription:
-        result = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-c", publisher, postgres_url], capture_output=True, text=True, timeout=60
-        )
+        run = partial(subprocess.run, capture_output=True, text=True, timeout=60)
+        result = await anyio.to_thread.run_sync(run, [sys.executable, "-c", publisher, postgres_url])
         assert result.returncode == 0, result.stderr
-        async with _deadline():
+        with _deadline():
             received = await subscription.get()
     assert received.payload == {"session": "abc", "request_id": "r-1"} and not received.local
 
@@ -120,10 +121,10 @@ async def test_a_terminated_listener_connection_reconnects_and_keeps_delivering(
             await eventually(lambda: listener.backend_pid not in (None, killed_pid), what="the listener to reconnect")
             assert listener.connections == 2
             await sender.publish("policies_reloaded", {"generation": 2})
-            async with _deadline():
+            with _deadline():
                 received = await subscription.get()
             assert received.payload == {"generation": 2} and not received.local
 
 
-def _deadline() -> asyncio.Timeout:
-    return asyncio.timeout(DEADLINE)
+def _deadline() -> AbstractContextManager[anyio.CancelScope]:
+    return anyio.fail_after(DEADLINE)

@@ -11,28 +11,39 @@ from starlette.routing import Route
 
 from gateway.audit.api import audit_routes
 from gateway.config import Config
-from gateway.front.ended_sessions import EndedSessions
+from gateway.front.health import healthz, readyz_endpoint
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
+from gateway.front.ops_access import OpsAccess
 from gateway.front.server import build_server
-from gateway.health import healthz, readyz_endpoint
 from gateway.identity.bearer import authenticate_request
 from gateway.identity.resource_metadata import metadata_routes
-from gateway.ops_access import OpsAccess
 from gateway.runtime import GatewayRuntime
+from gateway.storage.ended_sessions import EndedSessionsTable
 
 
-def create_app(config: Config) -> Starlette:
+def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid: int | None = None) -> Starlette:
+    """The gateway for `config`, serving alone or as one of a supervisor's workers.
+
+    A worker's supervisor migrated the schema already (`migrations_done`); a restarted worker takes
+    the audit lease of the dead one it replaces (`predecessor_pid`) without waiting for it to expire.
+    """
     runtime = GatewayRuntime(config)
     ops = OpsAccess(config.gateway.server.ops_token)
     server = build_server(runtime.pipeline, runtime.notifier)
     sessions = build_session_manager(server, config.gateway.server)
     endpoint = build_endpoint(
-        server, runtime.pipeline, runtime.notifier, sessions, config.gateway.server, EndedSessions(runtime.database)
+        server,
+        runtime.pipeline,
+        runtime.notifier,
+        sessions,
+        config.gateway.server,
+        EndedSessionsTable(runtime.database),
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with runtime.running(), sessions.run(), anyio.create_task_group() as tasks:
+        running = runtime.running(migrate=not migrations_done, predecessor_pid=predecessor_pid)
+        async with running, sessions.run(), anyio.create_task_group() as tasks:
             await tasks.start(endpoint.follow, runtime.signals)
             try:
                 yield
@@ -40,7 +51,7 @@ def create_app(config: Config) -> Starlette:
                 runtime.notifier.close()  # standing streams end, so the server can stop
                 tasks.cancel_scope.cancel()
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route(
                 config.gateway.server.path,
@@ -49,7 +60,7 @@ def create_app(config: Config) -> Starlette:
                 ),
             ),
             Route("/healthz", endpoint=healthz),
-            Route("/readyz", endpoint=readyz_endpoint(runtime, ops)),
+            Route("/readyz", endpoint=readyz_endpoint(runtime.readiness(), ops)),
             Route("/metrics", endpoint=ops.protect(runtime.telemetry.metrics_endpoint, "/metrics")),
             *metadata_routes(config.gateway.auth),
             *audit_routes(
@@ -60,5 +71,3 @@ def create_app(config: Config) -> Starlette:
         ],
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
-    return app

@@ -29,12 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
-from gateway.catalog_store import load_listings, save_listing
+from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import McpBackend, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
+from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -93,10 +94,6 @@ class GatewayRuntime:
         self._catalog_lock = anyio.Lock()
         #: Set once the first policies were loaded: from then on every catalog change re-validates them.
         self._policies_follow_catalog = False
-        #: Set by a supervisor that already migrated the schema for all its workers.
-        self.migrations_done = False
-        #: Set by a supervisor restarting a worker: the dead worker's pid, whose audit lease is taken at once.
-        self.predecessor_pid: int | None = None
 
     def _recorder(self, replica_id: str) -> AuditRecorder:
         """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
@@ -264,20 +261,36 @@ class GatewayRuntime:
         """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
         self.policy.try_load(self.catalog)
 
+    def readiness(self) -> Readiness:
+        """What `/readyz` reads of this gateway, and nothing more."""
+        return Readiness(
+            started=lambda: self.started,
+            ping_storage=self.database.ping,
+            signals_state=lambda: self.signals.state,
+            policies=lambda: self.policy.status,
+            backends=lambda: {name: connector.health for name, connector in self.connectors.items()},
+            catalog_problems=self.catalog.problems,
+        )
+
     @asynccontextmanager
-    async def running(self, *, migrate: bool = True) -> AsyncIterator[GatewayRuntime]:
-        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse."""
-        if migrate and not self.migrations_done:
+    async def running(
+        self, *, migrate: bool = True, predecessor_pid: int | None = None
+    ) -> AsyncIterator[GatewayRuntime]:
+        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse.
+
+        `migrate=False` when the schema is known current (a supervisor migrated it for all its
+        workers); `predecessor_pid` is the dead process this one replaces, whose audit lease it takes at once.
+        """
+        if migrate:
             await self.database.migrate()
         lease = ReplicaLease(
             self.database,
             self.audit.replica_id,
             seconds=self.config.gateway.audit.lease_seconds,
-            predecessor_pid=self.predecessor_pid,
+            predecessor_pid=predecessor_pid,
         )
         self.telemetry.install()
         try:
-            await self.signals.start()
             try:
                 await lease.acquire()
             except ReplicaIdInUse as exc:
@@ -292,6 +305,7 @@ class GatewayRuntime:
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
             async with anyio.create_task_group() as task_group:
+                await task_group.start(self.signals.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()
@@ -317,7 +331,6 @@ class GatewayRuntime:
                         await connector.close()
                     task_group.cancel_scope.cancel()
         finally:
-            await self.signals.aclose()
             await self.audit.close()
             try:
                 await lease.release()

@@ -13,6 +13,7 @@ design) they stay in the process.
 
     await signals.publish("cancel", {"session": session_id, "request_id": request_id})
 
+The broker runs in the process's task group for as long as it serves (`tasks.start(signals.run)`).
 Every subscriber receives every signal published on its channel after it subscribed, from any
 process, including its own (`signal.local` tells them apart, so a handler that already ran
 locally can skip its own). Delivery is at most once and best effort: a signal published while a
@@ -24,8 +25,6 @@ room for the envelope; larger ones are refused on both implementations alike.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -38,7 +37,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import asyncpg
+import anyio
+import anyio.abc
+import asyncpg  # type: ignore[import-untyped]  # the driver ships no type information
 
 from gateway.errors import SignalTooLarge, StorageUnavailable
 from gateway.storage.database import async_database_url
@@ -70,14 +71,14 @@ class Signal:
 class Subscription:
     """Signals on one channel, in arrival order; register with `async with`, read with `async for`.
 
-    Each subscription has its own bounded queue, so a slow reader loses its own oldest-unread
-    signals (logged) and never holds up delivery to anyone else.
+    Each subscription has its own bounded buffer, so a slow reader loses the signals that arrive
+    while its buffer is full (logged) and never holds up delivery to anyone else.
     """
 
     def __init__(self, broker: Signals, channel: str) -> None:
         self._broker = broker
         self.channel = channel
-        self._queue: asyncio.Queue[Signal] = asyncio.Queue(_QUEUE_SIZE)
+        self._incoming, self._received = anyio.create_memory_object_stream[Signal](_QUEUE_SIZE)
 
     async def __aenter__(self) -> Subscription:
         await self._broker._add(self)
@@ -87,21 +88,23 @@ class Subscription:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._broker._remove(self)
+        self._incoming.close()
+        self._received.close()
 
     def __aiter__(self) -> AsyncIterator[Signal]:
         return self
 
     async def __anext__(self) -> Signal:
-        return await self._queue.get()
+        return await self._received.receive()
 
     async def get(self) -> Signal:
-        """The next signal, waiting for it (use `asyncio.timeout` to bound the wait)."""
-        return await self._queue.get()
+        """The next signal, waiting for it (use `anyio.fail_after` to bound the wait)."""
+        return await self._received.receive()
 
     def _offer(self, signal: Signal) -> None:
         try:
-            self._queue.put_nowait(signal)
-        except asyncio.QueueFull:
+            self._incoming.send_nowait(signal)
+        except anyio.WouldBlock:
             logger.warning("signal dropped: subscriber is not keeping up", extra={"channel": self.channel})
 
 
@@ -119,13 +122,11 @@ class Signals(ABC):
         """For `/readyz`: `in-process`, or on PostgreSQL `listening` / `reconnecting`."""
         return "in-process"
 
-    async def start(self) -> None:
-        """Begin delivering; the PostgreSQL broker connects here (and keeps reconnecting)."""
-        return None
-
-    async def aclose(self) -> None:
-        """Stop delivering and release the connection; subscriptions stop receiving."""
-        return None
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Carry signals to and from the other processes until cancelled; started once they can travel,
+        or once waiting longer would only delay the gateway's start. Without other processes there
+        is nothing to carry."""
+        task_status.started()
 
     def subscribe(self, channel: str) -> Subscription:
         """A subscription to `channel`; it receives signals from the moment its `async with` is entered."""
@@ -170,7 +171,7 @@ class Signals(ABC):
 
 
 class InProcessSignals(Signals):
-    """For one process (SQLite): subscribers here are all there are."""
+    """For one process (SQLite): subscribers here are all there are, so `run` has nothing to do."""
 
     async def _send(self, channel: str, envelope: str) -> None:
         return None
@@ -182,6 +183,7 @@ class PostgresSignals(Signals):
     The connection is separate from the SQLAlchemy pool because a listening connection must stay
     open and never be handed to a request. A drop is noticed at once when the socket closes
     (asyncpg's termination callback) and within `keepalive` seconds when it silently hangs.
+    asyncpg runs only on asyncio, so this broker does too.
     """
 
     def __init__(
@@ -202,11 +204,10 @@ class PostgresSignals(Signals):
         self._max_backoff = max_backoff
         self._publish_timeout = publish_timeout
         self._connection: Any = None
-        self._connected = asyncio.Event()
-        self._lock = asyncio.Lock()
+        #: Set while connected; a lost connection replaces it with a new, unset one.
+        self._connected = anyio.Event()
+        self._lock = anyio.Lock()
         self._listening: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self.connections = 0  # how many times a connection was established, for tests and logs
 
     @property
@@ -219,25 +220,13 @@ class PostgresSignals(Signals):
         connection = self._connection
         return connection.get_server_pid() if connection is not None else None
 
-    async def start(self) -> None:
-        """Connect in the background; wait up to `connect_timeout` for the first connection."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._maintain(), name="signals-listener")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._connect_timeout):
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep the listening connection; started once it is up, or after `connect_timeout` without it."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._maintain, name="signals-listener")
+            with anyio.move_on_after(self._connect_timeout):
                 await self._connected.wait()
-
-    async def aclose(self) -> None:
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def wait_connected(self) -> None:
-        """Wait until the listening connection is up (after a start or a drop); bound it with a timeout."""
-        await self._connected.wait()
+            task_status.started()
 
     async def _add(self, subscription: Subscription) -> None:
         await super()._add(subscription)
@@ -251,7 +240,7 @@ class PostgresSignals(Signals):
 
     async def _send(self, channel: str, envelope: str) -> None:
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            with anyio.fail_after(self._publish_timeout):
                 while True:
                     await self._connected.wait()
                     async with self._lock:
@@ -271,6 +260,7 @@ class PostgresSignals(Signals):
             ) from None
 
     def _on_notification(self, connection: Any, pid: int, channel: str, data: str) -> None:
+        # Called by asyncpg on its asyncio loop, outside any task: only non-blocking calls here.
         try:
             envelope = json.loads(data)
             origin, payload = envelope["o"], envelope["p"]
@@ -284,13 +274,13 @@ class PostgresSignals(Signals):
     def _lose(self, connection: Any) -> None:
         if self._connection is connection:
             self._connection = None
-            self._connected.clear()
+            self._connected = anyio.Event()
         if not connection.is_closed():
             connection.terminate()
 
     async def _maintain(self) -> None:
         delay = self._initial_backoff
-        while not self._closing:
+        while True:
             try:
                 connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
             except _CONNECTION_ERRORS as exc:
@@ -298,10 +288,11 @@ class PostgresSignals(Signals):
                     "signals: cannot connect to PostgreSQL; retrying",
                     extra={"error": repr(exc), "retry_in_seconds": delay},
                 )
-                await asyncio.sleep(delay)
+                await anyio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
                 continue
-            lost = asyncio.Event()
+            lost = anyio.Event()
+            # asyncpg calls its listeners on its asyncio loop, outside any task; setting an event is safe there.
             connection.add_termination_listener(lambda _connection, event=lost: event.set())
             try:
                 async with self._lock:
@@ -317,21 +308,20 @@ class PostgresSignals(Signals):
                     extra={"channels": sorted(self._listening)},
                 )
                 await self._watch(connection, lost)
-                if not self._closing:
-                    logger.warning("signals: connection to PostgreSQL lost; reconnecting")
+                logger.warning("signals: connection to PostgreSQL lost; reconnecting")
             except _CONNECTION_ERRORS as exc:
                 logger.warning("signals: connection failed; reconnecting", extra={"error": repr(exc)})
             finally:
-                async with self._lock:
-                    self._lose(connection)
+                with anyio.CancelScope(shield=True):  # when stopping too, the connection is let go
+                    async with self._lock:
+                        self._lose(connection)
 
-    async def _watch(self, connection: Any, lost: asyncio.Event) -> None:
+    async def _watch(self, connection: Any, lost: anyio.Event) -> None:
         """Return when the connection is gone: closed by the server, or silent past the keepalive."""
         while not lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._keepalive):
-                    await lost.wait()
-                    return
+            with anyio.move_on_after(self._keepalive):
+                await lost.wait()
+                return
             async with self._lock:
                 if connection.is_closed():
                     return

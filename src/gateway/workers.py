@@ -24,7 +24,6 @@ workers, so a cancellation sent to one could never stop a call running on anothe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -34,9 +33,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import anyio
+from anyio.abc import Process
 
 from gateway.config import Config
 from gateway.errors import ConfigError
@@ -168,10 +170,12 @@ def run_worker(config: Config, *, host: str, port: int, index: int) -> int:
     _die_with_supervisor()
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerField(index))
-    app = create_app(for_worker(config, index))
-    app.state.runtime.migrations_done = True  # the supervisor migrated before starting anyone
     predecessor = os.environ.pop(_PREDECESSOR_PID, None)  # never inherited by backends this worker starts
-    app.state.runtime.predecessor_pid = int(predecessor) if predecessor else None
+    app = create_app(
+        for_worker(config, index),
+        migrations_done=True,  # the supervisor migrated before starting anyone
+        predecessor_pid=int(predecessor) if predecessor else None,
+    )
     sock = bind_shared(host, port)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -206,41 +210,46 @@ class Supervisor:
     """Starts `count` workers with `command(index)` and keeps them running; see the module docstring."""
 
     def __init__(
-        self, count: int, command: Any, policy: RestartPolicy | None = None, env: dict[str, str] | None = None
+        self,
+        count: int,
+        command: Callable[[int], Sequence[str]],
+        policy: RestartPolicy | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self._count = count
         self._command = command
         self._policy = policy or RestartPolicy()
         self._env = {**os.environ, **(env or {}), _SUPERVISOR_PID: str(os.getpid())}
-        self._processes: dict[int, asyncio.subprocess.Process] = {}
-        self._stopping = asyncio.Event()
+        self._processes: dict[int, Process] = {}
+        self._stopping = anyio.Event()
         self._gave_up = False
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop, signum)
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index in range(self._count):
-                    group.create_task(self._keep(index))
-                group.create_task(self._stop_all_when_asked())
-        finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
+        """Until every worker stopped: on SIGTERM/SIGINT, or when one keeps dying (exit status 1)."""
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+            async with anyio.create_task_group() as listening:
+                listening.start_soon(self._stop_on_signals, received)
+                async with anyio.create_task_group() as group:
+                    for index in range(self._count):
+                        group.start_soon(self._keep, index)
+                    group.start_soon(self._stop_all_when_asked)
+                listening.cancel_scope.cancel()
         logger.info("all workers stopped", extra={"gave_up": self._gave_up})
         return 1 if self._gave_up else 0
 
-    def _stop(self, signum: int) -> None:
-        logger.info("stopping workers", extra={"signal": signal.Signals(signum).name})
-        self._stopping.set()
+    async def _stop_on_signals(self, received: AsyncIterator[signal.Signals]) -> None:
+        """Every signal is taken while the workers stop, so a second SIGINT cannot orphan them."""
+        async for signum in received:
+            logger.info("stopping workers", extra={"signal": signum.name})
+            self._stopping.set()
 
     async def _keep(self, index: int) -> None:
         quick_deaths = 0
         env = self._env
         while not self._stopping.is_set():
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*self._command(index), env=env)
+            # The workers write to the supervisor's own stdout and stderr.
+            process = await anyio.open_process(self._command(index), env=env, stdin=None, stdout=None, stderr=None)
             self._processes[index] = process
             logger.info("worker started", extra={"worker": index, "pid": process.pid})
             status = await process.wait()
@@ -262,9 +271,8 @@ class Supervisor:
                 "worker exited; restarting",
                 extra={"worker": index, "pid": process.pid, "exit_status": status, "restart_in_seconds": delay},
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stopping.wait()
+            with anyio.move_on_after(delay):
+                await self._stopping.wait()
 
     async def _stop_all_when_asked(self) -> None:
         await self._stopping.wait()
@@ -272,22 +280,26 @@ class Supervisor:
         for process in living:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(self._policy.stop_timeout):
-                await asyncio.gather(*(p.wait() for p in living))
-        except TimeoutError:
-            for process in living:
-                if process.returncode is None:
-                    logger.error("worker did not stop in time; killing it", extra={"pid": process.pid})
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-            await asyncio.gather(*(p.wait() for p in living))
+        with anyio.move_on_after(self._policy.stop_timeout) as waiting:
+            await _wait_for_all(living)
+        if not waiting.cancelled_caught:
+            return
+        for process in living:
+            if process.returncode is None:
+                logger.error("worker did not stop in time; killing it", extra={"pid": process.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await _wait_for_all(living)
+
+
+async def _wait_for_all(processes: Sequence[Process]) -> None:
+    async with anyio.create_task_group() as group:
+        for process in processes:
+            group.start_soon(process.wait)
 
 
 def supervise(config: Config, *, host: str, port: int, workers: int, worker_arguments: Sequence[str]) -> int:
     """Run `workers` copies of `gateway serve <worker_arguments> --worker-index i` on host:port."""
-    import anyio
-
     from gateway.storage.database import migrate_database
 
     check_workers_supported(config, workers)
@@ -305,6 +317,6 @@ def supervise(config: Config, *, host: str, port: int, workers: int, worker_argu
     try:
         # A key for sealing session ids, the same in every worker, when the config names none.
         env = {_SHARED_SESSION_KEY: secrets.token_urlsafe(32)}
-        return asyncio.run(Supervisor(workers, command, env=env).run())
+        return anyio.run(Supervisor(workers, command, env=env).run)
     finally:
         reserved.close()

@@ -7,7 +7,6 @@ the database become `StorageUnavailable` here, once, so no caller has to know dr
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import sqlite3
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from sqlalchemy import Connection, event, exc, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -119,8 +119,8 @@ class Database:
 
     async def ping(self) -> None:
         """Run one trivial query, so readiness reflects whether the database answers right now."""
-        with self._unavailability_translated():
-            async with asyncio.timeout(self._connect_timeout), self._engine.connect() as connection:
+        with self._unavailability_translated(), anyio.fail_after(self._connect_timeout):
+            async with self._engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
     async def migrate(self) -> SchemaChange:
@@ -270,7 +270,7 @@ def _switch_to_wal(cursor: Any, busy_timeout: float) -> None:
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() + delay > deadline:
                 raise
-        _await(asyncio.sleep(delay))
+        _await(anyio.sleep(delay))
         delay = min(delay * 2, 0.1)
 
 

@@ -8,8 +8,7 @@ example to write a new revision, it opens its own engine from `-x url=...`, the 
 
 from __future__ import annotations
 
-import asyncio
-
+import anyio
 from alembic import context
 from sqlalchemy import Connection
 
@@ -66,4 +65,4 @@ if context.is_offline_mode():
 elif (given := context.config.attributes.get("connection")) is not None:
     _run_on(given)
 else:
-    asyncio.run(_run_with_own_engine())
+    anyio.run(_run_with_own_engine)

@@ -6,25 +6,49 @@ backend makes it `degraded` with 200, because every other backend still works an
 balancer that dropped the gateway would take them all away.
 
 The status is public, for load balancers; the checks and backends behind it name what the
-gateway fronts, so they are served only with the ops token (`ops_access.py`).
+gateway fronts, so they are served only with the ops token (`gateway.front.ops_access`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.connectors.base import HealthState
+from gateway.connectors.base import Health, HealthState
 from gateway.errors import StorageUnavailable
-from gateway.ops_access import OpsAccess
-from gateway.runtime import GatewayRuntime
+from gateway.front.ops_access import Endpoint, OpsAccess
+from gateway.policy import PolicyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What `/readyz` looks at, each read afresh for every request.
+
+    The endpoint sees these and nothing else of the running gateway, so it cannot come to depend
+    on how the gateway is put together; the composition root builds it from its parts.
+    """
+
+    #: Whether the gateway finished starting (and has not begun to stop).
+    started: Callable[[], bool]
+    #: One round trip to the database; raises `StorageUnavailable` when it does not answer.
+    ping_storage: Callable[[], Awaitable[None]]
+    #: `in-process`, `listening` or `reconnecting` (`gateway.signals`).
+    signals_state: Callable[[], str]
+    policies: Callable[[], PolicyStatus]
+    #: Each backend's health, in connector order.
+    backends: Callable[[], Mapping[str, Health]]
+    #: Per connector, what is wrong with its file or its names (`Catalog.problems`).
+    catalog_problems: Callable[[], Mapping[str, tuple[str, ...]]]
 
 
 async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def readyz_endpoint(runtime: GatewayRuntime, access: OpsAccess):  # noqa: ANN201 - a Starlette endpoint
+def readyz_endpoint(readiness: Readiness, access: OpsAccess) -> Endpoint:
     async def readyz(request: Request) -> Response:
         # A request without credentials (a load balancer's) gets the status; one with credentials
         # asks for the details, and a wrong or unconfigured token is told so rather than ignored.
@@ -35,26 +59,26 @@ def readyz_endpoint(runtime: GatewayRuntime, access: OpsAccess):  # noqa: ANN201
         checks: dict[str, object] = {}
         status_code = 200
         try:
-            await runtime.database.ping()
+            await readiness.ping_storage()
             checks["storage"] = {"state": "healthy"}
         except StorageUnavailable as exc:
             checks["storage"] = {"state": "unhealthy", "detail": str(exc)}
             status_code = 503
         # Informational: while signals reconnect, this process still serves; it only hears
         # the other processes' cancellations and change notices again once they are back.
-        checks["signals"] = {"state": runtime.signals.state}
-        problems = runtime.catalog.problems()
+        checks["signals"] = {"state": readiness.signals_state()}
+        problems = readiness.catalog_problems()
         backends = {
             name: {
-                "state": _backend_state(c.health.state, problems.get(name, ())),
-                "detail": c.health.detail,
-                "protocol_version": c.health.protocol_version,
-                "restarts": c.health.restarts,
-                "problems": [*c.health.problems, *problems.get(name, ())],
+                "state": _backend_state(health.state, problems.get(name, ())),
+                "detail": health.detail,
+                "protocol_version": health.protocol_version,
+                "restarts": health.restarts,
+                "problems": [*health.problems, *problems.get(name, ())],
             }
-            for name, c in runtime.connectors.items()
+            for name, health in readiness.backends().items()
         }
-        policies = runtime.policy.status
+        policies = readiness.policies()
         checks["policies"] = {
             "state": "loaded" if policies.loaded else "not loaded",
             "count": policies.policy_count,
@@ -66,7 +90,7 @@ def readyz_endpoint(runtime: GatewayRuntime, access: OpsAccess):  # noqa: ANN201
         if not policies.loaded:
             # Without policies every request is denied: not ready to serve anyone.
             status_code = 503
-        if not runtime.started:
+        if not readiness.started():
             status_code = 503
         degraded = any(b["state"] != HealthState.HEALTHY.value for b in backends.values())
         status = "not ready" if status_code != 200 else ("degraded" if degraded else "ready")

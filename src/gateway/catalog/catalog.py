@@ -23,12 +23,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from gateway.catalog_problems import by_exposed_name, collision_problem, unknown_overrides
+from gateway.catalog.entries import PromptEntry, ResourceEntry, ResourceRoute, ToolEntry
+from gateway.catalog.problems import by_exposed_name, collision_problem, unknown_overrides
 from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
@@ -50,59 +51,6 @@ def exposed_name(connector: str, original: str, separator: str) -> str:
     if len(candidate) + 1 + _DIGEST_LENGTH <= MAX_NAME_LENGTH:
         return f"{candidate}_{digest}"
     return f"{candidate[: MAX_NAME_LENGTH - 1 - _DIGEST_LENGTH]}_{digest}"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolEntry:
-    """One exposed tool: where it lives and the definition an agent is shown."""
-
-    exposed: str
-    connector: str
-    original: str
-    definition: Mapping[str, Any]
-    labels: tuple[str, ...] = ()
-    input_schema: Mapping[str, Any] | None = None
-    reasoning: str = "off"
-    reasoning_parameter: str | None = None
-
-    @property
-    def annotations(self) -> Mapping[str, Any]:
-        return self.definition.get("annotations") or {}
-
-    @property
-    def backend_input_schema(self) -> Mapping[str, Any] | None:
-        """The backend's own input schema, without the reasoning parameter the gateway adds."""
-        return self.input_schema if self.input_schema is not None else self.definition.get("inputSchema")
-
-
-@dataclass(frozen=True, slots=True)
-class PromptEntry:
-    exposed: str
-    connector: str
-    original: str
-    definition: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceEntry:
-    """One exposed resource or URI template: the backend that lists it, and what an agent is shown.
-
-    For a template, `exposed` and `original` are the template texts.
-    """
-
-    exposed: str
-    connector: str
-    original: str
-    definition: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceRoute:
-    """Which backend serves an exposed resource URI, and the URI that backend knows it by."""
-
-    connector: str
-    uri: str
-    exposed: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +145,12 @@ class Catalog:
             if override.description is not None:
                 shown["description"] = override.description
             mode = override.reasoning or settings.reasoning or self._reasoning.mode
-            parameter = self._reasoning.parameter
             schema = definition.get("inputSchema")
-            if mode != "off" and _can_add_parameter(schema, parameter):
+            # A tool with an argument of the parameter's name gets reasoning only via _meta.
+            parameter: str | None = None
+            if mode != "off" and _can_add_parameter(schema, self._reasoning.parameter):
+                parameter = self._reasoning.parameter
                 shown["inputSchema"] = _with_reasoning(schema, parameter, self._reasoning.description, mode)
-            else:
-                parameter = None  # the tool has an argument of that name: reasoning only via _meta
             yield ToolEntry(
                 exposed=name,
                 connector=settings.name,
@@ -211,7 +159,7 @@ class Catalog:
                 labels=tuple(dict.fromkeys((*settings.labels, *override.labels))),
                 input_schema=schema,
                 reasoning=mode,
-                reasoning_parameter=parameter if mode != "off" else None,
+                reasoning_parameter=parameter,
             )
 
     def _resource_entries(
@@ -237,10 +185,11 @@ class Catalog:
         every_tool, clashing_tools = by_exposed_name(t for view in views for t in (*view.tools, *view.withheld))
         prompts, clashing_prompts = by_exposed_name(prompt for view in views for prompt in view.prompts)
         problems: dict[str, tuple[str, ...]] = {name: view.problems for name, view in self._views.items()}
-        for kind, clash in (
+        clashes: list[tuple[str, Sequence[ToolEntry | PromptEntry]]] = [
             *(("tools", clash) for clash in clashing_tools.values()),
             *(("prompts", clash) for clash in clashing_prompts.values()),
-        ):
+        ]
+        for kind, clash in clashes:
             problem = collision_problem(kind, clash)
             for connector in dict.fromkeys(entry.connector for entry in clash):
                 problems[connector] = (*problems[connector], problem)
@@ -334,7 +283,7 @@ def _can_add_parameter(schema: Any, parameter: str) -> bool:
 
 def _with_reasoning(schema: Any, parameter: str, description: str, mode: str) -> JsonObject:
     """The tool's input schema with the reasoning parameter added (required in `required` mode)."""
-    base = dict(schema) if isinstance(schema, Mapping) else {"type": "object"}
+    base: JsonObject = dict(schema) if isinstance(schema, Mapping) else {"type": "object"}
     base.setdefault("type", "object")
     base["properties"] = {**(base.get("properties") or {}), parameter: {"type": "string", "description": description}}
     if mode == "required":

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
+from gateway.catalog.entries import PromptEntry, ToolEntry
 from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import JsonObject
 
-if TYPE_CHECKING:
-    from gateway.catalog import PromptEntry, ToolEntry
-
-Entry = TypeVar("Entry", "ToolEntry", "PromptEntry")
+Entry = TypeVar("Entry", ToolEntry, PromptEntry)
 
 #: A backend's tool names are spelled out in an override problem only when there are this few.
 _NAMES_IN_HINT = 10
@@ -63,7 +61,7 @@ def by_exposed_name(entries: Iterable[Entry]) -> tuple[dict[str, Entry], dict[st
     return unique, {name: group for name, group in groups.items() if len(group) > 1}
 
 
-def collision_problem(kind: str, clash: list[ToolEntry] | list[PromptEntry]) -> str:
+def collision_problem(kind: str, clash: Sequence[ToolEntry | PromptEntry]) -> str:
     """The problem reported on every connector of a clash: which originals, from where, under which name."""
     named = " and ".join(f"'{entry.original}' of connector '{entry.connector}'" for entry in clash)
     every = "both" if len(clash) == 2 else "all"
