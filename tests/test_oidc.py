@@ -32,8 +32,9 @@ from gateway.errors import AuthenticationFailed
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
-from gateway.identity.oidc import IssuerSettings, JwtAuthenticator, looks_like_jwt
+from gateway.identity.oidc import JwtAuthenticator, looks_like_jwt
 from gateway.identity.principal import Principal
+from gateway.settings.auth import IssuerSettings
 from gateway.storage import Database
 from harness import eventually
 from local_issuer import AUDIENCE, Clock, LocalIssuer

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
 
-from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import JsonObject
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
 if TYPE_CHECKING:
     from gateway.catalog import PromptEntry, ToolEntry

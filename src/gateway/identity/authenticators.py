@@ -15,9 +15,7 @@ from gateway.errors import AuthenticationFailed
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.oidc import JwtAuthenticator, looks_like_jwt
 from gateway.identity.principal import Principal
-
-#: The default of `auth.max_token_bytes`: room for tokens that carry many groups, far below what hurts.
-DEFAULT_MAX_TOKEN_BYTES = 16384
+from gateway.settings.auth import DEFAULT_MAX_TOKEN_BYTES
 
 JWT_DISABLED = "JWT bearer tokens are not enabled on this gateway"
 API_KEYS_DISABLED = "API keys are not enabled on this gateway"

@@ -19,7 +19,6 @@ tokens naming invented keys cannot turn the gateway into a weapon against the id
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -34,40 +33,19 @@ from joserfc.errors import JoseError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import JWKRegistry, Key
 from joserfc.jws import CompactSignature, JWSRegistry, extract_compact, validate_compact
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.errors import AuthenticationFailed
 from gateway.identity.principal import Principal
+from gateway.settings.auth import SUPPORTED_ALGORITHMS, IssuerSettings, check_key_url
 
 logger = logging.getLogger(__name__)
 
 AUTH_METHOD = "jwt"
 
-#: The asymmetric JWS algorithms an issuer may be allowed to use. HMAC (`HS*`) is absent on
-#: purpose: verifying one needs a secret shared with the issuer, and treating a published public
-#: key as that secret is exactly how algorithm-confusion forgeries work.
-SUPPORTED_ALGORITHMS = frozenset(
-    {
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES384",
-        "ES512",
-        "EdDSA",
-        "Ed25519",
-        "Ed448",
-    }
-)
-
 _SEGMENT = r"[A-Za-z0-9_-]+"
 #: Header and payload are never empty; the signature segment is empty only in unsigned
 #: (`alg: none`) tokens, which still count as JWTs so that they are refused as such.
 _JWT_PATTERN = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.[A-Za-z0-9_-]*")
-_LOOPBACK_NAMES = frozenset({"localhost"})
 _HTTP_TIMEOUT_SECONDS = 10.0
 _MAX_AGENT_NAME_LENGTH = 256
 #: How much of an attacker-chosen value (issuer, key id, algorithm) a refusal may quote.
@@ -81,110 +59,6 @@ def looks_like_jwt(credential: str) -> bool:
     before anything is decoded; API keys (`agw_...`) never contain a dot.
     """
     return _JWT_PATTERN.fullmatch(credential) is not None
-
-
-class IssuerSettings(BaseModel):
-    """One identity provider whose tokens the gateway accepts, and how to read them.
-
-    `issuer` must equal the tokens' `iss` exactly. Keys come from `jwks_url`, or, when it is not
-    set, from the `jwks_uri` of the issuer's OpenID discovery document. `audiences` names this
-    gateway as the provider knows it: a token whose `aud` names none of them was issued for
-    another resource and is refused, even though the same provider signed it.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    issuer: str = Field(min_length=1, description="The provider's issuer URL; a token's `iss` must equal it exactly.")
-    jwks_url: str | None = Field(
-        default=None,
-        description="Where the signing keys are; unset: `jwks_uri` of `<issuer>/.well-known/openid-configuration`.",
-    )
-    audiences: tuple[str, ...] = Field(
-        min_length=1, description="This gateway's names at the provider; a token whose `aud` names none is refused."
-    )
-    algorithms: tuple[str, ...] = Field(
-        default=("RS256", "ES256", "PS256", "EdDSA"),
-        description="Signature algorithms accepted; `none` and HMAC (`HS*`) are refused.",
-    )
-    agent_claims: tuple[str, ...] = Field(
-        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
-    )
-    user_claim: str | None = Field(
-        default="sub",
-        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
-    )
-    roles_claims: tuple[str, ...] = Field(
-        default=("roles", "groups"),
-        description=(
-            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
-            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
-            "`scopes_claims`."
-        ),
-    )
-    scopes_claims: tuple[str, ...] = Field(
-        default=("scope", "scp"),
-        description=(
-            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
-            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
-        ),
-    )
-    leeway_seconds: float = Field(default=30, ge=0, description="Clock skew allowed when checking `exp` and `nbf`.")
-    jwks_cache_seconds: float = Field(
-        default=600, ge=0, description="Seconds the provider's keys are used before a refetch."
-    )
-    jwks_refetch_interval_seconds: float = Field(
-        default=5,
-        ge=0,
-        description=(
-            "Least time between two fetches of the issuer's key set. A token naming an unknown key id (`kid`) "
-            "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
-            "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
-        ),
-    )
-    required_scopes: tuple[str, ...] = Field(
-        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
-    )
-
-    @field_validator("audiences")
-    @classmethod
-    def _audiences_named(cls, audiences: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not audience for audience in audiences):
-            raise ValueError("an audience cannot be empty")
-        return audiences
-
-    @field_validator("algorithms")
-    @classmethod
-    def _algorithms_asymmetric(cls, algorithms: tuple[str, ...]) -> tuple[str, ...]:
-        if not algorithms:
-            raise ValueError("allow at least one signing algorithm")
-        for algorithm in algorithms:
-            if algorithm.lower() == "none":
-                raise ValueError("'none' cannot be allowed: it accepts unsigned, forgeable tokens")
-            if algorithm.upper().startswith("HS"):
-                raise ValueError(
-                    f"{algorithm!r} cannot be allowed: HMAC tokens would be forgeable with the issuer's public key"
-                )
-            if algorithm not in SUPPORTED_ALGORITHMS:
-                raise ValueError(f"unsupported algorithm {algorithm!r}; use some of {sorted(SUPPORTED_ALGORITHMS)}")
-        return algorithms
-
-    @model_validator(mode="after")
-    def _scopes_readable(self) -> IssuerSettings:
-        if self.required_scopes and not self.scopes_claims:
-            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
-        return self
-
-    @model_validator(mode="after")
-    def _keys_fetched_safely(self) -> IssuerSettings:
-        # Whoever can alter the key set in transit can mint tokens, so keys travel over TLS;
-        # plain HTTP is only accepted to the local machine (development and tests).
-        _check_fetch_url(self.jwks_url if self.jwks_url is not None else self.issuer, "jwks_url or issuer")
-        return self
-
-    @property
-    def discovery_url(self) -> str:
-        """Where the OpenID discovery document lives (OpenID Connect Discovery 1.0, section 4)."""
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 class JwtAuthenticator:
@@ -447,7 +321,7 @@ class _KeyCache:
         if not isinstance(jwks_uri, str):
             raise _KeySetUnavailable(f"{url} has no 'jwks_uri'")
         try:
-            _check_fetch_url(jwks_uri, "jwks_uri")
+            check_key_url(jwks_uri, "jwks_uri")
         except ValueError as error:
             raise _KeySetUnavailable(f"{url}: {error}") from None
         return jwks_uri
@@ -592,27 +466,3 @@ def _quoted(value: object) -> str:
     if len(value) > _MAX_QUOTED_LENGTH:
         value = value[:_MAX_QUOTED_LENGTH] + "..."
     return ascii(value)
-
-
-def _check_fetch_url(url: str, what: str) -> None:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as error:
-        raise ValueError(f"{what} {url!r} is not a URL: {error}") from None
-    if parsed.scheme == "https" and parsed.host:
-        return
-    if parsed.scheme == "http" and _is_loopback(parsed.host):
-        return
-    raise ValueError(
-        f"{what} {url!r} must be an https:// URL (plain http is accepted only for localhost), "
-        "because whoever can alter the key set in transit can forge tokens"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
