@@ -22,11 +22,11 @@ from pathlib import Path
 import cedarpy
 
 from gateway.catalog import Catalog
-from gateway.config import McpStdioConnector
 from gateway.connectors.base import Listing
 from gateway.identity.principal import Principal
 from gateway.policy import PolicyEngine
 from gateway.policy.loader import parse_policies, policy_set, read_policy_files
+from gateway.settings.connectors import McpStdioConnector
 
 SERVERS = 10
 TOOLS_PER_SERVER = 20

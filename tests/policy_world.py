@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import Catalog
-from gateway.config import McpStdioConnector, ToolOverride
 from gateway.connectors.base import Listing
 from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyEngine
+from gateway.settings.connectors import McpStdioConnector, ToolOverride
 
 SALES = Principal(agent="sales-bot", roles=("sales",))
 FINANCE = Principal(agent="finance-bot", roles=("finance",))

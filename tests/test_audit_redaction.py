@@ -8,8 +8,9 @@ import time
 import orjson
 import pytest
 
-from gateway.audit import RedactionSettings, Redactor
+from gateway.audit import Redactor
 from gateway.audit.chain import canonical_json
+from gateway.settings.audit import RedactionSettings
 
 REDACTOR = Redactor()
 

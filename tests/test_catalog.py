@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from gateway.catalog import MAX_NAME_LENGTH, Catalog, exposed_name
-from gateway.config import McpStdioConnector, ToolOverride, load_connector
+from gateway.config import load_connector
 from gateway.connectors.base import Listing
 from gateway.errors import UnknownResource, UnknownTool
 from gateway.policy import PolicyEngine
+from gateway.settings.connectors import McpStdioConnector, ToolOverride
 
 LLM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

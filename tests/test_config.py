@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import McpHttpConnector, McpStdioConnector, load_config, load_connector
+from gateway.config import load_config, load_connector
 from gateway.errors import ConfigError
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 from harness import free_port, run_cli, write_gateway_config
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from gateway.config import McpHttpConnector, McpStdioConnector, RestartPolicy
 from gateway.connectors import Listing, McpBackend, build_connector
 from gateway.connectors.base import HealthState
 from gateway.errors import BackendTimeout, BackendUnavailable
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector, RestartPolicy
 from harness import KITCHEN_SINK, TESTS, eventually, start_http_backend
 
 pytestmark = pytest.mark.anyio

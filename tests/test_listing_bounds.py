@@ -14,9 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
-from gateway.config import ListingLimits, load_config
+from gateway.config import load_config
 from gateway.connectors.listing_bounds import ListingBudget
 from gateway.errors import ListingRefused
+from gateway.settings.connectors import ListingLimits
 from harness import (
     TESTS,
     GatewayProcess,

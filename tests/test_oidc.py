@@ -32,8 +32,11 @@ from gateway.errors import AuthenticationFailed
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
-from gateway.identity.oidc import IssuerSettings, JwtAuthenticator, looks_like_jwt
+from gateway.identity.claims import ClaimsCheck
+from gateway.identity.jwt_auth import JwtAuthenticator
 from gateway.identity.principal import Principal
+from gateway.identity.signed_tokens import looks_like_jwt
+from gateway.settings.auth import IssuerSettings
 from gateway.storage import Database
 from harness import eventually
 from local_issuer import AUDIENCE, Clock, LocalIssuer
@@ -506,7 +509,7 @@ async def test_cached_keys_keep_working_while_the_key_server_is_down(
         issuer.stop()
         clock.advance(61)
 
-        with caplog.at_level(logging.WARNING, logger="gateway.identity.oidc"):
+        with caplog.at_level(logging.WARNING, logger="gateway.identity.key_sets"):
             principal = await authenticator.authenticate(token)
             again = await authenticator.authenticate(token)
     finally:
@@ -525,7 +528,7 @@ async def test_key_server_down_from_the_start_is_a_clear_refusal(
     issuer.jwks_status = 503
     authenticator = JwtAuthenticator([settings_for(issuer)], clock=clock)
     try:
-        with caplog.at_level(logging.WARNING, logger="gateway.identity.oidc"):
+        with caplog.at_level(logging.WARNING, logger="gateway.identity.key_sets"):
             reason = await refusal(authenticator, issuer.token())
             again = await refusal(authenticator, issuer.token())
         assert issuer.jwks_hits == 1
@@ -598,6 +601,66 @@ async def test_several_issuers_at_once(rsa_key: RSAKey, ec_key: ECKey, clock: Cl
     # The partner's keys came from its configured URL, without discovery.
     assert partner.hits["/.well-known/openid-configuration"] == 0
     assert partner.jwks_hits == 1
+
+
+# --- claim checks ------------------------------------------------------------------------------
+
+#: A wall-clock time between two whole seconds, so the checks' rounding shows.
+NOW = 1_700_000_000.25
+SECOND = int(NOW)
+
+
+def claims_check(**overrides: Any) -> ClaimsCheck:
+    return ClaimsCheck(IssuerSettings(issuer="https://idp.example", audiences=(AUDIENCE,), **overrides), lambda: NOW)
+
+
+def checked(check: ClaimsCheck, **changes: Any) -> str | None:
+    """The refusal of a valid token's claims with `changes` (None removes a claim), or None when accepted."""
+    claims = {"iss": "https://idp.example", "aud": AUDIENCE, "exp": SECOND + 300, "iat": SECOND, **changes}
+    try:
+        check.check({name: value for name, value in claims.items() if value is not None})
+    except AuthenticationFailed as refused:
+        return str(refused)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": None}, "token has no expiry ('exp'); tokens without one are not accepted"),
+        ({"exp": "tomorrow"}, "token claim 'exp' is not a NumericDate"),
+        ({"exp": True}, "token claim 'exp' is not a NumericDate"),
+        ({"nbf": float("nan")}, "token claim 'nbf' is not a NumericDate"),
+        ({"iat": [SECOND]}, "token claim 'iat' is not a NumericDate"),
+        ({"exp": SECOND - 30}, "token expired"),
+        ({"nbf": SECOND + 31}, "token not yet valid ('nbf' is in the future)"),
+        ({"iat": SECOND + 31}, "token not yet valid: it was issued in the future ('iat')"),
+        ({"aud": None}, "token names no audience ('aud'), so it may be meant for another resource"),
+        ({"aud": ""}, "token audience is not this gateway"),
+        ({"aud": []}, "token audience is not this gateway"),
+        ({"aud": 7}, "token audience is not this gateway"),
+        ({"aud": ["https://other.example"]}, "token audience is not this gateway"),
+        # Wrong in two ways: the validity window is checked first, as it always was.
+        ({"aud": None, "exp": SECOND - 60}, "token expired"),
+    ],
+)
+def test_claims_are_refused_in_the_gateway_s_own_words(changes: dict[str, Any], reason: str) -> None:
+    assert checked(claims_check(), **changes) == reason
+
+
+def test_the_leeway_bounds_are_whole_seconds_and_a_fractional_leeway_refuses_nothing_more() -> None:
+    check = claims_check()
+    assert checked(check, exp=SECOND - 29, nbf=SECOND + 30, iat=SECOND + 30) is None
+    assert checked(check, exp=SECOND - 30) == "token expired"
+
+    half_second = claims_check(leeway_seconds=0.5)
+    assert checked(half_second, exp=SECOND, nbf=SECOND + 1) is None
+    assert checked(half_second, exp=SECOND - 1) == "token expired"
+
+
+def test_claims_the_gateway_reads_by_its_own_rules_are_left_to_them() -> None:
+    # `sub` and `jti` matter only where the issuer's settings use them (user_claim, credential id).
+    assert checked(claims_check(), sub=42, jti={"not": "a string"}) is None
 
 
 # --- settings ----------------------------------------------------------------------------------

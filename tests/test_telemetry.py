@@ -47,9 +47,9 @@ from starlette.testclient import TestClient
 from gateway.errors import BackendError, BackendTimeout, ConfigError, PolicyDenied, UnknownTool
 from gateway.logs import JsonFormatter
 from gateway.pipeline import forwardable_meta
+from gateway.settings.telemetry import TelemetrySettings
 from gateway.telemetry import (
     Telemetry,
-    TelemetrySettings,
     extract_context,
     inject_headers,
     inject_meta,

@@ -21,7 +21,8 @@ import annotated_types
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from gateway.config import ConnectorSettings, GatewaySettings
+from gateway.settings.connectors import ConnectorSettings
+from gateway.settings.gateway import GatewaySettings
 
 #: The command that writes the checked-in reference; error messages tell people to run it.
 REGENERATE_COMMAND = "gateway config reference -o docs/configuration.md"

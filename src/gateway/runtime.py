@@ -39,7 +39,7 @@ from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
-from gateway.identity.oidc import JwtAuthenticator
+from gateway.identity.jwt_auth import JwtAuthenticator
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri

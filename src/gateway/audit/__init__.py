@@ -15,7 +15,7 @@ from gateway.audit.entry import OUTCOMES, AuditCall, AuditEvent, CallHandle, Out
 from gateway.audit.export import ExportReport, export
 from gateway.audit.query import SearchPage, get_call, parse_duration, parse_time, search, tail
 from gateway.audit.recorder import AuditRecorder, RecorderStats, RecoveryReport, default_replica_id
-from gateway.audit.redaction import RedactedArguments, RedactionSettings, Redactor
+from gateway.audit.redaction import RedactedArguments, Redactor
 from gateway.audit.retention import PruneReport, prune
 from gateway.audit.verify import Problem, VerifyReport, verify
 
@@ -33,7 +33,6 @@ __all__ = [
     "RecorderStats",
     "RecoveryReport",
     "RedactedArguments",
-    "RedactionSettings",
     "Redactor",
     "SearchPage",
     "VerifyReport",

@@ -24,65 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.settings.audit import RedactionSettings
 
 REDACTED = "[REDACTED]"
-
-DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "api_key",
-    "apikey",
-    "authorization",
-    "access_token",
-    "refresh_token",
-    "client_secret",
-    "private_key",
-    "cookie",
-)
-
-
-class RedactionSettings(BaseModel):
-    """What to remove and how much to keep; the gateway config's `[audit.redaction]` table.
-
-    `tools` maps an exposed tool name to extra rules for its arguments: a rule starting with `/`
-    is a path of keys and list indices (`/customer/card/number`, `*` matches any one step), any
-    other rule is a key name matched like `keys`, at any depth.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    keys: tuple[str, ...] = Field(
-        default=DEFAULT_SENSITIVE_KEYS,
-        description=(
-            "Argument names whose values are removed at any depth, matched by words whatever the case or separator "
-            "(`token` matches `session_token`, not `max_tokens`). Setting it replaces the list; add with `extra_keys`."
-        ),
-    )
-    extra_keys: tuple[str, ...] = Field(default=(), description="More sensitive names, on top of `keys`.")
-    tools: dict[str, tuple[str, ...]] = Field(
-        default={},
-        description=(
-            "Per exposed tool name, more rules: `/a/b` is a path of keys (`*` any one step), anything else a key name."
-        ),
-    )
-    max_argument_bytes: int = Field(
-        default=64 * 1024,
-        ge=256,
-        description="Larger arguments (as JSON) are stored as a preview this long, with the size and SHA-256 of all.",
-    )
-    max_depth: int = Field(default=64, ge=1, le=200, description="Nesting kept in stored arguments; deeper is cut.")
-    max_nodes: int = Field(
-        default=1_000_000, ge=1, description="Values kept in one stored argument object; more are cut."
-    )
-    max_text_chars: int = Field(
-        default=16 * 1024, ge=64, description="Characters kept of a text (reasoning, log line, span attribute)."
-    )
-    label_kinds: bool = Field(
-        default=True, description="Say what was removed (`[REDACTED:jwt]`) instead of only `[REDACTED]`."
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,11 @@ from typing import Any
 
 from gateway.catalog.entries import PromptEntry, ResourceEntry, ResourceRoute, ToolEntry
 from gateway.catalog.problems import by_exposed_name, collision_problem, unknown_overrides
-from gateway.config import McpHttpConnector, McpStdioConnector, ReasoningSettings, ToolOverride
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
 from gateway.resource_uris import exposed_uri, split_uri
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector, ToolOverride
+from gateway.settings.reasoning import ReasoningSettings
 
 MAX_NAME_LENGTH = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from gateway.catalog.entries import PromptEntry, ToolEntry
-from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import JsonObject
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
 Entry = TypeVar("Entry", ToolEntry, PromptEntry)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import (
     Connector,
     Health,
@@ -14,6 +13,7 @@ from gateway.connectors.base import (
 from gateway.connectors.mcp_backend import McpBackend
 from gateway.connectors.mcp_http import http_link
 from gateway.connectors.mcp_stdio import stdio_link
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
 __all__ = ["Connector", "Health", "HealthState", "Listing", "McpBackend", "build_connector"]
 

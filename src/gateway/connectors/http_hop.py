@@ -27,7 +27,6 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.config import McpHttpConnector
 from gateway.connectors.base import JsonObject, ProgressCallback
 from gateway.connectors.jsonrpc import (
     FIRST_ID,
@@ -40,6 +39,7 @@ from gateway.connectors.jsonrpc import (
     outcome,
     progress_args,
 )
+from gateway.settings.connectors import McpHttpConnector
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from gateway.config import ListingLimits
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import ListingRefused
+from gateway.settings.connectors import ListingLimits
 
 #: The key each kind of definition is filed under in the catalog, which must be text.
 _KEY_OF = {"tool": "name", "prompt": "name", "resource": "uri", "resource template": "uriTemplate"}

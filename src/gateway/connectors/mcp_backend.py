@@ -28,7 +28,6 @@ from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.config import McpHttpConnector, McpStdioConnector
 from gateway.connectors.base import (
     Health,
     HealthState,
@@ -42,6 +41,7 @@ from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, Re
 from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.resource_watch import ResourceWatch
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError, ListingRefused
+from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
 logger = logging.getLogger(__name__)
 

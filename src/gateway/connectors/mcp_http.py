@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config import McpHttpConnector
 from gateway.connectors.http_hop import HttpLink
+from gateway.settings.connectors import McpHttpConnector
 
 
 def http_link(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.config import McpStdioConnector
 from gateway.connectors.stdio_pipe import StdioPipe
+from gateway.settings.connectors import McpStdioConnector
 
 
 def stdio_link(

@@ -28,7 +28,6 @@ from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from gateway.config import McpStdioConnector
 from gateway.connectors.base import JsonObject, ProgressCallback
 from gateway.connectors.jsonrpc import (
     FIRST_ID,
@@ -41,6 +40,7 @@ from gateway.connectors.jsonrpc import (
     progress_args,
 )
 from gateway.errors import BackendStartFailed
+from gateway.settings.connectors import McpStdioConnector
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
-from gateway.config import AuthSettings, ServerSettings
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.endpoint import McpEndpoint
 from gateway.front.server import ChangeNotifier
@@ -17,6 +16,8 @@ from gateway.front.sessions import SessionSealer
 from gateway.identity.bearer import Authenticator, BearerAuthentication, RefusalRecorder
 from gateway.identity.resource_metadata import metadata_url
 from gateway.pipeline import Pipeline
+from gateway.settings.auth import AuthSettings
+from gateway.settings.server import ServerSettings
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

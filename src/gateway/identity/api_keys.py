@@ -21,9 +21,11 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -84,6 +86,38 @@ class _CachedCheck:
         return self.principal
 
 
+class _ChecksInFlight:
+    """The database checks under way, at most one per key hash, shared by every request presenting that key.
+
+    A check runs as a task of its own, so that a request giving up (its client went away) cannot
+    cancel it for the other requests waiting on it.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[_CachedCheck]] = {}
+
+    async def join(self, key_hash: str, check: Callable[[], Coroutine[Any, Any, _CachedCheck]]) -> _CachedCheck:
+        """The outcome of the check of `key_hash` under way, or of `check`, started now if none is."""
+        task = self._tasks.get(key_hash)
+        if task is None:
+            # asyncio, not anyio: anyio has no task that outlives the caller who started it, as a shared check must.
+            task = asyncio.get_running_loop().create_task(check())
+            self._tasks[key_hash] = task
+            task.add_done_callback(partial(self._done, key_hash))
+        return await asyncio.shield(task)
+
+    def forget(self, key_hashes: Collection[str]) -> None:
+        """Leave these keys' checks to the requests already waiting: later ones start a check of their own."""
+        for key_hash in [checking for checking in self._tasks if checking in key_hashes]:
+            del self._tasks[key_hash]
+
+    def _done(self, key_hash: str, task: asyncio.Task[_CachedCheck]) -> None:
+        if self._tasks.get(key_hash) is task:
+            del self._tasks[key_hash]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every caller gave up waiting
+
+
 def hash_api_key(key: str) -> str:
     """The SHA-256 hex digest stored for a key.
 
@@ -122,7 +156,7 @@ class ApiKeyStore:
         self._max_cached = max_cached
         self._clock = clock
         self._cache: dict[str, _CachedCheck] = {}
-        self._checking: dict[str, asyncio.Task[_CachedCheck]] = {}
+        self._checking = _ChecksInFlight()
         self._revocations = 0
 
     async def create(
@@ -180,7 +214,7 @@ class ApiKeyStore:
             key_hash = row.key_hash
         self._revocations += 1
         self._cache.pop(key_hash, None)
-        self._checking.pop(key_hash, None)  # a check begun before the revocation answers no one else
+        self._checking.forget({key_hash})  # a check begun before the revocation answers no one else
         return record
 
     async def authenticate(self, presented: str) -> Principal:
@@ -197,14 +231,7 @@ class ApiKeyStore:
         cached = self._cache.get(key_hash)
         if cached is not None and cached.expires_at > self._clock():
             return cached.outcome()
-        check = self._checking.get(key_hash)
-        if check is None:
-            check = asyncio.get_running_loop().create_task(self._check(key_hash))
-            self._checking[key_hash] = check
-            check.add_done_callback(lambda done: self._check_done(key_hash, done))
-        # Shielded: a caller that gives up (its client went away) must not cancel the check the
-        # other callers are waiting for.
-        return (await asyncio.shield(check)).outcome()
+        return (await self._checking.join(key_hash, partial(self._check, key_hash))).outcome()
 
     async def follow_revocations(
         self, interval: float, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -252,14 +279,7 @@ class ApiKeyStore:
         self._revocations += 1  # a check that read the key before it was revoked must not cache it
         for key_hash in [known for known in self._cache if known in revoked]:
             del self._cache[key_hash]
-        for key_hash in [checking for checking in self._checking if checking in revoked]:
-            del self._checking[key_hash]
-
-    def _check_done(self, key_hash: str, check: asyncio.Task[_CachedCheck]) -> None:
-        if self._checking.get(key_hash) is check:
-            del self._checking[key_hash]
-        if not check.cancelled():
-            check.exception()  # retrieved here too, in case every caller gave up waiting
+        self._checking.forget(revoked)
 
     async def _check(self, key_hash: str) -> _CachedCheck:
         revocations = self._revocations

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from gateway.errors import AuthenticationFailed
 from gateway.identity.api_keys import ApiKeyStore
-from gateway.identity.oidc import JwtAuthenticator, looks_like_jwt
+from gateway.identity.jwt_auth import JwtAuthenticator
 from gateway.identity.principal import Principal
-
-#: The default of `auth.max_token_bytes`: room for tokens that carry many groups, far below what hurts.
-DEFAULT_MAX_TOKEN_BYTES = 16384
+from gateway.identity.signed_tokens import looks_like_jwt
+from gateway.settings.auth import DEFAULT_MAX_TOKEN_BYTES
 
 JWT_DISABLED = "JWT bearer tokens are not enabled on this gateway"
 API_KEYS_DISABLED = "API keys are not enabled on this gateway"

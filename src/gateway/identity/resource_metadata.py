@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.config import AuthSettings
+from gateway.settings.auth import AuthSettings
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 

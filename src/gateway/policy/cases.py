@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.catalog import Catalog
-from gateway.config import McpStdioConnector, ToolOverride
 from gateway.connectors.base import Listing
 from gateway.errors import ConfigError, UnknownTool
 from gateway.identity.principal import Principal
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyEngine
+from gateway.settings.connectors import McpStdioConnector, ToolOverride
 
 CATALOG_FILE = "catalog.json"
 _CASE_KEYS = frozenset(

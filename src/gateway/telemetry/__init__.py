@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from gateway import __version__
 from gateway.errors import ConfigError
+from gateway.settings.telemetry import TelemetrySettings
 from gateway.telemetry.instruments import ActiveSessionsSource, BackendHealthSource, Gauges, create_instruments
 from gateway.telemetry.log_correlation import TraceContextFilter, install_log_correlation
 from gateway.telemetry.prometheus import metrics_response, prometheus_reader
@@ -44,7 +45,6 @@ from gateway.telemetry.providers import (
     otlp_span_exporter,
     uninstall_tracer_provider,
 )
-from gateway.telemetry.settings import TelemetrySettings
 from gateway.telemetry.spans import (
     AuditWrite,
     BackendTrace,
@@ -64,7 +64,6 @@ __all__ = [
     "RequestTrace",
     "StageTrace",
     "Telemetry",
-    "TelemetrySettings",
     "TraceContextFilter",
     "extract_context",
     "inject_headers",

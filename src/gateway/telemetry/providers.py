@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.util.types import Attributes
 
 from gateway.errors import ConfigError
-from gateway.telemetry.settings import TelemetrySettings
+from gateway.settings.telemetry import TelemetrySettings
 
 logger = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.settings.base import SettingsModel
 
 
-class TelemetrySettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class TelemetrySettings(SettingsModel):
     service_name: str = Field(default="autonomy-gateway", min_length=1, description="`service.name` of every span.")
     otlp_endpoint: str | None = Field(
         default=None,

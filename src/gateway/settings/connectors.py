@@ -1,0 +1,209 @@
+"""Backends: the connector files (`connectors/*.toml`, one per backend) and gateway.toml's `[connectors]`.
+
+A connector file describes one backend: how to reach it (a local command or a remote URL), how
+long its calls may take, how it is restarted, and which of its tools agents see. The listing
+bounds keep any one backend from stalling the gateway for the others; each file may tighten or
+widen the gateway-wide ones.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
+
+from gateway.settings.base import SettingsModel
+from gateway.settings.reasoning import ReasoningMode
+from gateway.settings.toml_lines import line_of
+
+_CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+class ToolOverride(SettingsModel):
+    """Per-tool settings from a connector file's `[tools.<name>]` table."""
+
+    enabled: bool = Field(default=True, description="`false` hides the tool from agents and refuses calls to it.")
+    description: str | None = Field(
+        default=None, description="Replaces the tool's description in `tools/list` (unset: the backend's own)."
+    )
+    labels: tuple[str, ...] = Field(
+        default=(),
+        description='Labels added to the connector\'s for this tool: policies see `Action::"label:<label>"`.',
+    )
+    reasoning: ReasoningMode | None = Field(
+        default=None,
+        description="Reasoning capture for this tool (`off`, `optional`, `required`); unset: the connector's.",
+    )
+
+
+class RestartPolicy(SettingsModel):
+    """How a dead backend is restarted: exponential backoff between attempts."""
+
+    initial_backoff: float = Field(
+        default=0.5, gt=0, description="Seconds before the first restart; each failed attempt doubles the wait."
+    )
+    max_backoff: float = Field(default=30.0, gt=0, description="The longest wait between restart attempts, in seconds.")
+
+
+#: Defaults of the listing bounds: 1,000 tools is ten times what the largest real MCP servers offer
+#: and already more than an agent's context can use; 64 KiB holds any honest tool definition
+#: (long descriptions and rich input schemas stay under 10 KiB); 8 MiB is 1,000 such tools.
+DEFAULT_MAX_TOOLS = 1000
+DEFAULT_MAX_DEFINITION_BYTES = 64 * 1024
+DEFAULT_MAX_LISTING_BYTES = 8 * 1024 * 1024
+
+
+class ListingLimits(SettingsModel):
+    """How much of a backend's listing the gateway takes in, so no backend can stall it for the others."""
+
+    max_tools: int = Field(
+        default=DEFAULT_MAX_TOOLS,
+        ge=1,
+        description="Most tools one backend may list; a listing with more is refused whole and the previous one kept.",
+    )
+    max_definition_bytes: int = Field(
+        default=DEFAULT_MAX_DEFINITION_BYTES,
+        ge=1,
+        description="Largest JSON size of one tool, resource or prompt definition; a larger one is left out.",
+    )
+    max_listing_bytes: int = Field(
+        default=DEFAULT_MAX_LISTING_BYTES,
+        ge=1,
+        description="Largest JSON size of one backend's whole listing; a larger one is refused and the previous kept.",
+    )
+
+
+class _ConnectorBase(SettingsModel):
+    name: str = Field(
+        description=(
+            "The connector's name, the prefix of its exposed tool names and its `Server` in policies: "
+            "letters, digits, `_` and `-`, at most 32. Default: the file name without `.toml`."
+        )
+    )
+    description: str | None = Field(
+        default=None, description="Free text for the people who read the file; agents do not see it."
+    )
+    labels: tuple[str, ...] = Field(
+        default=(), description='Labels of every tool of this backend: policies see `Action::"label:<label>"`.'
+    )
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a call may take before the agent gets a timeout tool error."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds a connection attempt may take.")
+    restart: RestartPolicy = Field(
+        default=RestartPolicy(),
+        description="How a backend that died or cannot be reached is retried: exponential backoff between attempts.",
+    )
+    protocol: str = Field(
+        default="auto",
+        description="`auto` (discover, else `initialize`), `legacy` (`initialize`), or a revision like `2026-07-28`.",
+    )
+    health_interval: float = Field(default=15.0, gt=0, description="Seconds between health pings.")
+    reasoning: ReasoningMode | None = Field(
+        default=None, description="Reasoning capture for this backend's tools; unset: `[reasoning] mode`."
+    )
+    tools: dict[str, ToolOverride] = Field(
+        default={},
+        description="Per-tool overrides, keyed by the backend's own tool name (not the exposed name).",
+    )
+    max_tools: int | None = Field(
+        default=None, ge=1, description="This backend's own `max_tools`; unset: the gateway's [connectors] value."
+    )
+    max_definition_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="This backend's own `max_definition_bytes`; unset: the gateway's [connectors] value.",
+    )
+    max_listing_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="This backend's own `max_listing_bytes`; unset: the gateway's [connectors] value.",
+    )
+    source: Path = Field(default=Path("."), exclude=True)
+    #: The file as loaded, so problems found later (a listing, a start) can name the line to edit.
+    _text: str | None = PrivateAttr(default=None)
+
+    def remember_text(self, text: str) -> None:
+        """Keep the file's text as it was loaded, so that `location` can name lines after loading."""
+        self._text = text
+
+    def location(self, *path: str) -> str:
+        """`file:line` of a key or table in this connector's file, as a person editing it would look for it."""
+        if self._text is None:
+            return str(self.source)
+        return f"{self.source}:{line_of(self._text, path)}"
+
+    def listing_limits(self, defaults: ListingLimits | None = None) -> ListingLimits:
+        """The bounds on this backend's listing: its own values, else the gateway-wide ones."""
+        base = defaults or ListingLimits()
+        return ListingLimits(
+            max_tools=self.max_tools or base.max_tools,
+            max_definition_bytes=self.max_definition_bytes or base.max_definition_bytes,
+            max_listing_bytes=self.max_listing_bytes or base.max_listing_bytes,
+        )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _CONNECTOR_NAME.fullmatch(value):
+            raise ValueError("must start with a letter or digit and hold only letters, digits, '_' or '-' (at most 32)")
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+        if value not in ("auto", "legacy", *MODERN_PROTOCOL_VERSIONS):
+            raise ValueError(f"must be 'auto', 'legacy' or one of {', '.join(MODERN_PROTOCOL_VERSIONS)}")
+        return value
+
+
+class McpStdioConnector(_ConnectorBase):
+    """A local MCP server the gateway starts as a subprocess and talks to over stdin/stdout."""
+
+    kind: Literal["mcp-stdio"] = Field(description="A local MCP server the gateway starts and supervises.")
+    command: tuple[str, ...] = Field(
+        min_length=1, description='The program and its arguments, e.g. `["${PYTHON}", "crm_server.py"]`.'
+    )
+    env: dict[str, SecretStr] = Field(
+        default={},
+        description=(
+            "The backend's environment variables; it inherits only HOME, LOGNAME, PATH, SHELL, TERM and USER "
+            "from the gateway, so its secrets go here."
+        ),
+    )
+    cwd: Path | None = Field(
+        default=None, description="Working directory, relative to this file; unset: the directory of this file."
+    )
+
+
+class McpHttpConnector(_ConnectorBase):
+    """A remote MCP server reached over streamable HTTP with the connector's own credentials."""
+
+    kind: Literal["mcp-http"] = Field(description="A remote MCP server over streamable HTTP.")
+    url: str = Field(description="The backend's MCP endpoint, an http:// or https:// URL.")
+    headers: dict[str, SecretStr] = Field(
+        default={},
+        description="Headers sent with every request to the backend: its credentials (the agent's never are).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+ConnectorSettings = Annotated[McpStdioConnector | McpHttpConnector, Field(discriminator="kind")]
+
+
+class ConnectorsSettings(ListingLimits):
+    """Where the connector files are, and the listing bounds every connector has unless its file sets its own."""
+
+    dir: Path = Field(
+        default=Path("connectors"), description="Directory of the connector files, one `*.toml` per backend."
+    )

@@ -1,0 +1,53 @@
+"""The whole of gateway.toml, and with the connector files, everything a gateway starts with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from gateway.settings.audit import AuditSettings
+from gateway.settings.auth import AuthSettings
+from gateway.settings.base import SettingsModel
+from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
+from gateway.settings.logs import LoggingSettings
+from gateway.settings.policies import PoliciesSettings
+from gateway.settings.reasoning import ReasoningSettings
+from gateway.settings.server import ServerSettings
+from gateway.settings.storage import StorageSettings
+from gateway.settings.telemetry import TelemetrySettings
+
+
+class GatewaySettings(SettingsModel):
+    server: ServerSettings = Field(
+        default=ServerSettings(), description="The HTTP endpoint agents connect to, and its sessions."
+    )
+    storage: StorageSettings = Field(
+        default=StorageSettings(), description="Where keys, the audit log and backends' last listings are kept."
+    )
+    auth: AuthSettings = Field(default=AuthSettings(), description="Which credentials agents may authenticate with.")
+    logging: LoggingSettings = Field(default=LoggingSettings(), description="The gateway's own log on stderr.")
+    reasoning: ReasoningSettings = Field(
+        default=ReasoningSettings(), description="Asking agents why they call a tool, without changing the agent."
+    )
+    telemetry: TelemetrySettings = Field(
+        default=TelemetrySettings(),
+        description="Traces and metrics; nothing leaves the process unless `otlp_endpoint` is set.",
+    )
+    audit: AuditSettings = Field(
+        default=AuditSettings(), description="The write-ahead audit log: its chain, checkpoints, retention and readers."
+    )
+    connectors: ConnectorsSettings = Field(
+        default=ConnectorsSettings(), description="Where the backends are described."
+    )
+    policies: PoliciesSettings = Field(
+        default=PoliciesSettings(), description="Where the Cedar access policies live and how often they are re-read."
+    )
+    source: Path | None = Field(default=None, exclude=True)
+
+
+class Config(SettingsModel):
+    """Everything the gateway was started with: its own settings and every backend's."""
+
+    gateway: GatewaySettings
+    connectors: tuple[McpStdioConnector | McpHttpConnector, ...]
