@@ -323,21 +323,18 @@ def json_text(value: Any, *, max_chars: int, max_depth: int) -> str:
     return "".join(parts)
 
 
-_END = object()
-
-
 def _tokens(value: Any, max_depth: int, max_chars: int) -> Iterator[str]:
     frames: list[Iterator[tuple[Any, Any]]] = [iter([(None, value)])]
     closers = [""]
     first = [True]
     while frames:
-        item = next(frames[-1], _END)
-        if item is _END:
+        item = next(frames[-1], None)  # every frame yields (key, value) pairs, so None is the end
+        if item is None:
             frames.pop()
             first.pop()
             yield closers.pop()
             continue
-        key, current = item  # type: ignore[misc]
+        key, current = item
         if not first[-1]:
             yield ","
         first[-1] = False
