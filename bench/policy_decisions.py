@@ -21,6 +21,7 @@ from pathlib import Path
 
 import cedarpy
 
+from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog
 from gateway.config import McpStdioConnector
 from gateway.connectors.base import Listing
@@ -104,21 +105,26 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
     target = catalog.resolve_tool(TARGET)
     listed = list(catalog.tools())[:50]
     ops = Principal(agent="bench-agent", roles=("ops",))
+    origin = Origin(ops)
     arguments = {"amount": 250.75, "count": 3, "note": "monthly run", "tags": ["a", "b"]}
+    allowed_call = Call(
+        "tools/call", origin, TARGET, arguments, reasoning="scheduled", target=Target(target.connector, target.original)
+    )
     with tempfile.TemporaryDirectory() as directory:
         access = Path(directory) / "access"
         access.mkdir()
         (access / "bench.cedar").write_text(policies(count))
         engine = PolicyEngine(Path(directory))
+        decisions = engine.decisions
         start = time.perf_counter()
-        engine.load(catalog)
+        engine.store.load(catalog)
         load_ms = (time.perf_counter() - start) * 1e3
-        decision = engine.decide_call(ops, target, arguments, reasoning="scheduled")
+        decision = decisions.decide_call(allowed_call, target)
         assert decision.allowed, decision.explain()
-        assert [t.exposed for t in engine.visible_tools(ops, listed)][:1] == [TARGET]
+        assert [t.exposed for t in decisions.visible_tools(origin, listed)][:1] == [TARGET]
 
         whole = policy_set(parse_policies(read_policy_files(access)).policies)
-        state = engine._state  # Cedar alone, on the same parsed entities, with the whole set
+        state = engine.store.current  # Cedar alone, on the same parsed entities, with the whole set
         assert state is not None
         entities = state.entities.for_principal(ops)
         request = {
@@ -140,13 +146,15 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         }
         assert cedarpy.is_authorized(request, whole, entities).allowed
 
-        call = measure(lambda _: engine.decide_call(ops, target, arguments, reasoning="scheduled"), iterations)
+        call = measure(lambda _: decisions.decide_call(allowed_call, target), iterations)
         unsliced = measure(lambda _: cedarpy.is_authorized(request, whole, entities), iterations)
         cold = measure(
-            lambda index: engine.visible_tools(Principal(agent=f"agent-{count}-{index}", roles=("ops",)), listed),
+            lambda index: decisions.visible_tools(
+                Origin(Principal(agent=f"agent-{count}-{index}", roles=("ops",))), listed
+            ),
             max(50, iterations // 10),
         )
-        warm = measure(lambda _: engine.visible_tools(ops, listed), iterations)
+        warm = measure(lambda _: decisions.visible_tools(origin, listed), iterations)
     cells = [f"{count:>8}", f"{load_ms:>8.1f}"]
     cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, unsliced, cold, warm)]
     return "  ".join(cells)
