@@ -3,9 +3,10 @@
 A synthetic catalog of 200 tools (10 servers x 20 tools, typed arguments) and policy sets in
 which a handful of policies can match the measured tool and the rest name other tools, the
 way real sets grow. Prints p50/p99 per decision for `decide_call` (context building included),
-for Cedar alone deciding the same request on the whole unsliced set (what slicing saves),
-and for `visible_tools` over 50 tools, both for a principal seen for the first time (cold)
-and again (warm, answers cached per loaded set).
+for a denied call (whether the tool is concealed included, as the pipeline needs it), for
+Cedar alone deciding the same request on the whole unsliced set (what slicing saves), and for
+`visible_tools` over 50 tools, both for a principal seen for the first time (cold) and again
+(warm, answers cached per loaded set).
 
     .venv/bin/python bench/policy_decisions.py [--iterations 2000]
 """
@@ -32,6 +33,8 @@ from gateway.policy.loader import parse_policies, policy_set, read_policy_files
 SERVERS = 10
 TOOLS_PER_SERVER = 20
 TARGET = "svc0__tool0"
+#: Destructive, and called without reasoning: denied, yet listed (reasoning would allow it), so the agent is told why.
+FORBIDDEN = "svc0__tool1"
 INPUT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -102,13 +105,16 @@ def measure(function: Callable[[int], object], iterations: int) -> tuple[float, 
 
 def bench(count: int, catalog: Catalog, iterations: int) -> str:
     """One row of the table: load time and decision costs with `count` policies."""
-    target = catalog.resolve_tool(TARGET)
+    target, forbidden = catalog.resolve_tool(TARGET), catalog.resolve_tool(FORBIDDEN)
     listed = list(catalog.tools())[:50]
     ops = Principal(agent="bench-agent", roles=("ops",))
     origin = Origin(ops)
     arguments = {"amount": 250.75, "count": 3, "note": "monthly run", "tags": ["a", "b"]}
     allowed_call = Call(
         "tools/call", origin, TARGET, arguments, reasoning="scheduled", target=Target(target.connector, target.original)
+    )
+    denied_call = Call(
+        "tools/call", origin, FORBIDDEN, arguments, target=Target(forbidden.connector, forbidden.original)
     )
     with tempfile.TemporaryDirectory() as directory:
         access = Path(directory) / "access"
@@ -121,6 +127,8 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         load_ms = (time.perf_counter() - start) * 1e3
         decision = decisions.decide_call(allowed_call, target)
         assert decision.allowed, decision.explain()
+        denial = decisions.decide_call(denied_call, forbidden)
+        assert not denial.allowed and not denial.concealed, denial.explain()
         assert [t.exposed for t in decisions.visible_tools(origin, listed)][:1] == [TARGET]
 
         whole = policy_set(parse_policies(read_policy_files(access)).policies)
@@ -147,6 +155,7 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         assert cedarpy.is_authorized(request, whole, entities).allowed
 
         call = measure(lambda _: decisions.decide_call(allowed_call, target), iterations)
+        denied = measure(lambda _: decisions.decide_call(denied_call, forbidden), iterations)
         unsliced = measure(lambda _: cedarpy.is_authorized(request, whole, entities), iterations)
         cold = measure(
             lambda index: decisions.visible_tools(
@@ -156,7 +165,7 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         )
         warm = measure(lambda _: decisions.visible_tools(origin, listed), iterations)
     cells = [f"{count:>8}", f"{load_ms:>8.1f}"]
-    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, unsliced, cold, warm)]
+    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, denied, unsliced, cold, warm)]
     return "  ".join(cells)
 
 
@@ -166,7 +175,15 @@ def main() -> None:
     args = parser.parse_args()
     catalog = synthetic_catalog()
     print(f"{len(list(catalog.tools()))} tools; {args.iterations} iterations; microseconds per call, p50 / p99")
-    headers = ("policies", "load ms", "decide_call", "Cedar unsliced", "visible_tools cold", "visible_tools warm")
+    headers = (
+        "policies",
+        "load ms",
+        "decide_call",
+        "denied call",
+        "Cedar unsliced",
+        "visible_tools cold",
+        "visible_tools warm",
+    )
     print("  ".join(f"{h:>8}" if i < 2 else f"{h:>15}" for i, h in enumerate(headers)))
     for count in (10, 100, 1000):
         print(bench(count, catalog, args.iterations))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from gateway.catalog import ResourceEntry
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
-from gateway.policy import ArgumentLimits, PolicyEngine
+from gateway.policy import ArgumentLimits, PolicyDecisions, PolicyEngine
 from gateway.policy.cases import run_policy_tests
 from gateway.policy.context import call_context, common_context
 from gateway.policy.schema import generate_schema
@@ -23,6 +24,7 @@ from policy_world import (
     STRANGER,
     load,
     make_catalog,
+    prompt_get,
     standard_tools,
     tool,
     tool_call,
@@ -270,6 +272,104 @@ def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -
     assert listed.context == common
     bare = call_context(shape.input, Call("tools/call", Origin(SALES)), now=now, limits=ArgumentLimits())
     assert bare.context is None and bare.invalid_arguments == "required argument 'query' is missing"
+
+
+# -- what a denial conceals --------------------------------------------------------------------
+
+CONCEALING = """
+permit (principal is Agent, action == Action::"list_tools", resource == Server::"crm");
+permit (principal in Role::"sales", action in Action::"call_tool", resource);
+@reason("Explain why before changing data.")
+forbid (principal, action in Action::"destructive", resource) unless { context has reasoning };
+"""
+
+
+def test_a_denied_call_says_whether_the_agent_may_see_the_tool(policy_dir: Path) -> None:
+    loaded = load(policy_dir, CONCEALING)
+
+    explained = loaded.call(SALES, "crm__update_record", UPDATE)  # listed: told why
+    unlisted = loaded.call(SALES, "finance__pay_invoice", PAY)  # callable with reasoning, but finance is not listed
+    never = loaded.call(STRANGER, "crm__search_customers", SEARCH)  # may never call it
+    allowed = loaded.call(SALES, "crm__search_customers", SEARCH)
+
+    assert not explained.allowed and explained.reason == "Explain why before changing data."
+    assert not explained.concealed
+    assert not unlisted.allowed and unlisted.concealed
+    assert not never.allowed and never.concealed
+    assert allowed.allowed and not allowed.concealed
+    # Arguments that break the schema are said only to an agent that may see the tool.
+    wrong = loaded.call(SALES, "crm__search_customers", {"query": 5})
+    assert wrong.invalid_arguments is not None and not wrong.concealed
+    assert loaded.call(STRANGER, "crm__search_customers", {"query": 5}).concealed
+
+
+def test_concealment_follows_the_listing_the_call_would_get(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        CONCEALING
+        + 'forbid (principal, action == Action::"list_tools", resource) when { context.session.client == "x" };',
+    )
+    update = loaded.catalog.resolve_tool("crm__update_record")
+    concealed = []
+
+    for client in ("claude", "x"):
+        call = tool_call(SALES, update, UPDATE, client=client)
+        listed = loaded.decisions.visible_tools(call.origin, (update,))
+        concealed.append(loaded.decisions.decide_call(call, update).concealed)
+        assert concealed[-1] is not bool(listed), client
+
+    assert concealed == [False, True]
+
+
+def test_a_denial_reads_the_visibility_the_listing_cached(policy_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load(policy_dir, CONCEALING)
+    loaded.decisions.visible_tools(Origin(SALES), loaded.catalog.tools())
+    judged: list[str] = []
+
+    def record(state: object, principal: Principal, action: str, *rest: object, **options: object) -> None:
+        judged.append(action)
+
+    monkeypatch.setattr(PolicyDecisions, "_partial", staticmethod(record))
+    monkeypatch.setattr(PolicyDecisions, "_scope_verdict", staticmethod(record))
+
+    denied = loaded.call(SALES, "crm__update_record", UPDATE)
+
+    assert not denied.allowed and not denied.concealed
+    assert judged == []
+
+
+def test_a_denied_prompt_says_whether_the_agent_may_see_it_and_a_resource_never_conceals(policy_dir: Path) -> None:
+    catalog = make_catalog(
+        prompts={"crm": [{"name": "account_summary"}], "finance": [{"name": "overdue_reminder"}]},
+        resources={"crm": [{"name": "schema", "uri": "crm://schema"}]},
+    )
+    loaded = load(
+        policy_dir,
+        """
+permit (
+  principal in Role::"sales", action in [Action::"get_prompt", Action::"read_resource"], resource in Server::"crm"
+);
+forbid (principal, action == Action::"get_prompt", resource) when { context has workflow };
+""",
+        catalog,
+    )
+    summary = catalog.resolve_prompt("crm__account_summary")
+    in_a_workflow = replace(prompt_get(SALES, summary), workflow="w-1")
+
+    assert loaded.prompt(SALES, "finance__overdue_reminder").concealed
+    assert not loaded.prompt(SALES, "crm__account_summary").concealed
+    denied = loaded.decisions.decide_get_prompt(in_a_workflow, summary)
+    assert not denied.allowed and not denied.concealed
+    assert not loaded.read(STRANGER, "crm", "crm://schema").allowed
+    assert not loaded.read(STRANGER, "crm", "crm://schema").concealed
+
+
+def test_without_a_loaded_set_every_target_is_concealed(policy_dir: Path) -> None:
+    engine = PolicyEngine(policy_dir)
+    catalog = make_catalog()
+    search = catalog.resolve_tool("crm__search_customers")
+
+    assert engine.decisions.decide_call(tool_call(SALES, search, SEARCH), search).concealed
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -196,6 +196,24 @@ def test_auditors_must_explain_listing_invoices_and_the_context_they_need_reache
     assert allowed.allowed and allowed.policy_ids == ("audit-tools",)
 
 
+def test_a_denial_conceals_exactly_what_the_listing_hides(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    seen: set[tuple[bool, bool]] = set()
+
+    for principal in PRINCIPALS:
+        for exposed, arguments in CALLS:
+            decision = loaded.call(principal, exposed, arguments)
+            listed = bool(loaded.decisions.visible_tools(Origin(principal), (loaded.catalog.resolve_tool(exposed),)))
+            assert decision.concealed is (not decision.allowed and not listed), (principal.agent, exposed)
+            seen.add((decision.allowed, decision.concealed))
+        for prompt in loaded.catalog.prompts():
+            decision = loaded.prompt(principal, prompt.exposed)
+            listed = bool(loaded.decisions.visible_prompts(Origin(principal), (prompt,)))
+            assert decision.concealed is (not decision.allowed and not listed), (principal.agent, prompt.exposed)
+
+    assert seen == {(True, False), (False, False), (False, True)}  # every kind of answer was given
+
+
 def _keys(text: str) -> frozenset[str] | None:
     return context_keys(cedarpy.PolicySet.from_str(text).to_pst().static_policies.values())
 

@@ -7,13 +7,16 @@ only on the policies whose action, principal and resource scopes can match the r
 entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 
 Listings show an agent what it may use: a target is visible when Cedar, evaluating its action
-with the whole context unknown, does not deny outright. These answers are cached per loaded set.
+with the whole context unknown, does not deny outright. These answers are cached per loaded
+set; a denied tool call or prompt reads the same cache to say whether its target is hidden
+from the agent altogether (`Decision.concealed`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -77,9 +80,13 @@ class PolicyDecisions:
         """Whether the call's principal may call `tool` with the call's arguments.
 
         `call` is the resolved call: its arguments are those the backend would see, its
-        reasoning the one the agent stated.
+        reasoning the one the agent stated. A deny says whether the tool is `concealed`.
         """
-        return self._call(self._store.current, call, tool, now)
+        state = self._store.current
+        decision = self._call(state, call, tool, now)
+        if decision.allowed or self._tool_visible(state, call.origin, tool, now):
+            return decision
+        return replace(decision, concealed=True)
 
     def decide_read_resource(self, call: Call, *, now: datetime | None = None) -> Decision:
         """Whether the call's principal may read the resource `call.target` names (connector, backend URI).
@@ -112,8 +119,12 @@ class PolicyDecisions:
         )
 
     def decide_get_prompt(self, call: Call, prompt: PromptEntry, *, now: datetime | None = None) -> Decision:
-        """Whether the call's principal may get `prompt`."""
-        return self._prompt(self._store.current, call, prompt, now)
+        """Whether the call's principal may get `prompt`; a deny says whether the prompt is `concealed`."""
+        state = self._store.current
+        decision = self._prompt(state, call, prompt, now)
+        if decision.allowed or self._prompt_visible(state, call.origin.principal, prompt):
+            return decision
+        return replace(decision, concealed=True)
 
     def decide_list_tools(self, origin: Origin, connector: str, *, now: datetime | None = None) -> Decision:
         """Whether the origin's principal may list the tools of `connector` at all."""
@@ -210,6 +221,13 @@ class PolicyDecisions:
             return _unloaded(what)
         context = common_context(origin, now=now, limits=self._limits)
         return self._decide(state, origin.principal, LIST_TOOLS, uid(SERVER, connector), context, what)
+
+    def _tool_visible(self, state: PolicyState | None, origin: Origin, tool: ToolEntry, now: datetime | None) -> bool:
+        """`visible_tools` for one tool; the cached half first, so a tool never callable costs no decision."""
+        return (
+            self._may_call(state, origin.principal, tool)
+            and self._list_tools(state, origin, tool.connector, now).allowed
+        )
 
     def _prompt_visible(self, state: PolicyState | None, principal: Principal, prompt: PromptEntry) -> bool:
         return (
