@@ -3,9 +3,10 @@
 A synthetic catalog of 200 tools (10 servers x 20 tools, typed arguments) and policy sets in
 which a handful of policies can match the measured tool and the rest name other tools, the
 way real sets grow. Prints p50/p99 per decision for `decide_call` (context building included),
-for Cedar alone deciding the same request on the whole unsliced set (what slicing saves),
-and for `visible_tools` over 50 tools, both for a principal seen for the first time (cold)
-and again (warm, answers cached per loaded set).
+for a denied call (whether the tool is concealed included, as the pipeline needs it), for
+Cedar alone deciding the same request on the whole unsliced set (what slicing saves), and for
+`visible_tools` over 50 tools, both for a principal seen for the first time (cold) and again
+(warm, answers cached per loaded set).
 
     .venv/bin/python bench/policy_decisions.py [--iterations 2000]
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import cedarpy
 
+from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog
 from gateway.connectors.base import Listing
 from gateway.identity.principal import Principal
@@ -31,6 +33,8 @@ from gateway.settings.connectors import McpStdioConnector
 SERVERS = 10
 TOOLS_PER_SERVER = 20
 TARGET = "svc0__tool0"
+#: Destructive, and called without reasoning: denied, yet listed (reasoning would allow it), so the agent is told why.
+FORBIDDEN = "svc0__tool1"
 INPUT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -101,24 +105,34 @@ def measure(function: Callable[[int], object], iterations: int) -> tuple[float, 
 
 def bench(count: int, catalog: Catalog, iterations: int) -> str:
     """One row of the table: load time and decision costs with `count` policies."""
-    target = catalog.resolve_tool(TARGET)
+    target, forbidden = catalog.resolve_tool(TARGET), catalog.resolve_tool(FORBIDDEN)
     listed = list(catalog.tools())[:50]
     ops = Principal(agent="bench-agent", roles=("ops",))
+    origin = Origin(ops)
     arguments = {"amount": 250.75, "count": 3, "note": "monthly run", "tags": ["a", "b"]}
+    allowed_call = Call(
+        "tools/call", origin, TARGET, arguments, reasoning="scheduled", target=Target(target.connector, target.original)
+    )
+    denied_call = Call(
+        "tools/call", origin, FORBIDDEN, arguments, target=Target(forbidden.connector, forbidden.original)
+    )
     with tempfile.TemporaryDirectory() as directory:
         access = Path(directory) / "access"
         access.mkdir()
         (access / "bench.cedar").write_text(policies(count))
         engine = PolicyEngine(Path(directory))
+        decisions = engine.decisions
         start = time.perf_counter()
-        engine.load(catalog)
+        engine.store.load(catalog)
         load_ms = (time.perf_counter() - start) * 1e3
-        decision = engine.decide_call(ops, target, arguments, reasoning="scheduled")
+        decision = decisions.decide_call(allowed_call, target)
         assert decision.allowed, decision.explain()
-        assert [t.exposed for t in engine.visible_tools(ops, listed)][:1] == [TARGET]
+        denial = decisions.decide_call(denied_call, forbidden)
+        assert not denial.allowed and not denial.concealed, denial.explain()
+        assert [t.exposed for t in decisions.visible_tools(origin, listed)][:1] == [TARGET]
 
         whole = policy_set(parse_policies(read_policy_files(access)).policies)
-        state = engine._state  # Cedar alone, on the same parsed entities, with the whole set
+        state = engine.store.current  # Cedar alone, on the same parsed entities, with the whole set
         assert state is not None
         entities = state.entities.for_principal(ops)
         request = {
@@ -140,15 +154,18 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         }
         assert cedarpy.is_authorized(request, whole, entities).allowed
 
-        call = measure(lambda _: engine.decide_call(ops, target, arguments, reasoning="scheduled"), iterations)
+        call = measure(lambda _: decisions.decide_call(allowed_call, target), iterations)
+        denied = measure(lambda _: decisions.decide_call(denied_call, forbidden), iterations)
         unsliced = measure(lambda _: cedarpy.is_authorized(request, whole, entities), iterations)
         cold = measure(
-            lambda index: engine.visible_tools(Principal(agent=f"agent-{count}-{index}", roles=("ops",)), listed),
+            lambda index: decisions.visible_tools(
+                Origin(Principal(agent=f"agent-{count}-{index}", roles=("ops",))), listed
+            ),
             max(50, iterations // 10),
         )
-        warm = measure(lambda _: engine.visible_tools(ops, listed), iterations)
+        warm = measure(lambda _: decisions.visible_tools(origin, listed), iterations)
     cells = [f"{count:>8}", f"{load_ms:>8.1f}"]
-    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, unsliced, cold, warm)]
+    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, denied, unsliced, cold, warm)]
     return "  ".join(cells)
 
 
@@ -158,7 +175,15 @@ def main() -> None:
     args = parser.parse_args()
     catalog = synthetic_catalog()
     print(f"{len(list(catalog.tools()))} tools; {args.iterations} iterations; microseconds per call, p50 / p99")
-    headers = ("policies", "load ms", "decide_call", "Cedar unsliced", "visible_tools cold", "visible_tools warm")
+    headers = (
+        "policies",
+        "load ms",
+        "decide_call",
+        "denied call",
+        "Cedar unsliced",
+        "visible_tools cold",
+        "visible_tools warm",
+    )
     print("  ".join(f"{h:>8}" if i < 2 else f"{h:>15}" for i, h in enumerate(headers)))
     for count in (10, 100, 1000):
         print(bench(count, catalog, args.iterations))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.catalog import Catalog
+from gateway.calls import Call, Origin, Target
+from gateway.catalog import Catalog, PromptEntry, ToolEntry
 from gateway.connectors.base import Listing
 from gateway.identity.principal import Principal
-from gateway.policy import Decision, PolicyEngine
+from gateway.policy import Decision, PolicyDecisions, PolicyEngine, PolicyStore
 from gateway.settings.connectors import McpStdioConnector, ToolOverride
 
 SALES = Principal(agent="sales-bot", roles=("sales",))
@@ -127,16 +129,68 @@ def write_policy(policy_dir: Path, name: str, text: str) -> Path:
     return path
 
 
+def tool_call(
+    principal: Principal,
+    tool: ToolEntry,
+    arguments: Any = None,
+    *,
+    reasoning: str | None = None,
+    workflow: str | None = None,
+    session_id: str | None = None,
+    client: str | None = None,
+    request_id: str | int | None = None,
+) -> Call:
+    """The resolved `tools/call` of `tool` a front would hand the engine."""
+    origin = Origin(principal, request_id=request_id, session_id=session_id, client_name=client)
+    return Call(
+        "tools/call",
+        origin,
+        tool.exposed,
+        {} if arguments is None else arguments,
+        reasoning=reasoning,
+        workflow=workflow,
+        target=Target(tool.connector, tool.original),
+    )
+
+
+def resource_read(principal: Principal, connector: str, uri: str) -> Call:
+    """The resolved `resources/read` of the resource the backend `connector` knows as `uri`."""
+    return Call("resources/read", Origin(principal), target=Target(connector, uri))
+
+
+def prompt_get(principal: Principal, prompt: PromptEntry) -> Call:
+    """The resolved `prompts/get` of `prompt`."""
+    return Call("prompts/get", Origin(principal), prompt.exposed, target=Target(prompt.connector, prompt.original))
+
+
 @dataclass
 class Loaded:
-    """An engine loaded from files against a catalog, with a shortcut to decide calls by exposed name."""
+    """An engine loaded from files against a catalog, with shortcuts to decide requests by exposed name."""
 
     engine: PolicyEngine
     catalog: Catalog
 
-    def call(self, principal: Principal, exposed: str, arguments: Any = None, **context: Any) -> Decision:
+    @property
+    def store(self) -> PolicyStore:
+        return self.engine.store
+
+    @property
+    def decisions(self) -> PolicyDecisions:
+        return self.engine.decisions
+
+    def call(
+        self, principal: Principal, exposed: str, arguments: Any = None, *, now: datetime | None = None, **origin: Any
+    ) -> Decision:
+        """`origin` takes `tool_call`'s keywords: reasoning, workflow, session_id, client, request_id."""
         tool = self.catalog.resolve_tool(exposed)
-        return self.engine.decide_call(principal, tool, {} if arguments is None else arguments, **context)
+        return self.decisions.decide_call(tool_call(principal, tool, arguments, **origin), tool, now=now)
+
+    def read(self, principal: Principal, connector: str, uri: str) -> Decision:
+        return self.decisions.decide_read_resource(resource_read(principal, connector, uri))
+
+    def prompt(self, principal: Principal, exposed: str) -> Decision:
+        prompt = self.catalog.resolve_prompt(exposed)
+        return self.decisions.decide_get_prompt(prompt_get(principal, prompt), prompt)
 
 
 def load(policy_dir: Path, policies: str, catalog: Catalog | None = None, *, name: str = "main.cedar") -> Loaded:
@@ -144,5 +198,5 @@ def load(policy_dir: Path, policies: str, catalog: Catalog | None = None, *, nam
     catalog = catalog or make_catalog()
     write_policy(policy_dir, name, policies)
     engine = PolicyEngine(policy_dir)
-    engine.load(catalog)
+    engine.store.load(catalog)
     return Loaded(engine, catalog)

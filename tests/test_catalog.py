@@ -208,6 +208,6 @@ def test_policies_naming_withheld_tools_still_load(tmp_path: Path) -> None:
     (access / "finance.cedar").write_text('permit (principal, action == Action::"finance__pay_invoice", resource);\n')
     engine = PolicyEngine(tmp_path / "policies")
     # One typo in a connector file must not leave every request of every backend denied.
-    engine.load(catalog)
-    assert engine.status.loaded and engine.status.policy_count == 1
+    engine.store.load(catalog)
+    assert engine.store.status.loaded and engine.store.status.policy_count == 1
     assert list(catalog.tools()) == []

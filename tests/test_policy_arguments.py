@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.calls import Origin
 from gateway.identity.principal import Principal
 from policy_world import FINANCE, SALES, STRANGER, load, make_catalog, standard_tools, tool
 
@@ -205,13 +206,13 @@ when {
 """,
         unusual_catalog(),
     )
-    limitations = "\n".join(loaded.engine.status.limitations)
+    limitations = "\n".join(loaded.store.status.limitations)
 
     for path in ("filter", "nothing", "metadata", "mixed", "pair", "untyped", "tree.child", "choice"):
         assert f"etl__import: input.{path}: " in limitations, path
     for typed in ("input.note:", "input.tags", "input.options", "input.tree:", "input.tree.label"):
         assert typed not in limitations, typed
-    schema = loaded.engine.schema_json()[""]["actions"]["etl__import"]["appliesTo"]["context"]["attributes"]["input"]
+    schema = loaded.store.schema_json()[""]["actions"]["etl__import"]["appliesTo"]["context"]["attributes"]["input"]
     assert schema["attributes"]["filter"] == {"type": "String", "required": True}
     assert schema["attributes"]["note"] == {"type": "String", "required": False}
     assert schema["attributes"]["options"]["attributes"]["dry_run"] == {"type": "Boolean", "required": True}
@@ -275,7 +276,7 @@ def test_deeply_nested_schemas_are_typed_to_32_levels(policy_dir: Path) -> None:
         schema = {"type": "object", "properties": {"child": schema}}
     loaded = load(policy_dir, ALLOW_ALL_CALLS, make_catalog({"odd": [tool("deep", input_schema=schema)]}))
 
-    assert any("nested deeper than 32 levels" in line for line in loaded.engine.status.limitations)
+    assert any("nested deeper than 32 levels" in line for line in loaded.store.status.limitations)
     assert loaded.call(SALES, "odd__deep", nested(40)["child"]).allowed
 
 
@@ -293,7 +294,7 @@ def test_a_schema_whose_references_fan_out_is_typed_within_a_budget(policy_dir: 
     loaded = load(policy_dir, ALLOW_ALL_CALLS, make_catalog({"odd": [tool("fan", input_schema=schema)]}))
 
     assert time.perf_counter() - started < 30  # 2**30 typed parts would never finish
-    assert any("more than 2000 typed parts" in line for line in loaded.engine.status.limitations)
+    assert any("more than 2000 typed parts" in line for line in loaded.store.status.limitations)
     assert loaded.call(SALES, "odd__fan", {"root": {"a": {"b": {}}}}).allowed
 
 
@@ -371,7 +372,8 @@ def test_unusual_principal_names_are_safe(policy_dir: Path) -> None:
     odd = Principal(agent='a"b\\c\nd', roles=("sales",), user='u"')
 
     assert loaded.call(odd, "crm__search_customers", {"query": "a"}).allowed
-    assert [t.exposed for t in loaded.engine.visible_tools(odd, loaded.catalog.tools())] == []  # no list_tools permit
+    listed = loaded.decisions.visible_tools(Origin(odd), loaded.catalog.tools())
+    assert [t.exposed for t in listed] == []  # no list_tools permit
 
 
 def test_a_policy_can_refuse_untyped_text_that_was_cut(policy_dir: Path) -> None:

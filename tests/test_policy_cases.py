@@ -106,7 +106,7 @@ expect = "deny"
     # The same cases run against an engine the caller loaded.
     catalog = catalog_from_definitions(tests / "catalog.json")
     engine = PolicyEngine(tmp_path)
-    engine.load(catalog)
+    engine.store.load(catalog)
     assert [r.passed for r in run_cases(engine, catalog, tests)] == [True, False, False, False]
 
 

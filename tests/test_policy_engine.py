@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
 import pytest
 
+from gateway.calls import Call, Origin
 from gateway.catalog import ResourceEntry
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
-from gateway.policy import PolicyEngine
+from gateway.policy import ArgumentLimits, PolicyDecisions, PolicyEngine
 from gateway.policy.cases import run_policy_tests
+from gateway.policy.context import call_context, common_context
+from gateway.policy.schema import generate_schema
 from gateway.resource_uris import exposed_uri
-from policy_world import FINANCE, SALES, STRANGER, load, make_catalog, standard_tools, tool, write_policy
+from policy_world import (
+    FINANCE,
+    SALES,
+    STRANGER,
+    load,
+    make_catalog,
+    prompt_get,
+    standard_tools,
+    tool,
+    tool_call,
+    write_policy,
+)
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -212,7 +227,7 @@ def test_policies_without_id_are_named_after_file_and_position(policy_dir: Path)
 
     assert decision.policy_ids == ("team:2",)
     assert decision.policies[0].line == 3
-    assert [p.id for p in loaded.engine.policies()] == ["team:1", "team:2"]
+    assert [p.id for p in loaded.store.policies()] == ["team:1", "team:2"]
 
 
 def test_time_and_session_are_in_the_context(policy_dir: Path) -> None:
@@ -237,6 +252,126 @@ when { context.time.hour >= 9 && context.time.hour < 17 && context.time.weekday 
     assert not at(office, client="other").allowed
 
 
+def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -> None:
+    shape = generate_schema(make_catalog()).tools["crm__search_customers"]
+    origin = Origin(SALES, request_id=7, session_id="s-1", client_name="claude")
+    call = Call("tools/call", origin, "crm__search_customers", {"query": "acme"}, reasoning="why", workflow="w-1")
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    common = {
+        "session": {"id": "s-1", "client": "claude"},
+        "time": {"hour": 12, "weekday": 1, "date": "2026-11-30", "iso": "2026-11-30T12:00:00Z"},
+        "request_id": "7",
+    }
+
+    called = call_context(shape.input, call, now=now, limits=ArgumentLimits())
+    read = common_context(call, now=now, limits=ArgumentLimits())
+    listed = common_context(origin, now=now, limits=ArgumentLimits())
+
+    assert called.context == {**common, "reasoning": "why", "workflow": "w-1", "input": {"query": "acme"}}
+    assert read.context == {**common, "reasoning": "why", "workflow": "w-1"}
+    assert listed.context == common
+    bare = call_context(shape.input, Call("tools/call", Origin(SALES)), now=now, limits=ArgumentLimits())
+    assert bare.context is None and bare.invalid_arguments == "required argument 'query' is missing"
+
+
+# -- what a denial conceals --------------------------------------------------------------------
+
+CONCEALING = """
+permit (principal is Agent, action == Action::"list_tools", resource == Server::"crm");
+permit (principal in Role::"sales", action in Action::"call_tool", resource);
+@reason("Explain why before changing data.")
+forbid (principal, action in Action::"destructive", resource) unless { context has reasoning };
+"""
+
+
+def test_a_denied_call_says_whether_the_agent_may_see_the_tool(policy_dir: Path) -> None:
+    loaded = load(policy_dir, CONCEALING)
+
+    explained = loaded.call(SALES, "crm__update_record", UPDATE)  # listed: told why
+    unlisted = loaded.call(SALES, "finance__pay_invoice", PAY)  # callable with reasoning, but finance is not listed
+    never = loaded.call(STRANGER, "crm__search_customers", SEARCH)  # may never call it
+    allowed = loaded.call(SALES, "crm__search_customers", SEARCH)
+
+    assert not explained.allowed and explained.reason == "Explain why before changing data."
+    assert not explained.concealed
+    assert not unlisted.allowed and unlisted.concealed
+    assert not never.allowed and never.concealed
+    assert allowed.allowed and not allowed.concealed
+    # Arguments that break the schema are said only to an agent that may see the tool.
+    wrong = loaded.call(SALES, "crm__search_customers", {"query": 5})
+    assert wrong.invalid_arguments is not None and not wrong.concealed
+    assert loaded.call(STRANGER, "crm__search_customers", {"query": 5}).concealed
+
+
+def test_concealment_follows_the_listing_the_call_would_get(policy_dir: Path) -> None:
+    loaded = load(
+        policy_dir,
+        CONCEALING
+        + 'forbid (principal, action == Action::"list_tools", resource) when { context.session.client == "x" };',
+    )
+    update = loaded.catalog.resolve_tool("crm__update_record")
+    concealed = []
+
+    for client in ("claude", "x"):
+        call = tool_call(SALES, update, UPDATE, client=client)
+        listed = loaded.decisions.visible_tools(call.origin, (update,))
+        concealed.append(loaded.decisions.decide_call(call, update).concealed)
+        assert concealed[-1] is not bool(listed), client
+
+    assert concealed == [False, True]
+
+
+def test_a_denial_reads_the_visibility_the_listing_cached(policy_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = load(policy_dir, CONCEALING)
+    loaded.decisions.visible_tools(Origin(SALES), loaded.catalog.tools())
+    judged: list[str] = []
+
+    def record(state: object, principal: Principal, action: str, *rest: object, **options: object) -> None:
+        judged.append(action)
+
+    monkeypatch.setattr(PolicyDecisions, "_partial", staticmethod(record))
+    monkeypatch.setattr(PolicyDecisions, "_scope_verdict", staticmethod(record))
+
+    denied = loaded.call(SALES, "crm__update_record", UPDATE)
+
+    assert not denied.allowed and not denied.concealed
+    assert judged == []
+
+
+def test_a_denied_prompt_says_whether_the_agent_may_see_it_and_a_resource_never_conceals(policy_dir: Path) -> None:
+    catalog = make_catalog(
+        prompts={"crm": [{"name": "account_summary"}], "finance": [{"name": "overdue_reminder"}]},
+        resources={"crm": [{"name": "schema", "uri": "crm://schema"}]},
+    )
+    loaded = load(
+        policy_dir,
+        """
+permit (
+  principal in Role::"sales", action in [Action::"get_prompt", Action::"read_resource"], resource in Server::"crm"
+);
+forbid (principal, action == Action::"get_prompt", resource) when { context has workflow };
+""",
+        catalog,
+    )
+    summary = catalog.resolve_prompt("crm__account_summary")
+    in_a_workflow = replace(prompt_get(SALES, summary), workflow="w-1")
+
+    assert loaded.prompt(SALES, "finance__overdue_reminder").concealed
+    assert not loaded.prompt(SALES, "crm__account_summary").concealed
+    denied = loaded.decisions.decide_get_prompt(in_a_workflow, summary)
+    assert not denied.allowed and not denied.concealed
+    assert not loaded.read(STRANGER, "crm", "crm://schema").allowed
+    assert not loaded.read(STRANGER, "crm", "crm://schema").concealed
+
+
+def test_without_a_loaded_set_every_target_is_concealed(policy_dir: Path) -> None:
+    engine = PolicyEngine(policy_dir)
+    catalog = make_catalog()
+    search = catalog.resolve_tool("crm__search_customers")
+
+    assert engine.decisions.decide_call(tool_call(SALES, search, SEARCH), search).concealed
+
+
 # -- loading ---------------------------------------------------------------------------------
 
 
@@ -246,19 +381,20 @@ def test_without_a_loadable_set_everything_is_denied(policy_dir: Path) -> None:
     catalog = make_catalog()
 
     with pytest.raises(PolicyLoadError) as caught:
-        engine.load(catalog)
+        engine.store.load(catalog)
 
     assert "broken.cedar:1" in str(caught.value)
-    status = engine.status
+    status = engine.store.status
     assert not status.loaded and status.policy_count == 0 and "broken.cedar:1" in (status.last_error or "")
-    decision = engine.decide_call(SALES, catalog.resolve_tool("crm__search_customers"), SEARCH)
+    search = catalog.resolve_tool("crm__search_customers")
+    decision = engine.decisions.decide_call(tool_call(SALES, search, SEARCH), search)
     assert not decision.allowed and "no access policies are loaded" in decision.reason
-    assert engine.visible_tools(SALES, catalog.tools()) == []
+    assert engine.decisions.visible_tools(Origin(SALES), catalog.tools()) == []
 
 
 def test_a_syntax_error_names_file_and_line_and_the_previous_set_stays(policy_dir: Path) -> None:
     loaded = load(policy_dir, SALES_POLICIES)
-    engine = loaded.engine
+    store = loaded.store
     write_policy(
         policy_dir,
         "main.cedar",
@@ -266,11 +402,11 @@ def test_a_syntax_error_names_file_and_line_and_the_previous_set_stays(policy_di
     )
 
     with pytest.raises(PolicyLoadError) as caught:
-        engine.load(loaded.catalog)
+        store.load(loaded.catalog)
 
     assert str(caught.value).startswith(f"{policy_dir / 'access' / 'main.cedar'}:10: syntax error:")
     assert "bar" in str(caught.value)
-    assert engine.status.loaded and engine.status.last_error == str(caught.value)
+    assert store.status.loaded and store.status.last_error == str(caught.value)
     assert loaded.call(SALES, "crm__search_customers", SEARCH).allowed
 
 
@@ -309,10 +445,10 @@ def test_a_policy_that_fails_validation_is_a_load_error_naming_file_and_line(
 ) -> None:
     write_policy(policy_dir, "00-good.cedar", SALES_POLICIES)
     write_policy(policy_dir, "10-team.cedar", "// team policies\n\n" + body + "\n")
-    engine = PolicyEngine(policy_dir)
+    store = PolicyEngine(policy_dir).store
 
     with pytest.raises(PolicyLoadError) as caught:
-        engine.load(make_catalog())
+        store.load(make_catalog())
 
     message = str(caught.value)
     assert message.startswith(f"{policy_dir / 'access' / '10-team.cedar'}:{line + 2}: policy '10-team:1': ")
@@ -326,34 +462,34 @@ def test_duplicate_policy_ids_are_refused(policy_dir: Path) -> None:
     with pytest.raises(
         PolicyLoadError, match=r"b\.cedar:2: policy id 'p' is already used by the policy at .*a\.cedar:1"
     ):
-        PolicyEngine(policy_dir).load(make_catalog())
+        PolicyEngine(policy_dir).store.load(make_catalog())
 
 
 def test_reload_if_changed_picks_up_edits_and_keeps_the_old_set_on_a_bad_edit(policy_dir: Path) -> None:
     loaded = load(policy_dir, SALES_POLICIES)
-    engine, catalog = loaded.engine, loaded.catalog
-    assert engine.reload_if_changed(catalog) is False  # nothing changed
+    store, catalog = loaded.store, loaded.catalog
+    assert store.reload_if_changed(catalog) is False  # nothing changed
 
     write_policy(
         policy_dir, "main.cedar", 'permit (principal in Role::"finance", action in Action::"server:crm", resource);'
     )
-    assert engine.reload_if_changed(catalog) is True
+    assert store.reload_if_changed(catalog) is True
     assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed
     assert not loaded.call(SALES, "crm__search_customers", SEARCH).allowed
 
     write_policy(policy_dir, "main.cedar", 'permit (principal, action == Action::"crm__nope", resource);')
-    assert engine.reload_if_changed(catalog) is False
-    assert "main.cedar:1" in (engine.status.last_error or "")
+    assert store.reload_if_changed(catalog) is False
+    assert "main.cedar:1" in (store.status.last_error or "")
     assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed  # the old set still decides
 
     write_policy(policy_dir, "extra.cedar", SALES_POLICIES)
     write_policy(policy_dir, "main.cedar", "// emptied\n")
-    assert engine.reload_if_changed(catalog) is True
-    assert engine.status.last_error is None and engine.status.policy_count == 1
+    assert store.reload_if_changed(catalog) is True
+    assert store.status.last_error is None and store.status.policy_count == 1
     assert loaded.call(SALES, "crm__search_customers", SEARCH).allowed
 
     (policy_dir / "access" / "extra.cedar").unlink()
-    assert engine.reload_if_changed(catalog) is True
+    assert store.reload_if_changed(catalog) is True
     assert not loaded.call(SALES, "crm__search_customers", SEARCH).allowed
 
 
@@ -365,27 +501,30 @@ def test_catalog_changed_revalidates_a_policy_whose_tools_were_not_listed_yet(po
         SALES_POLICIES + 'permit (principal in Role::"finance", action == Action::"finance__pay_invoice", resource);\n',
     )
     engine = PolicyEngine(policy_dir)
-    engine.load(catalog)  # the finance permit waits for finance to list (see test_policy_waiting.py)
-    assert engine.status.policy_count == 1 and "finance__pay_invoice" in engine.status.waiting[0]
+    engine.store.load(catalog)  # the finance permit waits for finance to list (see test_policy_waiting.py)
+    assert engine.store.status.policy_count == 1 and "finance__pay_invoice" in engine.store.status.waiting[0]
 
     catalog.update("finance", Listing(tools=tuple(standard_tools()["finance"])))
-    engine.catalog_changed(catalog)
+    engine.store.catalog_changed(catalog)
 
-    assert engine.status.loaded and engine.status.last_error is None and engine.status.waiting == ()
-    assert engine.decide_call(FINANCE, catalog.resolve_tool("finance__pay_invoice"), PAY).allowed
-    assert engine.decide_call(SALES, catalog.resolve_tool("crm__search_customers"), SEARCH).allowed
+    status = engine.store.status
+    assert status.loaded and status.last_error is None and status.waiting == ()
+    pay, search = catalog.resolve_tool("finance__pay_invoice"), catalog.resolve_tool("crm__search_customers")
+    assert engine.decisions.decide_call(tool_call(FINANCE, pay, PAY), pay).allowed
+    assert engine.decisions.decide_call(tool_call(SALES, search, SEARCH), search).allowed
 
 
 def test_a_tool_whose_definition_changed_is_denied_until_revalidated(policy_dir: Path) -> None:
     loaded = load(policy_dir, 'permit (principal, action in Action::"call_tool", resource);')
-    engine, catalog = loaded.engine, loaded.catalog
+    store, catalog = loaded.store, loaded.catalog
     changed = [tool("search_customers", {"query": {"type": "integer"}}, required=["query"])]
     catalog.update("crm", Listing(tools=(*changed, standard_tools()["crm"][1])))
     search = catalog.resolve_tool("crm__search_customers")
+    call = tool_call(SALES, search, {"query": 5})
 
-    before = engine.decide_call(SALES, search, {"query": 5})
-    engine.catalog_changed(catalog)
-    after = engine.decide_call(SALES, search, {"query": 5})
+    before = loaded.decisions.decide_call(call, search)
+    store.catalog_changed(catalog)
+    after = loaded.decisions.decide_call(call, search)
 
     assert not before.allowed and "re-validated" in before.reason
     assert after.allowed
@@ -393,31 +532,26 @@ def test_a_tool_whose_definition_changed_is_denied_until_revalidated(policy_dir:
 
 def test_catalog_changed_that_breaks_a_policy_keeps_the_previous_set(policy_dir: Path) -> None:
     loaded = load(policy_dir, 'permit (principal, action == Action::"crm__update_record", resource);')
-    engine, catalog = loaded.engine, loaded.catalog
+    store, catalog = loaded.store, loaded.catalog
     update = catalog.resolve_tool("crm__update_record")
     catalog.update("crm", Listing(tools=(standard_tools()["crm"][0],)))  # update_record disappears
 
-    engine.catalog_changed(catalog)  # never raises
+    store.catalog_changed(catalog)  # never raises
 
-    assert "crm__update_record" in (engine.status.last_error or "")
-    assert engine.decide_call(SALES, update, UPDATE).allowed
+    assert "crm__update_record" in (store.status.last_error or "")
+    assert loaded.decisions.decide_call(tool_call(SALES, update, UPDATE), update).allowed
 
 
-async def test_watch_reloads_changed_files(policy_dir: Path, anyio_backend: str) -> None:
+def test_a_reload_swaps_the_set_the_decisions_read(policy_dir: Path) -> None:
     loaded = load(policy_dir, SALES_POLICIES)
-    engine, catalog = loaded.engine, loaded.catalog
-    first_load = engine.status.loaded_at
+    store, catalog = loaded.store, loaded.catalog
+    first_load = store.status.loaded_at
+    assert not loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(engine.watch, lambda: catalog, 0.01)
-        write_policy(policy_dir, "main.cedar", 'permit (principal in Role::"finance", action, resource);')
-        with anyio.fail_after(10):
-            while True:  # polls the condition the watcher brings about
-                if engine.status.loaded_at != first_load:
-                    break
-                await anyio.sleep(0.01)
-        group.cancel_scope.cancel()
+    write_policy(policy_dir, "main.cedar", 'permit (principal in Role::"finance", action, resource);')
+    assert store.reload_if_changed(catalog) is True
 
+    assert store.status.loaded_at != first_load
     assert loaded.call(FINANCE, "crm__search_customers", SEARCH).allowed
 
 
@@ -435,15 +569,14 @@ when { context.input.amount.lessThan(decimal("100.0")) };
 forbid (principal, action == Action::"finance__list_invoices", resource);
 """,
     )
-    engine, catalog = loaded.engine, loaded.catalog
+    decisions, catalog = loaded.decisions, loaded.catalog
 
-    visible = [t.exposed for t in engine.visible_tools(SALES, catalog.tools())]
+    visible = [t.exposed for t in decisions.visible_tools(Origin(SALES), catalog.tools())]
 
     assert visible == ["crm__search_customers", "crm__update_record", "finance__pay_invoice"]
-    assert engine.visible_tools(STRANGER, catalog.tools()) == []
-    pay = catalog.resolve_tool("finance__pay_invoice")
-    assert engine.decide_call(SALES, pay, {"invoice_id": "I", "amount": 99.5}).allowed
-    assert not engine.decide_call(SALES, pay, {"invoice_id": "I", "amount": 100}).allowed
+    assert decisions.visible_tools(Origin(STRANGER), catalog.tools()) == []
+    assert loaded.call(SALES, "finance__pay_invoice", {"invoice_id": "I", "amount": 99.5}).allowed
+    assert not loaded.call(SALES, "finance__pay_invoice", {"invoice_id": "I", "amount": 100}).allowed
 
 
 def test_visible_tools_requires_list_tools_on_the_server(policy_dir: Path) -> None:
@@ -454,9 +587,9 @@ permit (principal, action == Action::"list_tools", resource == Server::"crm");
 permit (principal in Role::"sales", action in Action::"call_tool", resource);
 """,
     )
-    engine, catalog = loaded.engine, loaded.catalog
+    decisions, catalog = loaded.decisions, loaded.catalog
 
-    assert [t.exposed for t in engine.visible_tools(SALES, catalog.tools())] == [
+    assert [t.exposed for t in decisions.visible_tools(Origin(SALES), catalog.tools())] == [
         "crm__search_customers",
         "crm__update_record",
     ]
@@ -481,24 +614,24 @@ when { resource.uri like "crm://secrets/*" };
 """,
         catalog,
     )
-    engine = loaded.engine
+    decisions = loaded.decisions
 
-    assert engine.decide_read_resource(SALES, "crm", "crm://customers/C-1").allowed
-    assert not engine.decide_read_resource(SALES, "crm", "crm://secrets/key").allowed
-    assert not engine.decide_read_resource(SALES, "finance", "finance://invoices/1").allowed
-    assert engine.decide_get_prompt(SALES, catalog.resolve_prompt("crm__account_summary")).allowed
-    assert not engine.decide_get_prompt(SALES, catalog.resolve_prompt("finance__overdue_reminder")).allowed
-    assert [p.exposed for p in engine.visible_prompts(SALES, catalog.prompts())] == ["crm__account_summary"]
+    assert loaded.read(SALES, "crm", "crm://customers/C-1").allowed
+    assert not loaded.read(SALES, "crm", "crm://secrets/key").allowed
+    assert not loaded.read(SALES, "finance", "finance://invoices/1").allowed
+    assert loaded.prompt(SALES, "crm__account_summary").allowed
+    assert not loaded.prompt(SALES, "finance__overdue_reminder").allowed
+    assert [p.exposed for p in decisions.visible_prompts(Origin(SALES), catalog.prompts())] == ["crm__account_summary"]
     listed = [
         ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uri": exposed_uri(connector, uri)})
         for connector, uri in (("crm", "crm://schema"), ("crm", "crm://secrets/key"), ("finance", "f://x"))
     ]
-    assert engine.visible_resources(SALES, listed) == [{"uri": "gateway://crm/crm://schema"}]
+    assert decisions.visible_resources(Origin(SALES), listed) == [{"uri": "gateway://crm/crm://schema"}]
     templates = [
         ResourceEntry(exposed_uri(connector, uri), connector, uri, {"uriTemplate": exposed_uri(connector, uri)})
         for connector, uri in (("crm", "crm://customers/{id}"), ("finance", "finance://{id}"))
     ]
-    assert engine.visible_resource_templates(SALES, templates) == [
+    assert decisions.visible_resource_templates(Origin(SALES), templates) == [
         {"uriTemplate": "gateway://crm/crm://customers/{id}"}
     ]
 
@@ -514,11 +647,10 @@ when { resource.server == "finance" && resource.uri like "finance://invoices/*" 
 """,
         catalog,
     )
-    engine = loaded.engine
-    assert engine.decide_read_resource(SALES, "crm", "crm://schema").allowed
-    assert not engine.decide_read_resource(SALES, "finance", "crm://schema").allowed
-    assert engine.decide_read_resource(SALES, "finance", "finance://invoices/1").allowed
-    assert not engine.decide_read_resource(SALES, "crm", "finance://invoices/1").allowed
+    assert loaded.read(SALES, "crm", "crm://schema").allowed
+    assert not loaded.read(SALES, "finance", "crm://schema").allowed
+    assert loaded.read(SALES, "finance", "finance://invoices/1").allowed
+    assert not loaded.read(SALES, "crm", "finance://invoices/1").allowed
 
 
 # -- the shipped policies ----------------------------------------------------------------------

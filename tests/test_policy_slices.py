@@ -15,8 +15,9 @@ from typing import Any
 import cedarpy
 import pytest
 
+from gateway.calls import Origin
 from gateway.identity.principal import Principal
-from gateway.policy import Decision, PolicyEngine
+from gateway.policy import Decision, PolicyDecisions
 from gateway.policy.entities import EntityStore, ancestors, parent_map
 from gateway.policy.loader import policy_set
 from gateway.policy.slices import PolicySlices, Slice, context_keys
@@ -95,25 +96,26 @@ def _world(policy_dir: Path) -> Loaded:
 
 def _answers(loaded: Loaded) -> list[Any]:
     """Every decision and listing of the world, as comparable values."""
-    engine, catalog = loaded.engine, loaded.catalog
+    decisions, catalog = loaded.decisions, loaded.catalog
 
     def facts(decision: Decision) -> tuple[Any, ...]:
         return (decision.allowed, decision.policy_ids, decision.reason, len(decision.errors))
 
     answers: list[Any] = []
     for principal in PRINCIPALS:
+        origin = Origin(principal)
         for exposed, arguments in CALLS:
             answers.append(facts(loaded.call(principal, exposed, arguments)))
         answers.append(facts(loaded.call(principal, "finance__list_invoices", {}, reasoning="month end")))
         for connector in ("crm", "finance"):
-            answers.append(facts(engine.decide_list_tools(principal, connector)))
+            answers.append(facts(decisions.decide_list_tools(origin, connector)))
         for connector, uri in RESOURCES:
-            answers.append(facts(engine.decide_read_resource(principal, connector, uri)))
+            answers.append(facts(loaded.read(principal, connector, uri)))
         for prompt in catalog.prompts():
-            answers.append(facts(engine.decide_get_prompt(principal, prompt)))
-        answers.append([tool.exposed for tool in engine.visible_tools(principal, catalog.tools())])
-        answers.append([prompt.exposed for prompt in engine.visible_prompts(principal, catalog.prompts())])
-        answers.append(engine.visible_resources(principal, catalog.resources()))
+            answers.append(facts(loaded.prompt(principal, prompt.exposed)))
+        answers.append([tool.exposed for tool in decisions.visible_tools(origin, catalog.tools())])
+        answers.append([prompt.exposed for prompt in decisions.visible_prompts(origin, catalog.prompts())])
+        answers.append(decisions.visible_resources(origin, catalog.resources()))
     return answers
 
 
@@ -154,8 +156,8 @@ def test_resource_scopes_follow_the_server_a_tool_or_resource_belongs_to(tmp_pat
 
     assert loaded.call(finance, "finance__list_invoices", {}).policy_ids == ("finance-server",)
     assert not loaded.call(finance, *CALLS[0]).allowed
-    assert loaded.engine.decide_read_resource(auditor, "finance", "finance://invoices/1").allowed
-    assert not loaded.engine.decide_read_resource(auditor, "crm", "crm://customers/C-1").allowed
+    assert loaded.read(auditor, "finance", "finance://invoices/1").allowed
+    assert not loaded.read(auditor, "crm", "crm://customers/C-1").allowed
     # `resource is Tool` admits every tool; the user attribute still decides the payment.
     assert loaded.call(auditor, *CALLS[4]).policy_ids == ("audit-tools", "alice-pays")
     assert loaded.call(Principal(agent="auditor-2", roles=("audit",), user="bob"), *CALLS[4]).policy_ids == (
@@ -174,7 +176,7 @@ def test_an_erroring_policy_still_fails_the_call_closed_when_sliced(tmp_path: Pa
 
 def test_many_agents_in_the_same_roles_share_one_slice(tmp_path: Path) -> None:
     loaded = _world(tmp_path)
-    slices = loaded.engine._state.slices  # type: ignore[union-attr]
+    slices = loaded.store.current.slices  # type: ignore[union-attr]
 
     for index in range(200):
         assert loaded.call(Principal(agent=f"rep-{index}", roles=("sales",)), *CALLS[2]).allowed
@@ -192,6 +194,24 @@ def test_auditors_must_explain_listing_invoices_and_the_context_they_need_reache
 
     assert not denied.allowed and denied.policy_ids == ("audit-explains-listings",)
     assert allowed.allowed and allowed.policy_ids == ("audit-tools",)
+
+
+def test_a_denial_conceals_exactly_what_the_listing_hides(tmp_path: Path) -> None:
+    loaded = _world(tmp_path)
+    seen: set[tuple[bool, bool]] = set()
+
+    for principal in PRINCIPALS:
+        for exposed, arguments in CALLS:
+            decision = loaded.call(principal, exposed, arguments)
+            listed = bool(loaded.decisions.visible_tools(Origin(principal), (loaded.catalog.resolve_tool(exposed),)))
+            assert decision.concealed is (not decision.allowed and not listed), (principal.agent, exposed)
+            seen.add((decision.allowed, decision.concealed))
+        for prompt in loaded.catalog.prompts():
+            decision = loaded.prompt(principal, prompt.exposed)
+            listed = bool(loaded.decisions.visible_prompts(Origin(principal), (prompt,)))
+            assert decision.concealed is (not decision.allowed and not listed), (principal.agent, prompt.exposed)
+
+    assert seen == {(True, False), (False, False), (False, True)}  # every kind of answer was given
 
 
 def _keys(text: str) -> frozenset[str] | None:
@@ -213,7 +233,7 @@ def test_the_slice_cache_starts_over_past_its_bound(tmp_path: Path, monkeypatch:
     """Request shapes that share cached policy sets still count against the bound."""
     monkeypatch.setattr("gateway.policy.slices.CACHED_REQUEST_SHAPES", 4)
     loaded = _world(tmp_path)
-    slices = loaded.engine._state.slices  # type: ignore[union-attr]
+    slices = loaded.store.current.slices  # type: ignore[union-attr]
 
     for principal in PRINCIPALS:
         for exposed, arguments in CALLS:
@@ -252,17 +272,19 @@ def test_scopes_alone_decide_listings_without_partial_evaluation(
     """Partial evaluation costs time in proportion to the catalog; unconditional policies need none of it."""
     scoped = load(tmp_path / "scoped", SCOPED_ONLY, make_catalog())
     partial_calls: list[str] = []
-    partial = PolicyEngine._partial
+    partial = PolicyDecisions._partial
 
     def counted(state: Any, principal: Principal, action: str, *rest: Any, **options: Any) -> Any:
         partial_calls.append(action)
         return partial(state, principal, action, *rest, **options)
 
     def listings(loaded: Loaded) -> list[list[str]]:
-        engine = loaded.engine
-        return [[tool.exposed for tool in engine.visible_tools(p, loaded.catalog.tools())] for p in PRINCIPALS]
+        decisions = loaded.decisions
+        return [
+            [tool.exposed for tool in decisions.visible_tools(Origin(p), loaded.catalog.tools())] for p in PRINCIPALS
+        ]
 
-    monkeypatch.setattr(PolicyEngine, "_partial", staticmethod(counted))
+    monkeypatch.setattr(PolicyDecisions, "_partial", staticmethod(counted))
     by_scopes = listings(scoped)
     assert partial_calls == []
 

@@ -11,10 +11,12 @@ import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from gateway.calls import Origin
 from gateway.catalog import Catalog
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError, UnknownTool
-from gateway.policy import PolicyEngine
+from gateway.identity.principal import Principal
+from gateway.policy import Decision, PolicyEngine
 from harness import (
     GatewayProcess,
     eventually,
@@ -26,7 +28,7 @@ from harness import (
     wait_until,
     write_gateway_config,
 )
-from policy_world import FINANCE, SALES, make_catalog, standard_tools, write_policy
+from policy_world import FINANCE, SALES, make_catalog, resource_read, standard_tools, tool_call, write_policy
 
 UNKNOWN_TOOL = -32602
 POLICY_DENIED = -32003
@@ -63,12 +65,19 @@ def list_finance(catalog: Catalog) -> None:
 def loaded_engine(policy_dir: Path, text: str, catalog: Catalog) -> PolicyEngine:
     write_policy(policy_dir, "main.cedar", text)
     engine = PolicyEngine(policy_dir)
-    engine.load(catalog)
+    engine.store.load(catalog)
     return engine
 
 
-def call(engine: PolicyEngine, catalog: Catalog, principal: object, tool: str, arguments: dict[str, object]) -> bool:
-    return engine.decide_call(principal, catalog.resolve_tool(tool), arguments).allowed  # type: ignore[arg-type]
+def decide(
+    engine: PolicyEngine, catalog: Catalog, principal: Principal, tool: str, arguments: dict[str, object]
+) -> Decision:
+    entry = catalog.resolve_tool(tool)
+    return engine.decisions.decide_call(tool_call(principal, entry, arguments), entry)
+
+
+def call(engine: PolicyEngine, catalog: Catalog, principal: Principal, tool: str, arguments: dict[str, object]) -> bool:
+    return decide(engine, catalog, principal, tool, arguments).allowed
 
 
 # -- the rule, with the real engine ------------------------------------------------------------
@@ -78,7 +87,7 @@ def test_a_permit_for_an_unlisted_connector_waits_and_the_rest_is_enforced(tmp_p
     catalog = finance_down()
     engine = loaded_engine(tmp_path, CRM_FOR_SALES + FINANCE_PAYS, catalog)
 
-    status = engine.status
+    status = engine.store.status
     assert status.loaded and status.policy_count == 1 and status.last_error is None
     assert len(status.waiting) == 1
     assert "main.cedar:5: policy 'finance-pays' (permit) waits for connector 'finance'" in status.waiting[0]
@@ -90,16 +99,16 @@ def test_a_permit_for_an_unlisted_connector_waits_and_the_rest_is_enforced(tmp_p
 def test_waiting_policies_load_and_are_enforced_once_the_connector_lists(tmp_path: Path) -> None:
     catalog = finance_down()
     engine = loaded_engine(tmp_path, CRM_FOR_SALES + FINANCE_PAYS + NO_LARGE_PAYMENTS, catalog)
-    assert {line.split("'")[1] for line in engine.status.waiting} == {"finance-pays", "no-large-payments"}
+    assert {line.split("'")[1] for line in engine.store.status.waiting} == {"finance-pays", "no-large-payments"}
 
     list_finance(catalog)
     # Until the policies are re-validated, the newly listed tool is denied, never decided by a partial set.
     assert not call(engine, catalog, FINANCE, "finance__pay_invoice", {**PAY, "amount": 10.0})
-    engine.catalog_changed(catalog)
+    engine.store.catalog_changed(catalog)
 
-    assert engine.status.waiting == () and engine.status.policy_count == 3
+    assert engine.store.status.waiting == () and engine.store.status.policy_count == 3
     assert call(engine, catalog, FINANCE, "finance__pay_invoice", {**PAY, "amount": 10.0})
-    large = engine.decide_call(FINANCE, catalog.resolve_tool("finance__pay_invoice"), {**PAY, "amount": 500.0})
+    large = decide(engine, catalog, FINANCE, "finance__pay_invoice", {**PAY, "amount": 500.0})
     assert not large.allowed and large.policy_ids == ("no-large-payments",)
 
 
@@ -119,8 +128,8 @@ def test_a_forbid_confined_to_the_unlisted_connector_waits_and_opens_nothing(tmp
     everything = '@id("everything")\npermit (principal, action, resource);\n'
     engine = loaded_engine(tmp_path, everything + forbid + "\n", catalog)
 
-    assert engine.status.policy_count == 1 and len(engine.status.waiting) == 1
-    assert "(forbid) waits for connector 'finance'" in engine.status.waiting[0]
+    assert engine.store.status.policy_count == 1 and len(engine.store.status.waiting) == 1
+    assert "(forbid) waits for connector 'finance'" in engine.store.status.waiting[0]
     # What it forbids is not in the catalog: refused as unknown by the gateway, and denied by the engine.
     with pytest.raises(UnknownTool):
         catalog.resolve_tool("finance__pay_invoice")
@@ -137,16 +146,16 @@ def test_resources_of_a_connector_that_lists_after_the_load_wait_for_the_next_lo
         'when { action == Action::"finance__pay_invoice" || action == Action::"read_resource" };\n',
         catalog,
     )
-    assert "policy 'no-finance-reads' (forbid) waits for connector 'finance'" in engine.status.waiting[0]
+    assert "policy 'no-finance-reads' (forbid) waits for connector 'finance'" in engine.store.status.waiting[0]
     invoice = {"uri": "finance://invoices/INV-1", "name": "INV-1"}
     catalog.update("finance", Listing(tools=tuple(standard_tools()["finance"]), resources=(invoice,)))
 
     # Listed, but not re-validated yet: the waiting forbid is not in force, so nothing of finance is allowed.
-    assert not engine.decide_read_resource(FINANCE, "finance", invoice["uri"]).allowed
-    assert engine.visible_resources(FINANCE, catalog.resources()) == []
-    engine.catalog_changed(catalog)
-    assert engine.status.waiting == ()
-    denied = engine.decide_read_resource(FINANCE, "finance", invoice["uri"])
+    assert not engine.decisions.decide_read_resource(resource_read(FINANCE, "finance", invoice["uri"])).allowed
+    assert engine.decisions.visible_resources(Origin(FINANCE), catalog.resources()) == []
+    engine.store.catalog_changed(catalog)
+    assert engine.store.status.waiting == ()
+    denied = engine.decisions.decide_read_resource(resource_read(FINANCE, "finance", invoice["uri"]))
     assert not denied.allowed and denied.policy_ids == ("no-finance-reads",)
 
 
@@ -167,17 +176,17 @@ def test_a_forbid_that_also_covers_listed_tools_refuses_the_set_and_opens_nothin
     engine = PolicyEngine(tmp_path)
 
     with pytest.raises(PolicyLoadError) as refused:
-        engine.load(catalog)
+        engine.store.load(catalog)
 
     message = str(refused.value)
     assert "main.cedar:3: policy 'main:2': this forbid names actions of connector 'finance'" in message
     assert "the whole set is refused" in message and 'Action::"server:finance"' in message
-    assert not engine.status.loaded
+    assert not engine.store.status.loaded
     assert not call(engine, catalog, SALES, "crm__update_record", UPDATE)  # fails closed
 
     list_finance(catalog)
-    engine.catalog_changed(catalog)
-    assert engine.status.loaded and engine.status.waiting == ()
+    engine.store.catalog_changed(catalog)
+    assert engine.store.status.loaded and engine.store.status.waiting == ()
     assert not call(engine, catalog, SALES, "crm__update_record", UPDATE)  # once checkable, in force
 
 
@@ -192,7 +201,7 @@ def test_a_failure_no_listing_can_cure_is_still_a_load_error(tmp_path: Path) -> 
     )
 
     with pytest.raises(PolicyLoadError) as refused:
-        PolicyEngine(tmp_path).load(catalog)
+        PolicyEngine(tmp_path).store.load(catalog)
 
     message = str(refused.value)
     assert 'unrecognized action `Action::"billing__charge"`' in message  # no such connector
@@ -205,7 +214,7 @@ def test_with_every_connector_listed_nothing_waits(tmp_path: Path) -> None:
     write_policy(tmp_path, "main.cedar", 'permit (principal, action == Action::"finance__no_such", resource);\n')
 
     with pytest.raises(PolicyLoadError, match='unrecognized action `Action::"finance__no_such"`'):
-        PolicyEngine(tmp_path).load(catalog)
+        PolicyEngine(tmp_path).store.load(catalog)
 
 
 # -- end to end: a gateway whose second backend is down at first start -------------------------

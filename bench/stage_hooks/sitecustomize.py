@@ -23,7 +23,7 @@ STAGES = (
     ("gateway.identity.bearer", "BearerAuthentication", "__call__", "request with authentication"),
     ("gateway.front.endpoint", "McpEndpoint", "__call__", "request in the app"),
     ("gateway.pipeline", "Pipeline", "call_tool", "pipeline"),
-    ("gateway.policy.engine", "PolicyEngine", "decide_call", "policy decision"),
+    ("gateway.policy.decisions", "PolicyDecisions", "decide_call", "policy decision"),
     ("gateway.audit.recorder", "AuditRecorder", "record_call", "audit entry, durable"),
     ("gateway.audit.recorder", "AuditRecorder", "_write_batch", "audit: batch written"),
     ("gateway.audit.recorder", "AuditRecorder", "_plan", "audit: rows chained"),

@@ -1,11 +1,23 @@
 """Cedar access policies: schema from the live catalog, typed context, fail-closed decisions.
 
-`PolicyEngine` is the one entry point the pipeline and the CLI use; `Decision` is what it
-returns. See `policies/README.md` for the model policies are written against.
+`PolicyEngine` is what the gateway holds: its `store` loads the policy files and reports their
+status, its `decisions` answer each request with a `Decision`. See `policies/README.md` for
+the model policies are written against.
 """
 
 from gateway.policy.context import ArgumentLimits
 from gateway.policy.decision import Decision, Effect, PolicyRef
-from gateway.policy.engine import PolicyEngine, PolicyStatus
+from gateway.policy.decisions import PolicyDecisions
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.store import PolicyStatus, PolicyStore
 
-__all__ = ["ArgumentLimits", "Decision", "Effect", "PolicyEngine", "PolicyRef", "PolicyStatus"]
+__all__ = [
+    "ArgumentLimits",
+    "Decision",
+    "Effect",
+    "PolicyDecisions",
+    "PolicyEngine",
+    "PolicyRef",
+    "PolicyStatus",
+    "PolicyStore",
+]

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.calls import Call, Origin
 from gateway.catalog import Catalog
 from gateway.connectors.base import Listing
 from gateway.errors import ConfigError, UnknownTool
@@ -133,7 +134,7 @@ def run_policy_tests(policy_dir: Path) -> list[CaseResult]:
     cases_dir = Path(policy_dir) / "tests"
     catalog = catalog_from_definitions(cases_dir / CATALOG_FILE)
     engine = PolicyEngine(Path(policy_dir))
-    engine.load(catalog)
+    engine.store.load(catalog)
     return run_cases(engine, catalog, cases_dir)
 
 
@@ -173,17 +174,19 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
     except UnknownTool:
         return CaseResult(file, name, expected, None, (f"tool '{case['tool']}' is not in {CATALOG_FILE}",))
     when = case.get("time")
-    decision = engine.decide_call(
-        principal,
-        tool,
+    now = datetime.fromisoformat(when) if isinstance(when, str) else when
+    origin = Origin(
+        principal, request_id=f"{file.stem}:{index}", session_id="policy-test", client_name="gateway policy test"
+    )
+    call = Call(
+        "tools/call",
+        origin,
+        tool.exposed,
         case.get("arguments", {}),
         reasoning=case.get("reasoning"),
         workflow=case.get("workflow"),
-        session_id="policy-test",
-        client="gateway policy test",
-        request_id=f"{file.stem}:{index}",
-        now=datetime.fromisoformat(when) if isinstance(when, str) else when,
     )
+    decision = engine.decisions.decide_call(call, tool, now=now)
     problems = []
     if decision.effect.value != expected:
         problems.append(f"decided {decision.effect.value}: {decision.reason}")
@@ -191,7 +194,7 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         shown = ", ".join(decision.policy_ids) or "no policy"
         problems.append(f"expected policy '{case['policy']}' to determine the decision, but it was {shown}")
     if "visible" in case:
-        visible = bool(engine.visible_tools(principal, [tool]))
+        visible = bool(engine.decisions.visible_tools(origin, [tool], now=now))
         if visible != bool(case["visible"]):
             problems.append(f"expected the tool to be {'visible' if case['visible'] else 'hidden'} in tools/list")
     return CaseResult(file, name, expected, decision, tuple(problems))

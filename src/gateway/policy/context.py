@@ -23,8 +23,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 
+from gateway.calls import Call, Origin
 from gateway.policy.schema import ArgumentType, Kind
 
 LONG_MIN = -(2**63)
@@ -35,6 +37,8 @@ _FOUR_PLACES = Decimal("0.0001")
 _ELLIPSIS = "…"
 #: What every converted value costs against the budget on top of its characters.
 _VALUE_COST = 8
+#: The arguments of a call that sent none.
+_NO_ARGUMENTS: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,21 +77,16 @@ class _SchemaMismatch(_Unrepresentable):
 
 
 def call_context(
-    input_type: ArgumentType,
-    arguments: Mapping[str, Any],
-    *,
-    reasoning: str | None,
-    workflow: str | None,
-    session_id: str | None,
-    client: str | None,
-    request_id: str | int | None,
-    now: datetime | None,
-    limits: ArgumentLimits,
+    input_type: ArgumentType, call: Call, *, now: datetime | None, limits: ArgumentLimits
 ) -> ContextResult:
-    """The context of a `call_tool` action: the common attributes plus typed `input`."""
+    """The context of a `call_tool` action: the common attributes plus typed `input`.
+
+    `call.arguments` is a mapping or None (no arguments); the caller refuses anything else first.
+    """
     converter = _Converter(limits)
+    arguments = _NO_ARGUMENTS if call.arguments is None else call.arguments
     try:
-        context = _common(converter, reasoning, workflow, session_id, client, request_id, now)
+        context = _common(converter, call.origin, call.reasoning, call.workflow, now)
         context["input"] = converter.record(input_type, arguments, "input")
     except _SchemaMismatch as mismatch:
         return ContextResult(None, str(mismatch), invalid_arguments=mismatch.detail)
@@ -96,21 +95,19 @@ def call_context(
     return ContextResult(context)
 
 
-def common_context(
-    *,
-    reasoning: str | None,
-    workflow: str | None,
-    session_id: str | None,
-    client: str | None,
-    request_id: str | int | None,
-    now: datetime | None,
-    limits: ArgumentLimits,
-) -> ContextResult:
-    """The context of `list_tools`, `read_resource` and `get_prompt`."""
+def common_context(request: Call | Origin, *, now: datetime | None, limits: ArgumentLimits) -> ContextResult:
+    """The context of `read_resource` and `get_prompt` (a `Call`) and of `list_tools` (an `Origin`).
+
+    A listing states no reasoning or workflow: those belong to a call.
+    """
     try:
-        return ContextResult(_common(_Converter(limits), reasoning, workflow, session_id, client, request_id, now))
+        if isinstance(request, Call):
+            context = _common(_Converter(limits), request.origin, request.reasoning, request.workflow, now)
+        else:
+            context = _common(_Converter(limits), request, None, None, now)
     except _Unrepresentable as problem:
         return ContextResult(None, str(problem))
+    return ContextResult(context)
 
 
 def time_record(now: datetime | None) -> dict[str, Any]:
@@ -126,18 +123,13 @@ def time_record(now: datetime | None) -> dict[str, Any]:
 
 
 def _common(
-    converter: _Converter,
-    reasoning: str | None,
-    workflow: str | None,
-    session_id: str | None,
-    client: str | None,
-    request_id: str | int | None,
-    now: datetime | None,
+    converter: _Converter, origin: Origin, reasoning: str | None, workflow: str | None, now: datetime | None
 ) -> dict[str, Any]:
+    request_id = origin.request_id
     context: dict[str, Any] = {
         "session": {
-            "id": converter.text(session_id or "", "session.id"),
-            "client": converter.text(client or "", "session.client"),
+            "id": converter.text(origin.session_id or "", "session.id"),
+            "client": converter.text(origin.client_name or "", "session.client"),
         },
         "time": time_record(now),
         "request_id": converter.text("" if request_id is None else str(request_id), "request_id"),
@@ -323,21 +315,18 @@ def json_text(value: Any, *, max_chars: int, max_depth: int) -> str:
     return "".join(parts)
 
 
-_END = object()
-
-
 def _tokens(value: Any, max_depth: int, max_chars: int) -> Iterator[str]:
     frames: list[Iterator[tuple[Any, Any]]] = [iter([(None, value)])]
     closers = [""]
     first = [True]
     while frames:
-        item = next(frames[-1], _END)
-        if item is _END:
+        item = next(frames[-1], None)  # every frame yields (key, value) pairs, so None is the end
+        if item is None:
             frames.pop()
             first.pop()
             yield closers.pop()
             continue
-        key, current = item  # type: ignore[misc]
+        key, current = item
         if not first[-1]:
             yield ","
         first[-1] = False

@@ -4,6 +4,11 @@ A `Decision` is built once and never changed. It names the policies that determi
 file, line and annotations, so `gateway policy` commands and the audit log can point at them),
 the reason an agent may be shown (a policy's `@reason`, never its text) and any evaluation
 errors, which always make the decision a deny.
+
+A denied tool call or prompt also says whether the agent may see its target at all
+(`concealed`): such an agent is told the name is unknown rather than why it was denied, so
+probing names reveals nothing. The engine answers that while it decides, from the same loaded
+set and its visibility cache, so the caller never asks a second time.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class Decision:
     errors: tuple[str, ...] = ()
     #: Set on a deny that only the arguments caused (they break the tool's input schema): what is wrong.
     invalid_arguments: str | None = None
+    #: Set on a denied tool call or prompt the agent may not see at all (its listing would not show it).
+    #: Never set on an allow, nor on a resource read, whose denial is always explained.
+    concealed: bool = False
 
     @property
     def allowed(self) -> bool:

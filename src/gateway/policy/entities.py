@@ -66,7 +66,9 @@ def principal_key(principal: Principal) -> PrincipalKey:
     return (principal.agent, tuple(principal.roles), principal.user, tuple(principal.scopes))
 
 
-def _entity(entity_type: str, entity_id: str, attrs: dict[str, Any], parents: Iterable[dict[str, str]] = ()) -> dict:
+def _entity(
+    entity_type: str, entity_id: str, attrs: dict[str, Any], parents: Iterable[dict[str, str]] = ()
+) -> dict[str, Any]:
     return {"uid": uid(entity_type, entity_id), "attrs": attrs, "parents": list(parents)}
 
 

@@ -256,9 +256,9 @@ def _failing_line(chunk: str, message: str) -> int:
 
 def _token(message: str) -> str | None:
     """The piece of policy text an error message quotes: `token`, or the word after a final colon."""
-    quoted = re.findall(r"`([^`]+)`", message)
+    quoted = re.search(r"`([^`]+)`", message)
     if quoted:
-        return quoted[0]
+        return quoted.group(1)
     match = re.search(r":\s*(@?[\w:]+)\s*$", message)
     return match.group(1) if match else None
 
