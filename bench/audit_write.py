@@ -32,7 +32,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from gateway.audit import AuditRecorder, Redactor
-from gateway.audit.event_store import SqlAlchemyEventStore
+from gateway.audit.sqlalchemy_writer import SqlAlchemyEventStore
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 

@@ -1,7 +1,7 @@
 """The write-ahead audit recorder: no call proceeds until its event is durably committed.
 
 Callers hand events to one background writer task per recorder. The writer takes everything
-queued, chains it into rows and hands them to its event store (`event_store`: a writer thread
+queued, chains it into rows and hands them to its event store (`store_selection`: a writer thread
 on SQLite, the asyncpg connection on PostgreSQL), which commits them in one transaction; only
 then are the callers woken (group commit): under load many calls share one commit, and a lone
 call pays one round trip. Each recorder writes its own chain (`replica_id`), so replicas sharing PostgreSQL
@@ -67,8 +67,10 @@ from gateway.audit.entry import (
     result_digest,
     short_text,
 )
-from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row, open_event_store, read_head
+from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row
 from gateway.audit.redaction import Redactor, clean_text
+from gateway.audit.sqlalchemy_writer import read_head
+from gateway.audit.store_selection import open_event_store
 from gateway.errors import AuditUnavailable, StorageUnavailable
 from gateway.identity.principal import Principal
 from gateway.storage.database import Database
@@ -195,7 +197,7 @@ class AuditRecorder:
         """`on_batch(events, seconds)` is told of every committed batch (metrics: size, write latency).
 
         `event_store` builds the store to write through instead of the fastest one for the
-        database (see `event_store`); benchmarks use it to measure one store against another.
+        database (see `store_selection`); benchmarks use it to measure one store against another.
         """
         if not _REPLICA_ID.fullmatch(replica_id):
             raise ValueError(

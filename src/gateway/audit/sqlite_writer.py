@@ -25,6 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +33,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL
 
 from gateway.audit.entry import CHECKPOINT
-from gateway.audit.event_store import COLUMNS, ChainHead, Row, utc_text
+from gateway.audit.event_store import COLUMNS, ChainHead, Row
 
 logger = logging.getLogger("gateway.audit")
 
@@ -256,8 +257,17 @@ class SqliteEventStore:
 
 def _sqlite_row(row: Row) -> Row:
     values = list(row)
-    values[_TIME] = utc_text(values[_TIME])
+    values[_TIME] = _utc_text(values[_TIME])
     return tuple(values)
+
+
+def _utc_text(moment: datetime) -> str:
+    """A timestamp as SQLAlchemy's SQLite dialect stores `UtcDateTime`: UTC, naive, microseconds.
+
+    Search compares these as text, so the writer must produce exactly the same form.
+    """
+    t = moment.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
 
 
 def _settle(request: _Request, result: Any, error: BaseException | None) -> None:
