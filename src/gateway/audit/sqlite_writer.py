@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL
 
 from gateway.audit.entry import CHECKPOINT
 from gateway.audit.event_store import COLUMNS, ChainHead, Row
+from gateway.errors import DatabaseFileChanged
 
 logger = logging.getLogger("gateway.audit")
 
@@ -41,10 +42,6 @@ _INSERT = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('
 _TIME = COLUMNS.index("time")
 _HEAD = "SELECT seq, hash FROM audit_events WHERE replica_id = ? ORDER BY seq DESC LIMIT 1"
 _LAST_CHECKPOINT = "SELECT max(seq) FROM audit_events WHERE replica_id = ? AND kind = ?"
-
-
-class DatabaseFileChanged(OSError):
-    """The database path no longer names the file the writer opened (deleted, moved or replaced)."""
 
 
 def sqlite_file(url: URL) -> Path | None:
