@@ -60,6 +60,7 @@ from gateway.audit.entry import (
     OUTCOMES,
     RECOVERED,
     CallHandle,
+    Timings,
     index_columns,
     new_call_id,
     outcome_payload,
@@ -71,8 +72,8 @@ from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row
 from gateway.audit.redaction import Redactor, clean_text
 from gateway.audit.sqlalchemy_writer import read_head
 from gateway.audit.store_selection import open_event_store
-from gateway.errors import AuditUnavailable, StorageUnavailable
-from gateway.identity.principal import Principal
+from gateway.calls import Call
+from gateway.errors import AuditUnavailable, GatewayError, StorageUnavailable
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
 
@@ -355,27 +356,15 @@ class AuditRecorder:
 
     async def record_call(
         self,
+        call: Call,
         *,
-        principal: Principal,
-        method: str,
-        name: str | None = None,
-        arguments: Any = None,
-        reasoning: str | None = None,
-        decision: str = "allow",
+        decision: str,
         policy_ids: Sequence[str] = (),
         reason: str | None = None,
-        request_id: str | int | None = None,
-        session_id: str | None = None,
-        workflow_id: str | None = None,
-        client_name: str | None = None,
-        client_version: str | None = None,
-        protocol_version: str | None = None,
-        connector: str | None = None,
-        original_name: str | None = None,
         call_id: str | None = None,
         time: datetime | None = None,
     ) -> CallHandle:
-        """Record a call before it runs; returns once the event is committed.
+        """Record `call` before it runs, with the decision taken on it; returns once the event is committed.
 
         Raises `AuditUnavailable` when the database does not take the write: refuse the call.
         """
@@ -387,23 +376,26 @@ class AuditRecorder:
         call_id = call_id or new_call_id()
         moment = time or datetime.now(UTC)
         redact = self._redactor
+        origin = call.origin
+        principal = origin.principal
+        target = call.target
         data = {
-            "request_id": request_id_value(request_id),
+            "request_id": request_id_value(origin.request_id),
             "agent": clean_text(principal.agent),
             "user": short_text(principal.user),
             "roles": [clean_text(role) for role in principal.roles],
             "auth_method": short_text(principal.auth_method),
             "credential_id": short_text(principal.credential_id),
-            "session_id": short_text(session_id),
-            "workflow_id": short_text(workflow_id),
-            "client": {"name": short_text(client_name), "version": short_text(client_version)},
-            "protocol_version": short_text(protocol_version),
-            "method": clean_text(method),
-            "name": short_text(name),
-            "connector": short_text(connector),
-            "original_name": short_text(original_name),
-            "arguments": redact.redact_arguments(arguments, tool=name).as_json(),
-            "reasoning": redact.redact_text(reasoning) if reasoning is not None else None,
+            "session_id": short_text(origin.session_id),
+            "workflow_id": short_text(call.workflow),
+            "client": {"name": short_text(origin.client_name), "version": short_text(origin.client_version)},
+            "protocol_version": short_text(origin.protocol_version),
+            "method": clean_text(call.method),
+            "name": short_text(call.name),
+            "connector": short_text(target.connector) if target is not None else None,
+            "original_name": short_text(target.original) if target is not None else None,
+            "arguments": redact.redact_arguments(call.arguments, tool=call.name).as_json(),
+            "reasoning": redact.redact_text(call.reasoning) if call.reasoning is not None else None,
             "decision": clean_text(decision),
             "policy_ids": [clean_text(policy_id) for policy_id in policy_ids],
             "reason": redact.redact_text(reason) if reason is not None else None,
@@ -411,7 +403,7 @@ class AuditRecorder:
         seq = await self._enqueue(CALL, call_id, moment, data, retry=False)
         assert seq is not None
         self._open_calls.add(call_id)
-        return CallHandle(call_id, self._replica_id, seq, moment, method, name)
+        return CallHandle(call_id, self._replica_id, seq, moment, call.method, call.name)
 
     async def record_outcome(
         self,
@@ -419,11 +411,8 @@ class AuditRecorder:
         *,
         outcome: str,
         result: bytes | Any = None,
-        policy_ms: float | None = None,
-        backend_ms: float | None = None,
-        total_ms: float | None = None,
-        error_type: str | None = None,
-        error_message: str | None = None,
+        error: BaseException | None = None,
+        timings: Timings | None = None,
         wait: bool = True,
     ) -> None:
         """Record how a call ended; returns once committed, or queued for retry if the write failed.
@@ -434,6 +423,10 @@ class AuditRecorder:
         `result` is what the agent received: bytes as sent, or a JSON-ready value (serialised
         canonically). Only its size and SHA-256 are kept, so the log can be matched against the
         agent's transcript without holding the data itself.
+
+        `error` is what ended the call, if anything. Its class is kept, and its message only when
+        it is one of the gateway's own (`GatewayError`), written to be read: any other exception's
+        text can hold whatever its library put there (a connection string, a path).
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}, not {outcome!r}")
@@ -442,15 +435,14 @@ class AuditRecorder:
         self._require_running()
         self._open_calls.discard(handle.call_id)
         size, digest = result_digest(result) if result is not None else (None, None)
+        message = str(error) if isinstance(error, GatewayError) else None
         data = outcome_payload(
             outcome,
             result_bytes=size,
             result_sha256=digest,
-            policy_ms=policy_ms,
-            backend_ms=backend_ms,
-            total_ms=total_ms,
-            error_type=short_text(error_type),
-            error_message=self._redactor.redact_text(error_message, max_chars=4096) if error_message else None,
+            timings=timings,
+            error_type=short_text(type(error).__name__) if error is not None else None,
+            error_message=self._redactor.redact_text(message, max_chars=4096) if message else None,
         )
         if wait:
             await self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
