@@ -21,7 +21,6 @@ well within the lease's length, as NTP keeps them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -31,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import anyio
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -129,7 +129,7 @@ class ReplicaLease:
                 if not wait_for_holder:
                     raise ReplicaIdInUse(_in_use_message(holder))
                 watched = holder
-                await asyncio.sleep(min(_WATCH_INTERVAL, self._length.total_seconds() / 10))
+                await anyio.sleep(min(_WATCH_INTERVAL, self._length.total_seconds() / 10))
                 holder = await self._take()
             if self._held:
                 return self._took_over

@@ -9,7 +9,6 @@ kind and time the same way (`search_events`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+import anyio
 import orjson
 from sqlalchemy import Alias, Select, and_, func, or_, select
 
@@ -209,7 +209,7 @@ async def tail(
             if row.kind in kinds:
                 yield _event_from_row(row)
         if len(rows) < MAX_LIMIT:
-            await asyncio.sleep(poll_interval)
+            await anyio.sleep(poll_interval)
 
 
 def _calls_query(filters: SearchFilters) -> tuple[Select[Any], Alias]:

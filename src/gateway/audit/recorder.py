@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -148,7 +149,7 @@ class _Pending:
     call_id: str | None
     time: datetime
     data: dict[str, Any]
-    future: asyncio.Future[int | None] | None
+    future: asyncio.Future[int | None] | None  # None: nobody waits for this event
     retry: bool  # on a failed write, keep and retry instead of failing the caller
 
 
@@ -220,8 +221,9 @@ class AuditRecorder:
         self._write_timeout = write_timeout
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
+        self._wakeup = anyio.Event()  # replaced, not cleared, before each wait: anyio events are set once
         # One timer for the outcomes nobody waits for, started by the oldest one still queued.
+        # asyncio: a cancellable callback at a set time; anyio has that only as a task per timer.
         self._outcome_flush: asyncio.TimerHandle | None = None
         self._store: EventStore | None = None
         self._head: tuple[int, str] | None = None
@@ -231,6 +233,7 @@ class AuditRecorder:
         # database was finishing it): its planned head, and its events.
         self._uncertain: tuple[int, str, list[_Pending]] | None = None
         self._open_calls: set[str] = set()
+        # asyncio: the writer outlives `start()`; an anyio task group ends in the scope that opened it.
         self._writer: asyncio.Task[None] | None = None
         self._running = False
         self._last_batch = 1
@@ -265,7 +268,7 @@ class AuditRecorder:
         if self._writer is not None:
             raise RuntimeError("the audit recorder is already started")
         try:
-            async with asyncio.timeout(self._write_timeout):
+            async with asyncio.timeout(self._write_timeout):  # asyncio: see `_write_batch`
                 async with self._db.engine.connect() as connection:
                     self._set_head(await read_head(connection, self._replica_id))
                     orphans = await self._orphan_calls(connection)
@@ -449,8 +452,7 @@ class AuditRecorder:
             return
         # Not waited for: ride along with the next call's commit (one commit per call for a
         # sequential agent instead of two), or be written on its own shortly after.
-        future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True, wake=False)
-        future.add_done_callback(_observe)
+        self._queue.append(_Pending(OUTCOME, handle.call_id, datetime.now(UTC), data, None, True))
         if self._outcome_flush is None:
             # One timer for all queued outcomes, from the oldest: a timer per outcome would fire,
             # for a busy sequential agent, between nearly every outcome and the next call, and
@@ -488,12 +490,12 @@ class AuditRecorder:
             raise AuditUnavailable("the audit recorder is not running (not started, or shutting down)")
 
     def _enqueue(
-        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool, wake: bool = True
+        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool
     ) -> asyncio.Future[int | None]:
+        # asyncio: cancelling a caller cancels its future at once, so the writer never takes a call given up on.
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(kind, call_id, moment, data, future, retry))
-        if wake:
-            self._wakeup.set()
+        self._wakeup.set()
         return future
 
     async def _run(self) -> None:
@@ -504,14 +506,14 @@ class AuditRecorder:
         while not self._queue:
             if not self._running:
                 return None
-            self._wakeup.clear()
+            self._wakeup = anyio.Event()
             if not self._retained:
                 await self._wakeup.wait()
                 continue
             delay = _RETRY_DELAYS[min(self._retry_attempt, len(_RETRY_DELAYS) - 1)]
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            except TimeoutError:
+            with anyio.move_on_after(delay) as retry_due:
+                await self._wakeup.wait()
+            if retry_due.cancelled_caught:
                 return self._take()
         target = min(self._last_batch, self._max_batch)
         if self._max_wait and self._running and len(self._queue) < target:
@@ -519,17 +521,10 @@ class AuditRecorder:
         return self._take()
 
     async def _linger(self, target: int) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_wait
-        while len(self._queue) < target and self._running:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        with anyio.move_on_after(self._max_wait):
+            while len(self._queue) < target and self._running:
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
 
     def _take(self) -> list[_Pending]:
         batch = list(self._retained)
@@ -561,6 +556,7 @@ class AuditRecorder:
 
         async def attempt() -> _Plan:
             nonlocal plan
+            # asyncio: its timeout cancels once, so a driver's clean-up (rollback) still runs; anyio's re-cancels it.
             async with asyncio.timeout(self._write_timeout):
                 if self._head is None:
                     self._set_head(await store.load_head(self._replica_id))
@@ -786,9 +782,3 @@ def _describe(error: BaseException) -> str:
 
 #: How long an outcome nobody waits for may wait for a call's commit to ride along with.
 _OUTCOME_DELAY_SECONDS = 0.05
-
-
-def _observe(future: asyncio.Future[int | None]) -> None:
-    """Retrieve a fire-and-forget outcome's result so a failure is not reported as never retrieved."""
-    if not future.cancelled():
-        future.exception()

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.engine import URL
 
 from gateway.audit.entry import CHECKPOINT
@@ -56,6 +58,7 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser().absolute()
 
 
+# asyncio: the thread wakes a waiter by `call_soon_threadsafe`, not blocking on the loop as anyio.from_thread does.
 @dataclass(eq=False, slots=True)
 class _Request:
     loop: asyncio.AbstractEventLoop
@@ -119,7 +122,7 @@ class SqliteEventStore:
         stopped: asyncio.Future[None] = loop.create_future()
         self._requests.put(_Stop(loop, stopped))
         await stopped
-        await asyncio.to_thread(thread.join)
+        await anyio.to_thread.run_sync(thread.join)
 
     # -- event loop side --------------------------------------------------------------------
 
@@ -132,7 +135,7 @@ class SqliteEventStore:
         self._requests.put(request)
         try:
             return await request.future
-        except asyncio.CancelledError:
+        except anyio.get_cancelled_exc_class():
             # Timed out or cancelled: if the thread has not reached it yet it is skipped, and if
             # it has not committed yet it is rolled back. Only a COMMIT already under way can
             # still land; the next `load_head` (queued behind it) sees that, and the recorder
