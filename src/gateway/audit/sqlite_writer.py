@@ -103,7 +103,8 @@ class SqliteEventStore:
             (last_checkpoint,) = connection.execute(_LAST_CHECKPOINT, (replica_id, CHECKPOINT)).fetchone()
             return ChainHead.of((head[0], head[1]) if head else None, last_checkpoint)
 
-        return await self._submit(lambda loop, future: _Read(loop, future, read=read))
+        head: ChainHead = await self._submit(lambda loop, future: _Read(loop, future, read=read))
+        return head
 
     async def append(self, rows: Sequence[Row]) -> None:
         await self._submit(lambda loop, future: _Append(loop, future, rows=list(rows)))
