@@ -14,7 +14,11 @@ from sqlalchemy import insert, text
 
 from audit_calls import audit_call
 from gateway.audit import AuditRecorder, Redactor, Timings, get_call, search, verify
+from gateway.audit.postgres_writer import PostgresEventStore
 from gateway.audit.recorder import _OUTCOME_DELAY_SECONDS
+from gateway.audit.sqlalchemy_writer import SqlAlchemyEventStore
+from gateway.audit.sqlite_writer import SqliteEventStore
+from gateway.audit.store_selection import open_event_store
 from gateway.errors import AuditUnavailable
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -224,3 +228,17 @@ async def test_the_write_timeout_bounds_the_wait_for_a_lock_even_with_a_longer_b
         assert sorted(call.tool for call in (await search(database)).calls) == ["crm.after", "crm.lookup"]
     finally:
         await database.close()
+
+
+async def test_each_database_gets_the_fastest_store_that_can_serve_it(database, tmp_path: Path):
+    direct = {"sqlite": SqliteEventStore, "postgresql": PostgresEventStore}[database.dialect]
+    store = await open_event_store(database, write_timeout=1.0)
+    assert isinstance(store, direct)
+    await store.close()
+    in_memory = Database("sqlite:///:memory:")  # private to one connection: only SQLAlchemy's can reach it
+    try:
+        store = await open_event_store(in_memory, write_timeout=1.0)
+        assert isinstance(store, SqlAlchemyEventStore)
+        await store.close()
+    finally:
+        await in_memory.close()

@@ -28,7 +28,7 @@ from gateway.audit import (
 )
 from gateway.audit.entry import new_call_id
 from gateway.calls import Call, Origin, Target
-from gateway.errors import AuditUnavailable, BackendError
+from gateway.errors import AuditUnavailable, BackendError, BackendTimeout
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -133,6 +133,28 @@ async def test_record_call_is_committed_when_it_returns(database, database_url):
     finally:
         await recorder.close()
     assert (await verify(database)).ok
+
+
+async def test_an_outcome_keeps_the_message_of_the_gateways_own_errors_only(database):
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        ours = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(ours, outcome="timeout", error=BackendTimeout("crm did not answer within 30 s"))
+        foreign = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(
+            foreign, outcome="backend_error", error=RuntimeError("connect to postgresql://svc:pw@db/x failed")
+        )
+        clean = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(clean, outcome="ok")
+    finally:
+        await recorder.close()
+    errors = [(await get_call(database, handle.call_id)).outcome["error"] for handle in (ours, foreign, clean)]
+    assert errors == [
+        {"type": "BackendTimeout", "message": "crm did not answer within 30 s"},
+        {"type": "RuntimeError", "message": None},
+        None,
+    ]
 
 
 async def test_concurrent_callers_share_commits(database):
