@@ -31,8 +31,9 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from gateway.audit import AuditRecorder, Redactor
-from gateway.audit.event_store import SqlAlchemyEventStore
+from gateway.audit import AuditRecorder, Redactor, Timings
+from gateway.audit.sqlalchemy_writer import SqlAlchemyEventStore
+from gateway.calls import Call, Origin, Target
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -45,24 +46,24 @@ ARGUMENTS = {
     "items": [{"sku": f"SKU-{n}", "quantity": n} for n in range(5)],
 }
 REASONING = "The customer reported a damaged parcel; policy allows a refund below 2000 EUR without approval."
+CALL = Call(
+    "tools/call",
+    Origin(AGENT, session_id="s-1"),
+    "payments.refund",
+    ARGUMENTS,
+    reasoning=REASONING,
+    workflow="wf-refund",
+    target=Target("payments", "refund"),
+)
 
 
 async def one_call(recorder: AuditRecorder, latencies: list[float], wait: bool = True) -> None:
     started = time.perf_counter()
-    handle = await recorder.record_call(
-        principal=AGENT,
-        method="tools/call",
-        name="payments.refund",
-        connector="payments",
-        original_name="refund",
-        arguments=ARGUMENTS,
-        reasoning=REASONING,
-        policy_ids=("refunds-below-limit",),
-        session_id="s-1",
-        workflow_id="wf-refund",
-    )
+    handle = await recorder.record_call(CALL, decision="allow", policy_ids=("refunds-below-limit",))
     latencies.append(time.perf_counter() - started)
-    await recorder.record_outcome(handle, outcome="ok", result=b'{"content":[]}', total_ms=3.2, wait=wait)
+    await recorder.record_outcome(
+        handle, outcome="ok", result=b'{"content":[]}', timings=Timings(total_ms=3.2), wait=wait
+    )
 
 
 async def run(url: str, label: str, calls: int, concurrency: int, engine: bool = False) -> None:

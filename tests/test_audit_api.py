@@ -7,6 +7,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from audit_calls import audit_call
 from gateway.audit import AuditRecorder, Redactor
 from gateway.audit.api import audit_routes
 from gateway.errors import AuthenticationFailed
@@ -55,7 +56,7 @@ async def test_search_one_call_and_verify(database, client):
         call_id = await record_canaries(recorder)
         for n in range(3):
             await recorder.record_call(
-                principal=TOKENS["agent-token"], method="tools/call", name="crm.lookup", workflow_id=f"wf-{n}"
+                audit_call(TOKENS["agent-token"], "crm.lookup", workflow=f"wf-{n}"), decision="allow"
             )
     finally:
         await recorder.close()

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
-from gateway.audit import AuditRecorder, Redactor
+from audit_calls import audit_call
+from gateway.audit import AuditRecorder, Redactor, Timings
 from gateway.cli.audit import OpenDatabase, build
 from gateway.errors import GatewayError, InvalidAuditQuery
 from gateway.identity.principal import Principal
@@ -53,9 +54,9 @@ def _record(database_url: str, *, canaries: bool = False, calls: int = 3) -> Non
                 await record_canaries(recorder)
             for n in range(calls):
                 handle = await recorder.record_call(
-                    principal=AGENT, method="tools/call", name="crm.lookup", reasoning=f"lookup {n}"
+                    audit_call(AGENT, "crm.lookup", reasoning=f"lookup {n}"), decision="allow"
                 )
-                await recorder.record_outcome(handle, outcome="ok", total_ms=5 + n)
+                await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=5 + n))
         finally:
             await recorder.close()
             await database.close()
@@ -207,7 +208,7 @@ def test_search_kind_recovered_shows_calls_a_restart_closed_as_unknown(database_
         try:
             crashed = AuditRecorder(database, Redactor(), replica_id="gw-1")
             await crashed.start()
-            handle = await crashed.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+            handle = await crashed.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
             await crashed.close()  # with the call still open, as a crash leaves it
             async with AuditRecorder(database, Redactor(), replica_id="gw-1"):
                 pass

@@ -12,8 +12,13 @@ import anyio
 import pytest
 from sqlalchemy import insert, text
 
-from gateway.audit import AuditRecorder, Redactor, get_call, search, verify
+from audit_calls import audit_call
+from gateway.audit import AuditRecorder, Redactor, Timings, get_call, search, verify
+from gateway.audit.postgres_writer import PostgresEventStore
 from gateway.audit.recorder import _OUTCOME_DELAY_SECONDS
+from gateway.audit.sqlalchemy_writer import SqlAlchemyEventStore
+from gateway.audit.sqlite_writer import SqliteEventStore
+from gateway.audit.store_selection import open_event_store
 from gateway.errors import AuditUnavailable
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -29,7 +34,7 @@ async def test_event_times_read_back_and_filter_like_those_written_through_the_e
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup", time=moment)
+        handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow", time=moment)
     finally:
         await recorder.close()
     # A row for another replica with the same time, written the way the engine writes it.
@@ -64,9 +69,9 @@ async def test_event_times_read_back_and_filter_like_those_written_through_the_e
 async def test_close_writes_outcomes_nobody_waited_for(database):
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
-    handles = [await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup") for _ in range(3)]
+    handles = [await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow") for _ in range(3)]
     for handle in handles:
-        await recorder.record_outcome(handle, outcome="ok", total_ms=1.5, wait=False)
+        await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=1.5), wait=False)
     await recorder.close()
     for handle in handles:
         call = await get_call(database, handle.call_id)
@@ -102,9 +107,9 @@ async def test_a_sequential_agents_outcomes_ride_along_with_its_next_call(databa
     try:
         for _ in range(calls):
             count_late_flush()
-            handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+            handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
             outcome_queued = loop.time()
-            await recorder.record_outcome(handle, outcome="ok", total_ms=1.0, wait=False)
+            await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=1.0), wait=False)
             await anyio.sleep(0.007)  # the agent's think time before its next call
         count_late_flush()
         during = recorder.stats().batches
@@ -124,19 +129,19 @@ async def test_a_deleted_database_file_refuses_calls_instead_of_writing_into_the
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1", write_timeout=5.0)
     await recorder.start()
     try:
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         for name in ("gateway.db", "gateway.db-wal", "gateway.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         with pytest.raises(AuditUnavailable, match="deleted or moved"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="crm.refused")
+            await recorder.record_call(audit_call(AGENT, "crm.refused"), decision="allow")
         with pytest.raises(AuditUnavailable, match="unable to open"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="crm.refused")
+            await recorder.record_call(audit_call(AGENT, "crm.refused"), decision="allow")
         assert not path.exists()  # not recreated as an empty database without the audit table
 
         restored = Database(f"sqlite:///{path}")  # an operator puts a database back in place
         await restored.migrate()
         await restored.close()
-        after = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.after")
+        after = await recorder.record_call(audit_call(AGENT, "crm.after"), decision="allow")
         assert after.seq == 1  # a chain of its own in the new file, starting at its beginning
     finally:
         await recorder.close()
@@ -157,7 +162,7 @@ async def test_a_file_that_is_not_a_database_refuses_calls_until_the_database_is
     await recorder.start()
     saved = tmp_path / "saved.db"
     try:
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         with sqlite3.connect(path) as source, sqlite3.connect(saved) as copy:
             source.backup(copy)
         for name in ("gateway.db", "gateway.db-wal", "gateway.db-shm"):
@@ -165,10 +170,10 @@ async def test_a_file_that_is_not_a_database_refuses_calls_until_the_database_is
         path.write_bytes(b"this is not a database" * 200)
         for _ in range(2):  # the first fails on the vanished file, the second on opening the new one
             with pytest.raises(AuditUnavailable, match="could not record"):
-                await recorder.record_call(principal=AGENT, method="tools/call", name="crm.refused")
+                await recorder.record_call(audit_call(AGENT, "crm.refused"), decision="allow")
         path.unlink()
         saved.rename(path)
-        after = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.after")
+        after = await recorder.record_call(audit_call(AGENT, "crm.after"), decision="allow")
         assert after.seq == 2  # the chain continues from the head stored in the database put back
     finally:
         await recorder.close()
@@ -187,7 +192,7 @@ async def test_sqlite_databases_the_writer_thread_cannot_serve_use_the_engine(tm
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         await recorder.record_outcome(handle, outcome="ok")
     finally:
         await recorder.close()
@@ -206,14 +211,14 @@ async def test_the_write_timeout_bounds_the_wait_for_a_lock_even_with_a_longer_b
     await recorder.start()
     holder = sqlite3.connect(path, isolation_level=None)
     try:
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         holder.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
         with pytest.raises(AuditUnavailable, match="could not record"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="crm.refused")
+            await recorder.record_call(audit_call(AGENT, "crm.refused"), decision="allow")
         assert time.monotonic() - started < 10  # the agent hears back in about the write timeout, not 30 s
         holder.execute("ROLLBACK")  # the refused insert, still waiting for the lock, gets it now
-        after = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.after")
+        after = await recorder.record_call(audit_call(AGENT, "crm.after"), decision="allow")
         assert after.seq == 2  # and rolls back instead of committing an event for a refused call
     finally:
         holder.close()
@@ -223,3 +228,17 @@ async def test_the_write_timeout_bounds_the_wait_for_a_lock_even_with_a_longer_b
         assert sorted(call.tool for call in (await search(database)).calls) == ["crm.after", "crm.lookup"]
     finally:
         await database.close()
+
+
+async def test_each_database_gets_the_fastest_store_that_can_serve_it(database, tmp_path: Path):
+    direct = {"sqlite": SqliteEventStore, "postgresql": PostgresEventStore}[database.dialect]
+    store = await open_event_store(database, write_timeout=1.0)
+    assert isinstance(store, direct)
+    await store.close()
+    in_memory = Database("sqlite:///:memory:")  # private to one connection: only SQLAlchemy's can reach it
+    try:
+        store = await open_event_store(in_memory, write_timeout=1.0)
+        assert isinstance(store, SqlAlchemyEventStore)
+        await store.close()
+    finally:
+        await in_memory.close()

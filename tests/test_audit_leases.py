@@ -10,6 +10,7 @@ import anyio
 import pytest
 from sqlalchemy import select
 
+from audit_calls import audit_call
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, get_call, verify
 from gateway.audit.leases import ReplicaLease, close_dead_chains, expired_replicas
 from gateway.errors import AuditUnavailable, ReplicaIdInUse
@@ -131,8 +132,8 @@ async def _open_call_left_behind(database: Database, replica_id: str, lease_seco
     await ReplicaLease(database, replica_id, seconds=lease_seconds, host="host-a", pid=1).acquire()
     recorder = AuditRecorder(database, Redactor(), replica_id=replica_id)
     await recorder.start()
-    open_call = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
-    finished = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+    open_call = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+    finished = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
     await recorder.record_outcome(finished, outcome="ok")
     await recorder.close()  # with a call open, so the next start on this chain must recover it
     return open_call.call_id, finished.call_id
@@ -193,18 +194,18 @@ async def test_a_process_whose_lease_ran_out_writes_nothing_until_it_holds_the_i
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     recorder.write_only_while(lambda: lease.valid)
     async with recorder:
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="finance__pay")
+        handle = await recorder.record_call(audit_call(AGENT, "finance__pay"), decision="allow")
         # No heartbeat: the lease runs out by this process's own clock.
         await eventually(lambda: not lease.valid, timeout=10, what="the lease to run out")
         # A stalled process must not write into a chain another process may be closing.
         with pytest.raises(AuditUnavailable, match="lease on its audit replica id 'gw-1' ran out"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="finance__refund")
+            await recorder.record_call(audit_call(AGENT, "finance__refund"), decision="allow")
         await recorder.record_outcome(handle, outcome="ok", wait=True)  # kept, not written
         assert (await get_call(database, handle.call_id)).outcome is None
 
         assert await lease.renew()  # nobody took the id meanwhile: claimed again
         # The kept outcome goes first into the next batch, committed before this call returns.
-        await recorder.record_call(principal=AGENT, method="tools/call", name="finance__refund")
+        await recorder.record_call(audit_call(AGENT, "finance__refund"), decision="allow")
         written = await get_call(database, handle.call_id)
         assert written is not None and written.outcome is not None and written.outcome["outcome"] == "ok"
     report = await verify(database)
@@ -227,4 +228,4 @@ async def test_a_process_whose_id_was_taken_over_never_writes_to_that_chain_agai
                     await anyio.sleep(0.05)  # the database's expiry, a moment after this clock's
         assert not await lease.renew()
         with pytest.raises(AuditUnavailable, match="ran out"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="finance__pay")
+            await recorder.record_call(audit_call(AGENT, "finance__pay"), decision="allow")

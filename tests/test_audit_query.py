@@ -12,9 +12,10 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from gateway.audit import AuditRecorder, Redactor, export, get_call, search, tail
+from audit_calls import audit_call
+from gateway.audit import AuditRecorder, Redactor, Timings, export, get_call, search, tail
 from gateway.audit.chain import chain_hash, event_content
-from gateway.errors import AuditExportFailed, InvalidAuditQuery
+from gateway.errors import AuditExportFailed, BackendError, InvalidAuditQuery
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -48,26 +49,29 @@ async def _recorder(database: Database) -> AuditRecorder:
 async def record_canaries(recorder: AuditRecorder) -> str:
     """One call whose arguments, reasoning, outcome and a refused login carry every canary secret."""
     handle = await recorder.record_call(
-        principal=BILLING,
-        method="tools/call",
-        name="payments.charge",
-        arguments={
-            "amount": 1250,
-            "stripe": "CANARY-sk_live_CANARY4eC39HqLyjWDarjtT1zdp7dc",
-            "signing_key": PEM,
-            "session": JWT,
-            "a": {"b": {"c": {"d": {"password": "CANARY-hunter2-five-deep"}}}},
-            "notes": ["deploy with ghp_CANARY890abcdefghijklmnopqrstuvwxyzAB", "key AKIACANARY1234567890"],
-            "headers": {"Cookie": "CANARY-cookie-value"},
-        },
-        reasoning="Using Bearer CANARYbearerTOKEN123 against postgresql://svc:CANARYurlpass@db/x as asked.",
+        audit_call(
+            BILLING,
+            "payments.charge",
+            arguments={
+                "amount": 1250,
+                "stripe": "CANARY-sk_live_CANARY4eC39HqLyjWDarjtT1zdp7dc",
+                "signing_key": PEM,
+                "session": JWT,
+                "a": {"b": {"c": {"d": {"password": "CANARY-hunter2-five-deep"}}}},
+                "notes": ["deploy with ghp_CANARY890abcdefghijklmnopqrstuvwxyzAB", "key AKIACANARY1234567890"],
+                "headers": {"Cookie": "CANARY-cookie-value"},
+            },
+            reasoning="Using Bearer CANARYbearerTOKEN123 against postgresql://svc:CANARYurlpass@db/x as asked.",
+        ),
+        decision="allow",
         reason=f"policy saw {JWT}",
     )
     await recorder.record_outcome(
         handle,
         outcome="backend_error",
-        error_type="BackendError",
-        error_message="login failed for postgresql://svc:CANARYurlpass@db/x with token=CANARY-hunter2-five-deep",
+        error=BackendError(
+            "login failed for postgresql://svc:CANARYurlpass@db/x with token=CANARY-hunter2-five-deep", code=-32000
+        ),
     )
     await recorder.record_auth_refused(f"unknown bearer {JWT}", "10.0.0.9", path="/mcp?api_key=CANARYurlpass")
     return handle.call_id
@@ -138,20 +142,22 @@ async def _populate(database: Database) -> dict[str, str]:
     try:
         for n in range(4):
             handle = await recorder.record_call(
-                principal=BILLING,
-                method="tools/call",
-                name="crm.lookup",
-                workflow_id="wf-refund",
-                reasoning=f"Checking invoice {n} for 100% of the refund_total",
+                audit_call(
+                    BILLING,
+                    "crm.lookup",
+                    reasoning=f"Checking invoice {n} for 100% of the refund_total",
+                    workflow="wf-refund",
+                ),
+                decision="allow",
             )
-            await recorder.record_outcome(handle, outcome="ok", total_ms=10 + n)
+            await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=10 + n))
             ids[f"lookup{n}"] = handle.call_id
-        denied = await recorder.record_call(
-            principal=SUPPORT, method="tools/call", name="crm.delete", decision="deny", reasoning="Cleanup"
-        )
+        denied = await recorder.record_call(audit_call(SUPPORT, "crm.delete", reasoning="Cleanup"), decision="deny")
         await recorder.record_outcome(denied, outcome="denied")
         ids["denied"] = denied.call_id
-        running = await recorder.record_call(principal=SUPPORT, method="resources/read", name="file:///tmp/report")
+        running = await recorder.record_call(
+            audit_call(SUPPORT, "file:///tmp/report", method="resources/read"), decision="allow"
+        )
         ids["running"] = running.call_id
     finally:
         await recorder.close()
@@ -188,8 +194,7 @@ async def test_search_pages_with_a_cursor_without_gaps_or_repeats(database):
     recorder = await _recorder(database)
     try:
         expected = [
-            (await recorder.record_call(principal=BILLING, method="tools/call", name=f"tool.{n}")).call_id
-            for n in range(25)
+            (await recorder.record_call(audit_call(BILLING, f"tool.{n}"), decision="allow")).call_id for n in range(25)
         ]
     finally:
         await recorder.close()
@@ -209,12 +214,12 @@ async def test_search_pages_with_a_cursor_without_gaps_or_repeats(database):
 async def test_tail_shows_the_backlog_then_follows_new_events(database):
     recorder = await _recorder(database)
     try:
-        first = await recorder.record_call(principal=BILLING, method="tools/call", name="crm.lookup")
+        first = await recorder.record_call(audit_call(BILLING, "crm.lookup"), decision="allow")
         await recorder.record_outcome(first, outcome="ok")
         events = tail(database, follow=True, backlog=10, poll_interval=0.05)
         backlog = [await anext(events), await anext(events)]
         assert [(e.kind, e.call_id) for e in backlog] == [("call", first.call_id), ("outcome", first.call_id)]
-        second = await recorder.record_call(principal=SUPPORT, method="tools/call", name="crm.delete")
+        second = await recorder.record_call(audit_call(SUPPORT, "crm.delete"), decision="allow")
         with anyio.fail_after(10):
             followed = await anext(events)
         assert (followed.kind, followed.call_id, followed.data["agent"]) == ("call", second.call_id, "support-bot")
@@ -250,9 +255,9 @@ async def test_csv_export_flattens_calls_and_outcomes(database, tmp_path):
     recorder = await _recorder(database)
     try:
         handle = await recorder.record_call(
-            principal=BILLING, method="tools/call", name="sheet.write", reasoning='=HYPERLINK("http://evil")'
+            audit_call(BILLING, "sheet.write", reasoning='=HYPERLINK("http://evil")'), decision="allow"
         )
-        await recorder.record_outcome(handle, outcome="ok", total_ms=12.5, result=b"abc")
+        await recorder.record_outcome(handle, outcome="ok", result=b"abc", timings=Timings(total_ms=12.5))
     finally:
         await recorder.close()
     out = tmp_path / "audit.csv"

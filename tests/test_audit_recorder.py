@@ -15,9 +15,20 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
-from gateway.audit import AuditRecorder, Redactor, default_replica_id, get_call, read_checkpoints, search, verify
+from audit_calls import audit_call
+from gateway.audit import (
+    AuditRecorder,
+    Redactor,
+    Timings,
+    default_replica_id,
+    get_call,
+    read_checkpoints,
+    search,
+    verify,
+)
 from gateway.audit.entry import new_call_id
-from gateway.errors import AuditUnavailable
+from gateway.calls import Call, Origin, Target
+from gateway.errors import AuditUnavailable, BackendError, BackendTimeout
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -73,23 +84,24 @@ async def test_record_call_is_committed_when_it_returns(database, database_url):
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        handle = await recorder.record_call(
-            principal=AGENT,
-            method="tools/call",
-            name="crm.update_record",
-            connector="crm",
-            original_name="update_record",
-            arguments={"record_id": "r-17", "fields": {"status": "closed"}},
-            reasoning="The customer asked to close the ticket.",
-            decision="allow",
-            policy_ids=("finance-can-update",),
+        origin = Origin(
+            AGENT,
             request_id=7,
             session_id="s-1",
-            workflow_id="wf-9",
+            protocol_version="2026-07-28",
             client_name="claude-code",
             client_version="2.1",
-            protocol_version="2026-07-28",
         )
+        call = Call(
+            "tools/call",
+            origin,
+            "crm.update_record",
+            {"record_id": "r-17", "fields": {"status": "closed"}},
+            reasoning="The customer asked to close the ticket.",
+            workflow="wf-9",
+            target=Target("crm", "update_record"),
+        )
+        handle = await recorder.record_call(call, decision="allow", policy_ids=("finance-can-update",))
         # Read it through a separate engine and connection: committed, not just buffered.
         other = Database(database_url)
         try:
@@ -107,7 +119,10 @@ async def test_record_call_is_committed_when_it_returns(database, database_url):
         assert stored["arguments"]["value"] == {"record_id": "r-17", "fields": {"status": "closed"}}
 
         await recorder.record_outcome(
-            handle, outcome="ok", result=b'{"content":[]}', policy_ms=0.2, backend_ms=11.5, total_ms=12.1
+            handle,
+            outcome="ok",
+            result=b'{"content":[]}',
+            timings=Timings(policy_ms=0.2, backend_ms=11.5, total_ms=12.1),
         )
         call = await get_call(database, handle.call_id)
         assert call is not None and call.outcome_name == "ok"
@@ -120,13 +135,35 @@ async def test_record_call_is_committed_when_it_returns(database, database_url):
     assert (await verify(database)).ok
 
 
+async def test_an_outcome_keeps_the_message_of_the_gateways_own_errors_only(database):
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        ours = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(ours, outcome="timeout", error=BackendTimeout("crm did not answer within 30 s"))
+        foreign = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(
+            foreign, outcome="backend_error", error=RuntimeError("connect to postgresql://svc:pw@db/x failed")
+        )
+        clean = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        await recorder.record_outcome(clean, outcome="ok")
+    finally:
+        await recorder.close()
+    errors = [(await get_call(database, handle.call_id)).outcome["error"] for handle in (ours, foreign, clean)]
+    assert errors == [
+        {"type": "BackendTimeout", "message": "crm did not answer within 30 s"},
+        {"type": "RuntimeError", "message": None},
+        None,
+    ]
+
+
 async def test_concurrent_callers_share_commits(database):
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
         handles = await asyncio.gather(
             *(
-                recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup", arguments={"n": n})
+                recorder.record_call(audit_call(AGENT, "crm.lookup", arguments={"n": n}), decision="allow")
                 for n in range(32)
             )
         )
@@ -146,17 +183,17 @@ async def test_refused_writes_refuse_the_call_then_recover_by_themselves(databas
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        before = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        before = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         await _refuse_writes(database)
         with pytest.raises(AuditUnavailable, match="could not record"):
-            await recorder.record_call(principal=AGENT, method="tools/call", name="crm.delete")
+            await recorder.record_call(audit_call(AGENT, "crm.delete"), decision="allow")
         # An outcome that cannot be written yet is kept and written later, in order.
-        await recorder.record_outcome(before, outcome="ok", total_ms=3.0)
+        await recorder.record_outcome(before, outcome="ok", timings=Timings(total_ms=3.0))
         assert recorder.stats().retrying == 1
         await recorder.record_auth_refused("unknown API key", "10.0.0.7")
         await _accept_writes(database)
 
-        after = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        after = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         assert recorder.stats().retrying == 0
     finally:
         await recorder.close()
@@ -180,7 +217,7 @@ async def test_a_lock_held_elsewhere_refuses_the_call_until_it_is_released(datab
     await recorder.start()
     blocker = Database(database_url)
     try:
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         async with blocker.engine.connect() as connection:
             if blocker.dialect == "sqlite":
                 raw = await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -188,12 +225,12 @@ async def test_a_lock_held_elsewhere_refuses_the_call_until_it_is_released(datab
             else:
                 await connection.execute(text("LOCK TABLE audit_events IN EXCLUSIVE MODE"))
             with pytest.raises(AuditUnavailable):
-                await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+                await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
             if blocker.dialect == "sqlite":
                 await raw.exec_driver_sql("ROLLBACK")
             else:
                 await connection.rollback()
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         assert handle.seq == 2 and recorder.stats().failed_batches == 1  # the refused call left no gap
     finally:
         await recorder.close()
@@ -207,6 +244,7 @@ async def test_a_lock_held_elsewhere_refuses_the_call_until_it_is_released(datab
 _CRASHING_GATEWAY = """
 import asyncio, sys
 from gateway.audit import AuditRecorder, Redactor
+from gateway.calls import Call, Origin
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 
@@ -214,10 +252,11 @@ async def main():
     recorder = AuditRecorder(Database(sys.argv[1]), Redactor(), replica_id="gw-1")
     await recorder.start()
     agent = Principal("billing-bot", ("finance",))
-    finished = await recorder.record_call(principal=agent, method="tools/call", name="crm.lookup")
+    finished = await recorder.record_call(Call("tools/call", Origin(agent), "crm.lookup"), decision="allow")
     await recorder.record_outcome(finished, outcome="ok")
     for n in range(3):
-        handle = await recorder.record_call(principal=agent, method="tools/call", name="crm.update", arguments={"n": n})
+        call = Call("tools/call", Origin(agent), "crm.update", {"n": n})
+        handle = await recorder.record_call(call, decision="allow")
         print(handle.call_id, flush=True)
     print("calls in flight", flush=True)
     await asyncio.Event().wait()
@@ -275,9 +314,11 @@ async def test_two_replicas_write_their_own_chains_concurrently(database, databa
     async def traffic(recorder: AuditRecorder) -> None:
         for n in range(15):
             handles = await asyncio.gather(
-                *(recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup") for _ in range(4))
+                *(recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow") for _ in range(4))
             )
-            await asyncio.gather(*(recorder.record_outcome(handle, outcome="ok", total_ms=n) for handle in handles))
+            await asyncio.gather(
+                *(recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=n)) for handle in handles)
+            )
 
     try:
         await asyncio.gather(traffic(first), traffic(second))
@@ -298,7 +339,7 @@ async def test_checkpoints_are_signed_and_cover_the_head(database):
     await recorder.start()
     try:
         for _ in range(12):
-            await recorder.record_call(principal=AGENT, method="tools/list")
+            await recorder.record_call(audit_call(AGENT, method="tools/list"), decision="allow")
     finally:
         await recorder.close()
     checkpoints = await read_checkpoints(database)
@@ -313,12 +354,12 @@ async def test_a_caller_cancelled_before_its_call_is_written_leaves_no_open_call
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        task = asyncio.create_task(recorder.record_call(principal=AGENT, method="tools/call", name="crm.slow"))
+        task = asyncio.create_task(recorder.record_call(audit_call(AGENT, "crm.slow"), decision="allow"))
         await asyncio.sleep(0)  # one turn of the loop: the task queues its event and waits for the commit
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.next")
+        await recorder.record_call(audit_call(AGENT, "crm.next"), decision="allow")
     finally:
         await recorder.close()
     assert (await search(database, tool="crm.slow")).calls == ()
@@ -329,11 +370,11 @@ async def test_a_caller_cancelled_before_its_call_is_written_leaves_no_open_call
 async def test_recording_before_start_or_after_close_is_refused(database):
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     with pytest.raises(AuditUnavailable, match="not running"):
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
     await recorder.start()
     await recorder.close()
     with pytest.raises(AuditUnavailable, match="not running"):
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
     with pytest.raises(ValueError, match="replica id"):
         AuditRecorder(database, Redactor(), replica_id="bad replica!")
 
@@ -345,7 +386,7 @@ async def test_a_database_restart_between_calls_costs_no_call(postgres_url):
     recorder = AuditRecorder(database, Redactor(), replica_id=default_replica_id())
     await recorder.start()
     try:
-        await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         # What a server restart does to every open connection, the recorder's kept one included.
         admin = Database(postgres_url)
         try:
@@ -359,7 +400,7 @@ async def test_a_database_restart_between_calls_costs_no_call(postgres_url):
                 assert any(terminated.scalars())
         finally:
             await admin.close()
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
         assert handle.seq == 2 and recorder.stats().failed_batches == 0
     finally:
         await recorder.close()
@@ -379,17 +420,21 @@ async def test_huge_deep_binary_and_broken_values_are_recorded_bounded(database)
     await recorder.start()
     try:
         huge = await recorder.record_call(
-            principal=AGENT, method="tools/call", name="files.upload", arguments={"body": "0123456789" * 1_000_000}
+            audit_call(AGENT, "files.upload", arguments={"body": "0123456789" * 1_000_000}), decision="allow"
         )
-        nested = await recorder.record_call(principal=AGENT, method="tools/call", name="tree.put", arguments=deep)
+        nested = await recorder.record_call(audit_call(AGENT, "tree.put", arguments=deep), decision="allow")
         odd = await recorder.record_call(
-            principal=Principal(agent="bot\x00one", roles=()),
-            method="tools/call",
-            name="blob.put",
-            arguments={"png": b"\x89PNG\r\n\x1a\n\xff", "text": "half \udc80 a character", "nul": "a\x00b"},
-            reasoning="NUL \x00 and a lone \ud800 surrogate",
+            audit_call(
+                Principal(agent="bot\x00one", roles=()),
+                "blob.put",
+                arguments={"png": b"\x89PNG\r\n\x1a\n\xff", "text": "half \udc80 a character", "nul": "a\x00b"},
+                reasoning="NUL \x00 and a lone \ud800 surrogate",
+            ),
+            decision="allow",
         )
-        await recorder.record_outcome(huge, outcome="ok", result=b"\xff" * 1024, error_message="bad \x00 byte")
+        await recorder.record_outcome(
+            huge, outcome="ok", result=b"\xff" * 1024, error=BackendError("bad \x00 byte", code=-32000)
+        )
     finally:
         await recorder.close()
     stored = (await get_call(database, huge.call_id)).call["arguments"]
@@ -415,7 +460,7 @@ async def test_recorded_calls_get_uuid7_ids(database):
     recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
     await recorder.start()
     try:
-        handle = await recorder.record_call(principal=AGENT, method="tools/call", name="crm.lookup")
+        handle = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
     finally:
         await recorder.close()
     assert uuid.UUID(handle.call_id).version == 7

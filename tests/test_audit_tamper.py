@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 
-from gateway.audit import AuditRecorder, Redactor, prune, read_checkpoints, search, verify
+from audit_calls import audit_call
+from gateway.audit import AuditRecorder, Redactor, Timings, prune, read_checkpoints, search, verify
 from gateway.audit.chain import chain_hash, event_content
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -32,9 +33,9 @@ async def _record(database: Database, calls: int = 8, *, replica_id: str = "gw-1
     try:
         for n in range(calls):
             handle = await recorder.record_call(
-                principal=AGENT, method="tools/call", name="crm.lookup", arguments={"n": n}, reasoning=f"step {n}"
+                audit_call(AGENT, "crm.lookup", arguments={"n": n}, reasoning=f"step {n}"), decision="allow"
             )
-            await recorder.record_outcome(handle, outcome="ok", total_ms=n)
+            await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=n))
     finally:
         await recorder.close()
 

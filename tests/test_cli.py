@@ -19,7 +19,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 import gateway
-from gateway.audit import AuditRecorder, Redactor
+from audit_calls import audit_call
+from gateway.audit import AuditRecorder, Redactor, Timings
 from gateway.cli import main
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -137,9 +138,9 @@ def _record_calls(database_url: str, calls: int) -> None:
                 agent = Principal(agent="billing-bot", roles=("finance",))
                 for n in range(calls):
                     handle = await recorder.record_call(
-                        principal=agent, method="tools/call", name="crm.lookup", reasoning=f"lookup number {n} " * 8
+                        audit_call(agent, "crm.lookup", reasoning=f"lookup number {n} " * 8), decision="allow"
                     )
-                    await recorder.record_outcome(handle, outcome="ok", total_ms=1.0, wait=False)
+                    await recorder.record_outcome(handle, outcome="ok", timings=Timings(total_ms=1.0), wait=False)
         finally:
             await database.close()
 

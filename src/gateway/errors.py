@@ -34,6 +34,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   └── InvalidAuditCheckpoints
     ├── StorageFailure
     │   ├── StorageUnavailable         the database cannot be reached (HTTP 503)
+    │   │   └── DatabaseFileChanged    the SQLite file was deleted or replaced under the gateway
     │   └── SignalTooLarge
     ├── PolicyLoadError                policy files cannot be loaded; names file and line
     └── AdministrationError            an operator's command names something wrong
@@ -192,6 +193,10 @@ class StorageFailure(GatewayError):
 
 class StorageUnavailable(StorageFailure):
     """The database could not be reached or refused a write the gateway needs."""
+
+
+class DatabaseFileChanged(StorageUnavailable):
+    """The SQLite database path no longer names the file the audit writer opened: deleted, moved or replaced."""
 
 
 class SignalTooLarge(StorageFailure, ValueError):

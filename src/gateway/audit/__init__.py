@@ -11,7 +11,7 @@
 
 from gateway.audit.chain import load_private_key, load_public_key
 from gateway.audit.checkpoints import Checkpoint, export_checkpoints, load_checkpoints, read_checkpoints
-from gateway.audit.entry import OUTCOMES, AuditCall, AuditEvent, CallHandle, Outcome
+from gateway.audit.entry import OUTCOMES, AuditCall, AuditEvent, CallHandle, Outcome, Timings
 from gateway.audit.export import ExportReport, export
 from gateway.audit.query import SearchPage, get_call, parse_duration, parse_time, search, tail
 from gateway.audit.recorder import AuditRecorder, RecorderStats, RecoveryReport, default_replica_id
@@ -35,6 +35,7 @@ __all__ = [
     "RedactedArguments",
     "Redactor",
     "SearchPage",
+    "Timings",
     "VerifyReport",
     "default_replica_id",
     "export",

@@ -50,6 +50,19 @@ class CallHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class Timings:
+    """Where a call's time went, in milliseconds: deciding, at the backend, and in all.
+
+    A stage the call never reached (a refused call has no backend time) is None, so a slow call
+    shows which side was slow.
+    """
+
+    policy_ms: float | None = None
+    backend_ms: float | None = None
+    total_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One stored event as read back: its place in its chain and its payload."""
 
@@ -183,18 +196,21 @@ def outcome_payload(
     *,
     result_bytes: int | None = None,
     result_sha256: str | None = None,
-    policy_ms: float | None = None,
-    backend_ms: float | None = None,
-    total_ms: float | None = None,
+    timings: Timings | None = None,
     error_type: str | None = None,
     error_message: str | None = None,
     recovered: bool = False,
 ) -> dict[str, Any]:
     """The payload of an `outcome` event (texts must already be redacted)."""
+    timings = timings or Timings()
     return {
         "outcome": outcome,
         "result": {"bytes": result_bytes, "sha256": result_sha256} if result_sha256 is not None else None,
-        "latency_ms": {"policy": _ms(policy_ms), "backend": _ms(backend_ms), "total": _ms(total_ms)},
+        "latency_ms": {
+            "policy": _ms(timings.policy_ms),
+            "backend": _ms(timings.backend_ms),
+            "total": _ms(timings.total_ms),
+        },
         "error": {"type": error_type, "message": error_message} if error_type or error_message else None,
         "recovered": recovered,
     }

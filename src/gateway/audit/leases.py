@@ -21,7 +21,6 @@ well within the lease's length, as NTP keeps them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -30,8 +29,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+import anyio
+from sqlalchemy import CursorResult, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.errors import ReplicaIdInUse
@@ -40,7 +41,8 @@ from gateway.storage.tables import AuditReplicaLeaseRow
 
 logger = logging.getLogger("gateway.audit")
 
-_LEASES = AuditReplicaLeaseRow.__table__
+#: Typed as the Core table it is (a mapped class's `__table__` is declared only as a FROM clause).
+_LEASES = cast(Table, AuditReplicaLeaseRow.__table__)
 #: A take-over and an insert can race with another process doing the same; a few rounds settle it.
 _ATTEMPTS = 3
 #: Longest pause between two looks at a lease whose holder may be alive or dead.
@@ -129,7 +131,7 @@ class ReplicaLease:
                 if not wait_for_holder:
                     raise ReplicaIdInUse(_in_use_message(holder))
                 watched = holder
-                await asyncio.sleep(min(_WATCH_INTERVAL, self._length.total_seconds() / 10))
+                await anyio.sleep(min(_WATCH_INTERVAL, self._length.total_seconds() / 10))
                 holder = await self._take()
             if self._held:
                 return self._took_over
@@ -162,8 +164,11 @@ class ReplicaLease:
         if self._predecessor_pid is not None:
             gone.append(and_(_LEASES.c.host == self._host, _LEASES.c.pid == self._predecessor_pid))
         async with self._db.session() as session, session.begin():
-            taken = await session.execute(
-                update(_LEASES).where(_LEASES.c.replica_id == self._replica_id, or_(*gone)).values(**values)
+            taken = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(_LEASES).where(_LEASES.c.replica_id == self._replica_id, or_(*gone)).values(**values)
+                ),
             )
             if taken.rowcount == 1:
                 self._held, self._took_over = True, True
@@ -179,10 +184,13 @@ class ReplicaLease:
         now = datetime.now(UTC)
         started = time.monotonic()
         async with self._db.session() as session, session.begin():
-            renewed = await session.execute(
-                update(_LEASES)
-                .where(_LEASES.c.replica_id == self._replica_id, _LEASES.c.token == self._token)
-                .values(heartbeat_at=now, expires_at=now + self._length)
+            renewed = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(_LEASES)
+                    .where(_LEASES.c.replica_id == self._replica_id, _LEASES.c.token == self._token)
+                    .values(heartbeat_at=now, expires_at=now + self._length)
+                ),
             )
         self._held = renewed.rowcount == 1
         if self._held:

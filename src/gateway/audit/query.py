@@ -9,21 +9,25 @@ kind and time the same way (`search_events`).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
+import anyio
 import orjson
-from sqlalchemy import Alias, Select, and_, func, or_, select
+from sqlalchemy import FromClause, Row, Select, and_, func, or_, select
 
 from gateway.audit.entry import AUTH_REFUSED, CALL, OUTCOME, RECOVERED, AuditCall, AuditEvent, event_from_content
 from gateway.errors import InvalidAuditQuery
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
+
+if TYPE_CHECKING:
+    #: A query of any columns: search and paging work on the rows whatever they select.
+    _Query: TypeAlias = Select[*tuple[Any, ...]]
 
 MAX_LIMIT = 1000
 
@@ -123,7 +127,7 @@ _Item = TypeVar("_Item", bound=_Positioned)
 
 
 async def _fetch_page(
-    db: Database, query: Select[Any], decode: Callable[[Any], _Item], limit: int
+    db: Database, query: _Query, decode: Callable[[Any], _Item], limit: int
 ) -> tuple[tuple[_Item, ...], str | None]:
     """Run a `_newest_first_page` query: the page's items, and the cursor after them when more follow."""
     async with db.session() as session:
@@ -138,7 +142,7 @@ def _check_limit(limit: int) -> None:
         raise InvalidAuditQuery(f"limit must be between 1 and {MAX_LIMIT}")
 
 
-def _newest_first_page(query: Select[Any], rows: Alias, cursor: str | None, limit: int) -> Select[Any]:
+def _newest_first_page(query: _Query, rows: FromClause, cursor: str | None, limit: int) -> _Query:
     """`query` ordered newest first, after `cursor`, one row more than `limit` (to tell whether more follow)."""
     if cursor is not None:
         time, replica_id, seq = _decode_cursor(cursor)
@@ -183,7 +187,7 @@ async def tail(
                 await session.execute(select(table.c.replica_id, func.max(table.c.seq)).group_by(table.c.replica_id))
             ).all()
         )
-        recent = []
+        recent: Sequence[Row[*tuple[Any, ...]]] = ()
         if backlog > 0:
             recent = (
                 await session.execute(
@@ -209,10 +213,10 @@ async def tail(
             if row.kind in kinds:
                 yield _event_from_row(row)
         if len(rows) < MAX_LIMIT:
-            await asyncio.sleep(poll_interval)
+            await anyio.sleep(poll_interval)
 
 
-def _calls_query(filters: SearchFilters) -> tuple[Select[Any], Alias]:
+def _calls_query(filters: SearchFilters) -> tuple[_Query, FromClause]:
     calls = AuditEventRow.__table__.alias("calls")
     outcomes = AuditEventRow.__table__.alias("outcomes")
     query = (

@@ -1,7 +1,7 @@
 """The write-ahead audit recorder: no call proceeds until its event is durably committed.
 
 Callers hand events to one background writer task per recorder. The writer takes everything
-queued, chains it into rows and hands them to its event store (`event_store`: a writer thread
+queued, chains it into rows and hands them to its event store (`store_selection`: a writer thread
 on SQLite, the asyncpg connection on PostgreSQL), which commits them in one transaction; only
 then are the callers woken (group commit): under load many calls share one commit, and a lone
 call pays one round trip. Each recorder writes its own chain (`replica_id`), so replicas sharing PostgreSQL
@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
+import anyio
+import asyncpg  # type: ignore[import-untyped]  # the driver ships no type information
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import and_, exists, select
@@ -60,6 +61,7 @@ from gateway.audit.entry import (
     OUTCOMES,
     RECOVERED,
     CallHandle,
+    Timings,
     index_columns,
     new_call_id,
     outcome_payload,
@@ -67,10 +69,12 @@ from gateway.audit.entry import (
     result_digest,
     short_text,
 )
-from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row, open_event_store, read_head
+from gateway.audit.event_store import COLUMNS, ChainHead, EventStore, Row
 from gateway.audit.redaction import Redactor, clean_text
-from gateway.errors import AuditUnavailable, StorageUnavailable
-from gateway.identity.principal import Principal
+from gateway.audit.sqlalchemy_writer import read_head
+from gateway.audit.store_selection import open_event_store
+from gateway.calls import Call
+from gateway.errors import AuditUnavailable, GatewayError, StorageUnavailable
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
 
@@ -145,7 +149,7 @@ class _Pending:
     call_id: str | None
     time: datetime
     data: dict[str, Any]
-    future: asyncio.Future[int | None] | None
+    future: asyncio.Future[int | None] | None  # None: nobody waits for this event
     retry: bool  # on a failed write, keep and retry instead of failing the caller
 
 
@@ -195,7 +199,7 @@ class AuditRecorder:
         """`on_batch(events, seconds)` is told of every committed batch (metrics: size, write latency).
 
         `event_store` builds the store to write through instead of the fastest one for the
-        database (see `event_store`); benchmarks use it to measure one store against another.
+        database (see `store_selection`); benchmarks use it to measure one store against another.
         """
         if not _REPLICA_ID.fullmatch(replica_id):
             raise ValueError(
@@ -217,8 +221,9 @@ class AuditRecorder:
         self._write_timeout = write_timeout
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
+        self._wakeup = anyio.Event()  # replaced, not cleared, before each wait: anyio events are set once
         # One timer for the outcomes nobody waits for, started by the oldest one still queued.
+        # asyncio: a cancellable callback at a set time; anyio has that only as a task per timer.
         self._outcome_flush: asyncio.TimerHandle | None = None
         self._store: EventStore | None = None
         self._head: tuple[int, str] | None = None
@@ -228,6 +233,7 @@ class AuditRecorder:
         # database was finishing it): its planned head, and its events.
         self._uncertain: tuple[int, str, list[_Pending]] | None = None
         self._open_calls: set[str] = set()
+        # asyncio: the writer outlives `start()`; an anyio task group ends in the scope that opened it.
         self._writer: asyncio.Task[None] | None = None
         self._running = False
         self._last_batch = 1
@@ -262,7 +268,7 @@ class AuditRecorder:
         if self._writer is not None:
             raise RuntimeError("the audit recorder is already started")
         try:
-            async with asyncio.timeout(self._write_timeout):
+            async with asyncio.timeout(self._write_timeout):  # asyncio: see `_write_batch`
                 async with self._db.engine.connect() as connection:
                     self._set_head(await read_head(connection, self._replica_id))
                     orphans = await self._orphan_calls(connection)
@@ -353,27 +359,15 @@ class AuditRecorder:
 
     async def record_call(
         self,
+        call: Call,
         *,
-        principal: Principal,
-        method: str,
-        name: str | None = None,
-        arguments: Any = None,
-        reasoning: str | None = None,
-        decision: str = "allow",
+        decision: str,
         policy_ids: Sequence[str] = (),
         reason: str | None = None,
-        request_id: str | int | None = None,
-        session_id: str | None = None,
-        workflow_id: str | None = None,
-        client_name: str | None = None,
-        client_version: str | None = None,
-        protocol_version: str | None = None,
-        connector: str | None = None,
-        original_name: str | None = None,
         call_id: str | None = None,
         time: datetime | None = None,
     ) -> CallHandle:
-        """Record a call before it runs; returns once the event is committed.
+        """Record `call` before it runs, with the decision taken on it; returns once the event is committed.
 
         Raises `AuditUnavailable` when the database does not take the write: refuse the call.
         """
@@ -385,23 +379,26 @@ class AuditRecorder:
         call_id = call_id or new_call_id()
         moment = time or datetime.now(UTC)
         redact = self._redactor
+        origin = call.origin
+        principal = origin.principal
+        target = call.target
         data = {
-            "request_id": request_id_value(request_id),
+            "request_id": request_id_value(origin.request_id),
             "agent": clean_text(principal.agent),
             "user": short_text(principal.user),
             "roles": [clean_text(role) for role in principal.roles],
             "auth_method": short_text(principal.auth_method),
             "credential_id": short_text(principal.credential_id),
-            "session_id": short_text(session_id),
-            "workflow_id": short_text(workflow_id),
-            "client": {"name": short_text(client_name), "version": short_text(client_version)},
-            "protocol_version": short_text(protocol_version),
-            "method": clean_text(method),
-            "name": short_text(name),
-            "connector": short_text(connector),
-            "original_name": short_text(original_name),
-            "arguments": redact.redact_arguments(arguments, tool=name).as_json(),
-            "reasoning": redact.redact_text(reasoning) if reasoning is not None else None,
+            "session_id": short_text(origin.session_id),
+            "workflow_id": short_text(call.workflow),
+            "client": {"name": short_text(origin.client_name), "version": short_text(origin.client_version)},
+            "protocol_version": short_text(origin.protocol_version),
+            "method": clean_text(call.method),
+            "name": short_text(call.name),
+            "connector": short_text(target.connector) if target is not None else None,
+            "original_name": short_text(target.original) if target is not None else None,
+            "arguments": redact.redact_arguments(call.arguments, tool=call.name).as_json(),
+            "reasoning": redact.redact_text(call.reasoning) if call.reasoning is not None else None,
             "decision": clean_text(decision),
             "policy_ids": [clean_text(policy_id) for policy_id in policy_ids],
             "reason": redact.redact_text(reason) if reason is not None else None,
@@ -409,7 +406,7 @@ class AuditRecorder:
         seq = await self._enqueue(CALL, call_id, moment, data, retry=False)
         assert seq is not None
         self._open_calls.add(call_id)
-        return CallHandle(call_id, self._replica_id, seq, moment, method, name)
+        return CallHandle(call_id, self._replica_id, seq, moment, call.method, call.name)
 
     async def record_outcome(
         self,
@@ -417,11 +414,8 @@ class AuditRecorder:
         *,
         outcome: str,
         result: bytes | Any = None,
-        policy_ms: float | None = None,
-        backend_ms: float | None = None,
-        total_ms: float | None = None,
-        error_type: str | None = None,
-        error_message: str | None = None,
+        error: BaseException | None = None,
+        timings: Timings | None = None,
         wait: bool = True,
     ) -> None:
         """Record how a call ended; returns once committed, or queued for retry if the write failed.
@@ -432,6 +426,10 @@ class AuditRecorder:
         `result` is what the agent received: bytes as sent, or a JSON-ready value (serialised
         canonically). Only its size and SHA-256 are kept, so the log can be matched against the
         agent's transcript without holding the data itself.
+
+        `error` is what ended the call, if anything. Its class is kept, and its message only when
+        it is one of the gateway's own (`GatewayError`), written to be read: any other exception's
+        text can hold whatever its library put there (a connection string, a path).
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}, not {outcome!r}")
@@ -440,23 +438,21 @@ class AuditRecorder:
         self._require_running()
         self._open_calls.discard(handle.call_id)
         size, digest = result_digest(result) if result is not None else (None, None)
+        message = str(error) if isinstance(error, GatewayError) else None
         data = outcome_payload(
             outcome,
             result_bytes=size,
             result_sha256=digest,
-            policy_ms=policy_ms,
-            backend_ms=backend_ms,
-            total_ms=total_ms,
-            error_type=short_text(error_type),
-            error_message=self._redactor.redact_text(error_message, max_chars=4096) if error_message else None,
+            timings=timings,
+            error_type=short_text(type(error).__name__) if error is not None else None,
+            error_message=self._redactor.redact_text(message, max_chars=4096) if message else None,
         )
         if wait:
             await self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
             return
         # Not waited for: ride along with the next call's commit (one commit per call for a
         # sequential agent instead of two), or be written on its own shortly after.
-        future = self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True, wake=False)
-        future.add_done_callback(_observe)
+        self._queue.append(_Pending(OUTCOME, handle.call_id, datetime.now(UTC), data, None, True))
         if self._outcome_flush is None:
             # One timer for all queued outcomes, from the oldest: a timer per outcome would fire,
             # for a busy sequential agent, between nearly every outcome and the next call, and
@@ -494,12 +490,12 @@ class AuditRecorder:
             raise AuditUnavailable("the audit recorder is not running (not started, or shutting down)")
 
     def _enqueue(
-        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool, wake: bool = True
+        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool
     ) -> asyncio.Future[int | None]:
+        # asyncio: cancelling a caller cancels its future at once, so the writer never takes a call given up on.
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(kind, call_id, moment, data, future, retry))
-        if wake:
-            self._wakeup.set()
+        self._wakeup.set()
         return future
 
     async def _run(self) -> None:
@@ -510,14 +506,14 @@ class AuditRecorder:
         while not self._queue:
             if not self._running:
                 return None
-            self._wakeup.clear()
+            self._wakeup = anyio.Event()
             if not self._retained:
                 await self._wakeup.wait()
                 continue
             delay = _RETRY_DELAYS[min(self._retry_attempt, len(_RETRY_DELAYS) - 1)]
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            except TimeoutError:
+            with anyio.move_on_after(delay) as retry_due:
+                await self._wakeup.wait()
+            if retry_due.cancelled_caught:
                 return self._take()
         target = min(self._last_batch, self._max_batch)
         if self._max_wait and self._running and len(self._queue) < target:
@@ -525,17 +521,10 @@ class AuditRecorder:
         return self._take()
 
     async def _linger(self, target: int) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_wait
-        while len(self._queue) < target and self._running:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+        with anyio.move_on_after(self._max_wait):
+            while len(self._queue) < target and self._running:
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
 
     def _take(self) -> list[_Pending]:
         batch = list(self._retained)
@@ -567,6 +556,7 @@ class AuditRecorder:
 
         async def attempt() -> _Plan:
             nonlocal plan
+            # asyncio: its timeout cancels once, so a driver's clean-up (rollback) still runs; anyio's re-cancels it.
             async with asyncio.timeout(self._write_timeout):
                 if self._head is None:
                     self._set_head(await store.load_head(self._replica_id))
@@ -792,9 +782,3 @@ def _describe(error: BaseException) -> str:
 
 #: How long an outcome nobody waits for may wait for a call's commit to ride along with.
 _OUTCOME_DELAY_SECONDS = 0.05
-
-
-def _observe(future: asyncio.Future[int | None]) -> None:
-    """Retrieve a fire-and-forget outcome's result so a failure is not reported as never retrieved."""
-    if not future.cancelled():
-        future.exception()

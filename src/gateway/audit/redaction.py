@@ -204,9 +204,9 @@ class Redactor:
         self._key_cache: dict[str, str] = {}
         self._tool_rules: dict[str, tuple[_KeyMatcher, tuple[tuple[str, ...], ...]]] = {}
         for tool, rules in self._settings.tools.items():
-            names = [rule for rule in rules if not rule.startswith("/")]
+            key_rules = [rule for rule in rules if not rule.startswith("/")]
             paths = tuple(tuple(rule.strip("/").split("/")) for rule in rules if rule.startswith("/"))
-            self._tool_rules[tool] = (_KeyMatcher(names), paths)
+            self._tool_rules[tool] = (_KeyMatcher(key_rules), paths)
 
     @property
     def settings(self) -> RedactionSettings:

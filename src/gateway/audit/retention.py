@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, Table, delete, func, select
 
 from gateway.audit.entry import CHECKPOINT
 from gateway.errors import InvalidAuditQuery
@@ -43,7 +44,7 @@ async def prune(db: Database, older_than: datetime) -> PruneReport:
     """Delete events recorded before `older_than`, up to each chain's last checkpoint before then."""
     if older_than.tzinfo is None:
         raise InvalidAuditQuery("'older_than' must carry a time zone")
-    table = AuditEventRow.__table__
+    table = cast(Table, AuditEventRow.__table__)  # a mapped class's `__table__` is declared only as a FROM clause
     async with db.session() as session:
         firsts = dict(
             (
@@ -72,9 +73,8 @@ async def prune(db: Database, older_than: datetime) -> PruneReport:
             if not last and boundaries[index + 1] - start <= _ROWS_PER_TRANSACTION:
                 continue  # the next checkpoint still fits in this transaction
             async with db.session() as session, session.begin():
-                outcome = await session.execute(
-                    delete(table).where(table.c.replica_id == replica_id, table.c.seq < boundary)
-                )
+                statement = delete(table).where(table.c.replica_id == replica_id, table.c.seq < boundary)
+                outcome = cast(CursorResult[Any], await session.execute(statement))
             deleted += outcome.rowcount or 0
             start = boundary
         if deleted:

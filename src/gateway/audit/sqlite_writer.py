@@ -25,14 +25,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.engine import URL
 
 from gateway.audit.entry import CHECKPOINT
-from gateway.audit.event_store import COLUMNS, ChainHead, Row, utc_text
+from gateway.audit.event_store import COLUMNS, ChainHead, Row
+from gateway.errors import DatabaseFileChanged
 
 logger = logging.getLogger("gateway.audit")
 
@@ -40,10 +44,6 @@ _INSERT = f"INSERT INTO audit_events ({', '.join(COLUMNS)}) VALUES ({', '.join('
 _TIME = COLUMNS.index("time")
 _HEAD = "SELECT seq, hash FROM audit_events WHERE replica_id = ? ORDER BY seq DESC LIMIT 1"
 _LAST_CHECKPOINT = "SELECT max(seq) FROM audit_events WHERE replica_id = ? AND kind = ?"
-
-
-class DatabaseFileChanged(OSError):
-    """The database path no longer names the file the writer opened (deleted, moved or replaced)."""
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -58,6 +58,7 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser().absolute()
 
 
+# asyncio: the thread wakes a waiter by `call_soon_threadsafe`, not blocking on the loop as anyio.from_thread does.
 @dataclass(eq=False, slots=True)
 class _Request:
     loop: asyncio.AbstractEventLoop
@@ -102,7 +103,8 @@ class SqliteEventStore:
             (last_checkpoint,) = connection.execute(_LAST_CHECKPOINT, (replica_id, CHECKPOINT)).fetchone()
             return ChainHead.of((head[0], head[1]) if head else None, last_checkpoint)
 
-        return await self._submit(lambda loop, future: _Read(loop, future, read=read))
+        head: ChainHead = await self._submit(lambda loop, future: _Read(loop, future, read=read))
+        return head
 
     async def append(self, rows: Sequence[Row]) -> None:
         await self._submit(lambda loop, future: _Append(loop, future, rows=list(rows)))
@@ -121,7 +123,7 @@ class SqliteEventStore:
         stopped: asyncio.Future[None] = loop.create_future()
         self._requests.put(_Stop(loop, stopped))
         await stopped
-        await asyncio.to_thread(thread.join)
+        await anyio.to_thread.run_sync(thread.join)
 
     # -- event loop side --------------------------------------------------------------------
 
@@ -134,7 +136,7 @@ class SqliteEventStore:
         self._requests.put(request)
         try:
             return await request.future
-        except asyncio.CancelledError:
+        except anyio.get_cancelled_exc_class():
             # Timed out or cancelled: if the thread has not reached it yet it is skipped, and if
             # it has not committed yet it is rolled back. Only a COMMIT already under way can
             # still land; the next `load_head` (queued behind it) sees that, and the recorder
@@ -256,8 +258,17 @@ class SqliteEventStore:
 
 def _sqlite_row(row: Row) -> Row:
     values = list(row)
-    values[_TIME] = utc_text(values[_TIME])
+    values[_TIME] = _utc_text(values[_TIME])
     return tuple(values)
+
+
+def _utc_text(moment: datetime) -> str:
+    """A timestamp as SQLAlchemy's SQLite dialect stores `UtcDateTime`: UTC, naive, microseconds.
+
+    Search compares these as text, so the writer must produce exactly the same form.
+    """
+    t = moment.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
 
 
 def _settle(request: _Request, result: Any, error: BaseException | None) -> None:
