@@ -44,9 +44,11 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from gateway.calls import Call, Origin
 from gateway.errors import BackendError, BackendTimeout, ConfigError, PolicyDenied, UnknownTool
+from gateway.identity.principal import Principal
 from gateway.logs import JsonFormatter
-from gateway.pipeline import forwardable_meta
+from gateway.request_kinds import forwardable_meta
 from gateway.settings.telemetry import TelemetrySettings
 from gateway.telemetry import (
     Telemetry,
@@ -106,6 +108,28 @@ def recorded() -> Iterator[Recorded]:
     recorded.telemetry.shutdown()
 
 
+def a_call(
+    method: str,
+    name: str | None,
+    *,
+    request_id: str | int | None,
+    session_id: str | None,
+    protocol_version: str | None,
+    agent: str = "agent",
+    transport: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Call:
+    """The call a request span is opened for, as the pipeline builds it."""
+    origin = Origin(
+        Principal(agent, ()),
+        request_id=request_id,
+        session_id=session_id,
+        protocol_version=protocol_version,
+        transport=transport,
+    )
+    return Call.of(method, origin, name, meta=meta)
+
+
 def attrs(span: ReadableSpan) -> dict[str, Any]:
     return dict(span.attributes or {})
 
@@ -126,14 +150,16 @@ def simulate_call(
     """The stages of one `tools/call` the way the pipeline runs them; returns the `_meta` sent on."""
     sent: dict[str, Any] | None = None
     with telemetry.request_span(
-        "tools/call",
-        tool,
-        request_id=7,
-        session_id="session-1",
-        protocol_version="2025-11-25",
-        agent="billing-agent",
-        transport="tcp",
-        meta=meta,
+        a_call(
+            "tools/call",
+            tool,
+            request_id=7,
+            session_id="session-1",
+            protocol_version="2025-11-25",
+            agent="billing-agent",
+            transport="tcp",
+            meta=meta,
+        )
     ) as call:
         call.resolved("crm")
         call.record_arguments(arguments or {})
@@ -177,11 +203,11 @@ def test_request_span_is_named_and_attributed_per_the_mcp_conventions(recorded: 
 def test_resource_uris_stay_out_of_span_names(recorded: Recorded) -> None:
     uri = "crm://customers/4711"
     with recorded.telemetry.request_span(
-        "resources/read", uri, request_id="r-1", session_id=None, protocol_version="2025-11-25"
+        a_call("resources/read", uri, request_id="r-1", session_id=None, protocol_version="2025-11-25")
     ):
         pass
     with recorded.telemetry.request_span(
-        "prompts/get", "crm.summary", request_id=2, session_id=None, protocol_version="2025-11-25"
+        a_call("prompts/get", "crm.summary", request_id=2, session_id=None, protocol_version="2025-11-25")
     ):
         pass
 
@@ -198,7 +224,7 @@ def test_resource_uris_stay_out_of_span_names(recorded: Recorded) -> None:
 def test_stage_spans_are_children_of_the_request_span(recorded: Recorded) -> None:
     simulate_call(recorded.telemetry)
     with recorded.telemetry.request_span(
-        "tools/call", "crm.delete_record", request_id=8, session_id="session-1", protocol_version="2025-11-25"
+        a_call("tools/call", "crm.delete_record", request_id=8, session_id="session-1", protocol_version="2025-11-25")
     ):
         with recorded.telemetry.hold_span("tools/call", "crm.delete_record", approval_id="appr-9") as hold:
             hold.set_attribute("gateway.approval.outcome", "approved")
@@ -304,7 +330,7 @@ def test_a_denied_call_and_a_tool_error_are_failures_too(recorded: Recorded) -> 
     with (
         pytest.raises(PolicyDenied),
         telemetry.request_span(
-            "tools/call", "crm.wipe", request_id=1, session_id=None, protocol_version="2025-11-25"
+            a_call("tools/call", "crm.wipe", request_id=1, session_id=None, protocol_version="2025-11-25")
         ) as call,
     ):
         call.resolved("crm")
@@ -382,7 +408,7 @@ def test_an_unknown_tool_name_never_becomes_a_metric_label(recorded: Recorded) -
     with (
         pytest.raises(UnknownTool),
         recorded.telemetry.request_span(
-            "tools/call", "made.up.tool-123", request_id=1, session_id="s", protocol_version="2025-11-25"
+            a_call("tools/call", "made.up.tool-123", request_id=1, session_id="s", protocol_version="2025-11-25")
         ),
     ):
         raise UnknownTool("no tool named 'made.up.tool-123'")
@@ -582,12 +608,14 @@ def test_nothing_is_exported_without_an_endpoint(collector: Collector, monkeypat
         assert isinstance(telemetry.tracer_provider, trace.NoOpTracerProvider)
         telemetry.install()
         with telemetry.request_span(
-            "tools/call",
-            "crm.lookup",
-            request_id=1,
-            session_id=None,
-            protocol_version="2025-11-25",
-            meta={"traceparent": CLIENT_TRACEPARENT},
+            a_call(
+                "tools/call",
+                "crm.lookup",
+                request_id=1,
+                session_id=None,
+                protocol_version="2025-11-25",
+                meta={"traceparent": CLIENT_TRACEPARENT},
+            )
         ) as call:
             # Not recorded, yet the agent's trace goes on: log lines and backends still see it.
             assert not call.span.is_recording()
@@ -640,7 +668,7 @@ def test_log_lines_carry_the_trace_and_span_of_the_current_request(recorded: Rec
 
     try:
         with recorded.telemetry.request_span(
-            "tools/call", "crm.lookup", request_id=1, session_id=None, protocol_version="2025-11-25"
+            a_call("tools/call", "crm.lookup", request_id=1, session_id=None, protocol_version="2025-11-25")
         ) as call:
             logging.getLogger("gateway.test_telemetry").info("inside", extra={"connector": "crm"})
         logger.info("outside")
@@ -693,14 +721,16 @@ async def _gateway_and_backend(telemetry: Telemetry, mode: str) -> AsyncIterator
     async def gateway_call(ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
         meta = (ctx.params or {}).get("_meta")
         with telemetry.request_span(
-            "tools/call",
-            params.name,
-            request_id=ctx.request_id,
-            session_id=ctx.request.headers.get("mcp-session-id"),
-            protocol_version=ctx.protocol_version,
-            agent="billing-agent",
-            transport="tcp",
-            meta=meta,
+            a_call(
+                "tools/call",
+                params.name,
+                request_id=ctx.request_id,
+                session_id=ctx.request.headers.get("mcp-session-id"),
+                protocol_version=ctx.protocol_version,
+                agent="billing-agent",
+                transport="tcp",
+                meta=meta,
+            )
         ) as call:
             call.resolved("crm")
             with telemetry.policy_span("tools/call", params.name) as policy:

@@ -173,7 +173,7 @@ class GatewayRuntime:
             if changed and self._policies_follow_catalog:
                 logger.info("catalog changed", extra={"connector": connector, "tools": len(listing.tools)})
                 # Policies are re-validated against the new tools before anyone is told to re-list.
-                await anyio.to_thread.run_sync(self.policy.catalog_changed, self.catalog)
+                await anyio.to_thread.run_sync(self.policy.store.catalog_changed, self.catalog)
         if changed and self.started:
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
@@ -195,13 +195,13 @@ class GatewayRuntime:
 
     async def _policies_reloaded_elsewhere(self, signal: Signal) -> None:
         """Another process loaded edited policies: look at the files now instead of at the next poll."""
-        await anyio.to_thread.run_sync(self.policy.reload_if_changed, self.catalog)
+        await anyio.to_thread.run_sync(self.policy.store.reload_if_changed, self.catalog)
 
     async def _watch_policies(self, interval: float) -> None:
         """Poll the policy files; loads run in a worker thread so requests keep flowing."""
         while True:
-            if await anyio.to_thread.run_sync(self.policy.reload_if_changed, self.catalog):
-                await self._publish("policies_reloaded", {"policies": self.policy.status.policy_count})
+            if await anyio.to_thread.run_sync(self.policy.store.reload_if_changed, self.catalog):
+                await self._publish("policies_reloaded", {"policies": self.policy.store.status.policy_count})
             await anyio.sleep(interval)
 
     async def _follow(
@@ -259,7 +259,7 @@ class GatewayRuntime:
 
     def load_policies(self) -> None:
         """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
-        self.policy.try_load(self.catalog)
+        self.policy.store.try_load(self.catalog)
 
     def readiness(self) -> Readiness:
         """What `/readyz` reads of this gateway, and nothing more."""
@@ -267,7 +267,7 @@ class GatewayRuntime:
             started=lambda: self.started,
             ping_storage=self.database.ping,
             signals_state=lambda: self.signals.state,
-            policies=lambda: self.policy.status,
+            policies=lambda: self.policy.store.status,
             backends=lambda: {name: connector.health for name, connector in self.connectors.items()},
             catalog_problems=self.catalog.problems,
         )

@@ -39,7 +39,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import asyncpg  # type: ignore[import-untyped]  # the driver ships no type information
+import asyncpg
 
 from gateway.errors import SignalTooLarge, StorageUnavailable
 from gateway.storage.database import async_database_url

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import asyncpg  # type: ignore[import-untyped]  # the driver ships no type information
+import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import and_, exists, select

@@ -100,7 +100,7 @@ def _validate(args: argparse.Namespace) -> int:
         # so a policy error below does not hide it.
         problems = print_catalog_problems(catalog)
         try:
-            engine.load(catalog)
+            engine.store.load(catalog)
         except PolicyLoadError as exc:
             errors = str(exc).splitlines()
             for error in errors:
@@ -111,7 +111,7 @@ def _validate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        status = engine.status
+        status = engine.store.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
         if status.waiting:
             count = len(status.waiting)
@@ -129,10 +129,10 @@ def _validate(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     def schema(engine: PolicyEngine, catalog: Catalog) -> int:
         try:
-            engine.load(catalog)
+            engine.store.load(catalog)
         except GatewayError as exc:  # the schema is still worth having when a policy is wrong
             print(f"gateway: warning: {exc}", file=sys.stderr)
-        text = json.dumps(engine.schema_json(), indent=2, sort_keys=True)
+        text = json.dumps(engine.store.schema_json(), indent=2, sort_keys=True)
         if args.output:
             Path(args.output).write_text(text + "\n")
             print(f"wrote {args.output}", file=sys.stderr)
@@ -168,6 +168,7 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from gateway.calls import Call, Origin, Target
     from gateway.identity.principal import Principal
 
     try:
@@ -180,10 +181,13 @@ def _explain(args: argparse.Namespace) -> int:
     )
 
     def explain(engine: PolicyEngine, catalog: Catalog) -> int:
-        engine.load(catalog)
+        engine.store.load(catalog)
         entry = catalog.resolve_tool(args.tool)
-        decision = engine.decide_call(principal, entry, arguments, reasoning=args.reasoning)
-        visible = bool(engine.visible_tools(principal, (entry,)))
+        origin = Origin(principal)
+        target = Target(entry.connector, entry.original)
+        call = Call("tools/call", origin, entry.exposed, arguments, reasoning=args.reasoning, target=target)
+        decision = engine.decisions.decide_call(call, entry)
+        visible = bool(engine.decisions.visible_tools(origin, (entry,)))
         print(decision.explain())
         print(f"  tool listed for this agent: {'yes' if visible else 'no'}")
         return 0 if decision.allowed else 3

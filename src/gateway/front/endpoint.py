@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import anyio
 import mcp_types as types
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from mcp.server import Server
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -38,6 +37,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from gateway.calls import Origin
+from gateway.catalog import ToolEntry
 from gateway.errors import BodyTooLarge, GatewayError
 from gateway.front import envelope, wire
 from gateway.front.ended_sessions import EndedSessions
@@ -46,7 +47,7 @@ from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
-from gateway.pipeline import Pipeline, RequestInfo
+from gateway.pipeline import Pipeline
 from gateway.signals import Signals, Subscription
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class McpEndpoint:
         self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp)
         self._initialize_results: dict[str, dict[str, Any]] = {}
         self._signals: Signals | None = None
-        self._publishing: set[asyncio.Task[None]] = set()
+        #: Where signals to the other processes are sent from, off the request path (set by `follow`).
+        self._background: TaskGroup | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -143,14 +145,14 @@ class McpEndpoint:
         The sessions ended before this process started are loaded before it serves anyone; every
         few seconds those ended since are read, for any whose signal was missed.
         """
-        self._signals = signals
         async with signals.subscribe(_CANCEL) as cancels, signals.subscribe(_ENDED) as ended:
             await self._load_ended()
-            task_status.started()
             async with anyio.create_task_group() as tasks:
+                self._signals, self._background = signals, tasks
                 tasks.start_soon(self._follow_cancels, cancels)
                 tasks.start_soon(self._follow_ended, ended)
                 tasks.start_soon(self._reload_ended)
+                task_status.started()
 
     async def _load_ended(self) -> None:
         if self._ended is None:
@@ -181,17 +183,15 @@ class McpEndpoint:
 
     def _tell_others(self, channel: str, payload: dict[str, Any]) -> None:
         """Best effort and off the request path: a lost signal costs a late cancel, never a request."""
-        if self._signals is None:
+        if self._signals is None or self._background is None:
             return
-        task = asyncio.get_running_loop().create_task(self._publish(self._signals, channel, payload))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
+        self._background.start_soon(self._publish, self._signals, channel, payload)
 
     @staticmethod
     async def _publish(signals: Signals, channel: str, payload: dict[str, Any]) -> None:
         try:
             await signals.publish(channel, payload)
-        except GatewayError as exc:
+        except Exception as exc:  # it runs beside `follow`'s listeners: a failure here must not end them
             logger.warning("signal not sent to other processes", extra={"channel": channel, "error": str(exc)})
 
     # -- 2026-07-28: every request stands alone ----------------------------------------------
@@ -226,12 +226,14 @@ class McpEndpoint:
             await self._reject(send, request_id, route.code, route.message, route.data)
             return
         params = decoded.get("params") or {}
-        rejection = self._mcp_param_rejection(params, headers, scope)
+        name = params.get("name")
+        tool = self._pipeline.find_tool(name) if isinstance(name, str) else None
+        rejection = _mcp_param_rejection(tool, params, headers, scope)
         if rejection is not None:
             await self._reject(send, request_id, rejection.code, rejection.message, rejection.data)
             return
         client = route.client_info if isinstance(route.client_info, Mapping) else {}
-        request = RequestInfo(
+        origin = Origin(
             principal=scope[PRINCIPAL_SCOPE_KEY],
             request_id=request_id,
             protocol_version=route.protocol_version,
@@ -241,24 +243,9 @@ class McpEndpoint:
             trace_headers=wire.trace_headers(scope),
         )
         await self._calls.serve(
-            request, request_id, params, modern=True, receive=receive, send=send,
-            unusable_arguments=_unusable_arguments(parsed),
+            origin, params, modern=True, receive=receive, send=send,
+            unusable_arguments=_unusable_arguments(parsed), tool=tool,
         )  # fmt: skip
-
-    def _mcp_param_rejection(
-        self, params: Mapping[str, Any], headers: Mapping[str, str], scope: Scope
-    ) -> InboundLadderRejection | None:
-        """The SDK's `Mcp-Param-*` header check, with the schema from the catalog instead of a listing."""
-        name = params.get("name")
-        arguments = params.get("arguments")
-        if not isinstance(name, str) or (arguments is not None and not isinstance(arguments, Mapping)):
-            return None
-        if not arguments and not any(k.startswith(_MCP_PARAM_PREFIX) for k, _ in scope["headers"]):
-            return None
-        schema = self._pipeline.tool_input_schema(name)
-        if schema is None:
-            return None
-        return validate_mcp_param_headers(schema, arguments or {}, headers)
 
     async def _reject(self, send: Send, request_id: Any, code: int, message: str, data: Any = None) -> None:
         await wire.send_json_error(send, ERROR_CODE_HTTP_STATUS.get(code, 400), request_id, code, message, data)
@@ -340,7 +327,7 @@ class McpEndpoint:
             if not self._accepts_both(scope):
                 await wire.send_empty(send, 406)
                 return
-            request = RequestInfo(
+            origin = Origin(
                 principal=scope[PRINCIPAL_SCOPE_KEY],
                 request_id=decoded["id"],
                 session_id=session.id,
@@ -351,7 +338,7 @@ class McpEndpoint:
                 trace_headers=wire.trace_headers(scope),
             )
             await self._calls.serve(
-                request, decoded["id"], decoded.get("params") or {}, modern=False, receive=receive, send=send,
+                origin, decoded.get("params") or {}, modern=False, receive=receive, send=send,
                 unusable_arguments=_unusable_arguments(parsed),
             )  # fmt: skip
             return
@@ -401,6 +388,21 @@ class McpEndpoint:
     def _accepts_both(scope: Scope) -> bool:
         has_json, has_sse = check_accept_headers(Request(scope))
         return has_json and has_sse
+
+
+def _mcp_param_rejection(
+    tool: ToolEntry | None, params: Mapping[str, Any], headers: Mapping[str, str], scope: Scope
+) -> InboundLadderRejection | None:
+    """The SDK's `Mcp-Param-*` header check, with the schema from the catalog instead of a listing."""
+    arguments = params.get("arguments")
+    if tool is None or (arguments is not None and not isinstance(arguments, Mapping)):
+        return None
+    if not arguments and not any(k.startswith(_MCP_PARAM_PREFIX) for k, _ in scope["headers"]):
+        return None
+    schema = tool.definition.get("inputSchema")
+    if schema is None:
+        return None
+    return validate_mcp_param_headers(schema, arguments or {}, headers)
 
 
 async def _refused_as_malformed(parsed: envelope.Body, send: Send) -> bool:

@@ -1,80 +1,108 @@
-"""The one table that turns gateway errors into what an MCP client receives.
+"""The one table that turns gateway errors into what a client receives.
 
-Failures an agent can act on during a tool call (the backend is down, too slow, the
-arguments break a limit) come back as a tool result with `isError: true`, so the model reads
-what happened and what to do instead of its framework raising. Protocol mistakes (an
-unknown tool, resource or prompt) are JSON-RPC errors, as the MCP spec asks.
+Each category of the error tree (`gateway.errors`) has a shape here: its JSON-RPC code, its HTTP
+status where an answer is not JSON-RPC, and whether a `tools/call` reports it as a tool result.
+An error takes the shape of the nearest class in its MRO that the table names, as Starlette's
+exception handlers do, so a new leaf needs no new line.
+
+Failures an agent can act on during a tool call (the backend is down, too slow, the arguments
+break a limit) come back as a tool result with `isError: true`, so the model reads what happened
+and what to do instead of its framework raising. Protocol mistakes (an unknown tool, resource or
+prompt) are JSON-RPC errors, as the MCP spec asks.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from gateway.connectors.base import JsonObject
 from gateway.errors import (
-    AuditUnavailable,
+    AccessDenied,
+    AuditFailure,
     AuthenticationFailed,
     BackendError,
+    BackendFailure,
     BackendTimeout,
-    BackendUnavailable,
+    BodyTooLarge,
     GatewayError,
     GatewayNotReady,
     InvalidArguments,
-    PolicyDenied,
-    StorageUnavailable,
-    UnknownPrompt,
+    InvalidAuditQuery,
+    RequestRejected,
+    StorageFailure,
     UnknownResource,
-    UnknownTool,
+    UnknownTarget,
 )
 
-#: JSON-RPC error code per error class; `RESOURCE_NOT_FOUND` is the MCP spec's -32002.
-_RESOURCE_NOT_FOUND = -32002
+#: The MCP spec's code for a resource that does not exist.
+RESOURCE_NOT_FOUND = -32002
 #: A policy denied the request: the server-error range, documented in the README.
 POLICY_DENIED = -32003
 #: No valid access policy set is loaded (the gateway is not ready): the server-error range, documented in the README.
 GATEWAY_NOT_READY = -32004
-_ERROR_CODES: dict[type[GatewayError], int] = {
-    PolicyDenied: POLICY_DENIED,
-    GatewayNotReady: GATEWAY_NOT_READY,
-    UnknownTool: types.INVALID_PARAMS,
-    UnknownPrompt: types.INVALID_PARAMS,
-    UnknownResource: _RESOURCE_NOT_FOUND,
-    InvalidArguments: types.INVALID_PARAMS,
-    AuthenticationFailed: types.INVALID_REQUEST,
-    BackendUnavailable: types.INTERNAL_ERROR,
-    BackendTimeout: types.REQUEST_TIMEOUT,
-    StorageUnavailable: types.INTERNAL_ERROR,
-    AuditUnavailable: types.INTERNAL_ERROR,
-}
-
-#: Errors that a tools/call reports as a tool result the model can read and act on.
-_TOOL_ERRORS: tuple[type[GatewayError], ...] = (
-    BackendUnavailable,
-    BackendTimeout,
-    InvalidArguments,
-    StorageUnavailable,
-    AuditUnavailable,
-)
 
 ERROR_META_KEY = "io.autonomy-gateway/error"
 
 
-def to_mcp_error(exc: GatewayError) -> MCPError:
-    if isinstance(exc, BackendError):
-        return MCPError(code=exc.code, message=str(exc), data=exc.data)
-    code = next((c for cls, c in _ERROR_CODES.items() if isinstance(exc, cls)), types.INTERNAL_ERROR)
-    # Policy ids stay in the gateway's logs and audit: an agent learns the reason, not the rule book.
-    return MCPError(code=code, message=str(exc), data={"type": type(exc).__name__})
+@dataclass(frozen=True, slots=True)
+class ErrorShape:
+    """How one category of errors looks on the wire."""
+
+    code: int
+    status: int
+    #: A `tools/call` answers it as a tool result with `isError: true`, for the model to act on.
+    tool_result: bool = False
 
 
-def is_tool_error(exc: GatewayError) -> bool:
-    return isinstance(exc, _TOOL_ERRORS)
+_SHAPES: dict[type[GatewayError], ErrorShape] = {
+    GatewayError: ErrorShape(types.INTERNAL_ERROR, 500),
+    RequestRejected: ErrorShape(types.INVALID_REQUEST, 400),
+    BodyTooLarge: ErrorShape(types.INVALID_REQUEST, 413),
+    UnknownTarget: ErrorShape(types.INVALID_PARAMS, 404),
+    UnknownResource: ErrorShape(RESOURCE_NOT_FOUND, 404),
+    InvalidArguments: ErrorShape(types.INVALID_PARAMS, 400, tool_result=True),
+    GatewayNotReady: ErrorShape(GATEWAY_NOT_READY, 503),
+    AccessDenied: ErrorShape(POLICY_DENIED, 403),
+    AuthenticationFailed: ErrorShape(types.INVALID_REQUEST, 401),
+    BackendFailure: ErrorShape(types.INTERNAL_ERROR, 502, tool_result=True),
+    BackendTimeout: ErrorShape(types.REQUEST_TIMEOUT, 504, tool_result=True),
+    # The backend's own JSON-RPC error goes back as it came, with the backend's code.
+    BackendError: ErrorShape(types.INTERNAL_ERROR, 502),
+    AuditFailure: ErrorShape(types.INTERNAL_ERROR, 500, tool_result=True),
+    InvalidAuditQuery: ErrorShape(types.INVALID_PARAMS, 400),
+    StorageFailure: ErrorShape(types.INTERNAL_ERROR, 503, tool_result=True),
+}
 
 
-def tool_error_result(exc: GatewayError) -> JsonObject:
+def shape_of(error: GatewayError) -> ErrorShape:
+    """The shape of the nearest category of `error` in the table (`GatewayError` at the latest)."""
+    for cls in type(error).__mro__:
+        shape = _SHAPES.get(cls)
+        if shape is not None:
+            return shape
+    return _SHAPES[GatewayError]
+
+
+def http_status(error: GatewayError) -> int:
+    return shape_of(error).status
+
+
+def to_mcp_error(error: GatewayError) -> MCPError:
+    """The JSON-RPC error for `error`; the type is named, policy ids never are (they stay in the audit log)."""
+    if isinstance(error, BackendError):
+        return MCPError(code=error.code, message=str(error), data=error.data)
+    return MCPError(code=shape_of(error).code, message=str(error), data={"type": type(error).__name__})
+
+
+def tool_call_answer(error: GatewayError) -> JsonObject | MCPError:
+    """What a `tools/call` that failed with `error` answers: a tool result, or a JSON-RPC error."""
+    if not shape_of(error).tool_result:
+        return to_mcp_error(error)
     return {
-        "content": [{"type": "text", "text": str(exc)}],
+        "content": [{"type": "text", "text": str(error)}],
         "isError": True,
-        "_meta": {ERROR_META_KEY: {"type": type(exc).__name__}},
+        "_meta": {ERROR_META_KEY: {"type": type(error).__name__}},
     }

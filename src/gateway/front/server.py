@@ -8,10 +8,11 @@ as dicts, adjusted only where the client's protocol revision differs from the ba
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import mcp_types as types
@@ -30,13 +31,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__
+from gateway.calls import Call, Origin
 from gateway.connectors.base import JsonObject
 from gateway.errors import GatewayError
 from gateway.front import wire
-from gateway.front.errors import is_tool_error, to_mcp_error, tool_error_result
+from gateway.front.errors import to_mcp_error, tool_call_answer
 from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
-from gateway.pipeline import Pipeline, RequestInfo
+from gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -150,18 +152,43 @@ def build_server(
         version=__version__,
         instructions=instructions,
         get_tool_input_schema=pipeline.tool_input_schema,
-        on_list_tools=handlers.list_tools,
-        on_call_tool=handlers.call_tool,
-        on_list_resources=handlers.list_resources,
-        on_list_resource_templates=handlers.list_resource_templates,
-        on_read_resource=handlers.read_resource,
-        on_list_prompts=handlers.list_prompts,
-        on_get_prompt=handlers.get_prompt,
-        on_subscriptions_listen=handlers.listen,
+        on_list_tools=_answering(handlers.list_tools),
+        on_call_tool=_answering(handlers.call_tool),
+        on_list_resources=_answering(handlers.list_resources),
+        on_list_resource_templates=_answering(handlers.list_resource_templates),
+        on_read_resource=_answering(handlers.read_resource),
+        on_list_prompts=_answering(handlers.list_prompts),
+        on_get_prompt=_answering(handlers.get_prompt),
+        on_subscriptions_listen=_answering(handlers.listen),
     )
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _answering(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[Any]]:
+    """Every handler's gateway errors become JSON-RPC errors in this one place (see `front/errors.py`).
+
+    The handlers answer with wire dicts, which the SDK's runner takes as they are (its
+    `HandlerResult` is a model, a dict or None), although `Server`'s parameters name the result
+    models: backends' results pass through without a model built per request. The contract test
+    in `tests/test_mcp_sdk_contract.py` fails if the SDK stops taking them.
+    """
+
+    @functools.wraps(handler)
+    async def answered(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(*args, **kwargs)
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
+
+    return answered
+
+
 class _Handlers:
+    """Translate between the SDK's requests and the pipeline's `Call`s; nothing else happens here."""
+
     def __init__(
         self,
         pipeline: Pipeline,
@@ -174,7 +201,7 @@ class _Handlers:
         self._default_principal = default_principal
         self._listen = listen
 
-    def _request_info(self, ctx: ServerRequestContext[Any, Any]) -> RequestInfo:
+    def _origin(self, ctx: ServerRequestContext[Any, Any]) -> Origin:
         request = ctx.request
         principal: Principal | None = None
         session_id: str | None = None
@@ -193,7 +220,7 @@ class _Handlers:
         principal = principal or self._default_principal
         if principal is None:  # the HTTP front authenticates before the SDK sees a request
             raise MCPError(code=types.INVALID_REQUEST, message="request is not authenticated")
-        return RequestInfo(
+        return Origin(
             principal=principal,
             request_id=ctx.request_id,
             session_id=session_id,
@@ -205,61 +232,43 @@ class _Handlers:
         )
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        request = self._request_info(ctx)
         start = _tools_cursor_start(getattr(params, "cursor", None))
-        try:
-            page = await self._pipeline.list_tools(request, start=start)
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
+        page = await self._pipeline.list_tools(self._origin(ctx), start=start)
         result: JsonObject = {"tools": [dict(tool) for tool in page.tools]}
         if page.next_start is not None:
             result["nextCursor"] = f"{_TOOLS_CURSOR_PREFIX}{page.next_start}"
         return _listing(result, ctx)
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> JsonObject:
-        request = self._request_info(ctx)
+        """The stdio path of a `tools/call`; over HTTP, `front/tool_calls.py` serves it without the SDK."""
         meta = _raw_meta(ctx)
-        wants_progress = bool(meta) and ("progressToken" in meta or "progress_token" in meta)
+        call = Call.of("tools/call", self._origin(ctx), params.name, (ctx.params or {}).get("arguments"), meta)
+        wants_progress = meta is not None and ("progressToken" in meta or "progress_token" in meta)
 
         async def relay_progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
         try:
-            result = await self._pipeline.call_tool(
-                request,
-                params.name,
-                (ctx.params or {}).get("arguments"),
-                meta=meta,
-                on_progress=relay_progress if wants_progress else None,
-            )
+            result = await self._pipeline.call_tool(call, on_progress=relay_progress if wants_progress else None)
         except GatewayError as exc:
-            if is_tool_error(exc):
-                return for_client(tool_error_result(exc), ctx.protocol_version)
-            raise to_mcp_error(exc) from None
+            answer = tool_call_answer(exc)
+            if isinstance(answer, MCPError):
+                raise answer from None
+            result = answer
         return for_client(result, ctx.protocol_version)
 
     async def list_resources(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        try:
-            resources = await self._pipeline.list_resources(self._request_info(ctx))
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
-        return _listing({"resources": resources}, ctx)
+        return _listing({"resources": await self._pipeline.list_resources(self._origin(ctx))}, ctx)
 
     async def list_resource_templates(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        try:
-            templates = await self._pipeline.list_resource_templates(self._request_info(ctx))
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
+        templates = await self._pipeline.list_resource_templates(self._origin(ctx))
         return _listing({"resourceTemplates": templates}, ctx)
 
     async def read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> JsonObject:
-        request = self._request_info(ctx)
-        try:
-            result = await self._pipeline.read_resource(request, str(params.uri), meta=_raw_meta(ctx))
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
+        call = Call.of("resources/read", self._origin(ctx), str(params.uri), meta=_raw_meta(ctx))
+        result = await self._pipeline.read_resource(call)
         return for_client(result, ctx.protocol_version, cacheable=True)
 
     async def listen(
@@ -274,7 +283,7 @@ class _Handlers:
         wanted = params.notifications.resource_subscriptions
         if not wanted:
             return await self._listen(ctx, params)
-        readable = self._pipeline.readable_resources(self._request_info(ctx), wanted)
+        readable = self._pipeline.readable_resources(self._origin(ctx), wanted)
         notifications = params.notifications.model_copy(
             update={"resource_subscriptions": [route.exposed for route in readable]}
         )
@@ -282,18 +291,12 @@ class _Handlers:
             return await self._listen(ctx, params.model_copy(update={"notifications": notifications}))
 
     async def list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
-        try:
-            prompts = [dict(p) for p in await self._pipeline.list_prompts(self._request_info(ctx))]
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
+        prompts = [dict(p) for p in await self._pipeline.list_prompts(self._origin(ctx))]
         return _listing({"prompts": prompts}, ctx)
 
     async def get_prompt(self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams) -> JsonObject:
-        request = self._request_info(ctx)
-        try:
-            result = await self._pipeline.get_prompt(request, params.name, params.arguments, meta=_raw_meta(ctx))
-        except GatewayError as exc:
-            raise to_mcp_error(exc) from None
+        call = Call.of("prompts/get", self._origin(ctx), params.name, params.arguments, _raw_meta(ctx))
+        result = await self._pipeline.get_prompt(call)
         return for_client(result, ctx.protocol_version)
 
 

@@ -24,11 +24,13 @@ from mcp_types import methods as _methods
 from pydantic import ValidationError
 from starlette.types import Receive, Send
 
+from gateway.calls import Call, Origin
+from gateway.catalog import ToolEntry
 from gateway.errors import GatewayError
 from gateway.front import wire
-from gateway.front.errors import is_tool_error, to_mcp_error, tool_error_result
+from gateway.front.errors import tool_call_answer
 from gateway.front.server import for_client
-from gateway.pipeline import Pipeline, RequestInfo
+from gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +69,22 @@ class ToolCalls:
 
     async def serve(
         self,
-        request: RequestInfo,
-        request_id: Any,
+        origin: Origin,
         params: Mapping[str, Any],
         *,
         modern: bool,
         receive: Receive,
         send: Send,
         unusable_arguments: str | None = None,
+        tool: ToolEntry | None = None,
     ) -> None:
-        """Answer the call; `unusable_arguments` says why its arguments cannot be used, when they cannot."""
-        version = request.protocol_version or ""
+        """Answer the call; `unusable_arguments` says why its arguments cannot be used, when they cannot.
+
+        `tool` is the catalog entry of the called name when the endpoint already looked it up.
+        """
+        request_id = origin.request_id
+        version = origin.protocol_version or ""
+        error: types.ErrorData | None
         try:
             _methods.validate_client_request("tools/call", version, params)
         except KeyError:  # no tools/call at this revision
@@ -92,9 +99,11 @@ class ToolCalls:
             return
         meta = params.get("_meta")
         meta = meta if isinstance(meta, Mapping) else None
+        arguments = params.get("arguments")
+        call = Call.of("tools/call", origin, params["name"], arguments, meta, unusable_arguments=unusable_arguments)
         progress_token = meta.get("progressToken") if meta else None
         exchange = _Exchange(send, request_id, progress_token)
-        session_id = request.session_id
+        session_id = origin.session_id
 
         with anyio.CancelScope() as scope:
             key = self._in_flight.add(session_id, request_id, scope) if session_id else None
@@ -105,7 +114,7 @@ class ToolCalls:
             if progress_token is not None:
                 helpers.append(_spawn(exchange.keep_alive()))
             try:
-                body, status = await self._call(request, params, meta, exchange, unusable_arguments, modern=modern)
+                body, status = await self._call(call, exchange, tool, modern=modern)
                 await exchange.finish(body, status)
             finally:
                 for helper in helpers:
@@ -117,33 +126,22 @@ class ToolCalls:
             await exchange.close_unanswered()
 
     async def _call(
-        self,
-        request: RequestInfo,
-        params: Mapping[str, Any],
-        meta: Mapping[str, Any] | None,
-        exchange: _Exchange,
-        unusable_arguments: str | None,
-        *,
-        modern: bool,
+        self, call: Call, exchange: _Exchange, tool: ToolEntry | None, *, modern: bool
     ) -> tuple[bytes, int]:
         request_id = exchange.request_id
+        on_progress = exchange.progress if exchange.progress_token is not None else None
         try:
-            result = await self._pipeline.call_tool(
-                request,
-                params["name"],
-                params.get("arguments"),
-                meta=meta,
-                on_progress=exchange.progress if exchange.progress_token is not None else None,
-                unusable_arguments=unusable_arguments,
-            )
+            result = await self._pipeline.call_tool(call, on_progress=on_progress, tool=tool)
         except GatewayError as exc:
-            if not is_tool_error(exc):
-                error = to_mcp_error(exc).error
-                return self._error(request_id, error.code, error.message, error.data, modern=modern)
-            result = tool_error_result(exc)
+            answer = tool_call_answer(exc)
+            if isinstance(answer, MCPError):
+                return self._error(
+                    request_id, answer.error.code, answer.error.message, answer.error.data, modern=modern
+                )
+            result = answer
         except MCPError as exc:
             return self._error(request_id, exc.error.code, exc.error.message, exc.error.data, modern=modern)
-        result = for_client(result, request.protocol_version or "")
+        result = for_client(result, call.origin.protocol_version or "")
         if modern:
             result_meta = result.get("_meta")
             if not isinstance(result_meta, dict):

@@ -17,7 +17,7 @@ Metrics are independent of that: served at `/metrics` unless `metrics_enabled = 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import __version__
+from gateway.calls import Call
 from gateway.errors import ConfigError
 from gateway.settings.telemetry import TelemetrySettings
 from gateway.telemetry.instruments import ActiveSessionsSource, BackendHealthSource, Gauges, create_instruments
@@ -160,26 +161,15 @@ class Telemetry:
 
     # -- spans -------------------------------------------------------------------------------
 
-    def request_span(
-        self,
-        method: str,
-        target: str | None,
-        *,
-        request_id: str | int | None,
-        session_id: str | None,
-        protocol_version: str | None,
-        tool_name: str | None = None,
-        agent: str | None = None,
-        transport: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> RequestTrace:
-        """The span of one agent request (see `RequestTrace`); use as `with ... as call:`.
+    def request_span(self, call: Call) -> RequestTrace:
+        """The span of one agent request (see `RequestTrace`); use as `with ... as trace:`.
 
-        `transport` is `network.transport`: "tcp" for streamable HTTP, "pipe" for stdio. `meta` and
-        `headers` are the request's `_meta` and HTTP headers, read for the agent's trace context only
-        when no SDK span already carries it.
+        The call's `_meta` and its HTTP request's trace headers are read for the agent's trace
+        context only when no SDK span already carries it.
         """
+        method, target, origin = call.method, call.name, call.origin
+        protocol_version, transport, request_id = origin.protocol_version, origin.transport, origin.request_id
+        session_id, agent = origin.session_id, origin.principal.agent
         attributes: dict[str, Any] = {"mcp.method.name": method}
         metric_attributes: dict[str, Any] = {"mcp.method.name": method}
         if protocol_version:
@@ -196,17 +186,17 @@ class Telemetry:
             attributes["mcp.session.id"] = session_id
         if agent:
             attributes["gateway.agent"] = agent
-        target_attributes(method, tool_name or target, attributes)
+        target_attributes(method, target, attributes)
         return RequestTrace(
             self.tracer,
             self.instruments.operation_duration,
             self._redact,
             method,
-            target,
+            target or "",
             attributes,
             metric_attributes,
-            meta,
-            headers,
+            call.meta,
+            origin.trace_headers,
         )
 
     def policy_span(self, method: str, target: str | None) -> PolicyTrace:

@@ -59,7 +59,8 @@ def otlp_span_exporter(settings: TelemetrySettings) -> SpanExporter | None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
         except ImportError as exc:
             raise _grpc_missing() from exc
-        return GrpcSpanExporter(endpoint=settings.otlp_endpoint, headers=headers)
+        exporter: SpanExporter = GrpcSpanExporter(endpoint=settings.otlp_endpoint, headers=headers)
+        return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter(endpoint=f"{settings.otlp_endpoint}/v1/traces", headers=headers)
