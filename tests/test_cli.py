@@ -156,9 +156,9 @@ def _record_calls(database_url: str, calls: int) -> None:
     ],
 )
 def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path, command: tuple[str, ...]) -> None:
-    """`gateway audit search | head -1`: far more output than a pipe holds, and a reader that leaves."""
+    """`gateway audit search | head -1`: far more output than a pipe holds (1,000 rows), and a reader that leaves."""
     config = str(write_gateway_config(tmp_path, {}))
-    _record_calls(f"sqlite:///{tmp_path / 'gateway.db'}", 400)
+    _record_calls(f"sqlite:///{tmp_path / 'gateway.db'}", 1000)
     process = subprocess.Popen(
         gateway_command(*command, "--config", config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
