@@ -9,8 +9,8 @@ from starlette.requests import Request
 
 from audit_calls import audit_call
 from gateway.audit import AuditRecorder, Redactor
-from gateway.audit.api import audit_routes
 from gateway.errors import AuthenticationFailed
+from gateway.front.audit_api import audit_routes
 from gateway.identity.principal import Principal
 from gateway.storage import Database
 from test_audit_query import assert_no_canary, record_canaries

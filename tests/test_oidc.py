@@ -29,9 +29,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.errors import AuthenticationFailed
+from gateway.front.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
-from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY, BearerAuthentication
 from gateway.identity.claims import ClaimsCheck
 from gateway.identity.jwt_auth import JwtAuthenticator
 from gateway.identity.principal import Principal

@@ -20,7 +20,7 @@ from typing import Any
 
 #: (module, class, method, stage name); the class's method is wrapped once the module is imported.
 STAGES = (
-    ("gateway.identity.bearer", "BearerAuthentication", "__call__", "request with authentication"),
+    ("gateway.front.bearer", "BearerAuthentication", "__call__", "request with authentication"),
     ("gateway.front.endpoint", "McpEndpoint", "__call__", "request in the app"),
     ("gateway.pipeline", "Pipeline", "call_tool", "pipeline"),
     ("gateway.policy.decisions", "PolicyDecisions", "decide_call", "policy decision"),

@@ -9,14 +9,14 @@ import anyio
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.audit.api import audit_routes
 from gateway.config import Config
+from gateway.front.audit_api import audit_routes
+from gateway.front.bearer import authenticate_request
 from gateway.front.health import healthz, readyz_endpoint
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
 from gateway.front.ops_access import OpsAccess
+from gateway.front.resource_metadata import metadata_routes
 from gateway.front.server import build_server
-from gateway.identity.bearer import authenticate_request
-from gateway.identity.resource_metadata import metadata_routes
 from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
 

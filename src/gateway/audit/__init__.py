@@ -6,7 +6,8 @@
 - `verify` recomputes the chains and checks exported, signed checkpoints (`verify`,
   `checkpoints`); `prune` deletes old events without breaking verification (`retention`).
 - `search`, `get_call`, `tail` read the log (`query`); `export` writes it out (`export`).
-- `audit_routes` is the JSON API (`api`).
+
+The JSON API over HTTP is the front's (`gateway.front.audit_api`); the commands are the CLI's.
 """
 
 from gateway.audit.chain import load_private_key, load_public_key

@@ -41,11 +41,11 @@ from gateway.calls import Origin
 from gateway.catalog import ToolEntry
 from gateway.errors import BodyTooLarge, GatewayError
 from gateway.front import envelope, wire
+from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
-from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 from gateway.signals import Signals, Subscription

@@ -9,12 +9,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp
 
+from gateway.front.bearer import Authenticator, BearerAuthentication, RefusalRecorder
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.endpoint import McpEndpoint
+from gateway.front.resource_metadata import metadata_url
 from gateway.front.server import ChangeNotifier
 from gateway.front.sessions import SessionSealer
-from gateway.identity.bearer import Authenticator, BearerAuthentication, RefusalRecorder
-from gateway.identity.resource_metadata import metadata_url
 from gateway.pipeline import Pipeline
 from gateway.settings.auth import AuthSettings
 from gateway.settings.server import ServerSettings

@@ -35,8 +35,8 @@ from gateway.calls import Call, Origin
 from gateway.connectors.base import JsonObject
 from gateway.errors import GatewayError
 from gateway.front import wire
+from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.errors import to_mcp_error, tool_call_answer
-from gateway.identity.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 

@@ -21,20 +21,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.audit.query import get_call, parse_time, search
-from gateway.audit.verify import verify
-from gateway.errors import AuthenticationFailed, GatewayError, InvalidAuditQuery, StorageUnavailable
+from gateway.audit import get_call, parse_time, search, verify
+from gateway.errors import GatewayError, InvalidAuditQuery
+from gateway.front.errors import http_status
 from gateway.identity.principal import Principal
 from gateway.storage.database import Database
 
 Authenticate = Callable[[Request], Awaitable[Principal]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
-_STATUS: dict[type[GatewayError], int] = {
-    AuthenticationFailed: 401,
-    InvalidAuditQuery: 400,
-    StorageUnavailable: 503,
-}
 _FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow")
 #: Seconds a client is asked to wait while the database cannot be reached (503).
 _RETRY_AFTER_SECONDS = 5
@@ -57,7 +52,7 @@ def audit_routes(
                     return _json({"error": "forbidden", "detail": "reading the audit log needs an admin role"}, 403)
                 body = await handler(request)
             except GatewayError as error:
-                status = next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 500)
+                status = http_status(error)
                 headers = None
                 if status == 401:
                     headers = {"WWW-Authenticate": 'Bearer realm="autonomy-gateway"'}
