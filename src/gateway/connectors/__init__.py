@@ -22,7 +22,7 @@ def build_connector(
     settings: McpStdioConnector | McpHttpConnector,
     on_listing: ListingListener,
     on_resource_updated: ResourceUpdateListener | None = None,
-) -> McpBackend:
+) -> Connector:
     """The one place that maps a connector file's `kind` to the class that serves it."""
     if isinstance(settings, McpStdioConnector):
         return McpBackend(

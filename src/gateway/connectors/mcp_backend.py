@@ -140,10 +140,6 @@ class McpBackend:
         return self._settings.name
 
     @property
-    def settings(self) -> McpStdioConnector | McpHttpConnector:
-        return self._settings
-
-    @property
     def health(self) -> Health:
         return self._health
 
