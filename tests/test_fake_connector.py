@@ -13,7 +13,7 @@ from gateway.catalog import Catalog
 from gateway.config import McpStdioConnector
 from gateway.connectors import Connector
 from gateway.connectors.base import Health, HealthState, Listing
-from gateway.connectors.mcp_backend import McpBackend
+from gateway.connectors.mcp_connector import McpConnector
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 _PROTOCOL_MEMBERS = sorted(name for name in vars(Connector) if not name.startswith("_"))
 
 
-@pytest.mark.parametrize("implementation", [McpBackend, FakeConnector])
+@pytest.mark.parametrize("implementation", [McpConnector, FakeConnector])
 @pytest.mark.parametrize("member", _PROTOCOL_MEMBERS)
 def test_every_connector_has_the_protocols_exact_signatures(implementation: type, member: str) -> None:
     declared = inspect.getattr_static(Connector, member)
