@@ -10,12 +10,12 @@ it would have come from the SDK's own stdio transport. Calls are written straigh
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -46,6 +46,15 @@ _READ_CHUNK = 1 << 20
 _SESSION_BUFFER = 64
 
 
+@dataclass(slots=True)
+class _Waiter:
+    """Where the reader leaves the answer to one of our calls, or why none will come."""
+
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    message: JsonObject | None = None
+    lost: str | None = None
+
+
 class StdioWire:
     """One backend subprocess: `open()` for the SDK client, `request()` for calls once it negotiated.
 
@@ -59,7 +68,7 @@ class StdioWire:
         self._to_session: MemoryObjectSendStream[SessionMessage | Exception] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._revision: NegotiatedRevision | None = None
-        self._pending: dict[int, asyncio.Future[JsonObject]] = {}
+        self._pending: dict[int, _Waiter] = {}
         self._progress: dict[int, ProgressCallback] = {}
         self._ids = itertools.count(FIRST_ID)
         self._gone: str | None = None
@@ -154,8 +163,9 @@ class StdioWire:
         if "method" not in message:
             waiter = self._pending.pop(_our_id(message.get("id")), None)
             if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(message)
+                if not waiter.answered.is_set():
+                    waiter.message = message
+                    waiter.answered.set()
                 return
         elif message["method"] == "notifications/progress" and (args := progress_args(message.get("params"))):
             token, progress, total, text = args
@@ -185,8 +195,9 @@ class StdioWire:
             return
         self._gone = why
         for waiter in self._pending.values():
-            if not waiter.done():
-                waiter.set_exception(WireLost(why))
+            if not waiter.answered.is_set():
+                waiter.lost = why
+                waiter.answered.set()
         self._pending.clear()
         if self._to_session is not None:
             self._to_session.close()
@@ -206,14 +217,13 @@ class StdioWire:
             raise WireLost("not connected")
         request_id = next(self._ids)
         message, _headers = revision.request(request_id, method, params, progress=on_progress is not None)
-        waiter: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = waiter
+        waiter = self._pending[request_id] = _Waiter()
         if on_progress is not None:
             self._progress[request_id] = on_progress
         try:
             with anyio.fail_after(time_limit):
                 await self._send(encode(message) + b"\n")
-                response = await waiter
+                await waiter.answered.wait()
         except TimeoutError:
             await self._notify_cancelled(request_id, f"timed out after {time_limit:g}s")
             raise WireTimeout from None
@@ -224,7 +234,9 @@ class StdioWire:
         finally:
             self._pending.pop(request_id, None)
             self._progress.pop(request_id, None)
-        return revision.result(method, outcome(response))
+        if waiter.message is None:
+            raise WireLost(waiter.lost or "the connection ended")
+        return revision.result(method, outcome(waiter.message))
 
     async def _send(self, data: bytes) -> None:
         process = self._process
