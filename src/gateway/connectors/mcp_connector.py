@@ -95,7 +95,8 @@ class _WatchedReadStream:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        return await self._inner.__aexit__(*exc_info)
+        suppressed: bool | None = await self._inner.__aexit__(*exc_info)
+        return suppressed
 
 
 class _WatchedTransport:
@@ -340,15 +341,15 @@ class McpConnector:
     async def _listen_loop(self, client: Client) -> None:
         """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""
         capabilities = client.server_capabilities
-        wants = {
-            "tools_list_changed": bool(capabilities.tools and capabilities.tools.list_changed),
-            "prompts_list_changed": bool(capabilities.prompts and capabilities.prompts.list_changed),
-            "resources_list_changed": bool(capabilities.resources and capabilities.resources.list_changed),
-        }
-        if not any(wants.values()):
+        tools = bool(capabilities.tools and capabilities.tools.list_changed)
+        prompts = bool(capabilities.prompts and capabilities.prompts.list_changed)
+        resources = bool(capabilities.resources and capabilities.resources.list_changed)
+        if not (tools or prompts or resources):
             return
         try:
-            async with client.listen(**wants) as subscription:
+            async with client.listen(
+                tools_list_changed=tools, prompts_list_changed=prompts, resources_list_changed=resources
+            ) as subscription:
                 async for _event in subscription:
                     self._refresh_wanted.set()
         except Exception as exc:  # boundary: a lost listen stream only costs change notifications

@@ -161,7 +161,8 @@ class StdioWire:
             logger.warning("backend wrote JSON that is not a message; ignored", extra={"connector": self.name})
             return
         if "method" not in message:
-            waiter = self._pending.pop(_our_id(message.get("id")), None)
+            request_id = _our_id(message.get("id"))
+            waiter = self._pending.pop(request_id, None) if request_id is not None else None
             if waiter is not None:
                 if not waiter.answered.is_set():
                     waiter.message = message
@@ -169,7 +170,8 @@ class StdioWire:
                 return
         elif message["method"] == "notifications/progress" and (args := progress_args(message.get("params"))):
             token, progress, total, text = args
-            callback = self._progress.get(_our_id(token))
+            request_id = _our_id(token)
+            callback = self._progress.get(request_id) if request_id is not None else None
             if callback is not None and self._task_group is not None:
                 self._task_group.start_soon(_relay_progress, callback, progress, total, text, self._settings.name)
                 return
