@@ -136,7 +136,6 @@ class McpConnector:
         self._refresh_wanted = anyio.Event()
         self._closing = False
         self._restarts = 0
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     @property
     def name(self) -> str:
@@ -152,7 +151,6 @@ class McpConnector:
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start supervising; returns once the first connection attempt has succeeded or failed."""
-        self._task_group = task_group
         await task_group.start(self._supervise)
 
     async def close(self) -> None:
