@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from gateway.connectors import Listing, McpBackend, build_connector
+from gateway.connectors import Connector, Listing, build_connector
 from gateway.connectors.base import HealthState
 from gateway.errors import BackendTimeout, BackendUnavailable
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector, RestartPolicy
@@ -38,7 +38,7 @@ def stdio(script: Path, **extra: Any) -> McpStdioConnector:
 
 
 @asynccontextmanager
-async def connected(settings: McpStdioConnector | McpHttpConnector) -> AsyncIterator[McpBackend]:
+async def connected(settings: McpStdioConnector | McpHttpConnector) -> AsyncIterator[Connector]:
     async with anyio.create_task_group() as group:
         backend = build_connector(settings, _ignore_listing)
         await backend.start(group)
@@ -53,7 +53,7 @@ def text_of(result: dict[str, Any]) -> str:
     return "".join(block.get("text", "") for block in result["content"])
 
 
-async def call(backend: McpBackend, tool: str, **arguments: Any) -> dict[str, Any]:
+async def call(backend: Connector, tool: str, **arguments: Any) -> dict[str, Any]:
     return await backend.call_tool(tool, arguments, meta=None, on_progress=None)
 
 

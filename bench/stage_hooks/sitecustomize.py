@@ -29,7 +29,7 @@ STAGES = (
     ("gateway.audit.recorder", "AuditRecorder", "_plan", "audit: rows chained"),
     ("gateway.audit.sqlite_writer", "SqliteEventStore", "append", "audit: append awaited"),
     ("gateway.audit.sqlite_writer", "SqliteEventStore", "_write", "audit: SQLite transaction"),
-    ("gateway.connectors.mcp_backend", "McpBackend", "call_tool", "backend hop, backend included"),
+    ("gateway.connectors.mcp_connector", "McpConnector", "call_tool", "backend hop, backend included"),
 )
 
 _samples: dict[str, list[float]] = {}

@@ -7,6 +7,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
 
     GatewayError
     ├── ConfigError                    a configuration file is missing or invalid
+    ├── SdkMismatch                    the installed `mcp` SDK lacks what the gateway relies on
     ├── RequestRejected                the request cannot be taken as it is            "refused"
     │   ├── BodyTooLarge               (HTTP 413)
     │   ├── UnknownTarget
@@ -56,6 +57,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """A configuration file is missing, unparsable or invalid; the message names file, line and key."""
+
+
+class SdkMismatch(GatewayError):
+    """The installed `mcp` SDK lacks, or changed, an internal the gateway relies on; the gateway does not start."""
 
 
 # -- the request cannot be taken as it is ------------------------------------------------------

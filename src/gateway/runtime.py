@@ -17,7 +17,7 @@ own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +31,7 @@ from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
-from gateway.connectors import McpBackend, build_connector
+from gateway.connectors import Connector, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
@@ -66,7 +66,7 @@ class GatewayRuntime:
             config.connectors, separator=config.gateway.server.name_separator, reasoning=config.gateway.reasoning
         )
         self.notifier = ChangeNotifier()
-        self.connectors: dict[str, McpBackend] = {
+        self.connectors: Mapping[str, Connector] = {
             c.name: build_connector(c, self._listing_changed, self._resource_updated) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
@@ -225,12 +225,13 @@ class GatewayRuntime:
     async def _seed_catalog(self) -> None:
         """Last known listings first, so a backend down at start still has its tools and policies."""
         stored = await load_listings(self.database)
+        limits = {settings.name: settings.listing_limits() for settings in self.config.connectors}
         for name, listing in stored.items():
-            if name not in self.connectors:
+            if name not in limits:
                 continue
             # Stored by a gateway with other bounds perhaps: held to this one's, like a live listing.
             try:
-                listing, problems = bound_listing(name, listing, self.connectors[name].settings.listing_limits())
+                listing, problems = bound_listing(name, listing, limits[name])
             except ListingRefused as exc:
                 logger.warning("stored listing not used", extra={"connector": name, "problem": str(exc)})
                 continue

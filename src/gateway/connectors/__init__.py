@@ -10,24 +10,16 @@ from gateway.connectors.base import (
     ListingListener,
     ResourceUpdateListener,
 )
-from gateway.connectors.mcp_backend import McpBackend
-from gateway.connectors.mcp_http import http_link
-from gateway.connectors.mcp_stdio import stdio_link
+from gateway.connectors.mcp_connector import McpConnector
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
-__all__ = ["Connector", "Health", "HealthState", "Listing", "McpBackend", "build_connector"]
+__all__ = ["Connector", "Health", "HealthState", "Listing", "build_connector"]
 
 
 def build_connector(
     settings: McpStdioConnector | McpHttpConnector,
     on_listing: ListingListener,
     on_resource_updated: ResourceUpdateListener | None = None,
-) -> McpBackend:
+) -> Connector:
     """The one place that maps a connector file's `kind` to the class that serves it."""
-    if isinstance(settings, McpStdioConnector):
-        return McpBackend(
-            settings, lambda lost, changed: stdio_link(settings, lost, changed), on_listing, on_resource_updated
-        )
-    return McpBackend(
-        settings, lambda lost, changed: http_link(settings, lost, changed), on_listing, on_resource_updated
-    )
+    return McpConnector(settings, on_listing, on_resource_updated)

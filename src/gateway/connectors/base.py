@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import anyio.abc
+
 JsonObject = dict[str, Any]
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -58,7 +60,13 @@ ResourceUpdateListener = Callable[[str, str], Awaitable[None]]
 
 
 class Connector(Protocol):
-    """One backend. Methods raise only `gateway.errors` classes."""
+    """One backend. Methods raise only `gateway.errors` classes.
+
+    A connector is started once and closed once. `start` takes the gateway's task group because
+    a backend usually needs work that outlives the call that started it (a supervised session, a
+    listing refresh, a token renewal); a connector with nothing to run ignores it. Nothing it runs
+    may outlive `close` by more than the task group's cancellation.
+    """
 
     @property
     def name(self) -> str: ...
@@ -69,10 +77,11 @@ class Connector(Protocol):
     @property
     def listing(self) -> Listing: ...
 
-    async def start(self) -> None:
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Begin connecting; returns after the first attempt, connected or not (the gateway starts anyway)."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop: health says `stopped`, and the backend is let go as the task group winds down."""
 
     async def call_tool(
         self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None

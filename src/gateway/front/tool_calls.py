@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.runner import modern_error_data
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp_types import methods as _methods
@@ -30,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.front import wire
 from gateway.front.errors import tool_call_answer
 from gateway.front.server import for_client
+from gateway.mcp_sdk import modern_error_data
 from gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
-"""A stdio backend's pipes, shared by the SDK client and the raw call hop.
+"""The wire for `kind = "mcp-stdio"`: the gateway starts the backend as its own subprocess.
 
+A fresh subprocess per connection attempt; secrets from `env` reach only the child's environment.
 The gateway owns the subprocess and its newline-delimited JSON-RPC stream. One reader task
-parses every line once and routes it: responses to our own calls resolve their waiter by id,
+parses every line once and routes it: responses to our own calls wake their waiter by id,
 their progress notifications go to the caller's callback, and everything else (handshake and
 listing answers, pings, change notifications, server requests) is handed to the SDK session as
 it would have come from the SDK's own stdio transport. Calls are written straight to stdin.
@@ -9,37 +10,30 @@ it would have come from the SDK's own stdio transport. Calls are written straigh
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
 import mcp_types as types
 from anyio.streams.memory import MemoryObjectSendStream
-from mcp.client._transport import TransportStreams
-from mcp.client.session import ClientSession
+from mcp.client import ClientSession
 from mcp.client.stdio import get_default_environment
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from gateway.connectors.base import JsonObject, ProgressCallback
-from gateway.connectors.jsonrpc import (
-    FIRST_ID,
-    HopLost,
-    HopTimeout,
-    Shaper,
-    decode,
-    encode,
-    outcome,
-    progress_args,
-)
+from gateway.connectors.jsonrpc import FIRST_ID, decode, encode, outcome, progress_args
+from gateway.connectors.negotiated_revision import NegotiatedRevision
+from gateway.connectors.wire import WireLost, WireTimeout
 from gateway.errors import BackendStartFailed
+from gateway.mcp_sdk import TransportStreams, close_subprocess_transport
 from gateway.settings.connectors import McpStdioConnector
 
 logger = logging.getLogger(__name__)
@@ -52,8 +46,20 @@ _READ_CHUNK = 1 << 20
 _SESSION_BUFFER = 64
 
 
-class StdioPipe:
-    """One backend subprocess: `transport()` for the SDK client, `hop()` for calls once it negotiated."""
+@dataclass(slots=True)
+class _Waiter:
+    """Where the reader leaves the answer to one of our calls, or why none will come."""
+
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    message: JsonObject | None = None
+    lost: str | None = None
+
+
+class StdioWire:
+    """One backend subprocess: `open()` for the SDK client, `request()` for calls once it negotiated.
+
+    Stdio backends of every revision take `notifications/cancelled` for an abandoned call.
+    """
 
     def __init__(self, settings: McpStdioConnector, on_lost: Callable[[str], None]) -> None:
         self._settings = settings
@@ -61,15 +67,20 @@ class StdioPipe:
         self._process: anyio.abc.Process | None = None
         self._to_session: MemoryObjectSendStream[SessionMessage | Exception] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._pending: dict[int, asyncio.Future[JsonObject]] = {}
+        self._revision: NegotiatedRevision | None = None
+        self._pending: dict[int, _Waiter] = {}
         self._progress: dict[int, ProgressCallback] = {}
         self._ids = itertools.count(FIRST_ID)
         self._gone: str | None = None
 
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
     # -- the SDK's side ----------------------------------------------------------------------
 
     @asynccontextmanager
-    async def transport(self) -> AsyncIterator[TransportStreams]:
+    async def open(self) -> AsyncIterator[TransportStreams]:
         settings = self._settings
         env = get_default_environment() | {key: value.get_secret_value() for key, value in settings.env.items()}
         try:
@@ -150,14 +161,17 @@ class StdioPipe:
             logger.warning("backend wrote JSON that is not a message; ignored", extra={"connector": self.name})
             return
         if "method" not in message:
-            waiter = self._pending.pop(_our_id(message.get("id")), None)
+            request_id = _our_id(message.get("id"))
+            waiter = self._pending.pop(request_id, None) if request_id is not None else None
             if waiter is not None:
-                if not waiter.done():
-                    waiter.set_result(message)
+                if not waiter.answered.is_set():
+                    waiter.message = message
+                    waiter.answered.set()
                 return
         elif message["method"] == "notifications/progress" and (args := progress_args(message.get("params"))):
             token, progress, total, text = args
-            callback = self._progress.get(_our_id(token))
+            request_id = _our_id(token)
+            callback = self._progress.get(request_id) if request_id is not None else None
             if callback is not None and self._task_group is not None:
                 self._task_group.start_soon(_relay_progress, callback, progress, total, text, self._settings.name)
                 return
@@ -183,32 +197,58 @@ class StdioPipe:
             return
         self._gone = why
         for waiter in self._pending.values():
-            if not waiter.done():
-                waiter.set_exception(HopLost(why))
+            if not waiter.answered.is_set():
+                waiter.lost = why
+                waiter.answered.set()
         self._pending.clear()
         if self._to_session is not None:
             self._to_session.close()
         if report:
             self._on_lost(why)
 
-    # -- the call hop ------------------------------------------------------------------------
+    # -- calls -------------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self._settings.name
+    def adopt(self, session: ClientSession) -> None:
+        self._revision = NegotiatedRevision(session)
 
-    def hop(self, session: ClientSession) -> StdioHop:
-        return StdioHop(self, Shaper(session))
+    async def request(
+        self, method: str, params: JsonObject, *, time_limit: float, on_progress: ProgressCallback | None
+    ) -> JsonObject:
+        revision = self._revision
+        if revision is None:
+            raise WireLost("not connected")
+        request_id = next(self._ids)
+        message, _headers = revision.request(request_id, method, params, progress=on_progress is not None)
+        waiter = self._pending[request_id] = _Waiter()
+        if on_progress is not None:
+            self._progress[request_id] = on_progress
+        try:
+            with anyio.fail_after(time_limit):
+                await self._send(encode(message) + b"\n")
+                await waiter.answered.wait()
+        except TimeoutError:
+            await self._notify_cancelled(request_id, f"timed out after {time_limit:g}s")
+            raise WireTimeout from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._notify_cancelled(request_id, "caller cancelled")
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            self._progress.pop(request_id, None)
+        if waiter.message is None:
+            raise WireLost(waiter.lost or "the connection ended")
+        return revision.result(method, outcome(waiter.message))
 
     async def _send(self, data: bytes) -> None:
         process = self._process
         if self._gone is not None or process is None or process.stdin is None:
-            raise HopLost(self._gone or "not connected")
+            raise WireLost(self._gone or "not connected")
         try:
             await process.stdin.send(data)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
             self._end(f"writing to the backend failed: {exc.__class__.__name__}")
-            raise HopLost(self._gone or "write failed") from None
+            raise WireLost(self._gone or "write failed") from None
 
     async def _notify_cancelled(self, request_id: int, reason: str) -> None:
         notice = {
@@ -216,42 +256,8 @@ class StdioPipe:
             "method": "notifications/cancelled",
             "params": {"requestId": request_id, "reason": reason},
         }
-        with anyio.move_on_after(_CANCEL_WRITE_SECONDS), suppress(HopLost):
+        with anyio.move_on_after(_CANCEL_WRITE_SECONDS), suppress(WireLost):
             await self._send(encode(notice) + b"\n")
-
-
-class StdioHop:
-    """Calls on one live stdio connection: stdio backends of every revision take `notifications/cancelled`."""
-
-    def __init__(self, pipe: StdioPipe, shaper: Shaper) -> None:
-        self._pipe = pipe
-        self._shaper = shaper
-
-    async def request(
-        self, method: str, params: JsonObject, *, time_limit: float, on_progress: ProgressCallback | None
-    ) -> JsonObject:
-        pipe = self._pipe
-        request_id = next(pipe._ids)
-        message, _headers = self._shaper.request(request_id, method, params, progress=on_progress is not None)
-        waiter: asyncio.Future[JsonObject] = asyncio.get_running_loop().create_future()
-        pipe._pending[request_id] = waiter
-        if on_progress is not None:
-            pipe._progress[request_id] = on_progress
-        try:
-            with anyio.fail_after(time_limit):
-                await pipe._send(encode(message) + b"\n")
-                response = await waiter
-        except TimeoutError:
-            await pipe._notify_cancelled(request_id, f"timed out after {time_limit:g}s")
-            raise HopTimeout from None
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await pipe._notify_cancelled(request_id, "caller cancelled")
-            raise
-        finally:
-            pipe._pending.pop(request_id, None)
-            pipe._progress.pop(request_id, None)
-        return self._shaper.result(method, outcome(response))
 
 
 def _start_failure(settings: McpStdioConnector, exc: OSError) -> str:
@@ -308,7 +314,4 @@ async def _stop(process: anyio.abc.Process) -> None:
     if process.stdout is not None:
         with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await process.stdout.aclose()
-    transport = getattr(getattr(process, "_process", None), "_transport", None)
-    if transport is not None:
-        with suppress(PermissionError):
-            transport.close()
+    close_subprocess_transport(process)

@@ -1,11 +1,13 @@
-"""An HTTP backend's connection: the SDK's streamable-HTTP transport, plus a raw hop for calls.
+"""The wire for `kind = "mcp-http"`: a remote MCP server over streamable HTTP.
 
 The SDK transport (on httpx2) negotiates, lists, pings and holds the GET stream for change
 notifications. Calls go out on one pooled keep-alive aiohttp session of their own: on this
 path aiohttp costs about a third of httpx2's client CPU per request (0.7 ms against 2.0 ms in
-the same run), and the body is read and parsed once. The hop sends what the SDK would: the
+the same run), and the body is read and parsed once. Calls carry what the SDK would send: the
 session id the backend gave the handshake (2025-11-25), or the stateless 2026-07-28 shape with
 its `_meta` keys and `Mcp-Method`/`Mcp-Name` headers, both from the session's own stamp.
+
+The backend sees only the headers from its connector file, never the agent's token.
 """
 
 from __future__ import annotations
@@ -22,23 +24,15 @@ import aiohttp
 import anyio
 import httpx2
 import yarl
-from mcp.client._transport import TransportStreams
-from mcp.client.session import ClientSession
+from mcp.client import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.connectors.base import JsonObject, ProgressCallback
-from gateway.connectors.jsonrpc import (
-    FIRST_ID,
-    HopLost,
-    HopTimeout,
-    RemoteError,
-    Shaper,
-    decode,
-    encode,
-    outcome,
-    progress_args,
-)
+from gateway.connectors.jsonrpc import FIRST_ID, RemoteError, decode, encode, outcome, progress_args
+from gateway.connectors.negotiated_revision import NegotiatedRevision
+from gateway.connectors.wire import WireLost, WireTimeout
+from gateway.mcp_sdk import TransportStreams
 from gateway.settings.connectors import McpHttpConnector
 
 logger = logging.getLogger(__name__)
@@ -52,21 +46,22 @@ _INTERNAL_ERROR = -32603
 _LIST_CHANGED_SUFFIX = "/list_changed"
 
 
-class HttpLink:
-    """One connection attempt to a streamable-HTTP backend."""
+class HttpWire:
+    """One connection to a streamable-HTTP backend; a call is a POST, answered by one JSON body or an SSE stream."""
 
-    def __init__(
-        self, settings: McpHttpConnector, on_lost: Callable[[str], None], on_list_changed: Callable[[], None]
-    ) -> None:
+    def __init__(self, settings: McpHttpConnector, on_list_changed: Callable[[], None]) -> None:
         self._settings = settings
-        self._on_lost = on_lost
         self._on_list_changed = on_list_changed
         self._headers = {key: value.get_secret_value() for key, value in settings.headers.items()}
+        self._url = settings.url
         self._http: aiohttp.ClientSession | None = None
-        self.session_id: str | None = None
+        self._revision: NegotiatedRevision | None = None
+        self._modern = False
+        self._ids = itertools.count(FIRST_ID)
+        self._session_id: str | None = None
 
     @asynccontextmanager
-    async def transport(self) -> AsyncIterator[TransportStreams]:
+    async def open(self) -> AsyncIterator[TransportStreams]:
         settings = self._settings
         timeout = httpx2.Timeout(settings.connect_timeout, read=max(settings.timeout, 300.0))
         hooks = {"response": [self._remember_session]}
@@ -87,47 +82,37 @@ class HttpLink:
                 self._http = None
 
     async def _remember_session(self, response: httpx2.Response) -> None:
-        """The handshake's answer names the session; calls on the hop must carry it too."""
+        """The handshake's answer names the session; calls must carry it too."""
         if session_id := response.headers.get(_SESSION_HEADER):
-            self.session_id = session_id
+            self._session_id = session_id
 
-    def hop(self, session: ClientSession) -> HttpHop:
+    def adopt(self, session: ClientSession) -> None:
         if self._http is None:
-            raise HopLost("not connected")
-        return HttpHop(self, self._http, Shaper(session))
+            raise WireLost("not connected")
+        self._revision = NegotiatedRevision(session)
+        self._modern = self._revision.version in MODERN_PROTOCOL_VERSIONS
 
-
-class HttpHop:
-    """Calls as POSTs; an answer comes back as one JSON body or as an SSE stream with progress first."""
-
-    def __init__(self, link: HttpLink, http: aiohttp.ClientSession, shaper: Shaper) -> None:
-        self._link = link
-        self._http = http
-        self._shaper = shaper
-        self._url = link._settings.url
-        self._modern = shaper.version in MODERN_PROTOCOL_VERSIONS
-        self._ids = itertools.count(FIRST_ID)
-
-    def _headers(self, extra: dict[str, str]) -> dict[str, str]:
+    def _request_headers(self, extra: dict[str, str]) -> dict[str, str]:
         headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        if self._link.session_id:  # as the SDK transport does: whenever the backend named one
-            headers[_SESSION_HEADER] = self._link.session_id
+        if self._session_id:  # as the SDK transport does: whenever the backend named one
+            headers[_SESSION_HEADER] = self._session_id
         headers.update(extra)
         return headers
 
     async def request(
         self, method: str, params: JsonObject, *, time_limit: float, on_progress: ProgressCallback | None
     ) -> JsonObject:
+        http, revision = self._http, self._revision
+        if http is None or revision is None:
+            raise WireLost("not connected")
         request_id = next(self._ids)
-        message, stamped = self._shaper.request(request_id, method, params, progress=on_progress is not None)
-        headers = self._headers(stamped)
+        message, stamped = revision.request(request_id, method, params, progress=on_progress is not None)
+        headers = self._request_headers(stamped)
         body = encode(message)
         try:
             with anyio.fail_after(time_limit):
                 for _ in range(_MAX_REDIRECTS + 1):
-                    async with self._http.post(
-                        self._url, data=body, headers=headers, allow_redirects=False
-                    ) as response:
+                    async with http.post(self._url, data=body, headers=headers, allow_redirects=False) as response:
                         if (moved := self._same_origin_redirect(response)) is not None:
                             self._url = moved
                             continue
@@ -141,20 +126,20 @@ class HttpHop:
                 else:
                     raise RemoteError(_INVALID_REQUEST, f"more than {_MAX_REDIRECTS} redirects")
         except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's own timeouts subclass both
-            raise HopLost(f"HTTP request failed: {exc.__class__.__name__}") from None
+            raise WireLost(f"HTTP request failed: {exc.__class__.__name__}") from None
         except TimeoutError:
             await self._cancel(request_id, f"timed out after {time_limit:g}s")
-            raise HopTimeout from None
+            raise WireTimeout from None
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._cancel(request_id, "caller cancelled")
             raise
-        return self._shaper.result(method, outcome(answer))
+        return revision.result(method, outcome(answer))
 
     def _same_origin_redirect(self, response: aiohttp.ClientResponse) -> str | None:
         """Where a 307/308 points, when it stays on the endpoint's origin (as the SDK transport follows it).
 
-        Servers mounted under a path often redirect `/mcp` to `/mcp/`; the hop remembers the new URL.
+        Servers mounted under a path often redirect `/mcp` to `/mcp/`; the wire remembers the new URL.
         Other redirects are not followed: the connector's credentials must not travel elsewhere.
         """
         if response.status not in (307, 308) or not (location := response.headers.get("location")):
@@ -180,8 +165,8 @@ class HttpHop:
                     body = decode(await response.read())
                     if isinstance(body, dict) and isinstance(body.get("error"), dict):
                         return body
-            if status == 404 and self._link.session_id:
-                raise HopLost("the backend ended the session")
+            if status == 404 and self._session_id:
+                raise WireLost("the backend ended the session")
             raise RemoteError(_INTERNAL_ERROR, f"Server returned an error response (HTTP {status})")
         if content_type.startswith("application/json"):
             try:
@@ -205,7 +190,7 @@ class HttpHop:
                         return event
                     continue
                 await self._on_server_message(event, request_id, on_progress)
-            raise HopLost("the backend's SSE stream ended without a response")
+            raise WireLost("the backend's SSE stream ended without a response")
         raise RemoteError(_INVALID_REQUEST, f"Unexpected content type: {content_type}")
 
     async def _on_server_message(
@@ -220,7 +205,7 @@ class HttpHop:
                 except Exception:  # boundary: a caller's progress sink failing must not fail the call
                     logger.warning("progress relay failed", extra=self._log_extra, exc_info=True)
         elif method.endswith(_LIST_CHANGED_SUFFIX):
-            self._link._on_list_changed()
+            self._on_list_changed()
         elif "id" in event and method == "ping":
             await self._post_quietly({"jsonrpc": "2.0", "id": event["id"], "result": {}})
         elif "id" in event:
@@ -244,14 +229,18 @@ class HttpHop:
         await self._post_quietly(notice)
 
     async def _post_quietly(self, message: JsonObject) -> None:
-        headers = self._headers({"mcp-protocol-version": self._shaper.version})
+        """Post a message that needs no answer; on a connection already gone there is no one to tell."""
+        http, revision = self._http, self._revision
+        if http is None or revision is None:
+            return
+        headers = self._request_headers({"mcp-protocol-version": revision.version})
         with anyio.move_on_after(_CANCEL_POST_SECONDS), suppress(aiohttp.ClientError, OSError):
-            async with self._http.post(self._url, data=encode(message), headers=headers, allow_redirects=False):
+            async with http.post(self._url, data=encode(message), headers=headers, allow_redirects=False):
                 pass
 
     @property
     def _log_extra(self) -> dict[str, Any]:
-        return {"connector": self._link._settings.name}
+        return {"connector": self._settings.name}
 
 
 async def _read_body(response: aiohttp.ClientResponse) -> bytearray:

@@ -5,10 +5,10 @@ connection, never a handshake or a subprocess. A supervisor task owns the sessio
 reconnects with exponential backoff when the backend dies (stdio EOF), stops answering
 pings, or breaks a call's connection, and it keeps the backend's listing fresh when the
 backend says its tools, resources or prompts changed. Both stdio and HTTP backends share
-this class; they differ only in the link they hand it.
+this class; they differ only in the wire under it (`StdioWire`, `HttpWire`).
 
 The SDK client runs the control plane (negotiation, listings, pings, change notifications);
-calls take the link's raw hop on the same connection (see `jsonrpc.py` for why).
+calls go out on the wire itself, on the same connection (see `wire.py` for why).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import anyio.abc
 import anyio.to_thread
 import mcp_types as types
 from mcp import Client
-from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -37,10 +36,14 @@ from gateway.connectors.base import (
     ProgressCallback,
     ResourceUpdateListener,
 )
-from gateway.connectors.jsonrpc import Hop, HopLost, HopTimeout, LinkFactory, RemoteError
+from gateway.connectors.http_wire import HttpWire
+from gateway.connectors.jsonrpc import RemoteError
 from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.resource_watch import ResourceWatch
+from gateway.connectors.stdio_wire import StdioWire
+from gateway.connectors.wire import Wire, WireLost, WireTimeout
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError, ListingRefused
+from gateway.mcp_sdk import TransportStreams
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
 logger = logging.getLogger(__name__)
@@ -92,7 +95,8 @@ class _WatchedReadStream:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        return await self._inner.__aexit__(*exc_info)
+        suppressed: bool | None = await self._inner.__aexit__(*exc_info)
+        return suppressed
 
 
 class _WatchedTransport:
@@ -108,40 +112,34 @@ class _WatchedTransport:
         return await self._inner.__aexit__(*exc_info)
 
 
-class McpBackend:
-    """A `Connector` for any backend that speaks MCP; the transport decides stdio or HTTP."""
+class McpConnector:
+    """A `Connector` for any backend that speaks MCP; its settings' kind decides the wire, stdio or HTTP."""
 
     def __init__(
         self,
         settings: McpStdioConnector | McpHttpConnector,
-        link_factory: LinkFactory,
         on_listing: ListingListener,
         on_resource_updated: ResourceUpdateListener | None = None,
     ) -> None:
         self._settings = settings
-        self._link_factory = link_factory
         self._on_listing = on_listing
         self._resource_watch = ResourceWatch(settings.name, on_resource_updated, timeout=settings.timeout)
         self._protocol = settings.protocol
         self._limits = settings.listing_limits()
         self._reported_problems: tuple[str, ...] = ()
         self._health_interval = settings.health_interval
-        self._hop: Hop | None = None
+        #: The wire calls go out on: set once a connection has negotiated and listed, None in between.
+        self._wire: Wire | None = None
         self._health = Health(HealthState.STARTING, "connecting")
         self._listing = Listing()
         self._lost = anyio.Event()
         self._refresh_wanted = anyio.Event()
         self._closing = False
         self._restarts = 0
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     @property
     def name(self) -> str:
         return self._settings.name
-
-    @property
-    def settings(self) -> McpStdioConnector | McpHttpConnector:
-        return self._settings
 
     @property
     def health(self) -> Health:
@@ -153,7 +151,6 @@ class McpBackend:
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start supervising; returns once the first connection attempt has succeeded or failed."""
-        self._task_group = task_group
         await task_group.start(self._supervise)
 
     async def close(self) -> None:
@@ -188,19 +185,19 @@ class McpBackend:
     async def _request(
         self, method: str, params: JsonObject, *, on_progress: ProgressCallback | None = None
     ) -> JsonObject:
-        hop = self._hop
-        if hop is None:
+        wire = self._wire
+        if wire is None:
             raise BackendUnavailable(f"backend '{self.name}' is unavailable ({self._health.detail}); retry shortly")
         try:
-            return await hop.request(method, params, time_limit=self._settings.timeout, on_progress=on_progress)
+            return await wire.request(method, params, time_limit=self._settings.timeout, on_progress=on_progress)
         except RemoteError as exc:
             raise BackendError(exc.message, code=exc.code, data=exc.data) from None
-        except HopTimeout:
+        except WireTimeout:
             raise BackendTimeout(
                 f"backend '{self.name}' did not answer within {self._settings.timeout:g}s; "
                 "the call was cancelled at the backend"
             ) from None
-        except HopLost as exc:
+        except WireLost as exc:
             self._mark_lost(f"the connection closed during a call ({exc})")
             raise BackendUnavailable(
                 f"backend '{self.name}' went away during the call; it is being restarted, retry shortly"
@@ -241,7 +238,7 @@ class McpBackend:
                 if not reported:
                     reported = True
                     task_status.started()
-            self._hop = None
+            self._wire = None
             if self._closing:
                 break
             if time.monotonic() - began > _STABLE_AFTER_SECONDS:
@@ -255,8 +252,8 @@ class McpBackend:
             self._restarts += 1
 
     async def _run_session(self, connected: anyio.Event, attempt_over: anyio.Event) -> None:
-        link = self._link_factory(self._mark_lost, self._refresh_wanted_soon)
-        transport = _WatchedTransport(link.transport(), lambda: self._mark_lost("backend closed the stream"))
+        wire = self._new_wire()
+        transport = _WatchedTransport(wire.open(), lambda: self._mark_lost("backend closed the stream"))
         try:
             async with Client(
                 transport,
@@ -265,9 +262,9 @@ class McpBackend:
                 cache=None,
                 client_info=types.Implementation(name="autonomy-gateway", version="0.1.0"),
             ) as client:
-                hop = link.hop(client.session)
-                listing, problems = await self._bounded_listing(hop, client)
-                self._hop = hop
+                wire.adopt(client.session)
+                listing, problems = await self._bounded_listing(wire, client)
+                self._wire = wire
                 if listing is not None:
                     self._listing = listing
                 self._health = self._connected_health(client.protocol_version, problems)
@@ -298,7 +295,7 @@ class McpBackend:
             self._health = Health(HealthState.UNHEALTHY, detail, restarts=self._restarts)
             logger.warning("backend session ended", extra={"connector": self.name, "reason": detail})
         finally:
-            self._hop = None
+            self._wire = None
             attempt_over.set()
 
     async def _ping_loop(self, client: Client) -> None:
@@ -316,6 +313,17 @@ class McpBackend:
                 self._mark_lost("backend stopped answering pings")
                 return
 
+    def _new_wire(self) -> Wire:
+        """A fresh wire for each connection attempt: a new subprocess, or new HTTP clients.
+
+        A stdio backend's change notifications need no hook: the wire hands them to the SDK session,
+        which reports them. An HTTP backend may send them on a call's response stream, which the
+        SDK never sees.
+        """
+        if isinstance(self._settings, McpStdioConnector):
+            return StdioWire(self._settings, self._mark_lost)
+        return HttpWire(self._settings, self._refresh_wanted_soon)
+
     def _refresh_wanted_soon(self) -> None:
         self._refresh_wanted.set()
 
@@ -331,15 +339,15 @@ class McpBackend:
     async def _listen_loop(self, client: Client) -> None:
         """On 2026-07-28 backends, change notifications arrive on a `subscriptions/listen` stream."""
         capabilities = client.server_capabilities
-        wants = {
-            "tools_list_changed": bool(capabilities.tools and capabilities.tools.list_changed),
-            "prompts_list_changed": bool(capabilities.prompts and capabilities.prompts.list_changed),
-            "resources_list_changed": bool(capabilities.resources and capabilities.resources.list_changed),
-        }
-        if not any(wants.values()):
+        tools = bool(capabilities.tools and capabilities.tools.list_changed)
+        prompts = bool(capabilities.prompts and capabilities.prompts.list_changed)
+        resources = bool(capabilities.resources and capabilities.resources.list_changed)
+        if not (tools or prompts or resources):
             return
         try:
-            async with client.listen(**wants) as subscription:
+            async with client.listen(
+                tools_list_changed=tools, prompts_list_changed=prompts, resources_list_changed=resources
+            ) as subscription:
                 async for _event in subscription:
                     self._refresh_wanted.set()
         except Exception as exc:  # boundary: a lost listen stream only costs change notifications
@@ -349,29 +357,29 @@ class McpBackend:
         while True:
             await self._refresh_wanted.wait()
             self._refresh_wanted = anyio.Event()
-            hop = self._hop
-            if hop is None:
+            wire = self._wire
+            if wire is None:
                 continue  # the connection is being replaced; the new one lists afresh
             try:
-                listing, problems = await self._bounded_listing(hop, client)
-            except (RemoteError, HopTimeout, TimeoutError) as exc:
+                listing, problems = await self._bounded_listing(wire, client)
+            except (RemoteError, WireTimeout, TimeoutError) as exc:
                 reason = exc.message if isinstance(exc, RemoteError) else "no answer within the connector's timeout"
                 logger.warning("backend listing refresh failed", extra={"connector": self.name, "reason": reason})
                 continue
-            except HopLost as exc:
+            except WireLost as exc:
                 self._mark_lost(f"the connection closed while listing ({exc})")
                 return
-            if self._hop is not None:
+            if self._wire is not None:
                 self._health = self._connected_health(client.protocol_version, problems)
             if listing is not None:
                 self._listing = listing
                 await self._on_listing(self.name, listing)
 
-    async def _bounded_listing(self, hop: Hop, client: Client) -> tuple[Listing | None, tuple[str, ...]]:
+    async def _bounded_listing(self, wire: Wire, client: Client) -> tuple[Listing | None, tuple[str, ...]]:
         """The listing within the bounds and what was left out; None with the reason when refused whole."""
         budget = ListingBudget(self.name, self._limits)
         try:
-            listing = await self._fetch_listing(hop, client, budget)
+            listing = await self._fetch_listing(wire, client, budget)
         except ListingRefused as exc:
             return None, (str(exc),)
         return listing, tuple(budget.problems)
@@ -387,9 +395,9 @@ class McpBackend:
         detail = "connected, but its listing breaks a bound: " + " ".join(problems)
         return Health(HealthState.DEGRADED, detail, protocol_version, self._restarts, problems)
 
-    async def _fetch_listing(self, hop: Hop, client: Client, budget: ListingBudget) -> Listing:
-        """Pages come over the raw hop: the SDK would validate every definition on the event loop (seconds
-        for tens of thousands of tools); the budget checks what the catalog needs, in a worker thread."""
+    async def _fetch_listing(self, wire: Wire, client: Client, budget: ListingBudget) -> Listing:
+        """Pages come over the wire, around the SDK client: it would validate every definition on the event loop
+        (seconds for tens of thousands of tools); the budget checks what the catalog needs, in a worker thread."""
         capabilities = client.server_capabilities
         tools: list[JsonObject] = []
         resources: list[JsonObject] = []
@@ -397,14 +405,14 @@ class McpBackend:
         prompts: list[JsonObject] = []
         with anyio.fail_after(self._settings.timeout):
             if capabilities.tools is not None:
-                tools = await self._all_pages(hop, "tools/list", "tools", budget, "tool")
+                tools = await self._all_pages(wire, "tools/list", "tools", budget, "tool")
             if capabilities.resources is not None:
-                resources = await self._all_pages(hop, "resources/list", "resources", budget, "resource")
+                resources = await self._all_pages(wire, "resources/list", "resources", budget, "resource")
                 templates = await self._all_pages(
-                    hop, "resources/templates/list", "resourceTemplates", budget, "resource template"
+                    wire, "resources/templates/list", "resourceTemplates", budget, "resource template"
                 )
             if capabilities.prompts is not None:
-                prompts = await self._all_pages(hop, "prompts/list", "prompts", budget, "prompt")
+                prompts = await self._all_pages(wire, "prompts/list", "prompts", budget, "prompt")
         return Listing(
             tools=tuple(tools),
             resources=tuple(resources),
@@ -413,13 +421,13 @@ class McpBackend:
             capabilities=capabilities.model_dump(by_alias=True, exclude_none=True),
         )
 
-    async def _all_pages(self, hop: Hop, method: str, key: str, budget: ListingBudget, kind: str) -> list[JsonObject]:
+    async def _all_pages(self, wire: Wire, method: str, key: str, budget: ListingBudget, kind: str) -> list[JsonObject]:
         """Every page, each checked against the budget as it arrives (in a worker thread: a page may be huge)."""
         items: list[JsonObject] = []
         cursor: Any = None
         for _ in range(_PAGE_LIMIT):
             params: JsonObject = {"cursor": cursor} if cursor else {}
-            page = await hop.request(method, params, time_limit=self._settings.timeout, on_progress=None)
+            page = await wire.request(method, params, time_limit=self._settings.timeout, on_progress=None)
             items.extend(await anyio.to_thread.run_sync(budget.take, kind, page.get(key)))
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor:

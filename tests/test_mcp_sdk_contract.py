@@ -1,0 +1,126 @@
+"""What the gateway borrows from the `mcp` SDK beyond its public API still exists and still behaves.
+
+Every test names the installed SDK version and what went missing or changed, so an SDK upgrade
+that breaks one says exactly what to look at in `gateway.mcp_sdk`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import typing
+from types import ModuleType
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client import ClientSession
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from pydantic import BaseModel, ValidationError
+
+from gateway.errors import SdkMismatch
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def sdk() -> ModuleType:
+    """The adapter, or a failure that says which internals the installed SDK lacks."""
+    try:
+        return importlib.import_module("gateway.mcp_sdk")
+    except SdkMismatch as exc:
+        pytest.fail(str(exc))
+
+
+def _session(negotiated: types.InitializeResult | types.DiscoverResult) -> ClientSession:
+    to_session, session_reads = anyio.create_memory_object_stream[SessionMessage | Exception](1)
+    session_writes, from_session = anyio.create_memory_object_stream[SessionMessage](1)
+    for stream in (to_session, from_session):
+        stream.close()
+    session = ClientSession(session_reads, session_writes)
+    session.adopt(negotiated)
+    session_reads.close()
+    session_writes.close()
+    return session
+
+
+def _stamped(sdk: ModuleType, session: ClientSession, method: str, params: dict[str, Any]) -> tuple[Any, Any]:
+    data: dict[str, Any] = {"method": method, "params": params}
+    options: CallOptions = {}
+    sdk.request_stamp(session)(data, options)
+    return data["params"], options.get("headers")
+
+
+def _changed(sdk: ModuleType, what: str) -> str:
+    return f"mcp {sdk.SDK_VERSION} changed {what}; see gateway/mcp_sdk.py"
+
+
+def test_the_installed_sdk_has_every_internal_the_gateway_borrows(sdk: ModuleType) -> None:
+    assert sdk.SDK_VERSION
+    assert typing.get_origin(sdk.TransportStreams) is tuple, _changed(sdk, "TransportStreams (no longer a tuple)")
+    assert len(typing.get_args(sdk.TransportStreams)) == 2, _changed(sdk, "TransportStreams (not a stream pair)")
+
+
+def test_the_stamp_of_a_2025_11_25_session_adds_the_version_header(sdk: ModuleType) -> None:
+    session = _session(
+        types.InitializeResult(
+            protocol_version="2025-11-25",
+            capabilities=types.ServerCapabilities(),
+            server_info=types.Implementation(name="backend", version="1"),
+        ),
+    )
+    params, headers = _stamped(sdk, session, "tools/call", {"name": "echo", "arguments": {}})
+    assert headers == {"mcp-protocol-version": "2025-11-25"}, _changed(sdk, f"the 2025-11-25 stamp: {headers}")
+    assert params == {"name": "echo", "arguments": {}}, _changed(sdk, f"the 2025-11-25 stamp's params: {params}")
+
+
+def test_the_stamp_of_a_2026_07_28_session_adds_meta_and_routing_headers(sdk: ModuleType) -> None:
+    session = _session(types.DiscoverResult(supported_versions=["2026-07-28"], capabilities=types.ServerCapabilities()))
+    params, headers = _stamped(sdk, session, "tools/call", {"name": "echo", "arguments": {}})
+    assert headers is not None, _changed(sdk, "the 2026-07-28 stamp: it sets no headers")
+    expected_headers = {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}
+    assert expected_headers.items() <= headers.items(), _changed(sdk, f"the 2026-07-28 stamp's headers: {headers}")
+    meta = params.get("_meta", {})
+    assert meta.get(types.PROTOCOL_VERSION_META_KEY) == "2026-07-28", _changed(sdk, f"the 2026-07-28 _meta: {meta}")
+    assert {"io.modelcontextprotocol/clientInfo", "io.modelcontextprotocol/clientCapabilities"} <= meta.keys(), (
+        _changed(sdk, f"the 2026-07-28 _meta: {meta}")
+    )
+
+
+def test_later_revision_fields_name_what_a_session_drops(sdk: ModuleType) -> None:
+    dropped = sdk.later_revision_fields("tools/list", "2025-11-25")
+    assert isinstance(dropped, frozenset), _changed(sdk, f"_later_revision_fields' result type: {dropped!r}")
+    assert {"ttlMs", "cacheScope"} <= dropped, _changed(sdk, f"the keys a 2025-11-25 session drops: {dropped}")
+    assert "tools" not in dropped, _changed(sdk, f"the keys a 2025-11-25 session drops: {dropped}")
+    assert sdk.later_revision_fields("tools/list", "2026-07-28") == frozenset(), _changed(
+        sdk, "the keys the newest revision drops (none expected)"
+    )
+
+
+async def test_a_stopped_process_has_its_transport_closed(sdk: ModuleType) -> None:
+    process = await anyio.open_process([sys.executable, "-c", "pass"])
+    while process.returncode is None:  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        assert stream is not None
+        await stream.aclose()
+    sdk.close_subprocess_transport(process)
+    transport = process._process._transport  # type: ignore[attr-defined]  # what the SDK's helper reaches
+    assert transport.is_closing(), _changed(sdk, "_close_subprocess_transport: the transport stays open")
+
+
+def test_invalid_parameters_get_the_sdk_servers_error(sdk: ModuleType) -> None:
+    class Params(BaseModel):
+        name: str
+
+    with pytest.raises(ValidationError) as invalid:
+        Params.model_validate({})
+    error = sdk.modern_error_data(invalid.value)
+    assert error == types.ErrorData(code=types.INVALID_PARAMS, message="Invalid request parameters", data=""), _changed(
+        sdk, f"the error for invalid parameters: {error}"
+    )
+    own = types.ErrorData(code=types.METHOD_NOT_FOUND, message="Method not found")
+    assert sdk.modern_error_data(MCPError.from_error_data(own)) == own, _changed(sdk, "how an MCPError maps")
