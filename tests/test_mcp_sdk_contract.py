@@ -124,3 +124,30 @@ def test_invalid_parameters_get_the_sdk_servers_error(sdk: ModuleType) -> None:
     )
     own = types.ErrorData(code=types.METHOD_NOT_FOUND, message="Method not found")
     assert sdk.modern_error_data(MCPError.from_error_data(own)) == own, _changed(sdk, "how an MCPError maps")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_handler_may_answer_with_a_wire_dict(sdk: ModuleType, mode: str) -> None:
+    """The front's handlers pass backends' results on as dicts (see `front/server.py`), never as models."""
+    from mcp import Client
+    from mcp.server import Server
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        listing: dict[str, Any] = {"tools": [{"name": "anything", "inputSchema": {"type": "object"}}]}
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            listing.update(resultType="complete", ttlMs=0, cacheScope="private")  # as `front.server._listing`
+        return listing
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
+        result = {"content": [{"type": "text", "text": "as sent"}], "structuredContent": {"kept": [1, 2]}}
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            result["resultType"] = "complete"  # what `front.server.for_client` adds for these revisions
+        return result
+
+    server = Server("contract", on_list_tools=list_tools, on_call_tool=call_tool)
+    async with Client(server, mode=mode) as client:
+        result = await client.call_tool("anything", {})
+
+    assert result.structured_content == {"kept": [1, 2]}, _changed(sdk, "what it does with a handler's dict result")
+    assert isinstance(result.content[0], types.TextContent) and result.content[0].text == "as sent"
