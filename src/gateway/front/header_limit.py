@@ -16,7 +16,7 @@ reset the connection, and the client would lose the 431 and see only a broken pi
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # uvicorn's HTTP protocols are asyncio protocols, and this refines them
 from typing import Any, Literal
 
 import h11

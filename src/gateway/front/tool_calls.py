@@ -9,7 +9,7 @@ A client that goes away, or cancels the request, cancels the call.
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # plain tasks for a call's two helpers: see `ToolCalls.serve` for why not a task group
 import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
