@@ -10,7 +10,7 @@ connector and the name it knows) and the arguments the backend may see, as a new
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.identity.principal import Principal
@@ -95,12 +95,21 @@ class Call:
         return self.target.connector if self.target is not None else None
 
     def resolved(self, target: Target, *, arguments: Any = None, reasoning: str | None = None) -> Call:
-        """This call aimed at `target`, with the arguments the backend may see and the stated reasoning."""
-        return replace(
-            self,
-            target=target,
-            arguments=self.arguments if arguments is None else arguments,
-            reasoning=self.reasoning if reasoning is None else reasoning,
+        """This call aimed at `target`, with the arguments the backend may see and the stated reasoning.
+
+        Built field by field rather than with `dataclasses.replace`, which costs twice as much on
+        a path every call takes twice.
+        """
+        return Call(
+            self.method,
+            self.origin,
+            self.name,
+            self.arguments if arguments is None else arguments,
+            self.meta,
+            self.reasoning if reasoning is None else reasoning,
+            self.workflow,
+            target,
+            self.unusable_arguments,
         )
 
 

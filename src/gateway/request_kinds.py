@@ -112,7 +112,9 @@ class ToolCalls:
         if call.unusable_arguments is not None:
             raise UnusableArguments(f"invalid arguments for tool '{entry.exposed}': {call.unusable_arguments}")
         arguments, reasoning = _take_reasoning(entry, call)
-        target = Target(entry.connector, entry.original)
+        if arguments is call.arguments and reasoning == call.reasoning:
+            return aimed  # the common case: nothing for the gateway in the arguments
+        target = call.target or Target(entry.connector, entry.original)
         return Aimed(call.resolved(target, arguments=arguments, reasoning=reasoning), entry)
 
     def concealed(self, aimed: Aimed[ToolEntry], error: InvalidArguments) -> GatewayError:
