@@ -47,7 +47,8 @@ What a test can read and move:
 - `await resource_updated(uri)`: the backend says `uri` changed (tells `on_resource_updated`);
 - `watched`: the URIs some `watching(...)` block currently asks updates for;
 - lifecycle: `start(task_group)` marks it started and announces the listing to `on_listing`, as a
-  connector does once connected; `close()` makes health `stopped`. Neither is needed for calls.
+  connector does once connected (not when its health says it is down); `close()` makes health
+  `stopped`. Neither is needed for calls.
 """
 
 from __future__ import annotations
@@ -171,9 +172,12 @@ class FakeConnector:
         return frozenset(self._watched)
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Connected at once: the listing is announced as a real connector's first one is."""
+        """Connected at once: the listing is announced as a real connector's first one is.
+
+        A fake whose health says it is down announces nothing, like a backend that could not be reached.
+        """
         self.started = True
-        if self._on_listing is not None:
+        if self._on_listing is not None and self._health.state in _SERVING:
             await self._on_listing(self._name, self._listing)
 
     async def close(self) -> None:

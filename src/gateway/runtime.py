@@ -31,7 +31,7 @@ from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
-from gateway.connectors import Connector, build_connector
+from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
@@ -53,7 +53,9 @@ _PRUNE_INTERVAL_SECONDS = 24 * 3600
 
 
 class GatewayRuntime:
-    def __init__(self, config: Config) -> None:
+    """Every part of one gateway process; `connector_factory` makes each backend's connector."""
+
+    def __init__(self, config: Config, *, connector_factory: ConnectorFactory = build_connector) -> None:
         self.config = config
         self.database = Database(config.gateway.storage.url)
         auth = config.gateway.auth
@@ -67,7 +69,7 @@ class GatewayRuntime:
         )
         self.notifier = ChangeNotifier()
         self.connectors: Mapping[str, Connector] = {
-            c.name: build_connector(c, self._listing_changed, self._resource_updated) for c in config.connectors
+            c.name: connector_factory(c, self._listing_changed, self._resource_updated) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
         audit = config.gateway.audit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.connectors.base import (
     Connector,
     Health,
@@ -13,7 +15,12 @@ from gateway.connectors.base import (
 from gateway.connectors.mcp_connector import McpConnector
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
-__all__ = ["Connector", "Health", "HealthState", "Listing", "build_connector"]
+__all__ = ["Connector", "ConnectorFactory", "Health", "HealthState", "Listing", "build_connector"]
+
+ConnectorFactory = Callable[
+    [McpStdioConnector | McpHttpConnector, ListingListener, ResourceUpdateListener | None], Connector
+]
+"""Makes the connector of one connector file; the runtime takes another for tests (an in-memory backend)."""
 
 
 def build_connector(
