@@ -7,8 +7,10 @@ that breaks one says exactly what to look at in `gateway.mcp_sdk`.
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import typing
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +24,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import SdkMismatch
+from harness import write_gateway_config
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +154,19 @@ async def test_a_handler_may_answer_with_a_wire_dict(sdk: ModuleType, mode: str)
 
     assert result.structured_content == {"kept": [1, 2]}, _changed(sdk, "what it does with a handler's dict result")
     assert isinstance(result.content[0], types.TextContent) and result.content[0].text == "as sent"
+
+
+def test_a_gateway_on_an_sdk_without_a_borrowed_internal_refuses_to_start_and_says_which(tmp_path: Path) -> None:
+    """Rather than failing every forwarded call and reconnecting forever."""
+    config = write_gateway_config(tmp_path, {})
+    without = (
+        "import sys, mcp.client.session as session\n"
+        "del session._later_revision_fields\n"
+        "from gateway.cli import main\n"
+        f"sys.exit(main(['serve', '--config', {str(config)!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1, result.stderr
+    assert "mcp.client.session._later_revision_fields is gone" in result.stderr
+    assert "Traceback" not in result.stderr
