@@ -73,14 +73,17 @@ def test_the_digest_ignores_key_order_and_number_spelling() -> None:
 def test_the_digest_is_sha256_of_the_documented_canonical_form() -> None:
     arguments = {"name": "Zoë", "😀": 1, "é": [None, 0.1, 1e21, -0.0], "a": {"z": 1, "y": 2}}
     form = canonical_form("t.x", arguments)
-    assert form == (
-        '{"arguments":{"a":{"y":2,"z":1},"name":"Zoë","é":[null,0.1,1e+21,0],"😀":1},"tool":"t.x"}'
-    ).encode()
+    assert (
+        form == ('{"arguments":{"a":{"y":2,"z":1},"name":"Zoë","é":[null,0.1,1e+21,0],"😀":1},"tool":"t.x"}').encode()
+    )
     assert arguments_digest("t.x", arguments) == hashlib.sha256(form).hexdigest()
     # Unicode is not normalised: NFC and NFD are different arguments.
     assert arguments_digest("t", {"n": "\u00e9"}) != arguments_digest("t", {"n": "e\u0301"})
     # A fixed value, so a change of library or rules that moves every digest cannot pass unnoticed.
-    assert arguments_digest("crm.delete", {"id": 1.0}) == "68363b141f0205c4ea535406a3a0623ad5b362caf0f082eafe15b051e9311ac8"
+    assert (
+        arguments_digest("crm.delete", {"id": 1.0})
+        == "68363b141f0205c4ea535406a3a0623ad5b362caf0f082eafe15b051e9311ac8"
+    )
 
 
 def test_the_digest_refuses_numbers_without_a_canonical_form() -> None:
