@@ -215,7 +215,7 @@ class ApprovalRow(Base):
     connector: Mapped[str] = mapped_column(String(64))
     original_tool: Mapped[str] = mapped_column(String(256))
     arguments_digest: Mapped[str] = mapped_column(String(64))
-    redacted_arguments: Mapped[Any] = mapped_column(JSON)
+    redacted_arguments: Mapped[Any] = mapped_column(JSON, nullable=True)
     sealed_arguments: Mapped[bytes | None] = mapped_column(LargeBinary)
     reasoning: Mapped[str | None] = mapped_column(Text)
     workflow_id: Mapped[str | None] = mapped_column(String(256))
