@@ -27,6 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "front",
         "pipeline",
         "request_kinds",
+        "approvals",
         "policy audit telemetry",
         "catalog calls",
         "resource_uris",

@@ -43,11 +43,13 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
         "api_keys",
+        "approval_votes",
+        "approvals",
         "audit_events",
         "audit_replica_leases",
         "catalog_listings",

@@ -37,6 +37,13 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   ├── StorageUnavailable         the database cannot be reached (HTTP 503)
     │   │   └── DatabaseFileChanged    the SQLite file was deleted or replaced under the gateway
     │   └── SignalTooLarge
+    ├── ApprovalFailure                a held call's approval cannot do what was asked
+    │   ├── UnknownApproval            no approval has that id (HTTP 404)
+    │   ├── ApprovalConflict           already decided, expired, or lost a race (HTTP 409)
+    │   ├── NotAnApprover              the voter is not among the approvers (HTTP 403)
+    │   ├── SelfApproval               the requesting agent or its user voted (HTTP 403)
+    │   ├── InvalidApprovalQuery       a listing was given a limit or cursor it cannot use (HTTP 400)
+    │   └── SealedArgumentsUnreadable  no configured key opens the sealed arguments
     ├── PolicyLoadError                policy files cannot be loaded; names file and line
     └── AdministrationError            an operator's command names something wrong
         ├── InvalidIdentityName
@@ -206,6 +213,50 @@ class DatabaseFileChanged(StorageUnavailable):
 
 class SignalTooLarge(StorageFailure, ValueError):
     """A payload would exceed what one database notification can carry; send an id and let receivers look it up."""
+
+
+# -- approvals of held calls ---------------------------------------------------------------------
+
+
+class ApprovalFailure(GatewayError):
+    """A held call's approval cannot do what was asked: it is unknown, already settled, or not the voter's to decide."""
+
+    outcome = "refused"
+
+
+class UnknownApproval(ApprovalFailure, LookupError):
+    """No approval has the given id (it never existed, or was pruned)."""
+
+
+class ApprovalConflict(ApprovalFailure):
+    """The approval is not in a state that allows this: already decided, expired, or another writer changed it first.
+
+    `state` is its state as last read, so the caller can say what happened instead.
+    """
+
+    def __init__(self, message: str, *, state: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class NotAnApprover(ApprovalFailure):
+    """The person voting is neither named by the approval's approvers nor holds one of its approver roles."""
+
+    outcome = "denied"
+
+
+class SelfApproval(ApprovalFailure):
+    """The agent that made the call, or the user it acts for, tried to decide its own call: separation of duties."""
+
+    outcome = "denied"
+
+
+class InvalidApprovalQuery(ApprovalFailure, ValueError):
+    """A listing of approvals was given a state, limit or cursor it cannot use."""
+
+
+class SealedArgumentsUnreadable(ApprovalFailure):
+    """The sealed arguments cannot be opened: their key is not configured, or the key or data is wrong."""
 
 
 # -- policies and administration -----------------------------------------------------------------

@@ -24,7 +24,9 @@ OUTCOME: Final = "outcome"
 AUTH_REFUSED: Final = "auth_refused"
 CHECKPOINT: Final = "checkpoint"
 RECOVERED: Final = "recovered"
-KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED})
+#: A held call's approval changed: made, voted on, decided, run, ended (see `gateway.approvals`).
+APPROVAL: Final = "approval"
+KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL})
 
 Outcome = Literal[
     "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"
@@ -188,6 +190,11 @@ def index_columns(kind: str, data: dict[str, Any]) -> dict[str, str | None]:
         columns["reasoning"] = column_text(data.get("reasoning"), None)
     elif kind == OUTCOME:
         columns["outcome"] = column_text(data.get("outcome"), 32)
+    elif kind == APPROVAL:
+        columns["agent"] = column_text(data.get("agent"))
+        columns["user_id"] = column_text(data.get("user"))
+        columns["tool"] = column_text(data.get("tool"))
+        columns["workflow_id"] = column_text(data.get("workflow_id"))
     return columns
 
 

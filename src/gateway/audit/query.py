@@ -20,7 +20,16 @@ import anyio
 import orjson
 from sqlalchemy import FromClause, Row, Select, and_, func, or_, select
 
-from gateway.audit.entry import AUTH_REFUSED, CALL, OUTCOME, RECOVERED, AuditCall, AuditEvent, event_from_content
+from gateway.audit.entry import (
+    APPROVAL,
+    AUTH_REFUSED,
+    CALL,
+    OUTCOME,
+    RECOVERED,
+    AuditCall,
+    AuditEvent,
+    event_from_content,
+)
 from gateway.errors import InvalidAuditQuery
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
@@ -32,7 +41,7 @@ if TYPE_CHECKING:
 MAX_LIMIT = 1000
 
 #: Kinds of event that make sense on their own, without a call to join them to.
-STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED)
+STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)

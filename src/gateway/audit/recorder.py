@@ -31,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,7 @@ from gateway.audit.chain import (
     sign,
 )
 from gateway.audit.entry import (
+    APPROVAL,
     AUTH_REFUSED,
     CALL,
     CHECKPOINT,
@@ -482,6 +483,43 @@ class AuditRecorder:
             "auth_method": short_text(auth_method),
         }
         await self._enqueue(AUTH_REFUSED, None, datetime.now(UTC), data, retry=True)
+
+    async def record_approval_event(
+        self,
+        approval_id: str,
+        action: str,
+        *,
+        state: str,
+        previous_state: str | None,
+        actor: str | None,
+        agent: str,
+        user: str | None,
+        tool: str,
+        workflow: str | None = None,
+        comment: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record what happened to a held call's approval, who did it and what they said.
+
+        Like outcomes, it describes something already committed (see `gateway.approvals.store`),
+        so a failed write keeps it queued and retries it rather than losing it. `details` must
+        be JSON values the caller already cleaned (counts, policy ids, digests), never arguments.
+        """
+        self._require_running()
+        data = {
+            "approval_id": approval_id,
+            "action": short_text(action),
+            "state": short_text(state),
+            "previous_state": short_text(previous_state),
+            "actor": short_text(actor),
+            "agent": short_text(agent),
+            "user": short_text(user),
+            "tool": short_text(tool),
+            "workflow_id": short_text(workflow),
+            "comment": self._redactor.redact_text(comment, max_chars=4096) if comment else None,
+            "details": dict(details) if details else None,
+        }
+        await self._enqueue(APPROVAL, None, datetime.now(UTC), data, retry=True)
 
     # -- queue -----------------------------------------------------------------------------
 

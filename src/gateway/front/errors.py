@@ -21,6 +21,8 @@ from mcp.shared.exceptions import MCPError
 from gateway.connectors.base import JsonObject
 from gateway.errors import (
     AccessDenied,
+    ApprovalConflict,
+    ApprovalFailure,
     AuditFailure,
     AuthenticationFailed,
     BackendError,
@@ -29,10 +31,14 @@ from gateway.errors import (
     BodyTooLarge,
     GatewayError,
     GatewayNotReady,
+    InvalidApprovalQuery,
     InvalidArguments,
     InvalidAuditQuery,
+    NotAnApprover,
     RequestRejected,
+    SelfApproval,
     StorageFailure,
+    UnknownApproval,
     UnknownResource,
     UnknownTarget,
 )
@@ -74,6 +80,12 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     AuditFailure: ErrorShape(types.INTERNAL_ERROR, 500, tool_result=True),
     InvalidAuditQuery: ErrorShape(types.INVALID_PARAMS, 400),
     StorageFailure: ErrorShape(types.INTERNAL_ERROR, 503, tool_result=True),
+    ApprovalFailure: ErrorShape(types.INTERNAL_ERROR, 500),
+    UnknownApproval: ErrorShape(types.INVALID_PARAMS, 404),
+    ApprovalConflict: ErrorShape(types.INVALID_REQUEST, 409),
+    NotAnApprover: ErrorShape(POLICY_DENIED, 403),
+    SelfApproval: ErrorShape(POLICY_DENIED, 403),
+    InvalidApprovalQuery: ErrorShape(types.INVALID_PARAMS, 400),
 }
 
 

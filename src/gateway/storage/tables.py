@@ -9,8 +9,23 @@ set of hand-written migrations valid for both.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -175,3 +190,67 @@ class AuditReplicaLeaseRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class ApprovalRow(Base):
+    """A tool call held until people approve it, and what became of it (see `gateway.approvals`).
+
+    Every change goes through a compare-and-set on `state` and `version`, so of two replicas
+    deciding the same approval exactly one wins. `sealed_arguments` holds the exact arguments
+    encrypted, only while the call may still run; `redacted_arguments` is what people are shown.
+    """
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        Index("ix_approvals_state_expires_at", "state", "expires_at"),
+        Index("ix_approvals_repeat", "agent", "tool", "arguments_digest", "state"),
+        Index("ix_approvals_created_at", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    tool: Mapped[str] = mapped_column(String(256))
+    connector: Mapped[str] = mapped_column(String(64))
+    original_tool: Mapped[str] = mapped_column(String(256))
+    arguments_digest: Mapped[str] = mapped_column(String(64))
+    redacted_arguments: Mapped[Any] = mapped_column(JSON, nullable=True)
+    sealed_arguments: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    workflow_id: Mapped[str | None] = mapped_column(String(256))
+    session_id: Mapped[str | None] = mapped_column(String(256))
+    policy_ids: Mapped[list[str]] = mapped_column(JSON)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    approvers: Mapped[list[str]] = mapped_column(JSON)
+    quorum: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    escalate_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    escalate_to: Mapped[list[str]] = mapped_column(JSON)
+    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    policy_version: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    executed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: Which process runs the call, so crash recovery closes only its own executions.
+    executor: Mapped[str | None] = mapped_column(String(64))
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result_truncated: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class ApprovalVoteRow(Base):
+    """One person's vote on one approval: the primary key allows each person a single vote."""
+
+    __tablename__ = "approval_votes"
+
+    approval_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    approve: Mapped[bool] = mapped_column(Boolean)
+    comment: Mapped[str | None] = mapped_column(Text)
+    voted_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,155 @@
+"""What an approval is: its states and the moves between them, the stored record, and what a policy asks for.
+
+The transitions are data (`TRANSITIONS`) so that the store, the API and the docs read one table,
+and a move the table does not hold is refused before it reaches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class ApprovalState(StrEnum):
+    """Where a held call stands: waiting for people, cleared to run, running, or ended."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: The gateway stopped while the call ran: whether the backend did it is not known, so it is never re-run.
+    UNKNOWN = "unknown"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        """Nothing can happen to it any more."""
+        return not TRANSITIONS[self]
+
+
+#: Every allowed move; a state with no moves has ended.
+TRANSITIONS: dict[ApprovalState, frozenset[ApprovalState]] = {
+    ApprovalState.PENDING: frozenset(
+        {ApprovalState.APPROVED, ApprovalState.DENIED, ApprovalState.EXPIRED, ApprovalState.CANCELLED}
+    ),
+    ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING}),
+    ApprovalState.EXECUTING: frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalState.UNKNOWN}),
+    ApprovalState.SUCCEEDED: frozenset(),
+    ApprovalState.FAILED: frozenset(),
+    ApprovalState.UNKNOWN: frozenset(),
+    ApprovalState.DENIED: frozenset(),
+    ApprovalState.EXPIRED: frozenset(),
+    ApprovalState.CANCELLED: frozenset(),
+}
+
+#: States in which the call is still under way: a repeat of it must wait for this one, not make another.
+OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.EXECUTING})
+#: States in which the call ran (or may have): a retry of it must learn that, not run it again.
+RAN_STATES = frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalState.UNKNOWN})
+
+_APPROVER = re.compile(r"(role|user):(.+)")
+
+
+def can_move(source: ApprovalState, target: ApprovalState) -> bool:
+    return target in TRANSITIONS[source]
+
+
+def parse_approver(entry: str) -> tuple[str, str]:
+    """`("role", name)` or `("user", name)` for an approvers entry; anything else is a policy's mistake."""
+    match = _APPROVER.fullmatch(entry)
+    if match is None:
+        raise ValueError(f"approver {entry!r} must be 'role:NAME' or 'user:NAME'")
+    return match.group(1), match.group(2)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a policy asks of a call before it may run: who approves, how many, and by when.
+
+    `quorum` counts distinct people. After `escalate_after` without a decision, `escalate_to`
+    (entries like `approvers`) is told; `expires_in` after creation a pending call expires.
+    """
+
+    approvers: tuple[str, ...]
+    quorum: int = 1
+    expires_in: timedelta = timedelta(hours=1)
+    reason: str | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.approvers:
+            raise ValueError("an approval needs at least one approver")
+        for entry in (*self.approvers, *self.escalate_to):
+            parse_approver(entry)
+        if self.quorum < 1:
+            raise ValueError("the quorum of an approval must be at least 1")
+        if self.expires_in <= timedelta(0):
+            raise ValueError("an approval must expire some time after it is made")
+        if self.escalate_after is not None and self.escalate_after <= timedelta(0):
+            raise ValueError("escalate_after must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """One person's vote as recorded: their roles at the time, so a later change of roles does not rewrite it."""
+
+    user: str
+    roles: tuple[str, ...]
+    approve: bool
+    comment: str | None
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One stored approval, as read: never changed in place; every change is a new row version.
+
+    `sealed_arguments` is the encrypted exact arguments, None once the call can no longer run.
+    """
+
+    id: str
+    agent: str
+    user: str | None
+    roles: tuple[str, ...]
+    tool: str
+    connector: str
+    original_tool: str
+    arguments_digest: str
+    redacted_arguments: Any
+    sealed_arguments: bytes | None
+    reasoning: str | None
+    workflow: str | None
+    session_id: str | None
+    policy_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    approvers: tuple[str, ...]
+    quorum: int
+    state: ApprovalState
+    created_at: datetime
+    expires_at: datetime
+    escalate_at: datetime | None
+    escalate_to: tuple[str, ...]
+    escalated_at: datetime | None
+    policy_version: str | None
+    decided_at: datetime | None
+    executed_at: datetime | None
+    executor: str | None
+    finished_at: datetime | None
+    result: bytes | None
+    result_truncated: bool
+    version: int
+
+    def approver_for(self, user: str, roles: tuple[str, ...]) -> bool:
+        """Whether `user` (holding `roles`) is among the people this approval's approvers name."""
+        for entry in self.approvers:
+            kind, name = parse_approver(entry)
+            if (kind == "user" and name == user) or (kind == "role" and name in roles):
+                return True
+        return False

@@ -1,0 +1,564 @@
+"""The durable record of held calls: every change a compare-and-set, every change audited.
+
+Replicas share the approvals table, and people vote through any of them, so no process may
+trust what it read a moment ago. Every change is one `UPDATE … WHERE id = ? AND state = ? AND
+version = ?`: of two writers that read the same version, exactly one changes the row, and the
+other is told (`ApprovalConflict`) or, for a vote that can still count, reads again and retries.
+
+Audit order: the change is committed first, then its audit event is written. Writing the event
+first would log moves that then lose their race; committing first means a crash between the two
+leaves a change without its event, which the row itself still shows (its state, timestamps and
+`version`, which counts every change). An audit log that cannot take the event (the recorder is
+not running) is logged as an error and does not undo the committed change.
+
+The exact arguments are sealed (`sealing`) while the call may still run and dropped as soon as
+it cannot: when it starts running (it never runs twice), is denied, expires or is cancelled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.approvals.digest import arguments_digest
+from gateway.approvals.ids import uuid7
+from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalState, Requirement, Vote, can_move
+from gateway.approvals.sealing import Sealer
+from gateway.audit.recorder import AuditRecorder
+from gateway.calls import Call
+from gateway.errors import (
+    ApprovalConflict,
+    AuditUnavailable,
+    InvalidApprovalQuery,
+    NotAnApprover,
+    SelfApproval,
+    UnknownApproval,
+)
+from gateway.storage.database import Database
+from gateway.storage.tables import ApprovalRow, ApprovalVoteRow
+
+logger = logging.getLogger(__name__)
+
+#: Who the audit log names for changes the gateway makes by itself (expiry, recovery, running the call).
+GATEWAY_ACTOR = "gateway"
+MAX_LIST_LIMIT = 500
+
+_APPROVALS = cast(Table, ApprovalRow.__table__)
+_VOTES = cast(Table, ApprovalVoteRow.__table__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPage:
+    """One page of a listing, newest first; `next_cursor` fetches the next (None: this was the last)."""
+
+    approvals: tuple[Approval, ...]
+    next_cursor: str | None
+
+
+class ApprovalStore:
+    """Approvals of held calls in the gateway database.
+
+    `max_result_bytes` bounds the outcome kept with an approval (longer results are cut and
+    flagged). `vote_attempts` is how often a vote that lost a race to another vote is re-read
+    and tried again before the voter is told to retry. `clock` gives aware UTC datetimes.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        sealer: Sealer,
+        *,
+        recorder: AuditRecorder | None = None,
+        clock: Callable[[], datetime] = _now,
+        max_result_bytes: int = 64 * 1024,
+        vote_attempts: int = 5,
+    ) -> None:
+        if max_result_bytes < 0 or vote_attempts < 1:
+            raise ValueError("max_result_bytes cannot be negative and vote_attempts must be at least 1")
+        self._db = database
+        self._sealer = sealer
+        self._recorder = recorder
+        self._clock = clock
+        self._max_result_bytes = max_result_bytes
+        self._vote_attempts = vote_attempts
+
+    # -- making and reading ------------------------------------------------------------------
+
+    async def create(
+        self,
+        call: Call,
+        requirement: Requirement,
+        *,
+        policy_ids: Sequence[str],
+        reasons: Sequence[str],
+        redacted_arguments: Any,
+        policy_version: str | None,
+    ) -> Approval:
+        """Hold `call` (resolved: it names its connector) until `requirement` is met; it starts pending."""
+        if call.target is None or call.name is None:
+            raise ValueError("only a resolved call (one with a target) can be held for approval")
+        now = self._clock()
+        approval_id = str(uuid7(now))
+        principal = call.principal
+        values: dict[str, Any] = {
+            "id": approval_id,
+            "agent": principal.agent,
+            "user_id": principal.user,
+            "roles": list(principal.roles),
+            "tool": call.name,
+            "connector": call.target.connector,
+            "original_tool": call.target.original,
+            "arguments_digest": arguments_digest(call.name, call.arguments),
+            "redacted_arguments": redacted_arguments,
+            "sealed_arguments": self._sealer.seal(approval_id, call.arguments),
+            "reasoning": call.reasoning,
+            "workflow_id": call.workflow,
+            "session_id": call.origin.session_id,
+            "policy_ids": list(policy_ids),
+            "reasons": list(reasons),
+            "approvers": list(requirement.approvers),
+            "quorum": requirement.quorum,
+            "state": ApprovalState.PENDING.value,
+            "created_at": now,
+            "expires_at": now + requirement.expires_in,
+            "escalate_at": now + requirement.escalate_after if requirement.escalate_after is not None else None,
+            "escalate_to": list(requirement.escalate_to),
+            "escalated_at": None,
+            "policy_version": policy_version,
+            "decided_at": None,
+            "executed_at": None,
+            "executor": None,
+            "finished_at": None,
+            "result": None,
+            "result_truncated": False,
+            "version": 1,
+        }
+        async with self._db.session() as session, session.begin():
+            await session.execute(_APPROVALS.insert().values(values))
+        approval = _approval(values)
+        details = {
+            "policy_ids": list(policy_ids),
+            "arguments_digest": approval.arguments_digest,
+            "approvers": list(requirement.approvers),
+            "quorum": requirement.quorum,
+            "expires_at": approval.expires_at.isoformat(),
+            "policy_version": policy_version,
+        }
+        await self._audit(approval, "created", None, actor=principal.agent, comment=requirement.reason, details=details)
+        return approval
+
+    async def get(self, approval_id: str) -> Approval:
+        async with self._db.session() as session:
+            row = (await session.execute(select(_APPROVALS).where(_APPROVALS.c.id == approval_id))).mappings().first()
+        if row is None:
+            raise UnknownApproval(f"no approval has the id {approval_id!r}")
+        return _approval(row)
+
+    async def votes(self, approval_id: str) -> tuple[Vote, ...]:
+        """The votes cast on an approval, oldest first."""
+        query = select(_VOTES).where(_VOTES.c.approval_id == approval_id).order_by(_VOTES.c.voted_at, _VOTES.c.user_id)
+        async with self._db.session() as session:
+            rows = (await session.execute(query)).mappings().all()
+        return tuple(
+            Vote(row["user_id"], tuple(row["roles"]), row["approve"], row["comment"], row["voted_at"]) for row in rows
+        )
+
+    async def find_repeat(self, agent: str, tool: str, digest: str) -> Approval | None:
+        """The newest approval of this identical call still under way or that ran, for a retry to join.
+
+        Denied, expired and cancelled ones are left out: a retry of those is a new request.
+        """
+        states = [state.value for state in (*OPEN_STATES, *RAN_STATES)]
+        query = (
+            select(_APPROVALS)
+            .where(
+                _APPROVALS.c.agent == agent,
+                _APPROVALS.c.tool == tool,
+                _APPROVALS.c.arguments_digest == digest,
+                _APPROVALS.c.state.in_(states),
+            )
+            .order_by(_APPROVALS.c.created_at.desc(), _APPROVALS.c.id.desc())
+            .limit(1)
+        )
+        async with self._db.session() as session:
+            row = (await session.execute(query)).mappings().first()
+        return _approval(row) if row is not None else None
+
+    async def list(
+        self, *, state: ApprovalState | None = None, limit: int = 50, cursor: str | None = None
+    ) -> ApprovalPage:
+        """Approvals newest first, `limit` at a time; `cursor` is a previous page's `next_cursor`."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidApprovalQuery(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+        query: Select[Any] = select(_APPROVALS)
+        if state is not None:
+            query = query.where(_APPROVALS.c.state == ApprovalState(state).value)
+        if cursor is not None:
+            created_at, last_id = _read_cursor(cursor)
+            query = query.where(
+                or_(
+                    _APPROVALS.c.created_at < created_at,
+                    and_(_APPROVALS.c.created_at == created_at, _APPROVALS.c.id < last_id),
+                )
+            )
+        query = query.order_by(_APPROVALS.c.created_at.desc(), _APPROVALS.c.id.desc()).limit(limit + 1)
+        async with self._db.session() as session:
+            rows = (await session.execute(query)).mappings().all()
+        found = tuple(_approval(row) for row in rows[:limit])
+        next_cursor = _cursor(found[-1]) if len(rows) > limit else None
+        return ApprovalPage(found, next_cursor)
+
+    # -- people deciding ---------------------------------------------------------------------
+
+    async def vote(
+        self, approval_id: str, *, user: str, roles: Sequence[str], approve: bool, comment: str | None = None
+    ) -> Approval:
+        """Record `user`'s vote; the approval is approved at quorum, and denied by one approver's denial.
+
+        Neither the agent that made the call nor the user it acts for may vote on it, and only
+        people the approvers name count. A person's second vote the same way counts once; an
+        approval followed by a denial from the same person is a denial.
+        """
+        held = tuple(roles)
+        for _ in range(self._vote_attempts):
+            approval = await self.get(approval_id)
+            if user == approval.agent or (approval.user is not None and user == approval.user):
+                raise SelfApproval(
+                    f"{user} made approval {approval_id}'s call or is the user it acts for, and cannot decide it; "
+                    "withdraw it by cancelling instead"
+                )
+            if not approval.approver_for(user, held):
+                raise NotAnApprover(
+                    f"{user} is not among the approvers of approval {approval_id} ({', '.join(approval.approvers)})"
+                )
+            approval = await self._expire_if_due(approval)
+            if approval.state is not ApprovalState.PENDING:
+                raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
+            votes = await self.votes(approval_id)
+            earlier = next((vote for vote in votes if vote.user == user), None)
+            if earlier is not None and earlier.approve == approve:
+                return approval
+            if approve:
+                approving = 1 + sum(1 for vote in votes if vote.approve)
+                target = ApprovalState.APPROVED if approving >= approval.quorum else ApprovalState.PENDING
+            else:
+                approving = sum(1 for vote in votes if vote.approve and vote.user != user)
+                target = ApprovalState.DENIED
+            now = self._clock()
+            changes: dict[str, Any] = {}
+            if target is not ApprovalState.PENDING:
+                changes["decided_at"] = now
+            if target is ApprovalState.DENIED:
+                changes["sealed_arguments"] = None
+            vote_row = {"roles": list(held), "approve": approve, "comment": comment, "voted_at": now}
+            async with self._db.session() as session, session.begin():
+                moved = await self._compare_and_set(session, approval, target, changes)
+                if moved is None:
+                    await session.rollback()
+                    continue  # another vote or change came first: read again and count again
+                if earlier is None:
+                    await session.execute(_VOTES.insert().values(approval_id=approval_id, user_id=user, **vote_row))
+                else:
+                    await session.execute(
+                        update(_VOTES)
+                        .where(_VOTES.c.approval_id == approval_id, _VOTES.c.user_id == user)
+                        .values(**vote_row)
+                    )
+            details = {"approve": approve, "approvals": approving, "quorum": approval.quorum, "roles": list(held)}
+            await self._audit(moved, "vote", approval.state, actor=user, comment=comment, details=details)
+            if target is not approval.state:
+                await self._audit(moved, str(target), approval.state, actor=user)
+            return moved
+        raise ApprovalConflict(
+            f"approval {approval_id} kept changing while {user} voted; read it again and vote again",
+            state=None,
+        )
+
+    async def cancel(self, approval_id: str, *, actor: str, comment: str | None = None) -> Approval:
+        """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped."""
+        approval = await self.get(approval_id)
+        return await self._move(
+            approval,
+            ApprovalState.CANCELLED,
+            {"finished_at": self._clock(), "sealed_arguments": None},
+            actor=actor,
+            comment=comment,
+        )
+
+    # -- running the call --------------------------------------------------------------------
+
+    async def begin_execution(self, approval_id: str, *, executor: str | None = None) -> tuple[Approval, Any]:
+        """Mark an approved call as running and hand back its exact arguments, once.
+
+        The sealed copy is dropped in the same change: whatever happens next, the call never
+        runs twice from this approval. `executor` names the process running it, for recovery.
+        """
+        approval = await self.get(approval_id)
+        if approval.state is not ApprovalState.APPROVED or approval.sealed_arguments is None:
+            raise ApprovalConflict(
+                f"approval {approval_id} is {approval.state}, not approved, so its call cannot run",
+                state=approval.state,
+            )
+        arguments = self._sealer.open(approval.id, approval.sealed_arguments)
+        changes = {"executed_at": self._clock(), "executor": executor, "sealed_arguments": None}
+        moved = await self._move(approval, ApprovalState.EXECUTING, changes, actor=executor or GATEWAY_ACTOR)
+        return moved, arguments
+
+    async def finish(self, approval_id: str, *, succeeded: bool, result: bytes) -> Approval:
+        """Record how the running call ended, keeping at most `max_result_bytes` of its result."""
+        approval = await self.get(approval_id)
+        kept = result[: self._max_result_bytes]
+        truncated = len(result) > len(kept)
+        target = ApprovalState.SUCCEEDED if succeeded else ApprovalState.FAILED
+        changes = {
+            "finished_at": self._clock(),
+            "result": kept,
+            "result_truncated": truncated,
+            "sealed_arguments": None,
+        }
+        details = {"result_bytes": len(result), "result_truncated": truncated}
+        return await self._move(approval, target, changes, actor=approval.executor or GATEWAY_ACTOR, details=details)
+
+    # -- the gateway's own upkeep ------------------------------------------------------------
+
+    async def expire_due(self, now: datetime | None = None) -> builtins.list[Approval]:
+        """Expire every pending approval past its `expires_at`; those another writer changed first are skipped."""
+        moment = now or self._clock()
+        query = select(_APPROVALS).where(
+            _APPROVALS.c.state == ApprovalState.PENDING.value, _APPROVALS.c.expires_at <= moment
+        )
+        expired: builtins.list[Approval] = []
+        for approval in await self._select(query):
+            try:
+                expired.append(await self._expire(approval, moment))
+            except ApprovalConflict:
+                continue
+        return expired
+
+    async def due_for_escalation(self, now: datetime | None = None) -> builtins.list[Approval]:
+        """Pending approvals past their `escalate_at` that nobody has escalated yet, oldest first."""
+        moment = now or self._clock()
+        query = (
+            select(_APPROVALS)
+            .where(
+                _APPROVALS.c.state == ApprovalState.PENDING.value,
+                _APPROVALS.c.escalate_at <= moment,
+                _APPROVALS.c.escalated_at.is_(None),
+                _APPROVALS.c.expires_at > moment,
+            )
+            .order_by(_APPROVALS.c.escalate_at)
+        )
+        return await self._select(query)
+
+    async def mark_escalated(self, approval_id: str) -> Approval:
+        """Record that the escalation was sent; of replicas escalating at once, the losers get `ApprovalConflict`.
+
+        Call it before notifying anyone: the winner notifies, so people are told once.
+        """
+        approval = await self.get(approval_id)
+        if approval.escalated_at is not None:
+            raise ApprovalConflict(f"approval {approval_id} was already escalated", state=approval.state)
+        return await self._move(
+            approval,
+            ApprovalState.PENDING,
+            {"escalated_at": self._clock()},
+            actor=GATEWAY_ACTOR,
+            action="escalated",
+            details={"escalate_to": list(approval.escalate_to)},
+        )
+
+    async def recover_after_crash(self, *, executor: str | None = None) -> builtins.list[Approval]:
+        """Mark calls left running as `unknown`: whether the backend ran them cannot be known, so none re-runs.
+
+        With `executor`, only that process's calls (a replica restarting leaves other live
+        replicas' calls alone); without it, every running call, for a single gateway.
+        """
+        query = select(_APPROVALS).where(_APPROVALS.c.state == ApprovalState.EXECUTING.value)
+        if executor is not None:
+            query = query.where(_APPROVALS.c.executor == executor)
+        recovered: builtins.list[Approval] = []
+        for approval in await self._select(query):
+            try:
+                recovered.append(
+                    await self._move(
+                        approval,
+                        ApprovalState.UNKNOWN,
+                        {"finished_at": self._clock(), "sealed_arguments": None},
+                        actor=GATEWAY_ACTOR,
+                        comment="the gateway stopped while the call ran; whether the backend ran it is unknown",
+                    )
+                )
+            except ApprovalConflict:
+                continue
+        return recovered
+
+    # -- moves -------------------------------------------------------------------------------
+
+    async def _expire_if_due(self, approval: Approval) -> Approval:
+        if approval.state is ApprovalState.PENDING and self._clock() >= approval.expires_at:
+            try:
+                return await self._expire(approval, self._clock())
+            except ApprovalConflict:
+                return await self.get(approval.id)
+        return approval
+
+    async def _expire(self, approval: Approval, moment: datetime) -> Approval:
+        changes = {"finished_at": moment, "sealed_arguments": None}
+        return await self._move(approval, ApprovalState.EXPIRED, changes, actor=GATEWAY_ACTOR)
+
+    async def _move(
+        self,
+        approval: Approval,
+        target: ApprovalState,
+        changes: Mapping[str, Any],
+        *,
+        actor: str,
+        comment: str | None = None,
+        action: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Approval:
+        """Compare-and-set `approval` to `target` in a transaction of its own, then audit it."""
+        async with self._db.session() as session, session.begin():
+            moved = await self._compare_and_set(session, approval, target, changes)
+        if moved is None:
+            current = await self.get(approval.id)
+            raise ApprovalConflict(
+                f"approval {approval.id} is {current.state} (changed by another writer), not {approval.state}",
+                state=current.state,
+            )
+        await self._audit(moved, action or str(target), approval.state, actor=actor, comment=comment, details=details)
+        return moved
+
+    @staticmethod
+    async def _compare_and_set(
+        session: AsyncSession, approval: Approval, target: ApprovalState, changes: Mapping[str, Any]
+    ) -> Approval | None:
+        """The row after the change, or None when it is no longer in the state and version read.
+
+        Only a pending approval changes without moving (a vote short of quorum, an escalation);
+        an ended one never changes again.
+        """
+        staying = target is approval.state is ApprovalState.PENDING
+        if not staying and not can_move(approval.state, target):
+            raise ApprovalConflict(
+                f"approval {approval.id} is {approval.state} and cannot become {target}", state=approval.state
+            )
+        statement = (
+            update(_APPROVALS)
+            .where(
+                _APPROVALS.c.id == approval.id,
+                _APPROVALS.c.state == approval.state.value,
+                _APPROVALS.c.version == approval.version,
+            )
+            .values(state=target.value, version=approval.version + 1, **changes)
+            .returning(*_APPROVALS.c)
+        )
+        row = (await session.execute(statement)).mappings().first()
+        return _approval(row) if row is not None else None
+
+    async def _select(self, query: Select[Any]) -> builtins.list[Approval]:
+        async with self._db.session() as session:
+            return [_approval(row) for row in (await session.execute(query)).mappings().all()]
+
+    async def _audit(
+        self,
+        approval: Approval,
+        action: str,
+        previous: ApprovalState | None,
+        *,
+        actor: str | None,
+        comment: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        if self._recorder is None:
+            return
+        try:
+            await self._recorder.record_approval_event(
+                approval.id,
+                action,
+                state=approval.state.value,
+                previous_state=previous.value if previous is not None else None,
+                actor=actor,
+                agent=approval.agent,
+                user=approval.user,
+                tool=approval.tool,
+                workflow=approval.workflow,
+                comment=comment,
+                details=details,
+            )
+        except AuditUnavailable as error:
+            # The change is committed and stays: the row is the record of truth for approvals.
+            logger.error("approval %s: %s was committed but not audited: %s", approval.id, action, error)
+
+
+def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:
+    return Approval(
+        id=row["id"],
+        agent=row["agent"],
+        user=row["user_id"],
+        roles=tuple(row["roles"]),
+        tool=row["tool"],
+        connector=row["connector"],
+        original_tool=row["original_tool"],
+        arguments_digest=row["arguments_digest"],
+        redacted_arguments=row["redacted_arguments"],
+        sealed_arguments=row["sealed_arguments"],
+        reasoning=row["reasoning"],
+        workflow=row["workflow_id"],
+        session_id=row["session_id"],
+        policy_ids=tuple(row["policy_ids"]),
+        reasons=tuple(row["reasons"]),
+        approvers=tuple(row["approvers"]),
+        quorum=row["quorum"],
+        state=ApprovalState(row["state"]),
+        created_at=_aware(row["created_at"]),
+        expires_at=_aware(row["expires_at"]),
+        escalate_at=_aware(row["escalate_at"]),
+        escalate_to=tuple(row["escalate_to"]),
+        escalated_at=_aware(row["escalated_at"]),
+        policy_version=row["policy_version"],
+        decided_at=_aware(row["decided_at"]),
+        executed_at=_aware(row["executed_at"]),
+        executor=row["executor"],
+        finished_at=_aware(row["finished_at"]),
+        result=row["result"],
+        result_truncated=bool(row["result_truncated"]),
+        version=row["version"],
+    )
+
+
+def _aware(value: Any) -> Any:
+    """Values built in Python are already aware; those read back pass through `UtcDateTime` too."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _cursor(last: Approval) -> str:
+    payload = orjson.dumps([last.created_at.isoformat(), last.id])
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created_at, last_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        moment = datetime.fromisoformat(created_at)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidApprovalQuery("the cursor is not one a listing of approvals returned") from None
+    if moment.tzinfo is None or not isinstance(last_id, str):
+        raise InvalidApprovalQuery("the cursor is not one a listing of approvals returned")
+    return moment, last_id
