@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import cedarpy
 import pytest
 
 from gateway.errors import PolicyLoadError
-from gateway.policy import PolicyEngine
-from gateway.policy.hold import DEFAULT_EXPIRY, Requirement, combine
-from policy_world import Loaded, make_catalog, write_policy
+from gateway.identity.principal import Principal
+from gateway.policy import ApprovalContext, ArgumentLimits, HoldDecision, PolicyEngine
+from gateway.policy.context import call_context
+from gateway.policy.hold import DEFAULT_EXPIRY, NOT_HELD, Requirement, combine
+from policy_world import (
+    DESTRUCTIVE,
+    FINANCE,
+    READ_ONLY,
+    SALES,
+    Loaded,
+    make_catalog,
+    tool,
+    tool_call,
+    write_policy,
+)
 
 ACCESS = """
 @id("sales-crm")
@@ -30,6 +45,7 @@ when { context.input.amount.greaterThan(decimal("1000.0")) };
 
 PAY = {"invoice_id": "INV-1", "amount": 1200.5}
 SMALL_PAY = {"invoice_id": "INV-2", "amount": 20.0}
+UPDATE = {"customer_id": "C-1", "field": "status", "value": "active"}
 
 
 @pytest.fixture
@@ -249,3 +265,281 @@ def test_requirements_combine_the_strict_way() -> None:
     )
     assert combine([]) is None
     assert combine([first]) == first
+
+
+# -- the hold decision -----------------------------------------------------------------------
+
+
+def hold(loaded: Loaded, principal: Principal, exposed: str, arguments: dict[str, Any]) -> HoldDecision:
+    tool = loaded.catalog.resolve_tool(exposed)
+    call = tool_call(principal, tool, arguments)
+    assert loaded.decisions.decide_call(call, tool).allowed  # decide_hold is only asked about allowed calls
+    return loaded.decisions.decide_hold(call, tool)
+
+
+def test_a_matching_approval_permit_holds_the_call(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+
+    held = hold(loaded, FINANCE, "finance__pay_invoice", PAY)
+    small = hold(loaded, FINANCE, "finance__pay_invoice", SMALL_PAY)
+
+    assert held.held and held.errors == ()
+    assert held.policy_ids == ("large-payments",)
+    assert held.policies[0].location.endswith("approval/holds.cedar:2")
+    assert held.requirement == Requirement(
+        approvers=("role:finance-managers",),
+        reason="Payments over 1,000 need a finance manager.",
+        reasons=("Payments over 1,000 need a finance manager.",),
+    )
+    assert "role:finance-managers" in held.explain() and "holds.cedar:2" in held.explain()
+    assert small == HoldDecision(held=False)
+    assert not hold(loaded, SALES, "crm__update_record", UPDATE).held
+
+
+def test_an_approval_forbid_exempts_whatever_permit_matches(policy_dir: Path) -> None:
+    loaded = load_with(
+        policy_dir,
+        LARGE_PAYMENTS
+        + """
+@id("treasury-exempt")
+forbid (principal == Agent::"treasury-bot", action in Action::"server:finance", resource);
+""",
+    )
+    treasury = Principal(agent="treasury-bot", roles=("finance",))
+
+    exempt = hold(loaded, treasury, "finance__pay_invoice", PAY)
+
+    assert not exempt.held and exempt.requirement is None
+    assert exempt.policy_ids == ("treasury-exempt",)
+    assert hold(loaded, FINANCE, "finance__pay_invoice", PAY).held
+
+
+def test_several_holding_permits_combine_into_one_requirement(policy_dir: Path) -> None:
+    write_policy(
+        policy_dir,
+        "a_destructive.cedar",
+        """
+@id("destructive-needs-ops")
+@approvers("role:ops,user:alice")
+@expires("PT2H")
+@reason("Destructive calls need ops.")
+@escalate_after("PT30M")
+@escalate_to("role:ops-leads")
+permit (principal, action in Action::"destructive", resource);
+""",
+        folder="approval",
+    )
+    loaded = load_with(
+        policy_dir,
+        LARGE_PAYMENTS.replace(
+            '@approvers("role:finance-managers")', '@approvers("user:bob,user:carol")\n@quorum("2")'
+        ).replace("@reason", '@expires("PT45M")\n@escalate_after("PT15M")\n@escalate_to("role:cfo")\n@reason'),
+    )
+
+    held = hold(loaded, FINANCE, "finance__pay_invoice", PAY)
+
+    assert held.policy_ids == ("destructive-needs-ops", "large-payments")  # file order: a_destructive, holds
+    assert held.requirement == Requirement(
+        approvers=("role:ops", "user:alice", "user:bob", "user:carol"),
+        quorum=2,
+        expires_in=timedelta(minutes=45),
+        reason="Destructive calls need ops.",
+        reasons=("Destructive calls need ops.", "Payments over 1,000 need a finance manager."),
+        escalate_after=timedelta(minutes=15),
+        escalate_to=("role:cfo", "role:ops-leads"),
+    )
+    only_ops = hold(loaded, FINANCE, "finance__pay_invoice", SMALL_PAY)
+    assert only_ops.policy_ids == ("destructive-needs-ops",)
+    assert only_ops.requirement is not None and only_ops.requirement.quorum == 1
+
+
+TRANSFER_TOOLS = {
+    "bank": [
+        tool(
+            "transfer",
+            {"account": {"type": "string"}, "amount": {"type": "number"}, "cents": {"type": "integer"}},
+            required=["account"],
+            annotations=DESTRUCTIVE,
+        ),
+        tool("balance", {"account": {"type": "string"}}, required=["account"], annotations=READ_ONLY),
+    ]
+}
+
+
+def test_the_missing_attribute_trap_is_refused_at_load(policy_dir: Path) -> None:
+    """Reading an optional argument without `has` could fail for calls that omit it: never loaded."""
+    write_policy(policy_dir, "main.cedar", 'permit (principal in Role::"finance", action, resource);')
+    write_policy(
+        policy_dir,
+        "holds.cedar",
+        """
+@approvers("role:treasury")
+permit (principal, action == Action::"bank__transfer", resource)
+when { context.input.amount.greaterThan(decimal("1000.0")) };
+""",
+        folder="approval",
+    )
+
+    with pytest.raises(PolicyLoadError, match=r"approval/holds\.cedar:4: .*optional attribute `input.amount`"):
+        PolicyEngine(policy_dir).store.load(make_catalog(TRANSFER_TOOLS))
+
+
+def test_an_evaluation_error_holds_with_every_applicable_permit(policy_dir: Path, caplog: Any) -> None:
+    write_policy(policy_dir, "main.cedar", 'permit (principal in Role::"finance", action, resource);')
+    write_policy(
+        policy_dir,
+        "holds.cedar",
+        """
+@id("large-transfers")
+@approvers("role:treasury")
+@reason("Large transfers need treasury.")
+permit (principal, action == Action::"bank__transfer", resource)
+when { context.input has cents && context.input.cents * 1000000000000 > 1000000000000000 };
+
+@id("flagged-accounts")
+@approvers("user:auditor")
+@expires("PT20M")
+permit (principal, action == Action::"bank__transfer", resource)
+when { context.input.account == "flagged" };
+
+@id("balances-by-sales")
+@approvers("role:sales-leads")
+permit (principal in Role::"sales", action == Action::"bank__balance", resource);
+""",
+        folder="approval",
+    )
+    catalog = make_catalog(TRANSFER_TOOLS)
+    engine = PolicyEngine(policy_dir)
+    engine.store.load(catalog)
+    loaded = Loaded(engine, catalog)
+
+    trap = hold(loaded, FINANCE, "bank__transfer", {"account": "A-1", "cents": 10**8})  # the product overflows
+
+    assert trap.held and trap.errors
+    assert trap.policy_ids == ("large-transfers", "flagged-accounts")
+    assert trap.requirement == Requirement(
+        approvers=("role:treasury", "user:auditor"),
+        expires_in=timedelta(minutes=20),
+        reason="Large transfers need treasury.",
+        reasons=("Large transfers need treasury.",),
+    )
+    assert "approval policy evaluation failed" in caplog.text
+    assert hold(loaded, FINANCE, "bank__transfer", {"account": "A-1", "cents": 5000}).policy_ids == ("large-transfers",)
+    assert not hold(loaded, FINANCE, "bank__transfer", {"account": "A-1", "cents": 5}).held
+    assert not hold(loaded, FINANCE, "bank__balance", {"account": "A-1"}).held
+
+
+def test_without_approval_policies_deciding_a_hold_asks_cedar_nothing(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, None)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, PAY)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Cedar was asked")
+
+    monkeypatch.setattr(cedarpy, "is_authorized", refuse)
+
+    assert loaded.decisions.decide_hold(call, tool_entry) is NOT_HELD
+
+
+def test_a_tool_no_approval_policy_names_is_not_held_without_asking_cedar(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("crm__update_record")
+    call = tool_call(SALES, tool_entry, UPDATE)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Cedar was asked")
+
+    monkeypatch.setattr(cedarpy, "is_authorized", refuse)
+
+    assert loaded.decisions.decide_hold(call, tool_entry) is NOT_HELD
+
+
+def test_access_decisions_are_the_same_with_approval_policies(policy_dir: Path) -> None:
+    plain = load_with(policy_dir / "plain", None)
+    holding = load_with(policy_dir / "holding", LARGE_PAYMENTS)
+
+    for principal, exposed, arguments in (
+        (FINANCE, "finance__pay_invoice", PAY),
+        (SALES, "finance__pay_invoice", PAY),
+        (SALES, "crm__update_record", UPDATE),
+    ):
+        before, after = plain.call(principal, exposed, arguments), holding.call(principal, exposed, arguments)
+        assert (before.effect, before.reason, before.policy_ids) == (after.effect, after.reason, after.policy_ids)
+
+
+# -- context.approval ------------------------------------------------------------------------
+
+APPROVED = ApprovalContext(granted=True, approvers=("alice", "bob"), decided_at=datetime(2026, 11, 30, 14, 5))
+
+
+def test_the_approval_is_in_the_context_only_when_given(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    state = loaded.store.current
+    assert state is not None
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    shape = state.schema.tools[tool_entry.exposed]
+    call = tool_call(FINANCE, tool_entry, PAY, request_id=7)
+    now = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+    without = call_context(shape.input, call, now=now, limits=ArgumentLimits())
+    with_approval = call_context(shape.input, call, now=now, limits=ArgumentLimits(), approval=APPROVED)
+
+    assert without.context is not None and with_approval.context is not None
+    assert json.dumps(without.context, sort_keys=True) == json.dumps(
+        {
+            "input": {"amount": {"__extn": {"arg": "1200.5000", "fn": "decimal"}}, "invoice_id": "INV-1"},
+            "request_id": "7",
+            "session": {"client": "", "id": ""},
+            "time": {"date": "2026-11-30", "hour": 15, "iso": "2026-11-30T15:00:00Z", "weekday": 1},
+        },
+        sort_keys=True,
+    )
+    assert with_approval.context == {
+        **without.context,
+        "approval": {"granted": True, "approvers": ["alice", "bob"], "decided_at": "2026-11-30T14:05:00Z"},
+    }
+
+
+def test_the_schema_offers_the_approval_to_tool_actions_only(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, None)
+    document = loaded.store.schema_json()[""]
+
+    tool_context = document["actions"]["finance__pay_invoice"]["appliesTo"]["context"]["attributes"]
+    listing_context = document["actions"]["list_tools"]["appliesTo"]["context"]["attributes"]
+    assert tool_context["approval"] == {"type": "Approval", "required": False}
+    assert "approval" not in listing_context
+    assert document["commonTypes"]["Approval"]["attributes"] == {
+        "granted": {"type": "Boolean"},
+        "approvers": {"type": "Set", "element": {"type": "String"}},
+        "decided_at": {"type": "String"},
+    }
+
+
+def test_an_access_policy_can_require_the_approval(policy_dir: Path) -> None:
+    loaded = load_with(
+        policy_dir,
+        None,
+        access=ACCESS
+        + """
+permit (principal, action == Action::"list_tools", resource);
+
+@id("large-payments-approved")
+@reason("Large payments run only once approved.")
+forbid (principal, action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.greaterThan(decimal("1000.0")) }
+unless { context has approval && context.approval.granted && context.approval.approvers.contains("alice") };
+""",
+    )
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, PAY)
+
+    refused = ApprovalContext(granted=False, approvers=("alice",), decided_at=datetime(2026, 11, 30, tzinfo=UTC))
+    assert not loaded.decisions.decide_call(call, tool_entry).allowed
+    assert not loaded.decisions.decide_call(call, tool_entry, approval=refused).allowed
+    assert loaded.decisions.decide_call(call, tool_entry, approval=APPROVED).allowed
+    assert loaded.decisions.visible_tools(call.origin, [tool_entry]) == [tool_entry]
