@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,9 +13,10 @@ from typing import Any
 import cedarpy
 import pytest
 
-from gateway.errors import PolicyLoadError
+from gateway.errors import ConfigError, PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import ApprovalContext, ArgumentLimits, HoldDecision, PolicyEngine
+from gateway.policy.cases import run_policy_tests
 from gateway.policy.context import call_context
 from gateway.policy.hold import DEFAULT_EXPIRY, NOT_HELD, Requirement, combine
 from policy_world import (
@@ -543,3 +547,108 @@ unless { context has approval && context.approval.granted && context.approval.ap
     assert not loaded.decisions.decide_call(call, tool_entry, approval=refused).allowed
     assert loaded.decisions.decide_call(call, tool_entry, approval=APPROVED).allowed
     assert loaded.decisions.visible_tools(call.origin, [tool_entry]) == [tool_entry]
+
+
+# -- policy test cases and explain -----------------------------------------------------------
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def write_cases(policy_dir: Path, cases: str) -> None:
+    tests = policy_dir / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPOSITORY / "policies" / "tests" / "catalog.json", tests / "catalog.json")
+    (tests / "cases.toml").write_text(cases)
+
+
+FINANCE_CASE = """
+[[case]]
+name = "{name}"
+agent = "f"
+roles = ["finance"]
+tool = "finance__pay_invoice"
+arguments = {{ invoice_id = "INV-1", amount = {amount} }}
+expect = "{expect}"
+"""
+
+
+def test_cases_expect_holds_and_check_the_requirement(policy_dir: Path) -> None:
+    write_policy(policy_dir, "main.cedar", ACCESS)
+    write_policy(
+        policy_dir,
+        "holds.cedar",
+        LARGE_PAYMENTS.replace(
+            '@approvers("role:finance-managers")', '@approvers("role:finance-managers,user:cfo")\n@quorum("2")'
+        ),
+        folder="approval",
+    )
+    write_cases(
+        policy_dir,
+        FINANCE_CASE.format(name="held", amount=1200.5, expect="hold")
+        + 'approvers = ["user:cfo", "role:finance-managers"]\nquorum = 2\npolicy = "large-payments"\n'
+        + FINANCE_CASE.format(name="wrong requirement", amount=1200.5, expect="hold")
+        + 'approvers = ["role:finance-managers"]\nquorum = 1\n'
+        + FINANCE_CASE.format(name="held, expected to run", amount=1200.5, expect="allow")
+        + FINANCE_CASE.format(name="runs, expected held", amount=10, expect="hold")
+        + FINANCE_CASE.format(name="runs", amount=10, expect="allow"),
+    )
+
+    results = {result.name: result for result in run_policy_tests(policy_dir)}
+
+    assert results["held"].passed and results["held"].decided == "hold"
+    assert results["held"].policy_ids == ("finance-pays", "large-payments")
+    assert results["wrong requirement"].problems == (
+        "expected approvers role:finance-managers, but the hold needs role:finance-managers, user:cfo",
+        "expected quorum 1, but the hold needs 2",
+    )
+    assert results["held, expected to run"].problems == (
+        "held: approval by role:finance-managers, user:cfo (quorum 2, expires in 1:00:00)",
+    )
+    assert "large-payments" in results["held, expected to run"].describe()
+    assert results["runs, expected held"].problems == ("decided allow: allowed by policy 'finance-pays'",)
+    assert results["runs"].passed and results["runs"].decided == "allow"
+
+
+def test_requirement_keys_need_a_hold_expectation(policy_dir: Path) -> None:
+    write_policy(policy_dir, "main.cedar", ACCESS)
+    write_cases(policy_dir, FINANCE_CASE.format(name="x", amount=1, expect="allow") + "quorum = 2\n")
+
+    with pytest.raises(ConfigError, match='approvers and quorum go with expect = "hold"'):
+        run_policy_tests(policy_dir)
+
+
+def test_the_quick_start_cases_pass_with_its_approval_policy() -> None:
+    results = run_policy_tests(REPOSITORY / "policies")
+
+    assert [r.describe() for r in results if not r.passed] == []
+    assert "hold" in {r.decided for r in results}
+
+
+def test_explain_and_test_show_the_hold(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[policies]\ndir = "{REPOSITORY / "policies"}"\n[storage]\nurl = "sqlite:///{tmp_path / "gw.db"}"\n'
+    )
+    command = [sys.executable, "-m", "gateway", "policy", "explain", "--config", str(config)]
+    command += ["--catalog", str(REPOSITORY / "policies" / "tests" / "catalog.json")]
+    command += ["--agent", "finance-assistant", "--role", "finance", "--tool", "finance__pay_invoice"]
+
+    explained = subprocess.run(
+        [*command, "--args", '{"invoice_id": "INV-2001", "amount": 1200.5}'], capture_output=True, text=True, timeout=60
+    )
+    tested = subprocess.run(
+        [sys.executable, "-m", "gateway", "policy", "test", "--dir", str(REPOSITORY / "policies")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert explained.returncode == 0, explained.stderr
+    lines = explained.stdout.splitlines()
+    assert lines[0].startswith("allow: ")
+    held = lines.index("held: approval by role:finance-managers (quorum 1, expires in 1:00:00)")
+    assert lines[held + 1] == "  reason: Payments over 1,000 wait for a finance manager's approval."
+    assert lines[held + 2].startswith("  permit large-payments-need-a-manager (")
+    assert lines[held + 2].endswith("policies/approval/quickstart.cedar:7)")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "a payment over 1,000 waits for a finance manager" in tested.stdout and " hold " in tested.stdout
