@@ -652,3 +652,36 @@ def test_explain_and_test_show_the_hold(tmp_path: Path) -> None:
     assert lines[held + 2].endswith("policies/approval/quickstart.cedar:7)")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "a payment over 1,000 waits for a finance manager" in tested.stdout and " hold " in tested.stdout
+
+
+# -- connectors that have not listed ---------------------------------------------------------
+
+
+def load_with_late_connector(policy_dir: Path, approval: str) -> PolicyEngine:
+    write_policy(policy_dir, "main.cedar", ACCESS)
+    write_policy(policy_dir, "holds.cedar", approval, folder="approval")
+    engine = PolicyEngine(policy_dir)
+    engine.store.load(make_catalog(connectors=["crm", "finance", "late"]))
+    return engine
+
+
+def test_an_approval_permit_confined_to_an_unlisted_connector_waits(policy_dir: Path) -> None:
+    engine = load_with_late_connector(
+        policy_dir,
+        '@id("late-holds")\n@approvers("role:ops")\npermit (principal, action == Action::"late__wipe", resource);\n'
+        '@id("late-exempt")\nforbid (principal, action, resource) when { context.input.x == "y" && '
+        'action == Action::"late__wipe" };\n',
+    )
+
+    status = engine.store.status
+    assert status.approval_count == 0
+    assert len(status.waiting) == 2 and "'late-holds' (permit) waits for connector 'late'" in status.waiting[0]
+
+
+def test_an_approval_permit_that_also_covers_listed_tools_cannot_wait(policy_dir: Path) -> None:
+    with pytest.raises(PolicyLoadError, match=r"this permit names actions of connector 'late'.*run unheld"):
+        load_with_late_connector(
+            policy_dir,
+            '@id("wide")\n@approvers("role:ops")\n'
+            'permit (principal, action in [Action::"late__wipe", Action::"finance__pay_invoice"], resource);\n',
+        )
