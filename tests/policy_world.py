@@ -112,15 +112,15 @@ def make_catalog(
     return catalog
 
 
-def write_policy(policy_dir: Path, name: str, text: str) -> Path:
-    """Write `<policy_dir>/access/<name>` so that a poll for changes always notices it.
+def write_policy(policy_dir: Path, name: str, text: str, *, folder: str = "access") -> Path:
+    """Write `<policy_dir>/<folder>/<name>` so that a poll for changes always notices it.
 
     The modification time is set one second past the previous one: two writes within one tick
     of the file system clock would otherwise look the same when the size does not change.
     """
-    access = policy_dir / "access"
-    access.mkdir(parents=True, exist_ok=True)
-    path = access / name
+    directory = policy_dir / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
     previous = path.stat().st_mtime_ns if path.exists() else None
     path.write_text(text, encoding="utf-8")
     if previous is not None:

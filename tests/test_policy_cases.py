@@ -114,7 +114,7 @@ expect = "deny"
     ("cases", "problem"),
     [
         ('[[case]]\nagent = "a"\ntool = "crm__search_customers"\n', "key 'expect' is missing"),
-        ('[[case]]\nagent = "a"\ntool = "t"\nexpect = "maybe"\n', 'expect must be "allow" or "deny"'),
+        ('[[case]]\nagent = "a"\ntool = "t"\nexpect = "maybe"\n', 'expect must be "allow", "deny" or "hold"'),
         ('[[case]]\nagent = "a"\ntool = "t"\nexpect = "deny"\nprincipal = "x"\n', "unknown key(s) principal"),
         ("[[case]\n", "invalid TOML"),
     ],

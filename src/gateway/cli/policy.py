@@ -113,6 +113,8 @@ def _validate(args: argparse.Namespace) -> int:
             return 1
         status = engine.store.status
         print(f"{status.policy_count} access policies are valid against {len(list(catalog.tools()))} tools")
+        if status.approval_count:
+            print(f"{status.approval_count} approval policies are valid too")
         if status.waiting:
             count = len(status.waiting)
             waits = "policy waits" if count == 1 else "policies wait"
@@ -154,8 +156,8 @@ def _test(args: argparse.Namespace) -> int:
             r.file.name,
             r.name,
             r.expected,
-            r.decision.effect.value if r.decision else "-",
-            ",".join(r.decision.policy_ids) if r.decision else "-",
+            r.decided,
+            ",".join(r.policy_ids) if r.decision else "-",
         )
         for r in results
     ]
@@ -190,6 +192,8 @@ def _explain(args: argparse.Namespace) -> int:
         visible = bool(engine.decisions.visible_tools(origin, (entry,)))
         print(decision.explain())
         print(f"  tool listed for this agent: {'yes' if visible else 'no'}")
+        if decision.allowed and engine.store.status.approval_count:
+            print(engine.decisions.decide_hold(call, entry).explain())
         return 0 if decision.allowed else 3
 
     return _with_policy_catalog(args, explain)

@@ -1,5 +1,9 @@
 """Policy test cases: requests with the decision a security team expects, run without backends.
 
+A case expects `allow` (the access policies allow the call and no approval policy holds it),
+`deny`, or `hold` (allowed, but people must approve it first; `approvers` and `quorum` then
+check the combined requirement).
+
 A cases directory (`policies/tests/`) holds `catalog.json`, the tool definitions the cases need
 (what the backends would list), and any number of `*.toml` files of cases; the format is
 described in `policies/README.md`. `gateway policy test` and CI run them with `run_policy_tests`.
@@ -22,6 +26,7 @@ from gateway.errors import ConfigError, UnknownTool
 from gateway.identity.principal import Principal
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyEngine
+from gateway.policy.hold import HoldDecision
 from gateway.settings.connectors import McpStdioConnector, ToolOverride
 
 CATALOG_FILE = "catalog.json"
@@ -40,8 +45,11 @@ _CASE_KEYS = frozenset(
         "reasoning",
         "workflow",
         "time",
+        "approvers",
+        "quorum",
     }
 )
+_EXPECTATIONS = ("allow", "deny", "hold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,23 @@ class CaseResult:
     expected: str
     decision: Decision | None
     problems: tuple[str, ...] = ()
+    #: Whether the approval policies hold the call: set for every call the access policies allowed.
+    hold: HoldDecision | None = None
+
+    @property
+    def decided(self) -> str:
+        """allow, deny or hold: what the gateway would do with the call."""
+        if self.decision is None:
+            return "-"
+        if self.hold is not None and self.hold.held:
+            return "hold"
+        return self.decision.effect.value
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        """The access policies that decided, then the approval policies that held or exempted."""
+        ids = self.decision.policy_ids if self.decision is not None else ()
+        return ids + (self.hold.policy_ids if self.hold is not None else ())
 
     @property
     def passed(self) -> bool:
@@ -64,6 +89,8 @@ class CaseResult:
         lines.extend(f"     {problem}" for problem in self.problems)
         if not self.passed and self.decision is not None:
             lines.extend(f"     {line}" for line in self.decision.explain().splitlines())
+            if self.hold is not None:
+                lines.extend(f"     {line}" for line in self.hold.explain().splitlines())
         return "\n".join(lines)
 
 
@@ -127,7 +154,7 @@ def run_cases(engine: PolicyEngine, catalog: Catalog, cases_dir: Path) -> list[C
 
 
 def run_policy_tests(policy_dir: Path) -> list[CaseResult]:
-    """Load `<policy_dir>/access` against `<policy_dir>/tests/catalog.json` and run the cases there.
+    """Load `<policy_dir>/access` and `approval` against `<policy_dir>/tests/catalog.json`; run the cases there.
 
     Raises PolicyLoadError when the policies do not load, ConfigError when a test file is invalid.
     """
@@ -155,8 +182,15 @@ def _read_cases(file: Path) -> list[Mapping[str, Any]]:
         for key in ("agent", "tool", "expect"):
             if key not in case:
                 raise ConfigError(f"{file}: case {index} ({case.get('name', 'unnamed')}): key '{key}' is missing")
-        if case["expect"] not in ("allow", "deny"):
-            raise ConfigError(f'{file}: case {index}: expect must be "allow" or "deny"')
+        if case["expect"] not in _EXPECTATIONS:
+            raise ConfigError(f'{file}: case {index}: expect must be "allow", "deny" or "hold"')
+        if ("approvers" in case or "quorum" in case) and case["expect"] != "hold":
+            raise ConfigError(f'{file}: case {index}: approvers and quorum go with expect = "hold"')
+        approvers = case.get("approvers", [])
+        if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
+            raise ConfigError(f"{file}: case {index}: approvers must be a list of strings")
+        if "quorum" in case and (not isinstance(case["quorum"], int) or isinstance(case["quorum"], bool)):
+            raise ConfigError(f"{file}: case {index}: quorum must be an integer")
     return cases
 
 
@@ -187,14 +221,27 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         workflow=case.get("workflow"),
     )
     decision = engine.decisions.decide_call(call, tool, now=now)
+    hold = engine.decisions.decide_hold(call, tool, now=now) if decision.allowed else None
+    result = CaseResult(file, name, expected, decision, hold=hold)
     problems = []
-    if decision.effect.value != expected:
-        problems.append(f"decided {decision.effect.value}: {decision.reason}")
-    if case.get("policy") and case["policy"] not in decision.policy_ids:
-        shown = ", ".join(decision.policy_ids) or "no policy"
+    if result.decided != expected:
+        if result.decided == "hold" and hold is not None:
+            problems.append(f"held: {hold.explain().splitlines()[0].removeprefix('held: ')}")
+        else:
+            problems.append(f"decided {decision.effect.value}: {decision.reason}")
+    if case.get("policy") and case["policy"] not in result.policy_ids:
+        shown = ", ".join(result.policy_ids) or "no policy"
         problems.append(f"expected policy '{case['policy']}' to determine the decision, but it was {shown}")
+    requirement = hold.requirement if hold is not None and hold.held else None
+    expected_approvers = sorted(set(case.get("approvers", ())))
+    if requirement is not None and "approvers" in case and expected_approvers != list(requirement.approvers):
+        problems.append(
+            f"expected approvers {', '.join(expected_approvers)}, but the hold needs {', '.join(requirement.approvers)}"
+        )
+    if requirement is not None and "quorum" in case and case["quorum"] != requirement.quorum:
+        problems.append(f"expected quorum {case['quorum']}, but the hold needs {requirement.quorum}")
     if "visible" in case:
         visible = bool(engine.decisions.visible_tools(origin, [tool], now=now))
         if visible != bool(case["visible"]):
             problems.append(f"expected the tool to be {'visible' if case['visible'] else 'hidden'} in tools/list")
-    return CaseResult(file, name, expected, decision, tuple(problems))
+    return CaseResult(file, name, expected, decision, tuple(problems), hold)

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.calls import Call, Origin
+from gateway.policy.hold import ApprovalContext
 from gateway.policy.schema import ArgumentType, Kind
 
 LONG_MIN = -(2**63)
@@ -77,9 +78,15 @@ class _SchemaMismatch(_Unrepresentable):
 
 
 def call_context(
-    input_type: ArgumentType, call: Call, *, now: datetime | None, limits: ArgumentLimits
+    input_type: ArgumentType,
+    call: Call,
+    *,
+    now: datetime | None,
+    limits: ArgumentLimits,
+    approval: ApprovalContext | None = None,
 ) -> ContextResult:
-    """The context of a `call_tool` action: the common attributes plus typed `input`.
+    """The context of a `call_tool` action: the common attributes plus typed `input`, and
+    `approval` when the call was held and is now about to run.
 
     `call.arguments` is a mapping or None (no arguments); the caller refuses anything else first.
     """
@@ -88,6 +95,8 @@ def call_context(
     try:
         context = _common(converter, call.origin, call.reasoning, call.workflow, now)
         context["input"] = converter.record(input_type, arguments, "input")
+        if approval is not None:
+            context["approval"] = approval.cedar()
     except _SchemaMismatch as mismatch:
         return ContextResult(None, str(mismatch), invalid_arguments=mismatch.detail)
     except _Unrepresentable as problem:

@@ -28,6 +28,7 @@ from gateway.identity.principal import Principal
 from gateway.policy.context import ArgumentLimits, ContextResult, call_context, common_context
 from gateway.policy.decision import Decision, PolicyRef, allow, deny
 from gateway.policy.entities import EntityKey, principal_key, uid, uid_text
+from gateway.policy.hold import NOT_HELD, ApprovalContext, HoldDecision, combine
 from gateway.policy.schema import (
     AGENT,
     GET_PROMPT,
@@ -40,7 +41,7 @@ from gateway.policy.schema import (
     ToolShape,
 )
 from gateway.policy.slices import ScopeTarget
-from gateway.policy.store import PolicyState, PolicyStore
+from gateway.policy.store import ApprovalSet, PolicyState, PolicyStore
 from gateway.resource_uris import exposed_uri
 
 #: One logger for loading and deciding: operators know both as the policy engine.
@@ -76,17 +77,80 @@ class PolicyDecisions:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def decide_call(self, call: Call, tool: ToolEntry, *, now: datetime | None = None) -> Decision:
+    def decide_call(
+        self, call: Call, tool: ToolEntry, *, now: datetime | None = None, approval: ApprovalContext | None = None
+    ) -> Decision:
         """Whether the call's principal may call `tool` with the call's arguments.
 
         `call` is the resolved call: its arguments are those the backend would see, its
         reasoning the one the agent stated. A deny says whether the tool is `concealed`.
+        `approval` is given when a held call was decided by people and is about to run: the
+        access policies see it as `context.approval`, so they can require or refuse it.
         """
         state = self._store.current
-        decision = self._call(state, call, tool, now)
+        decision = self._call(state, call, tool, now, approval)
         if decision.allowed or self._tool_visible(state, call.origin, tool, now):
             return decision
         return replace(decision, concealed=True)
+
+    def decide_hold(self, call: Call, tool: ToolEntry, *, now: datetime | None = None) -> HoldDecision:
+        """Whether a call the access policies allowed must wait for people to approve it.
+
+        The approval policies are evaluated with the principal, action, resource and context
+        the access decision used. A matching approval `permit` holds the call; a matching
+        approval `forbid` exempts it (forbid wins, as in Cedar); when none matches it runs.
+        Several holding permits make one requirement (see `hold.combine`: union of approvers,
+        largest quorum, shortest expiry, first reason in file order, shortest escalation to
+        the union of escalation targets).
+
+        Fails closed: when the approval policies cannot be evaluated (an evaluation error in
+        any of them, such as reading an argument the call omitted, or a context that cannot be
+        built), the call is held, and its requirement combines every approval permit whose
+        scope applies to this action, principal and resource, since any of them might have
+        matched. Only when none could is the call not held.
+
+        The caller guarantees the access policies allowed the call. Without approval policies
+        this reads one attribute and returns: it runs on every allowed call.
+        """
+        state = self._store.current
+        approval = state.approval if state is not None else None
+        if state is None or approval is None:
+            return NOT_HELD
+        principal = call.origin.principal
+        action = tool.exposed
+        try:
+            applicable = approval.slices.for_request(
+                action, _principal_target(state, principal), _resource_target(state, TOOL, action, None)
+            )
+        except _ENGINE_FAILURES as exc:
+            return _held_on_error(approval, principal, action, approval.slices.matching(action), _error(exc))
+        if not applicable.members:
+            return NOT_HELD
+        shape = _current_shape(state, tool)
+        if shape is None:
+            problem = "the tool is not in the catalog the approval policies were validated against"
+            return _held_on_error(approval, principal, action, applicable.members, (problem,))
+        if call.arguments is not None and not isinstance(call.arguments, Mapping):
+            problem = "the arguments are not a JSON object"
+            return _held_on_error(approval, principal, action, applicable.members, (problem,))
+        context = call_context(shape.input, call, now=now, limits=self._limits)
+        if context.context is None:
+            problem = context.problem or "the request's context could not be built"
+            return _held_on_error(approval, principal, action, applicable.members, (problem,))
+        try:
+            result = cedarpy.is_authorized(
+                {
+                    "principal": uid(AGENT, principal.agent),
+                    "action": uid("Action", action),
+                    "resource": uid(TOOL, action),
+                    "context": applicable.context_for(context.context),
+                },
+                applicable.policies,
+                _entities(state, principal, None),
+            )
+        except _ENGINE_FAILURES as exc:
+            return _held_on_error(approval, principal, action, applicable.members, _error(exc))
+        return _hold(approval, result, principal, action, applicable.members)
 
     def decide_read_resource(self, call: Call, *, now: datetime | None = None) -> Decision:
         """Whether the call's principal may read the resource `call.target` names (connector, backend URI).
@@ -186,7 +250,14 @@ class PolicyDecisions:
 
     # -- one request, on one loaded set --------------------------------------------------------
 
-    def _call(self, state: PolicyState | None, call: Call, tool: ToolEntry, now: datetime | None) -> Decision:
+    def _call(
+        self,
+        state: PolicyState | None,
+        call: Call,
+        tool: ToolEntry,
+        now: datetime | None,
+        approval: ApprovalContext | None = None,
+    ) -> Decision:
         what = f"call tool '{tool.exposed}'"
         if state is None:
             return _unloaded(what)
@@ -203,7 +274,7 @@ class PolicyDecisions:
             )
         if call.arguments is not None and not isinstance(call.arguments, Mapping):
             return deny("the arguments must be a JSON object; the call is denied")
-        context = call_context(shape.input, call, now=now, limits=self._limits)
+        context = call_context(shape.input, call, now=now, limits=self._limits, approval=approval)
         return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what)
 
     def _prompt(self, state: PolicyState | None, call: Call, prompt: PromptEntry, now: datetime | None) -> Decision:
@@ -390,6 +461,47 @@ class PolicyDecisions:
                 extra={"agent": principal.agent, "action": action, "error": f"{type(exc).__name__}: {exc}"},
             )
             return None
+
+
+def _error(exc: Exception) -> tuple[str, ...]:
+    return (f"{type(exc).__name__}: {exc}",)
+
+
+def _hold(
+    approval: ApprovalSet, result: cedarpy.AuthzResult, principal: Principal, action: str, members: Iterable[str]
+) -> HoldDecision:
+    """Held by the matching permits, exempted by a matching forbid; any evaluation error holds."""
+    errors = tuple(result.diagnostics.errors)
+    if errors or result.decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
+        return _held_on_error(
+            approval, principal, action, members, errors or (f"Cedar returned {result.decision.value}",)
+        )
+    refs = approval.loaded.refs
+    determining = _in_file_order(refs[i] for i in result.diagnostics.reasons if i in refs)
+    if result.decision is cedarpy.Decision.Deny:
+        return HoldDecision(False, None, tuple(p for p in determining if p.effect == "forbid"))
+    permits = tuple(p for p in determining if p.effect == "permit")
+    return HoldDecision(True, combine(approval.requirements[p.id] for p in permits), permits)
+
+
+def _held_on_error(
+    approval: ApprovalSet, principal: Principal, action: str, members: Iterable[str], errors: tuple[str, ...]
+) -> HoldDecision:
+    """Fail closed: held, needing what every approval permit that applies asks; not held when none applies."""
+    refs = approval.loaded.refs
+    permits = _in_file_order(refs[i] for i in members if i in refs and refs[i].effect == "permit")
+    logger.warning(
+        "approval policy evaluation failed; %s",
+        "the call is held" if permits else "no approval permit applies, so the call is not held",
+        extra={"agent": principal.agent, "action": action, "errors": list(errors)},
+    )
+    if not permits:
+        return HoldDecision(False, None, (), errors)
+    return HoldDecision(True, combine(approval.requirements[p.id] for p in permits), permits, errors)
+
+
+def _in_file_order(policies: Iterable[PolicyRef]) -> tuple[PolicyRef, ...]:
+    return tuple(sorted(policies, key=lambda policy: (policy.file, policy.line)))
 
 
 def _unloaded(what: str) -> Decision:

@@ -74,10 +74,12 @@ class ValidationProblem:
     text: str
 
 
-def read_policy_files(directory: Path) -> tuple[PolicyFile, ...]:
-    """Every `*.cedar` file in `directory`, in name order."""
+def read_policy_files(directory: Path, *, optional: bool = False) -> tuple[PolicyFile, ...]:
+    """Every `*.cedar` file in `directory`, in name order; none when an `optional` directory is absent."""
     if not directory.is_dir():
-        raise PolicyLoadError(f"{directory}: the access policy directory does not exist")
+        if optional and not directory.exists():
+            return ()
+        raise PolicyLoadError(f"{directory}: the {directory.name} policy directory does not exist")
     files = []
     for path in sorted(directory.glob("*.cedar")):
         try:
@@ -87,8 +89,12 @@ def read_policy_files(directory: Path) -> tuple[PolicyFile, ...]:
     return tuple(files)
 
 
-def parse_policies(files: Sequence[PolicyFile]) -> LoadedPolicies:
-    """Parse every file; raises PolicyLoadError naming file and line on the first error."""
+def parse_policies(files: Sequence[PolicyFile], *, id_prefix: str = "") -> LoadedPolicies:
+    """Parse every file; raises PolicyLoadError naming file and line on the first error.
+
+    `id_prefix` starts the ids given to policies without `@id`, so that two sets loaded side by
+    side (access and approval) with files of the same name never share an id.
+    """
     policies: dict[str, pst.Template] = {}
     refs: dict[str, PolicyRef] = {}
     positions: dict[Path, tuple[str, ...]] = {}
@@ -108,7 +114,7 @@ def parse_policies(files: Sequence[PolicyFile]) -> LoadedPolicies:
         for key, policy in sorted(tree.static_policies.items(), key=lambda item: _position(item[0])):
             position = _position(key)
             line = _line(spans, position)
-            readable = policy.annotations.get("id") or f"{file.path.stem}:{position + 1}"
+            readable = policy.annotations.get("id") or f"{id_prefix}{file.path.stem}:{position + 1}"
             if readable in refs:
                 other = refs[readable]
                 raise PolicyLoadError(

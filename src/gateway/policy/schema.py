@@ -197,6 +197,13 @@ def _common_types() -> dict[str, Any]:
                 "iso": {"type": "String"},
             }
         ),
+        "Approval": _record(
+            {
+                "granted": {"type": "Boolean"},
+                "approvers": {"type": "Set", "element": {"type": "String"}},
+                "decided_at": {"type": "String"},
+            }
+        ),
     }
 
 
@@ -209,6 +216,10 @@ def _common_context() -> dict[str, Any]:
         "time": {"type": "Time"},
         "request_id": {"type": "String"},
     }
+
+
+#: Tool actions alone have `context.approval`: present only when an approved call is about to run.
+_TOOL_CONTEXT = {"approval": {"type": "Approval", "required": False}}
 
 
 def _entity_types() -> dict[str, Any]:
@@ -292,7 +303,7 @@ def schema_for(tools: Iterable[ToolEntry], prompts: Iterable[PromptEntry]) -> Ge
             groups.setdefault(group)
         actions[shape.exposed] = {
             "memberOf": [{"id": group} for group in shape.groups],
-            "appliesTo": _applies(TOOL, {**common, "input": shape.input.cedar()}),
+            "appliesTo": _applies(TOOL, {**common, **_TOOL_CONTEXT, "input": shape.input.cedar()}),
         }
         action_groups[shape.exposed] = shape.groups
     for group in groups:

@@ -71,6 +71,8 @@ class Slice:
     policies: cedarpy.PolicySet
     context_keys: frozenset[str] | None
     verdict: bool | None = None
+    #: The ids of the policies in the slice.
+    members: frozenset[str] = frozenset()
 
     def context_for(self, context: dict[str, Any]) -> dict[str, Any]:
         """`context` without the attributes no policy of this slice reads (they cannot change its answer)."""
@@ -245,7 +247,7 @@ class PolicySlices:
                 self._by_request.clear()
                 self._held = 0
             chosen = {policy_id: self._policies[policy_id] for policy_id in sorted(members)}
-            found = Slice(policy_set(chosen), context_keys(chosen.values()), scope_verdict(chosen.values()))
+            found = Slice(policy_set(chosen), context_keys(chosen.values()), scope_verdict(chosen.values()), members)
             self._by_members[members] = found
             self._held += len(members)
         self._by_request[key] = found

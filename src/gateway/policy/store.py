@@ -1,11 +1,15 @@
-"""The access policy files, loaded against the live catalog: parsed once per load, swapped whole.
+"""The policy files, loaded against the live catalog: parsed once per load, swapped whole.
 
-`load` reads `<policy_dir>/access/*.cedar`, generates the Cedar schema from the live catalog,
-validates every policy against it and builds the parsed policy set, schema and entities. Any
-failure keeps the set that was working before (none at first start: everything is denied) and
-is reported with file and line. A policy that names the actions of a connector that has never
-listed waits, left out, when leaving it out cannot allow anything (see `waiting.py`); it is
-loaded at the first load after that connector lists.
+`load` reads `<policy_dir>/access/*.cedar` and the optional `<policy_dir>/approval/*.cedar`
+(which allowed calls wait for people to approve), generates the Cedar schema from the live
+catalog, validates every policy of both sets against it and builds the parsed policy sets,
+schema and entities. Any failure of either set keeps the whole state that was working before
+(none at first start: everything is denied) and is reported with file and line. A policy that
+names the actions of a connector that has never listed waits, left out, when leaving it out
+cannot allow anything (see `waiting.py`); it is loaded at the first load after that connector
+lists. An approval permit waits on the terms an access forbid does (see `sort_problems`):
+leaving it out must not let a listed tool run unheld. Approval policies' annotations are checked
+at load too (see `approvals.py`).
 
 What a load produces is one `PolicyState`, published as `current` in a single assignment: a
 decision reads it once and decides on it whole, without a lock, however long a reload takes.
@@ -17,6 +21,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +32,10 @@ import orjson
 
 from gateway.catalog import Catalog
 from gateway.errors import PolicyLoadError
+from gateway.policy.approvals import approval_rules
 from gateway.policy.decision import PolicyRef
 from gateway.policy.entities import EntityStore
+from gateway.policy.hold import Requirement
 from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, read_policy_files, validation_errors
 from gateway.policy.schema import GeneratedSchema, generate_schema
 from gateway.policy.slices import PolicySlices
@@ -52,6 +59,18 @@ class PolicyStatus:
     limitations: tuple[str, ...]
     #: Policies left out until the connectors they name have listed, one readable line each.
     waiting: tuple[str, ...] = ()
+    #: Approval policies loaded (`<policies>/approval/`): which allowed calls wait for people.
+    approval_count: int = 0
+
+
+@dataclass(frozen=True)
+class ApprovalSet:
+    """The approval policies of one load: present only when there is at least one."""
+
+    loaded: LoadedPolicies
+    slices: PolicySlices
+    #: What each approval permit asks for, by policy id (forbids exempt and ask nothing).
+    requirements: Mapping[str, Requirement]
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,8 @@ class PolicyState:
     unlisted: frozenset[str] = frozenset()
     #: Which targets each principal may see, kept here so that a reload drops the answers with the set.
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
+    #: The approval policies, None when none are loaded (so deciding a hold costs nothing then).
+    approval: ApprovalSet | None = None
 
 
 class PolicyStore:
@@ -77,6 +98,7 @@ class PolicyStore:
 
     def __init__(self, policy_dir: Path) -> None:
         self._access_dir = Path(policy_dir) / "access"
+        self._approval_dir = Path(policy_dir) / "approval"
         #: The set in force, or None while no set has ever loaded; only `load` replaces it.
         self.current: PolicyState | None = None
         self._lock = threading.Lock()
@@ -103,9 +125,15 @@ class PolicyStore:
             self.current = state
             self._last_error = None
             self._logged_failure = None
+        approval = state.approval.loaded if state.approval is not None else None
         logger.info(
             "access policies loaded",
-            extra={"policies": len(state.loaded), "files": [str(f.path) for f in state.loaded.files]},
+            extra={
+                "policies": len(state.loaded),
+                "files": [str(f.path) for f in state.loaded.files],
+                "approval_policies": len(approval) if approval is not None else 0,
+                "approval_files": [str(f.path) for f in approval.files] if approval is not None else [],
+            },
         )
         if state.waiting:
             connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
@@ -168,12 +196,18 @@ class PolicyStore:
             last_error=self._last_error,
             limitations=schema.limitations if schema else (),
             waiting=tuple(policy.describe() for policy in state.waiting) if state else (),
+            approval_count=len(state.approval.loaded) if state and state.approval else 0,
         )
 
     def policies(self) -> tuple[PolicyRef, ...]:
         """The active policies, in file order (empty when none are loaded)."""
         state = self.current
         return tuple(state.loaded.refs.values()) if state else ()
+
+    def approval_policies(self) -> tuple[PolicyRef, ...]:
+        """The active approval policies, in file order (empty when none are loaded)."""
+        state = self.current
+        return tuple(state.approval.loaded.refs.values()) if state and state.approval else ()
 
     def schema_json(self) -> dict[str, Any]:
         """The Cedar schema (JSON format) of the last catalog seen, for people writing policies."""
@@ -185,17 +219,7 @@ class PolicyStore:
 
     def _current_fingerprint(self) -> object:
         """Names, sizes, modification times and inodes of the policy files: cheap to take every second."""
-        try:
-            with os.scandir(self._access_dir) as entries:
-                return tuple(
-                    sorted(
-                        (entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-                        for entry in entries
-                        if entry.name.endswith(".cedar") and (stat := entry.stat())
-                    )
-                )
-        except OSError as exc:
-            return ("unreadable", type(exc).__name__)
+        return (_fingerprint(self._access_dir), _fingerprint(self._approval_dir))
 
     def _build(self, catalog: Catalog) -> PolicyState:
         files = read_policy_files(self._access_dir)
@@ -217,6 +241,7 @@ class PolicyStore:
         if problems.errors:
             raise PolicyLoadError("\n".join(problems.errors))
         loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
+        approval, approval_waiting = self._build_approval(parsed, schema, schema_handle, unlisted)
         try:
             policy_set(loaded.policies)
             previous = self.current
@@ -231,6 +256,55 @@ class PolicyStore:
             entities=entities,
             slices=PolicySlices(loaded.policies, schema.action_groups),
             loaded_at=datetime.now(UTC),
-            waiting=problems.waiting,
+            waiting=(*problems.waiting, *approval_waiting),
             unlisted=frozenset(unlisted.connectors),
+            approval=approval,
         )
+
+    def _build_approval(
+        self, access: LoadedPolicies, schema: GeneratedSchema, schema_handle: cedarpy.Schema, unlisted: Unlisted
+    ) -> tuple[ApprovalSet | None, tuple[WaitingPolicy, ...]]:
+        """The approval policies, validated like the access policies; their ids must differ from those."""
+        files = read_policy_files(self._approval_dir, optional=True)
+        if not files:
+            return None, ()
+        parsed = parse_policies(files, id_prefix="approval/")
+        for policy_id, ref in parsed.refs.items():
+            other = access.refs.get(policy_id)
+            if other is not None:
+                raise PolicyLoadError(
+                    f"{ref.file}:{ref.line}: policy id '{policy_id}' is already used by the policy at "
+                    f"{other.file}:{other.line}; every policy needs its own @id"
+                )
+        problems = sort_problems(
+            parsed, validation_errors(parsed, schema_handle), schema, unlisted, restrictive="permit"
+        )
+        rules = approval_rules(parsed)
+        if problems.errors or rules.errors:
+            raise PolicyLoadError("\n".join((*problems.errors, *rules.errors)))
+        loaded = parsed.without(frozenset(policy.id for policy in problems.waiting))
+        if not loaded.policies:
+            return None, problems.waiting
+        try:
+            policy_set(loaded.policies)
+        except ValueError as exc:
+            raise PolicyLoadError(f"the approval policies were refused by Cedar: {exc}") from None
+        return ApprovalSet(loaded, PolicySlices(loaded.policies, schema.action_groups), rules.requirements), (
+            problems.waiting
+        )
+
+
+def _fingerprint(directory: Path) -> object:
+    try:
+        with os.scandir(directory) as entries:
+            return tuple(
+                sorted(
+                    (entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+                    for entry in entries
+                    if entry.name.endswith(".cedar") and (stat := entry.stat())
+                )
+            )
+    except FileNotFoundError:
+        return "absent"
+    except OSError as exc:
+        return ("unreadable", type(exc).__name__)

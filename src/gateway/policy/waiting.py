@@ -103,9 +103,19 @@ class Sorted:
 
 
 def sort_problems(
-    loaded: LoadedPolicies, problems: Sequence[ValidationProblem], schema: GeneratedSchema, unlisted: Unlisted
+    loaded: LoadedPolicies,
+    problems: Sequence[ValidationProblem],
+    schema: GeneratedSchema,
+    unlisted: Unlisted,
+    *,
+    restrictive: str = "forbid",
 ) -> Sorted:
-    """Split the validation problems into policies that wait and errors that refuse the set."""
+    """Split the validation problems into policies that wait and errors that refuse the set.
+
+    `restrictive` is the effect whose leaving out could let through what it stops: `forbid` for
+    access policies; `permit` for approval policies, where a missing permit would let a call run
+    without the approval it needs. Only such a policy must be confined to wait.
+    """
     failing: dict[str, list[str]] = {}
     errors: list[str] = []
     for problem in problems:
@@ -126,12 +136,13 @@ def sort_problems(
             errors.extend(texts)  # fails for a reason no listing can cure
             continue
         connectors = tuple(dict.fromkeys(name for names in owners.values() for name in names))
-        if policy.effect == "forbid" and not _confined(policy, known, unlisted, schema):
+        if policy.effect == restrictive and not _confined(policy, known, unlisted, schema):
+            stops = "allow what it forbids" if restrictive == "forbid" else "run unheld what it holds"
             errors.append(
-                f"{ref.file}:{ref.line}: policy '{policy_id}': this forbid names actions of {_connectors(connectors)}, "
-                "not listed yet, and its scope also covers listed tools: it can neither be checked "
-                "nor left out (that could allow what it forbids), so the whole set is refused until the connector "
-                "lists. Split it: a forbid scoped to that connector's actions "
+                f"{ref.file}:{ref.line}: policy '{policy_id}': this {restrictive} names actions of "
+                f"{_connectors(connectors)}, not listed yet, and its scope also covers listed tools: it can neither "
+                f"be checked nor left out (that could {stops}), so the whole set is refused until the connector "
+                f"lists. Split it: a {restrictive} scoped to that connector's actions "
                 f'(action in Action::"server:{connectors[0]}") can wait for it, '
                 "and one for the other tools is checked now"
             )
