@@ -1,6 +1,7 @@
 """Held calls waiting for people: the durable approval record and its state machine.
 
-- `model`: the states and allowed moves (`TRANSITIONS`), `Approval`, `Requirement`, `Vote`.
+- `model`: the states and allowed moves (`TRANSITIONS`), `Approval`, `Vote`; the `Requirement` a
+  policy asks for is `gateway.policy.hold`'s.
 - `digest`: the canonical identity of a call (RFC 8785 JSON, SHA-256), for retries to find it.
 - `sealing`: the exact arguments, encrypted at rest with rotating AES-GCM keys.
 - `store`: `ApprovalStore`, every change a compare-and-set in the database, each one audited.
@@ -12,9 +13,10 @@ pipeline's hold stage does); this is the storage both build on.
 
 from gateway.approvals.digest import arguments_digest, canonical_form
 from gateway.approvals.ids import uuid7
-from gateway.approvals.model import TRANSITIONS, Approval, ApprovalState, Requirement, Vote
+from gateway.approvals.model import TRANSITIONS, Approval, ApprovalState, Vote
 from gateway.approvals.sealing import Sealer
 from gateway.approvals.store import ApprovalPage, ApprovalStore
+from gateway.policy.hold import Requirement
 
 __all__ = [
     "TRANSITIONS",

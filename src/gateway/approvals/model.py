@@ -6,11 +6,12 @@ and a move the table does not hold is refused before it reaches the database.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from gateway.policy.hold import parse_approver
 
 
 class ApprovalState(StrEnum):
@@ -53,47 +54,9 @@ OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED, Approval
 #: States in which the call ran (or may have): a retry of it must learn that, not run it again.
 RAN_STATES = frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalState.UNKNOWN})
 
-_APPROVER = re.compile(r"(role|user):(.+)")
-
 
 def can_move(source: ApprovalState, target: ApprovalState) -> bool:
     return target in TRANSITIONS[source]
-
-
-def parse_approver(entry: str) -> tuple[str, str]:
-    """`("role", name)` or `("user", name)` for an approvers entry; anything else is a policy's mistake."""
-    match = _APPROVER.fullmatch(entry)
-    if match is None:
-        raise ValueError(f"approver {entry!r} must be 'role:NAME' or 'user:NAME'")
-    return match.group(1), match.group(2)
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """What a policy asks of a call before it may run: who approves, how many, and by when.
-
-    `quorum` counts distinct people. After `escalate_after` without a decision, `escalate_to`
-    (entries like `approvers`) is told; `expires_in` after creation a pending call expires.
-    """
-
-    approvers: tuple[str, ...]
-    quorum: int = 1
-    expires_in: timedelta = timedelta(hours=1)
-    reason: str | None = None
-    escalate_after: timedelta | None = None
-    escalate_to: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.approvers:
-            raise ValueError("an approval needs at least one approver")
-        for entry in (*self.approvers, *self.escalate_to):
-            parse_approver(entry)
-        if self.quorum < 1:
-            raise ValueError("the quorum of an approval must be at least 1")
-        if self.expires_in <= timedelta(0):
-            raise ValueError("an approval must expire some time after it is made")
-        if self.escalate_after is not None and self.escalate_after <= timedelta(0):
-            raise ValueError("escalate_after must be positive")
 
 
 @dataclass(frozen=True, slots=True)

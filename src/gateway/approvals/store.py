@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.approvals.digest import arguments_digest
 from gateway.approvals.ids import uuid7
-from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalState, Requirement, Vote, can_move
+from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalState, Vote, can_move
 from gateway.approvals.sealing import Sealer
 from gateway.audit.recorder import AuditRecorder
 from gateway.calls import Call
@@ -44,6 +44,7 @@ from gateway.errors import (
     SelfApproval,
     UnknownApproval,
 )
+from gateway.policy.hold import Requirement
 from gateway.storage.database import Database
 from gateway.storage.tables import ApprovalRow, ApprovalVoteRow
 

@@ -9,6 +9,7 @@ them that satisfies each (see its docstring): the strictest reading of every par
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,16 @@ from gateway.policy.decision import PolicyRef
 
 #: How long a hold waits for its approvals when its policy sets no `@expires`.
 DEFAULT_EXPIRY = timedelta(hours=1)
+
+_APPROVER = re.compile(r"(role|user):(.+)")
+
+
+def parse_approver(entry: str) -> tuple[str, str]:
+    """`("role", name)` or `("user", name)` for an approvers entry; anything else is a policy's mistake."""
+    match = _APPROVER.fullmatch(entry)
+    if match is None:
+        raise ValueError(f"approver {entry!r} must be 'role:NAME' or 'user:NAME'")
+    return match.group(1), match.group(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,18 @@ class Requirement:
     reasons: tuple[str, ...] = ()
     escalate_after: timedelta | None = None
     escalate_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.approvers:
+            raise ValueError("an approval needs at least one approver")
+        for entry in (*self.approvers, *self.escalate_to):
+            parse_approver(entry)
+        if self.quorum < 1:
+            raise ValueError("the quorum of an approval must be at least 1")
+        if self.expires_in <= timedelta(0):
+            raise ValueError("an approval must expire some time after it is made")
+        if self.escalate_after is not None and self.escalate_after <= timedelta(0):
+            raise ValueError("escalate_after must be positive")
 
     def describe(self) -> str:
         """One line for people: who approves, how many, within how long."""
