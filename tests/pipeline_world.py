@@ -11,12 +11,15 @@ from typing import Any
 import anyio
 
 from fake_connector import FakeConnector, tool
+from gateway.approvals import ApprovalStore, Sealer
 from gateway.audit import AuditCall, AuditRecorder, Redactor, search
 from gateway.calls import Call, Origin
 from gateway.catalog import Catalog
+from gateway.holding import HoldStage
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
+from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.connectors import McpStdioConnector, ToolOverride
 from gateway.settings.telemetry import TelemetrySettings
 from gateway.storage import Database
@@ -55,6 +58,8 @@ class World:
     crm: FakeConnector
     database: Database
     recorder: AuditRecorder
+    #: The held calls' store, when the world was given approval settings with a sealing key.
+    approvals: ApprovalStore | None = None
 
     def call(self, principal: Principal, name: str, arguments: Any = None, meta: dict[str, Any] | None = None) -> Call:
         return Call.of("tools/call", Origin(principal, request_id=1, session_id="s-1"), name, arguments, meta)
@@ -70,10 +75,17 @@ class World:
 
 
 @asynccontextmanager
-async def pipeline_world(tmp_path: Path, policies: str | None = POLICIES) -> AsyncIterator[World]:
+async def pipeline_world(
+    tmp_path: Path,
+    policies: str | None = POLICIES,
+    *,
+    approval_policies: str | None = None,
+    approvals: ApprovalSettings | None = None,
+) -> AsyncIterator[World]:
     """A `crm` backend with three tools, two prompts and a resource, behind `policies`.
 
     `policies=None` is a gateway whose policies never loaded: nothing can be decided.
+    `approval_policies` go to `approval/`; `approvals` with a sealing key gives held calls a store.
     """
     crm = FakeConnector(
         "crm",
@@ -94,12 +106,22 @@ async def pipeline_world(tmp_path: Path, policies: str | None = POLICIES) -> Asy
     catalog.update("crm", crm.listing)
     policy_dir = tmp_path / "policies"
     policy = PolicyEngine(policy_dir)
+    if approval_policies is not None:
+        (policy_dir / "approval").mkdir(parents=True, exist_ok=True)
+        (policy_dir / "approval" / "holds.cedar").write_text(approval_policies, encoding="utf-8")
     if policies is not None:
         write_policy(policy_dir, "access.cedar", policies)
         policy.store.load(catalog)
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}")
     await database.migrate()
     telemetry = Telemetry(TelemetrySettings(metrics_enabled=False))
+    settings = approvals or ApprovalSettings()
     async with AuditRecorder(database, Redactor(), replica_id="gw-test") as recorder:
-        yield World(Pipeline(catalog, {"crm": crm}, policy, recorder, telemetry), crm, database, recorder)
+        store = None
+        if settings.sealing_keys:
+            keys = [(key.id, key.key.get_secret_value()) for key in settings.sealing_keys]
+            store = ApprovalStore(database, Sealer(keys), recorder=recorder, max_result_bytes=settings.max_result_bytes)
+        holds = HoldStage(store, policy.decisions, Redactor(), settings, executor="gw-test")
+        pipeline = Pipeline(catalog, {"crm": crm}, policy, recorder, telemetry, holds=holds)
+        yield World(pipeline, crm, database, recorder, store)
     await database.close()

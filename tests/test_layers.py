@@ -26,6 +26,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "runtime",
         "front",
         "pipeline",
+        "holding",
         "request_kinds",
         "approvals",
         "policy audit telemetry",

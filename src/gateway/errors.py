@@ -20,7 +20,11 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   └── GatewayNotReady            no valid access policy set is loaded
     ├── AccessDenied                                                                   "denied"
     │   ├── AuthenticationFailed       no credential, or a bad one (HTTP 401)
-    │   └── PolicyDenied               a policy (or the absence of one) said no
+    │   ├── PolicyDenied               a policy (or the absence of one) said no
+    │   └── ApprovalRefused            the people denied the held call, or it expired
+    ├── CallHeld                       the call waits for people's approval; nothing ran      "held"
+    │   ├── ApprovalPending            not decided within the wait: repeat the call to collect it
+    │   └── ApprovalsNotConfigured     no approval can be opened (no sealing key)          "refused"
     ├── BackendFailure                 the backend could not serve the request    "backend_error"
     │   ├── BackendUnavailable
     │   │   └── BackendStartFailed
@@ -136,6 +140,29 @@ class PolicyDenied(AccessDenied):
     def __init__(self, message: str, *, policy_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.policy_ids = policy_ids
+
+
+class ApprovalRefused(AccessDenied):
+    """An approval policy held the call and it will not run: an approver denied it, or it expired or was cancelled."""
+
+
+# -- held for approval ---------------------------------------------------------------------------
+
+
+class CallHeld(GatewayError):
+    """An approval policy holds the call until people approve it; nothing ran, and the agent is told how to go on."""
+
+    outcome = "held"
+
+
+class ApprovalPending(CallHeld):
+    """No decision came within the wait; repeating the identical call returns its outcome, and it never runs twice."""
+
+
+class ApprovalsNotConfigured(CallHeld):
+    """An approval policy holds the call but the gateway has no sealing key to keep it: refused, nothing ran."""
+
+    outcome = "refused"
 
 
 # -- the backend ---------------------------------------------------------------------------------

@@ -24,13 +24,15 @@ from typing import Any, NoReturn
 import anyio
 import anyio.to_thread
 
-from gateway.audit import AuditRecorder, CallHandle, Timings
+from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
+from gateway.holding import Cleared, Collected, HoldStage
 from gateway.policy import Decision, PolicyEngine
 from gateway.request_kinds import Aimed, PromptGets, RequestKind, ResourceReads, ToolCalls
+from gateway.settings.approvals import ApprovalSettings
 from gateway.telemetry import RequestTrace, Telemetry
 
 logger = logging.getLogger("gateway.calls")
@@ -85,6 +87,7 @@ class Pipeline:
         audit: AuditRecorder,
         telemetry: Telemetry,
         *,
+        holds: HoldStage | None = None,
         tools_page_size: int = 1000,
     ) -> None:
         self._tools_page_size = tools_page_size
@@ -94,6 +97,8 @@ class Pipeline:
         self._decisions = policy.decisions
         self._audit = audit
         self._telemetry = telemetry
+        #: Without a hold stage (no approvals configured), a held call is refused: nothing runs unapproved.
+        self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
         self._tool_calls = ToolCalls(catalog, self._decisions)
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
@@ -140,11 +145,15 @@ class Pipeline:
             await self._require_policies(call, clock)
             aimed = await self._resolve(kind, call, found, clock, trace)  # 1 resolve, 2 context
             decision = await self._decide(kind, aimed, clock)  # 3 decide
-            # 4 hold: where a call that needs a person's approval will wait for it.
+            cleared = await self._hold(kind, aimed, decision, clock, on_progress)  # 4 hold, until people approve
+            if isinstance(cleared, Collected):
+                return cleared.result  # it ran once approved; a repeat gets that outcome, never a second run
+            if cleared is not None:
+                aimed, decision = cleared.aimed, cleared.decision
             handle = await self._record(  # 5 record, before anything is forwarded
                 aimed.call, decision.effect.value, reason=decision.reason, policy_ids=decision.policy_ids
             )
-            return await self._forward(kind, aimed, decision, handle, clock, trace, on_progress)  # 6, 7
+            return await self._forward(kind, aimed, decision, handle, clock, trace, on_progress, cleared)  # 6, 7
 
     # -- the stages ----------------------------------------------------------------------------
 
@@ -186,6 +195,39 @@ class Pipeline:
             await self._refuse(aimed.call, unusable, clock)
         return decision
 
+    async def _hold(
+        self,
+        kind: RequestKind[Any],
+        aimed: Aimed[Any],
+        decision: Decision,
+        clock: _Clock,
+        on_progress: ProgressCallback | None,
+    ) -> Cleared | Collected | None:
+        """4 hold: None when no approval policy holds the call; else it waits for people (see `holding.py`).
+
+        A hold that ends without running (pending past the wait, denied, expired) is recorded like
+        any refusal, with the approval policies that held it; a collected outcome is recorded too.
+        """
+        if not decision.allowed:
+            return None
+        hold = kind.hold(aimed)
+        if not hold.held:
+            return None
+        with self._telemetry.hold_span(aimed.call.method, aimed.call.name) as trace:
+            try:
+                cleared = await self._holds.clear(aimed, hold, on_progress)
+            except GatewayError as exc:
+                trace.set_attribute("gateway.approval.outcome", exc.outcome)
+                await self._refuse(aimed.call, exc, clock, verdict="hold", policy_ids=hold.policy_ids)
+            trace.set_attribute("gateway.approval.id", cleared.approval_id)
+        if isinstance(cleared, Collected):
+            reason = f"the outcome of approval {cleared.approval_id}, which already ran"
+            handle = await self._record(aimed.call, "hold", reason=reason, policy_ids=hold.policy_ids)
+            outcome = "tool_error" if cleared.result.get("isError") else "ok"
+            await self._finish(handle, outcome, clock, result=cleared.result)
+            self._log(aimed.call, decision, outcome, clock)
+        return cleared
+
     async def _record(self, call: Call, decision: str, *, reason: str, policy_ids: tuple[str, ...] = ()) -> CallHandle:
         """5 record: the write-ahead entry, durable before the request goes further, or the request is refused."""
         with self._telemetry.audit_span(call.method, call.name):
@@ -200,8 +242,10 @@ class Pipeline:
         clock: _Clock,
         trace: RequestTrace,
         on_progress: ProgressCallback | None,
+        cleared: Cleared | None = None,
     ) -> JsonObject:
-        """6 forward to the backend (or refuse what was denied), 7 finish: the outcome on record."""
+        """6 forward to the backend (or refuse what was denied), 7 finish: the outcome on record
+        (and on the approval of a held call, so a repeat of it collects the outcome)."""
         call = aimed.call
         target = call.target
         assert target is not None, "resolved before forwarding"
@@ -219,18 +263,33 @@ class Pipeline:
             outcome = "denied" if not decision.allowed else outcome_of(exc)
             with anyio.CancelScope(shield=True):
                 await self._finish(handle, outcome, clock, error=exc)
+                if cleared is not None:
+                    await self._holds.finished(cleared, result=None, error=exc)
             self._log(call, decision, outcome, clock)
             raise
+        if cleared is not None:
+            await self._holds.finished(cleared, result=result, error=None)
         outcome = "tool_error" if result.get("isError") else "ok"
         trace.record_result(result)
         await self._finish(handle, outcome, clock, result=result)
         self._log(call, decision, outcome, clock)
         return result
 
-    async def _refuse(self, call: Call, error: GatewayError, clock: _Clock) -> NoReturn:
-        """A request refused before any decision is still on record; raises `error`."""
+    async def _refuse(
+        self,
+        call: Call,
+        error: GatewayError,
+        clock: _Clock,
+        *,
+        verdict: str | None = None,
+        policy_ids: tuple[str, ...] = (),
+    ) -> NoReturn:
+        """A request refused before it could run is still on record; raises `error`.
+
+        `verdict` is the decision recorded (the outcome when refused before any decision).
+        """
         outcome = error.outcome
-        handle = await self._record(call, outcome, reason=str(error))
+        handle = await self._record(call, verdict or outcome, reason=str(error), policy_ids=policy_ids)
         await self._finish(handle, outcome, clock, error=error)
         self._log(call, None, outcome, clock)
         raise error

@@ -24,7 +24,8 @@ from gateway.errors import (
     UnknownTool,
     UnusableArguments,
 )
-from gateway.policy import Decision, PolicyDecisions
+from gateway.policy import Decision, HoldDecision, PolicyDecisions
+from gateway.policy.hold import NOT_HELD
 from gateway.resource_uris import expose_prompt_result, expose_read_result, expose_tool_result
 from gateway.telemetry import inject_meta
 
@@ -64,6 +65,9 @@ class RequestKind(Protocol[EntryT]):
 
     def unusable(self, aimed: Aimed[EntryT], decision: Decision) -> UnusableArguments | None:
         """Arguments the policies could not take because they break the tool's schema: the agent can fix them."""
+
+    def hold(self, aimed: Aimed[EntryT]) -> HoldDecision:
+        """Whether an allowed request must wait for people's approval first (only tool calls can be held)."""
 
     def refusal(self, aimed: Aimed[EntryT], decision: Decision) -> GatewayError:
         """What the agent is told of a denial."""
@@ -131,6 +135,9 @@ class ToolCalls:
             return _unknown_tool(aimed.entry.exposed)
         return _denied(decision)
 
+    def hold(self, aimed: Aimed[ToolEntry]) -> HoldDecision:
+        return self._policy.decide_hold(aimed.call, aimed.entry)
+
     def unusable(self, aimed: Aimed[ToolEntry], decision: Decision) -> UnusableArguments | None:
         """Arguments the agent can correct are not a policy's business; one that may not see the tool
         still hears "unknown tool", whatever its arguments."""
@@ -174,6 +181,9 @@ class ResourceReads:
     def unusable(self, aimed: Aimed[None], decision: Decision) -> UnusableArguments | None:
         return None
 
+    def hold(self, aimed: Aimed[None]) -> HoldDecision:
+        return NOT_HELD
+
     def refusal(self, aimed: Aimed[None], decision: Decision) -> GatewayError:
         return _denied(decision)
 
@@ -206,6 +216,9 @@ class PromptGets:
 
     def unusable(self, aimed: Aimed[PromptEntry], decision: Decision) -> UnusableArguments | None:
         return None
+
+    def hold(self, aimed: Aimed[PromptEntry]) -> HoldDecision:
+        return NOT_HELD
 
     def refusal(self, aimed: Aimed[PromptEntry], decision: Decision) -> GatewayError:
         if decision.concealed:

@@ -26,6 +26,7 @@ import anyio.abc
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.approvals import ApprovalStore, Sealer
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -37,6 +38,7 @@ from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
+from gateway.holding import HoldStage
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.jwt_auth import JwtAuthenticator
@@ -81,12 +83,32 @@ class GatewayRuntime:
         )
         self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
         self.audit = self._recorder(audit.replica_id or default_replica_id())
+        approvals = config.gateway.approvals
+        self.approvals = (
+            ApprovalStore(
+                self.database,
+                Sealer([(key.id, key.key.get_secret_value()) for key in approvals.sealing_keys]),
+                recorder=self.audit,
+                max_result_bytes=approvals.max_result_bytes,
+            )
+            if approvals.sealing_keys
+            else None
+        )
+        holds = HoldStage(
+            self.approvals,
+            self.policy.decisions,
+            self.redactor,
+            approvals,
+            executor=self.audit.replica_id,
+            policy_version=self._policy_version,
+        )
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
             self.policy,
             self.audit,
             self.telemetry,
+            holds=holds,
             tools_page_size=config.gateway.server.tools_page_size,
         )
         self.signals = open_signals(config.gateway.storage.url)
@@ -96,6 +118,30 @@ class GatewayRuntime:
         self._catalog_lock = anyio.Lock()
         #: Set once the first policies were loaded: from then on every catalog change re-validates them.
         self._policies_follow_catalog = False
+
+    def _policy_version(self) -> str | None:
+        """When the policies in force were loaded: an approval keeps it, to show what held the call."""
+        loaded_at = self.policy.store.status.loaded_at
+        return loaded_at.isoformat() if loaded_at is not None else None
+
+    async def _sweep_approvals(self, store: ApprovalStore, interval: float) -> None:
+        """Expire approvals nobody decided in time, and say which are due to escalate.
+
+        Every replica sweeps; each change is a compare-and-set, so two replicas never both make it.
+        """
+        while True:
+            try:
+                for approval in await store.expire_due():
+                    logger.info("approval expired", extra={"approval_id": approval.id, "tool": approval.tool})
+                for approval in await store.due_for_escalation():
+                    escalated = await store.mark_escalated(approval.id)
+                    logger.warning(
+                        "approval escalated",
+                        extra={"approval_id": escalated.id, "tool": escalated.tool, "to": list(escalated.escalate_to)},
+                    )
+            except (GatewayError, SQLAlchemyError) as exc:
+                logger.warning("approvals sweep failed; will retry", extra={"error": str(exc)})
+            await anyio.sleep(interval)
 
     def _recorder(self, replica_id: str) -> AuditRecorder:
         """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
@@ -307,6 +353,13 @@ class GatewayRuntime:
                     "calls left open by a crash are recorded with outcome 'unknown'",
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
+            if self.approvals is not None:
+                # Calls this replica was running when it stopped: never re-run, marked `unknown`.
+                for approval in await self.approvals.recover_after_crash(executor=self.audit.replica_id):
+                    logger.warning(
+                        "an approved call was running when the gateway stopped; its outcome is unknown",
+                        extra={"approval_id": approval.id, "tool": approval.tool},
+                    )
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
@@ -323,6 +376,9 @@ class GatewayRuntime:
                         self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds
                     )
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
+                if self.approvals is not None:
+                    interval = self.config.gateway.approvals.sweep_interval
+                    task_group.start_soon(self._sweep_approvals, self.approvals, interval)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.approvals.digest import arguments_digest
@@ -178,19 +178,26 @@ class ApprovalStore:
             Vote(row["user_id"], tuple(row["roles"]), row["approve"], row["comment"], row["voted_at"]) for row in rows
         )
 
-    async def find_repeat(self, agent: str, tool: str, digest: str) -> Approval | None:
+    async def find_repeat(
+        self, agent: str, tool: str, digest: str, *, refused_since: datetime | None = None
+    ) -> Approval | None:
         """The newest approval of this identical call still under way or that ran, for a retry to join.
 
-        Denied, expired and cancelled ones are left out: a retry of those is a new request.
+        Denied, expired and cancelled ones are left out (a retry of those is a new request), except
+        those whose `expires_at` is after `refused_since`: within the window an approval covered, a
+        retry hears the decision people made instead of asking them again.
         """
         states = [state.value for state in (*OPEN_STATES, *RAN_STATES)]
+        wanted: ColumnElement[bool] = _APPROVALS.c.state.in_(states)
+        if refused_since is not None:
+            wanted = or_(wanted, _APPROVALS.c.expires_at > refused_since)
         query = (
             select(_APPROVALS)
             .where(
                 _APPROVALS.c.agent == agent,
                 _APPROVALS.c.tool == tool,
                 _APPROVALS.c.arguments_digest == digest,
-                _APPROVALS.c.state.in_(states),
+                wanted,
             )
             .order_by(_APPROVALS.c.created_at.desc(), _APPROVALS.c.id.desc())
             .limit(1)

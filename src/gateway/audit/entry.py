@@ -32,7 +32,18 @@ Outcome = Literal[
     "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"
 ]
 OUTCOMES: Final = frozenset(
-    {"ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"}
+    {
+        "ok",
+        "tool_error",
+        "backend_error",
+        "timeout",
+        "cancelled",
+        "denied",
+        "refused",
+        "invalid_arguments",
+        "held",
+        "unknown",
+    }
 )
 
 #: Longest value copied into an indexed column (full values stay in the hashed content).

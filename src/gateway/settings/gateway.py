@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
 from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
@@ -42,6 +43,9 @@ class GatewaySettings(SettingsModel):
     )
     policies: PoliciesSettings = Field(
         default=PoliciesSettings(), description="Where the Cedar access policies live and how often they are re-read."
+    )
+    approvals: ApprovalSettings = Field(
+        default=ApprovalSettings(), description="Calls that approval policies hold until people approve them."
     )
     source: Path | None = Field(default=None, exclude=True)
 

@@ -10,9 +10,11 @@ from gateway.settings.base import SettingsModel
 
 
 class PoliciesSettings(SettingsModel):
-    """Where the Cedar policies live (`access/*.cedar`, `tests/`) and how often to look for edits."""
+    """Where the Cedar policies live (`access/`, `approval/`, `tests/`) and how often to look for edits."""
 
-    dir: Path = Field(default=Path("policies"), description="Directory holding `access/*.cedar` and `tests/`.")
+    dir: Path = Field(
+        default=Path("policies"), description="Directory holding `access/*.cedar`, `approval/*.cedar` and `tests/`."
+    )
     reload_interval: float = Field(
         default=1.0, gt=0, description="Seconds between checks for added, removed or changed policy files."
     )

@@ -1,0 +1,251 @@
+"""The hold stage: a call the approval policies hold waits for people, then runs once.
+
+The pipeline asks `HoldStage.clear` after the access policies allowed a call that an approval
+policy holds. The call becomes (or finds) a durable approval, keyed by the agent, the tool and
+the digest of its arguments, so repeating the identical call finds the same approval:
+
+- while it is pending, the request waits up to `[approvals] max_wait` (with progress
+  notifications when the agent asked for them); past that, or when the agent said not to wait,
+  the agent is told the call is pending, who must decide and how to collect it (`ApprovalPending`);
+- once approved, the first request to get there moves it to `executing` (a compare-and-set, so
+  two requests or two replicas never both run it), the access policies are asked again with
+  `context.approval` filled in, and the call runs with the exact arguments that were approved;
+- once it ran, repeating the call returns the stored outcome instead of running it again;
+- denied or cancelled, the agent hears who decided and why (`ApprovalRefused`), on every repeat
+  until the time the approval would have expired; a repeat after that asks people anew. A call
+  that expires while its request waits hears that it expired.
+
+Nothing here is in-memory state: any replica serves any step, and a gateway restarted while a
+call waited finds it in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import orjson
+
+from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
+from gateway.audit import Redactor
+from gateway.calls import Call
+from gateway.catalog import ToolEntry
+from gateway.connectors.base import JsonObject, ProgressCallback
+from gateway.errors import ApprovalConflict, ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied
+from gateway.policy import ApprovalContext, Decision, HoldDecision, PolicyDecisions
+from gateway.request_kinds import Aimed
+from gateway.settings.approvals import ApprovalSettings
+
+#: `params._meta` key an agent sets (to `true`) to hear at once that its call is held, without waiting.
+NO_WAIT_META_KEY = "io.autonomy-gateway/no-wait"
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """A held call that may run now: the approval to finish, the call with its approved arguments, and
+    the access decision taken again with `context.approval`."""
+
+    approval_id: str
+    aimed: Aimed[ToolEntry]
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """The stored outcome of a held call that already ran: what a repeat of the identical call returns."""
+
+    approval_id: str
+    result: JsonObject
+
+
+class HoldStage:
+    """Turns a hold into an approval, waits for it, and lets the approved call run exactly once."""
+
+    def __init__(
+        self,
+        store: ApprovalStore | None,
+        decisions: PolicyDecisions,
+        redactor: Redactor,
+        settings: ApprovalSettings,
+        *,
+        executor: str,
+        policy_version: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._decisions = decisions
+        self._redactor = redactor
+        self._settings = settings
+        self._executor = executor
+        self._policy_version = policy_version
+
+    async def clear(
+        self, aimed: Aimed[ToolEntry], hold: HoldDecision, on_progress: ProgressCallback | None
+    ) -> Cleared | Collected:
+        """Wait until the held call may run, or return what it returned when it ran before.
+
+        Raises `ApprovalPending` (not decided within the wait), `ApprovalRefused` (denied,
+        expired, cancelled, or its earlier run failed), `ApprovalsNotConfigured`, or
+        `PolicyDenied` when the access policies no longer allow the approved call.
+        """
+        call, entry = aimed.call, aimed.entry
+        requirement = hold.requirement
+        assert requirement is not None, "a held call has a requirement"
+        if self._store is None:
+            raise ApprovalsNotConfigured(
+                f"'{entry.exposed}' needs {requirement.describe()} before it runs, and this gateway has no "
+                "[approvals] sealing key to keep it while people decide, so it was refused; nothing ran. "
+                "Operators: set [approvals] sealing_keys."
+            )
+        store = self._store
+        approval = await store.find_repeat(
+            call.principal.agent, entry.exposed, _digest(call), refused_since=datetime.now(UTC)
+        )
+        if approval is None:
+            approval = await store.create(
+                call,
+                requirement,
+                policy_ids=hold.policy_ids,
+                reasons=requirement.reasons,
+                redacted_arguments=self._redactor.redact_arguments(call.arguments, tool=entry.exposed).as_json(),
+                policy_version=self._policy_version(),
+            )
+        wait = 0.0 if _no_wait(call) else self._settings.max_wait
+        approval = await self._wait(approval, wait, on_progress)
+        if approval.state is ApprovalState.APPROVED:
+            try:
+                return await self._begin(aimed, approval)
+            except ApprovalConflict:
+                # Another request (or replica) started it first: follow that run instead.
+                approval = await self._wait(await store.get(approval.id), wait, on_progress)
+        return await self._settled(entry, approval)
+
+    async def finished(self, cleared: Cleared, *, result: JsonObject | None, error: BaseException | None) -> None:
+        """Store how the approved call ended, so a repeat collects it and nothing runs it again."""
+        assert self._store is not None
+        if result is not None:
+            succeeded, kept = not result.get("isError"), orjson.dumps(result)
+        else:
+            succeeded, kept = False, orjson.dumps(_error_result(f"the approved call failed: {error}"))
+        with anyio.CancelScope(shield=True):  # a client that went away must not leave it `executing`
+            await self._store.finish(cleared.approval_id, succeeded=succeeded, result=kept)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    async def _wait(self, approval: Approval, wait: float, on_progress: ProgressCallback | None) -> Approval:
+        """Poll the approval until it leaves `pending`/`executing` or `wait` seconds pass."""
+        assert self._store is not None
+        deadline = anyio.current_time() + wait
+        next_progress = anyio.current_time()
+        step = 0
+        while approval.state in (ApprovalState.PENDING, ApprovalState.EXECUTING):
+            now = anyio.current_time()
+            if now >= deadline:
+                break
+            if on_progress is not None and now >= next_progress:
+                await on_progress(float(step), None, _waiting_message(approval))
+                step += 1
+                next_progress = now + self._settings.progress_interval
+            await anyio.sleep(min(self._settings.poll_interval, deadline - now))
+            if approval.state is ApprovalState.PENDING and approval.expires_at <= datetime.now(UTC):
+                await self._store.expire_due()
+            approval = await self._store.get(approval.id)
+        return approval
+
+    async def _begin(self, aimed: Aimed[ToolEntry], approval: Approval) -> Cleared:
+        """Take the approved call for this request, and ask the access policies again with the approval known."""
+        assert self._store is not None
+        approval, arguments = await self._store.begin_execution(approval.id, executor=self._executor)
+        votes = await self._store.votes(approval.id)
+        context = ApprovalContext(
+            granted=True,
+            approvers=tuple(vote.user for vote in votes if vote.approve),
+            decided_at=approval.decided_at or datetime.now(UTC),
+        )
+        call = aimed.call
+        assert call.target is not None
+        approved = Aimed(call.resolved(call.target, arguments=arguments), aimed.entry)
+        decision = self._decisions.decide_call(approved.call, approved.entry, approval=context)
+        if not decision.allowed:
+            refusal = f"denied after approval: {decision.reason}"
+            await self._store.finish(approval.id, succeeded=False, result=orjson.dumps(_error_result(refusal)))
+            raise PolicyDenied(refusal, policy_ids=decision.policy_ids)
+        # The audit entry of the run says who let it run, beside the access policy that allows it.
+        reason = f"approved by {', '.join(context.approvers)} (approval {approval.id}); {decision.reason}"
+        return Cleared(approval.id, approved, replace(decision, reason=reason))
+
+    async def _settled(self, entry: ToolEntry, approval: Approval) -> Collected:
+        """What an approval that is not (or no longer) the caller's to run means to the agent."""
+        state = approval.state
+        if state is ApprovalState.SUCCEEDED or (state is ApprovalState.FAILED and approval.result is not None):
+            return Collected(approval.id, _stored_result(approval, self._settings.max_result_bytes))
+        if state in (ApprovalState.PENDING, ApprovalState.EXECUTING, ApprovalState.APPROVED):
+            raise ApprovalPending(_pending_message(entry, approval))
+        if state is ApprovalState.UNKNOWN:
+            raise ApprovalRefused(
+                f"'{entry.exposed}' was approved (approval {approval.id}) but the gateway stopped while it ran, so "
+                "whether it took effect is unknown; it is not run again. Check the backend before acting on it."
+            )
+        assert self._store is not None
+        denials = [vote for vote in await self._store.votes(approval.id) if not vote.approve]
+        raise ApprovalRefused(_ended_message(entry, approval, denials[0] if denials else None))
+
+
+def _digest(call: Call) -> str:
+    return arguments_digest(call.name or "", call.arguments)
+
+
+def _no_wait(call: Call) -> bool:
+    return bool(call.meta and call.meta.get(NO_WAIT_META_KEY) is True)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="minutes").replace("+00:00", "Z")
+
+
+def _waiting_message(approval: Approval) -> str:
+    if approval.state is ApprovalState.EXECUTING:
+        return "approved; running"
+    return (
+        f"waiting for approval by {', '.join(approval.approvers)} "
+        f"({approval.quorum} needed), expires {_when(approval.expires_at)}"
+    )
+
+
+def _pending_message(entry: ToolEntry, approval: Approval) -> str:
+    reason = f" Reason: {approval.reasons[0]}" if approval.reasons else ""
+    return (
+        f"'{entry.exposed}' is held for approval and has not run. Approval {approval.id} needs "
+        f"{approval.quorum} approval(s) from {', '.join(approval.approvers)} and expires "
+        f"{_when(approval.expires_at)}.{reason} Repeat the identical call (same tool and arguments) to get "
+        "its outcome: it runs once, when approved, and never twice."
+    )
+
+
+def _ended_message(entry: ToolEntry, approval: Approval, denial: Vote | None) -> str:
+    if denial is not None:
+        said = f": {denial.comment}" if denial.comment else ""
+        how = f"denied by {denial.user} at {_when(denial.time)}{said}"
+    elif approval.state is ApprovalState.EXPIRED:
+        how = f"expired at {_when(approval.expires_at)} without a decision"
+    else:
+        how = approval.state.value
+    return f"'{entry.exposed}' was not run: its approval {approval.id} was {how}."
+
+
+def _stored_result(approval: Approval, bound: int) -> JsonObject:
+    if approval.result_truncated or approval.result is None:
+        return _error_result(
+            f"'{approval.tool}' ran once approved (approval {approval.id}), but its result was larger than "
+            f"{bound} bytes and was not kept; it is not run again."
+        )
+    result: Any = orjson.loads(approval.result)
+    return (
+        result if isinstance(result, dict) else _error_result("the stored outcome of the approved call is unreadable")
+    )
+
+
+def _error_result(text: str) -> JsonObject:
+    return {"content": [{"type": "text", "text": text}], "isError": True}

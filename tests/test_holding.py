@@ -1,0 +1,194 @@
+"""Held calls through the pipeline: they wait for people, run once when approved, and never twice.
+
+Real Cedar approval policies, a real SQLite approval store and audit log, an in-memory backend;
+people decide through the store, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import SecretStr
+
+from gateway.approvals import ApprovalState
+from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
+from gateway.holding import NO_WAIT_META_KEY
+from gateway.settings.approvals import ApprovalSettings, SealingKey
+from pipeline_world import SALES, World, pipeline_world
+
+pytestmark = pytest.mark.anyio
+
+#: Deleting a test record is allowed by the access policies (see pipeline_world) and held here,
+#: unless the record is a scratch one.
+HOLDS = """
+@id("deletes-need-a-manager")
+@approvers("role:crm-managers")
+@reason("Deleting a record needs a CRM manager.")
+@expires("PT10M")
+permit (principal, action == Action::"crm__delete", resource);
+
+@id("scratch-records-are-free")
+forbid (principal, action == Action::"crm__delete", resource) when { context.input.id like "test-scratch-*" };
+"""
+
+MANAGER = ("manager-mia", ("crm-managers",))
+NO_WAIT = {NO_WAIT_META_KEY: True}
+
+
+def settings(**changes: Any) -> ApprovalSettings:
+    key = SealingKey(id="k1", key=SecretStr(base64.b64encode(os.urandom(32)).decode()))
+    values: dict[str, Any] = {"sealing_keys": (key,), "max_wait": 5.0, "poll_interval": 0.02, **changes}
+    return ApprovalSettings(**values)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings()) as world:
+        yield world
+
+
+async def pending_id(world: World) -> str:
+    assert world.approvals is not None
+    page = await world.approvals.list(state=ApprovalState.PENDING)
+    assert len(page.approvals) == 1
+    return page.approvals[0].id
+
+
+async def test_a_held_call_waits_and_runs_once_the_approver_says_yes(world: World) -> None:
+    assert world.approvals is not None
+    progress: list[str | None] = []
+    result: dict[str, Any] = {}
+
+    waiting = anyio.Event()
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+        waiting.set()
+
+    async def call() -> None:
+        call = world.call(SALES, "crm__delete", {"id": "test-7"})
+        result.update(await world.pipeline.call_tool(call, on_progress=on_progress))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        with anyio.fail_after(5):
+            await waiting.wait()
+        assert world.crm.calls == []  # nothing runs while it waits
+        user, roles = MANAGER
+        await world.approvals.vote(await_id := await pending_id(world), user=user, roles=roles, approve=True)
+
+    assert result["content"][0]["text"] == '{"id": "test-7"}'
+    assert len(world.crm.calls) == 1
+    assert progress[0] is not None and "waiting for approval by role:crm-managers" in progress[0]
+    assert (await world.approvals.get(await_id)).state is ApprovalState.SUCCEEDED
+    [entry] = await world.entries(1)
+    assert (entry.decision, entry.outcome_name) == ("allow", "ok")
+    assert f"approved by manager-mia (approval {await_id})" in entry.call["reason"]
+
+
+async def test_without_waiting_the_agent_hears_pending_then_collects_the_one_run(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending, match="Repeat the identical call") as pending:
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
+    approval_id = await pending_id(world)
+    assert approval_id in str(pending.value) and "role:crm-managers" in str(pending.value)
+    with pytest.raises(ApprovalPending):  # the same call again, still undecided: the same approval
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
+    assert len((await world.approvals.list()).approvals) == 1
+
+    await world.approvals.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+    first = await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
+    again = await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
+
+    assert first == again and first["content"][0]["text"] == '{"id": "test-8"}'
+    assert len(world.crm.calls) == 1  # never twice
+    entries = await world.entries(4)
+    assert [(e.decision, e.outcome_name) for e in entries] == [
+        ("hold", "held"),
+        ("hold", "held"),
+        ("allow", "ok"),
+        ("hold", "ok"),
+    ]
+
+
+async def test_a_denial_names_who_denied_and_why(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-9"}, NO_WAIT))
+    await world.approvals.vote(
+        await pending_id(world), user=MANAGER[0], roles=MANAGER[1], approve=False, comment="keep it for the audit"
+    )
+    with pytest.raises(ApprovalRefused, match=r"denied by manager-mia .*: keep it for the audit"):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-9"}, NO_WAIT))
+    assert world.crm.calls == []
+
+
+async def test_the_agent_cannot_approve_its_own_call_and_an_exempt_call_is_not_held(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-10"}, NO_WAIT))
+    with pytest.raises(SelfApproval, match="cannot decide it"):
+        await world.approvals.vote(await pending_id(world), user=SALES.agent, roles=("crm-managers",), approve=True)
+
+    exempt = await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-scratch-1"}))
+    assert exempt["content"][0]["text"] == '{"id": "test-scratch-1"}'
+
+
+async def test_an_expired_approval_says_so_and_nothing_runs(tmp_path: Path) -> None:
+    expiring = HOLDS.replace('@expires("PT10M")', '@expires("PT1S")')
+    async with pipeline_world(tmp_path, approval_policies=expiring, approvals=settings(max_wait=3.0)) as world:
+        with pytest.raises(ApprovalRefused, match="expired"):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-11"}))
+        assert world.crm.calls == []
+
+
+async def test_without_a_sealing_key_a_held_call_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    async with pipeline_world(tmp_path, approval_policies=HOLDS) as world:
+        with pytest.raises(ApprovalsNotConfigured, match="nothing ran"):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-12"}))
+        assert world.crm.calls == []
+        [entry] = await world.entries(1)
+        assert (entry.decision, entry.outcome_name) == ("hold", "refused")
+        assert entry.call["policy_ids"] == ["deletes-need-a-manager"]
+
+
+async def test_access_policies_are_asked_again_when_the_approved_call_runs(tmp_path: Path) -> None:
+    # The access policy allows a delete only while no approval is known, so the approved run is refused.
+    grudging = """
+@id("list") permit (principal is Agent, action == Action::"list_tools", resource is Server);
+@id("delete-unapproved-only")
+permit (principal in Role::"sales", action == Action::"crm__delete", resource)
+unless { context has approval && context.approval.granted };
+"""
+    async with pipeline_world(tmp_path, grudging, approval_policies=HOLDS, approvals=settings()) as world:
+        assert world.approvals is not None
+        with pytest.raises(ApprovalPending):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-13"}, NO_WAIT))
+        await world.approvals.vote(await pending_id(world), user=MANAGER[0], roles=MANAGER[1], approve=True)
+        with pytest.raises(PolicyDenied, match="denied after approval"):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-13"}, NO_WAIT))
+        assert world.crm.calls == []
+
+
+async def test_repeats_racing_after_the_approval_run_the_call_once(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-14"}, NO_WAIT))
+    await world.approvals.vote(await pending_id(world), user=MANAGER[0], roles=MANAGER[1], approve=True)
+    results: list[dict[str, Any]] = []
+
+    async def repeat() -> None:
+        results.append(await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-14"})))
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(4):
+            tasks.start_soon(repeat)
+
+    assert len(world.crm.calls) == 1
+    assert len(results) == 4 and all(r == results[0] for r in results)
