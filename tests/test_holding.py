@@ -17,8 +17,9 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.approvals import ApprovalState
+from gateway.calls import Origin
 from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
-from gateway.holding import NO_WAIT_META_KEY
+from gateway.holding import APPROVAL_NOTE, NO_WAIT_META_KEY
 from gateway.settings.approvals import ApprovalSettings, SealingKey
 from pipeline_world import SALES, World, pipeline_world
 
@@ -192,3 +193,16 @@ async def test_repeats_racing_after_the_approval_run_the_call_once(world: World)
 
     assert len(world.crm.calls) == 1
     assert len(results) == 4 and all(r == results[0] for r in results)
+
+
+async def test_a_tool_whose_calls_may_be_held_says_so_in_the_listing(tmp_path: Path) -> None:
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings()) as world:
+        listed = {t["name"]: t for t in (await world.pipeline.list_tools(Origin(SALES))).tools}
+    async with pipeline_world(
+        tmp_path / "plain", approval_policies=HOLDS, approvals=settings(describe_in_listing=False)
+    ) as world:
+        plain = {t["name"]: t for t in (await world.pipeline.list_tools(Origin(SALES))).tools}
+
+    assert listed["crm__delete"]["description"].endswith(APPROVAL_NOTE.strip())
+    assert "Requires approval" not in listed["crm__search"].get("description", "")
+    assert "Requires approval" not in plain["crm__delete"].get("description", "")

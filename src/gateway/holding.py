@@ -21,7 +21,7 @@ call waited finds it in the database.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ import orjson
 
 from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
 from gateway.audit import Redactor
-from gateway.calls import Call
+from gateway.calls import Call, Origin
 from gateway.catalog import ToolEntry
 from gateway.connectors.base import JsonObject, ProgressCallback
 from gateway.errors import ApprovalConflict, ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied
@@ -41,6 +41,12 @@ from gateway.settings.approvals import ApprovalSettings
 
 #: `params._meta` key an agent sets (to `true`) to hear at once that its call is held, without waiting.
 NO_WAIT_META_KEY = "io.autonomy-gateway/no-wait"
+
+#: Added to the description of a tool whose calls approval policies may hold.
+APPROVAL_NOTE = (
+    "\n\nRequires approval: a call may wait for a person to approve it before it runs. If the answer says it "
+    "is pending, repeat the identical call later to get its outcome; it never runs twice."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,18 @@ class HoldStage:
                 # Another request (or replica) started it first: follow that run instead.
                 approval = await self._wait(await store.get(approval.id), wait, on_progress)
         return await self._settled(entry, approval)
+
+    def listed(self, origin: Origin, entry: ToolEntry) -> Mapping[str, Any]:
+        """The tool's definition as an agent lists it: saying so when its calls may wait for approval.
+
+        A model that knows a tool can be held plans for it (tells its user, does not retry at once);
+        `[approvals] describe_in_listing = false` lists definitions exactly as the backend gave them.
+        """
+        if not self._settings.describe_in_listing or not self._decisions.may_hold(origin, entry):
+            return entry.definition
+        definition = dict(entry.definition)
+        definition["description"] = (str(definition.get("description") or "").rstrip() + APPROVAL_NOTE).lstrip()
+        return definition
 
     async def finished(self, cleared: Cleared, *, result: JsonObject | None, error: BaseException | None) -> None:
         """Store how the approved call ended, so a repeat collects it and nothing runs it again."""

@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NoReturn
 
 import anyio
@@ -337,13 +336,14 @@ class Pipeline:
             end = start + self._tools_page_size
             tools = catalog[start:end]
             next_start = end if end < len(catalog) else None
-            visible_tools = partial(self._decisions.visible_tools, origin, tools)
+
+            def visible_tools() -> list[Mapping[str, Any]]:
+                return [self._holds.listed(origin, entry) for entry in self._decisions.visible_tools(origin, tools)]
+
             # A few tools are judged inline; thousands in a worker thread, so other requests keep flowing.
             if len(tools) <= _INLINE_VISIBILITY_TOOLS:
-                visible = visible_tools()
-            else:
-                visible = await anyio.to_thread.run_sync(visible_tools)
-            return [entry.definition for entry in visible]
+                return visible_tools()
+            return await anyio.to_thread.run_sync(visible_tools)
 
         tools = await self._listing(Call("tools/list", origin), listing)
         return ToolPage(tools, next_start)

@@ -152,6 +152,28 @@ class PolicyDecisions:
             return _held_on_error(approval, principal, action, applicable.members, _error(exc))
         return _hold(approval, result, principal, action, applicable.members)
 
+    def may_hold(self, origin: Origin, tool: ToolEntry) -> bool:
+        """Whether an approval permit's scope covers this agent and tool, so its calls may wait for people.
+
+        For listings: scopes only, no conditions (they depend on each call's arguments), so a tool
+        is said to need approval when some of its calls might. Without approval policies this is
+        one attribute read.
+        """
+        state = self._store.current
+        approval = state.approval if state is not None else None
+        if state is None or approval is None:
+            return False
+        try:
+            applicable = approval.slices.for_request(
+                tool.exposed,
+                _principal_target(state, origin.principal),
+                _resource_target(state, TOOL, tool.exposed, None),
+            )
+        except _ENGINE_FAILURES:
+            return True  # the hold itself fails closed; the listing says so too
+        refs = approval.loaded.refs
+        return any(refs[i].effect == "permit" for i in applicable.members if i in refs)
+
     def decide_read_resource(self, call: Call, *, now: datetime | None = None) -> Decision:
         """Whether the call's principal may read the resource `call.target` names (connector, backend URI).
 

@@ -43,6 +43,13 @@ class ApprovalSettings(SettingsModel):
     sweep_interval: float = Field(
         default=5.0, gt=0, description="Seconds between checks for approvals that expired or are due to escalate."
     )
+    describe_in_listing: bool = Field(
+        default=True,
+        description=(
+            "Say in `tools/list` that a tool's calls may wait for approval (added to its description), "
+            "so a model can plan for it; `false` lists tools exactly as their backends describe them."
+        ),
+    )
     max_result_bytes: int = Field(
         default=65536,
         ge=1024,
