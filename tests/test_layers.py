@@ -27,7 +27,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "front",
         "pipeline",
         "request_kinds",
-        "approvals",
+        "approvals notifications",
         "policy audit telemetry",
         "catalog calls",
         "resource_uris",
