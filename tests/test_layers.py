@@ -28,7 +28,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "pipeline",
         "holding",
         "request_kinds",
-        "approvals",
+        "approvals notifications",
         "policy audit telemetry",
         "catalog calls",
         "resource_uris",

@@ -32,6 +32,7 @@ class Instruments:
     audit_write_duration: Histogram
     audit_batch_size: Histogram
     backend_call_duration: Histogram
+    notification_deliveries: Counter
 
 
 def create_instruments(meter: Meter) -> Instruments:
@@ -64,6 +65,11 @@ def create_instruments(meter: Meter) -> Instruments:
             unit="s",
             description="Duration of calls from the gateway to a backend, by connector and outcome.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        ),
+        notification_deliveries=meter.create_counter(
+            "gateway.notifications.deliveries",
+            unit="{attempt}",
+            description="Approval webhook delivery attempts, by webhook and outcome (delivered, retried, failed).",
         ),
     )
 
