@@ -20,13 +20,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.approvals import ApprovalStore, Sealer
+from gateway.approvals import Approval, ApprovalStore, Sealer, Vote
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -42,9 +43,11 @@ from gateway.holding import HoldStage
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.jwt_auth import JwtAuthenticator
+from gateway.notifications import WebhookNotifier
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri
+from gateway.settings.notifications import WebhookEvent
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
@@ -84,12 +87,19 @@ class GatewayRuntime:
         self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
         self.audit = self._recorder(audit.replica_id or default_replica_id())
         approvals = config.gateway.approvals
+        webhooks = config.gateway.notifications
+        self.webhooks = (
+            WebhookNotifier(webhooks, deliveries=self.telemetry.instruments.notification_deliveries)
+            if webhooks.webhooks
+            else None
+        )
         self.approvals = (
             ApprovalStore(
                 self.database,
                 Sealer([(key.id, key.key.get_secret_value()) for key in approvals.sealing_keys]),
                 recorder=self.audit,
                 max_result_bytes=approvals.max_result_bytes,
+                notify=self._notify_approvers if self.webhooks is not None else None,
             )
             if approvals.sealing_keys
             else None
@@ -118,6 +128,10 @@ class GatewayRuntime:
         self._catalog_lock = anyio.Lock()
         #: Set once the first policies were loaded: from then on every catalog change re-validates them.
         self._policies_follow_catalog = False
+
+    def _notify_approvers(self, approval: Approval, event: str, votes: tuple[Vote, ...]) -> None:
+        assert self.webhooks is not None
+        self.webhooks.notify(approval, cast(WebhookEvent, event), votes=votes)
 
     def _policy_version(self) -> str | None:
         """When the policies in force were loaded: an approval keeps it, to show what held the call."""
@@ -362,6 +376,8 @@ class GatewayRuntime:
                     )
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
+                if self.webhooks is not None:
+                    await task_group.start(self.webhooks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()

@@ -70,6 +70,20 @@ class ApprovalPage:
     next_cursor: str | None
 
 
+Notify = Callable[[Approval, str, tuple[Vote, ...]], None]
+"""Told of a committed change people act on: (approval, event, votes so far); must not block."""
+
+#: Which committed changes the approvers' channels hear of, under which event name.
+_EVENTS = {
+    "created": "created",
+    "escalated": "escalated",
+    "approved": "decided",
+    "denied": "decided",
+    "cancelled": "decided",
+    "expired": "expired",
+}
+
+
 class ApprovalStore:
     """Approvals of held calls in the gateway database.
 
@@ -87,6 +101,7 @@ class ApprovalStore:
         clock: Callable[[], datetime] = _now,
         max_result_bytes: int = 64 * 1024,
         vote_attempts: int = 5,
+        notify: Notify | None = None,
     ) -> None:
         if max_result_bytes < 0 or vote_attempts < 1:
             raise ValueError("max_result_bytes cannot be negative and vote_attempts must be at least 1")
@@ -96,6 +111,7 @@ class ApprovalStore:
         self._clock = clock
         self._max_result_bytes = max_result_bytes
         self._vote_attempts = vote_attempts
+        self._notify = notify
 
     # -- making and reading ------------------------------------------------------------------
 
@@ -492,6 +508,10 @@ class ApprovalStore:
         comment: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
+        """Audit a committed change, then tell the approvers' channels of the ones people act on."""
+        event = _EVENTS.get(action)
+        if self._notify is not None and event is not None:
+            self._notify(approval, event, await self.votes(approval.id))
         if self._recorder is None:
             return
         try:

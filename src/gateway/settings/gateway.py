@@ -12,6 +12,7 @@ from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
 from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
 from gateway.settings.logs import LoggingSettings
+from gateway.settings.notifications import NotificationsSettings
 from gateway.settings.policies import PoliciesSettings
 from gateway.settings.reasoning import ReasoningSettings
 from gateway.settings.server import ServerSettings
@@ -46,6 +47,10 @@ class GatewaySettings(SettingsModel):
     )
     approvals: ApprovalSettings = Field(
         default=ApprovalSettings(), description="Calls that approval policies hold until people approve them."
+    )
+    notifications: NotificationsSettings = Field(
+        default=NotificationsSettings(),
+        description="Webhooks told when a call is held, escalated, decided or expires, so approvers hear of it.",
     )
     source: Path | None = Field(default=None, exclude=True)
 
