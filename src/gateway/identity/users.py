@@ -147,7 +147,8 @@ class UserStore:
         names = {row.id: row.name for row in rows}
         by_user: dict[str, builtins.list[UserKey]] = {}
         for key in keys:
-            by_user.setdefault(key.user_id, []).append(_key(key, names[key.user_id]))
+            if key.user_id in names:  # a user created between the two reads is left for the next listing
+                by_user.setdefault(key.user_id, []).append(_key(key, names[key.user_id]))
         return [_record(row, by_user.get(row.id, [])) for row in rows]
 
     async def disable(self, name: str) -> UserRecord:
