@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -54,6 +54,8 @@ EXPECTED_SCHEMA = {
         "audit_replica_leases",
         "catalog_listings",
         "ended_sessions",
+        "user_keys",
+        "users",
     ],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),

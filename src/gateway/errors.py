@@ -51,7 +51,11 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     ├── PolicyLoadError                policy files cannot be loaded; names file and line
     └── AdministrationError            an operator's command names something wrong
         ├── InvalidIdentityName
-        └── UnknownApiKey
+        ├── UnknownApiKey
+        ├── UnknownUser
+        ├── UserExists
+        ├── UserDisabled
+        └── UnknownUserKey
 """
 
 from __future__ import annotations
@@ -303,3 +307,19 @@ class InvalidIdentityName(AdministrationError, ValueError):
 
 class UnknownApiKey(AdministrationError, LookupError):
     """No API key has the given id (revoking or showing a key that was never created)."""
+
+
+class UnknownUser(AdministrationError, LookupError):
+    """No user has the given name (it was never created)."""
+
+
+class UserExists(AdministrationError):
+    """A user of that name exists already, perhaps disabled: names are never reused, so votes keep one meaning."""
+
+
+class UserDisabled(AdministrationError):
+    """The user is disabled, so nothing new (a key) is given to them."""
+
+
+class UnknownUserKey(AdministrationError, LookupError):
+    """No user key has the given id."""

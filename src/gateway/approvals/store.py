@@ -323,6 +323,36 @@ class ApprovalStore:
             comment=comment,
         )
 
+    async def override(
+        self, approval_id: str, *, actor: str, approve: bool, reason: str, comment: str | None = None
+    ) -> Approval:
+        """An operator decides a pending approval alone, outside its approvers and quorum.
+
+        For when the people named cannot be reached and the call must run or be stopped now.
+        Because it sets aside the separation of duties the approvers stand for, it is its own
+        audit event (`override`, with `reason`) before the move itself, so a search of the log
+        for overrides finds every one. No vote is recorded: nobody among the approvers voted.
+        """
+        approval = await self._expire_if_due(await self.get(approval_id))
+        if approval.state is not ApprovalState.PENDING:
+            raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
+        target = ApprovalState.APPROVED if approve else ApprovalState.DENIED
+        changes: dict[str, Any] = {"decided_at": self._clock()}
+        if not approve:
+            changes["sealed_arguments"] = None
+        async with self._db.session() as session, session.begin():
+            moved = await self._compare_and_set(session, approval, target, changes)
+        if moved is None:
+            current = await self.get(approval_id)
+            raise ApprovalConflict(
+                f"approval {approval_id} is {current.state} (changed by another writer), not {approval.state}",
+                state=current.state,
+            )
+        details = {"approve": approve, "override": True, "approvers": list(approval.approvers)}
+        await self._audit(moved, "override", approval.state, actor=actor, comment=reason, details=details)
+        await self._audit(moved, str(target), approval.state, actor=actor, comment=comment)
+        return moved
+
     # -- running the call --------------------------------------------------------------------
 
     async def begin_execution(self, approval_id: str, *, executor: str | None = None) -> tuple[Approval, Any]:

@@ -163,10 +163,10 @@ class ApiKeyStore:
         self, agent: str, roles: Sequence[str] = (), description: str | None = None
     ) -> tuple[ApiKeyRecord, str]:
         """Issue a key for `agent`; returns its record and the plain key, which is never shown again."""
-        agent = _checked_name(agent, "agent")
+        agent = checked_name(agent, "agent")
         if isinstance(roles, str):
             raise InvalidIdentityName(f"roles must be a list of role names, not the single string {roles!r}")
-        unique_roles = tuple(dict.fromkeys(_checked_name(role, "role") for role in roles))
+        unique_roles = tuple(dict.fromkeys(checked_name(role, "role") for role in roles))
         key = KEY_PREFIX + secrets.token_urlsafe(_SECRET_BYTES)
         for attempt in range(_ID_ATTEMPTS):
             row = ApiKeyRow(
@@ -311,7 +311,8 @@ class ApiKeyStore:
         self._cache[key_hash] = check
 
 
-def _checked_name(name: str, kind: str) -> str:
+def checked_name(name: str, kind: str) -> str:
+    """`name` if it is a valid agent, user or role name; one rule for all, so names read alike everywhere."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise InvalidIdentityName(f"invalid {kind} name {name!r}: use 1 to 128 letters, digits, '_', '.', '@' or '-'")
     return name

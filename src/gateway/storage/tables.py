@@ -254,3 +254,32 @@ class ApprovalVoteRow(Base):
     approve: Mapped[bool] = mapped_column(Boolean)
     comment: Mapped[str | None] = mapped_column(Text)
     voted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UserRow(Base):
+    """A person the gateway knows (an approver, later a console user): never an agent.
+
+    Users are disabled, never deleted, so a name once given keeps naming the same person in
+    votes and audit events, which record people by name.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class UserKeyRow(Base):
+    """One key a user proves who they are with; like `ApiKeyRow`, only the SHA-256 of its secret is kept."""
+
+    __tablename__ = "user_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), ForeignKey("users.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
