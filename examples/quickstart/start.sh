@@ -1,6 +1,7 @@
 #!/bin/sh
 # One command from a fresh checkout to a running quick start: virtualenv, install, database,
-# two demo agent keys, and the gateway on http://127.0.0.1:8787/mcp.
+# two demo agent keys, a finance manager who approves large payments, and the gateway on
+# http://127.0.0.1:8787/mcp.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/examples/quickstart"
@@ -24,8 +25,10 @@ if [ ! -s "$keys" ]; then
         --description "quick start" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
     finance=$(.venv/bin/gateway keys create --config "$config" --agent finance-bot --role finance \
         --description "quick start" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+    echo "==> creating the demo finance manager (approves payments over 1,000)"
+    manager=$(.venv/bin/gateway users create maria --role finance-managers --config "$config" | tail -n 1)
     umask 077
-    printf 'SALES_KEY=%s\nFINANCE_KEY=%s\n' "$sales" "$finance" > "$keys"
+    printf 'SALES_KEY=%s\nFINANCE_KEY=%s\nMANAGER_KEY=%s\n' "$sales" "$finance" "$manager" > "$keys"
 fi
 . "$keys"
 cat <<MSG
@@ -35,6 +38,12 @@ In another terminal, run the scripted agent as the sales agent or the finance ag
 
   .venv/bin/python examples/quickstart/agent.py --key $SALES_KEY
   .venv/bin/python examples/quickstart/agent.py --key $FINANCE_KEY
+
+The finance agent's payment of 3,400 waits for a finance manager. Approve it as maria, then run
+the finance agent again: repeating the identical call collects the payment, made once.
+
+  .venv/bin/gateway approvals list --config examples/quickstart/gateway.toml
+  .venv/bin/gateway approvals approve <ID> --config examples/quickstart/gateway.toml --user-key $MANAGER_KEY
 
 (The keys are kept in examples/quickstart/.state/keys.env.) Stop the gateway with Ctrl-C.
 

@@ -19,7 +19,7 @@ import orjson
 
 from gateway.audit.chain import isoformat, load_public_key
 from gateway.audit.checkpoints import export_checkpoints, load_checkpoints
-from gateway.audit.entry import AUTH_REFUSED, CALL, OUTCOME, OUTCOMES, RECOVERED, AuditCall, AuditEvent
+from gateway.audit.entry import APPROVAL, AUTH_REFUSED, CALL, OUTCOME, OUTCOMES, RECOVERED, AuditCall, AuditEvent
 from gateway.audit.export import export
 from gateway.audit.query import parse_duration, parse_time, search, search_events, tail
 from gateway.audit.retention import prune
@@ -33,7 +33,7 @@ OpenDatabase = Callable[[argparse.Namespace], Database]
 _TIME_HELP = "ISO 8601 time (UTC unless a zone is given) or a duration ago, e.g. 15m, 12h, 7d"
 
 #: `audit search --kind`: what a user asks for, and the events that holds.
-_SEARCH_KINDS = {"call": CALL, "auth": AUTH_REFUSED, "recovered": RECOVERED}
+_SEARCH_KINDS = {"call": CALL, "auth": AUTH_REFUSED, "recovered": RECOVERED, "approval": APPROVAL}
 #: Filters that only calls carry, by their option name.
 _CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
 
@@ -68,12 +68,15 @@ def build(parser: argparse.ArgumentParser, open_database: OpenDatabase = _config
         default="call",
         help="what to find: call (default: calls with their outcomes), auth (refused authentications: "
         "time, client address, reason, never the credential), recovered (calls a stopped process left open, "
-        "closed with the outcome 'unknown')",
+        "closed with the outcome 'unknown'), approval (held calls' approvals: each change, vote and override, "
+        "with who and their comment)",
     )
     search_parser.add_argument("--agent")
     search_parser.add_argument("--user", help="the user the agent acted for")
     search_parser.add_argument("--tool", help="exposed tool (or resource/prompt) name")
-    search_parser.add_argument("--decision", help="allow or deny")
+    search_parser.add_argument(
+        "--decision", help="allow, deny, hold (an approval policy held it), refused or invalid_arguments"
+    )
     search_parser.add_argument("--outcome", choices=sorted(OUTCOMES))
     search_parser.add_argument("--workflow")
     search_parser.add_argument("--since", help=_TIME_HELP)
