@@ -231,3 +231,34 @@ def test_search_help_names_the_decisions_and_kinds_the_log_holds(capsys):
     for decision in ("allow", "deny", "hold", "refused", "invalid_arguments"):
         assert decision in printed, decision
     assert "{call,auth,recovered,approval}" in printed and "held" in printed
+
+
+def test_search_kind_approval_shows_each_change_with_who_and_what_they_said(database_url, capsys):
+    async def record() -> None:
+        database = Database(database_url)
+        await database.migrate()
+        async with AuditRecorder(database, Redactor(), replica_id="gw-1") as recorder:
+            await recorder.record_approval_event(
+                "01a245f9-0000-7000-8000-000000000001",
+                "vote",
+                state="approved",
+                previous_state="pending",
+                actor="maria",
+                agent="finance-bot",
+                user=None,
+                tool="finance__pay_invoice",
+                workflow=None,
+                comment="checked against the contract",
+                details=None,
+            )
+        await database.close()
+
+    anyio.run(record)
+    assert audit(database_url, "search", "--config", "gateway.toml", "--kind", "approval") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["TIME", "APPROVAL", "ACTION", "STATE", "ACTOR", "TOOL", "COMMENT"]
+    assert len(lines) == 2
+    assert lines[1].split()[1:6] == ["01a245f9-0000-7000-8000-000000000001", "vote", "approved", "maria"] + [
+        "finance__pay_invoice"
+    ]
+    assert lines[1].rstrip().endswith("checked against the contract")

@@ -99,6 +99,7 @@ async def test_without_waiting_the_agent_hears_pending_then_collects_the_one_run
         await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
     approval_id = await pending_id(world)
     assert approval_id in str(pending.value) and "role:crm-managers" in str(pending.value)
+    assert (await world.approvals.get(approval_id)).redacted_arguments == {"id": "test-8"}
     with pytest.raises(ApprovalPending):  # the same call again, still undecided: the same approval
         await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-8"}, NO_WAIT))
     assert len((await world.approvals.list()).approvals) == 1

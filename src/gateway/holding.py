@@ -115,7 +115,7 @@ class HoldStage:
                 requirement,
                 policy_ids=hold.policy_ids,
                 reasons=requirement.reasons,
-                redacted_arguments=self._redactor.redact_arguments(call.arguments, tool=entry.exposed).as_json(),
+                redacted_arguments=self._shown(call.arguments, entry),
                 policy_version=self._policy_version(),
             )
         wait = 0.0 if _no_wait(call) else self._settings.max_wait
@@ -127,6 +127,11 @@ class HoldStage:
                 # Another request (or replica) started it first: follow that run instead.
                 approval = await self._wait(await store.get(approval.id), wait, on_progress)
         return await self._settled(entry, approval)
+
+    def _shown(self, arguments: Any, entry: ToolEntry) -> Any:
+        """What approvers see of the arguments: redacted, and only the start of a very large document."""
+        redacted = self._redactor.redact_arguments(arguments, tool=entry.exposed)
+        return redacted.value if redacted.value is not None else redacted.preview
 
     def listed(self, origin: Origin, entry: ToolEntry) -> Mapping[str, Any]:
         """The tool's definition as an agent lists it: saying so when its calls may wait for approval.

@@ -211,6 +211,11 @@ def _search_events(
             print_table(
                 ("TIME", "CLIENT", "AGENT", "AUTH", "PATH", "REASON"), [_auth_cells(event) for event in page.events]
             )
+        elif kind == APPROVAL:
+            print_table(
+                ("TIME", "APPROVAL", "ACTION", "STATE", "ACTOR", "TOOL", "COMMENT"),
+                [_approval_cells(event) for event in page.events],
+            )
         else:
             print_table(("TIME", "REPLICA", "CALLS", "CALL IDS"), [_recovered_cells(event) for event in page.events])
         if page.next_cursor:
@@ -229,6 +234,20 @@ def _auth_cells(event: AuditEvent) -> tuple[str, ...]:
         data.get("auth_method") or "-",
         data.get("path") or "-",
         data.get("reason") or "-",
+    )
+
+
+def _approval_cells(event: AuditEvent) -> tuple[str, ...]:
+    data = event.data
+    comment = str(data.get("comment") or "-")
+    return (
+        isoformat(event.time)[:23],
+        str(data.get("approval_id") or "-"),
+        str(data.get("action") or "-"),
+        str(data.get("state") or "-"),
+        str(data.get("actor") or "-"),
+        str(data.get("tool") or "-"),
+        comment if len(comment) <= 60 else comment[:59] + "…",
     )
 
 
