@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gateway.config import Config
+from gateway.front.approvals_api import approvals_routes
 from gateway.front.audit_api import audit_routes
 from gateway.front.bearer import authenticate_request
 from gateway.front.health import healthz, readyz_endpoint
@@ -17,6 +18,7 @@ from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session
 from gateway.front.ops_access import OpsAccess
 from gateway.front.resource_metadata import metadata_routes
 from gateway.front.server import build_server
+from gateway.identity.users import UserStore
 from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
 
@@ -68,6 +70,7 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                 lambda request: authenticate_request(request, runtime.authenticator),
                 frozenset(config.gateway.audit.admin_roles),
             ),
+            *approvals_routes(runtime.approvals, UserStore(runtime.database)),
         ],
         lifespan=lifespan,
     )

@@ -1,0 +1,139 @@
+"""The `/api/v1/approvals` JSON API over ASGI, on the real approval and user stores (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateway.approvals import Approval, ApprovalStore, Requirement, Sealer
+from gateway.calls import Call, Origin, Target
+from gateway.front.approvals_api import approvals_routes
+from gateway.identity.api_keys import ApiKeyStore
+from gateway.identity.principal import Principal
+from gateway.identity.users import UserStore
+from gateway.storage import Database
+
+pytestmark = pytest.mark.anyio
+
+AGENT = Principal(agent="billing-bot", roles=("finance",), user="alice")
+SECRET = "s3cr3t-wire-transfer-token"
+KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+@dataclass
+class World:
+    database: Database
+    store: ApprovalStore
+    client: httpx.AsyncClient
+    keys: dict[str, str]
+
+    def as_(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+    async def hold(self, requirement: Requirement | None = None, n: int = 0) -> Approval:
+        call = Call(
+            "tools/call",
+            Origin(AGENT, session_id="sess-1"),
+            "bank.transfer",
+            {"account": "DE00 1234", "amount": 1250.5, "token": SECRET, "n": n},
+            reasoning="pay invoice 42",
+            workflow="wf-7",
+            target=Target("bank", "transfer"),
+        )
+        return await self.store.create(
+            call,
+            requirement or Requirement(approvers=("role:treasury",), quorum=2, expires_in=timedelta(minutes=30)),
+            policy_ids=("p-transfers",),
+            reasons=("transfers need treasury",),
+            redacted_arguments={"account": "DE00 1234", "amount": 1250.5, "token": "[REDACTED]", "n": n},
+            policy_version="v12",
+        )
+
+
+def approval_store(database: Database) -> ApprovalStore:
+    return ApprovalStore(database, Sealer([("k1", KEY)]))
+
+
+async def _people(database: Database) -> dict[str, str]:
+    users = UserStore(database)
+    keys = {}
+    for name, roles in (("bob", ("treasury",)), ("dave", ("treasury",)), ("alice", ("treasury",)), ("eve", ())):
+        _, keys[name] = await users.create(name, roles)
+    _, keys["agent"] = await ApiKeyStore(database).create("billing-bot", ("treasury",))
+    return keys
+
+
+@pytest.fixture
+async def world(database: Database) -> AsyncIterator[World]:
+    store = approval_store(database)
+    app = Starlette(routes=approvals_routes(store, UserStore(database)))
+    keys = await _people(database)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        yield World(database, store, client, keys)
+
+
+async def test_people_only_never_agents(world: World) -> None:
+    approval = await world.hold()
+    for path in ("/api/v1/approvals", f"/api/v1/approvals/{approval.id}"):
+        for headers in ({}, world.as_("agent"), {"Authorization": "Bearer agu_forged"}, {"Authorization": "Basic x"}):
+            refused = await world.client.get(path, headers=headers)
+            assert refused.status_code == 401, (path, headers)
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert set(refused.json()) == {"error", "detail"} and "\n" not in refused.json()["detail"]
+    agent = await world.client.get("/api/v1/approvals", headers=world.as_("agent"))
+    assert "agent" in agent.json()["detail"]
+    assert (await world.client.get("/api/v1/approvals", headers=world.as_("eve"))).status_code == 200
+
+
+async def test_list_in_pages_and_get_one(world: World) -> None:
+    made = [await world.hold(n=n) for n in range(3)]
+    page = await world.client.get("/api/v1/approvals", params={"limit": 2}, headers=world.as_("bob"))
+    assert page.status_code == 200
+    body = page.json()
+    assert [a["id"] for a in body["approvals"]] == [made[2].id, made[1].id]
+    rest = await world.client.get("/api/v1/approvals", params={"cursor": body["next_cursor"]}, headers=world.as_("bob"))
+    assert [a["id"] for a in rest.json()["approvals"]] == [made[0].id] and rest.json()["next_cursor"] is None
+    pending = await world.client.get("/api/v1/approvals", params={"state": "pending"}, headers=world.as_("bob"))
+    assert len(pending.json()["approvals"]) == 3
+    approved = await world.client.get("/api/v1/approvals", params={"state": "approved"}, headers=world.as_("bob"))
+    assert approved.json() == {"approvals": [], "next_cursor": None}
+
+    one = await world.client.get(f"/api/v1/approvals/{made[0].id}", headers=world.as_("bob"))
+    assert one.status_code == 200
+    shown = one.json()
+    assert shown["agent"] == "billing-bot" and shown["user"] == "alice" and shown["roles"] == ["finance"]
+    assert (shown["tool"], shown["connector"], shown["original_tool"]) == ("bank.transfer", "bank", "transfer")
+    assert shown["arguments"]["token"] == "[REDACTED]" and shown["reasoning"] == "pay invoice 42"
+    assert shown["workflow"] == "wf-7" and shown["reasons"] == ["transfers need treasury"]
+    assert shown["policy_ids"] == ["p-transfers"] and shown["approvers"] == ["role:treasury"]
+    assert shown["quorum"] == 2 and shown["votes"] == [] and shown["state"] == "pending"
+    assert 0 < shown["seconds_left"] <= 1800 and shown["expires_at"] and shown["created_at"]
+    for key in ("escalate_at", "decided_at", "executed_at", "finished_at"):
+        assert key in shown
+    assert SECRET not in one.text and "sealed" not in one.text and '"result"' not in one.text
+
+    for params, word in (({"limit": "lots"}, "limit"), ({"limit": 0}, "limit"), ({"state": "maybe"}, "state")):
+        bad = await world.client.get("/api/v1/approvals", params=params, headers=world.as_("bob"))
+        assert bad.status_code == 400 and word in bad.json()["detail"]
+        assert bad.json()["error"] == "InvalidApprovalQuery"
+    bad = await world.client.get("/api/v1/approvals", params={"cursor": "forged"}, headers=world.as_("bob"))
+    assert bad.status_code == 400
+    unknown = await world.client.get("/api/v1/approvals/nope", headers=world.as_("bob"))
+    assert unknown.status_code == 404 and unknown.json()["error"] == "UnknownApproval"
+
+
+async def test_without_a_store_the_api_says_approvals_are_not_configured(database: Database) -> None:
+    keys = await _people(database)
+    app = Starlette(routes=approvals_routes(None, UserStore(database)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        for path in ("/api/v1/approvals", "/api/v1/approvals/x"):
+            assert (await client.get(path)).status_code == 401
+            response = await client.get(path, headers={"Authorization": f"Bearer {keys['bob']}"})
+            assert response.status_code == 503 and response.json()["error"] == "ApprovalsNotConfigured"
