@@ -137,3 +137,69 @@ async def test_without_a_store_the_api_says_approvals_are_not_configured(databas
             assert (await client.get(path)).status_code == 401
             response = await client.get(path, headers={"Authorization": f"Bearer {keys['bob']}"})
             assert response.status_code == 503 and response.json()["error"] == "ApprovalsNotConfigured"
+
+
+async def test_approvals_reach_quorum_and_a_decided_one_is_a_conflict(world: World) -> None:
+    approval = await world.hold()
+    path = f"/api/v1/approvals/{approval.id}"
+    first = await world.client.post(f"{path}/approve", json={"comment": "looks right"}, headers=world.as_("bob"))
+    assert first.status_code == 200
+    assert first.json()["state"] == "pending" and first.json()["approvals"] == 1
+    assert first.json()["votes"][0]["user"] == "bob" and first.json()["votes"][0]["comment"] == "looks right"
+    assert first.json()["votes"][0]["time"]
+    second = await world.client.post(f"{path}/approve", headers=world.as_("dave"))
+    assert second.status_code == 200
+    assert second.json()["state"] == "approved" and second.json()["decided_at"] is not None
+    assert [vote["user"] for vote in second.json()["votes"]] == ["bob", "dave"]
+    assert SECRET not in second.text
+
+    for action in ("approve", "deny", "cancel"):
+        late = await world.client.post(f"{path}/{action}", json={"comment": "too late"}, headers=world.as_("dave"))
+        assert late.status_code == 409, action
+        assert late.json()["error"] == "ApprovalConflict" and late.json()["state"] == "approved"
+    unknown = await world.client.post("/api/v1/approvals/nope/approve", headers=world.as_("bob"))
+    assert unknown.status_code == 404 and unknown.json()["error"] == "UnknownApproval"
+
+
+async def test_a_denial_needs_a_comment(world: World) -> None:
+    approval = await world.hold()
+    path = f"/api/v1/approvals/{approval.id}/deny"
+    for body in (None, {}, {"comment": "  "}, {"comment": 7}, [1]):
+        refused = await world.client.post(path, json=body, headers=world.as_("bob"))
+        assert refused.status_code == 400 and refused.json()["error"] == "InvalidApprovalRequest", body
+    broken = await world.client.post(path, content=b"{not json", headers=world.as_("bob"))
+    assert broken.status_code == 400
+    huge = await world.client.post(path, json={"comment": "x" * 20_000}, headers=world.as_("bob"))
+    assert huge.status_code == 400
+    assert (await world.store.get(approval.id)).state.value == "pending"
+    denied = await world.client.post(path, json={"comment": "wrong account"}, headers=world.as_("bob"))
+    assert denied.status_code == 200 and denied.json()["state"] == "denied"
+    assert denied.json()["votes"][0] == {**denied.json()["votes"][0], "approve": False, "comment": "wrong account"}
+
+
+async def test_self_approval_and_strangers_are_refused(world: World) -> None:
+    approval = await world.hold()
+    path = f"/api/v1/approvals/{approval.id}"
+    own = await world.client.post(f"{path}/approve", headers=world.as_("alice"))  # the user the call acts for
+    assert own.status_code == 403 and own.json()["error"] == "SelfApproval"
+    stranger = await world.client.post(f"{path}/approve", headers=world.as_("eve"))
+    assert stranger.status_code == 403 and stranger.json()["error"] == "NotAnApprover"
+    stranger = await world.client.post(f"{path}/cancel", json={"comment": "mine now"}, headers=world.as_("eve"))
+    assert stranger.status_code == 403 and stranger.json()["error"] == "NotAnApprover"
+    agent = await world.client.post(f"{path}/approve", headers=world.as_("agent"))
+    assert agent.status_code == 401
+    assert (await world.store.votes(approval.id)) == ()
+
+
+async def test_its_user_or_an_approver_cancels_with_a_comment(world: World) -> None:
+    first, second = await world.hold(n=1), await world.hold(n=2)
+    bare = await world.client.post(f"/api/v1/approvals/{first.id}/cancel", headers=world.as_("alice"))
+    assert bare.status_code == 400
+    by_user = await world.client.post(
+        f"/api/v1/approvals/{first.id}/cancel", json={"comment": "no longer needed"}, headers=world.as_("alice")
+    )
+    assert by_user.status_code == 200 and by_user.json()["state"] == "cancelled"
+    by_approver = await world.client.post(
+        f"/api/v1/approvals/{second.id}/cancel", json={"comment": "duplicate"}, headers=world.as_("bob")
+    )
+    assert by_approver.status_code == 200 and by_approver.json()["state"] == "cancelled"

@@ -39,6 +39,8 @@ from gateway.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidApprovalQuery,
+    InvalidApprovalRequest,
+    NotAnApprover,
 )
 from gateway.front.errors import http_status
 from gateway.identity.users import User, UserStore
@@ -50,6 +52,8 @@ PREFIX = "/api/v1/approvals"
 #: Seconds a client is asked to wait while the database cannot be reached (503).
 RETRY_AFTER_SECONDS = 5
 CHALLENGE = 'Bearer realm="autonomy-gateway"'
+#: Largest decision body read: a comment is a sentence or a paragraph, not a document.
+MAX_BODY_BYTES = 16 * 1024
 NOT_CONFIGURED = "approvals are not configured: the gateway has no sealing key, so no call is ever held"
 
 
@@ -73,15 +77,22 @@ def approvals_routes(
                     return json_response({"error": "ApprovalsNotConfigured", "detail": NOT_CONFIGURED}, 503)
                 return await handler(request, store, user)
             except ApprovalConflict as error:
-                state = error.state
-                if state is None and store is not None:
-                    state = (await store.get(request.path_params["approval_id"])).state
-                body = {"error": type(error).__name__, "detail": str(error), "state": state}
-                return json_response(body, 409)
+                return await conflict(error, store, request.path_params.get("approval_id"))
             except GatewayError as error:
                 return error_response(error)
 
         return endpoint
+
+    async def conflict(error: ApprovalConflict, store: ApprovalStore | None, approval_id: str | None) -> Response:
+        """409 with the state the approval is in now, read again when the vote gave up after losing races."""
+        state = error.state
+        if state is None and store is not None and approval_id is not None:
+            try:
+                state = (await store.get(approval_id)).state
+            except GatewayError:
+                state = None
+        body = {"error": type(error).__name__, "detail": _one_line(str(error)), "state": state}
+        return json_response(body, 409)
 
     async def list_approvals(request: Request, store: ApprovalStore, user: User) -> Response:
         params = request.query_params
@@ -103,10 +114,60 @@ def approvals_routes(
         approval = await store.get(request.path_params["approval_id"])
         return json_response(approval_json(approval, await store.votes(approval.id), clock()))
 
+    def deciding(approve: bool) -> Handler:
+        async def decide(request: Request, store: ApprovalStore, user: User) -> Response:
+            comment = await _comment(request, required=not approve)
+            approval = await store.vote(
+                request.path_params["approval_id"], user=user.name, roles=user.roles, approve=approve, comment=comment
+            )
+            return json_response(approval_json(approval, await store.votes(approval.id), clock()))
+
+        return decide
+
+    async def cancel(request: Request, store: ApprovalStore, user: User) -> Response:
+        comment = await _comment(request, required=True)
+        approval = await store.get(request.path_params["approval_id"])
+        # The CLI's rule: the user the call acts for withdraws it, or one of the people who would decide it.
+        if user.name != approval.user and not approval.approver_for(user.name, user.roles):
+            raise NotAnApprover(
+                f"{user.name} is neither the user approval {approval.id} acts for nor among its approvers "
+                f"({', '.join(approval.approvers)}), so cannot cancel it"
+            )
+        cancelled = await store.cancel(approval.id, actor=user.name, comment=comment)
+        return json_response(approval_json(cancelled, await store.votes(cancelled.id), clock()))
+
     return [
         Route(PREFIX, guarded(list_approvals), methods=["GET"]),
         Route(PREFIX + "/{approval_id}", guarded(one_approval), methods=["GET"]),
+        Route(PREFIX + "/{approval_id}/approve", guarded(deciding(True)), methods=["POST"]),
+        Route(PREFIX + "/{approval_id}/deny", guarded(deciding(False)), methods=["POST"]),
+        Route(PREFIX + "/{approval_id}/cancel", guarded(cancel), methods=["POST"]),
     ]
+
+
+async def _comment(request: Request, *, required: bool) -> str | None:
+    """The `comment` of a decision's JSON body (an empty body has none); `required` for a denial or cancellation."""
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise InvalidApprovalRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidApprovalRequest('the body must be JSON: {"comment": "..."}') from None
+    if not isinstance(body, dict):
+        raise InvalidApprovalRequest('the body must be a JSON object: {"comment": "..."}')
+    comment = body.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise InvalidApprovalRequest("comment must be a string")
+    if comment is not None and not comment.strip():
+        comment = None
+    if required and comment is None:
+        raise InvalidApprovalRequest("a comment is required: say why, for the agent's user and the audit log")
+    return comment
 
 
 async def authenticate_user(request: Request, users: UserStore) -> User:
