@@ -5,16 +5,20 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+import anyio
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message
 
 from gateway.approvals import Approval, ApprovalStore, Requirement, Sealer
 from gateway.calls import Call, Origin, Target
-from gateway.front.approvals_api import approvals_routes
+from gateway.front.approvals_api import ApprovalFeed, approvals_routes
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.principal import Principal
 from gateway.identity.users import UserStore
@@ -33,6 +37,7 @@ class World:
     store: ApprovalStore
     client: httpx.AsyncClient
     keys: dict[str, str]
+    app: Starlette
 
     def as_(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[name]}"}
@@ -73,10 +78,14 @@ async def _people(database: Database) -> dict[str, str]:
 @pytest.fixture
 async def world(database: Database) -> AsyncIterator[World]:
     store = approval_store(database)
-    app = Starlette(routes=approvals_routes(store, UserStore(database)))
+    feed = ApprovalFeed(store, poll=0.05)
+    app = Starlette(routes=approvals_routes(store, UserStore(database), feed=feed))
     keys = await _people(database)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
-        yield World(database, store, client, keys)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+            yield World(database, store, client, keys, app)
+    finally:
+        feed.close()
 
 
 async def test_people_only_never_agents(world: World) -> None:
@@ -203,3 +212,153 @@ async def test_its_user_or_an_approver_cancels_with_a_comment(world: World) -> N
         f"/api/v1/approvals/{second.id}/cancel", json={"comment": "duplicate"}, headers=world.as_("bob")
     )
     assert by_approver.status_code == 200 and by_approver.json()["state"] == "cancelled"
+
+
+@dataclass
+class EventReader:
+    """An SSE client driving the ASGI app directly, chunk by chunk, and disconnecting when done.
+
+    (httpx's ASGI transport hands back a body only once the app has finished, which a stream never does.)
+    """
+
+    app: ASGIApp
+    headers: dict[str, str]
+    status: int = 0
+    response_headers: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+    _gone: anyio.Event = field(default_factory=anyio.Event)
+    _chunks: Any = None
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        send_chunk, self._chunks = anyio.create_memory_object_stream[Message](100)
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/api/v1/approvals/events",
+            "raw_path": b"/api/v1/approvals/events",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in self.headers.items()],
+            "server": ("gateway", 80),
+            "client": ("127.0.0.1", 1234),
+        }
+        requested = False
+
+        async def receive() -> Message:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await self._gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            await send_chunk.send(message)
+
+        task_status.started()
+        async with send_chunk:
+            await self.app(scope, receive, send)
+
+    async def _read(self) -> None:
+        message = await self._chunks.receive()
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.response_headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        else:
+            self.text += message.get("body", b"").decode()
+
+    async def until(self, text: str) -> None:
+        """Read until `text` has arrived (the caller bounds the wait)."""
+        while text not in self.text:
+            await self._read()
+
+    async def events(self, count: int) -> list[dict[str, Any]]:
+        """The first `count` approval events since the connection, in order."""
+        while True:
+            blocks = [block for block in self.text.split("\n\n")[:-1] if block.startswith("event: approval\n")]
+            if len(blocks) >= count:
+                return [orjson.loads(block.split("data: ", 1)[1]) for block in blocks[:count]]
+            await self._read()
+
+    async def until_event(self, name: str) -> list[dict[str, Any]]:
+        """Every approval event up to and including the first named `name`."""
+        count = 1
+        while (events := await self.events(count))[-1]["event"] != name:
+            count += 1
+        return events
+
+    def leave(self) -> None:
+        self._gone.set()
+
+
+async def _stream(reader: EventReader, act: Any, last: str) -> list[dict[str, Any]]:
+    """Connect, `act`, and read events up to the first named `last`, within a deadline."""
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(reader.run)
+            await reader.until(": connected\n\n")  # subscribed: what happens from now on is sent
+            await act()
+            events = await reader.until_event(last)
+            reader.leave()  # the app must end the response when the client goes away
+    return events
+
+
+async def test_the_event_stream_sends_this_process_s_changes_as_they_commit(world: World) -> None:
+    earlier = await world.hold(n=0)  # before the connection: not news
+    reader = EventReader(world.app, world.as_("bob"))
+    made: list[Approval] = []
+
+    async def act() -> None:
+        made.append(await world.hold(n=1))
+        denied = await world.client.post(
+            f"/api/v1/approvals/{made[0].id}/deny", json={"comment": "wrong account"}, headers=world.as_("dave")
+        )
+        assert denied.status_code == 200
+
+    events = await _stream(reader, act, "decided")
+    assert reader.status == 200 and reader.response_headers["content-type"].startswith("text/event-stream")
+    assert [(e["event"], e["id"], e["state"]) for e in events] == [
+        ("created", made[0].id, "pending"),
+        ("decided", made[0].id, "denied"),
+    ]
+    assert events[1]["votes"][0]["comment"] == "wrong account"
+    assert earlier.id not in reader.text and SECRET not in reader.text
+
+
+async def test_the_event_stream_finds_other_processes_changes_by_polling(world: World) -> None:
+    elsewhere = World(world.database, approval_store(world.database), world.client, world.keys, world.app)
+    reader = EventReader(world.app, world.as_("bob"))
+    made: list[Approval] = []
+
+    async def act() -> None:
+        # As the CLI or another replica would: these changes are not heard by this process's store.
+        made.append(await elsewhere.hold(n=1))
+        await reader.until_event("created")
+        await elsewhere.store.vote(made[0].id, user="bob", roles=("treasury",), approve=True)
+        await elsewhere.store.vote(made[0].id, user="dave", roles=("treasury",), approve=True, comment="fine")
+
+    events = await _stream(reader, act, "decided")
+    assert events[0]["event"] == "created" and events[0]["id"] == made[0].id
+    # A vote short of quorum is seen unless the decision came before the next poll.
+    assert [e["event"] for e in events[1:]] in (["decided"], ["voted", "decided"])
+    assert events[-1]["state"] == "approved" and [v["user"] for v in events[-1]["votes"]] == ["bob", "dave"]
+
+
+async def test_an_idle_stream_sends_keep_alives_and_refuses_agents(database: Database) -> None:
+    store = approval_store(database)
+    feed = ApprovalFeed(store, poll=10, keep_alive=0.05)
+    app = Starlette(routes=approvals_routes(store, UserStore(database), feed=feed))
+    keys = await _people(database)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        refused = await client.get("/api/v1/approvals/events", headers={"Authorization": f"Bearer {keys['agent']}"})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    reader = EventReader(app, {"Authorization": f"Bearer {keys['bob']}"})
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(reader.run)
+            await reader.until(": keep-alive\n\n")
+            reader.leave()
+    feed.close()

@@ -10,6 +10,8 @@ credential. Users signing in through OIDC come later; until then user keys are t
     POST /api/v1/approvals/{id}/approve              {"comment": "..."} (optional)
     POST /api/v1/approvals/{id}/deny                 {"comment": "..."} (required: say why)
     POST /api/v1/approvals/{id}/cancel               {"comment": "..."}; its user or an approver
+    GET  /api/v1/approvals/events                    Server-Sent Events: every change from now on
+    GET  /api/v1/openapi.json                        the OpenAPI document of these routes
 
 The store enforces the approvers, the quorum and the separation of duties; this module only
 says who is asking. Cancelling follows the CLI's rule: the user the call acts for may withdraw
@@ -20,20 +22,42 @@ Errors are `{"error": "<Type>", "detail": "<one line>"}`: 400 bad query or body,
 key, 403 not an approver (or self-approval, or not allowed to cancel), 404 unknown, 409 already
 decided or lost a race (with the current `state`), 503 storage unreachable (with Retry-After) or
 approvals not configured (the gateway has no sealing key, so nothing is ever held).
+
+The event stream (`event: approval`, `data:` the approval as `GET /{id}` shows it plus `event`:
+created, voted, escalated, decided, expired, executing, succeeded or failed) starts at the moment
+of connection and sends a keep-alive comment every 15 s. Changes arrive two ways:
+
+- committed by this process (a vote through this API, a call held or run by this gateway, its
+  sweeper's expiries and escalations): at once, from the store's change listener (`ApprovalFeed`);
+- committed by another process (the CLI, other replicas): within `poll` seconds, by reading the
+  open approvals and the newest page and comparing each row's `version` with the last one seen.
+
+Each connection keeps the versions it has sent, so a change heard both ways is sent once, and the
+event's name is worked out from the row (and the version seen before it) the same way for both.
+A change that begins and ends between two polls in another process may be seen only at its end
+state. A client that reads too slowly to keep up has its stream closed and reconnects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote
+from gateway.approvals.model import OPEN_STATES
+from gateway.approvals.store import MAX_LIST_LIMIT
 from gateway.errors import (
     ApprovalConflict,
     AuthenticationFailed,
@@ -41,9 +65,12 @@ from gateway.errors import (
     InvalidApprovalQuery,
     InvalidApprovalRequest,
     NotAnApprover,
+    UnknownApproval,
 )
 from gateway.front.errors import http_status
 from gateway.identity.users import User, UserStore
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, ApprovalStore, User], Awaitable[Response]]
@@ -65,9 +92,15 @@ def approvals_routes(
     store: ApprovalStore | None,
     users: UserStore,
     *,
+    feed: ApprovalFeed | None = None,
     clock: Callable[[], datetime] = _now,
 ) -> list[Route]:
-    """The `/api/v1/approvals` routes; with no `store` (no sealing key) each answers 503 once authenticated."""
+    """The `/api/v1/approvals` routes; with no `store` (no sealing key) each answers 503 once authenticated.
+
+    `feed` carries this process's changes to the event stream; without one the routes make their own.
+    """
+    if feed is None and store is not None:
+        feed = ApprovalFeed(store)
 
     def guarded(handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -136,13 +169,202 @@ def approvals_routes(
         cancelled = await store.cancel(approval.id, actor=user.name, comment=comment)
         return json_response(approval_json(cancelled, await store.votes(cancelled.id), clock()))
 
+    async def events(request: Request, store: ApprovalStore, user: User) -> Response:
+        assert feed is not None  # made above whenever there is a store
+        return EventStream(store, feed, clock)
+
     return [
         Route(PREFIX, guarded(list_approvals), methods=["GET"]),
+        Route(PREFIX + "/events", guarded(events), methods=["GET"]),
         Route(PREFIX + "/{approval_id}", guarded(one_approval), methods=["GET"]),
         Route(PREFIX + "/{approval_id}/approve", guarded(deciding(True)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/deny", guarded(deciding(False)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/cancel", guarded(cancel), methods=["POST"]),
     ]
+
+
+class ApprovalFeed:
+    """This process's committed changes, fanned out to every open event stream.
+
+    Registered with the store as a change listener, so a change reaches the streams the moment it
+    is committed. `poll` is how often each stream also reads the table for changes that other
+    processes made, `keep_alive` how often an idle stream sends a comment (so proxies and browsers
+    keep it open), `buffer` how many changes a stream may fall behind before it is closed.
+    """
+
+    def __init__(self, store: ApprovalStore, *, poll: float = 1.0, keep_alive: float = 15.0, buffer: int = 256) -> None:
+        if poll <= 0 or keep_alive <= 0 or buffer < 1:
+            raise ValueError("poll and keep_alive must be positive and buffer at least 1")
+        self.poll = poll
+        self.keep_alive = keep_alive
+        self._buffer = buffer
+        self._streams: set[MemoryObjectSendStream[Approval]] = set()
+        self._closed = False
+        self._stop_listening = store.listen(self._committed)
+
+    def _committed(self, approval: Approval) -> None:
+        for stream in tuple(self._streams):
+            try:
+                stream.send_nowait(approval)
+            except anyio.WouldBlock:
+                # Too far behind: its client reconnects and starts afresh, instead of everyone waiting for it.
+                logger.warning("an approvals event stream fell behind and was closed")
+                self._streams.discard(stream)
+                stream.close()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._streams.discard(stream)
+
+    @contextmanager
+    def subscribe(self) -> Iterator[MemoryObjectReceiveStream[Approval]]:
+        """The changes committed here from now on; it ends when the feed closes (or the reader fell behind)."""
+        send, receive = anyio.create_memory_object_stream[Approval](self._buffer)
+        if self._closed:
+            send.close()
+        else:
+            self._streams.add(send)
+        try:
+            yield receive
+        finally:
+            self._streams.discard(send)
+            send.close()
+            receive.close()
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping) and stop listening to the store."""
+        self._closed = True
+        self._stop_listening()
+        for stream in tuple(self._streams):
+            stream.close()
+        self._streams.clear()
+
+
+def event_name(before: Approval | None, now: Approval) -> str:
+    """What happened to reach `now`, given the version last seen (`before`, None when never seen)."""
+    match now.state:
+        case ApprovalState.PENDING:
+            if now.version == 1:
+                return "created"
+            was_escalated = before.escalated_at is not None if before is not None else False
+            return "escalated" if now.escalated_at is not None and not was_escalated else "voted"
+        case ApprovalState.APPROVED | ApprovalState.DENIED | ApprovalState.CANCELLED:
+            return "decided"
+        case ApprovalState.EXPIRED:
+            return "expired"
+        case ApprovalState.EXECUTING:
+            return "executing"
+        case ApprovalState.SUCCEEDED:
+            return "succeeded"
+        case _:  # failed, or unknown: the gateway stopped while it ran (the state says which)
+            return "failed"
+
+
+#: How many of the newest approvals each poll reads, besides the open ones: rows made and ended between polls.
+NEWEST_PAGE = 50
+
+
+class _Seen:
+    """The version of each approval one stream has sent (or found at its start), so nothing is sent twice."""
+
+    def __init__(self, store: ApprovalStore) -> None:
+        self._store = store
+        self._known: dict[str, Approval] = {}
+
+    def news(self, approval: Approval) -> tuple[Approval | None, Approval] | None:
+        """(the version seen before, this one) when `approval` is newer than what was seen; then it counts as seen."""
+        before = self._known.get(approval.id)
+        if before is not None and before.version >= approval.version:
+            return None
+        self._known[approval.id] = approval
+        return before, approval
+
+    async def look(self) -> list[tuple[Approval | None, Approval]]:
+        """Read the table for changes other processes made: the open approvals, the newest, and those that left."""
+        current: dict[str, Approval] = {}
+        for state in sorted(OPEN_STATES):
+            page = await self._store.list(state=state, limit=MAX_LIST_LIMIT)
+            current.update((approval.id, approval) for approval in page.approvals)
+        newest = await self._store.list(limit=NEWEST_PAGE)
+        current.update((approval.id, approval) for approval in newest.approvals)
+        for approval_id, before in self._known.items():
+            if approval_id not in current and before.state in OPEN_STATES:
+                try:  # it left the open states since the last look: read how it ended
+                    current[approval_id] = await self._store.get(approval_id)
+                except UnknownApproval:
+                    continue
+        changes = [change for approval in current.values() if (change := self.news(approval)) is not None]
+        # Only what a later look can still find changing is kept: ended approvals off the newest page never change.
+        self._known = {approval_id: self._known[approval_id] for approval_id in current}
+        changes.sort(key=lambda change: (change[1].created_at, change[1].id))
+        return changes
+
+
+class EventStream(Response):
+    """`text/event-stream` of approval changes, from the moment of connection until the client goes away."""
+
+    def __init__(self, store: ApprovalStore, feed: ApprovalFeed, clock: Callable[[], datetime]) -> None:
+        super().__init__(
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # proxies must not hold events back
+        )
+        self._store = store
+        self._feed = feed
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        finished = False
+        async with anyio.create_task_group() as tasks:
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tasks.cancel_scope.cancel()
+
+            tasks.start_soon(until_disconnect)
+            try:
+                await self._pump(send)
+                finished = True
+            except OSError:
+                pass  # the client went away mid-write
+            tasks.cancel_scope.cancel()
+        if finished:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _pump(self, send: Send) -> None:
+        async def write(text: str) -> None:
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+        async def emit(change: tuple[Approval | None, Approval]) -> None:
+            before, approval = change
+            body = approval_json(approval, await self._store.votes(approval.id), self._clock())
+            body["event"] = event_name(before, approval)
+            await write(f"event: approval\ndata: {orjson.dumps(body).decode()}\n\n")
+
+        with self._feed.subscribe() as local:
+            seen = _Seen(self._store)
+            await seen.look()  # what exists at the moment of connection is the starting point, not news
+            await write(": connected\n\n")
+            next_poll = anyio.current_time() + self._feed.poll
+            next_ping = anyio.current_time() + self._feed.keep_alive
+            while True:
+                committed: Approval | None = None
+                with anyio.move_on_after(max(0.0, min(next_poll, next_ping) - anyio.current_time())):
+                    try:
+                        committed = await local.receive()
+                    except anyio.EndOfStream:
+                        return
+                if committed is not None and (change := seen.news(committed)) is not None:
+                    await emit(change)
+                if anyio.current_time() >= next_poll:
+                    try:
+                        for change in await seen.look():
+                            await emit(change)
+                    except (GatewayError, SQLAlchemyError) as error:  # the database is back by a later poll
+                        logger.warning("approvals event stream: polling failed", extra={"error": str(error)})
+                    next_poll = anyio.current_time() + self._feed.poll
+                if anyio.current_time() >= next_ping:
+                    await write(": keep-alive\n\n")
+                    next_ping = anyio.current_time() + self._feed.keep_alive
 
 
 async def _comment(request: Request, *, required: bool) -> str | None:
