@@ -362,3 +362,15 @@ async def test_an_idle_stream_sends_keep_alives_and_refuses_agents(database: Dat
             await reader.until(": keep-alive\n\n")
             reader.leave()
     feed.close()
+
+
+async def test_the_openapi_document_lists_every_route(world: World) -> None:
+    document = await world.client.get("/api/v1/openapi.json")  # no key: it holds no data
+    assert document.status_code == 200
+    paths = document.json()["paths"]
+    routes = approvals_routes(world.store, UserStore(world.database))
+    assert {route.path for route in routes} == set(paths)
+    for route in routes:
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths[route.path], (route.path, method)

@@ -11,7 +11,7 @@ credential. Users signing in through OIDC come later; until then user keys are t
     POST /api/v1/approvals/{id}/deny                 {"comment": "..."} (required: say why)
     POST /api/v1/approvals/{id}/cancel               {"comment": "..."}; its user or an approver
     GET  /api/v1/approvals/events                    Server-Sent Events: every change from now on
-    GET  /api/v1/openapi.json                        the OpenAPI document of these routes
+    GET  /api/v1/openapi.json                        the OpenAPI document of these routes (no key needed)
 
 The store enforces the approvers, the quorum and the separation of duties; this module only
 says who is asking. Cancelling follows the CLI's rule: the user the call acts for may withdraw
@@ -180,7 +180,205 @@ def approvals_routes(
         Route(PREFIX + "/{approval_id}/approve", guarded(deciding(True)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/deny", guarded(deciding(False)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/cancel", guarded(cancel), methods=["POST"]),
+        # It describes the routes and holds no data, so tools may fetch it before they have a key.
+        Route(OPENAPI_PATH, _openapi, methods=["GET"]),
     ]
+
+
+async def _openapi(request: Request) -> Response:
+    return json_response(OPENAPI)
+
+
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _approval_answer(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Approval"}}},
+    }
+
+
+_ID = {"name": "approval_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STATES = [state.value for state in ApprovalState]
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_REFUSED = {
+    "401": _error("no user key, or an agent's key (with a Bearer challenge)"),
+    "503": _error("storage unreachable (with Retry-After), or approvals not configured"),
+}
+
+
+def _decision(summary: str, comment: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [_ID],
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Decision"}}},
+            "description": comment,
+        },
+        "responses": {
+            "200": _approval_answer("the approval after the change"),
+            "400": _error("the body is not JSON, or a required comment is missing"),
+            "403": _error("not an approver, self-approval, or not allowed to cancel"),
+            "404": _error("no approval has that id"),
+            "409": {
+                "description": "already decided, or another change came first",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Conflict"}}},
+            },
+            **_REFUSED,
+        },
+    }
+
+
+#: The document `GET /api/v1/openapi.json` serves: hand-written beside the routes it describes, and
+#: tests check that it names every route, so the two cannot drift apart unnoticed.
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Autonomy Gateway approvals API",
+        "version": "1",
+        "description": "People reading and deciding the tool calls approval policies hold. Authenticate with a "
+        "user key (Authorization: Bearer agu_...); agents' keys are refused.",
+    },
+    "components": {
+        "securitySchemes": {"userKey": {"type": "http", "scheme": "bearer", "description": "a user key, agu_..."}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "detail"],
+                "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+            },
+            "Conflict": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Error"},
+                    {"properties": {"state": {"enum": [*_STATES, None]}}},
+                ]
+            },
+            "Decision": {"type": "object", "properties": {"comment": {"type": "string"}}},
+            "Vote": {
+                "type": "object",
+                "properties": {
+                    "user": {"type": "string"},
+                    "roles": {"type": "array", "items": {"type": "string"}},
+                    "approve": {"type": "boolean"},
+                    "comment": {"type": ["string", "null"]},
+                    "time": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Approval": {
+                "type": "object",
+                "description": "Never the exact (sealed) arguments nor the call's result: only the redacted arguments.",
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"enum": _STATES},
+                    "agent": {"type": "string"},
+                    "user": {"type": ["string", "null"], "description": "the user the agent acts for"},
+                    "roles": {"type": "array", "items": {"type": "string"}, "description": "the agent's roles"},
+                    "tool": {"type": "string"},
+                    "connector": {"type": "string"},
+                    "original_tool": {"type": "string"},
+                    "arguments": {"description": "the call's arguments, redacted"},
+                    "arguments_digest": {"type": "string"},
+                    "reasoning": {"type": ["string", "null"]},
+                    "workflow": {"type": ["string", "null"]},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                    "policy_ids": {"type": "array", "items": {"type": "string"}},
+                    "policy_version": {"type": ["string", "null"]},
+                    "approvers": {"type": "array", "items": {"type": "string"}},
+                    "quorum": {"type": "integer"},
+                    "approvals": {"type": "integer", "description": "approving votes so far"},
+                    "votes": {"type": "array", "items": {"$ref": "#/components/schemas/Vote"}},
+                    "created_at": _TIME,
+                    "expires_at": _TIME,
+                    "seconds_left": {"type": ["integer", "null"], "description": "to decide; null once not pending"},
+                    "escalate_at": _TIME,
+                    "escalate_to": {"type": "array", "items": {"type": "string"}},
+                    "escalated_at": _TIME,
+                    "decided_at": _TIME,
+                    "executed_at": _TIME,
+                    "finished_at": _TIME,
+                    "result_truncated": {"type": "boolean"},
+                    "version": {"type": "integer", "description": "counts every change"},
+                },
+            },
+        },
+    },
+    "security": [{"userKey": []}],
+    "paths": {
+        PREFIX: {
+            "get": {
+                "summary": "approvals, newest first",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"enum": _STATES}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "one page; next_cursor fetches the next (null: the last)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "approvals": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Approval"},
+                                        },
+                                        "next_cursor": {"type": ["string", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("a bad state, limit or cursor"),
+                    **_REFUSED,
+                },
+            }
+        },
+        PREFIX + "/events": {
+            "get": {
+                "summary": "Server-Sent Events of approval changes from the moment of connection",
+                "description": "Each event is `event: approval` with `data:` the Approval plus `event` (created, "
+                "voted, escalated, decided, expired, executing, succeeded, failed); a keep-alive comment every 15 s.",
+                "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {}}}, **_REFUSED},
+            }
+        },
+        PREFIX + "/{approval_id}": {
+            "get": {
+                "summary": "everything an approver needs to decide one held call",
+                "parameters": [_ID],
+                "responses": {
+                    "200": _approval_answer("the approval"),
+                    "404": _error("no approval has that id"),
+                    **_REFUSED,
+                },
+            }
+        },
+        PREFIX + "/{approval_id}/approve": {
+            "post": _decision("vote to approve; the call may run once the quorum is reached", "an optional comment")
+        },
+        PREFIX + "/{approval_id}/deny": {"post": _decision("deny: one approver's denial decides", "comment required")},
+        PREFIX + "/{approval_id}/cancel": {
+            "post": _decision("withdraw it: the user it acts for, or one of its approvers", "comment required")
+        },
+        OPENAPI_PATH: {
+            "get": {
+                "summary": "this document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            }
+        },
+    },
+}
 
 
 class ApprovalFeed:
