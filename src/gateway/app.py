@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gateway.config import Config
+from gateway.front.approvals_api import ApprovalFeed, approvals_routes
 from gateway.front.audit_api import audit_routes
 from gateway.front.bearer import authenticate_request
 from gateway.front.health import healthz, readyz_endpoint
@@ -17,6 +18,7 @@ from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session
 from gateway.front.ops_access import OpsAccess
 from gateway.front.resource_metadata import metadata_routes
 from gateway.front.server import build_server
+from gateway.identity.users import UserStore
 from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
 
@@ -40,6 +42,9 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
         EndedSessionsTable(runtime.database),
     )
 
+    # This process's approval changes reach the console's event stream at once; other processes' by polling.
+    approval_feed = ApprovalFeed(runtime.approvals) if runtime.approvals is not None else None
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = runtime.running(migrate=not migrations_done, predecessor_pid=predecessor_pid)
@@ -49,6 +54,8 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                 yield
             finally:
                 runtime.notifier.close()  # standing streams end, so the server can stop
+                if approval_feed is not None:
+                    approval_feed.close()
                 tasks.cancel_scope.cancel()
 
     return Starlette(
@@ -68,6 +75,7 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                 lambda request: authenticate_request(request, runtime.authenticator),
                 frozenset(config.gateway.audit.admin_roles),
             ),
+            *approvals_routes(runtime.approvals, UserStore(runtime.database), feed=approval_feed),
         ],
         lifespan=lifespan,
     )

@@ -47,6 +47,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   ├── NotAnApprover              the voter is not among the approvers (HTTP 403)
     │   ├── SelfApproval               the requesting agent or its user voted (HTTP 403)
     │   ├── InvalidApprovalQuery       a listing was given a limit or cursor it cannot use (HTTP 400)
+    │   ├── InvalidApprovalRequest     a decision's body is not one the approvals API can use (HTTP 400)
     │   └── SealedArgumentsUnreadable  no configured key opens the sealed arguments
     ├── PolicyLoadError                policy files cannot be loaded; names file and line
     └── AdministrationError            an operator's command names something wrong
@@ -284,6 +285,10 @@ class SelfApproval(ApprovalFailure):
 
 class InvalidApprovalQuery(ApprovalFailure, ValueError):
     """A listing of approvals was given a state, limit or cursor it cannot use."""
+
+
+class InvalidApprovalRequest(ApprovalFailure, ValueError):
+    """A decision sent to the approvals API has a body it cannot use: not a JSON object, or a denial without why."""
 
 
 class SealedArgumentsUnreadable(ApprovalFailure):

@@ -73,6 +73,9 @@ class ApprovalPage:
 Notify = Callable[[Approval, str, tuple[Vote, ...]], None]
 """Told of a committed change people act on: (approval, event, votes so far); must not block."""
 
+Listener = Callable[[Approval], None]
+"""Told of every change this process commits, with the row as it now is; must neither block nor raise."""
+
 #: Which committed changes the approvers' channels hear of, under which event name.
 _EVENTS = {
     "created": "created",
@@ -112,6 +115,22 @@ class ApprovalStore:
         self._max_result_bytes = max_result_bytes
         self._vote_attempts = vote_attempts
         self._notify = notify
+        self._listeners: builtins.list[Listener] = []
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Have `listener` told of every change this process commits, until the returned function is called.
+
+        Unlike `notify` (the approvers' channels, a few events), listeners hear every change, for
+        live views such as the approvals API's event stream. Changes other processes commit are
+        not heard here: those readers poll the table (each change bumps `version`).
+        """
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return stop
 
     # -- making and reading ------------------------------------------------------------------
 
@@ -538,7 +557,12 @@ class ApprovalStore:
         comment: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        """Audit a committed change, then tell the approvers' channels of the ones people act on."""
+        """Tell the listeners of a committed change and the approvers' channels of the ones people act on; audit it."""
+        for listener in tuple(self._listeners):
+            try:
+                listener(approval)
+            except Exception:  # boundary: a broken live view must not fail a committed change
+                logger.exception("approval %s: a change listener failed", approval.id)
         event = _EVENTS.get(action)
         if self._notify is not None and event is not None:
             self._notify(approval, event, await self.votes(approval.id))

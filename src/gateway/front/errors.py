@@ -34,6 +34,7 @@ from gateway.errors import (
     GatewayError,
     GatewayNotReady,
     InvalidApprovalQuery,
+    InvalidApprovalRequest,
     InvalidArguments,
     InvalidAuditQuery,
     NotAnApprover,
@@ -91,6 +92,7 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     NotAnApprover: ErrorShape(POLICY_DENIED, 403),
     SelfApproval: ErrorShape(POLICY_DENIED, 403),
     InvalidApprovalQuery: ErrorShape(types.INVALID_PARAMS, 400),
+    InvalidApprovalRequest: ErrorShape(types.INVALID_PARAMS, 400),
 }
 
 
