@@ -220,6 +220,8 @@ async def test_a_held_payment_waits_and_runs_once_an_approver_approves(tmp_path:
     with held_world(tmp_path) as world:
         answered: list[CallToolResult] = []
         async with mcp_client(world.gateway.url, world.agent_key) as client:
+            listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert "Requires approval" in (listed[PAY].description or "")  # the model can plan for the wait
             async with anyio.create_task_group() as group:
 
                 async def agent() -> None:
@@ -281,6 +283,8 @@ async def test_a_quorum_of_two_runs_the_call_only_after_the_second_approver(tmp_
             assert "needs 2 approval(s)" in text_of(held)
             first = await world.decide("approve", approval_id, "maria")
             assert "1 of 2 approvals; still pending" in first
+            again = await world.decide("approve", approval_id, "maria")
+            assert "1 of 2 approvals; still pending" in again  # one person counts once
             still = await pay(client, meta=NO_WAIT)
             assert still.is_error and "is held for approval and has not run" in text_of(still)
             assert (await invoice_status(client))["status"] == "open"
@@ -320,6 +324,8 @@ async def test_a_held_call_survives_a_killed_gateway_and_runs_once_after_approva
             again = await pay(client, meta=NO_WAIT)
             assert again.content == collected.content and payment in text_of(again)
         assert len(world.payments_run()) == 1
+        verified = json.loads(gateway.cli("audit", "verify", "--json").stdout)
+        assert verified["ok"] is True, verified
 
 
 @dataclass
