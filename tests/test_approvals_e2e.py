@@ -59,13 +59,13 @@ CALL_DEADLINE = 30.0
 MAX_WAIT = 20.0
 
 
-def approval_policy(*, quorum: int = 1, expires: str = "PT1H") -> str:
+def approval_policy(*, quorum: int = 1, expires: str = "PT1H", escalation: str = "") -> str:
     """Payments over 1,000 wait for `quorum` finance managers, as the quick start's approval policy."""
     return f"""
 @id("large-payments-need-a-manager")
 @approvers("role:finance-managers")
 @quorum("{quorum}")
-@expires("{expires}")
+@expires("{expires}"){escalation}
 @reason("Payments over 1,000 wait for a finance manager's approval.")
 permit (principal, action == Action::"finance__pay_invoice", resource)
 when {{ context.input.amount.greaterThan(decimal("1000.0")) }};
@@ -364,27 +364,30 @@ def webhook_receiver() -> Iterator[Receiver]:
 
 
 @pytest.mark.anyio
-async def test_approvers_webhook_hears_the_hold_and_the_decision_signed(tmp_path: Path) -> None:
+async def test_approvers_webhook_hears_the_hold_its_escalation_and_the_decision_signed(tmp_path: Path) -> None:
+    escalation = '\n@escalate_after("PT1S")\n@escalate_to("role:cfo")'
     with webhook_receiver() as receiver:
         webhook = (
-            f'\n[[notifications.webhooks]]\nname = "approvers"\nurl = "{receiver.url}"\n'
-            f'secret = "{WEBHOOK_SECRET}"\nevents = ["created", "decided"]\n'
+            f'\n[[notifications.webhooks]]\nname = "approvers"\nurl = "{receiver.url}"\nsecret = "{WEBHOOK_SECRET}"\n'
         )
-        with held_world(tmp_path, extra=webhook) as world:
+        with held_world(tmp_path, policy=approval_policy(escalation=escalation), extra=webhook) as world:
             async with mcp_client(world.gateway.url, world.agent_key) as client:
                 approval_id = approval_id_in(await pay(client, meta=NO_WAIT))
                 await eventually(lambda: receiver.events() == ["created"], what="the 'created' message")
+                await eventually(lambda: len(receiver.received) >= 2, what="the 'escalated' message")
                 await world.decide("approve", approval_id, "maria", "--comment", "Checked with the vendor")
-                await eventually(lambda: len(receiver.received) >= 2, what="the 'decided' message")
+                await eventually(lambda: len(receiver.received) >= 3, what="the 'decided' message")
                 assert_paid_once(await pay(client, meta=NO_WAIT))
-    assert receiver.events() == ["created", "decided"]
+    assert receiver.events() == ["created", "escalated", "decided"]
     for headers, body in receiver.received:
         verify(WEBHOOK_SECRET, headers.get(SIGNATURE_HEADER.lower()), body)
         message = json.loads(body)
         assert headers[EVENT_HEADER.lower()] == message["event"]
         assert message["approval"]["id"] == approval_id and message["approval"]["tool"] == PAY
         assert message["approval"]["approvers"] == ["role:finance-managers"]
-    decided = json.loads(receiver.received[1][1])["approval"]
+    created, escalated, decided = (json.loads(body)["approval"] for _, body in receiver.received)
+    assert created["state"] == "pending" and "INV-2001" in json.dumps(created["arguments"])  # what is asked
+    assert escalated["escalate_to"] == ["role:cfo"] and escalated["escalated_at"] is not None
     assert decided["state"] == "approved"
     assert decided["votes"]["cast"][0]["user"] == "maria"
     assert decided["votes"]["cast"][0]["comment"] == "Checked with the vendor"
