@@ -452,3 +452,23 @@ async def test_without_a_sealing_key_a_held_call_is_refused_at_once(tmp_path: Pa
             said = text_of(refused)
             assert "nothing ran" in said and "sealing_keys" in said
             assert (await invoice_status(client))["status"] == "open"
+
+
+@pytest.mark.anyio
+async def test_identical_calls_made_at_once_share_one_approval_and_run_once(tmp_path: Path) -> None:
+    with held_world(tmp_path) as world:
+        answers: list[CallToolResult] = []
+
+        async def agent() -> None:
+            async with mcp_client(world.gateway.url, world.agent_key) as client:
+                answers.append(await pay(client, meta=NO_WAIT))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(6):  # a model's parallel tool calls, or a retry racing the first try
+                group.start_soon(agent)
+        ids = {approval_id_in(answer) for answer in answers}
+        assert len(ids) == 1, f"one call held as {len(ids)} approvals: {sorted(ids)}"
+        await world.decide("approve", ids.pop(), "maria")
+        async with mcp_client(world.gateway.url, world.agent_key) as client:
+            assert_paid_once(await pay(client, meta=NO_WAIT))
+        assert len(world.payments_run()) == 1
