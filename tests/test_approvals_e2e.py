@@ -417,20 +417,37 @@ async def test_a_call_waiting_on_one_replica_runs_when_approved_and_the_other_co
             replica.start()
         world = World.started(first, finance, ("maria",))
         answered: list[tuple[CallToolResult, float]] = []
-        async with mcp_client(first.url, world.agent_key) as client:
+        joined: list[CallToolResult] = []
+        heard_on_b: list[str | None] = []
+
+        async def waiting_on_b(progress: float, total: float | None, message: str | None) -> None:
+            heard_on_b.append(message)
+
+        async with (
+            mcp_client(first.url, world.agent_key) as client,
+            mcp_client(second.url, world.agent_key) as other,
+        ):
             async with anyio.create_task_group() as group:
 
                 async def agent() -> None:
                     result = await pay(client)
                     answered.append((result, anyio.current_time()))
 
+                async def retry_on_b() -> None:
+                    joined.append(await pay(other, progress_callback=waiting_on_b))
+
                 group.start_soon(agent)
                 approval_id = await world.pending_approval()
+                # The same call through replica B meanwhile waits on the same approval: the two
+                # replicas race to run it once approved, and exactly one does.
+                group.start_soon(retry_on_b)
+                await eventually(lambda: heard_on_b, what="replica B waiting on the approval")
                 await world.decide("approve", approval_id, "maria")
                 decided = anyio.current_time()
         result, at = answered[0]
         payment = assert_paid_once(result)
         assert at - decided < 1.5, f"replica A took {at - decided:.2f}s to run the approved call"
+        assert joined[0].content == result.content
         async with mcp_client(second.url, world.agent_key) as client:
             collected = await pay(client, meta=NO_WAIT)
         assert collected.content == result.content and payment in text_of(collected)
