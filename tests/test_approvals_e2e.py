@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,6 +36,7 @@ from starlette.routing import Route
 from gateway.holding import NO_WAIT_META_KEY
 from gateway.notifications.signing import EVENT_HEADER, SIGNATURE_HEADER, verify
 from harness import (
+    KITCHEN_SINK,
     BackendProcess,
     GatewayProcess,
     eventually,
@@ -144,16 +145,17 @@ def approvals_toml(*, key: str | None) -> str:
 
 def configure(
     directory: Path,
-    finance: BackendProcess,
+    backend: BackendProcess,
     *,
     policy: str,
     database_url: str | None = None,
     extra: str = "",
     key: str | None,
+    connector: str = "finance",
 ) -> GatewayProcess:
     write_gateway_config(
         directory,
-        {"finance": http_connector(finance.url)},
+        {connector: http_connector(backend.url)},
         database_url=database_url,
         extra=approvals_toml(key=key) + extra,
     )
@@ -489,3 +491,62 @@ async def test_identical_calls_made_at_once_share_one_approval_and_run_once(tmp_
         async with mcp_client(world.gateway.url, world.agent_key) as client:
             assert_paid_once(await pay(client, meta=NO_WAIT))
         assert len(world.payments_run()) == 1
+
+
+HANG_POLICY = """
+@id("hangs-need-a-manager")
+@approvers("role:finance-managers")
+@quorum("1")
+@expires("PT1H")
+permit (principal, action == Action::"sink__hang", resource);
+"""
+
+
+@pytest.mark.anyio
+async def test_a_call_running_when_its_gateway_is_killed_is_reported_unknown_and_never_rerun(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    started = markers / "payment.started"
+    sink = start_http_backend(KITCHEN_SINK, env={"KITCHEN_SINK_MARKERS": str(markers)})
+    # A short audit lease: the restarted gateway (a new process, a new replica id) soon takes over the killed one's.
+    gateway = configure(
+        tmp_path / "gateway",
+        sink,
+        policy=HANG_POLICY,
+        extra="\n[audit]\nlease_seconds = 1\n",
+        key=sealing_key(),
+        connector="sink",
+    )
+    hang = {"marker": "payment"}
+    try:
+        gateway.start()
+        world = World.started(gateway, sink, ("maria",))
+        async with mcp_client(gateway.url, world.agent_key) as client:
+            approval_id = approval_id_in(await client.call_tool("sink__hang", hang, meta=NO_WAIT))
+        await world.decide("approve", approval_id, "maria")
+        with suppress(Exception):  # the agent's connection dies with the gateway
+            async with mcp_client(gateway.url, world.agent_key) as client, anyio.create_task_group() as group:
+                group.start_soon(partial(client.call_tool, "sink__hang", hang))
+                await eventually(started.exists, what="the approved call to reach the backend")
+                started.unlink()
+                assert gateway.process is not None
+                gateway.process.send_signal(signal.SIGKILL)
+                gateway.process.wait(10)
+                group.cancel_scope.cancel()
+        gateway.start()
+        async with mcp_client(gateway.url, world.agent_key) as client:
+            with anyio.fail_after(CALL_DEADLINE):
+                while True:  # it ran when the gateway died: pending no more once the live gateway knows
+                    answer = await client.call_tool("sink__hang", hang, meta=NO_WAIT)
+                    if "is held for approval" not in text_of(answer):
+                        break
+                    await anyio.sleep(0.2)
+        assert answer.is_error
+        assert f"approval {approval_id}) but the gateway stopped while it ran" in text_of(answer)
+        assert "it is not run again" in text_of(answer)
+        assert not started.exists()  # the backend was not asked again
+        shown = json.loads(gateway.cli("approvals", "show", approval_id, "--json").stdout)
+        assert shown["state"] == "unknown"
+    finally:
+        gateway.stop()
+        sink.stop()
