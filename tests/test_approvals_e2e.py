@@ -4,7 +4,8 @@
 Each test writes approval policies into its own `policies/approval/`, seals held calls with a key
 of its own, and waits on conditions (never on sleeps). The finance server runs as an HTTP backend
 of its own, so a payment it made outlives a gateway that is killed and started again: an invoice
-paid twice would answer "already paid", and the audit log counts the runs.
+paid twice would answer "already paid", and the audit log counts the runs. A call that must
+still be running when its gateway is killed goes to the kitchen-sink backend's `hang` instead.
 """
 
 from __future__ import annotations
@@ -75,15 +76,16 @@ when {{ context.input.amount.greaterThan(decimal("1000.0")) }};
 
 @dataclass
 class World:
-    """A gateway before the finance server, an agent's key, and the approvers' keys by name."""
+    """A gateway before a backend (the finance server, unless a test needs a call that hangs), an
+    agent's key, and the approvers' keys by name."""
 
     gateway: GatewayProcess
-    finance: BackendProcess
+    backend: BackendProcess
     agent_key: str
     approvers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def started(cls, gateway: GatewayProcess, finance: BackendProcess, approvers: Sequence[str]) -> World:
+    def started(cls, gateway: GatewayProcess, backend: BackendProcess, approvers: Sequence[str]) -> World:
         """The agent's key and the approvers (finance managers), made at once by `gateway` commands."""
 
         def approver(name: str) -> str:
@@ -93,7 +95,7 @@ class World:
         with ThreadPoolExecutor() as pool:
             agent_key = pool.submit(gateway.create_key, "finance-bot")
             keys = {name: pool.submit(approver, name) for name in approvers}
-            return cls(gateway, finance, agent_key.result(), {name: key.result() for name, key in keys.items()})
+            return cls(gateway, backend, agent_key.result(), {name: key.result() for name, key in keys.items()})
 
     async def cli(self, *args: str) -> str:
         """A `gateway` command, run off the event loop so the agent's waiting call goes on meanwhile."""
