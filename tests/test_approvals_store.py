@@ -171,7 +171,9 @@ async def test_expiry_ends_pending_calls_and_refuses_late_votes(database):
     clock = Clock()
     store = _store(database, clock)
     soon = await _create(store, Requirement(approvers=("user:carol",), expires_in=timedelta(minutes=5)))
-    later = await _create(store, Requirement(approvers=("user:carol",), expires_in=timedelta(hours=5)))
+    later = await _create(
+        store, Requirement(approvers=("user:carol",), expires_in=timedelta(hours=5)), arguments={**ARGUMENTS, "n": 2}
+    )
     assert await store.expire_due(START + timedelta(minutes=4)) == []
     expired = await store.expire_due(START + timedelta(minutes=5))
     assert [a.id for a in expired] == [soon.id] and expired[0].state is ApprovalState.EXPIRED
@@ -180,6 +182,15 @@ async def test_expiry_ends_pending_calls_and_refuses_late_votes(database):
     with pytest.raises(ApprovalConflict, match="expired"):
         await store.vote(later.id, user="carol", roles=(), approve=True)
     assert (await store.get(later.id)).state is ApprovalState.EXPIRED
+
+
+async def test_an_identical_call_cannot_be_held_twice_while_its_approval_is_open(database):
+    store = _store(database, Clock())
+    first = await _create(store)
+    with pytest.raises(ApprovalConflict, match="already held"):
+        await _create(store)
+    await store.cancel(first.id, actor="carol", comment="asked twice")
+    assert (await _create(store)).id != first.id  # once it is closed, asking again makes a new one
 
 
 async def test_escalation_is_due_once_and_marked_by_one_writer(database):
@@ -252,8 +263,8 @@ async def test_two_replicas_racing_to_decide_exactly_one_wins(database_url):
     await replicas[0].migrate()
     try:
         stores = [_store(replica) for replica in replicas]
-        for _ in range(5):
-            approval = await _create(stores[0], Requirement(approvers=("role:treasury",)))
+        for index in range(5):
+            approval = await _create(stores[0], Requirement(approvers=("role:treasury",)), {**ARGUMENTS, "n": index})
 
             async def decide(store: ApprovalStore, user: str, approve: bool, approval_id: str = approval.id) -> object:
                 try:

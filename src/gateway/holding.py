@@ -106,18 +106,23 @@ class HoldStage:
                 "Operators: set [approvals] sealing_keys."
             )
         store = self._store
-        approval = await store.find_repeat(
-            call.principal.agent, entry.exposed, _digest(call), refused_since=datetime.now(UTC)
-        )
+        approval = await self._repeat_of(call, entry)
         if approval is None:
-            approval = await store.create(
-                call,
-                requirement,
-                policy_ids=hold.policy_ids,
-                reasons=requirement.reasons,
-                redacted_arguments=self._shown(call.arguments, entry),
-                policy_version=self._policy_version(),
-            )
+            try:
+                approval = await store.create(
+                    call,
+                    requirement,
+                    policy_ids=hold.policy_ids,
+                    reasons=requirement.reasons,
+                    redacted_arguments=self._shown(call.arguments, entry),
+                    policy_version=self._policy_version(),
+                )
+            except ApprovalConflict:
+                # An identical call made at the same moment holds it already: wait on that one.
+                joined = await self._repeat_of(call, entry)
+                if joined is None:
+                    raise
+                approval = joined
         wait = 0.0 if _no_wait(call) else self._settings.max_wait
         approval = await self._wait(approval, wait, on_progress)
         if approval.state is ApprovalState.APPROVED:
@@ -156,6 +161,12 @@ class HoldStage:
             await self._store.finish(cleared.approval_id, succeeded=succeeded, result=kept)
 
     # -- steps ----------------------------------------------------------------------------------
+
+    async def _repeat_of(self, call: Call, entry: ToolEntry) -> Approval | None:
+        assert self._store is not None
+        return await self._store.find_repeat(
+            call.principal.agent, entry.exposed, _digest(call), refused_since=datetime.now(UTC)
+        )
 
     async def _wait(self, approval: Approval, wait: float, on_progress: ProgressCallback | None) -> Approval:
         """Poll the approval until it leaves `pending`/`executing` or `wait` seconds pass."""

@@ -173,14 +173,30 @@ class GatewayRuntime:
         )
 
     async def _close_chain(self, replica_id: str) -> int:
-        """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close."""
+        """Run a dead process's chain recovery: its open calls get the outcome `unknown`, then a clean close.
+
+        The approved calls it was running become `unknown` too: a process never comes back under
+        its replica id (`default_replica_id`), so its own start-up recovery would never find them,
+        and they would stay `executing`, their agents told "pending" for ever.
+        """
         recorder = self._recorder(replica_id)
         try:
             report = await recorder.start(closing_for=self.audit.replica_id)
         finally:
             with anyio.CancelScope(shield=True):  # a shutdown meanwhile must not leave its writer running
                 await recorder.close()
+        await self._recover_approvals(replica_id)
         return report.recovered_calls
+
+    async def _recover_approvals(self, executor: str) -> None:
+        """Approved calls `executor` was running when it stopped: never re-run, marked `unknown`."""
+        if self.approvals is None:
+            return
+        for approval in await self.approvals.recover_after_crash(executor=executor):
+            logger.warning(
+                "an approved call was running when the gateway stopped; its outcome is unknown",
+                extra={"approval_id": approval.id, "tool": approval.tool, "replica_id": executor},
+            )
 
     async def _reclaim_audit_lease(self, lease: ReplicaLease) -> None:
         """The heartbeat came after the lease ran out: claim the id again unless another process has it now.
@@ -367,13 +383,7 @@ class GatewayRuntime:
                     "calls left open by a crash are recorded with outcome 'unknown'",
                     extra={"replica_id": recovery.replica_id, "calls": recovery.recovered_calls},
                 )
-            if self.approvals is not None:
-                # Calls this replica was running when it stopped: never re-run, marked `unknown`.
-                for approval in await self.approvals.recover_after_crash(executor=self.audit.replica_id):
-                    logger.warning(
-                        "an approved call was running when the gateway stopped; its outcome is unknown",
-                        extra={"approval_id": approval.id, "tool": approval.tool},
-                    )
+            await self._recover_approvals(self.audit.replica_id)
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
                 if self.webhooks is not None:

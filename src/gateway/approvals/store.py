@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.approvals.digest import arguments_digest
@@ -144,7 +145,11 @@ class ApprovalStore:
         redacted_arguments: Any,
         policy_version: str | None,
     ) -> Approval:
-        """Hold `call` (resolved: it names its connector) until `requirement` is met; it starts pending."""
+        """Hold `call` (resolved: it names its connector) until `requirement` is met; it starts pending.
+
+        Raises `ApprovalConflict` when an identical call (same agent, tool and arguments) already has
+        an open approval, made since `find_repeat` looked: the caller joins that one instead.
+        """
         if call.target is None or call.name is None:
             raise ValueError("only a resolved call (one with a target) can be held for approval")
         now = self._clock()
@@ -183,8 +188,15 @@ class ApprovalStore:
             "result_truncated": False,
             "version": 1,
         }
-        async with self._db.session() as session, session.begin():
-            await session.execute(_APPROVALS.insert().values(values))
+        try:
+            async with self._db.session() as session, session.begin():
+                await session.execute(_APPROVALS.insert().values(values))
+        except IntegrityError:
+            # The unique index of open approvals: an identical call was held a moment before.
+            raise ApprovalConflict(
+                f"an identical call of {call.name} by {principal.agent} is already held; join its approval",
+                state=ApprovalState.PENDING.value,
+            ) from None
         approval = _approval(values)
         details = {
             "policy_ids": list(policy_ids),

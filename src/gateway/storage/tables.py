@@ -192,6 +192,10 @@ class AuditReplicaLeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
+#: The states of an approval whose call may still run (`gateway.approvals.model.OPEN_STATES`).
+OPEN_APPROVAL = text("state IN ('pending', 'approved', 'executing')")
+
+
 class ApprovalRow(Base):
     """A tool call held until people approve it, and what became of it (see `gateway.approvals`).
 
@@ -204,6 +208,16 @@ class ApprovalRow(Base):
     __table_args__ = (
         Index("ix_approvals_state_expires_at", "state", "expires_at"),
         Index("ix_approvals_repeat", "agent", "tool", "arguments_digest", "state"),
+        # One open approval per identical call: two requests that both found none cannot both hold it.
+        Index(
+            "uq_approvals_open_call",
+            "agent",
+            "tool",
+            "arguments_digest",
+            unique=True,
+            sqlite_where=OPEN_APPROVAL,
+            postgresql_where=OPEN_APPROVAL,
+        ),
         Index("ix_approvals_created_at", "created_at", "id"),
     )
 
