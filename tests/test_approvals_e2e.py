@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 import uvicorn
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -259,6 +261,34 @@ async def test_a_waiting_call_hears_progress_naming_its_approvers(tmp_path: Path
             assert (await invoice_status(client))["status"] == "open"
         assert heard[0] is not None and "waiting for approval by role:finance-managers" in heard[0]
         assert "(1 needed), expires" in heard[0]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.anyio
+async def test_progress_keeps_a_long_wait_alive_past_the_clients_read_timeout(tmp_path: Path, mode: str) -> None:
+    """A held call can wait far longer than an HTTP client waits for a byte (the SDK's streams time out
+    after 300 s without one): its progress notifications keep the response moving. Shortened here to 1 s."""
+    with held_world(tmp_path) as world:
+        heard: list[str | None] = []
+        answered: list[CallToolResult] = []
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            heard.append(message)
+
+        headers = {"Authorization": f"Bearer {world.agent_key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=1.0)) as http:
+            async with Client(streamable_http_client(world.gateway.url, http_client=http), mode=mode) as client:
+                async with anyio.create_task_group() as group:
+
+                    async def agent() -> None:
+                        answered.append(await pay(client, progress_callback=progress))
+
+                    group.start_soon(agent)
+                    approval_id = await world.pending_approval()
+                    # Well past the read timeout: at 0.2 s apart, 10 notifications take 2 s.
+                    await eventually(lambda: len(heard) >= 10, timeout=CALL_DEADLINE, what="two seconds of progress")
+                    await world.decide("approve", approval_id, "maria")
+        assert_paid_once(answered[0])
 
 
 @pytest.mark.anyio
