@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from gateway.cli.config_option import add_config_argument, load
+from gateway.cli.config_option import add_config_argument
+from gateway.cli.database import with_database
 from gateway.cli.output import print_table
 
 if TYPE_CHECKING:
@@ -44,19 +43,8 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 def _with_store(args: argparse.Namespace, action: Callable[[ApiKeyStore], Awaitable[int]]) -> int:
     from gateway.identity.api_keys import ApiKeyStore
-    from gateway.storage.database import Database
 
-    config = load(args, with_connectors=False)
-
-    async def run() -> int:
-        database = Database(config.gateway.storage.url)
-        try:
-            await database.migrate()
-            return await action(ApiKeyStore(database, cache_seconds=0))
-        finally:
-            await database.close()
-
-    return anyio.run(run)
+    return with_database(args, lambda database: action(ApiKeyStore(database, cache_seconds=0)))
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from gateway.cli.config_option import add_config_argument, load
+from gateway.cli.config_option import add_config_argument
+from gateway.cli.database import with_database
 from gateway.cli.output import print_table
 
 if TYPE_CHECKING:
@@ -53,19 +52,8 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 def _with_store(args: argparse.Namespace, action: Callable[[UserStore], Awaitable[int]]) -> int:
     from gateway.identity.users import UserStore
-    from gateway.storage.database import Database
 
-    config = load(args, with_connectors=False)
-
-    async def run() -> int:
-        database = Database(config.gateway.storage.url)
-        try:
-            await database.migrate()
-            return await action(UserStore(database))
-        finally:
-            await database.close()
-
-    return anyio.run(run)
+    return with_database(args, lambda database: action(UserStore(database)))
 
 
 def _create(args: argparse.Namespace) -> int:
