@@ -20,14 +20,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import anyio
 import anyio.abc
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.approvals import Approval, ApprovalStore, Sealer, Vote
+from gateway.approvals import ApprovalStore, Sealer
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -47,7 +46,6 @@ from gateway.notifications import WebhookNotifier
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri
-from gateway.settings.notifications import WebhookEvent
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
@@ -99,7 +97,7 @@ class GatewayRuntime:
                 Sealer([(key.id, key.key.get_secret_value()) for key in approvals.sealing_keys]),
                 recorder=self.audit,
                 max_result_bytes=approvals.max_result_bytes,
-                notify=self._notify_approvers if self.webhooks is not None else None,
+                notify=self.webhooks.notify if self.webhooks is not None else None,
             )
             if approvals.sealing_keys
             else None
@@ -128,10 +126,6 @@ class GatewayRuntime:
         self._catalog_lock = anyio.Lock()
         #: Set once the first policies were loaded: from then on every catalog change re-validates them.
         self._policies_follow_catalog = False
-
-    def _notify_approvers(self, approval: Approval, event: str, votes: tuple[Vote, ...]) -> None:
-        assert self.webhooks is not None
-        self.webhooks.notify(approval, cast(WebhookEvent, event), votes=votes)
 
     def _policy_version(self) -> str | None:
         """When the policies in force were loaded: an approval keeps it, to show what held the call."""

@@ -46,6 +46,7 @@ from gateway.errors import (
     UnknownApproval,
 )
 from gateway.policy.hold import Requirement
+from gateway.settings.notifications import WebhookEvent
 from gateway.storage.database import Database
 from gateway.storage.tables import ApprovalRow, ApprovalVoteRow
 
@@ -71,14 +72,14 @@ class ApprovalPage:
     next_cursor: str | None
 
 
-Notify = Callable[[Approval, str, tuple[Vote, ...]], None]
+Notify = Callable[[Approval, WebhookEvent, Sequence[Vote]], None]
 """Told of a committed change people act on: (approval, event, votes so far); must not block."""
 
 Listener = Callable[[Approval], None]
 """Told of every change this process commits, with the row as it now is; must neither block nor raise."""
 
 #: Which committed changes the approvers' channels hear of, under which event name.
-_EVENTS = {
+_EVENTS: dict[str, WebhookEvent] = {
     "created": "created",
     "escalated": "escalated",
     "approved": "decided",

@@ -23,7 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -254,7 +254,6 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
     from gateway.audit.leases import ReplicaLease
     from gateway.identity.users import UserStore
     from gateway.notifications import WebhookNotifier
-    from gateway.settings.notifications import WebhookEvent
     from gateway.storage.database import Database
 
     database = Database(config.gateway.storage.url)
@@ -284,17 +283,12 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
             # Approvers' webhooks hear of a decision made here too: queued during the command, delivered
             # (within the notifier's drain time) once it is done, so a failing command is not wrapped in them.
             webhooks = WebhookNotifier(config.gateway.notifications)
-
-            def notify(approval: Approval, event: str, votes: tuple[Vote, ...]) -> None:
-                webhooks.notify(approval, cast(WebhookEvent, event), votes=votes)
-
             try:
-                yield ApprovalStore(database, _never_opening_sealer(), recorder=recorder, notify=notify), users
+                yield ApprovalStore(database, _never_opening_sealer(), recorder=recorder, notify=webhooks.notify), users
             finally:
                 await recorder.close()
                 if config.gateway.notifications.webhooks:
-                    async with webhooks:
-                        pass
+                    await webhooks.drain()
         finally:
             await lease.release()
     finally:

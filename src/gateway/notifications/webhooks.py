@@ -136,7 +136,7 @@ class WebhookNotifier:
 
     # -- what callers use ---------------------------------------------------------------------
 
-    def notify(self, approval: Approval, event: WebhookEvent, *, votes: Sequence[Vote] = ()) -> None:
+    def notify(self, approval: Approval, event: WebhookEvent, votes: Sequence[Vote] = ()) -> None:
         """Queue `event` about `approval` for every subscribed webhook; returns at once, whatever receivers do."""
         if not any(event in webhook.events for webhook in self._webhooks):
             return
@@ -174,6 +174,11 @@ class WebhookNotifier:
         host, self._host = self._host, None
         assert host is not None, "the notifier was not entered"
         return await host.__aexit__(kind, error, traceback)
+
+    async def drain(self) -> None:
+        """Deliver what is queued, within `drain_timeout`, for a process that only queued a few messages."""
+        async with self:
+            pass
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver until cancelled, then drain within `drain_timeout`."""
