@@ -158,31 +158,35 @@ class ToolCalls:
         return expose_tool_result(entry.connector, result)
 
 
-class ResourceReads:
-    """`resources/read`: the exposed `gateway://` URI mapped to the backend's own, and back in the result."""
+class _Unchecked(Generic[EntryT]):
+    """A kind whose arguments the gateway passes on as they are, and whose requests are never held."""
 
     def __init__(self, catalog: Catalog, policy: PolicyDecisions) -> None:
         self._catalog = catalog
         self._policy = policy
 
+    def prepare(self, aimed: Aimed[EntryT]) -> Aimed[EntryT]:
+        return aimed
+
+    def concealed(self, aimed: Aimed[EntryT], error: InvalidArguments) -> GatewayError:
+        return error
+
+    def unusable(self, aimed: Aimed[EntryT], decision: Decision) -> UnusableArguments | None:
+        return None
+
+    def hold(self, aimed: Aimed[EntryT]) -> HoldDecision:
+        return NOT_HELD
+
+
+class ResourceReads(_Unchecked[None]):
+    """`resources/read`: the exposed `gateway://` URI mapped to the backend's own, and back in the result."""
+
     def find(self, call: Call, found: None) -> Aimed[None]:
         route = self._catalog.resolve_resource(call.name or "")
         return Aimed(call.resolved(Target(route.connector, route.uri)), None)
 
-    def prepare(self, aimed: Aimed[None]) -> Aimed[None]:
-        return aimed
-
-    def concealed(self, aimed: Aimed[None], error: InvalidArguments) -> GatewayError:
-        return error
-
     def decide(self, aimed: Aimed[None]) -> Decision:
         return self._policy.decide_read_resource(aimed.call)
-
-    def unusable(self, aimed: Aimed[None], decision: Decision) -> UnusableArguments | None:
-        return None
-
-    def hold(self, aimed: Aimed[None]) -> HoldDecision:
-        return NOT_HELD
 
     def refusal(self, aimed: Aimed[None], decision: Decision) -> GatewayError:
         return _denied(decision)
@@ -194,31 +198,15 @@ class ResourceReads:
         return expose_read_result(call.target.connector, result)
 
 
-class PromptGets:
+class PromptGets(_Unchecked[PromptEntry]):
     """`prompts/get`: string arguments passed as they are; a prompt the agent may not see is unknown."""
-
-    def __init__(self, catalog: Catalog, policy: PolicyDecisions) -> None:
-        self._catalog = catalog
-        self._policy = policy
 
     def find(self, call: Call, found: PromptEntry | None) -> Aimed[PromptEntry]:
         entry = found if found is not None else self._catalog.resolve_prompt(call.name or "")
         return Aimed(call.resolved(Target(entry.connector, entry.original)), entry)
 
-    def prepare(self, aimed: Aimed[PromptEntry]) -> Aimed[PromptEntry]:
-        return aimed
-
-    def concealed(self, aimed: Aimed[PromptEntry], error: InvalidArguments) -> GatewayError:
-        return error
-
     def decide(self, aimed: Aimed[PromptEntry]) -> Decision:
         return self._policy.decide_get_prompt(aimed.call, aimed.entry)
-
-    def unusable(self, aimed: Aimed[PromptEntry], decision: Decision) -> UnusableArguments | None:
-        return None
-
-    def hold(self, aimed: Aimed[PromptEntry]) -> HoldDecision:
-        return NOT_HELD
 
     def refusal(self, aimed: Aimed[PromptEntry], decision: Decision) -> GatewayError:
         if decision.concealed:
