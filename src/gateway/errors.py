@@ -161,7 +161,14 @@ class CallHeld(GatewayError):
 
 
 class ApprovalPending(CallHeld):
-    """No decision came within the wait; repeating the identical call returns its outcome, and it never runs twice."""
+    """No decision came within the wait; repeating the identical call returns its outcome, and it never runs twice.
+
+    It names the approval, so a client that takes tasks gets a task for it instead of an error.
+    """
+
+    def __init__(self, message: str, *, approval_id: str | None = None) -> None:
+        super().__init__(message)
+        self.approval_id = approval_id
 
 
 class ApprovalsNotConfigured(CallHeld):

@@ -28,19 +28,31 @@ from typing import Any
 
 import anyio
 import orjson
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
+from gateway.approvals import OPEN_STATES, Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
 from gateway.audit import Redactor
 from gateway.calls import Call, Origin
 from gateway.catalog import ToolEntry
 from gateway.connectors.base import JsonObject, ProgressCallback
-from gateway.errors import ApprovalConflict, ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied
+from gateway.errors import (
+    ApprovalConflict,
+    ApprovalPending,
+    ApprovalRefused,
+    ApprovalsNotConfigured,
+    PolicyDenied,
+    UnknownApproval,
+)
 from gateway.policy import ApprovalContext, Decision, HoldDecision, PolicyDecisions
 from gateway.request_kinds import Aimed
 from gateway.settings.approvals import ApprovalSettings
 
 #: `params._meta` key an agent sets (to `true`) to hear at once that its call is held, without waiting.
 NO_WAIT_META_KEY = "io.autonomy-gateway/no-wait"
+#: The MCP tasks extension: a client that declares it on a request gets a held call back as a task.
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+#: Where a 2026-07-28 request carries its client's capabilities (`params._meta`).
+CLIENT_CAPABILITIES_META_KEY = "io.modelcontextprotocol/clientCapabilities"
 
 #: Added to the description of a tool whose calls approval policies may hold.
 APPROVAL_NOTE = (
@@ -65,6 +77,20 @@ class Collected:
 
     approval_id: str
     result: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTask:
+    """A held call as its task shows it: the approval, and the outcome once there is one (None before).
+
+    The outcome is the result the call answered, or the refusal (denied, expired, cancelled,
+    unknown) the agent hears instead.
+    """
+
+    approval: Approval
+    outcome: JsonObject | ApprovalRefused | None
+    #: Seconds the client is asked to wait before it asks again (`[approvals] task_poll_interval`).
+    poll_interval: float
 
 
 class HoldStage:
@@ -131,7 +157,7 @@ class HoldStage:
             except ApprovalConflict:
                 # Another request (or replica) started it first: follow that run instead.
                 approval = await self._wait(await store.get(approval.id), wait, on_progress)
-        return await self._settled(entry, approval)
+        return await self._settled(entry.exposed, approval)
 
     def _shown(self, arguments: Any, entry: ToolEntry) -> Any:
         """What approvers see of the arguments: redacted, and only the start of a very large document."""
@@ -159,6 +185,58 @@ class HoldStage:
             succeeded, kept = False, orjson.dumps(_error_result(f"the approved call failed: {error}"))
         with anyio.CancelScope(shield=True):  # a client that went away must not leave it `executing`
             await self._store.finish(cleared.approval_id, succeeded=succeeded, result=kept)
+
+    # -- a held call as a task (the MCP tasks extension) -----------------------------------------
+
+    async def owned(self, agent: str, approval_id: str) -> Approval:
+        """`agent`'s held call `approval_id`: another agent's is unknown to it, as one that never was."""
+        unknown = UnknownApproval(f"no task has the id {approval_id!r}")
+        if self._store is None:
+            raise unknown
+        try:
+            approval = await self._store.get(approval_id)
+        except UnknownApproval:
+            raise unknown from None
+        if approval.agent != agent:
+            raise unknown
+        return approval
+
+    def approved_call(self, origin: Origin, approval: Approval) -> Call:
+        """The held call made again by `origin`, with the exact arguments people approved, to run it now."""
+        assert self._store is not None
+        arguments = self._store.arguments_of(approval)
+        return Call("tools/call", origin, approval.tool, arguments, None, approval.reasoning, approval.workflow)
+
+    async def resume(self, aimed: Aimed[ToolEntry], approval: Approval) -> Cleared | Collected:
+        """Let an approved call run whose own request is gone (it became a task): once, as `clear` does."""
+        assert self._store is not None
+        if approval.state is ApprovalState.APPROVED:
+            try:
+                return await self._begin(aimed, approval)
+            except ApprovalConflict:
+                approval = await self._store.get(approval.id)  # another request started it first
+        return await self._settled(approval.tool, approval)
+
+    async def task(self, approval: Approval) -> HeldTask:
+        """The held call as its task shows it: its outcome, or why it will not run, once there is one."""
+        outcome: JsonObject | ApprovalRefused | None = None
+        if approval.state not in OPEN_STATES:
+            try:
+                outcome = (await self._settled(approval.tool, approval)).result
+            except ApprovalRefused as refused:
+                outcome = refused
+        return HeldTask(approval, outcome, self._settings.task_poll_interval)
+
+    async def withdraw(self, agent: str, approval_id: str) -> Approval:
+        """The agent takes back its own held call while people have not decided; later, nothing changes."""
+        approval = await self.owned(agent, approval_id)
+        assert self._store is not None
+        if approval.state is not ApprovalState.PENDING:
+            return approval
+        try:
+            return await self._store.cancel(approval.id, actor=agent, comment="withdrawn by the agent (tasks/cancel)")
+        except ApprovalConflict:
+            return await self._store.get(approval.id)  # decided meanwhile: the decision stands
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -210,21 +288,21 @@ class HoldStage:
         reason = f"approved by {', '.join(context.approvers)} (approval {approval.id}); {decision.reason}"
         return Cleared(approval.id, approved, replace(decision, reason=reason))
 
-    async def _settled(self, entry: ToolEntry, approval: Approval) -> Collected:
-        """What an approval that is not (or no longer) the caller's to run means to the agent."""
+    async def _settled(self, tool: str, approval: Approval) -> Collected:
+        """What an approval that is not (or no longer) the caller's to run means to the agent (of `tool`)."""
         state = approval.state
         if state is ApprovalState.SUCCEEDED or (state is ApprovalState.FAILED and approval.result is not None):
             return Collected(approval.id, _stored_result(approval, self._settings.max_result_bytes))
         if state in (ApprovalState.PENDING, ApprovalState.EXECUTING, ApprovalState.APPROVED):
-            raise ApprovalPending(_pending_message(entry, approval))
+            raise ApprovalPending(_pending_message(tool, approval), approval_id=approval.id)
         if state is ApprovalState.UNKNOWN:
             raise ApprovalRefused(
-                f"'{entry.exposed}' was approved (approval {approval.id}) but the gateway stopped while it ran, so "
+                f"'{tool}' was approved (approval {approval.id}) but the gateway stopped while it ran, so "
                 "whether it took effect is unknown; it is not run again. Check the backend before acting on it."
             )
         assert self._store is not None
         denials = [vote for vote in await self._store.votes(approval.id) if not vote.approve]
-        raise ApprovalRefused(_ended_message(entry, approval, denials[0] if denials else None))
+        raise ApprovalRefused(_ended_message(tool, approval, denials[0] if denials else None))
 
 
 def _digest(call: Call) -> str:
@@ -232,7 +310,20 @@ def _digest(call: Call) -> str:
 
 
 def _no_wait(call: Call) -> bool:
-    return bool(call.meta and call.meta.get(NO_WAIT_META_KEY) is True)
+    return bool(call.meta and call.meta.get(NO_WAIT_META_KEY) is True) or declares_tasks(call)
+
+
+def declares_tasks(call: Call) -> bool:
+    """Whether the request declared the tasks extension: its held call is answered at once, with a task.
+
+    Only the stateless revision carries capabilities per request; the extension does not exist
+    before it, so an older client's `_meta` is never read as declaring it.
+    """
+    if call.origin.protocol_version not in MODERN_PROTOCOL_VERSIONS or not call.meta:
+        return False
+    capabilities = call.meta.get(CLIENT_CAPABILITIES_META_KEY)
+    extensions = capabilities.get("extensions") if isinstance(capabilities, Mapping) else None
+    return isinstance(extensions, Mapping) and isinstance(extensions.get(TASKS_EXTENSION), Mapping)
 
 
 def _when(moment: datetime) -> str:
@@ -248,17 +339,25 @@ def _waiting_message(approval: Approval) -> str:
     )
 
 
-def _pending_message(entry: ToolEntry, approval: Approval) -> str:
+def task_message(approval: Approval) -> str:
+    """A held call's task status while it is under way: what it waits for, or that it runs."""
+    if approval.state is not ApprovalState.PENDING:
+        return f"'{approval.tool}' was approved (approval {approval.id}) and is running"
+    reason = f" Reason: {approval.reasons[0]}" if approval.reasons else ""
+    return f"'{approval.tool}' is held for approval {approval.id}: {_waiting_message(approval)}.{reason}"
+
+
+def _pending_message(tool: str, approval: Approval) -> str:
     reason = f" Reason: {approval.reasons[0]}" if approval.reasons else ""
     return (
-        f"'{entry.exposed}' is held for approval and has not run. Approval {approval.id} needs "
+        f"'{tool}' is held for approval and has not run. Approval {approval.id} needs "
         f"{approval.quorum} approval(s) from {', '.join(approval.approvers)} and expires "
         f"{_when(approval.expires_at)}.{reason} Repeat the identical call (same tool and arguments) to get "
         "its outcome: it runs once, when approved, and never twice."
     )
 
 
-def _ended_message(entry: ToolEntry, approval: Approval, denial: Vote | None) -> str:
+def _ended_message(tool: str, approval: Approval, denial: Vote | None) -> str:
     if denial is not None:
         said = f": {denial.comment}" if denial.comment else ""
         how = f"denied by {denial.user} at {_when(denial.time)}{said}"
@@ -266,7 +365,7 @@ def _ended_message(entry: ToolEntry, approval: Approval, denial: Vote | None) ->
         how = f"expired at {_when(approval.expires_at)} without a decision"
     else:
         how = approval.state.value
-    return f"'{entry.exposed}' was not run: its approval {approval.id} was {how}."
+    return f"'{tool}' was not run: its approval {approval.id} was {how}."
 
 
 def _stored_result(approval: Approval, bound: int) -> JsonObject:

@@ -13,6 +13,7 @@ reached (connectors).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -23,12 +24,13 @@ from typing import Any, NoReturn
 import anyio
 import anyio.to_thread
 
+from gateway.approvals import Approval, ApprovalState
 from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
-from gateway.holding import Cleared, Collected, HoldStage
+from gateway.holding import Cleared, Collected, HeldTask, HoldStage
 from gateway.policy import Decision, PolicyEngine
 from gateway.request_kinds import Aimed, PromptGets, RequestKind, ResourceReads, ToolCalls
 from gateway.settings.approvals import ApprovalSettings
@@ -120,6 +122,27 @@ class Pipeline:
     async def get_prompt(self, call: Call) -> JsonObject:
         return await self._run(call, self._prompt_gets, None, None)
 
+    async def held_task(self, origin: Origin, task_id: str, *, run: bool = True) -> HeldTask:
+        """A held call that became a task (`tasks/get`): where it stands, and its outcome once it has one.
+
+        Asked after people approved it, this runs it (unless `run` is false), as the repeat of a
+        held call would: once, through every stage, with the access policies asked again. Only
+        the agent that made the call can see it; it does not matter which gateway process it asks.
+        """
+        approval = await self._holds.owned(origin.principal.agent, task_id)
+        if run and approval.state is ApprovalState.APPROVED:
+            call = self._holds.approved_call(origin, approval)
+            # Shielded: a poll that goes away must not cut the approved call off half done.
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(GatewayError):  # the outcome, refusals included, is on the approval
+                    await self._run(call, self._tool_calls, None, None, approval)
+            approval = await self._holds.owned(origin.principal.agent, task_id)
+        return await self._holds.task(approval)
+
+    async def withdraw_task(self, origin: Origin, task_id: str) -> None:
+        """`tasks/cancel`: the agent takes back its held call while it is still pending."""
+        await self._holds.withdraw(origin.principal.agent, task_id)
+
     def find_tool(self, exposed_name: str) -> ToolEntry | None:
         """The catalog entry of a tool, for a front that needs its schema before the call runs.
 
@@ -137,14 +160,20 @@ class Pipeline:
         return entry.definition.get("inputSchema") if entry is not None else None
 
     async def _run(
-        self, call: Call, kind: RequestKind[Any], on_progress: ProgressCallback | None, found: Any
+        self,
+        call: Call,
+        kind: RequestKind[Any],
+        on_progress: ProgressCallback | None,
+        found: Any,
+        approval: Approval | None = None,
     ) -> JsonObject:
+        """Every stage of one request; `approval` is the approved hold a task's call runs under."""
         clock = _Clock()
         with self._telemetry.request_span(call) as trace:
             await self._require_policies(call, clock)
             aimed = await self._resolve(kind, call, found, clock, trace)  # 1 resolve, 2 context
             decision = await self._decide(kind, aimed, clock)  # 3 decide
-            cleared = await self._hold(kind, aimed, decision, clock, on_progress)  # 4 hold, until people approve
+            cleared = await self._hold(kind, aimed, decision, clock, on_progress, approval)  # 4 hold, until approved
             if isinstance(cleared, Collected):
                 return cleared.result  # it ran once approved; a repeat gets that outcome, never a second run
             if cleared is not None:
@@ -201,27 +230,37 @@ class Pipeline:
         decision: Decision,
         clock: _Clock,
         on_progress: ProgressCallback | None,
+        approval: Approval | None,
     ) -> Cleared | Collected | None:
         """4 hold: None when no approval policy holds the call; else it waits for people (see `holding.py`).
 
         A hold that ends without running (pending past the wait, denied, expired) is recorded like
         any refusal, with the approval policies that held it; a collected outcome is recorded too.
+        A call made under an `approval` already granted runs under it whatever the policies hold
+        now; the access policies are asked again as it starts.
         """
-        if not decision.allowed:
-            return None
-        hold = kind.hold(aimed)
-        if not hold.held:
-            return None
+        if approval is not None:
+            policy_ids = approval.policy_ids
+        else:
+            if not decision.allowed:
+                return None
+            hold = kind.hold(aimed)
+            if not hold.held:
+                return None
+            policy_ids = hold.policy_ids
         with self._telemetry.hold_span(aimed.call.method, aimed.call.name) as trace:
             try:
-                cleared = await self._holds.clear(aimed, hold, on_progress)
+                if approval is not None:
+                    cleared = await self._holds.resume(aimed, approval)
+                else:
+                    cleared = await self._holds.clear(aimed, hold, on_progress)
             except GatewayError as exc:
                 trace.set_attribute("gateway.approval.outcome", exc.outcome)
-                await self._refuse(aimed.call, exc, clock, verdict="hold", policy_ids=hold.policy_ids)
+                await self._refuse(aimed.call, exc, clock, verdict="hold", policy_ids=policy_ids)
             trace.set_attribute("gateway.approval.id", cleared.approval_id)
         if isinstance(cleared, Collected):
             reason = f"the outcome of approval {cleared.approval_id}, which already ran"
-            handle = await self._record(aimed.call, "hold", reason=reason, policy_ids=hold.policy_ids)
+            handle = await self._record(aimed.call, "hold", reason=reason, policy_ids=policy_ids)
             outcome = "tool_error" if cleared.result.get("isError") else "ok"
             await self._finish(handle, outcome, clock, result=cleared.result)
             self._log(aimed.call, decision, outcome, clock)

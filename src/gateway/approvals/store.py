@@ -404,6 +404,18 @@ class ApprovalStore:
         moved = await self._move(approval, ApprovalState.EXECUTING, changes, actor=executor or GATEWAY_ACTOR)
         return moved, arguments
 
+    def arguments_of(self, approval: Approval) -> Any:
+        """The exact arguments of an approved call not yet started, to make the call again (nothing changes).
+
+        Only `begin_execution` lets it run; this lets a request that is not the held one (a task
+        being collected) rebuild the call that `begin_execution` then starts.
+        """
+        if approval.sealed_arguments is None:
+            raise ApprovalConflict(
+                f"approval {approval.id} is {approval.state}: its arguments are gone", state=approval.state
+            )
+        return self._sealer.open(approval.id, approval.sealed_arguments)
+
     async def finish(self, approval_id: str, *, succeeded: bool, result: bytes) -> Approval:
         """Record how the running call ended, keeping at most `max_result_bytes` of its result."""
         approval = await self.get(approval_id)

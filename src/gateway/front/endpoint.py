@@ -45,6 +45,7 @@ from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.ended_sessions import EndedSessions
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
+from gateway.front.tasks import HeldTasks
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
@@ -88,7 +89,7 @@ class McpEndpoint:
         self._security = TransportSecurityMiddleware(security)
         self._max_body = max_body_bytes
         self.in_flight = InFlightCalls()
-        self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp)
+        self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp, HeldTasks(pipeline))
         self._initialize_results: dict[str, dict[str, Any]] = {}
         self._signals: Signals | None = None
         #: Where signals to the other processes are sent from, off the request path (set by `follow`).

@@ -36,14 +36,14 @@ from gateway.connectors.base import JsonObject
 from gateway.errors import GatewayError
 from gateway.front import wire
 from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
-from gateway.front.errors import to_mcp_error, tool_call_answer
+from gateway.front.errors import to_mcp_error
+from gateway.front.results import for_client
+from gateway.front.tasks import ADVERTISED, HeldTasks, TaskParams, TaskUpdateParams
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-_SERVER_INFO_META_KEY = "io.modelcontextprotocol/serverInfo"
-_MODERN_ONLY_RESULT_KEYS = ("resultType", "ttlMs", "cacheScope")
 #: Where the endpoint puts a delegated request's sealed session (see `front/endpoint.py`).
 SESSION_SCOPE_KEY = "gateway.session"
 
@@ -146,8 +146,8 @@ def build_server(
     instructions: str | None = None,
 ) -> Server[Any]:
     """The agent-facing MCP server; `default_principal` serves stdio, where there is no HTTP request."""
-    handlers = _Handlers(pipeline, notifier, default_principal, ListenHandler(notifier.bus))
-    return Server(
+    handlers = _Handlers(pipeline, notifier, default_principal, ListenHandler(notifier.bus), HeldTasks(pipeline))
+    server = Server(
         "autonomy-gateway",
         version=__version__,
         instructions=instructions,
@@ -161,6 +161,11 @@ def build_server(
         on_get_prompt=_answering(handlers.get_prompt),
         on_subscriptions_listen=_answering(handlers.listen),
     )
+    server.add_request_handler("tasks/get", TaskParams, _answering(handlers.get_task))
+    server.add_request_handler("tasks/cancel", TaskParams, _answering(handlers.cancel_task))
+    server.add_request_handler("tasks/update", TaskUpdateParams, _answering(handlers.update_task))
+    server.extensions = dict(ADVERTISED)
+    return server
 
 
 P = ParamSpec("P")
@@ -195,7 +200,9 @@ class _Handlers:
         notifier: ChangeNotifier,
         default_principal: Principal | None,
         listen: ListenHandler,
+        tasks: HeldTasks,
     ) -> None:
+        self._tasks = tasks
         self._pipeline = pipeline
         self._notifier = notifier
         self._default_principal = default_principal
@@ -251,11 +258,20 @@ class _Handlers:
         try:
             result = await self._pipeline.call_tool(call, on_progress=relay_progress if wants_progress else None)
         except GatewayError as exc:
-            answer = tool_call_answer(exc)
+            answer = await self._tasks.answer(call, exc)
             if isinstance(answer, MCPError):
                 raise answer from None
             result = answer
         return for_client(result, ctx.protocol_version)
+
+    async def get_task(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> JsonObject:
+        return await self._tasks.get(self._origin(ctx), params.task_id)
+
+    async def cancel_task(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> JsonObject:
+        return await self._tasks.cancel(self._origin(ctx), params.task_id)
+
+    async def update_task(self, ctx: ServerRequestContext[Any, Any], params: TaskUpdateParams) -> JsonObject:
+        return await self._tasks.update(self._origin(ctx), params.task_id)
 
     async def list_resources(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:
         return _listing({"resources": await self._pipeline.list_resources(self._origin(ctx))}, ctx)
@@ -323,26 +339,3 @@ def _listing(result: JsonObject, ctx: ServerRequestContext[Any, Any]) -> JsonObj
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         result.update(resultType="complete", ttlMs=0, cacheScope="private")
     return result
-
-
-def for_client(result: JsonObject, protocol_version: str, *, cacheable: bool = False) -> JsonObject:
-    """Fit a backend's result to the client's revision; the content itself is never touched."""
-    adjusted = dict(result)
-    meta = adjusted.get("_meta")
-    if isinstance(meta, Mapping) and _SERVER_INFO_META_KEY in meta:
-        # The backend's identity stamp is not the gateway's; the SDK adds the gateway's own.
-        stripped = {k: v for k, v in meta.items() if k != _SERVER_INFO_META_KEY}
-        if stripped:
-            adjusted["_meta"] = stripped
-        else:
-            del adjusted["_meta"]
-    if protocol_version in MODERN_PROTOCOL_VERSIONS:
-        adjusted.setdefault("resultType", "complete")
-        if cacheable:
-            # What one agent may read another may not: never let a shared cache serve it.
-            adjusted.setdefault("ttlMs", 0)
-            adjusted["cacheScope"] = "private"
-    else:
-        for key in _MODERN_ONLY_RESULT_KEYS:
-            adjusted.pop(key, None)
-    return adjusted

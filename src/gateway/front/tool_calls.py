@@ -27,8 +27,8 @@ from gateway.calls import Call, Origin
 from gateway.catalog import ToolEntry
 from gateway.errors import GatewayError
 from gateway.front import wire
-from gateway.front.errors import tool_call_answer
-from gateway.front.server import for_client
+from gateway.front.results import for_client
+from gateway.front.tasks import HeldTasks
 from gateway.mcp_sdk import modern_error_data
 from gateway.pipeline import Pipeline
 
@@ -62,8 +62,15 @@ class InFlightCalls:
 class ToolCalls:
     """Runs one `tools/call` request and writes its response."""
 
-    def __init__(self, pipeline: Pipeline, in_flight: InFlightCalls, server_info_stamp: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        in_flight: InFlightCalls,
+        server_info_stamp: Mapping[str, Any],
+        tasks: HeldTasks,
+    ) -> None:
         self._pipeline = pipeline
+        self._tasks = tasks
         self._in_flight = in_flight
         self._server_info_stamp = dict(server_info_stamp)
 
@@ -133,7 +140,7 @@ class ToolCalls:
         try:
             result = await self._pipeline.call_tool(call, on_progress=on_progress, tool=tool)
         except GatewayError as exc:
-            answer = tool_call_answer(exc)
+            answer = await self._tasks.answer(call, exc)
             if isinstance(answer, MCPError):
                 return self._error(
                     request_id, answer.error.code, answer.error.message, answer.error.data, modern=modern

@@ -50,6 +50,14 @@ class ApprovalSettings(SettingsModel):
             "so a model can plan for it; `false` lists tools exactly as their backends describe them."
         ),
     )
+    task_poll_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds a client that takes tasks (the 2026-07-28 tasks extension) is asked to wait between "
+            "`tasks/get` polls of a held call (`pollIntervalMs`)."
+        ),
+    )
     max_result_bytes: int = Field(
         default=65536,
         ge=1024,
