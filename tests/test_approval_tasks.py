@@ -123,7 +123,8 @@ async def test_a_held_call_becomes_a_task_at_once_and_completes_with_the_result_
             assert TASKS in (client.server_capabilities.extensions or {})  # advertised by server/discover
             handle = await held_as_task(client)
             assert handle.status == "working"
-            assert handle.task_id in (handle.status_message or "") and "finance-managers" in (handle.status_message or "")
+            message = handle.status_message or ""
+            assert handle.task_id in message and "finance-managers" in message
             assert handle.ttl_ms == 3_600_000  # the approval's expiry, PT1H
             polled = await get_task(client.session, handle.task_id)
             assert polled.status == "working" and polled.result is None
