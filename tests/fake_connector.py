@@ -64,6 +64,7 @@ from typing import Any, TypeAlias
 import anyio.abc
 
 from gateway.connectors.base import (
+    Caller,
     Health,
     HealthState,
     JsonObject,
@@ -195,7 +196,13 @@ class FakeConnector:
             await self._on_resource_updated(self._name, uri)
 
     async def call_tool(
-        self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
+        self,
+        name: str,
+        arguments: JsonObject,
+        *,
+        meta: JsonObject | None,
+        on_progress: ProgressCallback | None,
+        caller: Caller | None = None,
     ) -> JsonObject:
         default: Answer = (
             {"content": [{"type": "text", "text": json.dumps(arguments, sort_keys=True)}]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config, load_connector
+from gateway.config import load_config, load_connector, load_connectors
 from gateway.errors import ConfigError
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 from harness import free_port, run_cli, write_gateway_config
@@ -188,3 +188,12 @@ def test_serve_refuses_connector_names_whose_tools_could_share_an_exposed_name(t
     result = run_cli("serve", "--config", str(tmp_path / "gateway.toml"), "--port", str(free_port()), check=False)
     assert result.returncode == 1
     assert "crm.toml:1: key 'name': connector name 'sales__crm' contains the name separator '__'" in result.stderr
+
+
+@pytest.mark.parametrize(("file", "body"), [("gateway.toml", ""), ("erp.toml", 'name = "gateway"\n')])
+def test_a_connector_may_not_take_the_name_of_the_gateways_own_tools(tmp_path: Path, file: str, body: str) -> None:
+    write(tmp_path / "connectors" / file, body + 'kind = "mcp-stdio"\ncommand = ["x"]\n')
+    with pytest.raises(ConfigError) as error:
+        load_connectors(tmp_path / "connectors")
+    assert f"{file}: connector name 'gateway' is reserved for the gateway's own tools" in str(error.value)
+    assert "gateway__approval_status" in str(error.value)

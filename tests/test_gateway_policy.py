@@ -17,6 +17,9 @@ QUICKSTART = ROOT / "examples" / "quickstart"
 POLICY_DENIED = -32003
 GATEWAY_NOT_READY = -32004
 
+#: What the quick start's policies let every agent call: the gateway's own status tool.
+EVERY_AGENTS = {"gateway__approval_status"}
+
 LARGE_PAYMENTS = """
 @id("large-payments-need-approval")
 @reason("Payments over 10,000 need a person's approval; ask a finance manager.")
@@ -65,9 +68,14 @@ async def test_agents_see_only_the_tools_they_may_call(gateway: GatewayProcess, 
         "crm__search_customers",
         "crm__get_customer",
         "crm__update_record",
+        *EVERY_AGENTS,
     }
-    assert await tool_names(gateway, keys["finance"]) == {"finance__list_invoices", "finance__pay_invoice"}
-    assert await tool_names(gateway, keys["nobody"]) == set()
+    assert await tool_names(gateway, keys["finance"]) == {
+        "finance__list_invoices",
+        "finance__pay_invoice",
+        *EVERY_AGENTS,
+    }
+    assert await tool_names(gateway, keys["nobody"]) == EVERY_AGENTS
 
 
 @pytest.mark.anyio
@@ -128,8 +136,8 @@ async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
         '@id("interns-search")\npermit (principal == Agent::"intern-bot", '
         'action == Action::"crm__search_customers", resource);\n'
     )
-    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 11, what="reload")
-    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers"}
+    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 12, what="reload")
+    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers", *EVERY_AGENTS}
 
     extra.write_text('permit (principal, action == Action::"crm__no_such_tool", resource);\n')
     ready = await eventually(
@@ -138,11 +146,11 @@ async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
     assert "interns.cedar:1" in ready["checks"]["policies"]["error"]
     assert ready["status"] in ("ready", "degraded")
     # The previous set still runs.
-    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers"}
+    assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers", *EVERY_AGENTS}
 
     extra.unlink()
     await eventually(lambda: gateway.readyz()["checks"]["policies"]["error"] is None, what="recovery")
-    assert await tool_names(gateway, keys["nobody"]) == set()
+    assert await tool_names(gateway, keys["nobody"]) == EVERY_AGENTS
 
 
 def test_without_valid_policies_agents_are_told_the_gateway_is_not_ready(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "runtime",
         "front",
         "pipeline",
-        "holding",
+        "holding gateway_tools",
         "request_kinds",
         "approvals notifications",
         "policy audit telemetry",

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import ConfigError
-from gateway.settings.connectors import ConnectorSettings, ListingLimits, McpHttpConnector, McpStdioConnector
+from gateway.settings.connectors import (
+    GATEWAY_TOOLS_CONNECTOR,
+    ConnectorSettings,
+    ListingLimits,
+    McpHttpConnector,
+    McpStdioConnector,
+)
 from gateway.settings.gateway import Config, GatewaySettings
 from gateway.settings.toml_lines import line_of
 
@@ -73,6 +79,12 @@ def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdio
             raise ConfigError(
                 f"{file}: connector name {connector.name!r} is already used by {seen[connector.name]}; "
                 "every connector needs its own name"
+            )
+        if connector.name == GATEWAY_TOOLS_CONNECTOR:
+            raise ConfigError(
+                f"{file}: connector name {GATEWAY_TOOLS_CONNECTOR!r} is reserved for the gateway's own tools "
+                f"({GATEWAY_TOOLS_CONNECTOR}{separator}approval_status); choose another name "
+                '(set name = "..." in the file, or rename the file)'
             )
         seen[connector.name] = file
         connectors.append(connector)

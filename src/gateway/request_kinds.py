@@ -14,7 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.calls import REASONING_META_KEY, Call, Target
 from gateway.catalog import Catalog, PromptEntry, ToolEntry
-from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.connectors.base import Caller, Connector, JsonObject, ProgressCallback
 from gateway.errors import (
     GatewayError,
     InvalidArguments,
@@ -152,8 +152,14 @@ class ToolCalls:
         self, aimed: Aimed[ToolEntry], connector: Connector, on_progress: ProgressCallback | None
     ) -> JsonObject:
         call, entry = aimed.call, aimed.entry
+        origin = call.origin
+        caller = Caller(origin.principal.agent, origin.principal.user, origin.session_id, call.workflow)
         result = await connector.call_tool(
-            entry.original, call.arguments, meta=inject_meta(forwardable_meta(call.meta)), on_progress=on_progress
+            entry.original,
+            call.arguments,
+            meta=inject_meta(forwardable_meta(call.meta)),
+            on_progress=on_progress,
+            caller=caller,
         )
         return expose_tool_result(entry.connector, result)
 

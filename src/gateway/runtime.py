@@ -30,6 +30,7 @@ from gateway.approvals import ApprovalStore, Sealer
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
+from gateway.catalog.builtin import GATEWAY_TOOLS_SETTINGS
 from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
@@ -38,6 +39,7 @@ from gateway.connectors.listing_bounds import bound_listing
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
+from gateway.gateway_tools import GatewayTools
 from gateway.holding import HoldStage
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
@@ -46,6 +48,7 @@ from gateway.notifications import WebhookNotifier
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri
+from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
 from gateway.telemetry import Telemetry
@@ -68,10 +71,13 @@ class GatewayRuntime:
             self.keys if auth.api_keys else None, self.jwt, max_token_bytes=auth.max_token_bytes
         )
         self.catalog = Catalog(
-            config.connectors, separator=config.gateway.server.name_separator, reasoning=config.gateway.reasoning
+            (*config.connectors, GATEWAY_TOOLS_SETTINGS),
+            separator=config.gateway.server.name_separator,
+            reasoning=config.gateway.reasoning,
         )
         self.notifier = ChangeNotifier()
-        self.connectors: Mapping[str, Connector] = {
+        #: The configured backends: what health, readiness and metrics report on.
+        self.backends: Mapping[str, Connector] = {
             c.name: connector_factory(c, self._listing_changed, self._resource_updated) for c in config.connectors
         }
         self.policy = PolicyEngine(config.gateway.policies.dir)
@@ -80,7 +86,7 @@ class GatewayRuntime:
         self.telemetry = Telemetry(config.gateway.telemetry, redact=self.redactor.redact_value)
         self.telemetry.watch_sessions(lambda: self.notifier.session_count)
         self.telemetry.watch_backends(
-            lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.connectors.items()}
+            lambda: {name: c.health.state is HealthState.HEALTHY for name, c in self.backends.items()}
         )
         self._signing_key = load_private_key(audit.signing_key) if audit.signing_key else None
         self.audit = self._recorder(audit.replica_id or default_replica_id())
@@ -102,6 +108,12 @@ class GatewayRuntime:
             if approvals.sealing_keys
             else None
         )
+        # The gateway's own tools, served through the same pipeline (policy, audit) as any backend's.
+        #: Everything a call can reach: the backends, and the gateway's own tools beside them.
+        self.connectors: Mapping[str, Connector] = {
+            **self.backends,
+            GATEWAY_TOOLS_CONNECTOR: GatewayTools(self.approvals, self._listing_changed),
+        }
         holds = HoldStage(
             self.approvals,
             self.policy.decisions,
@@ -341,7 +353,7 @@ class GatewayRuntime:
             ping_storage=self.database.ping,
             signals_state=lambda: self.signals.state,
             policies=lambda: self.policy.store.status,
-            backends=lambda: {name: connector.health for name, connector in self.connectors.items()},
+            backends=lambda: {name: connector.health for name, connector in self.backends.items()},
             catalog_problems=self.catalog.problems,
         )
 
@@ -436,7 +448,7 @@ class GatewayRuntime:
         async with anyio.create_task_group() as starting:
             for connector in self.connectors.values():
                 starting.start_soon(connector.start, task_group)
-        for connector in self.connectors.values():
+        for connector in self.backends.values():
             health = connector.health
             logger.info(
                 "backend state at start",

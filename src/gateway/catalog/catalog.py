@@ -33,7 +33,7 @@ from gateway.catalog.problems import by_exposed_name, collision_problem, unknown
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
 from gateway.resource_uris import exposed_uri, split_uri
-from gateway.settings.connectors import McpHttpConnector, McpStdioConnector, ToolOverride
+from gateway.settings.connectors import ConnectorBase, ToolOverride
 from gateway.settings.reasoning import ReasoningSettings
 
 MAX_NAME_LENGTH = 64
@@ -70,7 +70,7 @@ class Catalog:
 
     def __init__(
         self,
-        connectors: Iterable[McpStdioConnector | McpHttpConnector],
+        connectors: Iterable[ConnectorBase],
         *,
         separator: str = "__",
         reasoning: ReasoningSettings | None = None,
@@ -133,9 +133,7 @@ class Catalog:
             (*settings.labels, *(label for override in settings.tools.values() for label in override.labels))
         )
 
-    def _tool_entries(
-        self, settings: McpStdioConnector | McpHttpConnector, definitions: Iterable[JsonObject]
-    ) -> Iterable[ToolEntry]:
+    def _tool_entries(self, settings: ConnectorBase, definitions: Iterable[JsonObject]) -> Iterable[ToolEntry]:
         for definition in definitions:
             original = definition["name"]
             override = settings.tools.get(original, ToolOverride())

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from gateway.catalog.entries import PromptEntry, ToolEntry
 from gateway.connectors.base import JsonObject
-from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
+from gateway.settings.connectors import ConnectorBase
 
 Entry = TypeVar("Entry", ToolEntry, PromptEntry)
 
@@ -25,9 +25,7 @@ _NAMES_IN_HINT = 10
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def unknown_overrides(
-    settings: McpStdioConnector | McpHttpConnector, definitions: Iterable[JsonObject]
-) -> Iterable[str]:
+def unknown_overrides(settings: ConnectorBase, definitions: Iterable[JsonObject]) -> Iterable[str]:
     """One problem per `[tools.<name>]` table whose name the backend does not list."""
     listed = [str(definition["name"]) for definition in definitions]
     known = set(listed)

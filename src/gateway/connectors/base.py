@@ -52,6 +52,21 @@ class Listing:
     capabilities: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call is made for, as the gateway authenticated them.
+
+    MCP backends never see it: the gateway speaks to them as itself, and an agent's credentials
+    never pass through. Connectors that answer from the gateway's own records (its built-in
+    tools) read it to show an agent only what is its own.
+    """
+
+    agent: str
+    user: str | None = None
+    session_id: str | None = None
+    workflow: str | None = None
+
+
 ListingListener = Callable[[str, Listing], Awaitable[None]]
 """Called with (connector name, new listing) whenever a backend's offer changes."""
 
@@ -84,7 +99,13 @@ class Connector(Protocol):
         """Stop: health says `stopped`, and the backend is let go as the task group winds down."""
 
     async def call_tool(
-        self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
+        self,
+        name: str,
+        arguments: JsonObject,
+        *,
+        meta: JsonObject | None,
+        on_progress: ProgressCallback | None,
+        caller: Caller | None = None,
     ) -> JsonObject: ...
 
     async def read_resource(self, uri: str, *, meta: JsonObject | None) -> JsonObject: ...

@@ -28,6 +28,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.connectors.base import (
+    Caller,
     Health,
     HealthState,
     JsonObject,
@@ -161,7 +162,13 @@ class McpConnector:
     # -- calls -------------------------------------------------------------------------------
 
     async def call_tool(
-        self, name: str, arguments: JsonObject, *, meta: JsonObject | None, on_progress: ProgressCallback | None
+        self,
+        name: str,
+        arguments: JsonObject,
+        *,
+        meta: JsonObject | None,
+        on_progress: ProgressCallback | None,
+        caller: Caller | None = None,
     ) -> JsonObject:
         params: JsonObject = {"name": name, "arguments": arguments}
         if meta:

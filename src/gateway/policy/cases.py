@@ -21,13 +21,14 @@ from typing import Any
 
 from gateway.calls import Call, Origin
 from gateway.catalog import Catalog
+from gateway.catalog.builtin import GATEWAY_TOOLS_LISTING, GATEWAY_TOOLS_SETTINGS
 from gateway.connectors.base import Listing
 from gateway.errors import ConfigError, UnknownTool
 from gateway.identity.principal import Principal
 from gateway.policy.decision import Decision
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.hold import HoldDecision
-from gateway.settings.connectors import McpStdioConnector, ToolOverride
+from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR, McpStdioConnector, ToolOverride
 
 CATALOG_FILE = "catalog.json"
 _CASE_KEYS = frozenset(
@@ -135,7 +136,9 @@ def catalog_from_definitions(path: Path) -> Catalog:
             resources=tuple(spec.get("resources") or ()),
             resource_templates=tuple(spec.get("resourceTemplates") or ()),
         )
-    catalog = Catalog(settings, separator=str(document.get("separator", "__")))
+    # The gateway's own tools are in every live catalog, so policies may name them here too.
+    catalog = Catalog((*settings, GATEWAY_TOOLS_SETTINGS), separator=str(document.get("separator", "__")))
+    listings[GATEWAY_TOOLS_CONNECTOR] = GATEWAY_TOOLS_LISTING
     for name, listing in listings.items():
         try:
             catalog.update(name, listing)

@@ -18,6 +18,8 @@ from gateway.settings.base import SettingsModel
 from gateway.settings.reasoning import ReasoningMode
 from gateway.settings.toml_lines import line_of
 
+#: The connector name of the gateway's own tools; a connector file may not take it.
+GATEWAY_TOOLS_CONNECTOR = "gateway"
 _CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
@@ -75,7 +77,9 @@ class ListingLimits(SettingsModel):
     )
 
 
-class _ConnectorBase(SettingsModel):
+class ConnectorBase(SettingsModel):
+    """What every connector's settings hold, whatever reaches its backend."""
+
     name: str = Field(
         description=(
             "The connector's name, the prefix of its exposed tool names and its `Server` in policies: "
@@ -161,7 +165,7 @@ class _ConnectorBase(SettingsModel):
         return value
 
 
-class McpStdioConnector(_ConnectorBase):
+class McpStdioConnector(ConnectorBase):
     """A local MCP server the gateway starts as a subprocess and talks to over stdin/stdout."""
 
     kind: Literal["mcp-stdio"] = Field(description="A local MCP server the gateway starts and supervises.")
@@ -180,7 +184,7 @@ class McpStdioConnector(_ConnectorBase):
     )
 
 
-class McpHttpConnector(_ConnectorBase):
+class McpHttpConnector(ConnectorBase):
     """A remote MCP server reached over streamable HTTP with the connector's own credentials."""
 
     kind: Literal["mcp-http"] = Field(description="A remote MCP server over streamable HTTP.")
@@ -196,6 +200,13 @@ class McpHttpConnector(_ConnectorBase):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+
+class GatewayToolsConnector(ConnectorBase):
+    """The tools the gateway serves itself (`gateway__approval_status`): built in, never read from a file."""
+
+    name: str = Field(default=GATEWAY_TOOLS_CONNECTOR, description="Always `gateway`: the built-in tools' prefix.")
+    kind: Literal["gateway"] = Field(default="gateway", description="The gateway's own tools.")
 
 
 ConnectorSettings = Annotated[McpStdioConnector | McpHttpConnector, Field(discriminator="kind")]

@@ -1,0 +1,65 @@
+"""What the gateway's own tools are (`gateway__approval_status`), for every catalog that holds them.
+
+The running gateway serves them (`gateway/gateway_tools.py`); `gateway policy test` and
+`--catalog` checks read the same definitions, so a policy that names them is checked against
+what agents will really see.
+"""
+
+from __future__ import annotations
+
+from gateway.connectors.base import JsonObject, Listing
+from gateway.settings.connectors import GatewayToolsConnector
+
+APPROVAL_STATUS = "approval_status"
+
+_APPROVAL_STATE_NAMES = (
+    "pending",
+    "approved",
+    "executing",
+    "succeeded",
+    "failed",
+    "unknown",
+    "denied",
+    "expired",
+    "cancelled",
+)
+
+_APPROVAL_STATUS_TOOL: JsonObject = {
+    "name": APPROVAL_STATUS,
+    "title": "Status of a held call",
+    "description": (
+        "Where one of your calls that is held for human approval stands: pending (who must decide, how many "
+        "approvals it has, when it expires), approved, denied (by whom and why), expired, or run. Give the "
+        "approval id that the held call's answer named. This only reports: to run an approved call or get the "
+        "result of one that ran, repeat the identical call (same tool, same arguments); it never runs twice."
+    ),
+    "inputSchema": {
+        "type": "object",
+        "properties": {"id": {"type": "string", "description": "The approval id the held call's answer named."}},
+        "required": ["id"],
+        "additionalProperties": False,
+    },
+    "outputSchema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "tool": {"type": "string"},
+            "state": {"type": "string", "enum": list(_APPROVAL_STATE_NAMES)},
+            "approvers": {"type": "array", "items": {"type": "string"}},
+            "quorum": {"type": "integer"},
+            "approvals": {"type": "integer", "description": "Distinct people who approved so far."},
+            "expiresAt": {"type": "string"},
+            "decidedAt": {"type": ["string", "null"]},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "deniedBy": {"type": ["string", "null"]},
+            "comment": {"type": ["string", "null"]},
+        },
+        "required": ["id", "tool", "state"],
+    },
+    "annotations": {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False},
+}
+
+
+#: The settings and the listing of the built-in connector, as a catalog takes them.
+GATEWAY_TOOLS_SETTINGS = GatewayToolsConnector()
+GATEWAY_TOOLS_LISTING = Listing(tools=(_APPROVAL_STATUS_TOOL,))
