@@ -27,6 +27,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.approvals import ApprovalStore, Sealer
+from gateway.approvals.sweeper import SWEEPER_LEASE, ApprovalSweeper
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -48,6 +49,7 @@ from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
+from gateway.storage.leases import named_lease
 from gateway.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,16 @@ class GatewayRuntime:
             if approvals.sealing_keys
             else None
         )
+        #: Expiries and escalations, swept by whichever gateway process holds the sweeper's lease.
+        self.sweeper = (
+            ApprovalSweeper(
+                self.approvals,
+                named_lease(self.database, SWEEPER_LEASE, seconds=approvals.sweep_lease_seconds),
+                interval=approvals.sweep_interval,
+            )
+            if self.approvals is not None
+            else None
+        )
         holds = HoldStage(
             self.approvals,
             self.policy.decisions,
@@ -131,25 +143,6 @@ class GatewayRuntime:
         """When the policies in force were loaded: an approval keeps it, to show what held the call."""
         loaded_at = self.policy.store.status.loaded_at
         return loaded_at.isoformat() if loaded_at is not None else None
-
-    async def _sweep_approvals(self, store: ApprovalStore, interval: float) -> None:
-        """Expire approvals nobody decided in time, and say which are due to escalate.
-
-        Every replica sweeps; each change is a compare-and-set, so two replicas never both make it.
-        """
-        while True:
-            try:
-                for approval in await store.expire_due():
-                    logger.info("approval expired", extra={"approval_id": approval.id, "tool": approval.tool})
-                for approval in await store.due_for_escalation():
-                    escalated = await store.mark_escalated(approval.id)
-                    logger.warning(
-                        "approval escalated",
-                        extra={"approval_id": escalated.id, "tool": escalated.tool, "to": list(escalated.escalate_to)},
-                    )
-            except (GatewayError, SQLAlchemyError) as exc:
-                logger.warning("approvals sweep failed; will retry", extra={"error": str(exc)})
-            await anyio.sleep(interval)
 
     def _recorder(self, replica_id: str) -> AuditRecorder:
         """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
@@ -396,9 +389,8 @@ class GatewayRuntime:
                         self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds
                     )
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
-                if self.approvals is not None:
-                    interval = self.config.gateway.approvals.sweep_interval
-                    task_group.start_soon(self._sweep_approvals, self.approvals, interval)
+                if self.sweeper is not None:
+                    task_group.start_soon(self.sweeper.run)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
@@ -415,6 +407,10 @@ class GatewayRuntime:
                 await lease.release()
             except (GatewayError, SQLAlchemyError) as exc:  # it expires by itself; the chain is closed cleanly
                 logger.warning("audit: lease not released", extra={"replica_id": lease.replica_id, "error": str(exc)})
+            if self.sweeper is not None:
+                # Released so another process sweeps from its next look; bounded, as it runs out by itself.
+                with anyio.move_on_after(5, shield=True):
+                    await self.sweeper.close()
             if self.jwt is not None:
                 await self.jwt.aclose()
             self.telemetry.shutdown()

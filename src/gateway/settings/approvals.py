@@ -43,6 +43,14 @@ class ApprovalSettings(SettingsModel):
     sweep_interval: float = Field(
         default=5.0, gt=0, description="Seconds between checks for approvals that expired or are due to escalate."
     )
+    sweep_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "Only one gateway process on a database sweeps (the holder of the `approvals-sweeper` lease, renewed "
+            "while it runs); when that process dies, another takes the sweeps over within this many seconds."
+        ),
+    )
     describe_in_listing: bool = Field(
         default=True,
         description=(
