@@ -16,7 +16,7 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from gateway.approvals import ApprovalState
+from gateway.approvals import ApprovalState, ApprovalStore, Sealer
 from gateway.calls import Origin
 from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
 from gateway.holding import APPROVAL_NOTE, NO_WAIT_META_KEY
@@ -91,6 +91,59 @@ async def test_a_held_call_waits_and_runs_once_the_approver_says_yes(world: Worl
     [entry] = await world.entries(1)
     assert (entry.decision, entry.outcome_name) == ("allow", "ok")
     assert f"approved by manager-mia (approval {await_id})" in entry.call["reason"]
+
+
+async def _held_then_decided(world: World, decide: Any, *, within: float) -> dict[str, Any]:
+    """Hold a delete, have `decide(approval_id)` approve it once the call waits, and return what the call
+    answered; fail unless it answered within `within` seconds of the decision."""
+    result: dict[str, Any] = {}
+    waiting, answered = anyio.Event(), anyio.Event()
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        waiting.set()
+
+    async def call() -> None:
+        result.update(
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-5"}), on_progress=on_progress)
+        )
+        answered.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        with anyio.fail_after(5):
+            await waiting.wait()
+        await decide(await pending_id(world))
+        with anyio.fail_after(within):
+            await answered.wait()
+    return result
+
+
+async def test_a_decision_made_in_this_process_wakes_the_waiting_call_at_once(tmp_path: Path) -> None:
+    # Looks 30 s apart: only the store's change, heard at once, can let the call go on in time.
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(poll_interval=30.0)) as world:
+        assert world.approvals is not None
+        store = world.approvals
+
+        async def approve(approval_id: str) -> None:
+            await store.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+
+        result = await _held_then_decided(world, approve, within=3)
+    assert result["content"][0]["text"] == '{"id": "test-5"}' and len(world.crm.calls) == 1
+
+
+async def test_a_decision_whose_signal_was_lost_is_found_by_the_next_look(tmp_path: Path) -> None:
+    # Another process's store on the same database: its change rings nobody here, as a lost signal would.
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(poll_interval=0.3)) as world:
+        elsewhere = ApprovalStore(world.database, Sealer([("other", base64.b64encode(os.urandom(32)).decode())]))
+        rung: list[str] = []
+        elsewhere.listen(lambda approval: rung.append(approval.id))
+
+        async def approve(approval_id: str) -> None:
+            await elsewhere.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+
+        result = await _held_then_decided(world, approve, within=5)
+    assert result["content"][0]["text"] == '{"id": "test-5"}' and len(world.crm.calls) == 1
+    assert rung  # the decision was committed where this gateway's waiters cannot hear it
 
 
 async def test_without_waiting_the_agent_hears_pending_then_collects_the_one_run(world: World) -> None:

@@ -11,7 +11,9 @@ clients listening on other processes are told to re-list; and `policies_reloaded
 (`{"policies": count}`), published after this process loaded edited policy files, so the
 others look at the files now rather than at their next poll. Received signals run the same
 local handlers and are never re-published, so nothing loops. Other parts subscribe to their
-own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`.
+own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`, and `approval_changed`
+with `{"id": ..., "state": ...}` (`gateway.approvals.wakeups`: a decision made in any process
+wakes the requests waiting on it in all of them).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.approvals import ApprovalStore, Sealer
 from gateway.approvals.sweeper import SWEEPER_LEASE, ApprovalSweeper
+from gateway.approvals.wakeups import ApprovalWakeups
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -104,6 +107,9 @@ class GatewayRuntime:
             if approvals.sealing_keys
             else None
         )
+        self.signals = open_signals(config.gateway.storage.url)
+        #: Rings the requests waiting on an approval when it changes, here or in another process.
+        self.approval_wakeups = ApprovalWakeups(self.approvals, self.signals) if self.approvals is not None else None
         #: Expiries and escalations, swept by whichever gateway process holds the sweeper's lease.
         self.sweeper = (
             ApprovalSweeper(
@@ -121,6 +127,7 @@ class GatewayRuntime:
             approvals,
             executor=self.audit.replica_id,
             policy_version=self._policy_version,
+            wakeups=self.approval_wakeups,
         )
         self.pipeline = Pipeline(
             self.catalog,
@@ -131,7 +138,6 @@ class GatewayRuntime:
             holds=holds,
             tools_page_size=config.gateway.server.tools_page_size,
         )
-        self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
         #: One listing change at a time, and none while the first policies load: each builds on the last.
@@ -373,6 +379,8 @@ class GatewayRuntime:
             await self._recover_approvals(self.audit.replica_id)
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
+                if self.approval_wakeups is not None:
+                    await task_group.start(self.approval_wakeups.run)
                 if self.webhooks is not None:
                     await task_group.start(self.webhooks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.

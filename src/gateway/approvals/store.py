@@ -301,7 +301,7 @@ class ApprovalStore:
                 raise NotAnApprover(
                     f"{user} is not among the approvers of approval {approval_id} ({', '.join(approval.approvers)})"
                 )
-            approval = await self._expire_if_due(approval)
+            approval = await self.expire_if_due(approval)
             if approval.state is not ApprovalState.PENDING:
                 raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
             votes = await self.votes(approval_id)
@@ -365,7 +365,7 @@ class ApprovalStore:
         audit event (`override`, with `reason`) before the move itself, so a search of the log
         for overrides finds every one. No vote is recorded: nobody among the approvers voted.
         """
-        approval = await self._expire_if_due(await self.get(approval_id))
+        approval = await self.expire_if_due(await self.get(approval_id))
         if approval.state is not ApprovalState.PENDING:
             raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
         target = ApprovalState.APPROVED if approve else ApprovalState.DENIED
@@ -494,7 +494,12 @@ class ApprovalStore:
 
     # -- moves -------------------------------------------------------------------------------
 
-    async def _expire_if_due(self, approval: Approval) -> Approval:
+    async def expire_if_due(self, approval: Approval) -> Approval:
+        """`approval` expired when its time has come, else as it is (or as another writer left it, first).
+
+        For whoever reads an approval to act on it: a vote, or a request waiting on it, must not
+        wait for the sweeper to see that its time ran out.
+        """
         if approval.state is ApprovalState.PENDING and self._clock() >= approval.expires_at:
             try:
                 return await self._expire(approval, self._clock())

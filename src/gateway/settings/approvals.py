@@ -35,7 +35,13 @@ class ApprovalSettings(SettingsModel):
         ),
     )
     poll_interval: float = Field(
-        default=0.5, gt=0, description="Seconds between looks at a waiting approval's state in the database."
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds between looks at a waiting approval's state in the database, the fallback behind the signal "
+            "that wakes a waiting call the moment its approval changes in any process: it finds a decision whose "
+            "signal was lost, or one made by `gateway approvals` on SQLite, where signals stay in their process."
+        ),
     )
     progress_interval: float = Field(
         default=10.0, gt=0, description="Seconds between progress notifications to an agent waiting for a decision."
