@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from gateway.calls import Origin
 from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
 from gateway.holding import APPROVAL_NOTE, NO_WAIT_META_KEY
 from gateway.settings.approvals import ApprovalSettings, SealingKey
+from harness import eventually
 from pipeline_world import SALES, World, pipeline_world
 
 pytestmark = pytest.mark.anyio
@@ -201,6 +203,24 @@ async def test_an_expired_approval_says_so_and_nothing_runs(tmp_path: Path) -> N
         with pytest.raises(ApprovalRefused, match="expired"):
             await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-11"}))
         assert world.crm.calls == []
+
+
+async def test_an_approved_call_repeated_too_late_hears_it_expired_unrun(tmp_path: Path) -> None:
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(collect_within=0.5)) as world:
+        assert world.approvals is not None
+        with pytest.raises(ApprovalPending):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-15"}, NO_WAIT))
+        approval_id = await pending_id(world)
+        approved = await world.approvals.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+        assert approved.decided_at is not None
+        window_ends = approved.decided_at + timedelta(seconds=0.5)
+        await eventually(lambda: datetime.now(UTC) > window_ends, timeout=5, what="the collection window to pass")
+
+        with pytest.raises(ApprovalRefused, match=r"approved at .* but not collected in time, so it expired unrun"):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-15"}, NO_WAIT))
+        assert world.crm.calls == []  # approved, but never run once its window passed
+        expired = await world.approvals.get(approval_id)
+        assert expired.state is ApprovalState.EXPIRED and expired.sealed_arguments is None
 
 
 async def test_without_a_sealing_key_a_held_call_is_refused_and_nothing_runs(tmp_path: Path) -> None:

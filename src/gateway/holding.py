@@ -280,6 +280,10 @@ def _ended_message(entry: ToolEntry, approval: Approval, denial: Vote | None) ->
     if denial is not None:
         said = f": {denial.comment}" if denial.comment else ""
         how = f"denied by {denial.user} at {_when(denial.time)}{said}"
+    elif approval.state is ApprovalState.EXPIRED and approval.decided_at is not None:
+        # Approved, but the agent did not repeat the call in time to run it: the arguments were dropped.
+        ended = _when(approval.finished_at or approval.decided_at)
+        how = f"approved at {_when(approval.decided_at)} but not collected in time, so it expired unrun at {ended}"
     elif approval.state is ApprovalState.EXPIRED:
         how = f"expired at {_when(approval.expires_at)} without a decision"
     else:

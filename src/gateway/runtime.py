@@ -103,6 +103,7 @@ class GatewayRuntime:
                 recorder=self.audit,
                 max_result_bytes=approvals.max_result_bytes,
                 notify=self.webhooks.notify if self.webhooks is not None else None,
+                collect_within=timedelta(seconds=approvals.collect_within),
             )
             if approvals.sealing_keys
             else None

@@ -39,7 +39,8 @@ TRANSITIONS: dict[ApprovalState, frozenset[ApprovalState]] = {
     ApprovalState.PENDING: frozenset(
         {ApprovalState.APPROVED, ApprovalState.DENIED, ApprovalState.EXPIRED, ApprovalState.CANCELLED}
     ),
-    ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING}),
+    #: Expired when its agent does not repeat the call within the collection window (`collect_within`).
+    ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING, ApprovalState.EXPIRED}),
     ApprovalState.EXECUTING: frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalState.UNKNOWN}),
     ApprovalState.SUCCEEDED: frozenset(),
     ApprovalState.FAILED: frozenset(),

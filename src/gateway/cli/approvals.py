@@ -264,11 +264,12 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
     from gateway.storage.database import Database
 
     database = Database(config.gateway.storage.url)
+    collect_within = timedelta(seconds=config.gateway.approvals.collect_within)
     try:
         await database.migrate()
         users = UserStore(database)
         if not audited:
-            yield ApprovalStore(database, _never_opening_sealer()), users
+            yield ApprovalStore(database, _never_opening_sealer(), collect_within=collect_within), users
             return
         audit = config.gateway.audit
         # Never the configured replica id: that chain belongs to the serving gateway.
@@ -290,7 +291,13 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
             # Approvers' webhooks hear of a decision made here too: queued during the command, delivered
             # (within the notifier's drain time) once it is done, so a failing command is not wrapped in them.
             webhooks = WebhookNotifier(config.gateway.notifications)
-            store = ApprovalStore(database, _never_opening_sealer(), recorder=recorder, notify=webhooks.notify)
+            store = ApprovalStore(
+                database,
+                _never_opening_sealer(),
+                recorder=recorder,
+                notify=webhooks.notify,
+                collect_within=collect_within,
+            )
             signals = open_signals(config.gateway.storage.url)
             wakeups = ApprovalWakeups(store, signals)
             try:

@@ -43,6 +43,14 @@ class ApprovalSettings(SettingsModel):
             "signal was lost, or one made by `gateway approvals` on SQLite, where signals stay in their process."
         ),
     )
+    collect_within: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds after its approval that an approved call waits for its agent to repeat it (and so run it); "
+            "past that it expires unrun, its sealed arguments are dropped, and a repeat hears why."
+        ),
+    )
     progress_interval: float = Field(
         default=10.0, gt=0, description="Seconds between progress notifications to an agent waiting for a decision."
     )
