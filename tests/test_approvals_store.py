@@ -289,6 +289,8 @@ async def test_cancel_ends_a_pending_call_only(database):
     approval = await _create(store)
     cancelled = await store.cancel(approval.id, actor="billing-bot", comment="no longer needed")
     assert cancelled.state is ApprovalState.CANCELLED and cancelled.sealed_arguments is None
+    kept = await store.get(approval.id)
+    assert (kept.ended_by, kept.end_comment, kept.finished_at) == ("billing-bot", "no longer needed", START)
     with pytest.raises(ApprovalConflict, match="cancelled"):
         await store.cancel(approval.id, actor="billing-bot")
 

@@ -186,6 +186,35 @@ async def test_a_denial_names_who_denied_and_why(world: World) -> None:
     assert world.crm.calls == []
 
 
+async def test_a_cancellation_names_who_cancelled_when_and_why(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-16"}, NO_WAIT))
+    cancelled = await world.approvals.cancel(
+        await pending_id(world), actor="manager-mia", comment="the record is kept for the audit"
+    )
+    assert cancelled.finished_at is not None
+    at = cancelled.finished_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+    with pytest.raises(ApprovalRefused) as refused:
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-16"}, NO_WAIT))
+    assert str(refused.value) == (
+        f"'crm__delete' was not run: its approval {cancelled.id} was cancelled by manager-mia at {at}: "
+        "the record is kept for the audit."
+    )
+    assert world.crm.calls == []
+
+
+async def test_an_admins_denial_names_the_admin_and_what_they_said(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-17"}, NO_WAIT))
+    await world.approvals.override(
+        await pending_id(world), actor="admin", approve=False, reason="managers away", comment="not while audited"
+    )
+    with pytest.raises(ApprovalRefused, match=r"was denied by admin at .*: not while audited\.$"):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-17"}, NO_WAIT))
+
+
 async def test_the_agent_cannot_approve_its_own_call_and_an_exempt_call_is_not_held(world: World) -> None:
     assert world.approvals is not None
     with pytest.raises(ApprovalPending):

@@ -280,6 +280,12 @@ def _ended_message(entry: ToolEntry, approval: Approval, denial: Vote | None) ->
     if denial is not None:
         said = f": {denial.comment}" if denial.comment else ""
         how = f"denied by {denial.user} at {_when(denial.time)}{said}"
+    elif approval.state in (ApprovalState.CANCELLED, ApprovalState.DENIED) and approval.ended_by is not None:
+        # Ended by a person without a vote: a cancellation, or the admin's denial.
+        said = f": {approval.end_comment}" if approval.end_comment else ""
+        moment = approval.finished_at if approval.state is ApprovalState.CANCELLED else approval.decided_at
+        at = f" at {_when(moment)}" if moment is not None else ""
+        how = f"{approval.state.value} by {approval.ended_by}{at}{said}"
     elif approval.state is ApprovalState.EXPIRED and approval.decided_at is not None:
         # Approved, but the agent did not repeat the call in time to run it: the arguments were dropped.
         ended = _when(approval.finished_at or approval.decided_at)

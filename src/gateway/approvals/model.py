@@ -76,6 +76,9 @@ class Approval:
     """One stored approval, as read: never changed in place; every change is a new row version.
 
     `sealed_arguments` is the encrypted exact arguments, None once the call can no longer run.
+    `ended_by` and `end_comment` say who ended it without a vote (a cancellation, an admin's
+    denial) and what they said, for its agent to hear; None otherwise, and for approvals ended
+    before the gateway kept them.
     """
 
     id: str
@@ -109,6 +112,8 @@ class Approval:
     result: bytes | None
     result_truncated: bool
     version: int
+    ended_by: str | None = None
+    end_comment: str | None = None
 
     def approver_for(self, user: str, roles: tuple[str, ...]) -> bool:
         """Whether `user` (holding `roles`) is among the people this approval's approvers name."""

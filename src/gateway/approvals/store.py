@@ -197,6 +197,8 @@ class ApprovalStore:
             "result": None,
             "result_truncated": False,
             "version": 1,
+            "ended_by": None,
+            "end_comment": None,
         }
         try:
             async with self._db.session() as session, session.begin():
@@ -361,12 +363,15 @@ class ApprovalStore:
         )
 
     async def cancel(self, approval_id: str, *, actor: str, comment: str | None = None) -> Approval:
-        """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped."""
+        """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped.
+
+        Who cancelled it and why stay with it: its agent is told them.
+        """
         approval = await self.get(approval_id)
         return await self._move(
             approval,
             ApprovalState.CANCELLED,
-            {"finished_at": self._clock(), "sealed_arguments": None},
+            {"finished_at": self._clock(), "sealed_arguments": None, "ended_by": actor, "end_comment": comment},
             actor=actor,
             comment=comment,
         )
@@ -387,7 +392,8 @@ class ApprovalStore:
         target = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         changes: dict[str, Any] = {"decided_at": self._clock()}
         if not approve:
-            changes["sealed_arguments"] = None
+            # No vote names who denied it: the approval keeps it, for its agent to hear.
+            changes.update(sealed_arguments=None, ended_by=actor, end_comment=comment or reason)
         async with self._db.session() as session, session.begin():
             moved = await self._compare_and_set(session, approval, target, changes)
         if moved is None:
@@ -680,6 +686,8 @@ def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:
         result=row["result"],
         result_truncated=bool(row["result_truncated"]),
         version=row["version"],
+        ended_by=row["ended_by"],
+        end_comment=row["end_comment"],
     )
 
 

@@ -360,6 +360,9 @@ def _print_details(approval: Approval, votes: tuple[Vote, ...], now: datetime) -
     ]
     if approval.decided_at is not None:
         lines.append(("Decided", _when(approval.decided_at) or "-"))
+    if approval.ended_by is not None:
+        said = f": {approval.end_comment}" if approval.end_comment else ""
+        lines.append(("Ended", f"{approval.state} by {approval.ended_by}{said}"))
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
         print(f"  {label + ':':<{width}} {value}")
@@ -418,6 +421,8 @@ def _details_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) ->
         ],
         "decided_at": _when(approval.decided_at),
         "finished_at": _when(approval.finished_at),
+        "ended_by": approval.ended_by,
+        "end_comment": approval.end_comment,
     }
 
 
