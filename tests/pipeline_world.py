@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,13 @@ async def pipeline_world(
         store = None
         if settings.sealing_keys:
             keys = [(key.id, key.key.get_secret_value()) for key in settings.sealing_keys]
-            store = ApprovalStore(database, Sealer(keys), recorder=recorder, max_result_bytes=settings.max_result_bytes)
+            store = ApprovalStore(
+                database,
+                Sealer(keys),
+                recorder=recorder,
+                max_result_bytes=settings.max_result_bytes,
+                collect_within=timedelta(seconds=settings.collect_within),
+            )
         holds = HoldStage(store, policy.decisions, Redactor(), settings, executor="gw-test")
         pipeline = Pipeline(catalog, {"crm": crm}, policy, recorder, telemetry, holds=holds)
         yield World(pipeline, crm, database, recorder, store)

@@ -247,3 +247,7 @@ def test_cancel_by_the_calls_user_an_approver_or_the_admin(world: World) -> None
     assert twice.returncode == 1 and "cancelled" in twice.stderr
     last = world.approval_events()[-1]
     assert (last["action"], last["actor"], last["comment"]) == ("cancelled", "alice@example.com", "not needed any more")
+    shown = json.loads(world.cli("show", approval.id, "--json").stdout)
+    assert (shown["ended_by"], shown["end_comment"]) == ("alice@example.com", "not needed any more")
+    ended = next(line for line in world.cli("show", approval.id).stdout.splitlines() if "Ended:" in line)
+    assert ended.split() == ["Ended:", "cancelled", "by", "alice@example.com:", "not", "needed", "any", "more"]

@@ -184,6 +184,53 @@ async def test_expiry_ends_pending_calls_and_refuses_late_votes(database):
     assert (await store.get(later.id)).state is ApprovalState.EXPIRED
 
 
+async def test_an_approved_call_nobody_collects_expires_unrun_and_drops_its_arguments(database):
+    clock = Clock()
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        store = _store(database, clock, recorder=recorder, collect_within=timedelta(hours=1))
+        approval = await _create(store, Requirement(approvers=("user:carol",), expires_in=timedelta(minutes=30)))
+        clock.now = START + timedelta(minutes=20)
+        await store.vote(approval.id, user="carol", roles=(), approve=True)
+        assert await store.expire_due(START + timedelta(minutes=79)) == []  # still in its collection window
+        expired = await store.expire_due(START + timedelta(minutes=80))
+    finally:
+        await recorder.close()
+    assert [(a.id, a.state) for a in expired] == [(approval.id, ApprovalState.EXPIRED)]
+    assert (await _raw_row(database, approval.id))["sealed_arguments"] is None
+    with pytest.raises(ApprovalConflict, match="expired"):
+        await store.begin_execution(approval.id)
+    # A late repeat hears of it, for as long again; after that it is held anew.
+    digest = arguments_digest("bank.transfer", ARGUMENTS)
+    late = START + timedelta(minutes=139)
+    assert (await store.find_repeat("billing-bot", "bank.transfer", digest, refused_since=late)).id == approval.id
+    later = START + timedelta(minutes=141)
+    assert await store.find_repeat("billing-bot", "bank.transfer", digest, refused_since=later) is None
+    async with database.engine.connect() as connection:
+        rows = (await connection.execute(text("SELECT content FROM audit_events WHERE kind = 'approval'"))).all()
+    last = orjson.loads(rows[-1].content)["data"]
+    assert (last["action"], last["previous_state"], last["state"], last["actor"]) == (
+        "expired",
+        "approved",
+        "expired",
+        "gateway",
+    )
+    assert "not collected within" in last["comment"]
+
+
+async def test_an_uncollected_call_repeated_before_any_sweep_expires_instead_of_running(database):
+    clock = Clock()
+    store = _store(database, clock, collect_within=timedelta(minutes=10))
+    approval = await _create(store, Requirement(approvers=("user:carol",)))
+    await store.vote(approval.id, user="carol", roles=(), approve=True)
+    clock.now = START + timedelta(minutes=10)
+    with pytest.raises(ApprovalConflict, match="expired") as refused:
+        await store.begin_execution(approval.id)
+    assert refused.value.state == ApprovalState.EXPIRED
+    assert (await store.get(approval.id)).sealed_arguments is None
+
+
 async def test_an_identical_call_cannot_be_held_twice_while_its_approval_is_open(database):
     store = _store(database, Clock())
     first = await _create(store)
@@ -242,6 +289,8 @@ async def test_cancel_ends_a_pending_call_only(database):
     approval = await _create(store)
     cancelled = await store.cancel(approval.id, actor="billing-bot", comment="no longer needed")
     assert cancelled.state is ApprovalState.CANCELLED and cancelled.sealed_arguments is None
+    kept = await store.get(approval.id)
+    assert (kept.ended_by, kept.end_comment, kept.finished_at) == ("billing-bot", "no longer needed", START)
     with pytest.raises(ApprovalConflict, match="cancelled"):
         await store.cancel(approval.id, actor="billing-bot")
 

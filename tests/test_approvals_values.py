@@ -26,6 +26,7 @@ def test_the_transitions_are_the_documented_ones() -> None:
         ("pending", "expired"),
         ("pending", "cancelled"),
         ("approved", "executing"),
+        ("approved", "expired"),
         ("executing", "succeeded"),
         ("executing", "failed"),
         ("executing", "unknown"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ import anyio
 import pytest
 from pydantic import SecretStr
 
-from gateway.approvals import ApprovalState
+from gateway.approvals import ApprovalState, ApprovalStore, Sealer
 from gateway.calls import Origin
 from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
 from gateway.holding import APPROVAL_NOTE, NO_WAIT_META_KEY
 from gateway.settings.approvals import ApprovalSettings, SealingKey
+from harness import eventually
 from pipeline_world import SALES, World, pipeline_world
 
 pytestmark = pytest.mark.anyio
@@ -93,6 +95,59 @@ async def test_a_held_call_waits_and_runs_once_the_approver_says_yes(world: Worl
     assert f"approved by manager-mia (approval {await_id})" in entry.call["reason"]
 
 
+async def _held_then_decided(world: World, decide: Any, *, within: float) -> dict[str, Any]:
+    """Hold a delete, have `decide(approval_id)` approve it once the call waits, and return what the call
+    answered; fail unless it answered within `within` seconds of the decision."""
+    result: dict[str, Any] = {}
+    waiting, answered = anyio.Event(), anyio.Event()
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        waiting.set()
+
+    async def call() -> None:
+        result.update(
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-5"}), on_progress=on_progress)
+        )
+        answered.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(call)
+        with anyio.fail_after(5):
+            await waiting.wait()
+        await decide(await pending_id(world))
+        with anyio.fail_after(within):
+            await answered.wait()
+    return result
+
+
+async def test_a_decision_made_in_this_process_wakes_the_waiting_call_at_once(tmp_path: Path) -> None:
+    # Looks 30 s apart: only the store's change, heard at once, can let the call go on in time.
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(poll_interval=30.0)) as world:
+        assert world.approvals is not None
+        store = world.approvals
+
+        async def approve(approval_id: str) -> None:
+            await store.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+
+        result = await _held_then_decided(world, approve, within=3)
+    assert result["content"][0]["text"] == '{"id": "test-5"}' and len(world.crm.calls) == 1
+
+
+async def test_a_decision_whose_signal_was_lost_is_found_by_the_next_look(tmp_path: Path) -> None:
+    # Another process's store on the same database: its change rings nobody here, as a lost signal would.
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(poll_interval=0.3)) as world:
+        elsewhere = ApprovalStore(world.database, Sealer([("other", base64.b64encode(os.urandom(32)).decode())]))
+        rung: list[str] = []
+        elsewhere.listen(lambda approval: rung.append(approval.id))
+
+        async def approve(approval_id: str) -> None:
+            await elsewhere.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+
+        result = await _held_then_decided(world, approve, within=5)
+    assert result["content"][0]["text"] == '{"id": "test-5"}' and len(world.crm.calls) == 1
+    assert rung  # the decision was committed where this gateway's waiters cannot hear it
+
+
 async def test_without_waiting_the_agent_hears_pending_then_collects_the_one_run(world: World) -> None:
     assert world.approvals is not None
     with pytest.raises(ApprovalPending, match="Repeat the identical call") as pending:
@@ -131,6 +186,35 @@ async def test_a_denial_names_who_denied_and_why(world: World) -> None:
     assert world.crm.calls == []
 
 
+async def test_a_cancellation_names_who_cancelled_when_and_why(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-16"}, NO_WAIT))
+    cancelled = await world.approvals.cancel(
+        await pending_id(world), actor="manager-mia", comment="the record is kept for the audit"
+    )
+    assert cancelled.finished_at is not None
+    at = cancelled.finished_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+    with pytest.raises(ApprovalRefused) as refused:
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-16"}, NO_WAIT))
+    assert str(refused.value) == (
+        f"'crm__delete' was not run: its approval {cancelled.id} was cancelled by manager-mia at {at}: "
+        "the record is kept for the audit."
+    )
+    assert world.crm.calls == []
+
+
+async def test_an_admins_denial_names_the_admin_and_what_they_said(world: World) -> None:
+    assert world.approvals is not None
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-17"}, NO_WAIT))
+    await world.approvals.override(
+        await pending_id(world), actor="admin", approve=False, reason="managers away", comment="not while audited"
+    )
+    with pytest.raises(ApprovalRefused, match=r"was denied by admin at .*: not while audited\.$"):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-17"}, NO_WAIT))
+
+
 async def test_the_agent_cannot_approve_its_own_call_and_an_exempt_call_is_not_held(world: World) -> None:
     assert world.approvals is not None
     with pytest.raises(ApprovalPending):
@@ -148,6 +232,24 @@ async def test_an_expired_approval_says_so_and_nothing_runs(tmp_path: Path) -> N
         with pytest.raises(ApprovalRefused, match="expired"):
             await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-11"}))
         assert world.crm.calls == []
+
+
+async def test_an_approved_call_repeated_too_late_hears_it_expired_unrun(tmp_path: Path) -> None:
+    async with pipeline_world(tmp_path, approval_policies=HOLDS, approvals=settings(collect_within=0.5)) as world:
+        assert world.approvals is not None
+        with pytest.raises(ApprovalPending):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-15"}, NO_WAIT))
+        approval_id = await pending_id(world)
+        approved = await world.approvals.vote(approval_id, user=MANAGER[0], roles=MANAGER[1], approve=True)
+        assert approved.decided_at is not None
+        window_ends = approved.decided_at + timedelta(seconds=0.5)
+        await eventually(lambda: datetime.now(UTC) > window_ends, timeout=5, what="the collection window to pass")
+
+        with pytest.raises(ApprovalRefused, match=r"approved at .* but not collected in time, so it expired unrun"):
+            await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-15"}, NO_WAIT))
+        assert world.crm.calls == []  # approved, but never run once its window passed
+        expired = await world.approvals.get(approval_id)
+        assert expired.state is ApprovalState.EXPIRED and expired.sealed_arguments is None
 
 
 async def test_without_a_sealing_key_a_held_call_is_refused_and_nothing_runs(tmp_path: Path) -> None:

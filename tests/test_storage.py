@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -54,6 +54,7 @@ EXPECTED_SCHEMA = {
         "audit_replica_leases",
         "catalog_listings",
         "ended_sessions",
+        "leases",
         "user_keys",
         "users",
     ],

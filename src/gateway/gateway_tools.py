@@ -25,6 +25,7 @@ from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote
 from gateway.catalog.builtin import APPROVAL_STATUS, GATEWAY_TOOLS_LISTING
 from gateway.connectors.base import Caller, Health, HealthState, JsonObject, Listing, ListingListener, ProgressCallback
 from gateway.errors import BackendError, UnknownApproval
+from gateway.holding import ended_message
 from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 
 
@@ -111,6 +112,9 @@ class GatewayTools:
             "deniedBy": denial.user if denial else None,
             "comment": denial.comment if denial else None,
         }
+        if denial is None and approval.ended_by is not None:  # cancelled, or an admin's denial: no vote
+            status["deniedBy" if approval.state is ApprovalState.DENIED else "cancelledBy"] = approval.ended_by
+            status["comment"] = approval.end_comment
         return {"content": [{"type": "text", "text": _describe(approval, status, denial)}], "structuredContent": status}
 
 
@@ -138,12 +142,7 @@ def _describe(approval: Approval, status: dict[str, Any], denial: Vote | None) -
             f"{head} was approved, but the gateway stopped while it ran: whether it took effect is unknown, and "
             "it is not run again. Check the backend before acting on it."
         )
-    if denial is not None:
-        said = f": {denial.comment}" if denial.comment else ""
-        return f"{head} was denied by {denial.user} at {_when(denial.time)}{said}. It did not run."
-    if state is ApprovalState.EXPIRED:
-        return f"{head} expired at {status['expiresAt']} without a decision. It did not run."
-    return f"{head} was {state.value}. It did not run."
+    return ended_message(approval.tool, approval, denial)
 
 
 def _when(moment: datetime) -> str:

@@ -31,6 +31,7 @@ import orjson
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.approvals import OPEN_STATES, Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
+from gateway.approvals.wakeups import ApprovalWakeups
 from gateway.audit import Redactor
 from gateway.calls import Call, Origin
 from gateway.catalog import ToolEntry
@@ -105,8 +106,11 @@ class HoldStage:
         *,
         executor: str,
         policy_version: Callable[[], str | None] = lambda: None,
+        wakeups: ApprovalWakeups | None = None,
     ) -> None:
+        """`wakeups` rings a waiting request when its approval changes; without, only this store's changes do."""
         self._store = store
+        self._wakeups = wakeups if wakeups is not None else ApprovalWakeups(store)
         self._decisions = decisions
         self._redactor = redactor
         self._settings = settings
@@ -247,23 +251,37 @@ class HoldStage:
         )
 
     async def _wait(self, approval: Approval, wait: float, on_progress: ProgressCallback | None) -> Approval:
-        """Poll the approval until it leaves `pending`/`executing` or `wait` seconds pass."""
+        """Wait until the approval leaves `pending`/`executing` or `wait` seconds pass.
+
+        A change committed by any process rings this request's waiter, and it looks at once. It
+        also looks every `poll_interval` seconds, so a lost signal (or a decision a SQLite
+        gateway's command line made) is found anyway, and at the approval's expiry, to expire it.
+        """
         assert self._store is not None
-        deadline = anyio.current_time() + wait
-        next_progress = anyio.current_time()
+        now = anyio.current_time()
+        deadline = now + wait
+        next_progress = now
+        next_look = now  # the first look comes after the waiter is set: a change before it rang nobody
         step = 0
-        while approval.state in (ApprovalState.PENDING, ApprovalState.EXECUTING):
-            now = anyio.current_time()
-            if now >= deadline:
-                break
-            if on_progress is not None and now >= next_progress:
-                await on_progress(float(step), None, _waiting_message(approval))
-                step += 1
-                next_progress = now + self._settings.progress_interval
-            await anyio.sleep(min(self._settings.poll_interval, deadline - now))
-            if approval.state is ApprovalState.PENDING and approval.expires_at <= datetime.now(UTC):
-                await self._store.expire_due()
-            approval = await self._store.get(approval.id)
+        with self._wakeups.waiting(approval.id) as waiter:
+            while approval.state in (ApprovalState.PENDING, ApprovalState.EXECUTING):
+                now = anyio.current_time()
+                if now >= deadline:
+                    break
+                if on_progress is not None and now >= next_progress:
+                    await on_progress(float(step), None, _waiting_message(approval))
+                    step += 1
+                    next_progress = now + self._settings.progress_interval
+                wake_at = min(deadline, next_look, next_progress if on_progress is not None else deadline)
+                left = (approval.expires_at - datetime.now(UTC)).total_seconds()
+                expiring = approval.state is ApprovalState.PENDING and left > 0
+                if expiring:
+                    wake_at = min(wake_at, now + left)
+                rung = await waiter.wait(wake_at - now)
+                now = anyio.current_time()
+                if rung or now >= next_look or (expiring and approval.expires_at <= datetime.now(UTC)):
+                    approval = await self._store.expire_if_due(await self._store.get(approval.id))
+                    next_look = now + self._settings.poll_interval
         return approval
 
     async def _begin(self, aimed: Aimed[ToolEntry], approval: Approval) -> Cleared:
@@ -302,7 +320,7 @@ class HoldStage:
             )
         assert self._store is not None
         denials = [vote for vote in await self._store.votes(approval.id) if not vote.approve]
-        raise ApprovalRefused(_ended_message(tool, approval, denials[0] if denials else None))
+        raise ApprovalRefused(ended_message(tool, approval, denials[0] if denials else None))
 
 
 def _digest(call: Call) -> str:
@@ -357,10 +375,21 @@ def _pending_message(tool: str, approval: Approval) -> str:
     )
 
 
-def _ended_message(tool: str, approval: Approval, denial: Vote | None) -> str:
+def ended_message(tool: str, approval: Approval, denial: Vote | None) -> str:
+    """Why a held call will not run: who denied or cancelled it, and their comment; or that it expired."""
     if denial is not None:
         said = f": {denial.comment}" if denial.comment else ""
         how = f"denied by {denial.user} at {_when(denial.time)}{said}"
+    elif approval.state in (ApprovalState.CANCELLED, ApprovalState.DENIED) and approval.ended_by is not None:
+        # Ended by a person without a vote: a cancellation, or the admin's denial.
+        said = f": {approval.end_comment}" if approval.end_comment else ""
+        moment = approval.finished_at if approval.state is ApprovalState.CANCELLED else approval.decided_at
+        at = f" at {_when(moment)}" if moment is not None else ""
+        how = f"{approval.state.value} by {approval.ended_by}{at}{said}"
+    elif approval.state is ApprovalState.EXPIRED and approval.decided_at is not None:
+        # Approved, but the agent did not repeat the call in time to run it: the arguments were dropped.
+        ended = _when(approval.finished_at or approval.decided_at)
+        how = f"approved at {_when(approval.decided_at)} but not collected in time, so it expired unrun at {ended}"
     elif approval.state is ApprovalState.EXPIRED:
         how = f"expired at {_when(approval.expires_at)} without a decision"
     else:

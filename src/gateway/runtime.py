@@ -11,7 +11,9 @@ clients listening on other processes are told to re-list; and `policies_reloaded
 (`{"policies": count}`), published after this process loaded edited policy files, so the
 others look at the files now rather than at their next poll. Received signals run the same
 local handlers and are never re-published, so nothing loops. Other parts subscribe to their
-own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`.
+own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`, and `approval_changed`
+with `{"id": ..., "state": ...}` (`gateway.approvals.wakeups`: a decision made in any process
+wakes the requests waiting on it in all of them).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.approvals import ApprovalStore, Sealer
+from gateway.approvals.sweeper import SWEEPER_LEASE, ApprovalSweeper
+from gateway.approvals.wakeups import ApprovalWakeups
 from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key, prune
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
@@ -51,6 +55,7 @@ from gateway.resource_uris import exposed_uri
 from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 from gateway.signals import Signal, open_signals
 from gateway.storage.database import Database
+from gateway.storage.leases import named_lease
 from gateway.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -104,11 +109,24 @@ class GatewayRuntime:
                 recorder=self.audit,
                 max_result_bytes=approvals.max_result_bytes,
                 notify=self.webhooks.notify if self.webhooks is not None else None,
+                collect_within=timedelta(seconds=approvals.collect_within),
             )
             if approvals.sealing_keys
             else None
         )
-        # The gateway's own tools, served through the same pipeline (policy, audit) as any backend's.
+        self.signals = open_signals(config.gateway.storage.url)
+        #: Rings the requests waiting on an approval when it changes, here or in another process.
+        self.approval_wakeups = ApprovalWakeups(self.approvals, self.signals) if self.approvals is not None else None
+        #: Expiries and escalations, swept by whichever gateway process holds the sweeper's lease.
+        self.sweeper = (
+            ApprovalSweeper(
+                self.approvals,
+                named_lease(self.database, SWEEPER_LEASE, seconds=approvals.sweep_lease_seconds),
+                interval=approvals.sweep_interval,
+            )
+            if self.approvals is not None
+            else None
+        )
         #: Everything a call can reach: the backends, and the gateway's own tools beside them.
         self.connectors: Mapping[str, Connector] = {
             **self.backends,
@@ -121,6 +139,7 @@ class GatewayRuntime:
             approvals,
             executor=self.audit.replica_id,
             policy_version=self._policy_version,
+            wakeups=self.approval_wakeups,
         )
         self.pipeline = Pipeline(
             self.catalog,
@@ -131,7 +150,6 @@ class GatewayRuntime:
             holds=holds,
             tools_page_size=config.gateway.server.tools_page_size,
         )
-        self.signals = open_signals(config.gateway.storage.url)
         self.started = False
         self.persist_listings = False
         #: One listing change at a time, and none while the first policies load: each builds on the last.
@@ -143,25 +161,6 @@ class GatewayRuntime:
         """When the policies in force were loaded: an approval keeps it, to show what held the call."""
         loaded_at = self.policy.store.status.loaded_at
         return loaded_at.isoformat() if loaded_at is not None else None
-
-    async def _sweep_approvals(self, store: ApprovalStore, interval: float) -> None:
-        """Expire approvals nobody decided in time, and say which are due to escalate.
-
-        Every replica sweeps; each change is a compare-and-set, so two replicas never both make it.
-        """
-        while True:
-            try:
-                for approval in await store.expire_due():
-                    logger.info("approval expired", extra={"approval_id": approval.id, "tool": approval.tool})
-                for approval in await store.due_for_escalation():
-                    escalated = await store.mark_escalated(approval.id)
-                    logger.warning(
-                        "approval escalated",
-                        extra={"approval_id": escalated.id, "tool": escalated.tool, "to": list(escalated.escalate_to)},
-                    )
-            except (GatewayError, SQLAlchemyError) as exc:
-                logger.warning("approvals sweep failed; will retry", extra={"error": str(exc)})
-            await anyio.sleep(interval)
 
     def _recorder(self, replica_id: str) -> AuditRecorder:
         """A recorder on the chain `replica_id`: this process's own, or a dead process's being closed."""
@@ -392,6 +391,8 @@ class GatewayRuntime:
             await self._recover_approvals(self.audit.replica_id)
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
+                if self.approval_wakeups is not None:
+                    await task_group.start(self.approval_wakeups.run)
                 if self.webhooks is not None:
                     await task_group.start(self.webhooks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
@@ -408,9 +409,8 @@ class GatewayRuntime:
                         self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds
                     )
                 task_group.start_soon(self._watch_policies, self.config.gateway.policies.reload_interval)
-                if self.approvals is not None:
-                    interval = self.config.gateway.approvals.sweep_interval
-                    task_group.start_soon(self._sweep_approvals, self.approvals, interval)
+                if self.sweeper is not None:
+                    task_group.start_soon(self.sweeper.run)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
                 self.started = True
@@ -427,6 +427,10 @@ class GatewayRuntime:
                 await lease.release()
             except (GatewayError, SQLAlchemyError) as exc:  # it expires by itself; the chain is closed cleanly
                 logger.warning("audit: lease not released", extra={"replica_id": lease.replica_id, "error": str(exc)})
+            if self.sweeper is not None:
+                # Released so another process sweeps from its next look; bounded, as it runs out by itself.
+                with anyio.move_on_after(5, shield=True):
+                    await self.sweeper.close()
             if self.jwt is not None:
                 await self.jwt.aclose()
             self.telemetry.shutdown()

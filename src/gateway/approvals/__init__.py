@@ -5,6 +5,7 @@
 - `digest`: the canonical identity of a call (RFC 8785 JSON, SHA-256), for retries to find it.
 - `sealing`: the exact arguments, encrypted at rest with rotating AES-GCM keys.
 - `store`: `ApprovalStore`, every change a compare-and-set in the database, each one audited.
+- `sweeper`: expiries and escalations, by the one process that holds the sweeper's lease.
 - `ids`: UUIDv7 ids.
 
 Nothing here decides which calls are held (the policies do) or waits on a request (the

@@ -39,7 +39,8 @@ TRANSITIONS: dict[ApprovalState, frozenset[ApprovalState]] = {
     ApprovalState.PENDING: frozenset(
         {ApprovalState.APPROVED, ApprovalState.DENIED, ApprovalState.EXPIRED, ApprovalState.CANCELLED}
     ),
-    ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING}),
+    #: Expired when its agent does not repeat the call within the collection window (`collect_within`).
+    ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING, ApprovalState.EXPIRED}),
     ApprovalState.EXECUTING: frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalState.UNKNOWN}),
     ApprovalState.SUCCEEDED: frozenset(),
     ApprovalState.FAILED: frozenset(),
@@ -75,6 +76,9 @@ class Approval:
     """One stored approval, as read: never changed in place; every change is a new row version.
 
     `sealed_arguments` is the encrypted exact arguments, None once the call can no longer run.
+    `ended_by` and `end_comment` say who ended it without a vote (a cancellation, an admin's
+    denial) and what they said, for its agent to hear; None otherwise, and for approvals ended
+    before the gateway kept them.
     """
 
     id: str
@@ -108,6 +112,8 @@ class Approval:
     result: bytes | None
     result_truncated: bool
     version: int
+    ended_by: str | None = None
+    end_comment: str | None = None
 
     def approver_for(self, user: str, roles: tuple[str, ...]) -> bool:
         """Whether `user` (holding `roles`) is among the people this approval's approvers name."""

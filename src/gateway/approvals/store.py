@@ -12,7 +12,10 @@ leaves a change without its event, which the row itself still shows (its state, 
 not running) is logged as an error and does not undo the committed change.
 
 The exact arguments are sealed (`sealing`) while the call may still run and dropped as soon as
-it cannot: when it starts running (it never runs twice), is denied, expires or is cancelled.
+it cannot: when it starts running (it never runs twice), is denied, expires or is cancelled. An
+approved call runs when its agent repeats it; one whose agent never comes back would keep them
+for ever, so an approval approved more than `collect_within` ago and not yet collected expires
+unrun (`approved → expired`), found so by the sweeper or by whoever reads it first.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import builtins
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
@@ -95,6 +98,8 @@ class ApprovalStore:
     `max_result_bytes` bounds the outcome kept with an approval (longer results are cut and
     flagged). `vote_attempts` is how often a vote that lost a race to another vote is re-read
     and tried again before the voter is told to retry. `clock` gives aware UTC datetimes.
+    `collect_within` is how long after its approval an approved call waits for its agent to
+    repeat it before it expires unrun; a repeat in as long again hears that it did.
     """
 
     def __init__(
@@ -107,9 +112,13 @@ class ApprovalStore:
         max_result_bytes: int = 64 * 1024,
         vote_attempts: int = 5,
         notify: Notify | None = None,
+        collect_within: timedelta = timedelta(hours=1),
     ) -> None:
         if max_result_bytes < 0 or vote_attempts < 1:
             raise ValueError("max_result_bytes cannot be negative and vote_attempts must be at least 1")
+        if collect_within <= timedelta(0):
+            raise ValueError("collect_within must be a positive time")
+        self._collect_within = collect_within
         self._db = database
         self._sealer = sealer
         self._recorder = recorder
@@ -188,6 +197,8 @@ class ApprovalStore:
             "result": None,
             "result_truncated": False,
             "version": 1,
+            "ended_by": None,
+            "end_comment": None,
         }
         try:
             async with self._db.session() as session, session.begin():
@@ -233,12 +244,19 @@ class ApprovalStore:
 
         Denied, expired and cancelled ones are left out (a retry of those is a new request), except
         those whose `expires_at` is after `refused_since`: within the window an approval covered, a
-        retry hears the decision people made instead of asking them again.
+        retry hears the decision people made instead of asking them again. Likewise an approved call
+        that expired uncollected, for `collect_within` after it expired: a late retry hears why it
+        did not run rather than being held anew at once.
         """
         states = [state.value for state in (*OPEN_STATES, *RAN_STATES)]
         wanted: ColumnElement[bool] = _APPROVALS.c.state.in_(states)
         if refused_since is not None:
-            wanted = or_(wanted, _APPROVALS.c.expires_at > refused_since)
+            uncollected = and_(
+                _APPROVALS.c.state == ApprovalState.EXPIRED.value,
+                _APPROVALS.c.decided_at.is_not(None),
+                _APPROVALS.c.finished_at > refused_since - self._collect_within,
+            )
+            wanted = or_(wanted, _APPROVALS.c.expires_at > refused_since, uncollected)
         query = (
             select(_APPROVALS)
             .where(
@@ -301,7 +319,7 @@ class ApprovalStore:
                 raise NotAnApprover(
                     f"{user} is not among the approvers of approval {approval_id} ({', '.join(approval.approvers)})"
                 )
-            approval = await self._expire_if_due(approval)
+            approval = await self.expire_if_due(approval)
             if approval.state is not ApprovalState.PENDING:
                 raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
             votes = await self.votes(approval_id)
@@ -345,12 +363,15 @@ class ApprovalStore:
         )
 
     async def cancel(self, approval_id: str, *, actor: str, comment: str | None = None) -> Approval:
-        """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped."""
+        """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped.
+
+        Who cancelled it and why stay with it: its agent is told them.
+        """
         approval = await self.get(approval_id)
         return await self._move(
             approval,
             ApprovalState.CANCELLED,
-            {"finished_at": self._clock(), "sealed_arguments": None},
+            {"finished_at": self._clock(), "sealed_arguments": None, "ended_by": actor, "end_comment": comment},
             actor=actor,
             comment=comment,
         )
@@ -365,13 +386,14 @@ class ApprovalStore:
         audit event (`override`, with `reason`) before the move itself, so a search of the log
         for overrides finds every one. No vote is recorded: nobody among the approvers voted.
         """
-        approval = await self._expire_if_due(await self.get(approval_id))
+        approval = await self.expire_if_due(await self.get(approval_id))
         if approval.state is not ApprovalState.PENDING:
             raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
         target = ApprovalState.APPROVED if approve else ApprovalState.DENIED
         changes: dict[str, Any] = {"decided_at": self._clock()}
         if not approve:
-            changes["sealed_arguments"] = None
+            # No vote names who denied it: the approval keeps it, for its agent to hear.
+            changes.update(sealed_arguments=None, ended_by=actor, end_comment=comment or reason)
         async with self._db.session() as session, session.begin():
             moved = await self._compare_and_set(session, approval, target, changes)
         if moved is None:
@@ -392,8 +414,10 @@ class ApprovalStore:
 
         The sealed copy is dropped in the same change: whatever happens next, the call never
         runs twice from this approval. `executor` names the process running it, for recovery.
+        One approved longer ago than `collect_within` expires instead, and is refused like any
+        approval that is not approved.
         """
-        approval = await self.get(approval_id)
+        approval = await self.expire_if_due(await self.get(approval_id))
         if approval.state is not ApprovalState.APPROVED or approval.sealed_arguments is None:
             raise ApprovalConflict(
                 f"approval {approval_id} is {approval.state}, not approved, so its call cannot run",
@@ -434,10 +458,17 @@ class ApprovalStore:
     # -- the gateway's own upkeep ------------------------------------------------------------
 
     async def expire_due(self, now: datetime | None = None) -> builtins.list[Approval]:
-        """Expire every pending approval past its `expires_at`; those another writer changed first are skipped."""
+        """Expire every pending approval past its `expires_at`, and every approved one nobody collected
+        within `collect_within`; those another writer changed first are skipped."""
         moment = now or self._clock()
         query = select(_APPROVALS).where(
-            _APPROVALS.c.state == ApprovalState.PENDING.value, _APPROVALS.c.expires_at <= moment
+            or_(
+                and_(_APPROVALS.c.state == ApprovalState.PENDING.value, _APPROVALS.c.expires_at <= moment),
+                and_(
+                    _APPROVALS.c.state == ApprovalState.APPROVED.value,
+                    _APPROVALS.c.decided_at <= moment - self._collect_within,
+                ),
+            )
         )
         expired: builtins.list[Approval] = []
         for approval in await self._select(query):
@@ -506,17 +537,39 @@ class ApprovalStore:
 
     # -- moves -------------------------------------------------------------------------------
 
-    async def _expire_if_due(self, approval: Approval) -> Approval:
-        if approval.state is ApprovalState.PENDING and self._clock() >= approval.expires_at:
+    async def expire_if_due(self, approval: Approval) -> Approval:
+        """`approval` expired when its time has come, else as it is (or as another writer left it, first).
+
+        For whoever reads an approval to act on it: a vote, or a request waiting on it, must not
+        wait for the sweeper to see that its time ran out.
+        """
+        if self._due(approval, self._clock()):
             try:
                 return await self._expire(approval, self._clock())
             except ApprovalConflict:
                 return await self.get(approval.id)
         return approval
 
+    def _due(self, approval: Approval, moment: datetime) -> bool:
+        """Pending past its `expires_at`, or approved and not collected within `collect_within`."""
+        if approval.state is ApprovalState.PENDING:
+            return moment >= approval.expires_at
+        if approval.state is ApprovalState.APPROVED and approval.decided_at is not None:
+            return moment >= approval.decided_at + self._collect_within
+        return False
+
     async def _expire(self, approval: Approval, moment: datetime) -> Approval:
         changes = {"finished_at": moment, "sealed_arguments": None}
-        return await self._move(approval, ApprovalState.EXPIRED, changes, actor=GATEWAY_ACTOR)
+        if approval.state is not ApprovalState.APPROVED:
+            return await self._move(approval, ApprovalState.EXPIRED, changes, actor=GATEWAY_ACTOR)
+        return await self._move(
+            approval,
+            ApprovalState.EXPIRED,
+            changes,
+            actor=GATEWAY_ACTOR,
+            comment=f"approved but not collected within {self._collect_within}; it never ran",
+            details={"uncollected": True, "collect_within_seconds": self._collect_within.total_seconds()},
+        )
 
     async def _move(
         self,
@@ -645,6 +698,8 @@ def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:
         result=row["result"],
         result_truncated=bool(row["result_truncated"]),
         version=row["version"],
+        ended_by=row["ended_by"],
+        end_comment=row["end_comment"],
     )
 
 

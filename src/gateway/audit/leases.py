@@ -15,28 +15,24 @@ A restarted process with a configured id does the same for its own chain once th
 expired (at most `lease_seconds` after the crash), or at once when it replaces a worker its
 supervisor saw die (`predecessor_pid`).
 
-Times are the processes' own clocks (UTC): hosts sharing a database need clocks that agree to
-well within the lease's length, as NTP keeps them.
+The lease itself (take, renew, release, take over once expired) is `gateway.storage.leases`'s;
+this module adds what is particular to replica ids: a start that watches a live-looking lease
+before refusing it, and the closing of dead writers' chains.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import cast
 
 import anyio
-from sqlalchemy import CursorResult, Table, and_, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
 
 from gateway.errors import ReplicaIdInUse
 from gateway.storage.database import Database
+from gateway.storage.leases import Lease, LeaseHolder
 from gateway.storage.tables import AuditReplicaLeaseRow
 
 logger = logging.getLogger("gateway.audit")
@@ -49,24 +45,7 @@ _ATTEMPTS = 3
 _WATCH_INTERVAL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseHolder:
-    """Who holds a replica id's lease, as a refused process reports it."""
-
-    replica_id: str
-    host: str
-    pid: int
-    heartbeat_at: datetime
-    expires_at: datetime
-    token: str
-
-    @property
-    def tenure(self) -> tuple[str, datetime]:
-        """Changes whenever the holder renews or another process claims the id: the sign of a live holder."""
-        return (self.token, self.heartbeat_at)
-
-
-class ReplicaLease:
+class ReplicaLease(Lease):
     """This process's claim on one replica id: acquire, renew on a heartbeat, release on close."""
 
     def __init__(
@@ -80,38 +59,11 @@ class ReplicaLease:
         pid: int | None = None,
     ) -> None:
         """`predecessor_pid` is a process on this host known to be dead whose lease may be taken at once."""
-        if seconds <= 0:
-            raise ValueError("a lease must last a positive number of seconds")
-        self._db = db
-        self._replica_id = replica_id
-        self._length = timedelta(seconds=seconds)
-        self._predecessor_pid = predecessor_pid
-        self._host = (host or socket.gethostname())[:255]
-        self._pid = pid if pid is not None else os.getpid()
-        self._token = secrets.token_hex(16)
-        self._held = False
-        self._took_over = False
-        #: Monotonic time until which the lease is surely ours: counted from before the statement
-        #: that took or renewed it, so it ends no later than the expiry the database holds.
-        self._valid_until = 0.0
+        super().__init__(db, _LEASES, replica_id, seconds=seconds, predecessor_pid=predecessor_pid, host=host, pid=pid)
 
     @property
     def replica_id(self) -> str:
-        return self._replica_id
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @property
-    def valid(self) -> bool:
-        """Whether the lease is ours now: taken or renewed, and not run out since, by this process's clock.
-
-        `held` stays true between a late heartbeat's expiry and its renewal, when another process
-        may already have taken the id over; a writer checks this instead, so that a process that
-        stalled never writes into a chain another process is closing.
-        """
-        return self._held and time.monotonic() < self._valid_until
+        return self.key
 
     async def acquire(self, *, wait_for_holder: bool = True) -> bool:
         """Take the lease; True when it was taken over from a writer that is gone.
@@ -124,88 +76,21 @@ class ReplicaLease:
         """
         watched: LeaseHolder | None = None
         for _ in range(_ATTEMPTS):
-            holder = await self._take()
+            holder = await self.take()
             while holder is not None:
                 if watched is not None and holder.tenure != watched.tenure:
                     raise ReplicaIdInUse(_in_use_message(holder))  # renewed, or claimed anew: someone is alive
                 if not wait_for_holder:
                     raise ReplicaIdInUse(_in_use_message(holder))
                 watched = holder
-                await anyio.sleep(min(_WATCH_INTERVAL, self._length.total_seconds() / 10))
-                holder = await self._take()
-            if self._held:
-                return self._took_over
+                await anyio.sleep(min(_WATCH_INTERVAL, self.seconds / 10))
+                holder = await self.take()
+            if self.held:
+                return self.took_over
         raise ReplicaIdInUse(
-            f"the audit replica id {self._replica_id!r} could not be claimed: other processes keep taking and "
+            f"the audit replica id {self.replica_id!r} could not be claimed: other processes keep taking and "
             "releasing it at the same moments; give each process its own [audit] replica_id"
         )
-
-    async def _take(self) -> LeaseHolder | None:
-        """One try: insert the lease, or take it over from a writer that is gone; else who holds it."""
-        now = datetime.now(UTC)
-        started = time.monotonic()
-        values = {
-            "token": self._token,
-            "host": self._host,
-            "pid": self._pid,
-            "acquired_at": now,
-            "heartbeat_at": now,
-            "expires_at": now + self._length,
-        }
-        try:
-            async with self._db.session() as session, session.begin():
-                await session.execute(insert(_LEASES).values(replica_id=self._replica_id, **values))
-            self._held, self._took_over = True, False
-            self._valid_until = started + self._length.total_seconds()
-            return None
-        except IntegrityError:
-            pass  # someone holds or held it: take it over if that writer is gone
-        gone = [_LEASES.c.expires_at <= now]
-        if self._predecessor_pid is not None:
-            gone.append(and_(_LEASES.c.host == self._host, _LEASES.c.pid == self._predecessor_pid))
-        async with self._db.session() as session, session.begin():
-            taken = cast(
-                CursorResult[Any],
-                await session.execute(
-                    update(_LEASES).where(_LEASES.c.replica_id == self._replica_id, or_(*gone)).values(**values)
-                ),
-            )
-            if taken.rowcount == 1:
-                self._held, self._took_over = True, True
-                self._valid_until = started + self._length.total_seconds()
-                return None
-            row = (await session.execute(select(_LEASES).where(_LEASES.c.replica_id == self._replica_id))).first()
-        if row is None:
-            return None  # released meanwhile: the caller tries again
-        return LeaseHolder(row.replica_id, row.host, row.pid, row.heartbeat_at, row.expires_at, row.token)
-
-    async def renew(self) -> bool:
-        """Push the expiry on; False when the lease is no longer ours (it expired and was taken over)."""
-        now = datetime.now(UTC)
-        started = time.monotonic()
-        async with self._db.session() as session, session.begin():
-            renewed = cast(
-                CursorResult[Any],
-                await session.execute(
-                    update(_LEASES)
-                    .where(_LEASES.c.replica_id == self._replica_id, _LEASES.c.token == self._token)
-                    .values(heartbeat_at=now, expires_at=now + self._length)
-                ),
-            )
-        self._held = renewed.rowcount == 1
-        if self._held:
-            self._valid_until = started + self._length.total_seconds()
-        return self._held
-
-    async def release(self) -> None:
-        """Give the lease up (after the chain was closed cleanly); a lease no longer ours is left alone."""
-        if not self._held:
-            return
-        self._held = False
-        async with self._db.session() as session, session.begin():
-            await session.execute(
-                delete(_LEASES).where(_LEASES.c.replica_id == self._replica_id, _LEASES.c.token == self._token)
-            )
 
 
 async def expired_replicas(db: Database) -> list[str]:
@@ -247,7 +132,7 @@ async def close_dead_chains(
 
 def _in_use_message(holder: LeaseHolder) -> str:
     return (
-        f"the audit replica id {holder.replica_id!r} is in use by another live gateway process (host {holder.host}, "
+        f"the audit replica id {holder.key!r} is in use by another live gateway process (host {holder.host}, "
         f"pid {holder.pid}): it renewed its lease at {holder.heartbeat_at.isoformat(timespec='seconds')}, and the "
         f"lease runs until {holder.expires_at.isoformat(timespec='seconds')} unless renewed again. Two processes on "
         "one id would corrupt each other's audit chain: give this one its own [audit] replica_id, or leave "

@@ -52,6 +52,7 @@ _APPROVAL_STATUS_TOOL: JsonObject = {
             "decidedAt": {"type": ["string", "null"]},
             "reasons": {"type": "array", "items": {"type": "string"}},
             "deniedBy": {"type": ["string", "null"]},
+            "cancelledBy": {"type": ["string", "null"]},
             "comment": {"type": ["string", "null"]},
         },
         "required": ["id", "tool", "state"],

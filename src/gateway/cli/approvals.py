@@ -8,7 +8,10 @@ in the audit log, so it never passes unnoticed.
 
 A deciding command writes its audit events on a chain of its own (a fresh replica id and lease,
 closed cleanly before the command exits), as a short-lived gateway process would: the serving
-gateway's chain belongs to the serving gateway.
+gateway's chain belongs to the serving gateway. On PostgreSQL it then signals the change
+(`approval_changed`, as the gateway does), so a call waiting on the approval in any gateway
+process goes on at once; on SQLite signals cannot leave a process, and the waiting gateway finds
+the decision at its next look (`[approvals] poll_interval`).
 
 Nothing here opens sealed arguments: people see the redacted ones, and only the gateway that
 runs an approved call opens the exact ones.
@@ -32,8 +35,10 @@ from gateway.cli.output import print_table
 
 if TYPE_CHECKING:
     from gateway.approvals import Approval, ApprovalStore, Sealer, Vote
+    from gateway.approvals.wakeups import ApprovalWakeups
     from gateway.config import Config
     from gateway.identity.users import User, UserStore
+    from gateway.signals import Signals
 
 USER_KEY_ENV = "GATEWAY_USER_KEY"
 #: Who the audit log names for a decision taken with `--admin`.
@@ -250,18 +255,21 @@ def _run(
 async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[ApprovalStore, UserStore]]:
     """The approval and user stores; with `audited`, approval events go on an audit chain of their own."""
     from gateway.approvals import ApprovalStore
+    from gateway.approvals.wakeups import ApprovalWakeups
     from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
     from gateway.audit.leases import ReplicaLease
     from gateway.identity.users import UserStore
     from gateway.notifications import WebhookNotifier
+    from gateway.signals import open_signals
     from gateway.storage.database import Database
 
     database = Database(config.gateway.storage.url)
+    collect_within = timedelta(seconds=config.gateway.approvals.collect_within)
     try:
         await database.migrate()
         users = UserStore(database)
         if not audited:
-            yield ApprovalStore(database, _never_opening_sealer()), users
+            yield ApprovalStore(database, _never_opening_sealer(), collect_within=collect_within), users
             return
         audit = config.gateway.audit
         # Never the configured replica id: that chain belongs to the serving gateway.
@@ -283,9 +291,19 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
             # Approvers' webhooks hear of a decision made here too: queued during the command, delivered
             # (within the notifier's drain time) once it is done, so a failing command is not wrapped in them.
             webhooks = WebhookNotifier(config.gateway.notifications)
+            store = ApprovalStore(
+                database,
+                _never_opening_sealer(),
+                recorder=recorder,
+                notify=webhooks.notify,
+                collect_within=collect_within,
+            )
+            signals = open_signals(config.gateway.storage.url)
+            wakeups = ApprovalWakeups(store, signals)
             try:
-                yield ApprovalStore(database, _never_opening_sealer(), recorder=recorder, notify=webhooks.notify), users
+                yield store, users
             finally:
+                await _signal(signals, wakeups)
                 await recorder.close()
                 if config.gateway.notifications.webhooks:
                     await webhooks.drain()
@@ -293,6 +311,20 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
             await lease.release()
     finally:
         await database.close()
+
+
+async def _signal(signals: Signals, wakeups: ApprovalWakeups) -> None:
+    """Tell the gateway processes of the changes this command committed, so calls waiting on them go on now.
+
+    The broker runs only for this, and only when there is something to say: a command that
+    changed nothing opens no listening connection.
+    """
+    if not wakeups.pending:
+        return
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(signals.run)
+        await wakeups.flush()
+        tasks.cancel_scope.cancel()
 
 
 def _never_opening_sealer() -> Sealer:
@@ -328,6 +360,9 @@ def _print_details(approval: Approval, votes: tuple[Vote, ...], now: datetime) -
     ]
     if approval.decided_at is not None:
         lines.append(("Decided", _when(approval.decided_at) or "-"))
+    if approval.ended_by is not None:
+        said = f": {approval.end_comment}" if approval.end_comment else ""
+        lines.append(("Ended", f"{approval.state} by {approval.ended_by}{said}"))
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
         print(f"  {label + ':':<{width}} {value}")
@@ -386,6 +421,8 @@ def _details_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) ->
         ],
         "decided_at": _when(approval.decided_at),
         "finished_at": _when(approval.finished_at),
+        "ended_by": approval.ended_by,
+        "end_comment": approval.end_comment,
     }
 
 

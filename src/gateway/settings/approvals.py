@@ -35,13 +35,35 @@ class ApprovalSettings(SettingsModel):
         ),
     )
     poll_interval: float = Field(
-        default=0.5, gt=0, description="Seconds between looks at a waiting approval's state in the database."
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds between looks at a waiting approval's state in the database, the fallback behind the signal "
+            "that wakes a waiting call the moment its approval changes in any process: it finds a decision whose "
+            "signal was lost, or one made by `gateway approvals` on SQLite, where signals stay in their process."
+        ),
+    )
+    collect_within: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds after its approval that an approved call waits for its agent to repeat it (and so run it); "
+            "past that it expires unrun, its sealed arguments are dropped, and a repeat hears why."
+        ),
     )
     progress_interval: float = Field(
         default=10.0, gt=0, description="Seconds between progress notifications to an agent waiting for a decision."
     )
     sweep_interval: float = Field(
         default=5.0, gt=0, description="Seconds between checks for approvals that expired or are due to escalate."
+    )
+    sweep_lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description=(
+            "Only one gateway process on a database sweeps (the holder of the `approvals-sweeper` lease, renewed "
+            "while it runs); when that process dies, another takes the sweeps over within this many seconds."
+        ),
     )
     describe_in_listing: bool = Field(
         default=True,

@@ -192,6 +192,24 @@ class AuditReplicaLeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
+class LeaseRow(Base):
+    """Which live process runs the job `name` (one of many may), renewed by its heartbeat until `expires_at`.
+
+    The same columns as `AuditReplicaLeaseRow`, read and written by `gateway.storage.leases`: a
+    job whose holder stops renewing is taken over by another process once the lease runs out.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 #: The states of an approval whose call may still run (`gateway.approvals.model.OPEN_STATES`).
 OPEN_APPROVAL = text("state IN ('pending', 'approved', 'executing')")
 
@@ -253,6 +271,9 @@ class ApprovalRow(Base):
     result: Mapped[bytes | None] = mapped_column(LargeBinary)
     result_truncated: Mapped[bool] = mapped_column(Boolean)
     version: Mapped[int] = mapped_column(Integer)
+    #: Who ended it without a vote (a cancellation, an admin's denial) and what they said, for its agent to hear.
+    ended_by: Mapped[str | None] = mapped_column(String(256))
+    end_comment: Mapped[str | None] = mapped_column(Text)
 
 
 class ApprovalVoteRow(Base):
