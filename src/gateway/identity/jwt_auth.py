@@ -6,6 +6,9 @@ token is signed by a key the configured issuer publishes (`key_sets`), with an a
 issuer is allowed to use, and its claims say it is meant for this gateway and valid now
 (`claims`). The token then ends in the same `Principal` as an API key (`token_principal`).
 
+`TokenVerifier` is that check and nothing more, so that tokens of another kind can go through
+exactly the same one; only what a verified token is read as differs.
+
 Only asymmetric algorithms are accepted. `none` would accept forged tokens, and an HMAC
 algorithm would let anyone who knows the issuer's *public* key sign tokens (the classic
 algorithm-confusion attack), so neither can be configured.
@@ -15,34 +18,37 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import httpx
 from joserfc.errors import JoseError
 from joserfc.jws import CompactSignature, validate_compact
 
 from gateway.errors import AuthenticationFailed
-from gateway.identity.claims import ClaimsCheck
+from gateway.identity.claims import ClaimsCheck, check_scopes
 from gateway.identity.key_sets import KeySet
 from gateway.identity.principal import Principal
 from gateway.identity.quoting import quoted
 from gateway.identity.signed_tokens import algorithm_registry, looks_like_jwt, parse_token, token_claims
 from gateway.identity.token_principal import token_principal
-from gateway.settings.auth import IssuerSettings
+from gateway.settings.auth import IssuerSettings, TokenIssuer
 
 _HTTP_TIMEOUT_SECONDS = 10.0
 
+IssuerT = TypeVar("IssuerT", bound=TokenIssuer)
 
-class JwtAuthenticator:
-    """Turns a JWT from one of the configured issuers into a `Principal`, or refuses it saying why.
 
-    `http_client` fetches discovery documents and key sets; when none is given the authenticator
-    owns one and `aclose` closes it. `clock` is wall-clock time in seconds (token times are
+class TokenVerifier(Generic[IssuerT]):
+    """Checks that a JWT was signed by one of `issuers` and that its registered claims hold; reads nothing else.
+
+    `http_client` fetches discovery documents and key sets; when none is given the verifier owns
+    one and `aclose` closes it. `clock` is wall-clock time in seconds (token times are
     wall-clock), replaceable for tests; it also times the key cache.
     """
 
     def __init__(
         self,
-        issuers: Sequence[IssuerSettings],
+        issuers: Sequence[IssuerT],
         *,
         http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
@@ -51,7 +57,7 @@ class JwtAuthenticator:
             raise ValueError("configure at least one token issuer")
         self._owns_client = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=_HTTP_TIMEOUT_SECONDS, follow_redirects=False)
-        self._issuers: dict[str, _Issuer] = {}
+        self._issuers: dict[str, _Issuer[IssuerT]] = {}
         for settings in issuers:
             if settings.issuer in self._issuers:
                 raise ValueError(f"token issuer {settings.issuer!r} is configured twice")
@@ -59,12 +65,12 @@ class JwtAuthenticator:
         self._algorithms = frozenset(alg for settings in issuers for alg in settings.algorithms)
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this authenticator created it."""
+        """Close the HTTP client if this verifier created it."""
         if self._owns_client:
             await self._http.aclose()
 
-    async def authenticate(self, token: str) -> Principal:
-        """The principal a token speaks for, or `AuthenticationFailed` naming what was wrong.
+    async def verify(self, token: str) -> tuple[dict[str, Any], IssuerT]:
+        """The token's claims and the issuer that signed it, or `AuthenticationFailed` naming what was wrong.
 
         The signature is checked before any claim is trusted; the issuer is chosen by the
         unverified `iss` only to know whose keys must have signed the token.
@@ -84,13 +90,36 @@ class JwtAuthenticator:
             raise AuthenticationFailed(f"unknown token issuer {quoted(issuer_name)}")
         await issuer.verify_signature(signed, algorithm)
         issuer.claims.check(claims)
-        return token_principal(claims, issuer.settings)
+        return claims, issuer.settings
 
 
-class _Issuer:
+class JwtAuthenticator:
+    """Turns an agent's JWT from one of the configured issuers into a `Principal`, or refuses it saying why."""
+
+    def __init__(
+        self,
+        issuers: Sequence[IssuerSettings],
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = TokenVerifier(issuers, http_client=http_client, clock=clock)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this authenticator created it."""
+        await self._verifier.aclose()
+
+    async def authenticate(self, token: str) -> Principal:
+        """The principal a token speaks for, or `AuthenticationFailed` naming what was wrong."""
+        claims, settings = await self._verifier.verify(token)
+        check_scopes(claims, settings)
+        return token_principal(claims, settings)
+
+
+class _Issuer(Generic[IssuerT]):
     """One configured issuer: its algorithm registry, its key set and its claim rules."""
 
-    def __init__(self, settings: IssuerSettings, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: IssuerT, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
         self.settings = settings
         self.claims = ClaimsCheck(settings, clock)
         self._registry = algorithm_registry(settings.algorithms)

@@ -1,9 +1,11 @@
 """Who may call: gateway.toml's `[auth]` table and its `[[auth.issuers]]`.
 
 Agents authenticate with API keys the gateway issues, with JWT access tokens from the
-organisation's identity providers, or both. The issuer settings refuse, at load time, anything
-that would make tokens forgeable: unsigned (`none`) or HMAC algorithms, and key sets fetched
-over plain HTTP from anywhere but the local machine.
+organisation's identity providers, or both. What verifying a provider's tokens takes is
+`TokenIssuer`, apart from how an agent's token is read (`IssuerSettings`), so that other kinds of
+token can be verified by the same rules. The issuer settings refuse, at load time, anything that
+would make tokens forgeable: unsigned (`none`) or HMAC algorithms, and key sets fetched over
+plain HTTP from anywhere but the local machine.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ SUPPORTED_ALGORITHMS = frozenset(
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-class IssuerSettings(SettingsModel):
-    """One identity provider whose tokens the gateway accepts, and how to read them.
+class TokenIssuer(SettingsModel):
+    """An identity provider whose signed tokens the gateway verifies, for agents or for people.
 
     `issuer` must equal the tokens' `iss` exactly. Keys come from `jwks_url`, or, when it is not
-    set, from the `jwks_uri` of the issuer's OpenID discovery document. `audiences` names this
+    set, from the `jwks_uri` of the issuer's OpenID discovery document. `audiences` names the
     gateway as the provider knows it: a token whose `aud` names none of them was issued for
     another resource and is refused, even though the same provider signed it.
     """
@@ -63,28 +65,6 @@ class IssuerSettings(SettingsModel):
         default=("RS256", "ES256", "PS256", "EdDSA"),
         description="Signature algorithms accepted; `none` and HMAC (`HS*`) are refused.",
     )
-    agent_claims: tuple[str, ...] = Field(
-        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
-    )
-    user_claim: str | None = Field(
-        default="sub",
-        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
-    )
-    roles_claims: tuple[str, ...] = Field(
-        default=("roles", "groups"),
-        description=(
-            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
-            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
-            "`scopes_claims`."
-        ),
-    )
-    scopes_claims: tuple[str, ...] = Field(
-        default=("scope", "scp"),
-        description=(
-            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
-            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
-        ),
-    )
     leeway_seconds: float = Field(default=30, ge=0, description="Clock skew allowed when checking `exp` and `nbf`.")
     jwks_cache_seconds: float = Field(
         default=600, ge=0, description="Seconds the provider's keys are used before a refetch."
@@ -97,9 +77,6 @@ class IssuerSettings(SettingsModel):
             "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
             "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
         ),
-    )
-    required_scopes: tuple[str, ...] = Field(
-        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
     )
 
     @field_validator("audiences")
@@ -126,13 +103,7 @@ class IssuerSettings(SettingsModel):
         return algorithms
 
     @model_validator(mode="after")
-    def _scopes_readable(self) -> IssuerSettings:
-        if self.required_scopes and not self.scopes_claims:
-            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
-        return self
-
-    @model_validator(mode="after")
-    def _keys_fetched_safely(self) -> IssuerSettings:
+    def _keys_fetched_safely(self) -> TokenIssuer:
         check_key_url(self.jwks_url if self.jwks_url is not None else self.issuer, "jwks_url or issuer")
         return self
 
@@ -140,6 +111,42 @@ class IssuerSettings(SettingsModel):
     def discovery_url(self) -> str:
         """Where the OpenID discovery document lives (OpenID Connect Discovery 1.0, section 4)."""
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class IssuerSettings(TokenIssuer):
+    """One identity provider whose access tokens agents present, and how to read who the agent is."""
+
+    agent_claims: tuple[str, ...] = Field(
+        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
+    )
+    user_claim: str | None = Field(
+        default="sub",
+        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
+    )
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups"),
+        description=(
+            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
+            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
+            "`scopes_claims`."
+        ),
+    )
+    scopes_claims: tuple[str, ...] = Field(
+        default=("scope", "scp"),
+        description=(
+            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
+            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
+        ),
+    )
+    required_scopes: tuple[str, ...] = Field(
+        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
+    )
+
+    @model_validator(mode="after")
+    def _scopes_readable(self) -> IssuerSettings:
+        if self.required_scopes and not self.scopes_claims:
+            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
+        return self
 
 
 class AuthSettings(SettingsModel):
