@@ -1,11 +1,14 @@
-"""Who may call: gateway.toml's `[auth]` table and its `[[auth.issuers]]`.
+"""Who may call: gateway.toml's `[auth]` table, its `[[auth.issuers]]` and its `[auth.people]`.
 
 Agents authenticate with API keys the gateway issues, with JWT access tokens from the
-organisation's identity providers, or both. What verifying a provider's tokens takes is
-`TokenIssuer`, apart from how an agent's token is read (`IssuerSettings`), so that other kinds of
-token can be verified by the same rules. The issuer settings refuse, at load time, anything that
-would make tokens forgeable: unsigned (`none`) or HMAC algorithms, and key sets fetched over
-plain HTTP from anywhere but the local machine.
+organisation's identity providers, or both. People (approvers now, the web console later)
+authenticate with user keys, or with tokens from the identity provider `[auth.people]` names.
+Both kinds of issuer share `TokenIssuer`: the same keys, algorithms and claim checks verify them.
+The issuer settings refuse, at load time, anything that would make tokens forgeable: unsigned
+(`none`) or HMAC algorithms, and key sets fetched over plain HTTP from anywhere but the local
+machine. And because an agent must never pass for a person, `[auth.people]` is refused when its
+audiences overlap an agents' issuer's of the same provider, or when it names people by another
+claim than the one that names the user an agent acts for.
 """
 
 from __future__ import annotations
@@ -149,8 +152,44 @@ class IssuerSettings(TokenIssuer):
         return self
 
 
+class PeopleSettings(TokenIssuer):
+    """The identity provider people sign in with: approvers deciding held calls (and, later, the console).
+
+    Its `audiences` are people's and only people's: the approvals API (or the console's OAuth
+    client) as the provider knows it, never the `/mcp` resource agents get tokens for. A token is
+    a person's or an agent's by its audience, so the two can never stand in for each other.
+    """
+
+    audiences: tuple[str, ...] = Field(
+        min_length=1,
+        description=(
+            "The approvals API's names at the provider (typically its OAuth client id): a token whose `aud` names "
+            "none is refused. Never the `/mcp` resource or an audience of `[[auth.issuers]]`: those are agents'."
+        ),
+    )
+    user_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description=(
+            "Claim whose value is the person's user id: what votes record and `user:NAME` approvers match. It must "
+            "be the claim `[[auth.issuers]]` of the same provider reads the user an agent acts for from, so that "
+            "nobody approves a call made for them. Choose one the provider controls (`preferred_username`, `email`, "
+            "`sub`), never one a person can edit."
+        ),
+    )
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups"),
+        description=(
+            "Claims (names or dotted paths like `realm_access.roles`) whose values are the person's roles, matched "
+            "by `role:NAME` approvers: a list of strings or one space-separated string."
+        ),
+    )
+
+
 class AuthSettings(SettingsModel):
     """Who may call: API keys issued by the gateway, and/or JWTs from the organisation's issuers.
+
+    `people` is how people prove who they are besides their user keys; agents never use it.
 
     `resource` is this gateway's public `/mcp` URL, its OAuth resource identifier (RFC 8707/9728):
     it is announced in `/.well-known/oauth-protected-resource` and is the audience an issuer's
@@ -192,6 +231,13 @@ class AuthSettings(SettingsModel):
     issuers: tuple[IssuerSettings, ...] = Field(
         default=(), description="OpenID providers whose JWT access tokens are accepted (one `[[auth.issuers]]` each)."
     )
+    people: PeopleSettings | None = Field(
+        default=None,
+        description=(
+            "The OpenID provider whose tokens sign people in to decide held calls (the approvals API), besides user "
+            "keys; unset: user keys only."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -212,6 +258,29 @@ class AuthSettings(SettingsModel):
     def _some_way_in(self) -> AuthSettings:
         if not self.api_keys and not self.issuers:
             raise ValueError("enable API keys (api_keys = true) or configure at least one [[auth.issuers]]")
+        return self
+
+    @model_validator(mode="after")
+    def _people_apart_from_agents(self) -> AuthSettings:
+        people = self.people
+        if people is None:
+            return self
+        for agents in self.issuers:
+            if agents.issuer != people.issuer:
+                continue
+            shared = sorted(set(agents.audiences) & set(people.audiences))
+            if shared:
+                raise ValueError(
+                    f"[auth.people] and the [[auth.issuers]] entry for {people.issuer!r} share the audience "
+                    f"{shared[0]!r}, so an agent's token would pass for a person's: give people's sign-in an audience "
+                    "of its own (the approvals client's id at the provider)"
+                )
+            if agents.user_claim is not None and agents.user_claim != people.user_claim:
+                raise ValueError(
+                    f"[auth.people] user_claim is {people.user_claim!r} but the [[auth.issuers]] entry for "
+                    f"{people.issuer!r} reads the user an agent acts for from {agents.user_claim!r}: both must name "
+                    "people alike, or a person could approve a call made for them"
+                )
         return self
 
 
