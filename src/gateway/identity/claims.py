@@ -97,6 +97,16 @@ def claimed_words(claims: Mapping[str, Any], paths: Sequence[str]) -> tuple[str,
     return tuple(found)
 
 
+def audiences_of(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The audiences a token names, unverified: `aud` is one string or a list of them (RFC 7519)."""
+    value = claims.get("aud")
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()
+
+
 def _words(value: object) -> list[str]:
     """Role-like names from a claim: a list of strings, or one space-separated string (`scope`)."""
     if isinstance(value, str):
