@@ -213,6 +213,10 @@ async def test_tokens_and_keys_that_are_not_a_person_s_are_refused_saying_why(wo
         ),
         "agent's API key": (agents_key, "that is an agent's API key"),
         "no person named": (person(issuer, None, "finance-managers"), "token names no person"),
+        "a name no user could have": (
+            person(issuer, "dan\nadmin", "finance-managers"),
+            "names this person 'dan\\nadmin', which is not a usable user name",
+        ),
         "disabled local user": (
             person(issuer, "mallory", "finance-managers"),
             "user 'mallory' is disabled on this gateway, so cannot decide held calls",
