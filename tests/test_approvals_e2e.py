@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import httpx2
 import pytest
 import uvicorn
+from joserfc.jwk import RSAKey
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
@@ -40,16 +42,19 @@ from gateway.holding import NO_WAIT_META_KEY
 from gateway.notifications.signing import EVENT_HEADER, SIGNATURE_HEADER, verify
 from harness import (
     KITCHEN_SINK,
+    MCP_HEADERS,
     BackendProcess,
     GatewayProcess,
     eventually,
     free_port,
     http_connector,
+    initialize_request,
     mcp_client,
     start_http_backend,
     wait_until,
     write_gateway_config,
 )
+from local_issuer import AUDIENCE, LocalIssuer
 
 ROOT = Path(__file__).resolve().parents[1]
 FINANCE_SERVER = ROOT / "examples" / "quickstart" / "finance_server.py"
@@ -629,3 +634,62 @@ async def test_a_call_running_when_its_gateway_is_killed_is_reported_unknown_and
     finally:
         gateway.stop()
         sink.stop()
+
+
+#: The approvals API as the identity provider knows it: people's sign-in tokens are issued for it.
+PEOPLE_AUDIENCE = "gateway-approvals"
+
+
+def identity_provider_toml(issuer: LocalIssuer) -> str:
+    """Agents' access tokens and people's sign-in tokens from one provider, both naming people alike."""
+    return f"""
+[[auth.issuers]]
+issuer = "{issuer.url}"
+audiences = ["{AUDIENCE}"]
+user_claim = "preferred_username"
+
+[auth.people]
+issuer = "{issuer.url}"
+audiences = ["{PEOPLE_AUDIENCE}"]
+user_claim = "preferred_username"
+roles_claims = ["groups"]
+"""
+
+
+@pytest.mark.anyio
+async def test_people_signed_in_with_the_identity_provider_decide_and_agents_tokens_never_do(tmp_path: Path) -> None:
+    issuer = LocalIssuer(RSAKey.generate_key(2048, parameters={"kid": "idp-1"}))
+
+    def signed_in(name: str) -> dict[str, str]:
+        """A finance manager's sign-in token, as the provider issues it to the approvals client."""
+        person = {"aud": PEOPLE_AUDIENCE, "azp": "approvals-console", "sub": f"0b1e-{name}", "preferred_username": name}
+        return {"Authorization": f"Bearer {issuer.token(**person, groups=['finance-managers'])}"}
+
+    agent_token = issuer.token(azp="finance-bot", preferred_username="alice")  # acting for alice
+    try:
+        with held_world(tmp_path, extra=identity_provider_toml(issuer), approvers=()) as world:
+            api = f"{world.gateway.base_url}/api/v1/approvals"
+            async with mcp_client(world.gateway.url, agent_token) as client, httpx.AsyncClient() as http:
+                approval_id = approval_id_in(await pay(client, meta=NO_WAIT))
+
+                as_agent = await http.post(
+                    f"{api}/{approval_id}/approve", headers={"Authorization": f"Bearer {agent_token}"}
+                )
+                assert as_agent.status_code == 401
+                assert "this token identifies an agent, not a person" in as_agent.json()["detail"]
+                own = await http.post(f"{api}/{approval_id}/approve", headers=signed_in("alice"))
+                assert own.status_code == 403 and own.json()["error"] == "SelfApproval"
+                at_agents_door = await http.post(
+                    world.gateway.url, headers={**MCP_HEADERS, **signed_in("carol")}, json=initialize_request()
+                )
+                assert at_agents_door.status_code == 401
+                assert "this token identifies a person, not an agent" in at_agents_door.json()["error_description"]
+
+                approved = await http.post(f"{api}/{approval_id}/approve", headers=signed_in("carol"))
+                assert approved.status_code == 200 and approved.json()["state"] == "approved"
+                shown = (await http.get(f"{api}/{approval_id}", headers=signed_in("carol"))).json()
+                assert [(vote["user"], vote["roles"]) for vote in shown["votes"]] == [("carol", ["finance-managers"])]
+                assert_paid_once(await pay(client, meta=NO_WAIT))
+            assert len(world.payments_run()) == 1
+    finally:
+        issuer.stop()

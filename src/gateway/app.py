@@ -18,6 +18,7 @@ from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session
 from gateway.front.ops_access import OpsAccess
 from gateway.front.resource_metadata import metadata_routes
 from gateway.front.server import build_server
+from gateway.identity.people import PeopleAuthenticator
 from gateway.identity.users import UserStore
 from gateway.runtime import GatewayRuntime
 from gateway.storage.ended_sessions import EndedSessionsTable
@@ -44,19 +45,24 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
 
     # This process's approval changes reach the console's event stream at once; other processes' by polling.
     approval_feed = ApprovalFeed(runtime.approvals) if runtime.approvals is not None else None
+    # Approvers: user keys, and sign-in tokens from [auth.people]; never agents' credentials.
+    people = PeopleAuthenticator(UserStore(runtime.database), config.gateway.auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = runtime.running(migrate=not migrations_done, predecessor_pid=predecessor_pid)
-        async with running, sessions.run(), anyio.create_task_group() as tasks:
-            await tasks.start(endpoint.follow, runtime.signals)
-            try:
-                yield
-            finally:
-                runtime.notifier.close()  # standing streams end, so the server can stop
-                if approval_feed is not None:
-                    approval_feed.close()
-                tasks.cancel_scope.cancel()
+        try:
+            async with running, sessions.run(), anyio.create_task_group() as tasks:
+                await tasks.start(endpoint.follow, runtime.signals)
+                try:
+                    yield
+                finally:
+                    runtime.notifier.close()  # standing streams end, so the server can stop
+                    if approval_feed is not None:
+                        approval_feed.close()
+                    tasks.cancel_scope.cancel()
+        finally:
+            await people.aclose()
 
     return Starlette(
         routes=[
@@ -75,7 +81,7 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                 lambda request: authenticate_request(request, runtime.authenticator),
                 frozenset(config.gateway.audit.admin_roles),
             ),
-            *approvals_routes(runtime.approvals, UserStore(runtime.database), feed=approval_feed),
+            *approvals_routes(runtime.approvals, people, feed=approval_feed),
         ],
         lifespan=lifespan,
     )

@@ -27,10 +27,11 @@ from gateway.settings.gateway import GatewaySettings
 #: The command that writes the checked-in reference; error messages tell people to run it.
 REGENERATE_COMMAND = "gateway config reference -o docs/configuration.md"
 
-#: Required fields that the loader fills in when a file leaves them out, and with what.
+#: Required fields that the loader fills in when a file leaves them out, and with what: by key in any
+#: table, or by `Model.key` where a key of that name is filled in for one table only.
 _FILLED_IN_BY_LOADER = {
     "name": "the file name without `.toml`",
-    "audiences": "`[auth] resource`",
+    "IssuerSettings.audiences": "`[auth] resource`",
 }
 
 
@@ -167,10 +168,14 @@ def _is_table(field: FieldInfo) -> bool:
 
 
 def _nested_model(annotation: Any) -> tuple[Literal["table", "array", "dict"], type[BaseModel]] | None:
-    """Whether a field is a TOML table of its own: a model, a list of models, or a map to models."""
+    """Whether a field is a TOML table of its own: a model (or none), a list of models, or a map to models."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "table", annotation
     origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        present = [argument for argument in arguments if argument is not type(None)]
+        if len(present) == 1 and _is_model(present[0]):
+            return "table", present[0]  # an optional table: absent unless the file writes it
     if origin in (tuple, list) and arguments and _is_model(arguments[0]):
         return "array", arguments[0]
     if origin is dict and len(arguments) == 2 and _is_model(arguments[1]):
@@ -202,7 +207,7 @@ def _render_rows(model: type[BaseModel], names: list[str]) -> list[str]:
     rows = ["| key | type | default | what it does |", "| --- | --- | --- | --- |"]
     for name in names:
         field = model.model_fields[name]
-        cells = (f"`{name}`", _type_text(field), _default_text(name, field), _one_line(field.description or ""))
+        cells = (f"`{name}`", _type_text(field), _default_text(model, name, field), _one_line(field.description or ""))
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return [*rows, ""]
 
@@ -263,9 +268,10 @@ def _constraint_text(item: Any, annotation: Any) -> str:
     return f"matching `{pattern}`" if pattern else ""
 
 
-def _default_text(name: str, field: FieldInfo) -> str:
+def _default_text(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     if field.is_required():
-        return _FILLED_IN_BY_LOADER.get(name, "required")
+        filled_in = _FILLED_IN_BY_LOADER.get(f"{model.__name__}.{name}") or _FILLED_IN_BY_LOADER.get(name)
+        return filled_in or "required"
     value = field.get_default(call_default_factory=True)
     return "unset" if value is None else f"`{_toml_value(value)}`"
 

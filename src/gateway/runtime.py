@@ -71,7 +71,7 @@ class GatewayRuntime:
         self.database = Database(config.gateway.storage.url)
         auth = config.gateway.auth
         self.keys = ApiKeyStore(self.database, cache_seconds=auth.key_cache_seconds)
-        self.jwt = JwtAuthenticator(auth.issuers) if auth.issuers else None
+        self.jwt = JwtAuthenticator(auth.issuers, people=auth.people) if auth.issuers else None
         self.authenticator = CompositeAuthenticator(
             self.keys if auth.api_keys else None, self.jwt, max_token_bytes=auth.max_token_bytes
         )

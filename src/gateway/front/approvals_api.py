@@ -1,9 +1,10 @@
 """The approvals JSON API, for approvers' tools and the web console: read held calls and decide them.
 
 People decide, never agents: a request is authenticated with a user key (`Authorization: Bearer
-agu_...`, `UserStore.authenticate`), and an agent's key (`agw_...`) is refused like no key at
-all, with 401 and a Bearer challenge, so an agent cannot vote on calls by presenting its own
-credential. Users signing in through OIDC come later; until then user keys are the only way in.
+agu_...`) or, when `[auth.people]` is configured, a sign-in token from the organisation's identity
+provider (`Authorization: Bearer <JWT>`, `PeopleAuthenticator`). An agent's key (`agw_...`) or an
+agent's token is refused like no credential at all, with 401, a Bearer challenge and a reason
+saying it is an agent's, so an agent cannot vote on calls by presenting its own credential.
 
     GET  /api/v1/approvals?state=&limit=&cursor=     newest first, a page and its `next_cursor`
     GET  /api/v1/approvals/{id}                      everything an approver needs to decide
@@ -44,7 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -68,12 +69,21 @@ from gateway.errors import (
     UnknownApproval,
 )
 from gateway.front.errors import http_status
-from gateway.identity.users import User, UserStore
+from gateway.identity.users import User
 
 logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, ApprovalStore, User], Awaitable[Response]]
+
+
+class Approvers(Protocol):
+    """Who may use the API: `PeopleAuthenticator` (user keys and sign-in tokens), or a `UserStore` (keys only)."""
+
+    async def authenticate(self, presented: str) -> User:
+        """The person a bearer credential proves, or `AuthenticationFailed` saying why not."""
+        ...
+
 
 PREFIX = "/api/v1/approvals"
 #: Seconds a client is asked to wait while the database cannot be reached (503).
@@ -90,13 +100,14 @@ def _now() -> datetime:
 
 def approvals_routes(
     store: ApprovalStore | None,
-    users: UserStore,
+    people: Approvers,
     *,
     feed: ApprovalFeed | None = None,
     clock: Callable[[], datetime] = _now,
 ) -> list[Route]:
     """The `/api/v1/approvals` routes; with no `store` (no sealing key) each answers 503 once authenticated.
 
+    `people` says who a request's bearer credential is; only people get through.
     `feed` carries this process's changes to the event stream; without one the routes make their own.
     """
     if feed is None and store is not None:
@@ -105,7 +116,7 @@ def approvals_routes(
     def guarded(handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             try:
-                user = await authenticate_user(request, users)
+                user = await authenticate_user(request, people)
                 if store is None:
                     return json_response({"error": "ApprovalsNotConfigured", "detail": NOT_CONFIGURED}, 503)
                 return await handler(request, store, user)
@@ -210,7 +221,10 @@ _ID = {"name": "approval_id", "in": "path", "required": True, "schema": {"type":
 _STATES = [state.value for state in ApprovalState]
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _REFUSED = {
-    "401": _error("no user key, or an agent's key (with a Bearer challenge)"),
+    "401": _error(
+        "no credential, one that cannot be verified (expired, forged, for another audience), an agent's key or "
+        "token, or a disabled user (with a Bearer challenge)"
+    ),
     "503": _error("storage unreachable (with Retry-After), or approvals not configured"),
 }
 
@@ -246,10 +260,21 @@ OPENAPI: dict[str, Any] = {
         "title": "Autonomy Gateway approvals API",
         "version": "1",
         "description": "People reading and deciding the tool calls approval policies hold. Authenticate with a "
-        "user key (Authorization: Bearer agu_...); agents' keys are refused.",
+        "user key (Authorization: Bearer agu_...) or, where the gateway is configured with [auth.people], a sign-in "
+        "token from the organisation's identity provider (Authorization: Bearer <JWT>); agents' keys and tokens are "
+        "refused.",
     },
     "components": {
-        "securitySchemes": {"userKey": {"type": "http", "scheme": "bearer", "description": "a user key, agu_..."}},
+        "securitySchemes": {
+            "userKey": {"type": "http", "scheme": "bearer", "description": "a user key, agu_..."},
+            "personToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "a person's token from the identity provider [auth.people] names, issued for one of "
+                "its audiences (never an agent's token); the person is its user_claim, their roles its roles_claims",
+            },
+        },
         "schemas": {
             "Error": {
                 "type": "object",
@@ -266,7 +291,10 @@ OPENAPI: dict[str, Any] = {
             "Vote": {
                 "type": "object",
                 "properties": {
-                    "user": {"type": "string"},
+                    "user": {
+                        "type": "string",
+                        "description": "who voted: a user's name, or a signed-in person's id (the token's user_claim)",
+                    },
                     "roles": {"type": "array", "items": {"type": "string"}},
                     "approve": {"type": "boolean"},
                     "comment": {"type": ["string", "null"]},
@@ -311,7 +339,7 @@ OPENAPI: dict[str, Any] = {
             },
         },
     },
-    "security": [{"userKey": []}],
+    "security": [{"userKey": []}, {"personToken": []}],
     "paths": {
         PREFIX: {
             "get": {
@@ -590,12 +618,14 @@ async def _comment(request: Request, *, required: bool) -> str | None:
     return comment
 
 
-async def authenticate_user(request: Request, users: UserStore) -> User:
-    """The person a request's bearer user key names; an agent's key, or none, is `AuthenticationFailed`."""
+async def authenticate_user(request: Request, people: Approvers) -> User:
+    """The person a request's bearer credential names; an agent's key or token, or none, is `AuthenticationFailed`."""
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise AuthenticationFailed("a user key is required: Authorization: Bearer agu_...")
-    return await users.authenticate(credential.strip())
+        raise AuthenticationFailed(
+            "a user key or a sign-in token is required: Authorization: Bearer agu_... (or Bearer <the IdP's token>)"
+        )
+    return await people.authenticate(credential.strip())
 
 
 def approval_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from joserfc.errors import ClaimError, MissingClaimError
 from joserfc.jwt import JWTClaimsRegistry
 
 from gateway.errors import AuthenticationFailed
-from gateway.settings.auth import IssuerSettings
+from gateway.settings.auth import IssuerSettings, TokenIssuer
 
 #: The refusal of a token without one of the claims it must carry, by claim.
 _MISSING = {
@@ -47,7 +47,7 @@ class ClaimsCheck:
     does; a fractional leeway is rounded up, so no token within the configured skew is refused.
     """
 
-    def __init__(self, settings: IssuerSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: TokenIssuer, clock: Callable[[], float]) -> None:
         self._lifetime = JWTClaimsRegistry(
             now=lambda: math.floor(clock()), leeway=math.ceil(settings.leeway_seconds), exp={"essential": True}
         )
@@ -55,8 +55,6 @@ class ClaimsCheck:
             iss={"essential": True, "value": settings.issuer},
             aud={"essential": True, "values": list(settings.audiences)},
         )
-        self._required_scopes = settings.required_scopes
-        self._scopes_claims = settings.scopes_claims
 
     def check(self, claims: Mapping[str, Any]) -> None:
         """Return if the claims are acceptable, else raise `AuthenticationFailed` saying why."""
@@ -65,11 +63,15 @@ class ClaimsCheck:
             self._audience.validate(_only(claims, _AUDIENCE_CLAIMS))
         except ClaimError as error:
             raise AuthenticationFailed(_refusal(error)) from None
-        if self._required_scopes:
-            granted = set(claimed_words(claims, self._scopes_claims))
-            missing = [scope for scope in self._required_scopes if scope not in granted]
-            if missing:
-                raise AuthenticationFailed(f"token lacks required scope(s): {' '.join(missing)}")
+
+
+def check_scopes(claims: Mapping[str, Any], settings: IssuerSettings) -> None:
+    """Return if an agent's token carries every scope its issuer requires, else `AuthenticationFailed`."""
+    if settings.required_scopes:
+        granted = set(claimed_words(claims, settings.scopes_claims))
+        missing = [scope for scope in settings.required_scopes if scope not in granted]
+        if missing:
+            raise AuthenticationFailed(f"token lacks required scope(s): {' '.join(missing)}")
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -93,6 +95,16 @@ def claimed_words(claims: Mapping[str, Any], paths: Sequence[str]) -> tuple[str,
     for path in paths:
         found.update(dict.fromkeys(_words(claim_at(claims, path))))
     return tuple(found)
+
+
+def audiences_of(claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """The audiences a token names, unverified: `aud` is one string or a list of them (RFC 7519)."""
+    value = claims.get("aud")
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()
 
 
 def _words(value: object) -> list[str]:

@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 
-from gateway.settings.auth import IssuerSettings, check_key_url
+from gateway.settings.auth import TokenIssuer, check_key_url
 
 
 class IssuerDocumentUnavailable(Exception):
     """An issuer's discovery document or key set could not be fetched or read; says which and why."""
 
 
-async def discover_jwks_uri(http: httpx.AsyncClient, settings: IssuerSettings) -> str:
+async def discover_jwks_uri(http: httpx.AsyncClient, settings: TokenIssuer) -> str:
     """Where the issuer publishes its key set, from its discovery document."""
     url = settings.discovery_url
     document = await fetch_json_object(http, url)

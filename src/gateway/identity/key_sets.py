@@ -21,7 +21,7 @@ from joserfc.jwk import JWKRegistry, Key
 from gateway.errors import AuthenticationFailed
 from gateway.identity.discovery import IssuerDocumentUnavailable, discover_jwks_uri, fetch_json_object
 from gateway.identity.quoting import quoted
-from gateway.settings.auth import IssuerSettings
+from gateway.settings.auth import TokenIssuer
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class KeySet:
     `clock` is wall-clock time in seconds.
     """
 
-    def __init__(self, settings: IssuerSettings, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: TokenIssuer, http: httpx.AsyncClient, clock: Callable[[], float]) -> None:
         self._settings = settings
         self._http = http
         self._clock = clock

@@ -11,6 +11,11 @@ revocation or a disabled user bites at once in every process.
 
 Users are disabled, never deleted, and a name is never given twice: votes and audit events name
 people, and a name must keep meaning the same person.
+
+People may also sign in with the organisation's identity provider (`people`), which then vouches
+for their name and roles. They need no row here: the provider is the source of truth for who they
+are (`vouched_for`). A row of the same name is the same person; only its being disabled counts,
+so an administrator can stop someone deciding at once, whatever the provider says.
 """
 
 from __future__ import annotations
@@ -52,11 +57,16 @@ AGENT_KEY = "that is an agent's API key; people decide with a user key (`gateway
 UNKNOWN = "unknown user key"
 REVOKED = "user key revoked"
 DISABLED = "user disabled"
+#: The prefix of the `id` of a person only the identity provider knows (no local row).
+VOUCHED_ID_PREFIX = "idp:"
 
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A person, as a check of their key proves them: what votes and audit events record."""
+    """A person, as a check of their key or their sign-in token proves them: what votes and audit events record.
+
+    `id` is the local row's (`usr_...`), or `idp:<name>` for a person only the identity provider knows.
+    """
 
     id: str
     name: str
@@ -215,6 +225,29 @@ class UserStore:
         if user.disabled_at is not None:
             raise AuthenticationFailed(DISABLED)
         return User(user.id, user.name, tuple(user.roles))
+
+    async def vouched_for(self, name: str, roles: Sequence[str]) -> User:
+        """The person the identity provider signed in as `name` with `roles`, or `AuthenticationFailed`.
+
+        The name must read like any user name; a local user of that name who is disabled is
+        refused. Roles are the provider's alone, never a local row's: whoever the provider calls
+        `name` gets no more than the provider grants them.
+        """
+        try:
+            checked_name(name, "user")
+        except InvalidIdentityName:
+            raise AuthenticationFailed(
+                f"the identity provider names this person {name[:64]!r}, which is not a usable user name "
+                "(1 to 128 letters, digits, '_', '.', '@' or '-')"
+            ) from None
+        async with self._db.session() as session:
+            row = await session.scalar(select(UserRow).where(UserRow.name == name))
+        if row is not None and row.disabled_at is not None:
+            raise AuthenticationFailed(
+                f"user {name!r} is disabled on this gateway, so cannot decide held calls, even when signed in "
+                "with the identity provider"
+            )
+        return User(row.id if row is not None else VOUCHED_ID_PREFIX + name, name, tuple(dict.fromkeys(roles)))
 
     async def _issue(self, user_id: str, name: str) -> tuple[UserKey, str]:
         key = _new_key()

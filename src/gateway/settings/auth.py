@@ -1,9 +1,14 @@
-"""Who may call: gateway.toml's `[auth]` table and its `[[auth.issuers]]`.
+"""Who may call: gateway.toml's `[auth]` table, its `[[auth.issuers]]` and its `[auth.people]`.
 
 Agents authenticate with API keys the gateway issues, with JWT access tokens from the
-organisation's identity providers, or both. The issuer settings refuse, at load time, anything
-that would make tokens forgeable: unsigned (`none`) or HMAC algorithms, and key sets fetched
-over plain HTTP from anywhere but the local machine.
+organisation's identity providers, or both. People (approvers now, the web console later)
+authenticate with user keys, or with tokens from the identity provider `[auth.people]` names.
+Both kinds of issuer share `TokenIssuer`: the same keys, algorithms and claim checks verify them.
+The issuer settings refuse, at load time, anything that would make tokens forgeable: unsigned
+(`none`) or HMAC algorithms, and key sets fetched over plain HTTP from anywhere but the local
+machine. And because an agent must never pass for a person, `[auth.people]` is refused when its
+audiences overlap an agents' issuer's of the same provider, or when it names people by another
+claim than the one that names the user an agent acts for.
 """
 
 from __future__ import annotations
@@ -42,11 +47,11 @@ SUPPORTED_ALGORITHMS = frozenset(
 _LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-class IssuerSettings(SettingsModel):
-    """One identity provider whose tokens the gateway accepts, and how to read them.
+class TokenIssuer(SettingsModel):
+    """An identity provider whose signed tokens the gateway verifies, for agents or for people.
 
     `issuer` must equal the tokens' `iss` exactly. Keys come from `jwks_url`, or, when it is not
-    set, from the `jwks_uri` of the issuer's OpenID discovery document. `audiences` names this
+    set, from the `jwks_uri` of the issuer's OpenID discovery document. `audiences` names the
     gateway as the provider knows it: a token whose `aud` names none of them was issued for
     another resource and is refused, even though the same provider signed it.
     """
@@ -63,28 +68,6 @@ class IssuerSettings(SettingsModel):
         default=("RS256", "ES256", "PS256", "EdDSA"),
         description="Signature algorithms accepted; `none` and HMAC (`HS*`) are refused.",
     )
-    agent_claims: tuple[str, ...] = Field(
-        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
-    )
-    user_claim: str | None = Field(
-        default="sub",
-        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
-    )
-    roles_claims: tuple[str, ...] = Field(
-        default=("roles", "groups"),
-        description=(
-            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
-            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
-            "`scopes_claims`."
-        ),
-    )
-    scopes_claims: tuple[str, ...] = Field(
-        default=("scope", "scp"),
-        description=(
-            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
-            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
-        ),
-    )
     leeway_seconds: float = Field(default=30, ge=0, description="Clock skew allowed when checking `exp` and `nbf`.")
     jwks_cache_seconds: float = Field(
         default=600, ge=0, description="Seconds the provider's keys are used before a refetch."
@@ -97,9 +80,6 @@ class IssuerSettings(SettingsModel):
             "triggers a fetch at once unless one happened this recently, so a key rotated at the provider is "
             "accepted at once, while tokens naming invented key ids cause at most one fetch per interval."
         ),
-    )
-    required_scopes: tuple[str, ...] = Field(
-        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
     )
 
     @field_validator("audiences")
@@ -126,13 +106,7 @@ class IssuerSettings(SettingsModel):
         return algorithms
 
     @model_validator(mode="after")
-    def _scopes_readable(self) -> IssuerSettings:
-        if self.required_scopes and not self.scopes_claims:
-            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
-        return self
-
-    @model_validator(mode="after")
-    def _keys_fetched_safely(self) -> IssuerSettings:
+    def _keys_fetched_safely(self) -> TokenIssuer:
         check_key_url(self.jwks_url if self.jwks_url is not None else self.issuer, "jwks_url or issuer")
         return self
 
@@ -142,8 +116,80 @@ class IssuerSettings(SettingsModel):
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
+class IssuerSettings(TokenIssuer):
+    """One identity provider whose access tokens agents present, and how to read who the agent is."""
+
+    agent_claims: tuple[str, ...] = Field(
+        default=("azp", "client_id"), min_length=1, description="Claims naming the agent; the first present wins."
+    )
+    user_claim: str | None = Field(
+        default="sub",
+        description="Claim naming the user the agent acts for (ignored when it equals the agent); unset: no user.",
+    )
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups"),
+        description=(
+            "Claims (names or dotted paths like `realm_access.roles`) whose values become the agent's Cedar Roles: a "
+            "list of strings or one space-separated string. Listing `scope` here makes scopes roles too; prefer "
+            "`scopes_claims`."
+        ),
+    )
+    scopes_claims: tuple[str, ...] = Field(
+        default=("scope", "scp"),
+        description=(
+            "Claims whose values are the token's scopes, given to policies as the set `principal.scopes` (never as "
+            "roles) and checked by `required_scopes`; a space-separated string or a list of strings. Empty: no scopes."
+        ),
+    )
+    required_scopes: tuple[str, ...] = Field(
+        default=(), description="Scopes a token must all carry (read from `scopes_claims`) to be accepted."
+    )
+
+    @model_validator(mode="after")
+    def _scopes_readable(self) -> IssuerSettings:
+        if self.required_scopes and not self.scopes_claims:
+            raise ValueError("required_scopes needs scopes_claims to name the claims the scopes are read from")
+        return self
+
+
+class PeopleSettings(TokenIssuer):
+    """The identity provider people sign in with: approvers deciding held calls (and, later, the console).
+
+    Its `audiences` are people's and only people's: the approvals API (or the console's OAuth
+    client) as the provider knows it, never the `/mcp` resource agents get tokens for. A token is
+    a person's or an agent's by its audience, so the two can never stand in for each other.
+    """
+
+    audiences: tuple[str, ...] = Field(
+        min_length=1,
+        description=(
+            "The approvals API's names at the provider (typically its OAuth client id): a token whose `aud` names "
+            "none is refused. Never the `/mcp` resource or an audience of `[[auth.issuers]]`: those are agents'."
+        ),
+    )
+    user_claim: str = Field(
+        default="sub",
+        min_length=1,
+        description=(
+            "Claim whose value is the person's user id: what votes record and `user:NAME` approvers match. It must "
+            "be the claim `[[auth.issuers]]` of the same provider reads the user an agent acts for from, so that "
+            "nobody approves a call made for them. Choose one the provider controls (`preferred_username`, `email`, "
+            "`sub`), never one a person can edit."
+        ),
+    )
+    roles_claims: tuple[str, ...] = Field(
+        default=("roles", "groups"),
+        description=(
+            "Claims (names or dotted paths like `realm_access.roles`) whose values are the person's roles, matched "
+            "by `role:NAME` approvers: a list of strings or one space-separated string."
+        ),
+    )
+
+
 class AuthSettings(SettingsModel):
     """Who may call: API keys issued by the gateway, and/or JWTs from the organisation's issuers.
+
+    `people` is how people prove who they are besides their user keys; agents never use it.
 
     `resource` is this gateway's public `/mcp` URL, its OAuth resource identifier (RFC 8707/9728):
     it is announced in `/.well-known/oauth-protected-resource` and is the audience an issuer's
@@ -185,6 +231,13 @@ class AuthSettings(SettingsModel):
     issuers: tuple[IssuerSettings, ...] = Field(
         default=(), description="OpenID providers whose JWT access tokens are accepted (one `[[auth.issuers]]` each)."
     )
+    people: PeopleSettings | None = Field(
+        default=None,
+        description=(
+            "The OpenID provider whose tokens sign people in to decide held calls (the approvals API), besides user "
+            "keys; unset: user keys only."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -205,6 +258,29 @@ class AuthSettings(SettingsModel):
     def _some_way_in(self) -> AuthSettings:
         if not self.api_keys and not self.issuers:
             raise ValueError("enable API keys (api_keys = true) or configure at least one [[auth.issuers]]")
+        return self
+
+    @model_validator(mode="after")
+    def _people_apart_from_agents(self) -> AuthSettings:
+        people = self.people
+        if people is None:
+            return self
+        for agents in self.issuers:
+            if agents.issuer != people.issuer:
+                continue
+            shared = sorted(set(agents.audiences) & set(people.audiences))
+            if shared:
+                raise ValueError(
+                    f"[auth.people] and the [[auth.issuers]] entry for {people.issuer!r} share the audience "
+                    f"{shared[0]!r}, so an agent's token would pass for a person's: give people's sign-in an audience "
+                    "of its own (the approvals client's id at the provider)"
+                )
+            if agents.user_claim is not None and agents.user_claim != people.user_claim:
+                raise ValueError(
+                    f"[auth.people] user_claim is {people.user_claim!r} but the [[auth.issuers]] entry for "
+                    f"{people.issuer!r} reads the user an agent acts for from {agents.user_claim!r}: both must name "
+                    "people alike, or a person could approve a call made for them"
+                )
         return self
 
 

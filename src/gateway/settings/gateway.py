@@ -27,7 +27,10 @@ class GatewaySettings(SettingsModel):
     storage: StorageSettings = Field(
         default=StorageSettings(), description="Where keys, the audit log and backends' last listings are kept."
     )
-    auth: AuthSettings = Field(default=AuthSettings(), description="Which credentials agents may authenticate with.")
+    auth: AuthSettings = Field(
+        default=AuthSettings(),
+        description="Which credentials agents, and people deciding held calls, may authenticate with.",
+    )
     logging: LoggingSettings = Field(default=LoggingSettings(), description="The gateway's own log on stderr.")
     reasoning: ReasoningSettings = Field(
         default=ReasoningSettings(), description="Asking agents why they call a tool, without changing the agent."
