@@ -208,6 +208,7 @@ async def test_its_user_or_an_approver_cancels_with_a_comment(world: World) -> N
         f"/api/v1/approvals/{first.id}/cancel", json={"comment": "no longer needed"}, headers=world.as_("alice")
     )
     assert by_user.status_code == 200 and by_user.json()["state"] == "cancelled"
+    assert by_user.json()["ended_by"] == "alice" and by_user.json()["end_comment"] == "no longer needed"
     by_approver = await world.client.post(
         f"/api/v1/approvals/{second.id}/cancel", json={"comment": "duplicate"}, headers=world.as_("bob")
     )

@@ -334,6 +334,11 @@ OPENAPI: dict[str, Any] = {
                     "executed_at": _TIME,
                     "finished_at": _TIME,
                     "result_truncated": {"type": "boolean"},
+                    "ended_by": {
+                        "type": ["string", "null"],
+                        "description": "who ended it without a vote: a cancellation, or an admin's denial",
+                    },
+                    "end_comment": {"type": ["string", "null"], "description": "what they said"},
                     "version": {"type": "integer", "description": "counts every change"},
                 },
             },
@@ -669,6 +674,8 @@ def approval_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) ->
         "executed_at": _when(approval.executed_at),
         "finished_at": _when(approval.finished_at),
         "result_truncated": approval.result_truncated,
+        "ended_by": approval.ended_by,
+        "end_comment": approval.end_comment,
         "version": approval.version,
     }
 
