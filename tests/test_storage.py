@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -53,6 +53,7 @@ EXPECTED_SCHEMA = {
         "audit_events",
         "audit_replica_leases",
         "catalog_listings",
+        "console_sessions",
         "ended_sessions",
         "leases",
         "user_keys",

@@ -26,9 +26,13 @@ if [ ! -s "$keys" ]; then
     finance=$(.venv/bin/gateway keys create --config "$config" --agent finance-bot --role finance \
         --description "quick start" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["key"])')
     echo "==> creating the demo finance manager (approves payments over 1,000)"
-    manager=$(.venv/bin/gateway users create maria --role finance-managers --config "$config" | tail -n 1)
+    manager=$(.venv/bin/gateway users create maria --role finance-managers --role approver --config "$config" \
+        | tail -n 1)
+    echo "==> creating the demo console administrator"
+    admin=$(.venv/bin/gateway users create admin --role admin --config "$config" | tail -n 1)
     umask 077
-    printf 'SALES_KEY=%s\nFINANCE_KEY=%s\nMANAGER_KEY=%s\n' "$sales" "$finance" "$manager" > "$keys"
+    printf 'SALES_KEY=%s\nFINANCE_KEY=%s\nMANAGER_KEY=%s\nADMIN_KEY=%s\n' "$sales" "$finance" "$manager" "$admin" \
+        > "$keys"
 fi
 . "$keys"
 cat <<MSG
@@ -44,6 +48,10 @@ the finance agent again: repeating the identical call collects the payment, made
 
   .venv/bin/gateway approvals list --config examples/quickstart/gateway.toml
   .venv/bin/gateway approvals approve <ID> --config examples/quickstart/gateway.toml --user-key $MANAGER_KEY
+
+Or decide it in the web console, http://127.0.0.1:8787/ui: sign in as maria with her key,
+$MANAGER_KEY
+(the administrator, who also manages keys and users there, signs in with $ADMIN_KEY).
 
 (The keys are kept in examples/quickstart/.state/keys.env.) Stop the gateway with Ctrl-C.
 

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from gateway.config import Config
+from gateway.console import ConsoleServices, ConsoleSessions, console_routes
 from gateway.front.approvals_api import ApprovalFeed, approvals_routes
 from gateway.front.audit_api import audit_routes
 from gateway.front.bearer import authenticate_request
@@ -47,6 +48,14 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
     approval_feed = ApprovalFeed(runtime.approvals) if runtime.approvals is not None else None
     # Approvers: user keys, and sign-in tokens from [auth.people]; never agents' credentials.
     people = PeopleAuthenticator(UserStore(runtime.database), config.gateway.auth)
+    console = ConsoleServices(
+        runtime=runtime,
+        settings=config.gateway.console,
+        sessions=ConsoleSessions(runtime.database, config.gateway.console),
+        people=people,
+        users=UserStore(runtime.database),
+        feed=approval_feed,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,6 +91,7 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                 frozenset(config.gateway.audit.admin_roles),
             ),
             *approvals_routes(runtime.approvals, people, feed=approval_feed),
+            *console_routes(console),
         ],
         lifespan=lifespan,
     )

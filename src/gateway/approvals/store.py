@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, or_, select, update
+from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -271,6 +271,12 @@ class ApprovalStore:
         async with self._db.session() as session:
             row = (await session.execute(query)).mappings().first()
         return _approval(row) if row is not None else None
+
+    async def count(self, *, state: ApprovalState) -> int:
+        """How many approvals are in `state` (the console's "waiting for approval" figure)."""
+        query = select(func.count()).select_from(_APPROVALS).where(_APPROVALS.c.state == state.value)
+        async with self._db.session() as session:
+            return int((await session.execute(query)).scalar_one())
 
     async def list(
         self, *, state: ApprovalState | None = None, limit: int = 50, cursor: str | None = None

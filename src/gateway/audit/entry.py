@@ -26,7 +26,9 @@ CHECKPOINT: Final = "checkpoint"
 RECOVERED: Final = "recovered"
 #: A held call's approval changed: made, voted on, decided, run, ended (see `gateway.approvals`).
 APPROVAL: Final = "approval"
-KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL})
+#: A person did something in the web console: signed in or out, decided, changed a key or a user.
+CONSOLE: Final = "console"
+KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE})
 
 Outcome = Literal[
     "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"

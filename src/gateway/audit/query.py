@@ -24,6 +24,7 @@ from gateway.audit.entry import (
     APPROVAL,
     AUTH_REFUSED,
     CALL,
+    CONSOLE,
     OUTCOME,
     RECOVERED,
     AuditCall,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 MAX_LIMIT = 1000
 
 #: Kinds of event that make sense on their own, without a call to join them to.
-STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL)
+STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL, CONSOLE)
 
 
 @dataclass(frozen=True, slots=True)

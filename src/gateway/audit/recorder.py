@@ -58,6 +58,7 @@ from gateway.audit.entry import (
     AUTH_REFUSED,
     CALL,
     CHECKPOINT,
+    CONSOLE,
     OUTCOME,
     OUTCOMES,
     RECOVERED,
@@ -520,6 +521,34 @@ class AuditRecorder:
             "details": dict(details) if details else None,
         }
         await self._enqueue(APPROVAL, None, datetime.now(UTC), data, retry=True)
+
+    async def record_console_event(
+        self,
+        action: str,
+        *,
+        user: str,
+        via: str | None = None,
+        client_address: str | None = None,
+        target: str | None = None,
+        comment: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record what a person did in the web console (`action`: sign_in, sign_out, decide, key_created...).
+
+        `target` names what it was done to (an approval, a key, a user); `details` are JSON values
+        the caller already cleaned, never secrets. Retried like approval events: it already happened.
+        """
+        self._require_running()
+        data = {
+            "action": short_text(action),
+            "user": short_text(user),
+            "via": short_text(via),
+            "client_address": short_text(client_address),
+            "target": short_text(target),
+            "comment": self._redactor.redact_text(comment, max_chars=4096) if comment else None,
+            "details": dict(details) if details else None,
+        }
+        await self._enqueue(CONSOLE, None, datetime.now(UTC), data, retry=True)
 
     # -- queue -----------------------------------------------------------------------------
 

@@ -19,7 +19,17 @@ import orjson
 
 from gateway.audit.chain import isoformat, load_public_key
 from gateway.audit.checkpoints import export_checkpoints, load_checkpoints
-from gateway.audit.entry import APPROVAL, AUTH_REFUSED, CALL, OUTCOME, OUTCOMES, RECOVERED, AuditCall, AuditEvent
+from gateway.audit.entry import (
+    APPROVAL,
+    AUTH_REFUSED,
+    CALL,
+    CONSOLE,
+    OUTCOME,
+    OUTCOMES,
+    RECOVERED,
+    AuditCall,
+    AuditEvent,
+)
 from gateway.audit.export import export
 from gateway.audit.query import parse_duration, parse_time, search, search_events, tail
 from gateway.audit.retention import prune
@@ -33,7 +43,13 @@ OpenDatabase = Callable[[argparse.Namespace], Database]
 _TIME_HELP = "ISO 8601 time (UTC unless a zone is given) or a duration ago, e.g. 15m, 12h, 7d"
 
 #: `audit search --kind`: what a user asks for, and the events that holds.
-_SEARCH_KINDS = {"call": CALL, "auth": AUTH_REFUSED, "recovered": RECOVERED, "approval": APPROVAL}
+_SEARCH_KINDS = {
+    "call": CALL,
+    "auth": AUTH_REFUSED,
+    "recovered": RECOVERED,
+    "approval": APPROVAL,
+    "console": CONSOLE,
+}
 #: Filters that only calls carry, by their option name.
 _CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
 
@@ -69,7 +85,8 @@ def build(parser: argparse.ArgumentParser, open_database: OpenDatabase = _config
         help="what to find: call (default: calls with their outcomes), auth (refused authentications: "
         "time, client address, reason, never the credential), recovered (calls a stopped process left open, "
         "closed with the outcome 'unknown'), approval (held calls' approvals: each change, vote and override, "
-        "with who and their comment)",
+        "with who and their comment), console (what people did in the web console: sign-ins, decisions, "
+        "key and user changes)",
     )
     search_parser.add_argument("--agent")
     search_parser.add_argument("--user", help="the user the agent acted for")
@@ -215,6 +232,21 @@ def _search_events(
             print_table(
                 ("TIME", "APPROVAL", "ACTION", "STATE", "ACTOR", "TOOL", "COMMENT"),
                 [_approval_cells(event) for event in page.events],
+            )
+        elif kind == CONSOLE:
+            print_table(
+                ("TIME", "USER", "ACTION", "TARGET", "FROM", "COMMENT"),
+                [
+                    (
+                        isoformat(event.time)[:23],
+                        event.data.get("user") or "-",
+                        event.data.get("action") or "-",
+                        event.data.get("target") or "-",
+                        event.data.get("client_address") or "-",
+                        event.data.get("comment") or "-",
+                    )
+                    for event in page.events
+                ],
             )
         else:
             print_table(("TIME", "REPLICA", "CALLS", "CALL IDS"), [_recovered_cells(event) for event in page.events])

@@ -11,6 +11,7 @@ from gateway.settings.audit import AuditSettings
 from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
 from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
+from gateway.settings.console import ConsoleSettings
 from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
 from gateway.settings.policies import PoliciesSettings
@@ -50,6 +51,9 @@ class GatewaySettings(SettingsModel):
     )
     approvals: ApprovalSettings = Field(
         default=ApprovalSettings(), description="Calls that approval policies hold until people approve them."
+    )
+    console: ConsoleSettings = Field(
+        default=ConsoleSettings(), description="The web console at `/ui`: who may sign in, and for how long."
     )
     notifications: NotificationsSettings = Field(
         default=NotificationsSettings(),

@@ -318,3 +318,24 @@ class UserKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsoleSessionRow(Base):
+    """One person signed in to the web console; only the SHA-256 of the cookie's secret is kept.
+
+    In the database rather than in the cookie, so any replica serves the session, signing out
+    (or disabling the user) ends it everywhere at once, and the cookie itself carries no claims.
+    """
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(160))
+    user_name: Mapped[str] = mapped_column(String(128), index=True)
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    #: How the person signed in: "key" or "oidc".
+    via: Mapped[str] = mapped_column(String(16))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

@@ -1,0 +1,31 @@
+"""The console at `/ui`: its routes in one list, behind the security headers. No logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount, Router
+from starlette.staticfiles import StaticFiles
+
+from gateway.console.guard import Guard
+from gateway.console.pages import approvals, events, overview
+from gateway.console.security import SecurityHeaders
+from gateway.console.services import ConsoleServices
+from gateway.console.signin import SignIn
+
+STATIC = Path(__file__).parent / "static"
+
+
+def console_routes(services: ConsoleServices) -> list[BaseRoute]:
+    """`/ui` and everything under it; empty when `[console] enabled = false`."""
+    if not services.settings.enabled:
+        return []
+    guard = Guard(services)
+    routes: list[BaseRoute] = [
+        Mount("/static", app=StaticFiles(directory=STATIC), name="console-static"),
+        *SignIn(services, guard).routes(),
+        *overview.routes(services, guard),
+        *approvals.routes(services, guard),
+        *events.routes(services, guard),
+    ]
+    return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]

@@ -1,0 +1,56 @@
+"""What the console's pages read and act through: the running gateway's parts, handed over once.
+
+Pages never build their own stores or reach into the runtime; they get this, so a page module
+says by its imports alone what it can touch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.approvals import ApprovalStore
+from gateway.audit import AuditRecorder
+from gateway.catalog import Catalog
+from gateway.console.sessions import ConsoleSessions
+from gateway.front.approvals_api import ApprovalFeed
+from gateway.identity.api_keys import ApiKeyStore
+from gateway.identity.people import PeopleAuthenticator
+from gateway.identity.users import UserStore
+from gateway.policy import PolicyEngine
+from gateway.runtime import GatewayRuntime
+from gateway.settings.console import ConsoleSettings
+from gateway.storage.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleServices:
+    runtime: GatewayRuntime
+    settings: ConsoleSettings
+    sessions: ConsoleSessions
+    people: PeopleAuthenticator
+    users: UserStore
+    feed: ApprovalFeed | None
+
+    @property
+    def database(self) -> Database:
+        return self.runtime.database
+
+    @property
+    def approvals(self) -> ApprovalStore | None:
+        return self.runtime.approvals
+
+    @property
+    def audit(self) -> AuditRecorder:
+        return self.runtime.audit
+
+    @property
+    def keys(self) -> ApiKeyStore:
+        return self.runtime.keys
+
+    @property
+    def policy(self) -> PolicyEngine:
+        return self.runtime.policy
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.runtime.catalog
