@@ -23,6 +23,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "cli",
         "workers",
         "app",
+        "console",
         "runtime",
         "front",
         "pipeline",
