@@ -296,7 +296,7 @@ def check_key_url(url: str, what: str) -> None:
         raise ValueError(f"{what} {url!r} is not a URL: {error}") from None
     if parsed.scheme == "https" and parsed.host:
         return
-    if parsed.scheme == "http" and _is_loopback(parsed.host):
+    if parsed.scheme == "http" and is_loopback_host(parsed.host):
         return
     raise ValueError(
         f"{what} {url!r} must be an https:// URL (plain http is accepted only for localhost), "
@@ -304,7 +304,8 @@ def check_key_url(url: str, what: str) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, as a URL carries it) is this machine: plain http is safe only there."""
     if host in _LOOPBACK_NAMES:
         return True
     try:
