@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from gateway.config import Config
 from gateway.console import ConsoleServices, ConsoleSessions, console_routes
+from gateway.console.oidc import ConsoleSignIn
 from gateway.front.approvals_api import ApprovalFeed, approvals_routes
 from gateway.front.audit_api import audit_routes
 from gateway.front.bearer import authenticate_request
@@ -48,6 +49,17 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
     approval_feed = ApprovalFeed(runtime.approvals) if runtime.approvals is not None else None
     # Approvers: user keys, and sign-in tokens from [auth.people]; never agents' credentials.
     people = PeopleAuthenticator(UserStore(runtime.database), config.gateway.auth)
+    console_settings = config.gateway.console
+    signin = (
+        ConsoleSignIn(
+            console_settings.oidc,
+            config.gateway.auth.people,
+            people,
+            cookie_secrets=[key.get_secret_value() for key in config.gateway.server.session_keys],
+        )
+        if console_settings.oidc is not None and config.gateway.auth.people is not None
+        else None
+    )
     console = ConsoleServices(
         runtime=runtime,
         settings=config.gateway.console,
@@ -55,6 +67,7 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
         people=people,
         users=UserStore(runtime.database),
         feed=approval_feed,
+        signin=signin,
     )
 
     @asynccontextmanager
@@ -72,6 +85,8 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
                     tasks.cancel_scope.cancel()
         finally:
             await people.aclose()
+            if signin is not None:
+                await signin.aclose()
 
     return Starlette(
         routes=[

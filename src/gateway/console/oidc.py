@@ -165,6 +165,11 @@ class ConsoleSignIn:
             logger.info("console sign-in refused", extra={"reason": str(error)})
             raise
 
+    @property
+    def label(self) -> str:
+        """What the sign-in page's button says (`[console.oidc] label`)."""
+        return self._settings.label
+
     def forget(self, response: Response) -> None:
         """Clear the sign-in cookie on `response`: a sign-in finishes once, whether it succeeded or not."""
         response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax")

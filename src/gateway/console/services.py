@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gateway.approvals import ApprovalStore
 from gateway.audit import AuditRecorder
 from gateway.catalog import Catalog
+from gateway.console.oidc import ConsoleSignIn
 from gateway.console.sessions import ConsoleSessions
 from gateway.front.approvals_api import ApprovalFeed
 from gateway.identity.api_keys import ApiKeyStore
@@ -30,6 +31,8 @@ class ConsoleServices:
     people: PeopleAuthenticator
     users: UserStore
     feed: ApprovalFeed | None
+    #: Sign-in through the identity provider (`[console.oidc]`), or None: user keys only.
+    signin: ConsoleSignIn | None = None
 
     @property
     def database(self) -> Database:

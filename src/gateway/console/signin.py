@@ -51,6 +51,8 @@ class SignIn:
             Route("/login", self.form, methods=["GET"]),
             Route("/login", self.with_key, methods=["POST"]),
             Route("/logout", self.sign_out, methods=["POST"]),
+            Route("/auth/oidc", self.with_provider, methods=["GET"]),
+            Route("/auth/callback", self.provider_callback, methods=["GET"]),
         ]
 
     async def form(self, request: Request, *, error: str | None = None, status_code: int = 200) -> Response:
@@ -61,7 +63,7 @@ class SignIn:
             "error": error,
             "next": local_path(request.query_params.get("next")),
             "login_csrf": token,
-            "oidc_label": None,
+            "oidc_label": self._services.signin.label if self._services.signin is not None else None,
         }
         response = render(request, "login.html", context, status_code=status_code)
         response.set_cookie(
@@ -96,6 +98,30 @@ class SignIn:
         target = form.get("next")
         return await self.start_session(request, user, via="key", target=target if isinstance(target, str) else None)
 
+    async def with_provider(self, request: Request) -> Response:
+        """Off to the identity provider; it sends the browser back to `provider_callback`."""
+        signin = self._services.signin
+        if signin is None:
+            return await self.form(request, error="This gateway signs no one in through an identity provider.")
+        try:
+            return await signin.begin(request, local_path(request.query_params.get("next")))
+        except AuthenticationFailed as exc:
+            return await self.form(request, error=f"Not signed in: {exc}.", status_code=502)
+
+    async def provider_callback(self, request: Request) -> Response:
+        signin = self._services.signin
+        if signin is None:
+            return await self.form(request, error="This gateway signs no one in through an identity provider.")
+        try:
+            user, target = await signin.finish(request)
+        except AuthenticationFailed as exc:
+            await self._refused(request, str(exc))
+            response = await self.form(request, error=f"Not signed in: {exc}.", status_code=401)
+        else:
+            response = await self.start_session(request, user, via="oidc", target=target)
+        signin.forget(response)
+        return response
+
     async def start_session(self, request: Request, user: User, *, via: str, target: str | None) -> Response:
         """Open a session for a person proven by `via`, if their roles let them into the console at all."""
         if not permissions_of(user.roles, self._services.settings):
@@ -108,7 +134,13 @@ class SignIn:
         await self._services.audit.record_console_event(
             "sign_in", user=user.name, via=via, client_address=_client(request)
         )
-        response = RedirectResponse(local_path(target), status_code=303)
+        if via == "key":
+            response: Response = RedirectResponse(local_path(target), status_code=303)
+        else:
+            # Back from the identity provider's site: a redirect would still count as that site's
+            # navigation, and the browser would hold back the SameSite=Strict cookie just set. A
+            # page of our own that moves on (no script: a meta refresh) makes the next request ours.
+            response = render(request, "signed_in.html", {"target": local_path(target)})
         max_age = int((session.expires_at - session.created_at).total_seconds())
         set_session_cookie(response, request, secret, max_age)
         response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from gateway.settings.base import SettingsModel
+from gateway.settings.console_oidc import ConsoleOidcSettings
 
 
 class ConsoleSettings(SettingsModel):
@@ -36,4 +37,11 @@ class ConsoleSettings(SettingsModel):
     admin_roles: tuple[str, ...] = Field(
         default=("admin",),
         description="Roles that may create and revoke keys, manage users and reload policies in the console.",
+    )
+    oidc: ConsoleOidcSettings | None = Field(
+        default=None,
+        description=(
+            "Sign-in through the identity provider `[auth.people]` names (authorization code with PKCE); "
+            "unset: people sign in with their user keys only."
+        ),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
@@ -12,6 +12,7 @@ from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
 from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
 from gateway.settings.console import ConsoleSettings
+from gateway.settings.console_oidc import check_console_client
 from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
 from gateway.settings.policies import PoliciesSettings
@@ -60,6 +61,12 @@ class GatewaySettings(SettingsModel):
         description="Webhooks told when a call is held, escalated, decided or expires, so approvers hear of it.",
     )
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _console_client_is_a_people_audience(self) -> GatewaySettings:
+        if self.console.oidc is not None:
+            check_console_client(self.console.oidc, self.auth.people)
+        return self
 
 
 class Config(SettingsModel):
