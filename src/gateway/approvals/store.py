@@ -279,14 +279,27 @@ class ApprovalStore:
             return int((await session.execute(query)).scalar_one())
 
     async def list(
-        self, *, state: ApprovalState | None = None, limit: int = 50, cursor: str | None = None
+        self,
+        *,
+        state: ApprovalState | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        agent: str | None = None,
+        tool: str | None = None,
     ) -> ApprovalPage:
-        """Approvals newest first, `limit` at a time; `cursor` is a previous page's `next_cursor`."""
+        """Approvals newest first, `limit` at a time; `cursor` is a previous page's `next_cursor`.
+
+        `state`, `agent` and `tool` narrow the list (all that are given must match).
+        """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidApprovalQuery(f"limit must be between 1 and {MAX_LIST_LIMIT}")
         query: Select[Any] = select(_APPROVALS)
         if state is not None:
             query = query.where(_APPROVALS.c.state == ApprovalState(state).value)
+        if agent is not None:
+            query = query.where(_APPROVALS.c.agent == agent)
+        if tool is not None:
+            query = query.where(_APPROVALS.c.tool == tool)
         if cursor is not None:
             created_at, last_id = _read_cursor(cursor)
             query = query.where(

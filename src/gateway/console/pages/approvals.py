@@ -116,15 +116,18 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
         if store is not None:
             try:
                 state = ApprovalState(state_name) if state_name else None
-                page = await store.list(state=state, limit=PAGE_SIZE, cursor=params.get("cursor") or None)
+                page = await store.list(
+                    state=state,
+                    limit=PAGE_SIZE,
+                    cursor=params.get("cursor") or None,
+                    agent=params.get("agent") or None,
+                    tool=params.get("tool") or None,
+                )
             except (ValueError, InvalidApprovalQuery) as exc:
                 error = f"Cannot list those approvals: {exc}"
             else:
                 now = datetime.now(UTC)
-                agent, tool = params.get("agent") or None, params.get("tool") or None
-                for approval in page.approvals:
-                    if (agent is None or approval.agent == agent) and (tool is None or approval.tool == tool):
-                        rows.append(approval_json(approval, await store.votes(approval.id), now))
+                rows = [approval_json(approval, await store.votes(approval.id), now) for approval in page.approvals]
                 next_cursor = page.next_cursor
         context = {
             "rows": rows,
