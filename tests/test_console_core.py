@@ -67,14 +67,14 @@ class Console:
         self.keys[name] = str(self.run(create))
         return self.keys[name]
 
-    def hold(self) -> str:
+    def hold(self, tool: str = "finance__pay_invoice", agent: str = "finance-bot") -> str:
         async def create(database: Database) -> str:
             call = Call(
                 "tools/call",
-                Origin(Principal(agent="finance-bot", roles=("finance",)), session_id="s1"),
-                "finance__pay_invoice",
+                Origin(Principal(agent=agent, roles=("finance",)), session_id="s1"),
+                tool,
                 {"invoice_id": "INV-2001", "amount": 12500.0},
-                target=Target("finance", "pay_invoice"),
+                target=Target("finance", tool.split("__")[-1]),
             )
             approval = await ApprovalStore(database, Sealer([("k1", KEY)])).create(
                 call,
@@ -277,3 +277,22 @@ async def test_sessions_end_after_their_idle_or_absolute_time(database: Database
         now[0] += timedelta(minutes=9)
     assert await sessions.find(busy_secret) is None
     assert await sessions.find("not-a-session") is None
+
+
+def test_the_history_narrows_by_state_agent_and_tool(console: Console, client: TestClient) -> None:
+    paid = console.hold()
+    refunded = console.hold("finance__refund")
+    other = console.hold(agent="other-bot")
+    sign_in(client, console.person("victor", "viewer"))
+
+    def listed(query: str) -> set[str]:
+        page = client.get(f"/ui/approvals/history?{query}")
+        assert page.status_code == 200
+        return set(re.findall(r'href="/ui/approvals/([0-9a-f-]{36})"', page.text))
+
+    assert listed("") == {paid, refunded, other}
+    assert listed("tool=finance__refund") == {refunded}
+    assert listed("agent=other-bot&state=pending") == {other}
+    assert listed("state=approved") == set()
+    refused = client.get("/ui/approvals/history?state=lost")
+    assert "Cannot list those approvals" in refused.text
