@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 
 from gateway.console.guard import Guard
-from gateway.console.pages import approvals, events, overview
+from gateway.console.pages import agents, approvals, connectors, events, overview, users
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -27,5 +27,8 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *overview.routes(services, guard),
         *approvals.routes(services, guard),
         *events.routes(services, guard),
+        *agents.routes(services, guard),
+        *users.routes(services, guard),
+        *connectors.routes(services, guard),
     ]
     return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]
