@@ -287,6 +287,19 @@ class GatewayRuntime:
                 await self._publish("policies_reloaded", {"policies": self.policy.store.status.policy_count})
             await anyio.sleep(interval)
 
+    async def reload_policies(self) -> bool:
+        """Load the policy files now, changed or not (an operator's "reload"); returns whether a new set is active.
+
+        Runs like the watcher's reload: in a worker thread, and told to the other processes when
+        it loaded. A failure keeps the set in force and is logged; `policy.store.status` says why.
+        Loaded even when the files look unchanged, so it also retries a load that failed for a
+        reason outside the files.
+        """
+        loaded = await anyio.to_thread.run_sync(self.policy.store.try_load, self.catalog)
+        if loaded:
+            await self._publish("policies_reloaded", {"policies": self.policy.store.status.policy_count})
+        return loaded
+
     async def _follow(
         self,
         channel: str,

@@ -170,8 +170,8 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway.calls import Call, Origin, Target
     from gateway.identity.principal import Principal
+    from gateway.policy.explain import explain_call
 
     try:
         arguments = json.loads(args.args)
@@ -184,16 +184,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     def explain(engine: PolicyEngine, catalog: Catalog) -> int:
         engine.store.load(catalog)
-        entry = catalog.resolve_tool(args.tool)
-        origin = Origin(principal)
-        target = Target(entry.connector, entry.original)
-        call = Call("tools/call", origin, entry.exposed, arguments, reasoning=args.reasoning, target=target)
-        decision = engine.decisions.decide_call(call, entry)
-        visible = bool(engine.decisions.visible_tools(origin, (entry,)))
-        print(decision.explain())
-        print(f"  tool listed for this agent: {'yes' if visible else 'no'}")
-        if decision.allowed and engine.store.status.approval_count:
-            print(engine.decisions.decide_hold(call, entry).explain())
-        return 0 if decision.allowed else 3
+        explanation = explain_call(
+            engine, catalog.resolve_tool(args.tool), principal, arguments, reasoning=args.reasoning
+        )
+        print(explanation.text())
+        return 0 if explanation.decision.allowed else 3
 
     return _with_policy_catalog(args, explain)

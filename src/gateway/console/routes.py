@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 
 from gateway.console.guard import Guard
-from gateway.console.pages import agents, approvals, connectors, events, overview, users
+from gateway.console.pages import agents, approvals, connectors, events, overview, policies, users
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -30,5 +30,6 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *agents.routes(services, guard),
         *users.routes(services, guard),
         *connectors.routes(services, guard),
+        *policies.routes(services, guard),
     ]
     return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]

@@ -62,3 +62,29 @@
   });
   void csrf;
 })();
+
+// Policies, explain form: choosing another tool fetches that tool's argument fields from the server,
+// so the "Show the arguments" button (which does the same without JavaScript) is not needed.
+(function () {
+  "use strict";
+  var select = document.querySelector("select[data-arguments-into]");
+  if (!select) { return; }
+  var target = document.getElementById(select.getAttribute("data-arguments-into"));
+  var button = select.form ? select.form.querySelector("button.show-arguments") : null;
+  if (!target) { return; }
+  if (button) { button.hidden = true; }
+
+  function fallBack() { if (button) { button.hidden = false; } }
+
+  select.addEventListener("change", function () {
+    var tool = select.value;
+    var url = select.getAttribute("data-arguments-url") + "?tool=" + encodeURIComponent(tool);
+    fetch(url, { headers: { "X-Requested-With": "console" }, credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) { window.location.reload(); return null; }
+      return response.ok ? response.text() : null;
+    }).then(function (html) {
+      if (select.value !== tool) { return; } // another tool was chosen meanwhile; its answer decides
+      if (typeof html === "string") { target.innerHTML = html; } else { fallBack(); }
+    }, fallBack);
+  });
+})();
