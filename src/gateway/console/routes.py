@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 
 from gateway.console.guard import Guard
-from gateway.console.pages import activity, approvals, events, overview
+from gateway.console.pages import activity, approvals, audit, events, overview
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -28,5 +28,6 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *approvals.routes(services, guard),
         *events.routes(services, guard),
         *activity.routes(services, guard),
+        *audit.routes(services, guard),
     ]
     return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]
