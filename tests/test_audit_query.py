@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from audit_calls import audit_call
 from gateway.audit import AuditRecorder, Redactor, Timings, export, get_call, search, tail
@@ -209,6 +209,68 @@ async def test_search_pages_with_a_cursor_without_gaps_or_repeats(database):
         if cursor is None:
             break
     assert pages == 3 and seen == list(reversed(expected))
+
+
+async def test_a_scan_limit_bounds_each_page_and_paging_still_reaches_every_match(database):
+    recorder = await _recorder(database)
+    try:
+        ids = [
+            (
+                await recorder.record_call(
+                    audit_call(BILLING, f"tool.{n}"), decision="deny" if n in (2, 3, 11) else "allow"
+                )
+            ).call_id
+            for n in range(14)
+        ]
+    finally:
+        await recorder.close()
+
+    async def pages(**options) -> list[tuple[list[str], bool]]:
+        seen, cursor = [], None
+        while True:
+            page = await search(database, decision="deny", limit=2, cursor=cursor, **options)
+            seen.append(([call.call_id for call in page.calls], page.examined_until is not None))
+            cursor = page.next_cursor
+            if cursor is None:
+                return seen
+
+    # Windows of 5 calls, newest first: 13-9 holds 11, 8-4 holds none, and the last 4 are read whole.
+    assert await pages(scan_limit=5) == [([ids[11]], True), ([], True), ([ids[3], ids[2]], False)]
+    assert await pages() == [([ids[11], ids[3]], False), ([ids[2]], False)]
+    # Filters an index serves alone are never cut short: the index finds the matches wherever they are.
+    only = await search(database, tool="tool.0", limit=2, scan_limit=1)
+    assert [call.call_id for call in only.calls] == [ids[0]] and only.next_cursor is None
+    with pytest.raises(InvalidAuditQuery):
+        await search(database, decision="deny", scan_limit=0)
+
+
+async def test_sqlite_reads_the_index_of_the_name_searched_for_not_every_call(database):
+    """SQLite's planner would walk every call through (kind, time); a name nobody has must cost nothing."""
+    if database.dialect != "sqlite":
+        pytest.skip("steering the planner is for SQLite, which keeps no statistics")
+    await _populate(database)
+    statements: list[tuple[str, object]] = []
+
+    def seen(connection, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "calls" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for filters, index in (
+            ({"agent": "nobody"}, "ix_audit_events_agent_time"),
+            ({"agent": "support-bot", "workflow": "wf-refund"}, "ix_audit_events_workflow_id_time"),
+            ({"tool": "crm.delete", "user": "bob@example.com"}, "ix_audit_events_user_id_time"),
+        ):
+            statements.clear()
+            await search(database, **filters)
+            (statement, parameters), *_ = statements
+            async with database.engine.connect() as connection:
+                plan = (await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)).all()
+            steps = " | ".join(str(step[-1]) for step in plan)
+            assert f"SEARCH calls USING INDEX {index}" in steps, (filters, steps)
+    finally:
+        event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
 
 
 async def test_tail_shows_the_backlog_then_follows_new_events(database):

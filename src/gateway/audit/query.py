@@ -3,6 +3,11 @@
 Search works on calls joined with their outcomes, newest first, filtered on the indexed
 columns; pages are cut by an opaque cursor (keyset pagination on time, replica, seq), so
 paging stays cheap however deep it goes and is not thrown off by events written meanwhile.
+On SQLite a search by agent, user, tool or workflow reads that column's index: SQLite's planner
+(without statistics) would otherwise walk every call newest first through the (kind, time)
+index, which for a name that matches nothing is the whole log. Filters no index serves (decision,
+outcome, text) can be bounded with `scan_limit`, so a value that matches nothing costs one window
+of calls, not the whole log.
 Events that stand alone (refused authentications, recoveries after a crash) are searched by
 kind and time the same way (`search_events`).
 """
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import anyio
 import orjson
-from sqlalchemy import FromClause, Row, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, Row, Select, and_, func, literal_column, or_, select
 
 from gateway.audit.entry import (
     APPROVAL,
@@ -62,10 +67,15 @@ class SearchFilters:
 
 @dataclass(frozen=True, slots=True)
 class SearchPage:
-    """One page of calls, newest first; pass `next_cursor` to get the next (None: no more)."""
+    """One page of calls, newest first; pass `next_cursor` to get the next (None: no more).
+
+    `examined_until` is set when a `scan_limit` cut the page short: calls were examined back to
+    that time only, so older matches may follow `next_cursor` although the page has fewer than asked.
+    """
 
     calls: tuple[AuditCall, ...]
     next_cursor: str | None
+    examined_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +100,31 @@ async def search(
     text_in_reasoning: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    scan_limit: int | None = None,
 ) -> SearchPage:
-    """Calls matching every given filter, joined with their outcomes, newest first."""
+    """Calls matching every given filter, joined with their outcomes, newest first.
+
+    With `scan_limit`, a search that filters on what no index serves alone (decision, outcome,
+    reasoning text, or several indexed columns at once) examines at most that many of the calls the
+    indexes select; when they hold fewer than `limit` matches, the page is short and `next_cursor`
+    continues after them (see `SearchPage.examined_until`). Without it, such a search reads on
+    until the page is full, through the whole log if need be.
+    """
     _check_limit(limit)
+    if scan_limit is not None and scan_limit < 1:
+        raise InvalidAuditQuery("scan_limit must be positive")
     filters = SearchFilters(agent, user, tool, decision, outcome, since, until, workflow, text_in_reasoning)
-    query, calls = _calls_query(filters)
+    sqlite = db.dialect == "sqlite"
+    query, calls = _calls_query(filters, sqlite=sqlite)
+    window_end = None
+    if scan_limit is not None and _needs_window(filters):
+        window_end = await _window_end(db, filters, cursor, scan_limit, sqlite=sqlite)
+        if window_end is not None:
+            query = query.where(calls.c.time >= window_end)
     found, next_cursor = await _fetch_page(db, _newest_first_page(query, calls, cursor, limit), _call_from_row, limit)
+    if next_cursor is None and window_end is not None:
+        # Every call at `window_end` was examined: go on strictly before it (no replica sorts below "").
+        return SearchPage(found, _encode_cursor(window_end, "", 0), window_end)
     return SearchPage(found, next_cursor)
 
 
@@ -155,17 +184,85 @@ def _check_limit(limit: int) -> None:
 def _newest_first_page(query: _Query, rows: FromClause, cursor: str | None, limit: int) -> _Query:
     """`query` ordered newest first, after `cursor`, one row more than `limit` (to tell whether more follow)."""
     if cursor is not None:
-        time, replica_id, seq = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                rows.c.time < time,
-                and_(
-                    rows.c.time == time,
-                    or_(rows.c.replica_id < replica_id, and_(rows.c.replica_id == replica_id, rows.c.seq < seq)),
-                ),
-            )
-        )
+        query = query.where(_after(rows, cursor))
     return query.order_by(rows.c.time.desc(), rows.c.replica_id.desc(), rows.c.seq.desc()).limit(limit + 1)
+
+
+def _after(rows: FromClause, cursor: str) -> ColumnElement[bool]:
+    """The rows older than the position `cursor` names (time, then replica, then seq)."""
+    time, replica_id, seq = _decode_cursor(cursor)
+    return or_(
+        rows.c.time < time,
+        and_(
+            rows.c.time == time,
+            or_(rows.c.replica_id < replica_id, and_(rows.c.replica_id == replica_id, rows.c.seq < seq)),
+        ),
+    )
+
+
+def _indexed(filters: SearchFilters) -> list[tuple[str, str]]:
+    """The (column, value) filters a partial (column, time) index serves, most selective first.
+
+    Workflows name one task, users and tools are many, agents few: the first one given is the
+    index SQLite is steered to, and the rest are checked on the rows it reads.
+    """
+    given = (
+        ("workflow_id", filters.workflow),
+        ("user_id", filters.user),
+        ("tool", filters.tool),
+        ("agent", filters.agent),
+    )
+    return [(column, value) for column, value in given if value is not None]
+
+
+def _needs_window(filters: SearchFilters) -> bool:
+    """Whether some filter is checked row by row, so that a value nothing matches would read on and on."""
+    residual = filters.decision or filters.outcome or filters.text_in_reasoning
+    return bool(residual) or len(_indexed(filters)) > 1
+
+
+async def _window_end(
+    db: Database, filters: SearchFilters, cursor: str | None, scan_limit: int, *, sqlite: bool
+) -> datetime | None:
+    """The time of the `scan_limit`-th call the indexed filters select after `cursor`; None when fewer remain."""
+    calls = AuditEventRow.__table__.alias("calls")
+    query = select(calls.c.time).where(_is_call(calls, filters, sqlite=sqlite))
+    indexed = _indexed(filters)
+    if indexed:
+        column, value = indexed[0]
+        query = query.where(calls.c[column] == value)
+    query = _in_time_range(query, calls, filters)
+    if cursor is not None:
+        query = query.where(_after(calls, cursor))
+    query = query.order_by(calls.c.time.desc()).offset(scan_limit - 1).limit(1)
+    async with db.session() as session:
+        moment: datetime | None = (await session.execute(query)).scalar()
+    return moment
+
+
+def _is_call(calls: FromClause, filters: SearchFilters, *, sqlite: bool) -> ColumnElement[bool]:
+    """`kind = 'call'`; on SQLite, written so that it cannot pick the index when a column's index serves better.
+
+    SQLite's planner has no statistics and prefers the (kind, time) index, which also gives the
+    order wanted; the unary `+` (SQLite's documented way to rule an index out) leaves it the
+    (column, time) index of the filter, which gives the same order over far fewer rows.
+    """
+    if sqlite and _indexed(filters):
+        return _unindexed("kind") == CALL
+    return calls.c.kind == CALL
+
+
+def _unindexed(column: str) -> ColumnElement[Any]:
+    """`column` of the `calls` alias as SQLite's unary `+` writes it: the same value, but no index is used for it."""
+    return literal_column(f"+calls.{column}")
+
+
+def _in_time_range(query: _Query, calls: FromClause, filters: SearchFilters) -> _Query:
+    if filters.since is not None:
+        query = query.where(calls.c.time >= _aware(filters.since, "since"))
+    if filters.until is not None:
+        query = query.where(calls.c.time < _aware(filters.until, "until"))
+    return query
 
 
 async def get_call(db: Database, call_id: str) -> AuditCall | None:
@@ -226,7 +323,7 @@ async def tail(
             await anyio.sleep(poll_interval)
 
 
-def _calls_query(filters: SearchFilters) -> tuple[_Query, FromClause]:
+def _calls_query(filters: SearchFilters, *, sqlite: bool = False) -> tuple[_Query, FromClause]:
     calls = AuditEventRow.__table__.alias("calls")
     outcomes = AuditEventRow.__table__.alias("outcomes")
     query = (
@@ -241,22 +338,16 @@ def _calls_query(filters: SearchFilters) -> tuple[_Query, FromClause]:
         )
         .select_from(calls)
         .outerjoin(outcomes, and_(outcomes.c.call_id == calls.c.call_id, outcomes.c.kind == OUTCOME))
-        .where(calls.c.kind == CALL)
+        .where(_is_call(calls, filters, sqlite=sqlite))
     )
-    for column, value in (
-        (calls.c.agent, filters.agent),
-        (calls.c.user_id, filters.user),
-        (calls.c.tool, filters.tool),
-        (calls.c.decision, filters.decision),
-        (calls.c.workflow_id, filters.workflow),
-        (outcomes.c.outcome, filters.outcome),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.since is not None:
-        query = query.where(calls.c.time >= _aware(filters.since, "since"))
-    if filters.until is not None:
-        query = query.where(calls.c.time < _aware(filters.until, "until"))
+    for position, (name, value) in enumerate(_indexed(filters)):
+        # On SQLite only the first is read through its index (see `_is_call`); the rest are checked on its rows.
+        query = query.where((_unindexed(name) if sqlite and position else calls.c[name]) == value)
+    if filters.decision is not None:
+        query = query.where(calls.c.decision == filters.decision)
+    if filters.outcome is not None:
+        query = query.where(outcomes.c.outcome == filters.outcome)
+    query = _in_time_range(query, calls, filters)
     if filters.text_in_reasoning:
         pattern = "%" + _escape_like(filters.text_in_reasoning.lower()) + "%"
         query = query.where(func.lower(calls.c.reasoning).like(pattern, escape="\\"))

@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 
 from gateway.console.guard import Guard
-from gateway.console.pages import agents, approvals, connectors, events, overview, policies, users
+from gateway.console.pages import activity, agents, approvals, audit, connectors, events, overview, policies, users
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -31,5 +31,7 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *users.routes(services, guard),
         *connectors.routes(services, guard),
         *policies.routes(services, guard),
+        *activity.routes(services, guard),
+        *audit.routes(services, guard),
     ]
     return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]

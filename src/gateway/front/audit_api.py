@@ -79,6 +79,7 @@ def audit_routes(
             text_in_reasoning=params.get("text") or None,
             limit=limit,
             cursor=params.get("cursor") or None,
+            scan_limit=None,  # pages stay full, as the API has always answered
         )
         return {"calls": [call.to_json() for call in page.calls], "next_cursor": page.next_cursor}
 
