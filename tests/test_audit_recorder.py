@@ -13,6 +13,8 @@ import anyio
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext
 from sqlalchemy import text
 
 from audit_calls import audit_call
@@ -155,6 +157,21 @@ async def test_an_outcome_keeps_the_message_of_the_gateways_own_errors_only(data
         {"type": "RuntimeError", "message": None},
         None,
     ]
+
+
+async def test_a_call_names_the_trace_its_request_belongs_to(database):
+    """The audit entry leads to the trace of the same request (and only a real one)."""
+    traced = SpanContext(trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736, span_id=0x00F067AA0BA902B7, is_remote=False)
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        with trace.use_span(NonRecordingSpan(traced)):
+            inside = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+        outside = await recorder.record_call(audit_call(AGENT, "crm.lookup"), decision="allow")
+    finally:
+        await recorder.close()
+    assert (await get_call(database, inside.call_id)).call["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert (await get_call(database, outside.call_id)).call["trace_id"] is None
 
 
 async def test_concurrent_callers_share_commits(database):

@@ -40,6 +40,7 @@ import anyio
 import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
 from sqlalchemy import and_, exists, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -404,6 +405,7 @@ class AuditRecorder:
             "decision": clean_text(decision),
             "policy_ids": [clean_text(policy_id) for policy_id in policy_ids],
             "reason": redact.redact_text(reason) if reason is not None else None,
+            "trace_id": _current_trace_id(),
         }
         seq = await self._enqueue(CALL, call_id, moment, data, retry=False)
         assert seq is not None
@@ -849,3 +851,9 @@ def _describe(error: BaseException) -> str:
 
 #: How long an outcome nobody waits for may wait for a call's commit to ride along with.
 _OUTCOME_DELAY_SECONDS = 0.05
+
+
+def _current_trace_id() -> str | None:
+    """The trace the call's request span belongs to (32 hex), so the audit entry leads to the trace; None untraced."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
