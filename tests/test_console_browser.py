@@ -3,10 +3,11 @@
 One gateway (the quick start's finance server behind it, payments over 1,000 held for a finance
 manager) serves every test of the module but the idle timeout's, which needs a short
 `[console] idle_timeout` of its own. `maria` is a finance manager with the console role
-`approver`, `victor` has `viewer` only. The agent is the official `mcp` client; a call that waits
-for people runs on a thread of its own (`in_background`) while the test drives the browser.
-Tests wait on what a person would see (Playwright's `expect`) or on the gateway's own state,
-never on sleeps.
+`approver`, `victor` has `viewer` only, and `ada`, a finance manager and `admin`, may see and do
+everything, so the accessibility sweep sees every page as it is, not its "Not allowed". The
+agent is the official `mcp` client; a call that waits for people runs on a thread of its own
+(`in_background`) while the test drives the browser. Tests wait on what a person would see
+(Playwright's `expect`) or on the gateway's own state, never on sleeps.
 
 Each held call pays an invoice no other test pays: identical calls would share one approval.
 `SAVE_SCREENSHOTS=1` makes `test_screenshots_of_the_console` write the README's pictures into
@@ -40,8 +41,8 @@ from test_approvals_e2e import CALL_DEADLINE, NO_WAIT, PAY, World, approval_id_i
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
-#: Pages the accessibility sweep visits signed in as maria, with a held call waiting; add yours.
-#: `{approval}` stands for that held call's approval id.
+#: Pages the accessibility sweep visits, signed in as ada (every console permission) with a held
+#: call waiting; add yours. `{approval}` stands for that held call's approval id.
 ACCESSIBILITY_SWEEP = [
     "/ui/",
     "/ui/approvals",
@@ -73,7 +74,7 @@ def never_run() -> dict[str, Any]:
 
 @dataclass
 class Console:
-    """The shared gateway and its people: `maria` decides payments, `victor` only reads."""
+    """The shared gateway and its people: `maria` decides payments, `victor` only reads, `ada` administers."""
 
     world: World
     keys: dict[str, str]
@@ -139,7 +140,12 @@ def create_users(world: World, roles: dict[str, tuple[str, ...]]) -> dict[str, s
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     with held_world(tmp_path_factory.mktemp("console"), approvers=()) as world:
-        keys = create_users(world, {"maria": ("finance-managers", "approver"), "victor": ("viewer",)})
+        people = {
+            "maria": ("finance-managers", "approver"),
+            "victor": ("viewer",),
+            "ada": ("finance-managers", "admin"),
+        }
+        keys = create_users(world, people)
         world.approvers.update(keys)
         yield Console(world, keys)
 
@@ -419,9 +425,10 @@ def test_console_pages_signed_in_have_no_serious_accessibility_violations(
     console: Console, page: Page, path: str
 ) -> None:
     approval_id = console.holds(never_run())
-    sign_in(page, console.base_url, console.keys["maria"])
+    sign_in(page, console.base_url, console.keys["ada"])
     page.goto(console.url(path.format(approval=approval_id)))
     expect(page.get_by_role("heading", level=1)).to_have_count(1)  # what a screen reader announces as the page
+    expect(page.get_by_role("heading", name="Not allowed")).to_have_count(0)
     assert_accessible(page)
 
 
