@@ -21,6 +21,9 @@ from sqlalchemy.engine import make_url
 
 from gateway.storage import Database
 
+#: The console's browser fixtures (`browser`, `page`, `new_page`), for any test module that asks for them.
+pytest_plugins = ("browser",)
+
 POSTGRES_ADMIN_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 #: Fixtures that reach the PostgreSQL server; every test using one is marked `postgres`.
 POSTGRES_FIXTURES = frozenset({"postgres_url", "module_postgres_url"})

@@ -23,7 +23,8 @@ from gateway.storage.database import Database
 from gateway.storage.tables import ConsoleSessionRow
 
 _SESSIONS = cast(Table, ConsoleSessionRow.__table__)
-#: A session's last use is written at most this often: a page load is not a write each time.
+#: A session's last use is written at most this often (or a quarter of the idle timeout, when that is
+#: shorter, so a person at work is never taken for idle): a page load is not a write each time.
 _TOUCH_EVERY = timedelta(seconds=30)
 
 
@@ -50,6 +51,7 @@ class ConsoleSessions:
         self._db = database
         self._idle = timedelta(seconds=settings.idle_timeout)
         self._absolute = timedelta(seconds=settings.absolute_timeout)
+        self._touch_every = min(_TOUCH_EVERY, self._idle / 4)
         self._clock = clock
 
     async def open(self, user: User, *, via: str) -> tuple[str, ConsoleSession]:
@@ -95,7 +97,7 @@ class ConsoleSessions:
         if now >= session.expires_at or now - session.last_seen_at >= self._idle:
             await self._remove(id_hash)
             return None
-        if now - session.last_seen_at >= _TOUCH_EVERY:
+        if now - session.last_seen_at >= self._touch_every:
             async with self._db.session() as db, db.begin():
                 await db.execute(update(_SESSIONS).where(_SESSIONS.c.id_hash == id_hash).values(last_seen_at=now))
         return session
