@@ -39,7 +39,7 @@ class Guard:
         secret = request.cookies.get(SESSION_COOKIE)
         if not secret:
             return None
-        session = await self._services.sessions.find(secret)
+        session = await self._services.sessions.find(secret, touch=wants_page(request))
         if session is None:
             return None
         if await self._disabled(session.user.name, known_locally=session.via == "key"):

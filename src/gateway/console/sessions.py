@@ -76,8 +76,12 @@ class ConsoleSessions:
             await db.execute(delete(_SESSIONS).where(_SESSIONS.c.expires_at <= now))
         return secret, session
 
-    async def find(self, secret: str) -> ConsoleSession | None:
-        """The live session of `secret`, or None (unknown, signed out, idle too long, or past its end)."""
+    async def find(self, secret: str, *, touch: bool = True) -> ConsoleSession | None:
+        """The live session of `secret`, or None (unknown, signed out, idle too long, or past its end).
+
+        `touch` counts the request as the person's activity; the console's own background requests
+        (live updates) do not, so a tab left open still idles out.
+        """
         if not secret or len(secret) > 128:
             return None
         id_hash = _hash(secret)
@@ -97,7 +101,7 @@ class ConsoleSessions:
         if now >= session.expires_at or now - session.last_seen_at >= self._idle:
             await self._remove(id_hash)
             return None
-        if now - session.last_seen_at >= self._touch_every:
+        if touch and now - session.last_seen_at >= self._touch_every:
             async with self._db.session() as db, db.begin():
                 await db.execute(update(_SESSIONS).where(_SESSIONS.c.id_hash == id_hash).values(last_seen_at=now))
         return session

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.approvals import Approval, ApprovalState, ApprovalStore
 from gateway.console.access import Permission, Visitor
 from gateway.console.guard import Guard
+from gateway.console.pages.events import live_seen
 from gateway.console.rendering import render
 from gateway.console.services import ConsoleServices
 from gateway.errors import ApprovalFailure, InvalidApprovalQuery
@@ -40,7 +41,12 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             pending = [await _shown(store, approval, now, visitor) for approval in page.approvals]
             wanted = request.query_params.get("id")
             selected = next((a for a in pending if a["id"] == wanted), pending[0] if pending else None)
-        context = {"pending": pending, "selected": selected, "configured": store is not None}
+        context = {
+            "pending": pending,
+            "selected": selected,
+            "configured": store is not None,
+            "live_seen": await live_seen(services),
+        }
         fragment = request.headers.get("x-requested-with") == "console"
         template = "approvals_body.html" if fragment else "approvals.html"
         return render(request, template, context, visitor=visitor, section="approvals")

@@ -8,6 +8,7 @@ nothing is lost but the liveness.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 
 import anyio
@@ -27,7 +28,7 @@ TICK = 10.0
 def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
     async def events(request: Request, visitor: Visitor) -> Response:
         return StreamingResponse(
-            _stream(services),
+            _stream(services, request.query_params.get("seen")),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -35,17 +36,27 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
     return [Route("/events", guard.page(Permission.VIEWER, events), methods=["GET"])]
 
 
-async def _signature(store: ApprovalStore | None) -> tuple[tuple[str, int], ...]:
+async def _signature(store: ApprovalStore | None) -> str:
+    """A short digest of the waiting approvals and their versions: equal digests, nothing to re-read."""
     if store is None:
-        return ()
+        return ""
     page = await store.list(state=ApprovalState.PENDING, limit=200)
-    return tuple((approval.id, approval.version) for approval in page.approvals)
+    listed = ";".join(f"{approval.id}:{approval.version}" for approval in page.approvals)
+    return hashlib.sha256(listed.encode()).hexdigest()[:16]
 
 
-async def _stream(services: ConsoleServices) -> AsyncIterator[bytes]:
+async def live_seen(services: ConsoleServices) -> str:
+    """What a page with live parts was rendered from (`data-live-seen`), for its stream to compare with."""
+    return await _signature(services.approvals)
+
+
+async def _stream(services: ConsoleServices, rendered_from: str | None) -> AsyncIterator[bytes]:
     yield b"retry: 3000\n\n"
     store, feed = services.approvals, services.feed
     seen = await _signature(store)
+    if rendered_from is not None and rendered_from != seen:
+        # Changed between rendering the page and (re)connecting: nothing announced it, so say it now.
+        yield b"event: approvals\ndata: {}\n\n"
     next_tick = anyio.current_time() + TICK
     if feed is None:
         while True:

@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.approvals import ApprovalState
 from gateway.console.access import Permission, Visitor
 from gateway.console.guard import Guard
+from gateway.console.pages.events import live_seen
 from gateway.console.rendering import render
 from gateway.console.services import ConsoleServices
 from gateway.console.stats import last_hour, sparkline
@@ -28,6 +29,7 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             "pending": pending,
             "backends": backends,
             "policies": services.policy.store.status,
+            "live_seen": await live_seen(services),
         }
         template = "overview_body.html" if request.headers.get("x-requested-with") == "console" else "overview.html"
         return render(request, template, context, visitor=visitor, section="overview")

@@ -22,7 +22,9 @@
   }
 
   if (regions.length && window.EventSource) {
-    var source = new EventSource("/ui/events");
+    // What the page was rendered from: the stream says at once if approvals changed since then.
+    var seen = document.body.getAttribute("data-live-seen");
+    var source = new EventSource("/ui/events" + (seen ? "?seen=" + encodeURIComponent(seen) : ""));
     source.addEventListener("open", function () { if (status) { status.textContent = "live"; } });
     source.addEventListener("error", function () { if (status) { status.textContent = "reconnecting…"; } });
     ["approvals", "tick"].forEach(function (name) {
