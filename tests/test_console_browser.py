@@ -36,6 +36,7 @@ from playwright.sync_api import Locator, Page, expect
 
 from browser import assert_accessible, in_background, save_screenshot, screenshots_wanted, sign_in
 from harness import mcp_client, wait_until
+from oidc_provider import OidcProvider
 from test_approvals_e2e import CALL_DEADLINE, NO_WAIT, PAY, World, approval_id_in, held_world, text_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -479,3 +480,47 @@ def test_screenshots_of_the_console(empty_inbox: Console, new_page: Callable[...
     shots.append(save_screenshot(page, folder / "console-overview.png"))
     for shot in shots:
         assert shot.read_bytes().startswith(b"\x89PNG"), shot
+
+
+def test_a_person_signs_in_through_the_identity_provider_and_decides_a_held_call(tmp_path: Path, page: Page) -> None:
+    """The real code flow with PKCE in the browser: the provider's own sign-in page, back to the console."""
+    provider = OidcProvider({"olivia": ("correct horse battery", ("finance-managers", "approver"))})
+    try:
+        people = (
+            f'\n[auth.people]\nissuer = "{provider.url}"\naudiences = ["gateway-console"]\n'
+            'user_claim = "preferred_username"\nroles_claims = ["groups"]\n'
+            '\n[console.oidc]\nclient_id = "gateway-console"\nlabel = "Sign in with Example SSO"\n'
+        )
+        with held_world(tmp_path, extra=people, approvers=()) as world:
+            base = world.gateway.base_url
+            provider.register("gateway-console", f"{base}/ui/auth/callback")
+            approval_id = approval_id_in(
+                in_background(lambda: _pay_without_waiting(world, never_run())).result(CALL_DEADLINE)
+            )
+
+            page.goto(f"{base}/ui/approvals/{approval_id}")
+            page.get_by_role("link", name="Sign in with Example SSO").click()
+            expect(page).to_have_url(re.compile(re.escape(provider.url) + "/authorize"))
+            page.locator("#username").fill("olivia")
+            page.locator("#password").fill("correct horse battery")
+            page.get_by_role("button", name="Sign in").click()
+
+            expect(page).to_have_url(f"{base}/ui/approvals/{approval_id}")  # where she was going
+            expect(page.locator(".who")).to_contain_text("olivia")
+            page.get_by_role("button", name="Approve").click()
+            expect(page.locator(".approval")).to_contain_text("olivia approved at")
+            shown = json.loads(world.gateway.cli("approvals", "show", approval_id, "--json").stdout)
+            assert shown["state"] == "approved" and [vote["user"] for vote in shown["votes"]] == ["olivia"]
+            signed_in = world.gateway.cli("audit", "search", "--kind", "console", "--json").stdout
+            assert any(
+                json.loads(line)["action"] == "sign_in" and json.loads(line)["via"] == "oidc"
+                for line in signed_in.splitlines()
+            )
+    finally:
+        provider.stop()
+
+
+async def _pay_without_waiting(world: World, arguments: dict[str, Any]) -> CallToolResult:
+    async with mcp_client(world.gateway.url, world.agent_key) as client:
+        with anyio.fail_after(CALL_DEADLINE):
+            return await client.call_tool(PAY, arguments, meta=NO_WAIT)
