@@ -197,7 +197,7 @@ def test_a_bad_edit_is_shown_with_its_error_and_the_set_in_force_still_decides(t
         page = console.client.get(reloaded.headers["location"]).text
         assert "The reload failed" in page
         assert "The last load of the policy files failed" in page and "stays in force" in page
-        error = _match(r'<section class="policy-load-error".*?<pre class="json">(.*?)</pre>', page)
+        error = _match(r'<section class="policy-load-error".*?<pre class="json"[^>]*>(.*?)</pre>', page)
         assert f"{access}:1: syntax error: unexpected end of input" in error
         # The page shows the set in force, not the broken file.
         assert 'id="policy-only-finance-pays"' in page and 'id="policy-everything"' not in page
@@ -244,7 +244,7 @@ def test_explain_decides_what_gateway_policy_explain_decides(
 
     assert cli.returncode == (3 if outcome == "deny" else 0), cli.stderr
     assert _match(r'data-outcome="(\w+)"', page) == outcome
-    assert _match(r'<pre class="json" id="explain-text">(.*?)</pre>', page) == cli.stdout.rstrip("\n")
+    assert _match(r'<pre class="json"[^>]*id="explain-text">(.*?)</pre>', page) == cli.stdout.rstrip("\n")
     assert cli.stdout.startswith("deny" if outcome == "deny" else "allow")
     if outcome == "hold":
         assert "<dt>Approvers</dt><dd>role:finance-managers</dd>" in page
