@@ -9,4 +9,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
-exec .venv/bin/python -m pytest "$@"
+# Two workers, each taking whole test files (module-scoped gateways start once): most of the
+# suite waits on real gateway and backend processes, so two keep both cores busy.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
