@@ -524,3 +524,24 @@ async def _pay_without_waiting(world: World, arguments: dict[str, Any]) -> CallT
     async with mcp_client(world.gateway.url, world.agent_key) as client:
         with anyio.fail_after(CALL_DEADLINE):
             return await client.call_tool(PAY, arguments, meta=NO_WAIT)
+
+
+def test_the_explain_form_in_the_browser_says_what_gateway_policy_explain_says(console: Console, page: Page) -> None:
+    """The argument fields come from the chosen tool's schema (the script swaps them in); the verdict is the CLI's."""
+    sign_in(page, console.base_url, console.keys["ada"])
+    page.goto(console.url("/ui/policies/explain"))
+    page.get_by_label("Agent", exact=True).fill("finance-bot")
+    page.get_by_label(re.compile("^Roles")).fill("finance")
+    page.get_by_label("Tool").select_option("finance__pay_invoice")
+    page.get_by_label(re.compile("invoice_id")).fill("INV-2004")
+    page.get_by_label(re.compile("amount")).fill("5000")
+    page.get_by_role("button", name="Explain", exact=True).last.click()
+
+    shown = page.locator("#explain-text")
+    expect(shown).to_contain_text("held: approval by role:finance-managers")
+    arguments = json.dumps({"invoice_id": "INV-2004", "amount": 5000})
+    told = console.world.gateway.cli(
+        "policy", "explain", "--agent", "finance-bot", "--role", "finance",
+        "--tool", "finance__pay_invoice", "--args", arguments,
+    )  # fmt: skip
+    assert shown.inner_text().strip() == told.stdout.strip()
