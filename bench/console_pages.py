@@ -282,6 +282,13 @@ async def _pages(database: Path, rounds: int) -> list[tuple[str, list[float]]]:
                     "audit, calls": "/ui/audit",
                     "audit, tool in a day": "/ui/audit?tool=crm__3&since=3d&until=2d",
                     "audit, approval events": "/ui/audit?kind=approval",
+                    "overview": "/ui/",
+                    "approvals inbox": "/ui/approvals",
+                    "approvals history": "/ui/approvals/history",
+                    "agents": "/ui/agents",
+                    "agents, one": "/ui/agents/agent-07",
+                    "connectors": "/ui/connectors",
+                    "policies": "/ui/policies",
                 }
                 times: dict[str, list[float]] = {label: [] for label in pages}
                 for path in pages.values():  # warm up: caches, the first connection, template compiling
