@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 from gateway.errors import ConfigError, PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import ApprovalContext, ArgumentLimits, HoldDecision, PolicyEngine
+from gateway.policy import decisions as decisions_module
+from gateway.policy import prepared as prepared_module
 from gateway.policy.cases import run_policy_tests
 from gateway.policy.context import call_context
 from gateway.policy.hold import DEFAULT_EXPIRY, NOT_HELD, Requirement, combine
@@ -274,11 +277,19 @@ def test_requirements_combine_the_strict_way() -> None:
 # -- the hold decision -----------------------------------------------------------------------
 
 
+NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+
 def hold(loaded: Loaded, principal: Principal, exposed: str, arguments: dict[str, Any]) -> HoldDecision:
+    """The hold decided on the access decision's own request, checked against one built again."""
     tool = loaded.catalog.resolve_tool(exposed)
     call = tool_call(principal, tool, arguments)
-    assert loaded.decisions.decide_call(call, tool).allowed  # decide_hold is only asked about allowed calls
-    return loaded.decisions.decide_hold(call, tool)
+    decision = loaded.decisions.decide_call(call, tool, now=NOW)
+    assert decision.allowed  # decide_hold is only asked about allowed calls
+    assert decision.prepared is not None
+    held = loaded.decisions.decide_hold(call, tool, decision=decision)
+    assert loaded.decisions.decide_hold(call, tool, now=NOW) == held
+    return held
 
 
 def test_a_matching_approval_permit_holds_the_call(policy_dir: Path) -> None:
@@ -474,6 +485,119 @@ def test_access_decisions_are_the_same_with_approval_policies(policy_dir: Path) 
     ):
         before, after = plain.call(principal, exposed, arguments), holding.call(principal, exposed, arguments)
         assert (before.effect, before.reason, before.policy_ids) == (after.effect, after.reason, after.policy_ids)
+
+
+# -- the access decision's request, evaluated again ------------------------------------------
+
+
+def counting_call_context(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each tool name `call_context` builds a context for, from now on."""
+    built: list[str] = []
+
+    def counted(input_type: Any, call: Any, **options: Any) -> Any:
+        built.append(call.name)
+        return call_context(input_type, call, **options)
+
+    monkeypatch.setattr(decisions_module, "call_context", counted)
+    return built
+
+
+def test_the_hold_evaluates_the_request_its_access_decision_built(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, PAY)
+    built = counting_call_context(monkeypatch)
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    sent: list[Any] = []
+    evaluate = cedarpy.is_authorized
+
+    def recording(request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        sent.append(request["context"])
+        return evaluate(request, *args, **kwargs)
+
+    monkeypatch.setattr(cedarpy, "is_authorized", recording)
+
+    held = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
+
+    assert held.held and held.policy_ids == ("large-payments",)
+    assert built == ["finance__pay_invoice"]  # by the access decision only
+    # The attributes the approval policies read, written as `json.dumps` writes them.
+    assert sent == [
+        json.dumps({"input": {"invoice_id": "INV-1", "amount": {"__extn": {"fn": "decimal", "arg": "1200.5000"}}}})
+    ]
+
+
+def test_a_decision_made_on_the_previous_set_is_not_evaluated_again(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload between the decision and the hold: the hold builds the request on the set in force."""
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, SMALL_PAY)
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    assert not loaded.decisions.decide_hold(call, tool_entry, decision=decision).held
+
+    write_policy(policy_dir, "holds.cedar", LARGE_PAYMENTS.replace("1000.0", "10.0"), folder="approval")
+    assert loaded.store.reload_if_changed(loaded.catalog)
+    built = counting_call_context(monkeypatch)
+    gc.collect()
+
+    assert decision.prepared is not None and decision.prepared.state() is None  # the decision kept no old set alive
+    assert loaded.decisions.decide_hold(call, tool_entry, decision=decision).held
+    assert built == ["finance__pay_invoice"]
+
+
+def test_a_decision_for_another_call_is_not_evaluated_for_this_one(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    small, large = tool_call(FINANCE, tool_entry, SMALL_PAY), tool_call(FINANCE, tool_entry, PAY)
+
+    assert loaded.decisions.decide_hold(
+        large, tool_entry, decision=loaded.decisions.decide_call(small, tool_entry)
+    ).held
+
+
+def test_only_an_allowed_call_not_yet_approved_carries_its_request(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, PAY)
+
+    allowed = loaded.decisions.decide_call(call, tool_entry)
+    approved = loaded.decisions.decide_call(call, tool_entry, approval=APPROVED)  # about to run: never held again
+    denied = loaded.decisions.decide_call(tool_call(SALES, tool_entry, PAY), tool_entry)
+
+    assert allowed.prepared is not None and approved.prepared is None and denied.prepared is None
+    assert allowed == approved and "prepared" not in repr(allowed)  # not part of the decision's value
+
+
+def test_each_context_attribute_is_written_once_whatever_reads_it(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    arguments = {"invoice_id": 'INV-1 "Zürich" \\ ✓', "amount": 1200.5}
+    decision = loaded.decisions.decide_call(
+        tool_call(FINANCE, tool_entry, arguments, request_id=7), tool_entry, now=NOW
+    )
+    prepared = decision.prepared
+    assert prepared is not None
+    context = dict(prepared.context)
+    written: list[Any] = []
+    dumps = json.dumps
+
+    def counted(value: Any) -> str:
+        written.append(value)
+        return dumps(value)
+
+    monkeypatch.setattr(prepared_module.json, "dumps", counted)
+    prepared_module._member.cache_clear()
+
+    for keys in (frozenset({"input"}), frozenset({"time", "input"}), None, frozenset(), frozenset({"input"})):
+        narrowed = context if keys is None else {key: value for key, value in context.items() if key in keys}
+        assert prepared.context_json(keys) == dumps(narrowed)
+    assert sorted(map(str, written)) == sorted(map(str, [*context.keys(), *context.values()]))
 
 
 # -- context.approval ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from the agent altogether (`Decision.concealed`).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -29,6 +30,7 @@ from gateway.policy.context import ArgumentLimits, ContextResult, call_context, 
 from gateway.policy.decision import Decision, PolicyRef, allow, deny
 from gateway.policy.entities import EntityKey, principal_key, uid, uid_text
 from gateway.policy.hold import NOT_HELD, ApprovalContext, HoldDecision, combine
+from gateway.policy.prepared import PreparedCall
 from gateway.policy.schema import (
     AGENT,
     GET_PROMPT,
@@ -93,15 +95,22 @@ class PolicyDecisions:
             return decision
         return replace(decision, concealed=True)
 
-    def decide_hold(self, call: Call, tool: ToolEntry, *, now: datetime | None = None) -> HoldDecision:
+    def decide_hold(
+        self, call: Call, tool: ToolEntry, *, now: datetime | None = None, decision: Decision | None = None
+    ) -> HoldDecision:
         """Whether a call the access policies allowed must wait for people to approve it.
 
         The approval policies are evaluated with the principal, action, resource and context
-        the access decision used. A matching approval `permit` holds the call; a matching
-        approval `forbid` exempts it (forbid wins, as in Cedar); when none matches it runs.
-        Several holding permits make one requirement (see `hold.combine`: union of approvers,
-        largest quorum, shortest expiry, first reason in file order, shortest escalation to
-        the union of escalation targets).
+        the access decision used. Given that `decision`, they evaluate the very request it was
+        decided on (`Decision.prepared`): this runs on every allowed call an approval policy's
+        scope covers, and building the request again (converting the arguments, writing the
+        context out as JSON) was a third of its cost. Without it, or when a reload came between,
+        the request is built again the way the access decision builds it, at `now`.
+
+        A matching approval `permit` holds the call; a matching approval `forbid` exempts it
+        (forbid wins, as in Cedar); when none matches it runs. Several holding permits make one
+        requirement (see `hold.combine`: union of approvers, largest quorum, shortest expiry,
+        first reason in file order, shortest escalation to the union of escalation targets).
 
         Fails closed: when the approval policies cannot be evaluated (an evaluation error in
         any of them, such as reading an argument the call omitted, or a context that cannot be
@@ -118,35 +127,37 @@ class PolicyDecisions:
             return NOT_HELD
         principal = call.origin.principal
         action = tool.exposed
+        prepared = decision.prepared if decision is not None else None
+        if prepared is not None and not prepared.built_for(state, call, tool):
+            prepared = None
         try:
-            applicable = approval.slices.for_request(
-                action, _principal_target(state, principal), _resource_target(state, TOOL, action, None)
-            )
+            if prepared is None:
+                principal_target = _principal_target(state, principal)
+                resource_target = _resource_target(state, TOOL, action, None)
+            else:
+                principal_target, resource_target = prepared.principal_target, prepared.resource_target
+            applicable = approval.slices.for_request(action, principal_target, resource_target)
         except _ENGINE_FAILURES as exc:
             return _held_on_error(approval, principal, action, approval.slices.matching(action), _error(exc))
         if not applicable.members:
             return NOT_HELD
-        shape = _current_shape(state, tool)
-        if shape is None:
-            problem = "the tool is not in the catalog the approval policies were validated against"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
-        if call.arguments is not None and not isinstance(call.arguments, Mapping):
-            problem = "the arguments are not a JSON object"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
-        context = call_context(shape.input, call, now=now, limits=self._limits)
-        if context.context is None:
-            problem = context.problem or "the request's context could not be built"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
+        if prepared is None:
+            # The access decision's own checks, failing closed as a hold instead of a deny.
+            shape = _current_shape(state, tool)
+            if shape is None:
+                problem = "the tool is not in the catalog the approval policies were validated against"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            if call.arguments is not None and not isinstance(call.arguments, Mapping):
+                problem = "the arguments are not a JSON object"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            context = call_context(shape.input, call, now=now, limits=self._limits)
+            if context.context is None:
+                problem = context.problem or "the request's context could not be built"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            prepared = _prepare(state, call, tool, principal_target, resource_target, context.context)
         try:
             result = cedarpy.is_authorized(
-                {
-                    "principal": uid(AGENT, principal.agent),
-                    "action": uid("Action", action),
-                    "resource": uid(TOOL, action),
-                    "context": applicable.context_for(context.context),
-                },
-                applicable.policies,
-                _entities(state, principal, None),
+                prepared.request(applicable.context_keys), applicable.policies, _entities(state, principal, None)
             )
         except _ENGINE_FAILURES as exc:
             return _held_on_error(approval, principal, action, applicable.members, _error(exc))
@@ -297,7 +308,9 @@ class PolicyDecisions:
         if call.arguments is not None and not isinstance(call.arguments, Mapping):
             return deny("the arguments must be a JSON object; the call is denied")
         context = call_context(shape.input, call, now=now, limits=self._limits, approval=approval)
-        return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what)
+        # An approved call about to run is not held again: its decision keeps no request for a hold.
+        prepare = (call, tool) if approval is None else None
+        return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what, prepare=prepare)
 
     def _prompt(self, state: PolicyState | None, call: Call, prompt: PromptEntry, now: datetime | None) -> Decision:
         what = f"get prompt '{prompt.exposed}'"
@@ -346,22 +359,28 @@ class PolicyDecisions:
         what: str,
         *,
         resource_entity: tuple[str, str] | None = None,
+        prepare: tuple[Call, ToolEntry] | None = None,
     ) -> Decision:
+        """Cedar's decision on the request; with `prepare` (a tool call), an allow carries the request for its hold."""
         if context.context is None:
             return self._unrepresentable(state, principal, action, resource, context, what, resource_entity)
+        prepared = None
         try:
-            applicable = state.slices.for_request(
-                action,
-                _principal_target(state, principal),
-                _resource_target(state, resource["type"], resource["id"], resource_entity),
-            )
-            result = cedarpy.is_authorized(
-                {
+            principal_target = _principal_target(state, principal)
+            resource_target = _resource_target(state, resource["type"], resource["id"], resource_entity)
+            applicable = state.slices.for_request(action, principal_target, resource_target)
+            if prepare is None:
+                request = {
                     "principal": uid(AGENT, principal.agent),
                     "action": uid("Action", action),
                     "resource": resource,
                     "context": applicable.context_for(context.context),
-                },
+                }
+            else:
+                prepared = _prepare(state, *prepare, principal_target, resource_target, context.context)
+                request = prepared.request(applicable.context_keys)
+            result = cedarpy.is_authorized(
+                request,
                 applicable.policies,
                 _entities(state, principal, resource_entity),
                 # No schema here: the context is built from the same types the schema declares, with
@@ -370,7 +389,7 @@ class PolicyDecisions:
             )
         except _ENGINE_FAILURES as exc:
             return _failed(principal, action, (f"{type(exc).__name__}: {exc}",))
-        return _decision(state, result, principal, action, what)
+        return _decision(state, result, principal, action, what, prepared)
 
     def _unrepresentable(
         self,
@@ -485,6 +504,24 @@ class PolicyDecisions:
             return None
 
 
+def _prepare(
+    state: PolicyState,
+    call: Call,
+    tool: ToolEntry,
+    principal_target: ScopeTarget,
+    resource_target: ScopeTarget,
+    context: dict[str, Any],
+) -> PreparedCall:
+    """The Cedar request of a tool call, as both the access and the approval policies evaluate it."""
+    action = tool.exposed
+    uids = {
+        "principal": uid(AGENT, call.origin.principal.agent),
+        "action": uid("Action", action),
+        "resource": uid(TOOL, action),
+    }
+    return PreparedCall(call, tool, weakref.ref(state), uids, principal_target, resource_target, context)
+
+
 def _error(exc: Exception) -> tuple[str, ...]:
     return (f"{type(exc).__name__}: {exc}",)
 
@@ -592,7 +629,12 @@ def _forbidden(principal: Principal, what: str) -> str:
 
 
 def _decision(
-    state: PolicyState, result: cedarpy.AuthzResult, principal: Principal, action: str, what: str
+    state: PolicyState,
+    result: cedarpy.AuthzResult,
+    principal: Principal,
+    action: str,
+    what: str,
+    prepared: PreparedCall | None = None,
 ) -> Decision:
     refs = state.loaded.refs
     determining = tuple(
@@ -607,7 +649,7 @@ def _decision(
         reason = next((p.annotations["reason"] for p in permits if p.annotations.get("reason")), None)
         if reason is None:
             reason = f"allowed by policy '{permits[0].id}'" if permits else "allowed"
-        return allow(reason, permits)
+        return allow(reason, permits, prepared)
     forbids = tuple(policy for policy in determining if policy.effect == "forbid")
     if errors or result.decision is not cedarpy.Decision.Deny:
         return _failed(principal, action, errors or (f"Cedar returned {result.decision.value}",), forbids)
