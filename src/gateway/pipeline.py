@@ -209,7 +209,7 @@ class Pipeline:
         """
         if not decision.allowed:
             return None
-        hold = kind.hold(aimed)
+        hold = kind.hold(aimed, decision)
         if not hold.held:
             return None
         with self._telemetry.hold_span(aimed.call.method, aimed.call.name) as trace:

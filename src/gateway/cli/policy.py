@@ -193,7 +193,7 @@ def _explain(args: argparse.Namespace) -> int:
         print(decision.explain())
         print(f"  tool listed for this agent: {'yes' if visible else 'no'}")
         if decision.allowed and engine.store.status.approval_count:
-            print(engine.decisions.decide_hold(call, entry).explain())
+            print(engine.decisions.decide_hold(call, entry, decision=decision).explain())
         return 0 if decision.allowed else 3
 
     return _with_policy_catalog(args, explain)
