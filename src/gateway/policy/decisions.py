@@ -530,14 +530,16 @@ def _hold(
     approval: ApprovalSet, result: cedarpy.AuthzResult, principal: Principal, action: str, members: Iterable[str]
 ) -> HoldDecision:
     """Held by the matching permits, exempted by a matching forbid; any evaluation error holds."""
-    errors = tuple(result.diagnostics.errors)
-    if errors or result.decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
-        return _held_on_error(
-            approval, principal, action, members, errors or (f"Cedar returned {result.decision.value}",)
-        )
+    decision, diagnostics = result.decision, result.diagnostics
+    errors = tuple(diagnostics.errors)
+    if errors or decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
+        return _held_on_error(approval, principal, action, members, errors or (f"Cedar returned {decision.value}",))
+    reasons = diagnostics.reasons
+    if decision is cedarpy.Decision.Deny and not reasons:
+        return NOT_HELD  # no approval policy matched: what most calls an approval policy covers get
     refs = approval.loaded.refs
-    determining = _in_file_order(refs[i] for i in result.diagnostics.reasons if i in refs)
-    if result.decision is cedarpy.Decision.Deny:
+    determining = _in_file_order(refs[i] for i in reasons if i in refs)
+    if decision is cedarpy.Decision.Deny:
         return HoldDecision(False, None, tuple(p for p in determining if p.effect == "forbid"))
     permits = tuple(p for p in determining if p.effect == "permit")
     return HoldDecision(True, combine(approval.requirements[p.id] for p in permits), permits)
