@@ -11,7 +11,8 @@ probing names reveals nothing. The engine answers that while it decides, from th
 set and its visibility cache, so the caller never asks a second time.
 
 An allowed tool call also carries the Cedar request it was decided on (`prepared`), so the
-approval policies evaluate that request instead of building it again (see `prepared.py`).
+approval policies evaluate that request instead of building it again (see `prepared.py`), and
+their answer when it is known already (`hold`, see `joint.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gateway.policy.hold import HoldDecision
     from gateway.policy.prepared import PreparedCall
 
 
@@ -61,6 +63,9 @@ class Decision:
     concealed: bool = False
     #: Set on an allowed tool call: its Cedar request, for `decide_hold`. Not part of the decision's value.
     prepared: PreparedCall | None = field(default=None, compare=False, repr=False)
+    #: Set with `prepared` when the hold is known already: no approval policy can apply, or Cedar
+    #: evaluated them with the access policies (see `joint.py`).
+    hold: HoldDecision | None = field(default=None, compare=False, repr=False)
 
     @property
     def allowed(self) -> bool:
@@ -83,8 +88,13 @@ class Decision:
         return "\n".join(lines)
 
 
-def allow(reason: str, policies: tuple[PolicyRef, ...], prepared: PreparedCall | None = None) -> Decision:
-    return Decision(Effect.ALLOW, reason, policies, prepared=prepared)
+def allow(
+    reason: str,
+    policies: tuple[PolicyRef, ...],
+    prepared: PreparedCall | None = None,
+    hold: HoldDecision | None = None,
+) -> Decision:
+    return Decision(Effect.ALLOW, reason, policies, prepared=prepared, hold=hold)
 
 
 def deny(

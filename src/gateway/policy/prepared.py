@@ -1,11 +1,11 @@
 """A tool call's Cedar request, built once by its access decision and reused for its hold.
 
-An allowed tool call is evaluated twice: by the access policies, then by the approval policies
-(must people approve it first?). Both evaluations see the same principal, action, resource and
-context, so building those twice (converting the arguments by the tool's schema, finding the
-agent's ancestors) and writing the context out as JSON twice is work thrown away on every call
-an approval policy's scope covers. The access decision keeps what it built in a `PreparedCall`
-on the `Decision`, and `decide_hold` evaluates the approval policies on it.
+An allowed tool call is decided by the access policies, then by the approval policies (must
+people approve it first?). Both see the same principal, action, resource and context, so the
+access decision keeps what it built (the arguments converted by the tool's schema, the agent's
+ancestors, the context written out as JSON) in a `PreparedCall` on the `Decision`. Cedar
+evaluates both sets on it at once when it can (see `joint.py`); when it could not,
+`decide_hold` evaluates the approval policies on it instead of building it all again.
 
 The context goes to Cedar as JSON text. Each top-level attribute is written once, when the
 first evaluation that reads it needs it, and each evaluation joins the attributes its policies
