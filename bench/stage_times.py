@@ -4,12 +4,14 @@ Starts the `overhead.py` setup with timers installed into the gateway process on
 `stage_hooks/sitecustomize.py`), warms up, then times `--calls` sequential calls and prints,
 per stage, the p50 and mean in microseconds. Stages nest: the request with authentication
 holds the request in the app, which holds the pipeline, which holds the policy decision, the
-durable audit entry (which holds the recorder's batch, the wait for the writer thread and, on
+hold decision, the durable audit entry (which holds the recorder's batch, the wait for the writer thread and, on
 SQLite, its transaction) and the backend hop (which holds the backend's own work). The timers
 cost a few microseconds each; the figures are for dividing a call's time, not for tables of
-overhead (use `overhead.py` for those).
+overhead (use `overhead.py` for those). `--approval` gives the gateway the approval policies of
+one of `approval_stage.py`'s gateways.
 
     python bench/stage_times.py [--transport http|stdio] [--mode auto|legacy] [--calls 2000]
+                                [--approval none|scoped-out|evaluated]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import anyio
+from approval_stage import APPROVAL_POLICIES
 from overhead import start
 from profile_call import drive
 
@@ -36,10 +39,20 @@ def main() -> None:
     parser.add_argument("--mode", choices=("auto", "legacy"), default="auto", help="client protocol revision")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--policies", type=int, default=1000)
+    parser.add_argument(
+        "--approval",
+        choices=tuple(APPROVAL_POLICIES),
+        default="none",
+        help="approval policies, as in approval_stage.py: none, one scoped away from the call, one evaluated and false",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         samples_path = workdir / "stages.json"
+        approval = APPROVAL_POLICIES[args.approval]
+        if approval is not None:
+            (workdir / "policies" / "approval").mkdir(parents=True)
+            (workdir / "policies" / "approval" / "bench.cedar").write_text(approval)
         # Inherited by every process `start` launches; the hooks act in `gateway serve` only.
         os.environ["GATEWAY_STAGE_TIMES"] = str(samples_path)
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
@@ -60,7 +73,10 @@ def main() -> None:
             for process in reversed(setup.processes):
                 process.terminate()
                 process.wait(timeout=10)
-    print(f"{args.calls} sequential calls, {args.transport} backend, {args.mode} client; microseconds")
+    print(
+        f"{args.calls} sequential calls, {args.transport} backend, {args.mode} client, "
+        f"approval policies: {args.approval}; microseconds"
+    )
     print(f"{'stage':34} {'calls':>7} {'p50':>9} {'mean':>9}")
     for stage, values in stages.items():
         p50, mean = statistics.median(values) * 1e6, statistics.fmean(values) * 1e6

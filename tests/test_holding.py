@@ -21,6 +21,8 @@ from gateway.approvals import ApprovalState, ApprovalStore, Sealer
 from gateway.calls import Origin
 from gateway.errors import ApprovalPending, ApprovalRefused, ApprovalsNotConfigured, PolicyDenied, SelfApproval
 from gateway.holding import APPROVAL_NOTE, NO_WAIT_META_KEY
+from gateway.policy import decisions as decisions_module
+from gateway.policy.context import call_context
 from gateway.settings.approvals import ApprovalSettings, SealingKey
 from harness import eventually
 from pipeline_world import SALES, World, pipeline_world
@@ -309,3 +311,22 @@ async def test_a_tool_whose_calls_may_be_held_says_so_in_the_listing(tmp_path: P
     assert listed["crm__delete"]["description"].endswith(APPROVAL_NOTE.strip())
     assert "Requires approval" not in listed["crm__search"].get("description", "")
     assert "Requires approval" not in plain["crm__delete"].get("description", "")
+
+
+async def test_the_hold_stage_evaluates_the_request_the_access_decision_built(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str | None] = []
+
+    def counted(input_type: Any, call: Any, **options: Any) -> Any:
+        built.append(call.name)
+        return call_context(input_type, call, **options)
+
+    monkeypatch.setattr(decisions_module, "call_context", counted)
+
+    exempt = await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-scratch-2"}))
+    with pytest.raises(ApprovalPending):
+        await world.pipeline.call_tool(world.call(SALES, "crm__delete", {"id": "test-15"}, NO_WAIT))
+
+    assert exempt["content"][0]["text"] == '{"id": "test-scratch-2"}'
+    assert built == ["crm__delete", "crm__delete"]  # once a call: the approval policies reused it

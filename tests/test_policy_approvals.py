@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import shutil
 import subprocess
@@ -16,6 +18,8 @@ import pytest
 from gateway.errors import ConfigError, PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import ApprovalContext, ArgumentLimits, HoldDecision, PolicyEngine
+from gateway.policy import decisions as decisions_module
+from gateway.policy import prepared as prepared_module
 from gateway.policy.cases import run_policy_tests
 from gateway.policy.context import call_context
 from gateway.policy.hold import DEFAULT_EXPIRY, NOT_HELD, Requirement, combine
@@ -274,11 +278,19 @@ def test_requirements_combine_the_strict_way() -> None:
 # -- the hold decision -----------------------------------------------------------------------
 
 
+NOW = datetime(2026, 11, 30, 15, 0, tzinfo=UTC)
+
+
 def hold(loaded: Loaded, principal: Principal, exposed: str, arguments: dict[str, Any]) -> HoldDecision:
+    """The hold decided on the access decision's own request, checked against one built again."""
     tool = loaded.catalog.resolve_tool(exposed)
     call = tool_call(principal, tool, arguments)
-    assert loaded.decisions.decide_call(call, tool).allowed  # decide_hold is only asked about allowed calls
-    return loaded.decisions.decide_hold(call, tool)
+    decision = loaded.decisions.decide_call(call, tool, now=NOW)
+    assert decision.allowed  # decide_hold is only asked about allowed calls
+    assert decision.prepared is not None
+    held = loaded.decisions.decide_hold(call, tool, decision=decision)
+    assert loaded.decisions.decide_hold(call, tool, now=NOW) == held
+    return held
 
 
 def test_a_matching_approval_permit_holds_the_call(policy_dir: Path) -> None:
@@ -474,6 +486,230 @@ def test_access_decisions_are_the_same_with_approval_policies(policy_dir: Path) 
     ):
         before, after = plain.call(principal, exposed, arguments), holding.call(principal, exposed, arguments)
         assert (before.effect, before.reason, before.policy_ids) == (after.effect, after.reason, after.policy_ids)
+
+
+# -- the access decision's request and answer, reused for the hold ---------------------------
+
+
+def counting_call_context(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each tool name `call_context` builds a context for, from now on."""
+    built: list[str] = []
+
+    def counted(input_type: Any, call: Any, **options: Any) -> Any:
+        built.append(call.name)
+        return call_context(input_type, call, **options)
+
+    monkeypatch.setattr(decisions_module, "call_context", counted)
+    return built
+
+
+def recording_cedar(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The context of each request Cedar is asked to decide, from now on."""
+    sent: list[Any] = []
+    evaluate = cedarpy.is_authorized
+
+    def recording(request: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        sent.append(request["context"])
+        return evaluate(request, *args, **kwargs)
+
+    monkeypatch.setattr(cedarpy, "is_authorized", recording)
+    return sent
+
+
+@pytest.mark.parametrize(("arguments", "held"), [(PAY, True), (SMALL_PAY, False)])
+def test_one_cedar_evaluation_decides_the_access_and_the_hold(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], held: bool
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, arguments)
+    built = counting_call_context(monkeypatch)
+    sent = recording_cedar(monkeypatch)
+
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    hold_decision = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
+
+    assert decision.allowed and decision.policy_ids == ("finance-pays",)
+    assert hold_decision.held is held and hold_decision.policy_ids == (("large-payments",) if held else ())
+    assert built == ["finance__pay_invoice"]
+    # The attributes either set reads (only the approval policy reads any), written as `json.dumps` writes them.
+    amount = {"__extn": {"fn": "decimal", "arg": f"{arguments['amount']:.4f}"}}
+    assert sent == [json.dumps({"input": {"invoice_id": arguments["invoice_id"], "amount": amount}})]
+
+
+def test_an_approval_forbid_settles_the_hold_and_the_access_policies_are_asked_alone(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS + TREASURY_EXEMPT)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(TREASURY, tool_entry, PAY)
+    sent = recording_cedar(monkeypatch)
+
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    asked_to_decide = len(sent)
+    exempt = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
+
+    assert decision.allowed and not exempt.held and exempt.policy_ids == ("treasury-exempt",)
+    assert (asked_to_decide, len(sent)) == (2, 2)  # both sets, then the access set; the hold asks nothing
+
+
+def test_when_a_policy_errs_each_set_is_evaluated_alone_on_the_same_request(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    loaded = load_with(policy_dir, OVERFLOWING_HOLD)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, SMALL_PAY)
+    built = counting_call_context(monkeypatch)
+    sent = recording_cedar(monkeypatch)
+
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    asked_to_decide = len(sent)
+    held = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
+
+    assert decision.allowed and decision.errors == () and decision.policy_ids == ("finance-pays",)
+    assert held.held and held.errors and held.policy_ids == ("overflowing",)  # fails closed
+    assert "approval policy evaluation failed" in caplog.text
+    assert (asked_to_decide, len(sent)) == (2, 3)  # both sets; the access set; then the approval set
+    assert built == ["finance__pay_invoice"]
+
+
+TREASURY = Principal(agent="treasury-bot", roles=("finance",))
+
+TREASURY_EXEMPT = """
+@id("treasury-exempt")
+forbid (principal == Agent::"treasury-bot", action in Action::"server:finance", resource);
+"""
+
+#: Errs for every call: the product overflows a Long.
+OVERFLOWING_HOLD = """
+@id("overflowing")
+@approvers("role:finance-managers")
+permit (principal, action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.greaterThan(decimal("1.0")) && 9223372036854775807 * 2 > 0 };
+"""
+
+HUGE_PAYMENTS_FORBIDDEN = """
+@id("no-huge-payments")
+@reason("Payments over 5,000 are not made by agents.")
+forbid (principal, action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.greaterThan(decimal("5000.0")) };
+"""
+
+OVERFLOWING_ACCESS = """
+@id("overflowing-access")
+permit (principal in Role::"sales", action == Action::"finance__pay_invoice", resource)
+when { context.input.amount.greaterThan(decimal("1.0")) && 9223372036854775807 * 2 > 0 };
+"""
+
+SALES_HOLDS = """
+@id("sales-pay-holds")
+@approvers("role:finance-managers")
+permit (principal in Role::"sales", action == Action::"finance__pay_invoice", resource);
+"""
+
+HUGE_PAY = {"invoice_id": "INV-3", "amount": 9000.0}
+
+
+@pytest.mark.parametrize("access", [ACCESS, ACCESS + HUGE_PAYMENTS_FORBIDDEN, ACCESS + OVERFLOWING_ACCESS])
+@pytest.mark.parametrize(
+    "approval",
+    [LARGE_PAYMENTS, LARGE_PAYMENTS + TREASURY_EXEMPT, OVERFLOWING_HOLD, SALES_HOLDS + TREASURY_EXEMPT],
+)
+def test_with_approval_policies_every_access_decision_and_hold_is_what_each_set_says_alone(
+    tmp_path: Path, access: str, approval: str
+) -> None:
+    """Whatever one evaluation of both sets answers, the decision is that of the access policies
+    alone, and the hold that of the approval policies alone."""
+    plain = load_with(tmp_path / "plain", None, access=access)
+    holding = load_with(tmp_path / "holding", approval, access=access)
+
+    for principal in (FINANCE, SALES, TREASURY):
+        for arguments in (SMALL_PAY, PAY, HUGE_PAY):
+            alone = plain.call(principal, "finance__pay_invoice", arguments, now=NOW)
+            tool_entry = holding.catalog.resolve_tool("finance__pay_invoice")
+            call = tool_call(principal, tool_entry, arguments)
+            decision = holding.decisions.decide_call(call, tool_entry, now=NOW)
+            assert (decision.effect, decision.reason, decision.policy_ids, decision.errors) == (
+                alone.effect,
+                alone.reason,
+                alone.policy_ids,
+                alone.errors,
+            ), (principal.agent, arguments)
+            if decision.allowed:
+                assert holding.decisions.decide_hold(call, tool_entry, decision=decision) == (
+                    holding.decisions.decide_hold(call, tool_entry, now=NOW)
+                ), (principal.agent, arguments)
+
+
+def test_a_decision_made_on_the_previous_set_is_not_evaluated_again(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload between the decision and the hold: the hold builds the request on the set in force."""
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, SMALL_PAY)
+    decision = loaded.decisions.decide_call(call, tool_entry)
+    assert not loaded.decisions.decide_hold(call, tool_entry, decision=decision).held
+
+    write_policy(policy_dir, "holds.cedar", LARGE_PAYMENTS.replace("1000.0", "10.0"), folder="approval")
+    assert loaded.store.reload_if_changed(loaded.catalog)
+    built = counting_call_context(monkeypatch)
+    gc.collect()
+
+    assert decision.prepared is not None and decision.prepared.state() is None  # the decision kept no old set alive
+    assert loaded.decisions.decide_hold(call, tool_entry, decision=decision).held
+    assert built == ["finance__pay_invoice"]
+
+
+def test_a_decision_for_another_call_is_not_evaluated_for_this_one(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    small, large = tool_call(FINANCE, tool_entry, SMALL_PAY), tool_call(FINANCE, tool_entry, PAY)
+
+    assert loaded.decisions.decide_hold(
+        large, tool_entry, decision=loaded.decisions.decide_call(small, tool_entry)
+    ).held
+
+
+def test_only_an_allowed_call_not_yet_approved_carries_its_request(policy_dir: Path) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    call = tool_call(FINANCE, tool_entry, PAY)
+
+    allowed = loaded.decisions.decide_call(call, tool_entry)
+    approved = loaded.decisions.decide_call(call, tool_entry, approval=APPROVED)  # about to run: never held again
+    denied = loaded.decisions.decide_call(tool_call(SALES, tool_entry, PAY), tool_entry)
+
+    assert allowed.prepared is not None and approved.prepared is None and denied.prepared is None
+    assert allowed == approved and "prepared" not in repr(allowed)  # not part of the decision's value
+
+
+def test_each_context_attribute_is_written_once_whatever_reads_it(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
+    arguments = {"invoice_id": 'INV-1 "Zürich" \\ ✓', "amount": 1200.5}
+    decision = loaded.decisions.decide_call(
+        tool_call(FINANCE, tool_entry, arguments, request_id=7), tool_entry, now=NOW
+    )
+    assert decision.prepared is not None
+    prepared = dataclasses.replace(decision.prepared, _texts={})  # as the access decision first had it
+    context = dict(prepared.context)
+    written: list[Any] = []
+    dumps = json.dumps
+
+    def counted(value: Any) -> str:
+        written.append(value)
+        return dumps(value)
+
+    monkeypatch.setattr(prepared_module.json, "dumps", counted)
+    prepared_module._member.cache_clear()
+
+    for keys in (frozenset({"input"}), frozenset({"time", "input"}), None, frozenset(), frozenset({"input"})):
+        narrowed = context if keys is None else {key: value for key, value in context.items() if key in keys}
+        assert prepared.context_json(keys) == dumps(narrowed)
+    assert sorted(map(str, written)) == sorted(map(str, [*context.keys(), *context.values()]))
 
 
 # -- context.approval ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ STAGES = (
     ("gateway.front.endpoint", "McpEndpoint", "__call__", "request in the app"),
     ("gateway.pipeline", "Pipeline", "call_tool", "pipeline"),
     ("gateway.policy.decisions", "PolicyDecisions", "decide_call", "policy decision"),
+    ("gateway.policy.decisions", "PolicyDecisions", "decide_hold", "hold decision"),
     ("gateway.audit.recorder", "AuditRecorder", "record_call", "audit entry, durable"),
     ("gateway.audit.recorder", "AuditRecorder", "_write_batch", "audit: batch written"),
     ("gateway.audit.recorder", "AuditRecorder", "_plan", "audit: rows chained"),

@@ -66,8 +66,8 @@ class RequestKind(Protocol[EntryT]):
     def unusable(self, aimed: Aimed[EntryT], decision: Decision) -> UnusableArguments | None:
         """Arguments the policies could not take because they break the tool's schema: the agent can fix them."""
 
-    def hold(self, aimed: Aimed[EntryT]) -> HoldDecision:
-        """Whether an allowed request must wait for people's approval first (only tool calls can be held)."""
+    def hold(self, aimed: Aimed[EntryT], decision: Decision) -> HoldDecision:
+        """Whether a request `decision` allowed must wait for people's approval first (only tool calls can be held)."""
 
     def refusal(self, aimed: Aimed[EntryT], decision: Decision) -> GatewayError:
         """What the agent is told of a denial."""
@@ -135,8 +135,8 @@ class ToolCalls:
             return _unknown_tool(aimed.entry.exposed)
         return _denied(decision)
 
-    def hold(self, aimed: Aimed[ToolEntry]) -> HoldDecision:
-        return self._policy.decide_hold(aimed.call, aimed.entry)
+    def hold(self, aimed: Aimed[ToolEntry], decision: Decision) -> HoldDecision:
+        return self._policy.decide_hold(aimed.call, aimed.entry, decision=decision)
 
     def unusable(self, aimed: Aimed[ToolEntry], decision: Decision) -> UnusableArguments | None:
         """Arguments the agent can correct are not a policy's business; one that may not see the tool
@@ -180,7 +180,7 @@ class _Unchecked(Generic[EntryT]):
     def unusable(self, aimed: Aimed[EntryT], decision: Decision) -> UnusableArguments | None:
         return None
 
-    def hold(self, aimed: Aimed[EntryT]) -> HoldDecision:
+    def hold(self, aimed: Aimed[EntryT], decision: Decision) -> HoldDecision:
         return NOT_HELD
 
 

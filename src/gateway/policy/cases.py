@@ -224,7 +224,7 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         workflow=case.get("workflow"),
     )
     decision = engine.decisions.decide_call(call, tool, now=now)
-    hold = engine.decisions.decide_hold(call, tool, now=now) if decision.allowed else None
+    hold = engine.decisions.decide_hold(call, tool, now=now, decision=decision) if decision.allowed else None
     result = CaseResult(file, name, expected, decision, hold=hold)
     problems = []
     if result.decided != expected:

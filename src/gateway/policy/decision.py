@@ -9,14 +9,23 @@ A denied tool call or prompt also says whether the agent may see its target at a
 (`concealed`): such an agent is told the name is unknown rather than why it was denied, so
 probing names reveals nothing. The engine answers that while it decides, from the same loaded
 set and its visibility cache, so the caller never asks a second time.
+
+An allowed tool call also carries the Cedar request it was decided on (`prepared`), so the
+approval policies evaluate that request instead of building it again (see `prepared.py`), and
+their answer when it is known already (`hold`, see `joint.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.policy.hold import HoldDecision
+    from gateway.policy.prepared import PreparedCall
 
 
 class Effect(StrEnum):
@@ -52,6 +61,11 @@ class Decision:
     #: Set on a denied tool call or prompt the agent may not see at all (its listing would not show it).
     #: Never set on an allow, nor on a resource read, whose denial is always explained.
     concealed: bool = False
+    #: Set on an allowed tool call: its Cedar request, for `decide_hold`. Not part of the decision's value.
+    prepared: PreparedCall | None = field(default=None, compare=False, repr=False)
+    #: Set with `prepared` when the hold is known already: no approval policy can apply, or Cedar
+    #: evaluated them with the access policies (see `joint.py`).
+    hold: HoldDecision | None = field(default=None, compare=False, repr=False)
 
     @property
     def allowed(self) -> bool:
@@ -74,8 +88,13 @@ class Decision:
         return "\n".join(lines)
 
 
-def allow(reason: str, policies: tuple[PolicyRef, ...]) -> Decision:
-    return Decision(Effect.ALLOW, reason, policies)
+def allow(
+    reason: str,
+    policies: tuple[PolicyRef, ...],
+    prepared: PreparedCall | None = None,
+    hold: HoldDecision | None = None,
+) -> Decision:
+    return Decision(Effect.ALLOW, reason, policies, prepared=prepared, hold=hold)
 
 
 def deny(

@@ -3,8 +3,10 @@
 Each decision reads the store's `current` set once and decides on it whole, so a reload never
 changes the policies under a request. Decisions run Cedar inline on the parsed handles and
 only on the policies whose action, principal and resource scopes can match the request (see
-`slices.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
-entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
+`slices.py`); a tool call that approval policies can also apply to is decided with them in the
+same evaluation, which answers whether it is held as well (see `joint.py`). Whatever goes wrong
+while deciding (an evaluation error in any policy, a missing entity, a request Cedar refuses, no
+decision) is a deny, logged with its cause.
 
 Listings show an agent what it may use: a target is visible when Cedar, evaluating its action
 with the whole context unknown, does not deny outright. These answers are cached per loaded
@@ -15,7 +17,8 @@ from the agent altogether (`Decision.concealed`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +32,7 @@ from gateway.policy.context import ArgumentLimits, ContextResult, call_context, 
 from gateway.policy.decision import Decision, PolicyRef, allow, deny
 from gateway.policy.entities import EntityKey, principal_key, uid, uid_text
 from gateway.policy.hold import NOT_HELD, ApprovalContext, HoldDecision, combine
+from gateway.policy.prepared import PreparedCall
 from gateway.policy.schema import (
     AGENT,
     GET_PROMPT,
@@ -40,7 +44,7 @@ from gateway.policy.schema import (
     TOOL,
     ToolShape,
 )
-from gateway.policy.slices import ScopeTarget
+from gateway.policy.slices import ScopeTarget, Slice
 from gateway.policy.store import ApprovalSet, PolicyState, PolicyStore
 from gateway.resource_uris import exposed_uri
 
@@ -93,15 +97,23 @@ class PolicyDecisions:
             return decision
         return replace(decision, concealed=True)
 
-    def decide_hold(self, call: Call, tool: ToolEntry, *, now: datetime | None = None) -> HoldDecision:
+    def decide_hold(
+        self, call: Call, tool: ToolEntry, *, now: datetime | None = None, decision: Decision | None = None
+    ) -> HoldDecision:
         """Whether a call the access policies allowed must wait for people to approve it.
 
         The approval policies are evaluated with the principal, action, resource and context
-        the access decision used. A matching approval `permit` holds the call; a matching
-        approval `forbid` exempts it (forbid wins, as in Cedar); when none matches it runs.
-        Several holding permits make one requirement (see `hold.combine`: union of approvers,
-        largest quorum, shortest expiry, first reason in file order, shortest escalation to
-        the union of escalation targets).
+        the access decision used. This runs on every allowed call, so given that `decision` it
+        mostly returns what Cedar already answered with it (`Decision.hold`: both sets were
+        evaluated at once, see `joint.py`), or else evaluates the very request the decision was
+        made on (`Decision.prepared`) instead of converting the arguments and writing the context
+        out again. Without the decision, or when a reload came between, the request is built
+        again the way the access decision builds it, at `now`.
+
+        A matching approval `permit` holds the call; a matching approval `forbid` exempts it
+        (forbid wins, as in Cedar); when none matches it runs. Several holding permits make one
+        requirement (see `hold.combine`: union of approvers, largest quorum, shortest expiry,
+        first reason in file order, shortest escalation to the union of escalation targets).
 
         Fails closed: when the approval policies cannot be evaluated (an evaluation error in
         any of them, such as reading an argument the call omitted, or a context that cannot be
@@ -118,39 +130,43 @@ class PolicyDecisions:
             return NOT_HELD
         principal = call.origin.principal
         action = tool.exposed
+        prepared = decision.prepared if decision is not None else None
+        if prepared is not None and not prepared.built_for(state, call, tool):
+            prepared = None
+        if prepared is not None and decision is not None and decision.hold is not None:
+            return decision.hold
         try:
-            applicable = approval.slices.for_request(
-                action, _principal_target(state, principal), _resource_target(state, TOOL, action, None)
-            )
+            if prepared is None:
+                principal_target = _principal_target(state, principal)
+                resource_target = _resource_target(state, TOOL, action, None)
+            else:
+                principal_target, resource_target = prepared.principal_target, prepared.resource_target
+            applicable = approval.slices.for_request(action, principal_target, resource_target)
         except _ENGINE_FAILURES as exc:
             return _held_on_error(approval, principal, action, approval.slices.matching(action), _error(exc))
         if not applicable.members:
             return NOT_HELD
-        shape = _current_shape(state, tool)
-        if shape is None:
-            problem = "the tool is not in the catalog the approval policies were validated against"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
-        if call.arguments is not None and not isinstance(call.arguments, Mapping):
-            problem = "the arguments are not a JSON object"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
-        context = call_context(shape.input, call, now=now, limits=self._limits)
-        if context.context is None:
-            problem = context.problem or "the request's context could not be built"
-            return _held_on_error(approval, principal, action, applicable.members, (problem,))
+        if prepared is None:
+            # The access decision's own checks, failing closed as a hold instead of a deny.
+            shape = _current_shape(state, tool)
+            if shape is None:
+                problem = "the tool is not in the catalog the approval policies were validated against"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            if call.arguments is not None and not isinstance(call.arguments, Mapping):
+                problem = "the arguments are not a JSON object"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            context = call_context(shape.input, call, now=now, limits=self._limits)
+            if context.context is None:
+                problem = context.problem or "the request's context could not be built"
+                return _held_on_error(approval, principal, action, applicable.members, (problem,))
+            prepared = _prepare(state, call, tool, principal_target, resource_target, context.context)
         try:
             result = cedarpy.is_authorized(
-                {
-                    "principal": uid(AGENT, principal.agent),
-                    "action": uid("Action", action),
-                    "resource": uid(TOOL, action),
-                    "context": applicable.context_for(context.context),
-                },
-                applicable.policies,
-                _entities(state, principal, None),
+                prepared.request(applicable.context_keys), applicable.policies, _entities(state, principal, None)
             )
         except _ENGINE_FAILURES as exc:
             return _held_on_error(approval, principal, action, applicable.members, _error(exc))
-        return _hold(approval, result, principal, action, applicable.members)
+        return _hold(approval, *_answer(result), principal, action, applicable.members)
 
     def may_hold(self, origin: Origin, tool: ToolEntry) -> bool:
         """Whether an approval permit's scope covers this agent and tool, so its calls may wait for people.
@@ -297,7 +313,10 @@ class PolicyDecisions:
         if call.arguments is not None and not isinstance(call.arguments, Mapping):
             return deny("the arguments must be a JSON object; the call is denied")
         context = call_context(shape.input, call, now=now, limits=self._limits, approval=approval)
-        return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what)
+        if context.context is None or approval is not None:
+            # An approved call about to run is not held again: its decision keeps no request for a hold.
+            return self._decide(state, principal, tool.exposed, uid(TOOL, tool.exposed), context, what)
+        return self._decide_call(state, call, tool, context.context, what)
 
     def _prompt(self, state: PolicyState | None, call: Call, prompt: PromptEntry, now: datetime | None) -> Decision:
         what = f"get prompt '{prompt.exposed}'"
@@ -369,8 +388,41 @@ class PolicyDecisions:
                 # A value of an unexpected type still fails closed (an evaluation error is a deny).
             )
         except _ENGINE_FAILURES as exc:
-            return _failed(principal, action, (f"{type(exc).__name__}: {exc}",))
-        return _decision(state, result, principal, action, what)
+            return _failed(principal, action, _error(exc))
+        return _decision(state, *_answer(result), principal, action, what)
+
+    def _decide_call(
+        self, state: PolicyState, call: Call, tool: ToolEntry, context: dict[str, Any], what: str
+    ) -> Decision:
+        """`_decide` for a tool call not yet approved: an allow keeps the request for `decide_hold`.
+
+        When approval policies can apply to the call, Cedar evaluates them with the access
+        policies, and an allow keeps their answer too (see `joint.py`); when that one answer does
+        not tell the sets apart, the access policies are evaluated alone, and the approval
+        policies later, as without approval policies.
+        """
+        principal, action = call.origin.principal, tool.exposed
+        try:
+            principal_target = _principal_target(state, principal)
+            resource_target = _resource_target(state, TOOL, action, None)
+            prepared = _prepare(state, call, tool, principal_target, resource_target, context)
+            applicable = state.slices.for_request(action, principal_target, resource_target)
+            entities = _entities(state, principal, None)
+        except _ENGINE_FAILURES as exc:
+            return _failed(principal, action, _error(exc))
+        holding = _approval_slice(state, prepared)
+        hold = None
+        if holding is not None and not holding.members:
+            hold = NOT_HELD
+        elif holding is not None:
+            decided, hold = _joint_decision(state, prepared, applicable, holding, entities, what)
+            if decided is not None:
+                return decided
+        try:
+            result = cedarpy.is_authorized(prepared.request(applicable.context_keys), applicable.policies, entities)
+        except _ENGINE_FAILURES as exc:
+            return _failed(principal, action, _error(exc))
+        return _decision(state, *_answer(result), principal, action, what, prepared, hold)
 
     def _unrepresentable(
         self,
@@ -485,22 +537,106 @@ class PolicyDecisions:
             return None
 
 
+def _prepare(
+    state: PolicyState,
+    call: Call,
+    tool: ToolEntry,
+    principal_target: ScopeTarget,
+    resource_target: ScopeTarget,
+    context: dict[str, Any],
+) -> PreparedCall:
+    """The Cedar request of a tool call, as both the access and the approval policies evaluate it."""
+    action = tool.exposed
+    uids = {
+        "principal": uid(AGENT, call.origin.principal.agent),
+        "action": uid("Action", action),
+        "resource": uid(TOOL, action),
+    }
+    return PreparedCall(call, tool, weakref.ref(state), uids, principal_target, resource_target, context)
+
+
+def _approval_slice(state: PolicyState, prepared: PreparedCall) -> Slice | None:
+    """The approval policies that can apply to the call; None without any, or when finding them fails
+    (`decide_hold` then finds them again, and fails closed)."""
+    if state.approval is None:
+        return None
+    try:
+        return state.approval.slices.for_request(
+            prepared.tool.exposed, prepared.principal_target, prepared.resource_target
+        )
+    except _ENGINE_FAILURES:
+        return None
+
+
+def _joint_decision(
+    state: PolicyState,
+    prepared: PreparedCall,
+    applicable: Slice,
+    holding: Slice,
+    entities: cedarpy.Entities,
+    what: str,
+) -> tuple[Decision | None, HoldDecision | None]:
+    """The access decision (with the hold) from one Cedar evaluation of both sets (see `joint.py`).
+
+    When that answer does not tell the sets apart, the decision is None and the access policies
+    must be evaluated alone; the hold is still given when the answer settles it (an approval
+    forbid matched), else None, and `decide_hold` evaluates the approval policies alone.
+    """
+    approval, joint = state.approval, state.joint
+    if approval is None or joint is None:
+        return None, None
+    try:
+        both = joint.for_slices(applicable, holding)
+        result = cedarpy.is_authorized(prepared.request(both.context_keys), both.policies, entities)
+    except _ENGINE_FAILURES:
+        return None, None  # evaluated alone, each set reports the cause its own way
+    decision, reasons, errors = _answer(result)
+    if errors or decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
+        return None, None  # Cedar names the policy in error only in prose: each set is asked alone
+    principal, action, approving = prepared.call.origin.principal, prepared.tool.exposed, holding.members
+    if decision is cedarpy.Decision.Deny:
+        # The reasons are every matching forbid of both sets.
+        exempting = [policy_id for policy_id in reasons if policy_id in approving]
+        if exempting:
+            # Whether the access policies allow is hidden; the hold is what the approval set alone says.
+            return None, _hold(approval, decision, exempting, (), principal, action, approving)
+        return _decision(state, decision, reasons, (), principal, action, what), None  # never held: denied
+    # No forbid of either set matched, and the reasons are every matching permit of both.
+    permits = [policy_id for policy_id in reasons if policy_id not in approving]
+    holds = [policy_id for policy_id in reasons if policy_id in approving]
+    allowed = cedarpy.Decision.Allow if permits else cedarpy.Decision.Deny
+    held = cedarpy.Decision.Allow if holds else cedarpy.Decision.Deny
+    hold = _hold(approval, held, holds, (), principal, action, approving)
+    return _decision(state, allowed, permits, (), principal, action, what, prepared, hold), None
+
+
+def _answer(result: cedarpy.AuthzResult) -> tuple[cedarpy.Decision, Sequence[str], tuple[str, ...]]:
+    """Cedar's decision, the policies that determined it and the evaluation errors, each read once."""
+    diagnostics = result.diagnostics
+    return result.decision, diagnostics.reasons, tuple(diagnostics.errors)
+
+
 def _error(exc: Exception) -> tuple[str, ...]:
     return (f"{type(exc).__name__}: {exc}",)
 
 
 def _hold(
-    approval: ApprovalSet, result: cedarpy.AuthzResult, principal: Principal, action: str, members: Iterable[str]
+    approval: ApprovalSet,
+    decision: cedarpy.Decision,
+    reasons: Sequence[str],
+    errors: tuple[str, ...],
+    principal: Principal,
+    action: str,
+    members: Iterable[str],
 ) -> HoldDecision:
     """Held by the matching permits, exempted by a matching forbid; any evaluation error holds."""
-    errors = tuple(result.diagnostics.errors)
-    if errors or result.decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
-        return _held_on_error(
-            approval, principal, action, members, errors or (f"Cedar returned {result.decision.value}",)
-        )
+    if errors or decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
+        return _held_on_error(approval, principal, action, members, errors or (f"Cedar returned {decision.value}",))
+    if decision is cedarpy.Decision.Deny and not reasons:
+        return NOT_HELD  # no approval policy matched: what most calls an approval policy covers get
     refs = approval.loaded.refs
-    determining = _in_file_order(refs[i] for i in result.diagnostics.reasons if i in refs)
-    if result.decision is cedarpy.Decision.Deny:
+    determining = _in_file_order(refs[i] for i in reasons if i in refs)
+    if decision is cedarpy.Decision.Deny:
         return HoldDecision(False, None, tuple(p for p in determining if p.effect == "forbid"))
     permits = tuple(p for p in determining if p.effect == "permit")
     return HoldDecision(True, combine(approval.requirements[p.id] for p in permits), permits)
@@ -592,25 +728,32 @@ def _forbidden(principal: Principal, what: str) -> str:
 
 
 def _decision(
-    state: PolicyState, result: cedarpy.AuthzResult, principal: Principal, action: str, what: str
+    state: PolicyState,
+    decision: cedarpy.Decision,
+    reasons: Sequence[str],
+    errors: tuple[str, ...],
+    principal: Principal,
+    action: str,
+    what: str,
+    prepared: PreparedCall | None = None,
+    hold: HoldDecision | None = None,
 ) -> Decision:
     refs = state.loaded.refs
     determining = tuple(
         sorted(
-            (refs[policy_id] for policy_id in result.diagnostics.reasons if policy_id in refs),
+            (refs[policy_id] for policy_id in reasons if policy_id in refs),
             key=lambda policy: (policy.file, policy.line),
         )
     )
-    errors = tuple(result.diagnostics.errors)
-    if result.decision is cedarpy.Decision.Allow and not errors:
+    if decision is cedarpy.Decision.Allow and not errors:
         permits = tuple(policy for policy in determining if policy.effect == "permit")
         reason = next((p.annotations["reason"] for p in permits if p.annotations.get("reason")), None)
         if reason is None:
             reason = f"allowed by policy '{permits[0].id}'" if permits else "allowed"
-        return allow(reason, permits)
+        return allow(reason, permits, prepared, hold)
     forbids = tuple(policy for policy in determining if policy.effect == "forbid")
-    if errors or result.decision is not cedarpy.Decision.Deny:
-        return _failed(principal, action, errors or (f"Cedar returned {result.decision.value}",), forbids)
+    if errors or decision is not cedarpy.Decision.Deny:
+        return _failed(principal, action, errors or (f"Cedar returned {decision.value}",), forbids)
     if forbids:
         return deny(_forbid_reason(forbids, _forbidden(principal, what)), forbids)
     return deny(f"no access policy allows agent '{principal.agent}' to {what}")

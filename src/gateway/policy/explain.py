@@ -65,5 +65,9 @@ def explain_call(
     )
     decision = engine.decisions.decide_call(call, tool)
     listed = bool(engine.decisions.visible_tools(origin, (tool,)))
-    hold = engine.decisions.decide_hold(call, tool) if decision.allowed and engine.store.status.approval_count else None
+    hold = (
+        engine.decisions.decide_hold(call, tool, decision=decision)
+        if decision.allowed and engine.store.status.approval_count
+        else None
+    )
     return Explanation(decision, listed, hold)

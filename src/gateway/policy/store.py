@@ -36,6 +36,7 @@ from gateway.policy.approvals import approval_rules
 from gateway.policy.decision import PolicyRef
 from gateway.policy.entities import EntityStore
 from gateway.policy.hold import Requirement
+from gateway.policy.joint import JointSlices
 from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, read_policy_files, validation_errors
 from gateway.policy.schema import GeneratedSchema, generate_schema
 from gateway.policy.slices import PolicySlices
@@ -91,6 +92,8 @@ class PolicyState:
     visibility: dict[tuple[Any, ...], bool] = field(default_factory=dict)
     #: The approval policies, None when none are loaded (so deciding a hold costs nothing then).
     approval: ApprovalSet | None = None
+    #: Both sets as one, for a call both can apply to (see `joint.py`); None without approval policies.
+    joint: JointSlices | None = None
 
 
 class PolicyStore:
@@ -259,6 +262,7 @@ class PolicyStore:
             waiting=(*problems.waiting, *approval_waiting),
             unlisted=frozenset(unlisted.connectors),
             approval=approval,
+            joint=JointSlices(loaded.policies, approval.loaded.policies) if approval is not None else None,
         )
 
     def _build_approval(
