@@ -296,3 +296,18 @@ def test_the_history_narrows_by_state_agent_and_tool(console: Console, client: T
     assert listed("state=approved") == set()
     refused = client.get("/ui/approvals/history?state=lost")
     assert "Cannot list those approvals" in refused.text
+
+
+def test_an_unknown_address_or_a_refused_body_gets_a_console_page_not_plain_text(client: TestClient) -> None:
+    missing = client.get("/ui/no-such-section")
+    assert missing.status_code == 404 and "There is no such page in the console." in missing.text
+    oversized = client.post(
+        "/ui/login",
+        content=b"key=" + b"a" * (2 * 1024 * 1024),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert oversized.status_code == 400 and "The request was refused: Field exceeded maximum size" in oversized.text
+    malformed = client.post("/ui/login", content=b"key=x", headers={"content-type": "multipart/form-data; boundary=z"})
+    assert malformed.status_code == 400 and "The request was refused" in malformed.text
+    for page in (missing, oversized, malformed):
+        assert "script-src 'self'" in page.headers["content-security-policy"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.staticfiles import StaticFiles
 
+from gateway.console.fallbacks import not_found, refused
 from gateway.console.guard import Guard
 from gateway.console.pages import activity, agents, approvals, audit, connectors, events, overview, policies, users
 from gateway.console.security import SecurityHeaders
@@ -34,4 +37,7 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *activity.routes(services, guard),
         *audit.routes(services, guard),
     ]
-    return [Mount("/ui", app=SecurityHeaders(Router(routes=routes)))]
+
+    router = Router(routes=routes, default=not_found(guard))
+    pages = ExceptionMiddleware(router, handlers={HTTPException: refused(guard)})
+    return [Mount("/ui", app=SecurityHeaders(pages))]
