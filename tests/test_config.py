@@ -73,7 +73,7 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
     [
         ('kind = "mcp-stdio"\ncommand = ["x"]\ntimeout = "soon"\n', "bad.toml:3: key 'timeout'"),
         ('kind = "mcp-stdio"\n\n\ncommand = []\n', "bad.toml:4: key 'command'"),
-        ('kind = "mcp-http"\nurl = "ftp://nowhere"\n', "bad.toml:2: key 'url': Value error, must be an http"),
+        ('kind = "mcp-http"\nurl = "ftp://nowhere"\n', "bad.toml:2: key 'url': must be an http"),
         ('kind = "mcp-carrier-pigeon"\n', "bad.toml:1: key 'kind'"),
         ('command = ["x"]\n', "bad.toml: key 'kind' is missing"),
         (
@@ -197,3 +197,14 @@ def test_a_connector_may_not_take_the_name_of_the_gateways_own_tools(tmp_path: P
         load_connectors(tmp_path / "connectors")
     assert f"{file}: connector name 'gateway' is reserved for the gateway's own tools" in str(error.value)
     assert "gateway__approval_status" in str(error.value)
+
+
+def test_a_console_sign_in_without_its_identity_provider_names_the_table_to_fix(tmp_path: Path) -> None:
+    write(tmp_path / "connectors" / ".keep", "")
+    write(tmp_path / "gateway.toml", '[server]\nhost = "127.0.0.1"\n\n[console.oidc]\nclient_id = "gateway-console"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "gateway.toml")
+    assert str(error.value).endswith(
+        "gateway.toml:4: key 'console': [console.oidc] signs people in with the identity provider [auth.people] "
+        "names, and [auth.people] is not configured: add it, with 'gateway-console' among its audiences"
+    )

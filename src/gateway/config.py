@@ -216,7 +216,8 @@ def _describe(exc: ValidationError, file: Path, text: str) -> str:
         loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("mcp-")))
         if error["type"] == "union_tag_invalid":
             loc = ("kind",)
-        lines.append(f"{file}:{line_of(text, loc)}: key '{_dotted(loc)}': {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")  # pydantic's wrapping of our own messages
+        lines.append(f"{file}:{line_of(text, loc)}: key '{_dotted(loc)}': {message}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
@@ -62,11 +62,14 @@ class GatewaySettings(SettingsModel):
     )
     source: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _console_client_is_a_people_audience(self) -> GatewaySettings:
-        if self.console.oidc is not None:
-            check_console_client(self.console.oidc, self.auth.people)
-        return self
+    @field_validator("console")
+    @classmethod
+    def _console_client_is_a_people_audience(cls, console: ConsoleSettings, info: ValidationInfo) -> ConsoleSettings:
+        """Checked on `console` (declared after `auth`), so a refusal names the [console] table's line."""
+        auth = info.data.get("auth")
+        if console.oidc is not None and auth is not None:
+            check_console_client(console.oidc, auth.people)
+        return console
 
 
 class Config(SettingsModel):

@@ -41,6 +41,11 @@ def line_of(text: str, path: tuple[str | int, ...]) -> int:
     for number, line in enumerate(lines):
         if header.match(line):
             return number + 1
+    # A table written only through its sub-tables, e.g. [console] as [console.oidc]: the first of them.
+    inner = re.compile(_table_header(keys).pattern.removesuffix(r"\s*\]+") + r"\s*\.")
+    for number, line in enumerate(lines):
+        if inner.match(line):
+            return number + 1
     return start + 1
 
 
