@@ -15,15 +15,16 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.session import ClientSession
+from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
 from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, Request, RequestParams, Result
 from pydantic import ConfigDict
 
-from harness import mcp_client
+from harness import gateway_command, mcp_client
 from test_approvals_e2e import CALL_DEADLINE, INVOICE, PAY, World, assert_paid_once, held_world, text_of
 
 pytestmark = pytest.mark.anyio
@@ -225,6 +226,21 @@ async def test_a_task_outlives_a_killed_gateway_and_completes_after_restart(tmp_
         gateway.start()
         await world.decide("approve", handle.task_id, "maria")
         async with tasks_client(world) as client:  # a new connection: nothing of the first one is left
+            done = await poll_until_done(client.session, handle.task_id)
+        assert done.status == "completed"
+        assert_paid_once(CallToolResult.model_validate(done.result))
+        assert len(world.payments_run()) == 1
+
+
+async def test_over_stdio_a_held_call_is_a_task_too_and_completes_once_approved(tmp_path: Path) -> None:
+    with held_world(tmp_path) as world:
+        command = gateway_command("stdio", "--config", str(world.gateway.config_path), "--key", world.agent_key)
+        params = StdioServerParameters(command=command[0], args=command[1:])
+        async with Client(stdio_client(params), extensions=[TasksExtension()]) as client:
+            assert client.protocol_version == "2026-07-28"
+            handle = await held_as_task(client)
+            assert handle.status == "working" and (await get_task(client.session, handle.task_id)).status == "working"
+            await world.decide("approve", handle.task_id, "maria")
             done = await poll_until_done(client.session, handle.task_id)
         assert done.status == "completed"
         assert_paid_once(CallToolResult.model_validate(done.result))
