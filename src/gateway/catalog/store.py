@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from gateway.connectors.base import Listing
 from gateway.errors import StorageUnavailable
@@ -40,6 +41,10 @@ async def load_listings(database: Database) -> dict[str, Listing]:
     return listings
 
 
+#: Stores of one listing racing with other processes' (several workers starting at once) before giving up.
+_SAVE_ATTEMPTS = 3
+
+
 async def save_listing(database: Database, connector: str, listing: Listing) -> None:
     """Replace the stored listing; a storage failure is logged, never raised (the live one still works)."""
     payload = orjson.dumps(
@@ -51,9 +56,17 @@ async def save_listing(database: Database, connector: str, listing: Listing) -> 
             "capabilities": dict(listing.capabilities),
         }
     ).decode()
-    try:
-        async with database.session() as session, session.begin():
-            await session.execute(delete(CatalogListingRow).where(CatalogListingRow.connector == connector))
-            session.add(CatalogListingRow(connector=connector, listing=payload, updated_at=datetime.now(UTC)))
-    except StorageUnavailable as exc:
-        logger.warning("listing not stored", extra={"connector": connector, "error": str(exc)})
+    for attempt in range(_SAVE_ATTEMPTS):
+        try:
+            async with database.session() as session, session.begin():
+                await session.execute(delete(CatalogListingRow).where(CatalogListingRow.connector == connector))
+                session.add(CatalogListingRow(connector=connector, listing=payload, updated_at=datetime.now(UTC)))
+            return
+        except IntegrityError:
+            # Another process (a worker started at the same moment) stored this connector's listing
+            # between our delete and insert: store ours over it, as the later of the two.
+            if attempt + 1 == _SAVE_ATTEMPTS:
+                logger.warning("listing not stored: other processes kept storing it", extra={"connector": connector})
+        except StorageUnavailable as exc:
+            logger.warning("listing not stored", extra={"connector": connector, "error": str(exc)})
+            return
