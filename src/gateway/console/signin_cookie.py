@@ -16,20 +16,14 @@ and a sign-in that comes back to another process, or after a restart, is simply 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from gateway.sealed_text import SealedText
 
 #: How long a person has to sign in at the provider and come back.
 SIGN_IN_SECONDS = 600
 _PREFIX = "c1."
-_NONCE_BYTES = 12
 _ASSOCIATED_DATA = b"autonomy-gateway/console-sign-in/1"
 _KEY_CONTEXT = b"autonomy-gateway console sign-in key\x00"
 #: Browsers keep cookies of up to about 4 KB; a longer value is not one of ours.
@@ -52,32 +46,23 @@ class SignInCookie:
     """Seals a `PendingSignIn` into a cookie value and opens it again, for `SIGN_IN_SECONDS` at most."""
 
     def __init__(self, secrets: Sequence[str] = (), *, clock: Callable[[], float]) -> None:
-        keys = [hashlib.sha256(_KEY_CONTEXT + secret.encode()).digest() for secret in secrets]
-        self._keys = [AESGCM(key) for key in keys] if keys else [AESGCM(os.urandom(32))]
+        self._sealed = SealedText(
+            secrets,
+            key_context=_KEY_CONTEXT,
+            associated_data=_ASSOCIATED_DATA,
+            prefix=_PREFIX,
+            max_chars=_MAX_VALUE_CHARS,
+        )
         self._clock = clock
 
     def seal(self, pending: PendingSignIn) -> str:
-        payload = json.dumps(astuple(pending), separators=(",", ":")).encode()
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._keys[0].encrypt(nonce, payload, _ASSOCIATED_DATA)
-        return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
+        return self._sealed.seal(astuple(pending))
 
     def open(self, value: str | None) -> PendingSignIn | None:
         """The sign-in `value` holds; None when absent, altered, sealed with another key, or too old."""
-        if value is None or not value.startswith(_PREFIX) or len(value) > _MAX_VALUE_CHARS:
+        values = self._sealed.open(value)
+        if values is None:
             return None
-        encoded = value[len(_PREFIX) :]
-        try:
-            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except ValueError:
-            return None
-        nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        for key in self._keys:
-            try:
-                payload = key.decrypt(nonce, sealed, _ASSOCIATED_DATA)
-            except (InvalidTag, ValueError):
-                continue
-            pending = PendingSignIn(*json.loads(payload))
-            age = self._clock() - pending.started_at
-            return pending if 0 <= age <= SIGN_IN_SECONDS else None
-        return None
+        pending = PendingSignIn(*values)
+        age = self._clock() - pending.started_at
+        return pending if 0 <= age <= SIGN_IN_SECONDS else None

@@ -13,25 +13,19 @@ they would have expired anyway; other processes learn of them through the signal
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from gateway.identity.principal import Principal
+from gateway.sealed_text import SealedText
 
 logger = logging.getLogger(__name__)
 
 _PREFIX = "s1."
-_NONCE_BYTES = 12
 _ASSOCIATED_DATA = b"autonomy-gateway/mcp-session/1"
 _KEY_CONTEXT = b"autonomy-gateway session key\x00"
 #: Longer ids are not ours: refuse them before any decoding work.
@@ -70,14 +64,18 @@ class SessionSealer:
         lifetime: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if secrets_:
-            self._keys = [AESGCM(_derive(secret)) for secret in secrets_]
-        else:
+        self._sealed = SealedText(
+            secrets_,
+            key_context=_KEY_CONTEXT,
+            associated_data=_ASSOCIATED_DATA,
+            prefix=_PREFIX,
+            max_chars=_MAX_TOKEN_CHARS,
+        )
+        if self._sealed.process_local:
             logger.info(
                 "session ids are sealed with a key made for this process; set server.session_keys to share "
                 "sessions between workers or replicas"
             )
-            self._keys = [AESGCM(os.urandom(32))]
         self._lifetime = lifetime
         self._clock = clock
         self._ended: dict[str, float] = {}
@@ -93,33 +91,18 @@ class SessionSealer:
             client_version=client_version,
             issued_at=self._clock(),
         )
-        payload = json.dumps(
-            [session.id, session.protocol_version, session.owner, client_name, client_version, session.issued_at],
-            separators=(",", ":"),
-        ).encode()
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._keys[0].encrypt(nonce, payload, _ASSOCIATED_DATA)
-        return session, _PREFIX + base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
+        values = [session.id, session.protocol_version, session.owner, client_name, client_version, session.issued_at]
+        return session, self._sealed.seal(values)
 
     def open(self, token: str) -> SealedSession | None:
         """The session behind `token`, or None when it is forged, expired, ended or sealed with an unknown key."""
-        if not token.startswith(_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
+        values = self._sealed.open(token)
+        if values is None:
             return None
-        try:
-            raw = base64.urlsafe_b64decode(token[len(_PREFIX) :] + "=" * (-len(token) % 4))
-        except ValueError:
+        session = SealedSession(*values)
+        if self._clock() - session.issued_at > self._lifetime or session.id in self._ended:
             return None
-        nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-        for key in self._keys:
-            try:
-                payload = key.decrypt(nonce, sealed, _ASSOCIATED_DATA)
-            except (InvalidTag, ValueError):
-                continue
-            session = SealedSession(*json.loads(payload))
-            if self._clock() - session.issued_at > self._lifetime or session.id in self._ended:
-                return None
-            return session
-        return None
+        return session
 
     def end(self, session: SealedSession) -> None:
         self.forget(session.id, session.issued_at + self._lifetime)
@@ -137,8 +120,3 @@ class SessionSealer:
 
     def expiry_of(self, session: SealedSession) -> float:
         return session.issued_at + self._lifetime
-
-
-def _derive(secret: str) -> bytes:
-    """Any long random string works as a key; hashing fixes its length for AES-256."""
-    return hashlib.sha256(_KEY_CONTEXT + secret.encode()).digest()
