@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -133,22 +133,8 @@ def read_search(
 
 async def find_calls(db: Database, wanted: Search, *, limit: int, cursor: str | None) -> SearchPage:
     """The calls `wanted` selects, a page of `limit` after `cursor`, examining at most `SCAN_LIMIT` calls."""
-    filters = wanted.filters
-    return await search(
-        db,
-        agent=filters.agent,
-        user=filters.user,
-        tool=filters.tool,
-        decision=filters.decision,
-        outcome=filters.outcome,
-        since=filters.since,
-        until=filters.until,
-        workflow=filters.workflow,
-        text_in_reasoning=filters.text_in_reasoning,
-        limit=limit,
-        cursor=cursor,
-        scan_limit=SCAN_LIMIT,
-    )
+    # `SearchFilters` names its fields as `search` names its filters.
+    return await search(db, **asdict(wanted.filters), limit=limit, cursor=cursor, scan_limit=SCAN_LIMIT)
 
 
 def call_row(call: AuditCall) -> dict[str, Any]:
