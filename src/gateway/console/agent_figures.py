@@ -202,7 +202,7 @@ async def last_day(database: Database, agent: str, *, now: datetime | None = Non
     for row in rows[:MAX_DAY_EVENTS]:
         if row.kind != CALL:
             continue
-        hours_ago = min(HOURS - 1, max(0, int((now - _aware(row.time)).total_seconds() // 3600)))
+        hours_ago = min(HOURS - 1, max(0, int((now - row.time).total_seconds() // 3600)))
         calls[HOURS - 1 - hours_ago] += 1
         if row.decision == "deny":
             denials[HOURS - 1 - hours_ago] += 1
@@ -218,7 +218,7 @@ def _agent_call(row: Any) -> AgentCall:
     roles = data.get("roles")
     return AgentCall(
         call_id=row.call_id,
-        time=_aware(row.time),
+        time=row.time,
         tool=row.tool,
         user=row.user_id,
         decision=row.decision,
@@ -226,7 +226,3 @@ def _agent_call(row: Any) -> AgentCall:
         auth_method=data.get("auth_method") if isinstance(data.get("auth_method"), str) else None,
         roles=tuple(str(role) for role in roles) if isinstance(roles, list) else (),
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

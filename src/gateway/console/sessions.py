@@ -94,9 +94,9 @@ class ConsoleSessions:
             User(row["user_id"], row["user_name"], tuple(row["roles"])),
             row["via"],
             row["csrf_token"],
-            _aware(row["created_at"]),
-            _aware(row["last_seen_at"]),
-            _aware(row["expires_at"]),
+            row["created_at"],
+            row["last_seen_at"],
+            row["expires_at"],
         )
         if now >= session.expires_at or now - session.last_seen_at >= self._idle:
             await self._remove(id_hash)
@@ -123,7 +123,3 @@ class ConsoleSessions:
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -66,8 +66,7 @@ async def last_hour(database: Database, *, now: datetime | None = None) -> LastH
     latencies: dict[str, list[float]] = defaultdict(list)
     held = errors = 0
     for row in rows[:MAX_CALLS]:
-        moment = row.time if row.time.tzinfo else row.time.replace(tzinfo=UTC)
-        minute = MINUTES - 1 - min(MINUTES - 1, int((now - moment).total_seconds() // 60))
+        minute = MINUTES - 1 - min(MINUTES - 1, int((now - row.time).total_seconds() // 60))
         per_minute[minute] += 1
         if row.decision == "deny":
             denied_per_minute[minute] += 1
