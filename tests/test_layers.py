@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "pipeline",
         "holding gateway_tools",
         "request_kinds",
-        "approvals notifications",
+        "approvals coordination notifications",
         "policy audit telemetry",
         "catalog calls",
         "resource_uris",
