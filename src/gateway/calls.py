@@ -18,6 +18,45 @@ from gateway.identity.principal import Principal
 #: Where an agent states why it makes a call, and which workflow the call belongs to (`params._meta`).
 REASONING_META_KEY = "io.autonomy-gateway/reasoning"
 WORKFLOW_META_KEY = "io.autonomy-gateway/workflow"
+#: The HTTP header naming a call's workflow, for clients that cannot set `_meta` (lower case, as ASGI gives it).
+WORKFLOW_HEADER = "x-workflow-id"
+#: The longest workflow id: what the audit log and approvals index (`workflow_id`, 256 characters).
+MAX_WORKFLOW_ID = 256
+
+
+def workflow_id_problem(value: object, source: str) -> str | None:
+    """Why `value` cannot name a workflow (a sentence for the agent), or None when it can.
+
+    A workflow id is shown in timelines, consoles and the CLI and compared by policies, so it
+    must be short printable text: no control characters that could forge a line in a listing.
+    """
+    if not isinstance(value, str) or not value:
+        return f"the workflow id in {source} must be a non-empty string; send one, or leave it out"
+    if len(value) > MAX_WORKFLOW_ID:
+        return (
+            f"the workflow id in {source} is {len(value)} characters long; at most {MAX_WORKFLOW_ID} are accepted. "
+            "Use a shorter id (a UUID or a case number)"
+        )
+    if not value.isprintable():
+        return (
+            f"the workflow id in {source} contains control or non-printable characters; "
+            "use printable text only (letters, digits, punctuation, spaces)"
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """What a workflow did so far, as policies see it in `context.workflow`.
+
+    Read from the database only for a call whose policies look at it (see `policy.slices`).
+    """
+
+    completed: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
+
+
+NO_WORKFLOW_STATE = WorkflowState()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +73,8 @@ class Origin:
     transport: str | None = None
     #: The HTTP request's trace headers, read when no SDK span already carries the agent's trace context.
     trace_headers: Mapping[str, str] | None = None
+    #: The workflow the HTTP request's `X-Workflow-Id` header names (checked by the front).
+    workflow: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +92,10 @@ class Call:
     `name` is what the agent sent (an exposed tool or prompt name, an exposed resource URI).
     `unusable_arguments` is set by a front that found the arguments unusable (text that is not
     valid Unicode): the call is refused as invalid arguments once resolved.
+
+    `workflow` is the `_meta` key's, else the `X-Workflow-Id` header's, else the client's MCP
+    session id (HTTP only); `workflow_problem` says why the `_meta` value cannot be one (the call
+    is refused). `workflow_state` is filled in before deciding, for policies that read it.
     """
 
     method: str
@@ -62,6 +107,8 @@ class Call:
     workflow: str | None = None
     target: Target | None = None
     unusable_arguments: str | None = None
+    workflow_problem: str | None = None
+    workflow_state: WorkflowState | None = None
 
     @classmethod
     def of(
@@ -75,6 +122,7 @@ class Call:
         unusable_arguments: str | None = None,
     ) -> Call:
         """The call as the front received it, with reasoning and workflow read from `_meta`."""
+        workflow, problem = _workflow_of(meta, origin)
         return cls(
             method,
             origin,
@@ -82,8 +130,9 @@ class Call:
             arguments,
             meta,
             reasoning=meta_text(meta, REASONING_META_KEY),
-            workflow=meta_text(meta, WORKFLOW_META_KEY),
+            workflow=workflow,
             unusable_arguments=unusable_arguments,
+            workflow_problem=problem,
         )
 
     @property
@@ -110,7 +159,39 @@ class Call:
             self.workflow,
             target,
             self.unusable_arguments,
+            self.workflow_problem,
+            self.workflow_state,
         )
+
+    def with_workflow_state(self, state: WorkflowState) -> Call:
+        """This call with what its workflow did so far, for the policies that read it."""
+        return Call(
+            self.method,
+            self.origin,
+            self.name,
+            self.arguments,
+            self.meta,
+            self.reasoning,
+            self.workflow,
+            self.target,
+            self.unusable_arguments,
+            self.workflow_problem,
+            state,
+        )
+
+
+def _workflow_of(meta: Mapping[str, Any] | None, origin: Origin) -> tuple[str | None, str | None]:
+    """The call's workflow and, when `_meta` names an unusable one, why (the session is no fallback then)."""
+    if meta and WORKFLOW_META_KEY in meta:
+        value = meta[WORKFLOW_META_KEY]
+        problem = workflow_id_problem(value, f"_meta[{WORKFLOW_META_KEY!r}]")
+        return (None, problem) if problem is not None else (value, None)
+    if origin.workflow is not None:
+        return origin.workflow, None
+    # A stdio client has no MCP session id of its own ("stdio" is every such client's).
+    if origin.transport == "tcp" and origin.session_id:
+        return origin.session_id, None
+    return None, None
 
 
 def meta_text(meta: Mapping[str, Any] | None, key: str) -> str | None:

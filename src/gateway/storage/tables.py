@@ -339,3 +339,38 @@ class ConsoleSessionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class WorkflowNoteRow(Base):
+    """A hand-off note an agent left in a workflow (`gateway__workflow_note`), read by the others.
+
+    The steps of a workflow are its audit events (`audit_events.workflow_id`); only what the
+    audit log does not hold, notes and shared result summaries, has tables of its own.
+    """
+
+    __tablename__ = "workflow_notes"
+    __table_args__ = (Index("ix_workflow_notes_workflow_id_created_at", "workflow_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(256))
+    agent: Mapped[str] = mapped_column(String(256))
+    user_id: Mapped[str | None] = mapped_column(String(256))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WorkflowResultRow(Base):
+    """The short, redacted summary of one call's result, kept when its connector file shares it.
+
+    Keyed by the call's audit `call_id`, so a timeline joins it to the step it summarises.
+    """
+
+    __tablename__ = "workflow_results"
+    __table_args__ = (Index("ix_workflow_results_workflow_id_created_at", "workflow_id", "created_at"),)
+
+    call_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(256))
+    tool: Mapped[str] = mapped_column(String(256))
+    agent: Mapped[str] = mapped_column(String(256))
+    summary: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
