@@ -52,6 +52,7 @@ ACCESSIBILITY_SWEEP = [
     "/ui/approvals/no-such-approval",
     "/ui/activity",
     "{call}",
+    "/ui/workflows",
     "/ui/audit",
     "/ui/agents",
     "/ui/agents/finance-bot",
