@@ -62,7 +62,7 @@ class WorkflowState:
     notes: list[dict[str, Any]]
 
     def last_success(self, tool: str) -> Step | None:
-        done = [step for step in self.steps if step.tool == tool and step.outcome == "succeeded"]
+        done = [step for step in self.steps if step.tool == tool and step.outcome == "ok"]
         return done[-1] if done else None
 
 

@@ -178,6 +178,8 @@ def main() -> None:
         "--keep-running", action="store_true", help="leave the gateway running afterwards, to look at the console"
     )
     args = parser.parse_args()
+    # Stopped from outside (a service manager, a test): stop the gateway too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     STATE.mkdir(exist_ok=True)
     gateway("migrate")
