@@ -29,8 +29,8 @@ from playwright.sync_api import Page, expect
 
 from browser import assert_accessible, in_background, sign_in
 from harness import free_port, mcp_client, run_cli
-from test_approvals_e2e import text_of
 from procurement_example import catalog_text, copy_example, listed_catalog
+from test_approvals_e2e import text_of
 
 #: How long one whole run of the example may take (three agents, a gateway start, migrations).
 RUN_DEADLINE = 180.0
@@ -217,8 +217,10 @@ def test_a_workflows_page_shows_its_timeline_and_links_each_step_to_its_call(exa
     expect(timeline.filter(has_text="compliance__check_vendor").locator("pre.summary")).to_contain_text('"pass"')
     expect(timeline.filter(has_text="note").filter(has_text="passed compliance")).to_contain_text("compliance-agent")
     tools = [text for text in timeline.locator("td:nth-child(3)").all_inner_texts() if "__" in text]
-    assert tools.index("quotes__choose_quote") < tools.index("compliance__check_vendor") < tools.index(
-        "erp__create_purchase_order"
+    assert (
+        tools.index("quotes__choose_quote")
+        < tools.index("compliance__check_vendor")
+        < tools.index("erp__create_purchase_order")
     ), tools
     assert_accessible(page)
 

@@ -49,7 +49,9 @@ mcp = MCPServer(
 
 
 @mcp.tool(
-    annotations=ToolAnnotations(title="Check a vendor", read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+    annotations=ToolAnnotations(
+        title="Check a vendor", read_only_hint=True, idempotent_hint=True, open_world_hint=False
+    )
 )
 def check_vendor(
     vendor_id: Annotated[str, Field(description='The vendor to screen, e.g. "V-100".')],

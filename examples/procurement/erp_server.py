@@ -110,9 +110,7 @@ def create_purchase_order(
     return order
 
 
-@mcp.tool(
-    annotations=ToolAnnotations(title="List purchase orders", read_only_hint=True, idempotent_hint=True)
-)
+@mcp.tool(annotations=ToolAnnotations(title="List purchase orders", read_only_hint=True, idempotent_hint=True))
 def list_purchase_orders() -> PurchaseOrders:
     """Every purchase order created so far, oldest first."""
     return PurchaseOrders(count=len(BOOK.orders), orders=list(BOOK.orders))

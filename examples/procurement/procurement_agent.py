@@ -137,9 +137,7 @@ def arguments(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run(
-    name: str, args: argparse.Namespace, work: Callable[[WorkflowAgent], Awaitable[int]]
-) -> None:
+def run(name: str, args: argparse.Namespace, work: Callable[[WorkflowAgent], Awaitable[int]]) -> None:
     """Connect as agent `name`, do `work`, and exit with its status; a refusal is exit status 2."""
     if not args.key:
         sys.exit(f"{name}: no API key: pass --key KEY or set GATEWAY_KEY")

@@ -36,7 +36,8 @@ async def work(agent: WorkflowAgent, handed: dict[str, Any] | None) -> int:
         checked = check.result() if check else None
         print(f"  read the workflow: chosen quote {quote['quote_id']} (by {chosen.agent if chosen else '?'})")
         if checked is not None:
-            print(f"  read the workflow: compliance {checked.get('result')} for {checked.get('vendor_id')} (by {check.agent if check else '?'})")
+            by = check.agent if check else "?"
+            print(f"  read the workflow: compliance {checked.get('result')} for {checked.get('vendor_id')} (by {by})")
             if checked.get("vendor_id") != quote["vendor_id"]:
                 print(f"  ✗ compliance checked {checked.get('vendor_id')}, not the chosen vendor {quote['vendor_id']}")
                 return 1

@@ -1,6 +1,6 @@
 """The quotes agent: asks the suppliers for quotes, chooses the cheapest, and says so in the workflow.
 
-    python quotes_agent.py --key KEY --workflow WORKFLOW [--item laptop --quantity 40]
+python quotes_agent.py --key KEY --workflow WORKFLOW [--item laptop --quantity 40]
 """
 
 from __future__ import annotations

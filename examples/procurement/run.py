@@ -66,7 +66,9 @@ def keys() -> dict[str, str]:
         return dict(json.loads(KEYS.read_text()))
     made = {}
     for role, (agent, _) in AGENTS.items():
-        created = gateway("keys", "create", "--agent", agent, "--role", role, "--description", "procurement example", "--json")
+        created = gateway(
+            "keys", "create", "--agent", agent, "--role", role, "--description", "procurement example", "--json"
+        )
         made[role] = json.loads(created)["key"]
     made[VIEWER] = json.loads(gateway("users", "create", VIEWER, "--role", "viewer", "--json"))["key"]
     KEYS.write_text(json.dumps(made, indent=2))

@@ -11,7 +11,18 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.console.fallbacks import not_found, refused
 from gateway.console.guard import Guard
-from gateway.console.pages import activity, agents, approvals, audit, connectors, events, overview, policies, users, workflows
+from gateway.console.pages import (
+    activity,
+    agents,
+    approvals,
+    audit,
+    connectors,
+    events,
+    overview,
+    policies,
+    users,
+    workflows,
+)
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
