@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.calls import Call, Origin
+from gateway.calls import Call, Origin, WorkflowState
 from gateway.catalog import ResourceEntry
 from gateway.connectors.base import Listing
 from gateway.errors import PolicyLoadError
@@ -267,9 +267,16 @@ def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -
     read = common_context(call, now=now, limits=ArgumentLimits())
     listed = common_context(origin, now=now, limits=ArgumentLimits())
 
-    assert called.context == {**common, "reasoning": "why", "workflow": "w-1", "input": {"query": "acme"}}
-    assert read.context == {**common, "reasoning": "why", "workflow": "w-1"}
-    assert listed.context == common
+    workflow = {"id": "w-1", "completed": [], "agents": []}
+    assert called.context == {**common, "reasoning": "why", "workflow": workflow, "input": {"query": "acme"}}
+    assert read.context == {**common, "reasoning": "why", "workflow": workflow}
+    assert listed.context == {**common, "workflow": {"id": "", "completed": [], "agents": []}}
+    done = call.with_workflow_state(WorkflowState(frozenset({"b__y", "a__x"}), frozenset({"sales-bot"})))
+    assert call_context(shape.input, done, now=now, limits=ArgumentLimits()).context["workflow"] == {
+        "id": "w-1",
+        "completed": ["a__x", "b__y"],
+        "agents": ["sales-bot"],
+    }
     bare = call_context(shape.input, Call("tools/call", Origin(SALES)), now=now, limits=ArgumentLimits())
     assert bare.context is None and bare.invalid_arguments == "required argument 'query' is missing"
 
@@ -349,7 +356,7 @@ def test_a_denied_prompt_says_whether_the_agent_may_see_it_and_a_resource_never_
 permit (
   principal in Role::"sales", action in [Action::"get_prompt", Action::"read_resource"], resource in Server::"crm"
 );
-forbid (principal, action == Action::"get_prompt", resource) when { context has workflow };
+forbid (principal, action == Action::"get_prompt", resource) when { context.workflow.id != "" };
 """,
         catalog,
     )

@@ -26,7 +26,9 @@ def _call(principal: Principal, tool: str, workflow: str | None) -> Call:
 async def _step(
     recorder: AuditRecorder, principal: Principal, tool: str, workflow: str | None, *, decision: str, outcome: str
 ) -> str:
-    handle = await recorder.record_call(_call(principal, tool, workflow), decision=decision, reason=f"{tool} {decision}")
+    handle = await recorder.record_call(
+        _call(principal, tool, workflow), decision=decision, reason=f"{tool} {decision}"
+    )
     await recorder.record_outcome(handle, outcome=outcome)
     return handle.call_id
 
@@ -46,7 +48,9 @@ async def test_state_timeline_and_listing(database: Database) -> None:
     assert state.agents == {"quotes-bot", "compliance-bot"}
     assert (await store.state("wf-none")).agents == frozenset()
 
-    await store.share_result("wf-1", call_id=check, tool="compliance__check_vendor", agent="compliance-bot", summary="ok")
+    await store.share_result(
+        "wf-1", call_id=check, tool="compliance__check_vendor", agent="compliance-bot", summary="ok"
+    )
     note = await store.add_note("wf-1", agent="compliance-bot", user="dana", text="vendor 42 passed")
     timeline = await store.timeline("wf-1")
     assert [step.tool for step in timeline.steps] == [

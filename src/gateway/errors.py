@@ -122,6 +122,10 @@ class ReasoningRequired(InvalidArguments):
     """The tool requires the agent to state its reasoning and the call carried none."""
 
 
+class InvalidWorkflowId(RequestRejected):
+    """The workflow id a call names (`_meta` or `X-Workflow-Id`) is empty, too long or not printable text."""
+
+
 class GatewayNotReady(RequestRejected):
     """No valid access policy set is loaded, so no request can be decided until an operator fixes the policies."""
 

@@ -9,6 +9,8 @@ unknown to it as one that never existed.
 - `approval_status(id)`: where a held call stands (pending and who must decide, approved,
   denied by whom and why, expired, ran), for an agent that prefers to ask rather than repeat
   the call. Collecting the outcome is still the identical call's job, so nothing runs here.
+- `workflow_status(workflow?)`, `workflow_note(text, workflow?)`: a workflow's shared memory
+  (`coordination/workflow_tools.py`); unlike approvals, every agent in a workflow reads it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ import anyio.abc
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from gateway.approvals import Approval, ApprovalState, ApprovalStore, Vote
-from gateway.catalog.builtin import APPROVAL_STATUS, GATEWAY_TOOLS_LISTING
+from gateway.audit.redaction import Redactor
+from gateway.catalog.builtin import APPROVAL_STATUS, GATEWAY_TOOLS_LISTING, WORKFLOW_NOTE, WORKFLOW_STATUS
 from gateway.connectors.base import Caller, Health, HealthState, JsonObject, Listing, ListingListener, ProgressCallback
+from gateway.coordination import workflow_tools
+from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import BackendError, UnknownApproval
 from gateway.holding import ended_message
 from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
@@ -32,8 +37,17 @@ from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 class GatewayTools:
     """The `Connector` of the gateway's own tools (defined in `catalog/builtin.py`)."""
 
-    def __init__(self, approvals: ApprovalStore | None, on_listing: ListingListener | None = None) -> None:
+    def __init__(
+        self,
+        approvals: ApprovalStore | None,
+        on_listing: ListingListener | None = None,
+        *,
+        workflows: WorkflowStore | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._approvals = approvals
+        self._workflows = workflows
+        self._redactor = redactor or Redactor()
         self._on_listing = on_listing
         self._listing = GATEWAY_TOOLS_LISTING
         self._health = Health(HealthState.STARTING, "built in")
@@ -67,10 +81,16 @@ class GatewayTools:
         on_progress: ProgressCallback | None,
         caller: Caller | None = None,
     ) -> JsonObject:
-        if name != APPROVAL_STATUS:
+        if name not in (APPROVAL_STATUS, WORKFLOW_STATUS, WORKFLOW_NOTE):
             raise BackendError(f"Unknown tool: {name}", code=INVALID_PARAMS)
         if caller is None:
             raise BackendError(f"{name} answers only for an authenticated agent", code=INTERNAL_ERROR)
+        if name != APPROVAL_STATUS:
+            if self._workflows is None:
+                return workflow_tools.tool_error("This gateway keeps no workflows (it has no database).")
+            if name == WORKFLOW_STATUS:
+                return await workflow_tools.workflow_status(self._workflows, arguments, caller)
+            return await workflow_tools.workflow_note(self._workflows, self._redactor, arguments, caller)
         if self._approvals is None:
             text = "This gateway holds no calls for approval (it has no [approvals] sealing key), so none is pending."
             return {"content": [{"type": "text", "text": text}], "isError": True}

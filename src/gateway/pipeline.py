@@ -29,7 +29,9 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
-from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
+from gateway.coordination.sharing import result_summary
+from gateway.coordination.workflows import WorkflowStore
+from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, InvalidWorkflowId, RequestRejected
 from gateway.holding import Cleared, Collected, HeldTask, HoldStage
 from gateway.policy import Decision, PolicyEngine
 from gateway.request_kinds import Aimed, PromptGets, RequestKind, ResourceReads, ToolCalls
@@ -90,8 +92,13 @@ class Pipeline:
         *,
         holds: HoldStage | None = None,
         tools_page_size: int = 1000,
+        workflows: WorkflowStore | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._tools_page_size = tools_page_size
+        #: Where a workflow's state is read for the policies that need it; None: every workflow looks empty.
+        self._workflows = workflows
+        self._redactor = redactor or Redactor()
         self._catalog = catalog
         self._connectors = connectors
         self._policies = policy.store
@@ -171,7 +178,10 @@ class Pipeline:
         clock = _Clock()
         with self._telemetry.request_span(call) as trace:
             await self._require_policies(call, clock)
+            if call.workflow_problem is not None:
+                await self._refuse(call, InvalidWorkflowId(call.workflow_problem), clock)
             aimed = await self._resolve(kind, call, found, clock, trace)  # 1 resolve, 2 context
+            aimed = await self._workflow_state(aimed, clock)
             decision = await self._decide(kind, aimed, clock)  # 3 decide
             cleared = await self._hold(kind, aimed, decision, clock, on_progress, approval)  # 4 hold, until approved
             if isinstance(cleared, Collected):
@@ -207,6 +217,26 @@ class Pipeline:
         if call.method == "tools/call":
             trace.record_arguments(aimed.call.arguments)
         return aimed
+
+    async def _workflow_state(self, aimed: Aimed[Any], clock: _Clock) -> Aimed[Any]:
+        """2 context, continued: what the workflow did so far, read only when a policy for this tool reads it.
+
+        Every other call pays a dict lookup. A database that cannot answer refuses the call
+        (recorded): deciding on an empty history would let an ordering policy's `unless` pass.
+        """
+        call = aimed.call
+        if (
+            call.workflow is None
+            or self._workflows is None
+            or call.method != "tools/call"
+            or not self._decisions.reads_workflow_state(call.name or "")
+        ):
+            return aimed
+        try:
+            state = await self._workflows.state(call.workflow)
+        except GatewayError as exc:
+            await self._refuse(call, exc, clock)
+        return Aimed(call.with_workflow_state(state), aimed.entry)
 
     async def _decide(self, kind: RequestKind[Any], aimed: Aimed[Any], clock: _Clock) -> Decision:
         """3 decide: one policy span and one latency lap, whatever is being decided."""
@@ -309,9 +339,36 @@ class Pipeline:
             await self._holds.finished(cleared, result=result, error=None)
         outcome = "tool_error" if result.get("isError") else "ok"
         trace.record_result(result)
-        await self._finish(handle, outcome, clock, result=result)
+        if outcome == "ok" and call.workflow is not None and call.method == "tools/call":
+            await self._share(aimed, handle, result)
+            # A step an ordering policy waits for counts on every replica before its agent hears of it.
+            await self._finish(
+                handle, outcome, clock, result=result, wait=self._decisions.tracks_completion(call.name or "")
+            )
+        else:
+            await self._finish(handle, outcome, clock, result=result)
         self._log(call, decision, outcome, clock)
         return result
+
+    async def _share(self, aimed: Aimed[Any], handle: CallHandle, result: JsonObject) -> None:
+        """7 finish, for a tool whose connector file shares its results: the summary other agents read.
+
+        Written before the agent hears the result, so what it tells the others is there when it
+        does; a summary the database does not take is logged and left out, never failing the call.
+        """
+        entry = aimed.entry
+        call = aimed.call
+        if not isinstance(entry, ToolEntry) or not entry.share_result or self._workflows is None:
+            return
+        summary = result_summary(result, self._redactor, tool=call.name)
+        if summary is None or call.workflow is None:
+            return
+        try:
+            await self._workflows.share_result(
+                call.workflow, call_id=handle.call_id, tool=entry.exposed, agent=call.principal.agent, summary=summary
+            )
+        except GatewayError:
+            logger.warning("a shared result summary could not be stored", extra={"tool": entry.exposed})
 
     async def _refuse(
         self,
@@ -333,11 +390,19 @@ class Pipeline:
         raise error
 
     async def _finish(
-        self, handle: CallHandle, outcome: str, clock: _Clock, *, result: Any = None, error: BaseException | None = None
+        self,
+        handle: CallHandle,
+        outcome: str,
+        clock: _Clock,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        wait: bool = False,
     ) -> None:
+        """The outcome on record; `wait` for its commit only when another replica must see it at once."""
         timings = Timings(clock.policy_ms, clock.backend_ms, clock.total_ms)
         await self._audit.record_outcome(
-            handle, outcome=outcome, result=result, error=error, timings=timings, wait=False
+            handle, outcome=outcome, result=result, error=error, timings=timings, wait=wait
         )
 
     def _log(self, call: Call, decision: Decision | None, outcome: str, clock: _Clock) -> None:

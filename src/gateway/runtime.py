@@ -40,6 +40,7 @@ from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
+from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
@@ -127,10 +128,14 @@ class GatewayRuntime:
             if self.approvals is not None
             else None
         )
+        #: Workflows: steps read from the audit log, notes and shared results (`coordination.workflows`).
+        self.workflows = WorkflowStore(self.database)
         #: Everything a call can reach: the backends, and the gateway's own tools beside them.
         self.connectors: Mapping[str, Connector] = {
             **self.backends,
-            GATEWAY_TOOLS_CONNECTOR: GatewayTools(self.approvals, self._listing_changed),
+            GATEWAY_TOOLS_CONNECTOR: GatewayTools(
+                self.approvals, self._listing_changed, workflows=self.workflows, redactor=self.redactor
+            ),
         }
         holds = HoldStage(
             self.approvals,
@@ -149,6 +154,8 @@ class GatewayRuntime:
             self.telemetry,
             holds=holds,
             tools_page_size=config.gateway.server.tools_page_size,
+            workflows=self.workflows,
+            redactor=self.redactor,
         )
         self.started = False
         self.persist_listings = False

@@ -1,4 +1,4 @@
-"""What the gateway's own tools are (`gateway__approval_status`), for every catalog that holds them.
+"""What the gateway's own tools are (`gateway__approval_status`, `gateway__workflow_status`, ...), for every catalog.
 
 The running gateway serves them (`gateway/gateway_tools.py`); `gateway policy test` and
 `--catalog` checks read the same definitions, so a policy that names them is checked against
@@ -11,6 +11,8 @@ from gateway.connectors.base import JsonObject, Listing
 from gateway.settings.connectors import GatewayToolsConnector
 
 APPROVAL_STATUS = "approval_status"
+WORKFLOW_STATUS = "workflow_status"
+WORKFLOW_NOTE = "workflow_note"
 
 _APPROVAL_STATE_NAMES = (
     "pending",
@@ -61,6 +63,96 @@ _APPROVAL_STATUS_TOOL: JsonObject = {
 }
 
 
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_WORKFLOW_ARGUMENT = {
+    "type": "string",
+    "description": "The workflow id; leave it out for the workflow of this call (its _meta, header or session).",
+}
+_WORKFLOW_STATUS_TOOL: JsonObject = {
+    "name": WORKFLOW_STATUS,
+    "title": "Status of a workflow",
+    "description": (
+        "What has happened so far in a workflow that several agents work on together: every step (which agent "
+        "called which tool, what policy decided, how it ended, and a short result summary where the tool shares "
+        "one), the notes agents left for each other, and the calls still pending human approval. Read it before "
+        "acting, so you do not redo or contradict what another agent already did."
+    ),
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "workflow": _WORKFLOW_ARGUMENT,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 200, "description": "Latest steps to show (50)."},
+        },
+        "additionalProperties": False,
+    },
+    "outputSchema": {
+        "type": "object",
+        "properties": {
+            "workflow": {"type": "string"},
+            "agents": {"type": "array", "items": {"type": "string"}},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "callId": {"type": "string"},
+                        "time": {"type": "string"},
+                        **{key: _TEXT_OR_NULL for key in ("tool", "agent", "user", "decision", "outcome")},
+                        **{key: _TEXT_OR_NULL for key in ("reason", "summary")},
+                    },
+                },
+            },
+            "totalSteps": {"type": "integer"},
+            "truncated": {"type": "boolean", "description": "Older steps were left out."},
+            "notes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "agent": {"type": "string"},
+                        "user": _TEXT_OR_NULL,
+                        "text": {"type": "string"},
+                        "time": {"type": "string"},
+                    },
+                },
+            },
+            "notesTruncated": {"type": "boolean"},
+            "pendingApprovals": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["workflow", "steps", "notes", "pendingApprovals"],
+    },
+    "annotations": {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False},
+}
+_WORKFLOW_NOTE_TOOL: JsonObject = {
+    "name": WORKFLOW_NOTE,
+    "title": "Leave a note in a workflow",
+    "description": (
+        "Leave a hand-off note for the other agents working in a workflow (what you did, what you found, what "
+        "is left to do); they read it with workflow_status. Do not put secrets in it: notes are kept and shown."
+    ),
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "The note."},
+            "workflow": _WORKFLOW_ARGUMENT,
+        },
+        "required": ["text"],
+        "additionalProperties": False,
+    },
+    "outputSchema": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "workflow": {"type": "string"},
+            "agent": {"type": "string"},
+            "time": {"type": "string"},
+        },
+        "required": ["id", "workflow", "agent", "time"],
+    },
+    "annotations": {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": False},
+}
+
 #: The settings and the listing of the built-in connector, as a catalog takes them.
 GATEWAY_TOOLS_SETTINGS = GatewayToolsConnector()
-GATEWAY_TOOLS_LISTING = Listing(tools=(_APPROVAL_STATUS_TOOL,))
+GATEWAY_TOOLS_LISTING = Listing(tools=(_APPROVAL_STATUS_TOOL, _WORKFLOW_STATUS_TOOL, _WORKFLOW_NOTE_TOOL))

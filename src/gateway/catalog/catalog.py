@@ -159,6 +159,7 @@ class Catalog:
                 input_schema=schema,
                 reasoning=mode,
                 reasoning_parameter=parameter,
+                share_result=override.share_result,
             )
 
     def _resource_entries(

@@ -23,6 +23,8 @@ class ToolEntry:
     input_schema: Mapping[str, Any] | None = None
     reasoning: str = "off"
     reasoning_parameter: str | None = None
+    #: The connector file shares a summary of its results with the call's workflow (`share_result`).
+    share_result: bool = False
 
     @property
     def annotations(self) -> Mapping[str, Any]:

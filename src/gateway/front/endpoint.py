@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.calls import Origin
 from gateway.catalog import ToolEntry
-from gateway.errors import BodyTooLarge, GatewayError
+from gateway.errors import BodyTooLarge, GatewayError, InvalidWorkflowId
 from gateway.front import envelope, wire
 from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.ended_sessions import EndedSessions
@@ -47,6 +47,7 @@ from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
 from gateway.front.tasks import HeldTasks
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
+from gateway.front.workflow_header import workflow_header
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 from gateway.signals import Signals, Subscription
@@ -233,6 +234,11 @@ class McpEndpoint:
         if rejection is not None:
             await self._reject(send, request_id, rejection.code, rejection.message, rejection.data)
             return
+        try:
+            workflow = workflow_header(scope["headers"])
+        except InvalidWorkflowId as exc:
+            await self._reject(send, request_id, types.INVALID_REQUEST, str(exc))
+            return
         client = route.client_info if isinstance(route.client_info, Mapping) else {}
         origin = Origin(
             principal=scope[PRINCIPAL_SCOPE_KEY],
@@ -242,6 +248,7 @@ class McpEndpoint:
             client_version=client.get("version"),
             transport="tcp",
             trace_headers=wire.trace_headers(scope),
+            workflow=workflow,
         )
         await self._calls.serve(
             origin, params, modern=True, receive=receive, send=send,
@@ -328,6 +335,11 @@ class McpEndpoint:
             if not self._accepts_both(scope):
                 await wire.send_empty(send, 406)
                 return
+            try:
+                workflow = workflow_header(scope["headers"])
+            except InvalidWorkflowId as exc:
+                await wire.send_json_error(send, 400, decoded["id"], types.INVALID_REQUEST, str(exc))
+                return
             origin = Origin(
                 principal=scope[PRINCIPAL_SCOPE_KEY],
                 request_id=decoded["id"],
@@ -337,6 +349,7 @@ class McpEndpoint:
                 client_version=session.client_version,
                 transport="tcp",
                 trace_headers=wire.trace_headers(scope),
+                workflow=workflow,
             )
             await self._calls.serve(
                 origin, decoded.get("params") or {}, modern=False, receive=receive, send=send,

@@ -33,12 +33,13 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from gateway import __version__
 from gateway.calls import Call, Origin
 from gateway.connectors.base import JsonObject
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InvalidWorkflowId
 from gateway.front import wire
 from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.errors import to_mcp_error
 from gateway.front.results import for_client
 from gateway.front.tasks import ADVERTISED, HeldTasks, TaskParams, TaskUpdateParams
+from gateway.front.workflow_header import workflow_header
 from gateway.identity.principal import Principal
 from gateway.pipeline import Pipeline
 
@@ -213,6 +214,7 @@ class _Handlers:
         principal: Principal | None = None
         session_id: str | None = None
         trace_headers: dict[str, str] | None = None
+        workflow: str | None = None
         client = ctx.session.client_params
         info = client.client_info if client else None
         client_name, client_version = (info.name, info.version) if info else (None, None)
@@ -222,6 +224,10 @@ class _Handlers:
             if sealed is not None:  # a handshake-era session, opened by the endpoint
                 session_id, client_name, client_version = sealed.id, sealed.client_name, sealed.client_version
             trace_headers = wire.trace_headers(request.scope)
+            try:
+                workflow = workflow_header(request.scope["headers"])
+            except InvalidWorkflowId as exc:
+                raise MCPError(code=types.INVALID_REQUEST, message=str(exc)) from None
         else:
             session_id = "stdio"
         principal = principal or self._default_principal
@@ -236,6 +242,7 @@ class _Handlers:
             client_version=client_version,
             transport="tcp" if request is not None else "pipe",
             trace_headers=trace_headers,
+            workflow=workflow,
         )
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any], params: Any) -> JsonObject:

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.calls import Call, Origin
+from gateway.calls import Call, Origin, WorkflowState
 from gateway.catalog import Catalog
 from gateway.catalog.builtin import GATEWAY_TOOLS_LISTING, GATEWAY_TOOLS_SETTINGS
 from gateway.connectors.base import Listing
@@ -45,6 +45,8 @@ _CASE_KEYS = frozenset(
         "visible",
         "reasoning",
         "workflow",
+        "completed",
+        "workflow_agents",
         "time",
         "approvers",
         "quorum",
@@ -192,6 +194,10 @@ def _read_cases(file: Path) -> list[Mapping[str, Any]]:
         approvers = case.get("approvers", [])
         if not isinstance(approvers, list) or not all(isinstance(a, str) for a in approvers):
             raise ConfigError(f"{file}: case {index}: approvers must be a list of strings")
+        for key in ("completed", "workflow_agents"):
+            names = case.get(key, [])
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(f"{file}: case {index}: {key} must be a list of strings")
         if "quorum" in case and (not isinstance(case["quorum"], int) or isinstance(case["quorum"], bool)):
             raise ConfigError(f"{file}: case {index}: quorum must be an integer")
     return cases
@@ -222,6 +228,9 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         case.get("arguments", {}),
         reasoning=case.get("reasoning"),
         workflow=case.get("workflow"),
+        workflow_state=WorkflowState(
+            completed=frozenset(case.get("completed", ())), agents=frozenset(case.get("workflow_agents", ()))
+        ),
     )
     decision = engine.decisions.decide_call(call, tool, now=now)
     hold = engine.decisions.decide_hold(call, tool, now=now, decision=decision) if decision.allowed else None

@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
-from gateway.calls import Call, Origin
+from gateway.calls import Call, Origin, WorkflowState
 from gateway.policy.hold import ApprovalContext
 from gateway.policy.schema import ArgumentType, Kind
 
@@ -93,7 +93,7 @@ def call_context(
     converter = _Converter(limits)
     arguments = _NO_ARGUMENTS if call.arguments is None else call.arguments
     try:
-        context = _common(converter, call.origin, call.reasoning, call.workflow, now)
+        context = _common(converter, call.origin, call.reasoning, call.workflow, now, call.workflow_state)
         context["input"] = converter.record(input_type, arguments, "input")
         if approval is not None:
             context["approval"] = approval.cedar()
@@ -111,7 +111,9 @@ def common_context(request: Call | Origin, *, now: datetime | None, limits: Argu
     """
     try:
         if isinstance(request, Call):
-            context = _common(_Converter(limits), request.origin, request.reasoning, request.workflow, now)
+            context = _common(
+                _Converter(limits), request.origin, request.reasoning, request.workflow, now, request.workflow_state
+            )
         else:
             context = _common(_Converter(limits), request, None, None, now)
     except _Unrepresentable as problem:
@@ -132,7 +134,12 @@ def time_record(now: datetime | None) -> dict[str, Any]:
 
 
 def _common(
-    converter: _Converter, origin: Origin, reasoning: str | None, workflow: str | None, now: datetime | None
+    converter: _Converter,
+    origin: Origin,
+    reasoning: str | None,
+    workflow: str | None,
+    now: datetime | None,
+    state: WorkflowState | None = None,
 ) -> dict[str, Any]:
     request_id = origin.request_id
     context: dict[str, Any] = {
@@ -145,9 +152,19 @@ def _common(
     }
     if reasoning is not None:
         context["reasoning"] = converter.text(reasoning, "reasoning")
-    if workflow is not None:
-        context["workflow"] = converter.text(workflow, "workflow")
+    context["workflow"] = _workflow_record(converter, workflow, state)
     return context
+
+
+def _workflow_record(converter: _Converter, workflow: str | None, state: WorkflowState | None) -> dict[str, Any]:
+    """`context.workflow`: its id ("" for none) and, when read for this call, what it did so far."""
+    if workflow is None or state is None or (not state.completed and not state.agents):
+        return {"id": converter.text(workflow or "", "workflow"), "completed": [], "agents": []}
+    return {
+        "id": converter.text(workflow, "workflow"),
+        "completed": [converter.text(name, "workflow.completed") for name in sorted(state.completed)],
+        "agents": [converter.text(name, "workflow.agents") for name in sorted(state.agents)],
+    }
 
 
 def _decimal_text(value: int | float) -> str:

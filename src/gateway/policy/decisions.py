@@ -79,6 +79,20 @@ class PolicyDecisions:
             except ValueError:
                 pass  # the decision itself reports the cause and denies
 
+    def reads_workflow_state(self, action: str) -> bool:
+        """Whether a policy that can apply to `action` reads `context.workflow.completed` or `.agents`.
+
+        Only then is the workflow's state read from the database before deciding: a dict lookup
+        for every other call (see `workflow_reads.py`).
+        """
+        state = self._store.current
+        return state is not None and state.reads_workflow_state(action)
+
+    def tracks_completion(self, action: str) -> bool:
+        """Whether a policy compares `context.workflow.completed` with `action`: its success must count at once."""
+        state = self._store.current
+        return state is not None and bool(state.workflow_reads.readers) and state.workflow_reads.tracks(action)
+
     # -- decisions ---------------------------------------------------------------------------
 
     def decide_call(

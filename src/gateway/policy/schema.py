@@ -197,6 +197,14 @@ def _common_types() -> dict[str, Any]:
                 "iso": {"type": "String"},
             }
         ),
+        # Always present: `id` is "" and the sets are empty for a call in no workflow.
+        "Workflow": _record(
+            {
+                "id": {"type": "String"},
+                "completed": {"type": "Set", "element": {"type": "String"}},
+                "agents": {"type": "Set", "element": {"type": "String"}},
+            }
+        ),
         "Approval": _record(
             {
                 "granted": {"type": "Boolean"},
@@ -211,7 +219,7 @@ def _common_context() -> dict[str, Any]:
     """The context attributes every action has; tool actions add `input`."""
     return {
         "reasoning": {"type": "String", "required": False},
-        "workflow": {"type": "String", "required": False},
+        "workflow": {"type": "Workflow"},
         "session": {"type": "Session"},
         "time": {"type": "Time"},
         "request_id": {"type": "String"},

@@ -41,6 +41,7 @@ from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, re
 from gateway.policy.schema import GeneratedSchema, generate_schema
 from gateway.policy.slices import PolicySlices
 from gateway.policy.waiting import Unlisted, WaitingPolicy, sort_problems
+from gateway.policy.workflow_reads import NO_WORKFLOW_READS, WorkflowReads, workflow_reads
 
 #: One logger for loading and deciding: operators know both as the policy engine.
 logger = logging.getLogger("gateway.policy.engine")
@@ -94,6 +95,25 @@ class PolicyState:
     approval: ApprovalSet | None = None
     #: Both sets as one, for a call both can apply to (see `joint.py`); None without approval policies.
     joint: JointSlices | None = None
+    #: Which policies (of both sets) read a workflow's state, and which tools they name (`workflow_reads.py`).
+    workflow_reads: WorkflowReads = NO_WORKFLOW_READS
+    #: Per action: whether an applicable policy reads the workflow's state (filled on first use).
+    workflow_actions: dict[str, bool] = field(default_factory=dict)
+
+    def reads_workflow_state(self, action: str) -> bool:
+        """Whether some policy whose action scope can match `action` reads `context.workflow.completed`/`.agents`."""
+        known = self.workflow_actions.get(action)
+        if known is None:
+            readers = self.workflow_reads.readers
+            known = bool(readers) and (
+                any(policy_id in readers for policy_id in self.slices.matching(action))
+                or (
+                    self.approval is not None
+                    and any(policy_id in readers for policy_id in self.approval.slices.matching(action))
+                )
+            )
+            self.workflow_actions[action] = known
+        return known
 
 
 class PolicyStore:
@@ -263,6 +283,9 @@ class PolicyStore:
             unlisted=frozenset(unlisted.connectors),
             approval=approval,
             joint=JointSlices(loaded.policies, approval.loaded.policies) if approval is not None else None,
+            workflow_reads=workflow_reads(loaded.policies).merged(
+                workflow_reads(approval.loaded.policies) if approval is not None else NO_WORKFLOW_READS
+            ),
         )
 
     def _build_approval(

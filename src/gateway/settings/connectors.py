@@ -38,6 +38,13 @@ class ToolOverride(SettingsModel):
         default=None,
         description="Reasoning capture for this tool (`off`, `optional`, `required`); unset: the connector's.",
     )
+    share_result: bool = Field(
+        default=False,
+        description=(
+            "Keep a short, redacted summary of this tool's successful results in the call's workflow, for the "
+            "other agents in it to read through `gateway__workflow_status` (off: they see only that it ran)."
+        ),
+    )
 
 
 class RestartPolicy(SettingsModel):
