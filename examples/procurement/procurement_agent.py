@@ -144,12 +144,13 @@ def run(name: str, args: argparse.Namespace, work: Callable[[WorkflowAgent], Awa
 
     async def main() -> int:
         print(f"[{name}] workflow {args.workflow}")
-        try:
-            async with connected(args.url, args.key, args.workflow, name) as agent:
+        async with connected(args.url, args.key, args.workflow, name) as agent:
+            # Caught inside the connection: leaving it wraps an exception in the client's task groups.
+            try:
                 return await work(agent)
-        except Refused as exc:
-            print(f"  ✗ {exc}")
-            return 2
+            except Refused as exc:
+                print(f"  ✗ {exc}")
+                return 2
 
     try:
         sys.exit(anyio.run(main))

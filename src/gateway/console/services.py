@@ -61,5 +61,5 @@ class ConsoleServices:
 
     @property
     def workflows(self) -> WorkflowStore:
-        """Workflows read from the audit log, with their notes; a store holds nothing but the database."""
-        return WorkflowStore(self.runtime.database)
+        """Workflows read from the audit log, with their notes and shared results."""
+        return self.runtime.workflows
