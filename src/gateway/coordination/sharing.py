@@ -24,19 +24,19 @@ def result_summary(
     result: Mapping[str, Any], redactor: Redactor, *, tool: str | None = None, max_chars: int = MAX_SUMMARY_CHARS
 ) -> str | None:
     """The summary of a successful tool result, or None when it says nothing in text or structure."""
+    content = result.get("content")
+    parts = [
+        str(item.get("text", ""))
+        for item in (content if isinstance(content, list) else ())
+        if isinstance(item, Mapping) and item.get("type") == "text"
+    ]
+    joined = " ".join(part.strip() for part in parts if part.strip())
     structured = result.get("structuredContent")
-    if structured is not None:
+    if joined or structured is None:
+        text = redactor.redact_text(joined[:_SCANNED_CHARS], max_chars=_SCANNED_CHARS)
+    else:
         redacted = redactor.redact_value(structured, tool=tool)
         text = orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS).decode()
-    else:
-        content = result.get("content")
-        parts = [
-            str(item.get("text", ""))
-            for item in (content if isinstance(content, list) else ())
-            if isinstance(item, Mapping) and item.get("type") == "text"
-        ]
-        joined = " ".join(part.strip() for part in parts if part.strip())
-        text = redactor.redact_text(joined[:_SCANNED_CHARS], max_chars=_SCANNED_CHARS)
     text = " ".join(text.split())
     if not text:
         return None
