@@ -435,7 +435,7 @@ def test_on_a_phone_the_inbox_fits_the_screen_and_its_buttons_work(
 
 
 def test_a_workflows_held_call_waits_on_its_page_and_links_to_its_approval(console: Console, page: Page) -> None:
-    workflow = f"settle-invoices-{next(_UNRUN)}"
+    workflow = f"invoices/settle {next(_UNRUN)}"  # a slash and a space: the page's path must carry them
 
     async def held() -> CallToolResult:
         async with mcp_client(console.world.gateway.url, console.world.agent_key) as client:

@@ -239,6 +239,10 @@ def test_a_refused_step_shows_the_reason_and_an_unknown_workflow_is_not_found(ex
     expect(refused.locator(".reason")).to_contain_text(ORDERING_REASON)
     assert_accessible(page)
 
+    response = page.goto(f"{example.base_url}/ui/workflows?agent={'a' * 300}")
+    assert response is not None and response.status == 400
+    expect(page.get_by_role("alert")).to_have_text("An agent name is at most 256 characters: shorten the filter.")
+
     response = page.goto(f"{example.base_url}/ui/workflows/no-such-workflow")
     assert response is not None and response.status == 404
     expect(page.get_by_text("There is no such workflow.")).to_be_visible()
