@@ -52,6 +52,8 @@ ACCESSIBILITY_SWEEP = [
     "/ui/approvals/no-such-approval",
     "/ui/activity",
     "{call}",
+    "/ui/workflows",
+    "{workflow}",
     "/ui/audit",
     "/ui/agents",
     "/ui/agents/finance-bot",
@@ -432,6 +434,30 @@ def test_on_a_phone_the_inbox_fits_the_screen_and_its_buttons_work(
     assert no_horizontal_overflow(page), "the approval page is wider than the phone's screen"
 
 
+def test_a_workflows_held_call_waits_on_its_page_and_links_to_its_approval(console: Console, page: Page) -> None:
+    workflow = f"invoices/settle {next(_UNRUN)}"  # a slash and a space: the page's path must carry them
+
+    async def held() -> CallToolResult:
+        async with mcp_client(console.world.gateway.url, console.world.agent_key) as client:
+            with anyio.fail_after(CALL_DEADLINE):
+                meta = {**NO_WAIT, "io.autonomy-gateway/workflow": workflow}
+                return await client.call_tool(PAY, never_run(), meta=meta)
+
+    approval_id = approval_id_in(in_background(held).result(CALL_DEADLINE))
+    sign_in(page, console.base_url, console.keys["victor"])  # a viewer
+    page.goto(console.url("/ui/workflows"))
+    row = page.locator("table.workflows tbody tr").filter(has_text=workflow)
+    expect(row.locator("td").nth(2)).to_have_text("1")  # pending approvals
+    row.get_by_role("link", name=workflow).click()
+    waiting = page.locator("section[aria-labelledby=pending-heading]")
+    expect(waiting.get_by_role("heading", name="Waiting for approval")).to_be_visible()
+    expect(waiting.get_by_role("link", name=approval_id)).to_be_visible()
+    step = page.locator("table.timeline tbody tr").filter(has_text=PAY)
+    expect(step).to_contain_text("hold")
+    waiting.get_by_role("link", name=approval_id).click()
+    expect(page).to_have_url(console.url(f"/ui/approvals/{approval_id}"))
+
+
 @pytest.mark.parametrize("path", ACCESSIBILITY_SWEEP)
 def test_console_pages_signed_in_have_no_serious_accessibility_violations(
     console: Console, page: Page, path: str
@@ -441,6 +467,9 @@ def test_console_pages_signed_in_have_no_serious_accessibility_violations(
     if path == "{call}":  # a call's own page: the newest call the activity page links to
         page.goto(console.url("/ui/activity"))
         path = str(page.locator('a[href^="/ui/activity/"]').first.get_attribute("href"))
+    if path == "{workflow}":  # a workflow's page: the most recently active one
+        page.goto(console.url("/ui/workflows"))
+        path = str(page.locator('a[href^="/ui/workflows/"]').first.get_attribute("href"))
     page.goto(console.url(path.format(approval=approval_id)))
     expect(page.get_by_role("heading", level=1)).to_have_count(1)  # what a screen reader announces as the page
     expect(page.get_by_role("heading", name="Not allowed")).to_have_count(0)

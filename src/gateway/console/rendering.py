@@ -23,6 +23,7 @@ SECTIONS = (
     ("overview", "Overview", "/ui/"),
     ("approvals", "Approvals", "/ui/approvals"),
     ("activity", "Activity", "/ui/activity"),
+    ("workflows", "Workflows", "/ui/workflows"),
     ("agents", "Agents", "/ui/agents"),
     ("policies", "Policies", "/ui/policies"),
     ("connectors", "Connectors", "/ui/connectors"),

@@ -11,7 +11,18 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.console.fallbacks import not_found, refused
 from gateway.console.guard import Guard
-from gateway.console.pages import activity, agents, approvals, audit, connectors, events, overview, policies, users
+from gateway.console.pages import (
+    activity,
+    agents,
+    approvals,
+    audit,
+    connectors,
+    events,
+    overview,
+    policies,
+    users,
+    workflows,
+)
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -35,6 +46,7 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *connectors.routes(services, guard),
         *policies.routes(services, guard),
         *activity.routes(services, guard),
+        *workflows.routes(services, guard),
         *audit.routes(services, guard),
     ]
 

@@ -13,6 +13,7 @@ from gateway.audit import AuditRecorder
 from gateway.catalog import Catalog
 from gateway.console.oidc import ConsoleSignIn
 from gateway.console.sessions import ConsoleSessions
+from gateway.coordination.workflows import WorkflowStore
 from gateway.front.approvals_api import ApprovalFeed
 from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.people import PeopleAuthenticator
@@ -57,3 +58,8 @@ class ConsoleServices:
     @property
     def catalog(self) -> Catalog:
         return self.runtime.catalog
+
+    @property
+    def workflows(self) -> WorkflowStore:
+        """Workflows read from the audit log, with their notes and shared results."""
+        return self.runtime.workflows
