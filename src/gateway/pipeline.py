@@ -29,6 +29,7 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.coordination.locks import RecordLocks
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
 from gateway.holding import Cleared, Collected, HeldTask, HoldStage
 from gateway.policy import Decision, PolicyEngine
@@ -46,6 +47,9 @@ NOT_READY_MESSAGE = (
     "the gateway is not ready: no valid access policies are loaded, so no request can be decided; "
     "retry later. Operators: the policy error is in the gateway log, in /readyz and from `gateway policy validate`"
 )
+
+
+_NOT_LOCKED: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class Pipeline:
         telemetry: Telemetry,
         *,
         holds: HoldStage | None = None,
+        locks: RecordLocks | None = None,
         tools_page_size: int = 1000,
     ) -> None:
         self._tools_page_size = tools_page_size
@@ -100,6 +105,8 @@ class Pipeline:
         self._telemetry = telemetry
         #: Without a hold stage (no approvals configured), a held call is refused: nothing runs unapproved.
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
+        #: Without record locks (none configured), no call waits for another.
+        self._locks = locks
         self._tool_calls = ToolCalls(catalog, self._decisions)
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
@@ -290,13 +297,14 @@ class Pipeline:
         try:
             if not decision.allowed:
                 raise kind.refusal(aimed, decision)
-            backend_started = time.perf_counter()
-            try:
-                with self._telemetry.backend_span(target.connector, target.original, method=call.method) as backend:
-                    result = await kind.send(aimed, self._connectors[target.connector], on_progress)
-                    backend.record_result(result)
-            finally:
-                clock.backend_ms = (time.perf_counter() - backend_started) * 1000
+            async with self._locked(call, on_progress):  # one call at a time per record, when the tool names a lock
+                backend_started = time.perf_counter()
+                try:
+                    with self._telemetry.backend_span(target.connector, target.original, method=call.method) as backend:
+                        result = await kind.send(aimed, self._connectors[target.connector], on_progress)
+                        backend.record_result(result)
+                finally:
+                    clock.backend_ms = (time.perf_counter() - backend_started) * 1000
         except BaseException as exc:
             outcome = "denied" if not decision.allowed else outcome_of(exc)
             with anyio.CancelScope(shield=True):
@@ -312,6 +320,10 @@ class Pipeline:
         await self._finish(handle, outcome, clock, result=result)
         self._log(call, decision, outcome, clock)
         return result
+
+    def _locked(self, call: Call, on_progress: ProgressCallback | None) -> contextlib.AbstractAsyncContextManager[None]:
+        """6 (before forwarding) the call's record lock, held until the backend call ends (see `coordination.locks`)."""
+        return self._locks.held(call, on_progress) if self._locks is not None else _NOT_LOCKED
 
     async def _refuse(
         self,
