@@ -401,3 +401,31 @@ def test_a_lock_path_the_tool_does_not_have_withholds_the_connector_once_listed(
     }  # order's properties undeclared
     catalog.update("crm", Listing(tools=({"name": "update_record", "inputSchema": fixed},)))
     assert "crm" not in catalog.problems() and [t.exposed for t in catalog.tools()] == ["crm__update_record"]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_call_that_is_cancelled_stops_waiting_and_takes_nothing(
+    database: Database, tmp_path: Path
+) -> None:
+    locks = _locks(database, tmp_path, lease=30, wait=60, poll=60)
+    waiting = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        waiting.set()
+
+    async with locks.held(_call_on("9")):
+        async with anyio.create_task_group() as group:
+            scope = anyio.CancelScope()
+
+            async def waiter() -> None:
+                with scope:
+                    async with locks.held(_call_on("9", agent="agent-b"), on_progress):
+                        raise AssertionError("the cancelled call must not get the lock")
+
+            group.start_soon(waiter)
+            await waiting.wait()
+            scope.cancel()
+        assert scope.cancelled_caught
+        [holder] = await locks.holders()
+        assert holder.agent == "agent-a"  # the holder keeps it
+    assert await locks.holders() == []
