@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0014"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -56,8 +56,11 @@ EXPECTED_SCHEMA = {
         "console_sessions",
         "ended_sessions",
         "leases",
+        "record_locks",
         "user_keys",
         "users",
+        "workflow_notes",
+        "workflow_results",
     ],
     "api_key_indexes": [
         ("ix_api_keys_agent", ("agent",), False),

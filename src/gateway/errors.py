@@ -31,6 +31,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   ├── BackendTimeout                                                            "timeout"
     │   ├── BackendError               the backend's own JSON-RPC error
     │   └── ListingRefused
+    ├── RecordLocked                   another call held the record's lock past `lock_wait`; nothing ran  "locked"
     ├── AuditFailure                   the audit log cannot do what was asked
     │   ├── AuditUnavailable           a call could not be recorded, so it is refused
     │   ├── ReplicaIdInUse
@@ -213,6 +214,18 @@ class BackendError(BackendFailure):
 
 class ListingRefused(BackendFailure):
     """A backend's listing breaks a bound (`max_tools`, `max_listing_bytes`); the previous listing stays in force."""
+
+
+# -- coordination between agents ----------------------------------------------------------------
+
+
+class RecordLocked(GatewayError):
+    """Another call held the record's lock longer than the tool's `lock_wait`: this one did not run, and may be retried.
+
+    The message names the holder (its agent, workflow and tool, and since when it holds the lock).
+    """
+
+    outcome = "locked"
 
 
 # -- the audit log and storage -------------------------------------------------------------------

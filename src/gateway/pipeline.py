@@ -29,6 +29,7 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.coordination.locks import RecordLocks
 from gateway.coordination.sharing import result_summary
 from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, InvalidWorkflowId, RequestRejected
@@ -48,6 +49,9 @@ NOT_READY_MESSAGE = (
     "the gateway is not ready: no valid access policies are loaded, so no request can be decided; "
     "retry later. Operators: the policy error is in the gateway log, in /readyz and from `gateway policy validate`"
 )
+
+
+_NOT_LOCKED: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ class Pipeline:
         telemetry: Telemetry,
         *,
         holds: HoldStage | None = None,
+        locks: RecordLocks | None = None,
         tools_page_size: int = 1000,
         workflows: WorkflowStore | None = None,
         redactor: Redactor | None = None,
@@ -107,6 +112,8 @@ class Pipeline:
         self._telemetry = telemetry
         #: Without a hold stage (no approvals configured), a held call is refused: nothing runs unapproved.
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
+        #: Without record locks (none configured), no call waits for another.
+        self._locks = locks
         self._tool_calls = ToolCalls(catalog, self._decisions)
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
@@ -320,13 +327,14 @@ class Pipeline:
         try:
             if not decision.allowed:
                 raise kind.refusal(aimed, decision)
-            backend_started = time.perf_counter()
-            try:
-                with self._telemetry.backend_span(target.connector, target.original, method=call.method) as backend:
-                    result = await kind.send(aimed, self._connectors[target.connector], on_progress)
-                    backend.record_result(result)
-            finally:
-                clock.backend_ms = (time.perf_counter() - backend_started) * 1000
+            async with self._locked(call, on_progress):  # one call at a time per record, when the tool names a lock
+                backend_started = time.perf_counter()
+                try:
+                    with self._telemetry.backend_span(target.connector, target.original, method=call.method) as backend:
+                        result = await kind.send(aimed, self._connectors[target.connector], on_progress)
+                        backend.record_result(result)
+                finally:
+                    clock.backend_ms = (time.perf_counter() - backend_started) * 1000
         except BaseException as exc:
             outcome = "denied" if not decision.allowed else outcome_of(exc)
             with anyio.CancelScope(shield=True):
@@ -369,6 +377,10 @@ class Pipeline:
             )
         except GatewayError:
             logger.warning("a shared result summary could not be stored", extra={"tool": entry.exposed})
+
+    def _locked(self, call: Call, on_progress: ProgressCallback | None) -> contextlib.AbstractAsyncContextManager[None]:
+        """6 (before forwarding) the call's record lock, held until the backend call ends (see `coordination.locks`)."""
+        return self._locks.held(call, on_progress) if self._locks is not None else _NOT_LOCKED
 
     async def _refuse(
         self,

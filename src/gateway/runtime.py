@@ -40,6 +40,7 @@ from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
+from gateway.coordination.locks import RecordLocks
 from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
@@ -146,6 +147,8 @@ class GatewayRuntime:
             policy_version=self._policy_version,
             wakeups=self.approval_wakeups,
         )
+        #: Record locks of the tools whose connector file names one; the pipeline sees them only when a tool does.
+        self.locks = RecordLocks(self.database, config.connectors, self.signals)
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
@@ -153,6 +156,7 @@ class GatewayRuntime:
             self.audit,
             self.telemetry,
             holds=holds,
+            locks=self.locks if self.locks.configured else None,
             tools_page_size=config.gateway.server.tools_page_size,
             workflows=self.workflows,
             redactor=self.redactor,
@@ -415,6 +419,8 @@ class GatewayRuntime:
                     await task_group.start(self.approval_wakeups.run)
                 if self.webhooks is not None:
                     await task_group.start(self.webhooks.run)
+                if self.locks.configured:
+                    await task_group.start(self.locks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await self._seed_catalog()

@@ -31,7 +31,16 @@ CONSOLE: Final = "console"
 KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE})
 
 Outcome = Literal[
-    "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"
+    "ok",
+    "tool_error",
+    "backend_error",
+    "timeout",
+    "cancelled",
+    "denied",
+    "refused",
+    "invalid_arguments",
+    "locked",
+    "unknown",
 ]
 OUTCOMES: Final = frozenset(
     {
@@ -44,6 +53,7 @@ OUTCOMES: Final = frozenset(
         "refused",
         "invalid_arguments",
         "held",
+        "locked",
         "unknown",
     }
 )

@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.catalog.entries import PromptEntry, ResourceEntry, ResourceRoute, ToolEntry
-from gateway.catalog.problems import by_exposed_name, collision_problem, unknown_overrides
+from gateway.catalog.problems import by_exposed_name, collision_problem, unknown_lock_paths, unknown_overrides
 from gateway.connectors.base import JsonObject, Listing
 from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
 from gateway.resource_uris import exposed_uri, split_uri
@@ -93,7 +93,7 @@ class Catalog:
         """Take a connector's new listing; returns whether anything an agent sees changed."""
         settings = self._settings[connector]
         tools = tuple(self._tool_entries(settings, listing.tools))
-        problems = tuple(unknown_overrides(settings, listing.tools))
+        problems = (*unknown_overrides(settings, listing.tools), *unknown_lock_paths(settings, listing.tools))
         withheld: tuple[ToolEntry, ...] = ()
         if problems:
             tools, withheld = (), tools

@@ -48,6 +48,46 @@ def unknown_overrides(settings: ConnectorBase, definitions: Iterable[JsonObject]
         )
 
 
+def unknown_lock_paths(settings: ConnectorBase, definitions: Iterable[JsonObject]) -> Iterable[str]:
+    """One problem per lock path of a listed tool that names no property of the tool's input schema.
+
+    A lock on an argument the tool does not have would give every call the same key (`null`):
+    the calls would all wait for each other instead of only those on one record. Only schemas
+    that declare their properties are checked; a path below an object that declares none is
+    taken as written.
+    """
+    schemas = {str(definition["name"]): definition.get("inputSchema") for definition in definitions}
+    for name, override in settings.tools.items():
+        if not override.lock or name not in schemas:
+            continue
+        for path in override.lock:
+            missing = _missing_property(schemas[name], path.split(".")[1:])
+            if missing is None:
+                continue
+            yield (
+                f"{settings.location('tools', name, 'lock')}: [tools.{_toml_key(name)}] lock path '{path}' names no "
+                f"argument of tool '{name}' of backend '{settings.name}' (its input schema has no property "
+                f"'{missing}'); correct the path. Until then none of this connector's tools is offered to agents, "
+                "so calls that must not overlap cannot run unlocked"
+            )
+
+
+def _missing_property(schema: object, steps: Sequence[str]) -> str | None:
+    """The first property of `steps` the schema declares it does not have, or None."""
+    walked: list[str] = []
+    for step in steps:
+        if not isinstance(schema, dict):
+            return None
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            return None  # undeclared: the schema does not say
+        walked.append(step)
+        if step not in properties:
+            return ".".join(walked)
+        schema = properties[step]
+    return None
+
+
 def by_exposed_name(entries: Iterable[Entry]) -> tuple[dict[str, Entry], dict[str, list[Entry]]]:
     """(unique, clashing) by exposed name; a backend listing one name twice still has one tool of that name."""
     groups: dict[str, list[Entry]] = {}

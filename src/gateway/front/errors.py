@@ -38,6 +38,7 @@ from gateway.errors import (
     InvalidArguments,
     InvalidAuditQuery,
     NotAnApprover,
+    RecordLocked,
     RequestRejected,
     SelfApproval,
     StorageFailure,
@@ -83,6 +84,8 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     BackendTimeout: ErrorShape(types.REQUEST_TIMEOUT, 504, tool_result=True),
     # The backend's own JSON-RPC error goes back as it came, with the backend's code.
     BackendError: ErrorShape(types.INTERNAL_ERROR, 502),
+    # Said to the model as a tool result: it learns who holds the record, and that it may retry later.
+    RecordLocked: ErrorShape(types.INTERNAL_ERROR, 409, tool_result=True),
     AuditFailure: ErrorShape(types.INTERNAL_ERROR, 500, tool_result=True),
     InvalidAuditQuery: ErrorShape(types.INVALID_PARAMS, 400),
     StorageFailure: ErrorShape(types.INTERNAL_ERROR, 503, tool_result=True),

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from gateway.settings.base import SettingsModel
 from gateway.settings.reasoning import ReasoningMode
@@ -21,6 +21,11 @@ from gateway.settings.toml_lines import line_of
 #: The connector name of the gateway's own tools; a connector file may not take it.
 GATEWAY_TOOLS_CONNECTOR = "gateway"
 _CONNECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+#: A lock path: `args.` and one or more property names, e.g. `args.record_id` or `args.order.id`.
+_LOCK_PATH = re.compile(r"^args(\.[^.\s]+)+$")
+#: Seconds a call waits for a record lock, and how long a holder's lease lasts between renewals, by default.
+DEFAULT_LOCK_WAIT = 30.0
+DEFAULT_LOCK_LEASE = 30.0
 
 
 class ToolOverride(SettingsModel):
@@ -45,6 +50,54 @@ class ToolOverride(SettingsModel):
             "other agents in it to read through `gateway__workflow_status` (off: they see only that it ran)."
         ),
     )
+    lock: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            'The record lock key: an argument path (`"args.record_id"`, nested `"args.order.id"`) or a list of '
+            "them. Calls of this connector's tools with the same key values run one at a time, across agents "
+            "and replicas; unset: no lock."
+        ),
+    )
+    lock_wait: float = Field(
+        default=DEFAULT_LOCK_WAIT,
+        ge=0,
+        description=(
+            "Seconds a call may wait for its record lock before it is refused unrun, naming the holder; "
+            "`0` refuses at once."
+        ),
+    )
+    lock_lease: float = Field(
+        default=DEFAULT_LOCK_LEASE,
+        ge=1,
+        description=(
+            "Seconds a held record lock lasts unless renewed: the holder renews it while the call runs, so this "
+            "is how soon the lock of a gateway that died is taken over."
+        ),
+    )
+
+    @field_validator("lock", mode="before")
+    @classmethod
+    def _lock_paths(cls, value: object) -> object:
+        """One path or a list of them, each `args.<property>[.<property>...]`."""
+        paths = (value,) if isinstance(value, str) else value
+        if not isinstance(paths, list | tuple):
+            return value  # pydantic says what is wrong with the type
+        for path in paths:
+            if isinstance(path, str) and not _LOCK_PATH.fullmatch(path):
+                raise ValueError(
+                    f"{path!r} is not an argument path: write 'args.' and the property, e.g. 'args.record_id' "
+                    "or 'args.order.id'"
+                )
+        if isinstance(paths, list | tuple) and len(set(paths)) != len(paths):
+            raise ValueError("names one argument path twice")
+        return tuple(paths)
+
+    @model_validator(mode="after")
+    def _lock_settings_need_a_lock(self) -> ToolOverride:
+        """`lock_wait` or `lock_lease` without `lock` does nothing: almost surely a forgotten `lock`."""
+        if not self.lock and ({"lock_wait", "lock_lease"} & self.model_fields_set):
+            raise ValueError("lock_wait and lock_lease apply to a record lock: set lock, e.g. lock = 'args.record_id'")
+        return self
 
 
 class RestartPolicy(SettingsModel):

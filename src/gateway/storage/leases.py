@@ -10,7 +10,9 @@ matches its own token only.
 
 `Lease` works on any table with the columns of `AuditReplicaLeaseRow` (the key column being the
 primary key): `audit.leases` builds the replica id's lease on it, and `named_lease` gives jobs
-that one process of many runs (the approvals sweeper) a row in the `leases` table.
+that one process of many runs (the approvals sweeper) a row in the `leases` table. A table may
+have more columns, saying what the holder does (`record_locks`: its agent and workflow): the
+claim writes them (`details`) and a process that did not get the lease reads them back.
 
 Times are the processes' own clocks (UTC): hosts sharing a database need clocks that agree to
 well within the lease's length, as NTP keeps them.
@@ -22,7 +24,8 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -31,6 +34,9 @@ from sqlalchemy.exc import IntegrityError
 
 from gateway.storage.database import Database
 from gateway.storage.tables import LeaseRow
+
+#: The columns every lease table has; any others are the holder's `details`.
+LEASE_COLUMNS = frozenset({"token", "host", "pid", "acquired_at", "heartbeat_at", "expires_at"})
 
 #: The `leases` table, typed as the Core table it is (a mapped class's `__table__` is declared only as a FROM clause).
 NAMED_LEASES = cast(Table, LeaseRow.__table__)
@@ -46,6 +52,9 @@ class LeaseHolder:
     heartbeat_at: datetime
     expires_at: datetime
     token: str
+    #: The table's other columns as the holder wrote them (empty for `leases`).
+    details: Mapping[str, Any] = field(default_factory=dict)
+    acquired_at: datetime | None = None
 
     @property
     def tenure(self) -> tuple[str, datetime]:
@@ -66,8 +75,10 @@ class Lease:
         predecessor_pid: int | None = None,
         host: str | None = None,
         pid: int | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
-        """`predecessor_pid` is a process on this host known to be dead whose lease may be taken at once."""
+        """`predecessor_pid` is a process on this host known to be dead whose lease may be taken at once;
+        `details` are the values of the table's other columns, written with each claim."""
         if seconds <= 0:
             raise ValueError("a lease must last a positive number of seconds")
         self._db = db
@@ -79,6 +90,7 @@ class Lease:
         self._host = (host or socket.gethostname())[:255]
         self._pid = pid if pid is not None else os.getpid()
         self._token = secrets.token_hex(16)
+        self._details = dict(details or {})
         self._held = False
         self._took_over = False
         #: Monotonic time until which the lease is surely ours: counted from before the statement
@@ -128,6 +140,7 @@ class Lease:
             "acquired_at": now,
             "heartbeat_at": now,
             "expires_at": now + self._length,
+            **self._details,
         }
         try:
             async with self._db.session() as session, session.begin():
@@ -154,8 +167,17 @@ class Lease:
         self._held = False
         if row is None:
             return None  # released meanwhile: the caller tries again
+        key_name = self._key_column.name
+        details = {name: value for name, value in row.items() if name not in LEASE_COLUMNS and name != key_name}
         return LeaseHolder(
-            row[self._key_column.name], row["host"], row["pid"], row["heartbeat_at"], row["expires_at"], row["token"]
+            row[key_name],
+            row["host"],
+            row["pid"],
+            row["heartbeat_at"],
+            row["expires_at"],
+            row["token"],
+            details,
+            row["acquired_at"],
         )
 
     async def keep(self) -> bool:

@@ -210,6 +210,30 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RecordLockRow(Base):
+    """A record lock: one connector record (`key`, a digest of the connector and the lock's argument values)
+    held by one running call, renewed by its gateway process until `expires_at` (see `gateway.coordination.locks`).
+
+    The lease columns are those of `leases`, read and written by `gateway.storage.leases`; the
+    others say who holds it, for the agent refused by it and for the workflow's status. A row
+    whose lease ran out belongs to a process that died: the next call for that record takes it over.
+    """
+
+    __tablename__ = "record_locks"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    connector: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(256))
+    agent: Mapped[str] = mapped_column(String(256))
+    workflow: Mapped[str | None] = mapped_column(String(256), index=True)
+
+
 #: The states of an approval whose call may still run (`gateway.approvals.model.OPEN_STATES`).
 OPEN_APPROVAL = text("state IN ('pending', 'approved', 'executing')")
 
