@@ -140,6 +140,7 @@ class GatewayRuntime:
             executor=self.audit.replica_id,
             policy_version=self._policy_version,
             wakeups=self.approval_wakeups,
+            questions=config.gateway.questions,
         )
         self.pipeline = Pipeline(
             self.catalog,
