@@ -100,6 +100,6 @@ async def test_without_approvals_configured_it_says_nothing_is_held(tmp_path: Pa
 
 
 def test_the_listed_states_are_the_approval_states() -> None:
-    (tool,) = GATEWAY_TOOLS_LISTING.tools
+    tool = next(tool for tool in GATEWAY_TOOLS_LISTING.tools if tool["name"] == "approval_status")
     listed = tool["outputSchema"]["properties"]["state"]["enum"]
     assert listed == [state.value for state in ApprovalState], json.dumps(listed)
