@@ -25,6 +25,7 @@ def test_the_transitions_are_the_documented_ones() -> None:
         ("pending", "denied"),
         ("pending", "expired"),
         ("pending", "cancelled"),
+        ("pending", "answered"),  # a question (gateway__ask_human) a person answered
         ("approved", "executing"),
         ("approved", "expired"),
         ("executing", "succeeded"),
@@ -38,6 +39,7 @@ def test_the_transitions_are_the_documented_ones() -> None:
         ApprovalState.DENIED,
         ApprovalState.EXPIRED,
         ApprovalState.CANCELLED,
+        ApprovalState.ANSWERED,
     }
 
 

@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",

@@ -196,6 +196,9 @@ async def test_a_delivery_is_signed_and_carries_the_documented_json() -> None:
         "arguments": {"amount": 1200, "card": "[redacted]"},
         "arguments_truncated": False,
         "link": "https://gw.example.com/ui/approvals/0192f5a0-0000-7000-8000-000000000001",
+        "kind": "call",
+        "question": None,
+        "answer": None,
     }
     assert [r.outcome for r in notifier.stats().recent] == ["delivered"]
 

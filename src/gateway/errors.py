@@ -182,6 +182,12 @@ class ApprovalsNotConfigured(CallHeld):
     outcome = "refused"
 
 
+class QuestionsNotRouted(CallHeld):
+    """An agent asked a person (`gateway__ask_human`) but no policy or `[questions]` names anyone to answer."""
+
+    outcome = "refused"
+
+
 # -- the backend ---------------------------------------------------------------------------------
 
 
@@ -313,6 +319,10 @@ class InvalidApprovalQuery(ApprovalFailure, ValueError):
 
 class InvalidApprovalRequest(ApprovalFailure, ValueError):
     """A decision sent to the approvals API has a body it cannot use: not a JSON object, or a denial without why."""
+
+
+class InvalidAnswer(ApprovalFailure, ValueError):
+    """An answer to an agent's question is not one it can take: not among its options, empty, or not a question."""
 
 
 class SealedArgumentsUnreadable(ApprovalFailure):

@@ -30,23 +30,33 @@ import anyio
 import orjson
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.approvals import OPEN_STATES, Approval, ApprovalState, ApprovalStore, Vote, arguments_digest
+from gateway.approvals import OPEN_STATES, Approval, ApprovalKind, ApprovalState, ApprovalStore, Vote, arguments_digest
 from gateway.approvals.wakeups import ApprovalWakeups
 from gateway.audit import Redactor
 from gateway.calls import Call, Origin
 from gateway.catalog import ToolEntry
 from gateway.connectors.base import JsonObject, ProgressCallback
+from gateway.coordination.questions import (
+    Question,
+    answer_result,
+    asks_human,
+    pending_message,
+    question_hold,
+    unanswered_message,
+)
 from gateway.errors import (
     ApprovalConflict,
     ApprovalPending,
     ApprovalRefused,
     ApprovalsNotConfigured,
     PolicyDenied,
+    QuestionsNotRouted,
     UnknownApproval,
 )
 from gateway.policy import ApprovalContext, Decision, HoldDecision, PolicyDecisions
 from gateway.request_kinds import Aimed
 from gateway.settings.approvals import ApprovalSettings
+from gateway.settings.questions import QuestionSettings
 
 #: `params._meta` key an agent sets (to `true`) to hear at once that its call is held, without waiting.
 NO_WAIT_META_KEY = "io.autonomy-gateway/no-wait"
@@ -107,8 +117,13 @@ class HoldStage:
         executor: str,
         policy_version: Callable[[], str | None] = lambda: None,
         wakeups: ApprovalWakeups | None = None,
+        questions: QuestionSettings | None = None,
     ) -> None:
-        """`wakeups` rings a waiting request when its approval changes; without, only this store's changes do."""
+        """`wakeups` rings a waiting request when its approval changes; without, only this store's changes do.
+
+        `questions` routes the questions agents ask (`gateway__ask_human`) that no approval policy routes.
+        """
+        self._questions = questions if questions is not None else QuestionSettings()
         self._store = store
         self._wakeups = wakeups if wakeups is not None else ApprovalWakeups(store)
         self._decisions = decisions
@@ -116,6 +131,17 @@ class HoldStage:
         self._settings = settings
         self._executor = executor
         self._policy_version = policy_version
+
+    def routed(self, aimed: Aimed[Any], hold: HoldDecision) -> HoldDecision:
+        """The hold of an allowed call: as the approval policies decided, except that a question always waits.
+
+        Every `gateway__ask_human` call is held, as a question for the people a policy or
+        `[questions]` names (see `coordination/questions.py`); any other call costs two string
+        comparisons here.
+        """
+        if isinstance(aimed.entry, ToolEntry) and asks_human(aimed.entry):
+            return question_hold(hold, self._questions)
+        return hold
 
     async def clear(
         self, aimed: Aimed[ToolEntry], hold: HoldDecision, on_progress: ProgressCallback | None
@@ -128,6 +154,12 @@ class HoldStage:
         """
         call, entry = aimed.call, aimed.entry
         requirement = hold.requirement
+        question = Question.from_arguments(call.arguments) if asks_human(entry) else None
+        if question is not None and requirement is None:
+            raise QuestionsNotRouted(
+                "nobody is named to answer questions, so it was not asked. Operators: set [questions] approvers "
+                '(e.g. approvers = ["support-leads"]) or add an approval policy with @approvers on gateway__ask_human'
+            )
         assert requirement is not None, "a held call has a requirement"
         if self._store is None:
             raise ApprovalsNotConfigured(
@@ -146,6 +178,7 @@ class HoldStage:
                     reasons=requirement.reasons,
                     redacted_arguments=self._shown(call.arguments, entry),
                     policy_version=self._policy_version(),
+                    question=question,
                 )
             except ApprovalConflict:
                 # An identical call made at the same moment holds it already: wait on that one.
@@ -308,6 +341,8 @@ class HoldStage:
 
     async def _settled(self, tool: str, approval: Approval) -> Collected:
         """What an approval that is not (or no longer) the caller's to run means to the agent (of `tool`)."""
+        if approval.kind is ApprovalKind.QUESTION:
+            return _question_settled(approval)
         state = approval.state
         if state is ApprovalState.SUCCEEDED or (state is ApprovalState.FAILED and approval.result is not None):
             return Collected(approval.id, _stored_result(approval, self._settings.max_result_bytes))
@@ -321,6 +356,20 @@ class HoldStage:
         assert self._store is not None
         denials = [vote for vote in await self._store.votes(approval.id) if not vote.approve]
         raise ApprovalRefused(ended_message(tool, approval, denials[0] if denials else None))
+
+
+def _question_settled(approval: Approval) -> Collected:
+    """A question's answer, as the asking call's result; or why there is none (pending, expired, withdrawn)."""
+    if approval.state is ApprovalState.ANSWERED and approval.answer is not None:
+        return Collected(approval.id, answer_result(approval.id, approval.answer))
+    if approval.state is ApprovalState.PENDING:
+        raise ApprovalPending(
+            pending_message(approval.id, approval.approvers, approval.expires_at), approval_id=approval.id
+        )
+    ended_by = approval.ended_by if approval.state is not ApprovalState.EXPIRED else None
+    raise ApprovalRefused(
+        unanswered_message(approval.id, expired_at=approval.expires_at, ended_by=ended_by, why=approval.end_comment)
+    )
 
 
 def _digest(call: Call) -> str:
@@ -351,6 +400,8 @@ def _when(moment: datetime) -> str:
 def _waiting_message(approval: Approval) -> str:
     if approval.state is ApprovalState.EXECUTING:
         return "approved; running"
+    if approval.kind is ApprovalKind.QUESTION:
+        return f"waiting for an answer from {', '.join(approval.approvers)}, expires {_when(approval.expires_at)}"
     return (
         f"waiting for approval by {', '.join(approval.approvers)} "
         f"({approval.quorum} needed), expires {_when(approval.expires_at)}"
@@ -359,6 +410,8 @@ def _waiting_message(approval: Approval) -> str:
 
 def task_message(approval: Approval) -> str:
     """A held call's task status while it is under way: what it waits for, or that it runs."""
+    if approval.kind is ApprovalKind.QUESTION:
+        return f"question {approval.id} is {_waiting_message(approval)}"
     if approval.state is not ApprovalState.PENDING:
         return f"'{approval.tool}' was approved (approval {approval.id}) and is running"
     reason = f" Reason: {approval.reasons[0]}" if approval.reasons else ""

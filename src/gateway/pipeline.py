@@ -281,7 +281,7 @@ class Pipeline:
         else:
             if not decision.allowed:
                 return None
-            hold = kind.hold(aimed, decision)
+            hold = self._holds.routed(aimed, kind.hold(aimed, decision))
             if not hold.held:
                 return None
             policy_ids = hold.policy_ids

@@ -146,6 +146,7 @@ class GatewayRuntime:
             executor=self.audit.replica_id,
             policy_version=self._policy_version,
             wakeups=self.approval_wakeups,
+            questions=config.gateway.questions,
         )
         #: Record locks of the tools whose connector file names one; the pipeline sees them only when a tool does.
         self.locks = RecordLocks(self.database, config.connectors, self.signals)

@@ -14,7 +14,7 @@ pipeline's hold stage does); this is the storage both build on.
 
 from gateway.approvals.digest import arguments_digest, canonical_form
 from gateway.approvals.ids import uuid7
-from gateway.approvals.model import OPEN_STATES, TRANSITIONS, Approval, ApprovalState, Vote
+from gateway.approvals.model import OPEN_STATES, TRANSITIONS, Approval, ApprovalKind, ApprovalState, Vote
 from gateway.approvals.sealing import Sealer
 from gateway.approvals.store import ApprovalPage, ApprovalStore
 from gateway.policy.hold import Requirement
@@ -23,6 +23,7 @@ __all__ = [
     "OPEN_STATES",
     "TRANSITIONS",
     "Approval",
+    "ApprovalKind",
     "ApprovalPage",
     "ApprovalState",
     "ApprovalStore",

@@ -27,6 +27,8 @@ class ApprovalState(StrEnum):
     DENIED = "denied"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    #: A question (`gateway__ask_human`) a person answered: its answer is the asking call's result.
+    ANSWERED = "answered"
 
     @property
     def ended(self) -> bool:
@@ -37,7 +39,13 @@ class ApprovalState(StrEnum):
 #: Every allowed move; a state with no moves has ended.
 TRANSITIONS: dict[ApprovalState, frozenset[ApprovalState]] = {
     ApprovalState.PENDING: frozenset(
-        {ApprovalState.APPROVED, ApprovalState.DENIED, ApprovalState.EXPIRED, ApprovalState.CANCELLED}
+        {
+            ApprovalState.APPROVED,
+            ApprovalState.DENIED,
+            ApprovalState.EXPIRED,
+            ApprovalState.CANCELLED,
+            ApprovalState.ANSWERED,
+        }
     ),
     #: Expired when its agent does not repeat the call within the collection window (`collect_within`).
     ApprovalState.APPROVED: frozenset({ApprovalState.EXECUTING, ApprovalState.EXPIRED}),
@@ -48,6 +56,7 @@ TRANSITIONS: dict[ApprovalState, frozenset[ApprovalState]] = {
     ApprovalState.DENIED: frozenset(),
     ApprovalState.EXPIRED: frozenset(),
     ApprovalState.CANCELLED: frozenset(),
+    ApprovalState.ANSWERED: frozenset(),
 }
 
 #: States in which the call is still under way: a repeat of it must wait for this one, not make another.
@@ -58,6 +67,17 @@ RAN_STATES = frozenset({ApprovalState.SUCCEEDED, ApprovalState.FAILED, ApprovalS
 
 def can_move(source: ApprovalState, target: ApprovalState) -> bool:
     return target in TRANSITIONS[source]
+
+
+class ApprovalKind(StrEnum):
+    """What people are asked: to let a held call run, or to answer an agent's question (`gateway__ask_human`).
+
+    Both are one record in one table, so a question is routed, expired, escalated, notified,
+    woken across processes, listed in the inbox and cancelled exactly as a held call is.
+    """
+
+    CALL = "call"
+    QUESTION = "question"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +134,11 @@ class Approval:
     version: int
     ended_by: str | None = None
     end_comment: str | None = None
+    kind: ApprovalKind = ApprovalKind.CALL
+    #: A question's text, options and urgency (`{"text", "options", "urgency"}`); None for a held call.
+    question: Any = None
+    #: A question's answer once given (`{"answer", "option", "answered_by", "answered_at"}`).
+    answer: Any = None
 
     def approver_for(self, user: str, roles: tuple[str, ...]) -> bool:
         """Whether `user` (holding `roles`) is among the people this approval's approvers name."""

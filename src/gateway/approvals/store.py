@@ -36,14 +36,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.approvals.digest import arguments_digest
 from gateway.approvals.ids import uuid7
-from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalState, Vote, can_move
+from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalKind, ApprovalState, Vote, can_move
 from gateway.approvals.sealing import Sealer
 from gateway.audit.recorder import AuditRecorder
 from gateway.calls import Call
+from gateway.coordination.questions import Question, answer_record
 from gateway.errors import (
     ApprovalConflict,
     AuditUnavailable,
+    InvalidAnswer,
     InvalidApprovalQuery,
+    InvalidApprovalRequest,
     NotAnApprover,
     SelfApproval,
     UnknownApproval,
@@ -89,6 +92,7 @@ _EVENTS: dict[str, WebhookEvent] = {
     "denied": "decided",
     "cancelled": "decided",
     "expired": "expired",
+    "answered": "decided",
 }
 
 
@@ -154,8 +158,12 @@ class ApprovalStore:
         reasons: Sequence[str],
         redacted_arguments: Any,
         policy_version: str | None,
+        question: Question | None = None,
     ) -> Approval:
         """Hold `call` (resolved: it names its connector) until `requirement` is met; it starts pending.
+
+        With `question`, it is an agent's question (`gateway__ask_human`) that people answer
+        (`answer`) rather than approve.
 
         Raises `ApprovalConflict` when an identical call (same agent, tool and arguments) already has
         an open approval, made since `find_repeat` looked: the caller joins that one instead.
@@ -199,6 +207,9 @@ class ApprovalStore:
             "version": 1,
             "ended_by": None,
             "end_comment": None,
+            "kind": (ApprovalKind.QUESTION if question is not None else ApprovalKind.CALL).value,
+            "question": question.json() if question is not None else None,
+            "answer": None,
         }
         try:
             async with self._db.session() as session, session.begin():
@@ -218,6 +229,8 @@ class ApprovalStore:
             "expires_at": approval.expires_at.isoformat(),
             "policy_version": policy_version,
         }
+        if question is not None:
+            details.update(kind=ApprovalKind.QUESTION.value, question=question.json())
         await self._audit(approval, "created", None, actor=principal.agent, comment=requirement.reason, details=details)
         return approval
 
@@ -246,7 +259,8 @@ class ApprovalStore:
         those whose `expires_at` is after `refused_since`: within the window an approval covered, a
         retry hears the decision people made instead of asking them again. Likewise an approved call
         that expired uncollected, for `collect_within` after it expired: a late retry hears why it
-        did not run rather than being held anew at once.
+        did not run rather than being held anew at once. An answered question is found for
+        `collect_within` after its answer: a repeat collects the answer, a later one asks anew.
         """
         states = [state.value for state in (*OPEN_STATES, *RAN_STATES)]
         wanted: ColumnElement[bool] = _APPROVALS.c.state.in_(states)
@@ -256,7 +270,11 @@ class ApprovalStore:
                 _APPROVALS.c.decided_at.is_not(None),
                 _APPROVALS.c.finished_at > refused_since - self._collect_within,
             )
-            wanted = or_(wanted, _APPROVALS.c.expires_at > refused_since, uncollected)
+            answered = and_(
+                _APPROVALS.c.state == ApprovalState.ANSWERED.value,
+                _APPROVALS.c.finished_at > refused_since - self._collect_within,
+            )
+            wanted = or_(wanted, _APPROVALS.c.expires_at > refused_since, uncollected, answered)
         query = (
             select(_APPROVALS)
             .where(
@@ -329,6 +347,11 @@ class ApprovalStore:
         held = tuple(roles)
         for _ in range(self._vote_attempts):
             approval = await self.get(approval_id)
+            if approval.kind is ApprovalKind.QUESTION:
+                raise InvalidApprovalRequest(
+                    f"{approval_id} is a question an agent asked, not a held call: answer it "
+                    f"(gateway approvals answer {approval_id} --option ... | --text ...) rather than approve or deny it"
+                )
             if user == approval.agent or (approval.user is not None and user == approval.user):
                 raise SelfApproval(
                     f"{user} made approval {approval_id}'s call or is the user it acts for, and cannot decide it; "
@@ -381,6 +404,45 @@ class ApprovalStore:
             state=None,
         )
 
+    async def answer(
+        self, question_id: str, *, user: str, roles: Sequence[str], option: str | None = None, text: str | None = None
+    ) -> Approval:
+        """`user`'s answer to an agent's question: one of its options (with an optional note), or words.
+
+        Only people its approvers name may answer, never the agent that asked nor the user it
+        acts for; the first answer settles it, and a later one hears who answered first.
+        """
+        approval = await self.get(question_id)
+        if approval.kind is not ApprovalKind.QUESTION or approval.question is None:
+            raise InvalidAnswer(f"approval {question_id} is a held call, not a question: approve or deny it instead")
+        if user == approval.agent or (approval.user is not None and user == approval.user):
+            raise SelfApproval(
+                f"{user} asked question {question_id} or is the user its agent acts for, and cannot answer it"
+            )
+        if not approval.approver_for(user, tuple(roles)):
+            raise NotAnApprover(
+                f"{user} is not among the people who answer question {question_id} ({', '.join(approval.approvers)})"
+            )
+        answer, chosen = Question.stored(approval.question).accept(option=option, text=text)
+        approval = await self.expire_if_due(approval)
+        if approval.state is not ApprovalState.PENDING:
+            by = f" by {approval.answer['answered_by']}" if approval.answer else ""
+            raise ApprovalConflict(f"question {question_id} is already {approval.state}{by}", state=approval.state)
+        now = self._clock()
+        record = answer_record(answer, chosen, user, now)
+        changes = {
+            "answer": record,
+            "decided_at": now,
+            "finished_at": now,
+            "sealed_arguments": None,
+            "ended_by": user,
+            "end_comment": answer,
+        }
+        details = {"option": chosen, "answer": answer, "roles": list(roles)}
+        return await self._move(
+            approval, ApprovalState.ANSWERED, changes, actor=user, action="answered", details=details
+        )
+
     async def cancel(self, approval_id: str, *, actor: str, comment: str | None = None) -> Approval:
         """Withdraw a pending approval (its agent gave up, or an operator stops it); its arguments are dropped.
 
@@ -406,6 +468,8 @@ class ApprovalStore:
         for overrides finds every one. No vote is recorded: nobody among the approvers voted.
         """
         approval = await self.expire_if_due(await self.get(approval_id))
+        if approval.kind is ApprovalKind.QUESTION:
+            raise InvalidApprovalRequest(f"{approval_id} is a question: answer it, or cancel it, rather than decide it")
         if approval.state is not ApprovalState.PENDING:
             raise ApprovalConflict(f"approval {approval_id} is already {approval.state}", state=approval.state)
         target = ApprovalState.APPROVED if approve else ApprovalState.DENIED
@@ -719,6 +783,9 @@ def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:
         version=row["version"],
         ended_by=row["ended_by"],
         end_comment=row["end_comment"],
+        kind=ApprovalKind(row["kind"] or ApprovalKind.CALL.value),
+        question=row["question"],
+        answer=row["answer"],
     )
 
 

@@ -1,4 +1,4 @@
-"""What the gateway's own tools are (`gateway__approval_status`, `gateway__workflow_status`, ...), for every catalog.
+"""The gateway's own tools (`gateway__approval_status`, `gateway__workflow_status`, `gateway__ask_human`, ...).
 
 The running gateway serves them (`gateway/gateway_tools.py`); `gateway policy test` and
 `--catalog` checks read the same definitions, so a policy that names them is checked against
@@ -13,6 +13,7 @@ from gateway.settings.connectors import GatewayToolsConnector
 APPROVAL_STATUS = "approval_status"
 WORKFLOW_STATUS = "workflow_status"
 WORKFLOW_NOTE = "workflow_note"
+ASK_HUMAN = "ask_human"
 
 _APPROVAL_STATE_NAMES = (
     "pending",
@@ -24,6 +25,7 @@ _APPROVAL_STATE_NAMES = (
     "denied",
     "expired",
     "cancelled",
+    "answered",
 )
 
 _APPROVAL_STATUS_TOOL: JsonObject = {
@@ -152,7 +154,48 @@ _WORKFLOW_NOTE_TOOL: JsonObject = {
     },
     "annotations": {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": False},
 }
+_ASK_HUMAN_TOOL: JsonObject = {
+    "name": ASK_HUMAN,
+    "title": "Ask a person",
+    "description": (
+        "Ask a person a question and wait for the answer, when you are unsure, see an anomaly or need a human "
+        "decision. Give options to have the person choose one of them. The answer (and who gave it) is this "
+        "tool's result; if it says the question is pending, repeat the identical call later to collect the answer."
+    ),
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "question": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "What to ask, in full."},
+            "options": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                "minItems": 2,
+                "maxItems": 20,
+                "uniqueItems": True,
+                "description": "The answers the person may choose from; without, they answer in their own words.",
+            },
+            "urgency": {"type": "string", "enum": ["low", "normal", "high"], "default": "normal"},
+        },
+        "required": ["question"],
+        "additionalProperties": False,
+    },
+    "outputSchema": {
+        "type": "object",
+        "properties": {
+            "questionId": {"type": "string"},
+            "answer": {"type": "string"},
+            "option": {"type": ["string", "null"], "description": "The option chosen, when options were given."},
+            "answeredBy": {"type": "string"},
+            "answeredAt": {"type": "string"},
+        },
+        "required": ["questionId", "answer", "answeredBy", "answeredAt"],
+    },
+    "annotations": {"readOnlyHint": True, "openWorldHint": False},
+}
+
 
 #: The settings and the listing of the built-in connector, as a catalog takes them.
 GATEWAY_TOOLS_SETTINGS = GatewayToolsConnector()
-GATEWAY_TOOLS_LISTING = Listing(tools=(_APPROVAL_STATUS_TOOL, _WORKFLOW_STATUS_TOOL, _WORKFLOW_NOTE_TOOL))
+GATEWAY_TOOLS_LISTING = Listing(
+    tools=(_APPROVAL_STATUS_TOOL, _WORKFLOW_STATUS_TOOL, _WORKFLOW_NOTE_TOOL, _ASK_HUMAN_TOOL)
+)

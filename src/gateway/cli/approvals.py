@@ -1,4 +1,4 @@
-"""`gateway approvals list|show|approve|deny|cancel`: people deciding the tool calls held for them.
+"""`gateway approvals list|show|approve|deny|cancel|answer`: people deciding held calls and answering agents.
 
 Deciding is done as a person: `--user-key` (or `$GATEWAY_USER_KEY`, which keeps the key out of
 shell history) names the user, whose name and roles the approval store checks against the
@@ -47,7 +47,18 @@ ADMIN_ACTOR = "admin"
 FOLD_CHARS = 200
 #: Most items of one list shown in `show`.
 FOLD_ITEMS = 50
-_STATES = ("pending", "approved", "executing", "succeeded", "failed", "unknown", "denied", "expired", "cancelled")
+_STATES = (
+    "pending",
+    "approved",
+    "executing",
+    "succeeded",
+    "failed",
+    "unknown",
+    "denied",
+    "expired",
+    "cancelled",
+    "answered",
+)
 
 
 def build(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +93,17 @@ def build(parser: argparse.ArgumentParser) -> None:
             help="decide as the admin without a user key; recorded in the audit log as an override, with REASON",
         )
         action.set_defaults(run=run)
+    answer = actions.add_parser("answer", help="answer a question an agent asked (gateway__ask_human) as a user")
+    add_config_argument(answer)
+    answer.add_argument("approval_id", help="the question's id, as shown by 'gateway approvals list'")
+    chosen = answer.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--option", help="the option chosen, exactly as the question lists it")
+    chosen.add_argument("--text", help="the answer in words, for a question without options")
+    answer.add_argument("--note", help="with --option: a few words the agent reads beside the option chosen")
+    answer.add_argument(
+        "--user-key", help=f"the answering person's user key (default: ${USER_KEY_ENV}, which stays out of history)"
+    )
+    answer.set_defaults(run=_answer)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -204,6 +226,24 @@ def _cancel(args: argparse.Namespace) -> int:
         return 0
 
     return _run(args, cancel, audited=True)
+
+
+def _answer(args: argparse.Namespace) -> int:
+    if args.user_key is None and not os.environ.get(USER_KEY_ENV):
+        print(f"gateway: answering needs a user key (--user-key or ${USER_KEY_ENV})", file=sys.stderr)
+        return 2
+
+    async def answer(store: ApprovalStore, users: UserStore) -> int:
+        user = await _authenticated(users, args)
+        if user is None:
+            return 1
+        text = args.text if args.text is not None else args.note
+        answered = await store.answer(args.approval_id, user=user.name, roles=user.roles, option=args.option, text=text)
+        given = answered.answer or {}
+        print(f"Answered question {answered.id}: {given.get('answer')}. The agent that asked receives it.")
+        return 0
+
+    return _run(args, answer, audited=True)
 
 
 def _decider_refused(args: argparse.Namespace) -> int | None:
@@ -358,6 +398,12 @@ def _print_details(approval: Approval, votes: tuple[Vote, ...], now: datetime) -
         ("Approvers", ", ".join(approval.approvers)),
         ("Quorum", f"{_approving(votes)} of {approval.quorum} approvals"),
     ]
+    if approval.question is not None:
+        question = approval.question
+        lines.append(("Question", f"{question['text']} (urgency: {question.get('urgency', 'normal')})"))
+        lines.append(("Options", ", ".join(question.get("options") or ()) or "none: answer in words (--text)"))
+    if approval.answer is not None:
+        lines.append(("Answer", f"{approval.answer['answer']} (by {approval.answer['answered_by']})"))
     if approval.decided_at is not None:
         lines.append(("Decided", _when(approval.decided_at) or "-"))
     if approval.ended_by is not None:
@@ -423,6 +469,9 @@ def _details_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) ->
         "finished_at": _when(approval.finished_at),
         "ended_by": approval.ended_by,
         "end_comment": approval.end_comment,
+        "kind": approval.kind.value,
+        "question": approval.question,
+        "answer": approval.answer,
     }
 
 

@@ -11,6 +11,7 @@ saying it is an agent's, so an agent cannot vote on calls by presenting its own 
     POST /api/v1/approvals/{id}/approve              {"comment": "..."} (optional)
     POST /api/v1/approvals/{id}/deny                 {"comment": "..."} (required: say why)
     POST /api/v1/approvals/{id}/cancel               {"comment": "..."}; its user or an approver
+    POST /api/v1/approvals/{id}/answer               {"option": "..."} and/or {"text": "..."}: a question's answer
     GET  /api/v1/approvals/events                    Server-Sent Events: every change from now on
     GET  /api/v1/openapi.json                        the OpenAPI document of these routes (no key needed)
 
@@ -180,6 +181,13 @@ def approvals_routes(
         cancelled = await store.cancel(approval.id, actor=user.name, comment=comment)
         return json_response(approval_json(cancelled, await store.votes(cancelled.id), clock()))
 
+    async def answer(request: Request, store: ApprovalStore, user: User) -> Response:
+        option, text = await _answer_body(request)
+        answered = await store.answer(
+            request.path_params["approval_id"], user=user.name, roles=user.roles, option=option, text=text
+        )
+        return json_response(approval_json(answered, await store.votes(answered.id), clock()))
+
     async def events(request: Request, store: ApprovalStore, user: User) -> Response:
         assert feed is not None  # made above whenever there is a store
         return EventStream(store, feed, clock)
@@ -191,6 +199,7 @@ def approvals_routes(
         Route(PREFIX + "/{approval_id}/approve", guarded(deciding(True)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/deny", guarded(deciding(False)), methods=["POST"]),
         Route(PREFIX + "/{approval_id}/cancel", guarded(cancel), methods=["POST"]),
+        Route(PREFIX + "/{approval_id}/answer", guarded(answer), methods=["POST"]),
         # It describes the routes and holds no data, so tools may fetch it before they have a key.
         Route(OPENAPI_PATH, _openapi, methods=["GET"]),
     ]
@@ -340,6 +349,15 @@ OPENAPI: dict[str, Any] = {
                     },
                     "end_comment": {"type": ["string", "null"], "description": "what they said"},
                     "version": {"type": "integer", "description": "counts every change"},
+                    "kind": {"enum": ["call", "question"], "description": "a held call, or an agent's question"},
+                    "question": {
+                        "type": ["object", "null"],
+                        "description": "a question's text, options (choose one) and urgency (low, normal, high)",
+                    },
+                    "answer": {
+                        "type": ["object", "null"],
+                        "description": "a question's answer: answer, option, answered_by, answered_at",
+                    },
                 },
             },
         },
@@ -402,6 +420,29 @@ OPENAPI: dict[str, Any] = {
         PREFIX + "/{approval_id}/deny": {"post": _decision("deny: one approver's denial decides", "comment required")},
         PREFIX + "/{approval_id}/cancel": {
             "post": _decision("withdraw it: the user it acts for, or one of its approvers", "comment required")
+        },
+        PREFIX + "/{approval_id}/answer": {
+            "post": {
+                "summary": "answer an agent's question: one of its options, or in words when it has none",
+                "parameters": [_ID],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"option": {"type": "string"}, "text": {"type": "string"}},
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _approval_answer("the question, answered"),
+                    "400": _error("not one of its options, no answer, or not a question"),
+                    "404": _error("no approval has that id"),
+                    "409": _error("already answered, expired or cancelled"),
+                    **_REFUSED,
+                },
+            }
         },
         OPENAPI_PATH: {
             "get": {
@@ -481,6 +522,8 @@ def event_name(before: Approval | None, now: Approval) -> str:
             return "decided"
         case ApprovalState.EXPIRED:
             return "expired"
+        case ApprovalState.ANSWERED:
+            return "answered"
         case ApprovalState.EXECUTING:
             return "executing"
         case ApprovalState.SUCCEEDED:
@@ -598,6 +641,30 @@ class EventStream(Response):
                     next_ping = anyio.current_time() + self._feed.keep_alive
 
 
+async def _answer_body(request: Request) -> tuple[str | None, str | None]:
+    """The `option` and `text` of an answer's JSON body; the store says whether they answer the question."""
+    body = await _json_body(request, '{"option": "..."} or {"text": "..."}')
+    option, text = body.get("option"), body.get("text")
+    if (option is not None and not isinstance(option, str)) or (text is not None and not isinstance(text, str)):
+        raise InvalidApprovalRequest("option and text must be strings")
+    return option, text
+
+
+async def _json_body(request: Request, shape: str) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise InvalidApprovalRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise InvalidApprovalRequest(f"the body must be JSON: {shape}") from None
+    if not isinstance(body, dict):
+        raise InvalidApprovalRequest(f"the body must be a JSON object: {shape}")
+    return body
+
+
 async def _comment(request: Request, *, required: bool) -> str | None:
     """The `comment` of a decision's JSON body (an empty body has none); `required` for a denial or cancellation."""
     raw = b""
@@ -677,6 +744,9 @@ def approval_json(approval: Approval, votes: tuple[Vote, ...], now: datetime) ->
         "ended_by": approval.ended_by,
         "end_comment": approval.end_comment,
         "version": approval.version,
+        "kind": approval.kind.value,
+        "question": approval.question,
+        "answer": approval.answer,
     }
 
 

@@ -33,6 +33,7 @@ from gateway.errors import (
     CallHeld,
     GatewayError,
     GatewayNotReady,
+    InvalidAnswer,
     InvalidApprovalQuery,
     InvalidApprovalRequest,
     InvalidArguments,
@@ -96,6 +97,7 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     SelfApproval: ErrorShape(POLICY_DENIED, 403),
     InvalidApprovalQuery: ErrorShape(types.INVALID_PARAMS, 400),
     InvalidApprovalRequest: ErrorShape(types.INVALID_PARAMS, 400),
+    InvalidAnswer: ErrorShape(types.INVALID_PARAMS, 400),
 }
 
 

@@ -104,8 +104,18 @@ def facts(
             "arguments": arguments,
             "arguments_truncated": cut,
             "link": approval_link(console_url, approval.id),
+            "kind": approval.kind.value,
+            "question": _question(approval.question),
+            "answer": _question(approval.answer),
         },
     }
+
+
+def _question(value: Any) -> Any:
+    """A question (or its answer) with its free text cut like any other text a message carries."""
+    if not isinstance(value, dict):
+        return None
+    return {key: _cut(item) if isinstance(item, str) else item for key, item in value.items()}
 
 
 def json_body(
@@ -138,6 +148,10 @@ def slack_message(
     who = _escape(approval.agent) + (f" (for {_escape(approval.user)})" if approval.user else "")
     tool = f"`{_escape(approval.tool)}` on `{_escape(approval.connector)}`"
     text = f"{headline}: {who} wants to call {tool} [{approval.state.value}]"
+    if body["question"] is not None:
+        headline = "Question for a person" if event == "created" else headline.replace("Approval", "Question")
+        urgency = body["question"].get("urgency", "normal")
+        text = f"{headline} ({urgency}): {who} asks: {_escape(body['question']['text'])} [{approval.state.value}]"
     tally = f"{body['votes']['approve']} of {approval.quorum} approvals"
     if body["votes"]["deny"]:
         tally += f", {body['votes']['deny']} denied"

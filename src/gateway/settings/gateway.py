@@ -16,6 +16,7 @@ from gateway.settings.console_oidc import check_console_client
 from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
 from gateway.settings.policies import PoliciesSettings
+from gateway.settings.questions import QuestionSettings
 from gateway.settings.reasoning import ReasoningSettings
 from gateway.settings.server import ServerSettings
 from gateway.settings.storage import StorageSettings
@@ -52,6 +53,10 @@ class GatewaySettings(SettingsModel):
     )
     approvals: ApprovalSettings = Field(
         default=ApprovalSettings(), description="Calls that approval policies hold until people approve them."
+    )
+    questions: QuestionSettings = Field(
+        default=QuestionSettings(),
+        description="Questions agents ask people with `gateway__ask_human`: who answers, and for how long.",
     )
     console: ConsoleSettings = Field(
         default=ConsoleSettings(), description="The web console at `/ui`: who may sign in, and for how long."

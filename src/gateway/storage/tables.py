@@ -298,6 +298,11 @@ class ApprovalRow(Base):
     #: Who ended it without a vote (a cancellation, an admin's denial) and what they said, for its agent to hear.
     ended_by: Mapped[str | None] = mapped_column(String(256))
     end_comment: Mapped[str | None] = mapped_column(Text)
+    #: `call` (a held call) or `question` (`gateway__ask_human`: people answer rather than approve).
+    kind: Mapped[str] = mapped_column(String(16), server_default="call")
+    #: A question's text, options and urgency; its answer once given, with who answered and when.
+    question: Mapped[Any] = mapped_column(JSON, nullable=True)
+    answer: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class ApprovalVoteRow(Base):

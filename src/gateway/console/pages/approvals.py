@@ -112,6 +112,49 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             return render(request, "approval.html", context, visitor=visitor, section="approvals", status_code=409)
         return RedirectResponse(f"/ui/approvals/{approval_id}?decided={decision}", status_code=303)
 
+    async def answer(request: Request, visitor: Visitor) -> Response:
+        """A person's answer to an agent's question: an option's button, or the words they wrote."""
+        store = store_or_none()
+        approval_id = request.path_params["approval_id"]
+        form = await request.form()
+        option, text = form.get("option"), form.get("text")
+        error: str | None = None
+        if store is None:
+            error = "This gateway holds no questions."
+        else:
+            try:
+                await store.answer(
+                    approval_id,
+                    user=visitor.user.name,
+                    roles=visitor.user.roles,
+                    option=option if isinstance(option, str) else None,
+                    text=text if isinstance(text, str) else None,
+                )
+            except ApprovalFailure as exc:
+                error = str(exc)
+            else:
+                await services.audit.record_console_event(
+                    "answer",
+                    user=visitor.user.name,
+                    via=visitor.session.via,
+                    client_address=request.client.host if request.client else None,
+                    target=approval_id,
+                    comment=text if isinstance(text, str) and text.strip() else None,
+                    details={"option": option if isinstance(option, str) else None},
+                )
+        if error is None:
+            return RedirectResponse(f"/ui/approvals/{approval_id}?decided=answer", status_code=303)
+        shown: dict[str, Any] | None = None
+        if store is not None:
+            try:
+                shown = await _shown(store, await store.get(approval_id), datetime.now(UTC), visitor)
+            except ApprovalFailure:
+                shown = None
+        if shown is None:
+            return render(request, "missing.html", {"what": "question"}, visitor=visitor, status_code=404)
+        context = {"approval": shown, "error": error}
+        return render(request, "approval.html", context, visitor=visitor, section="approvals", status_code=409)
+
     async def history(request: Request, visitor: Visitor) -> Response:
         store = store_or_none()
         params = request.query_params
@@ -149,6 +192,7 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
         Route("/approvals/history", guard.page(Permission.VIEWER, history), methods=["GET"]),
         Route("/approvals/{approval_id}", guard.page(Permission.VIEWER, one), methods=["GET"]),
         Route("/approvals/{approval_id}/decide", guard.page(Permission.APPROVER, decide), methods=["POST"]),
+        Route("/approvals/{approval_id}/answer", guard.page(Permission.APPROVER, answer), methods=["POST"]),
     ]
 
 

@@ -5,7 +5,7 @@ of the tool's lock arguments), with the lease columns of `leases` and who holds 
 workflow), so a call refused by the lock can name its holder and a workflow's status can show it.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-20
 """
 
