@@ -190,6 +190,7 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
     from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
     from gateway.audit.leases import ReplicaLease
     from gateway.coordination.suspensions import SuspensionStore
+    from gateway.errors import GatewayError
     from gateway.signals import open_signals
     from gateway.storage.database import Database
 
@@ -225,6 +226,7 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
             signals = open_signals(config.gateway.storage.url)
             wakeups = ApprovalWakeups(approvals, signals)
             store = SuspensionStore(database, recorder=recorder, approvals=approvals, signals=signals)
+            refused: GatewayError | None = None
             try:
                 # The broker runs while the command acts, so the suspension's signal goes out as it commits.
                 async with anyio.create_task_group() as tasks:
@@ -232,10 +234,14 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
                     try:
                         yield store, database
                         await wakeups.flush()
+                    except GatewayError as exc:  # raised past the group below, not wrapped in an exception group
+                        refused = exc
                     finally:
                         tasks.cancel_scope.cancel()
             finally:
                 await recorder.close()
+            if refused is not None:
+                raise refused
         finally:
             await lease.release()
     finally:

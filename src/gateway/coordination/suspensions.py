@@ -199,7 +199,8 @@ class SuspensionStore:
         query = select(_SUSPENSIONS)
         if agent is not None:
             query = query.where(_SUSPENSIONS.c.agent == agent)
-        return await self._select(query.order_by(_SUSPENSIONS.c.suspended_at.desc()).limit(limit))
+        newest_first = query.order_by(_SUSPENSIONS.c.suspended_at.desc(), _SUSPENSIONS.c.id.desc())
+        return await self._select(newest_first.limit(limit))
 
     async def _select(self, query: Any) -> builtins.list[Suspension]:
         async with self._db.session() as session:
