@@ -134,6 +134,7 @@ async def test_an_agent_suspended_mid_session_is_refused_everything_and_its_held
 ) -> None:
     rogue, good = gateway.create_key("rogue-bot"), gateway.create_key("good-bot")
     held: list[CallToolResult] = []
+    ended = anyio.Event()
     async with (
         mcp_client(gateway.url, rogue, mode="legacy") as rogue_client,  # a session open before the suspension
         mcp_client(gateway.url, good) as good_client,
@@ -144,6 +145,7 @@ async def test_an_agent_suspended_mid_session_is_refused_everything_and_its_held
         async def held_call() -> None:
             with anyio.fail_after(CALL_DEADLINE):
                 held.append(await rogue_client.call_tool("sink__echo", {"text": "hold"}))
+            ended.set()
 
         group.start_soon(held_call)
         approval_id = await pending_approval(gateway)
@@ -168,12 +170,11 @@ async def test_an_agent_suspended_mid_session_is_refused_everything_and_its_held
             assert await refusal(rogue_client, request) == said, kind
         # Its held call ended at once, with who cancelled it and why.
         with anyio.fail_after(CALL_DEADLINE):
-            while not held:
-                await anyio.sleep(0.02)
-        [ended] = held
-        assert ended.is_error
-        assert f"its approval {approval_id} was cancelled by maria at " in text_of(ended)
-        assert text_of(ended).endswith(": runaway loop.")
+            await ended.wait()
+        [result] = held
+        assert result.is_error
+        assert f"its approval {approval_id} was cancelled by maria at " in text_of(result)
+        assert text_of(result).endswith(": runaway loop.")
         # Another agent is served as before.
         for kind, request in EVERY_KIND.items():
             assert await refusal(good_client, request) is None, kind
@@ -230,7 +231,8 @@ def test_suspending_a_name_never_seen_says_so_and_resuming_one_not_suspended_is_
 ) -> None:
     unknown = gateway.cli("agents", "suspend", "nobody-yet", "--reason", "pre-emptive", "--by", "maria")
     assert unknown.stdout.splitlines()[-1] == (
-        "No API key and no call in the audit log name 'nobody-yet': check the name. It is refused from its first request."
+        "No API key and no call in the audit log name 'nobody-yet': check the name. "
+        "It is refused from its first request."
     )
     again = gateway.cli("agents", "suspend", "nobody-yet", "--reason", "twice", check=False)
     assert again.returncode == 1
@@ -274,6 +276,7 @@ async def test_a_suspension_reaches_both_replicas_within_a_second_and_ends_the_h
             replica.start()
         rogue, good = first.create_key("rogue-bot"), first.create_key("good-bot")
         held: list[CallToolResult] = []
+    ended = anyio.Event()
         async with (
             mcp_client(first.url, rogue, mode="legacy") as rogue_a,
             mcp_client(second.url, rogue, mode="legacy") as rogue_b,
@@ -287,6 +290,7 @@ async def test_a_suspension_reaches_both_replicas_within_a_second_and_ends_the_h
             async def held_call() -> None:
                 with anyio.fail_after(CALL_DEADLINE):
                     held.append(await rogue_b.call_tool("sink__echo", {"text": "hold"}))
+                ended.set()
 
             group.start_soon(held_call)
             approval_id = await pending_approval(first)
@@ -300,8 +304,7 @@ async def test_a_suspension_reaches_both_replicas_within_a_second_and_ends_the_h
                 assert await refusal(good_a, request) is None, kind
                 assert await refusal(good_b, request) is None, kind
             with anyio.fail_after(CALL_DEADLINE):
-                while not held:
-                    await anyio.sleep(0.02)
+                await ended.wait()
             assert held[0].is_error and f"approval {approval_id} was cancelled by maria at " in text_of(held[0])
             assert text_of(held[0]).endswith(": runaway loop.")
 
