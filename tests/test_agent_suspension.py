@@ -276,7 +276,7 @@ async def test_a_suspension_reaches_both_replicas_within_a_second_and_ends_the_h
             replica.start()
         rogue, good = first.create_key("rogue-bot"), first.create_key("good-bot")
         held: list[CallToolResult] = []
-    ended = anyio.Event()
+        ended = anyio.Event()
         async with (
             mcp_client(first.url, rogue, mode="legacy") as rogue_a,
             mcp_client(second.url, rogue, mode="legacy") as rogue_b,
