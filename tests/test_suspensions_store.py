@@ -79,7 +79,7 @@ async def test_suspending_refuses_with_who_when_and_why_and_cancels_only_that_ag
         with pytest.raises(AgentAlreadySuspended) as again:
             await store.suspend("rogue-bot", actor="tom", reason="another reason")
         assert str(again.value) == (
-            "agent 'rogue-bot' is already suspended (suspended by maria at 2026-12-15T09:30:05Z: runaway refunds); "  # noqa: E501
+            "agent 'rogue-bot' is already suspended (suspended by maria at 2026-12-15T09:30:05Z: runaway refunds); "
             "resume it first to suspend it for another reason"
         )
         assert [s.agent for s in await store.active()] == ["rogue-bot"]
