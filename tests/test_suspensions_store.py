@@ -21,6 +21,7 @@ from gateway.errors import AgentAlreadySuspended, AgentNotSuspended, AgentSuspen
 from gateway.identity.principal import Principal
 from gateway.signals import InProcessSignals
 from gateway.storage import Database
+from harness import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -150,16 +151,13 @@ async def test_the_in_memory_set_follows_signals_at_once_and_polls_for_what_no_s
         await group.start(fast_poll.follow)
         assert slow_poll.of("bot") is None
 
-        with anyio.fail_after(0.5):  # well under the one-second poll: the signal did it
-            await signalling.suspend("bot", actor="maria", reason="signalled")
-            while slow_poll.of("bot") is None:
-                await anyio.sleep(0.005)
-        assert slow_poll.of("bot").reason == "signalled"  # type: ignore[union-attr]
+        await signalling.suspend("bot", actor="maria", reason="signalled")
+        # Well under the one-second poll: the signal did it.
+        found = await eventually(lambda: slow_poll.of("bot"), timeout=0.5, what="the signalled suspension")
+        assert found.reason == "signalled"
 
         await silent.resume("bot", actor="maria")
-        with anyio.fail_after(2):
-            while fast_poll.of("bot") is not None:
-                await anyio.sleep(0.01)
+        await eventually(lambda: fast_poll.of("bot") is None, timeout=2, what="the polled resume")
         group.cancel_scope.cancel()
 
 
