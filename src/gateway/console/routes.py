@@ -11,7 +11,18 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.console.fallbacks import not_found, refused
 from gateway.console.guard import Guard
-from gateway.console.pages import activity, agents, approvals, audit, connectors, events, overview, policies, users
+from gateway.console.pages import (
+    activity,
+    agents,
+    approvals,
+    audit,
+    connectors,
+    events,
+    overview,
+    policies,
+    suspensions,
+    users,
+)
 from gateway.console.security import SecurityHeaders
 from gateway.console.services import ConsoleServices
 from gateway.console.signin import SignIn
@@ -30,6 +41,7 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *overview.routes(services, guard),
         *approvals.routes(services, guard),
         *events.routes(services, guard),
+        *suspensions.routes(services, guard),
         *agents.routes(services, guard),
         *users.routes(services, guard),
         *connectors.routes(services, guard),
