@@ -1,7 +1,8 @@
 """The suspended agents as this process knows them: what every request is checked against, in memory.
 
-Every request of every agent passes `SuspendedAgents.of(agent)`, a dictionary lookup (about
-40 ns), so the kill switch costs nothing measurable on the hot path and needs no query per call.
+Every request of every agent passes `SuspendedAgents.of(agent)`, a dictionary lookup (0.1 to
+0.2 µs with the method call, measured on a busy 2-core machine), so the kill switch costs nothing
+measurable on the hot path and needs no query per call.
 The dictionary is replaced whole, never changed in place, from the database:
 
 - at once when a signal on `agent_suspensions` arrives: from this process (the console) or from
