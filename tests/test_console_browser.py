@@ -58,6 +58,7 @@ ACCESSIBILITY_SWEEP = [
     "/ui/agents",
     "/ui/agents/finance-bot",
     "/ui/keys/new",
+    "/ui/suspensions/new",
     "/ui/users",
     "/ui/connectors",
     "/ui/policies",
@@ -334,6 +335,68 @@ def test_a_viewer_sees_a_held_call_but_can_neither_see_nor_use_the_decision(cons
     assert status == 403, body
     assert "This needs the console permission <strong>approver</strong>" in body
     assert console.approval(approval_id)["state"] == "pending"
+
+
+async def suspect_answer(console: Console, key: str) -> str | None:
+    """What the agent behind `key` hears when it lists its tools: None when served, else the refusal."""
+    from mcp.shared.exceptions import MCPError
+
+    async with mcp_client(console.world.gateway.url, key) as client:
+        try:
+            await client.list_tools()
+        except MCPError as exc:
+            return exc.error.message
+    return None
+
+
+def test_an_admin_suspends_an_agent_from_its_page_with_a_reason_and_resumes_it_and_a_viewer_cannot(
+    console: Console, new_page: Callable[..., Page]
+) -> None:
+    key = console.world.gateway.create_key("suspect-bot")
+    assert in_background(lambda: suspect_answer(console, key)).result(CALL_DEADLINE) is None
+
+    viewer = new_page()
+    sign_in(viewer, console.base_url, console.keys["victor"])
+    viewer.goto(console.url("/ui/agents/suspect-bot"))
+    expect(viewer.get_by_text("suspect-bot is served as its policies allow.")).to_be_visible()
+    expect(viewer.get_by_role("button", name="Suspend suspect-bot")).to_have_count(0)
+    token = viewer.evaluate("document.body.dataset.csrf")
+    status, body = viewer.evaluate(
+        FORGED_DECISION, ["/ui/suspensions", {"csrf": token, "agent": "suspect-bot", "reason": "forged"}]
+    )
+    assert status == 403 and "This needs the console permission <strong>admin</strong>" in body, body
+    assert in_background(lambda: suspect_answer(console, key)).result(CALL_DEADLINE) is None
+
+    admin = new_page()
+    sign_in(admin, console.base_url, console.keys["ada"])
+    admin.goto(console.url("/ui/agents/suspect-bot"))
+    admin.get_by_role("button", name="Suspend suspect-bot").click()  # the reason is required: nothing is sent
+    expect(admin).to_have_url(console.url("/ui/agents/suspect-bot"))
+    admin.get_by_label("Reason").fill("exfiltrating customer records")
+    admin.get_by_role("button", name="Suspend suspect-bot").click()
+    expect(admin).to_have_url(console.url("/ui/agents/suspect-bot?suspended=1"))
+    expect(admin.get_by_role("alert")).to_contain_text("suspended by ada at ")
+    expect(admin.get_by_role("alert")).to_contain_text(": exfiltrating customer records. Every request of suspect-bot")
+    said = in_background(lambda: suspect_answer(console, key)).result(CALL_DEADLINE)
+    assert said is not None and said.startswith("denied: agent 'suspect-bot' is suspended by ada at "), said
+    assert ": exfiltrating customer records. Every request of this agent is refused" in said
+    admin.goto(console.url("/ui/agents"))
+    suspended = admin.get_by_role("region", name="Suspended agents")
+    expect(suspended.get_by_role("row", name=re.compile("suspect-bot"))).to_contain_text(
+        "exfiltrating customer records"
+    )
+
+    viewer.reload()
+    expect(viewer.get_by_role("status")).to_contain_text("suspended by ada at ")
+    expect(viewer.get_by_role("button", name="Resume suspect-bot")).to_have_count(0)
+
+    admin.goto(console.url("/ui/agents/suspect-bot"))
+    admin.get_by_role("button", name="Resume suspect-bot").click()
+    expect(admin.get_by_role("status")).to_have_text("suspect-bot is resumed: its requests are served again.")
+    assert in_background(lambda: suspect_answer(console, key)).result(CALL_DEADLINE) is None
+    events = console.world.gateway.cli("audit", "search", "--kind", "console", "--json").stdout.splitlines()
+    actions = [(e["action"], e["user"], e["target"]) for e in map(json.loads, events)]
+    assert ("agent_suspended", "ada", "suspect-bot") in actions and ("agent_resumed", "ada", "suspect-bot") in actions
 
 
 EVIL_PAGE = """<!doctype html><html lang="en"><title>Win a prize</title>

@@ -43,9 +43,10 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0015"
+HEAD_REVISION = "0016"
 EXPECTED_SCHEMA = {
     "tables": [
+        "agent_suspensions",
         "alembic_version",
         "api_keys",
         "approval_votes",

@@ -21,7 +21,8 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     ├── AccessDenied                                                                   "denied"
     │   ├── AuthenticationFailed       no credential, or a bad one (HTTP 401)
     │   ├── PolicyDenied               a policy (or the absence of one) said no
-    │   └── ApprovalRefused            the people denied the held call, or it expired
+    │   ├── ApprovalRefused            the people denied the held call, or it expired
+    │   └── AgentSuspended             an operator suspended the agent: every request is refused
     ├── CallHeld                       the call waits for people's approval; nothing ran      "held"
     │   ├── ApprovalPending            not decided within the wait: repeat the call to collect it
     │   └── ApprovalsNotConfigured     no approval can be opened (no sealing key)          "refused"
@@ -57,7 +58,10 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
         ├── UnknownUser
         ├── UserExists
         ├── UserDisabled
-        └── UnknownUserKey
+        ├── UnknownUserKey
+        ├── InvalidSuspension          a suspension without a reason, or naming no agent
+        ├── AgentAlreadySuspended      suspending an agent that is suspended already
+        └── AgentNotSuspended          resuming an agent that is not suspended
 """
 
 from __future__ import annotations
@@ -154,6 +158,14 @@ class PolicyDenied(AccessDenied):
 
 class ApprovalRefused(AccessDenied):
     """An approval policy held the call and it will not run: an approver denied it, or it expired or was cancelled."""
+
+
+class AgentSuspended(AccessDenied):
+    """An operator suspended the agent (`gateway agents suspend`): every request it makes is refused until resumed.
+
+    The message names who suspended it, when and why, so the agent and the person behind it know
+    what happened and whom to ask.
+    """
 
 
 # -- held for approval ---------------------------------------------------------------------------
@@ -362,3 +374,15 @@ class UserDisabled(AdministrationError):
 
 class UnknownUserKey(AdministrationError, LookupError):
     """No user key has the given id."""
+
+
+class InvalidSuspension(AdministrationError, ValueError):
+    """A suspension names no agent (or one too long), or gives no reason, which is what the agent is told."""
+
+
+class AgentAlreadySuspended(AdministrationError):
+    """The agent is suspended already; its suspension says by whom, when and why."""
+
+
+class AgentNotSuspended(AdministrationError, LookupError):
+    """The agent is not suspended, so there is nothing to resume."""

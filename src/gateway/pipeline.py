@@ -31,6 +31,7 @@ from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.coordination.locks import RecordLocks
 from gateway.coordination.sharing import result_summary
+from gateway.coordination.suspended_agents import SuspendedAgents
 from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, InvalidWorkflowId, RequestRejected
 from gateway.holding import Cleared, Collected, HeldTask, HoldStage
@@ -96,6 +97,7 @@ class Pipeline:
         *,
         holds: HoldStage | None = None,
         locks: RecordLocks | None = None,
+        suspended: SuspendedAgents | None = None,
         tools_page_size: int = 1000,
         workflows: WorkflowStore | None = None,
         redactor: Redactor | None = None,
@@ -104,6 +106,8 @@ class Pipeline:
         #: Where a workflow's state is read for the policies that need it; None: every workflow looks empty.
         self._workflows = workflows
         self._redactor = redactor or Redactor()
+        #: Agents an operator suspended: every request of theirs is refused (an empty set without one).
+        self._suspended = suspended or SuspendedAgents()
         self._catalog = catalog
         self._connectors = connectors
         self._policies = policy.store
@@ -143,6 +147,7 @@ class Pipeline:
         held call would: once, through every stage, with the access policies asked again. Only
         the agent that made the call can see it; it does not matter which gateway process it asks.
         """
+        self._require_not_suspended(origin)
         approval = await self._holds.owned(origin.principal.agent, task_id)
         if run and approval.state is ApprovalState.APPROVED:
             call = self._holds.approved_call(origin, approval)
@@ -155,6 +160,7 @@ class Pipeline:
 
     async def withdraw_task(self, origin: Origin, task_id: str) -> None:
         """`tasks/cancel`: the agent takes back its held call while it is still pending."""
+        self._require_not_suspended(origin)
         await self._holds.withdraw(origin.principal.agent, task_id)
 
     def find_tool(self, exposed_name: str) -> ToolEntry | None:
@@ -184,6 +190,7 @@ class Pipeline:
         """Every stage of one request; `approval` is the approved hold a task's call runs under."""
         clock = _Clock()
         with self._telemetry.request_span(call) as trace:
+            await self._refuse_suspended(call, clock)
             await self._require_policies(call, clock)
             if call.workflow_problem is not None:
                 await self._refuse(call, InvalidWorkflowId(call.workflow_problem), clock)
@@ -207,6 +214,17 @@ class Pipeline:
         answering with an empty listing or "unknown tool", which would send the agent looking elsewhere."""
         if not self._policies.loaded:
             await self._refuse(call, GatewayNotReady(NOT_READY_MESSAGE), clock)
+
+    async def _refuse_suspended(self, call: Call, clock: _Clock) -> None:
+        """An agent an operator suspended is refused before anything else is done for it (recorded)."""
+        suspension = self._suspended.of(call.origin.principal.agent)
+        if suspension is not None:
+            await self._refuse(call, suspension.refusal(), clock)
+
+    def _require_not_suspended(self, origin: Origin) -> None:
+        suspension = self._suspended.of(origin.principal.agent)
+        if suspension is not None:
+            raise suspension.refusal()
 
     async def _resolve(
         self, kind: RequestKind[Any], call: Call, found: Any, clock: _Clock, trace: RequestTrace
@@ -487,6 +505,7 @@ class Pipeline:
     ) -> list[Mapping[str, Any]]:
         clock = _Clock()
         with self._telemetry.request_span(call):
+            await self._refuse_suspended(call, clock)
             await self._require_policies(call, clock)
             handle = await self._record(call, "allow", reason="filtered by policy")
             items = await produce()
@@ -498,6 +517,7 @@ class Pipeline:
 
     def readable_resources(self, origin: Origin, uris: Iterable[str]) -> list[ResourceRoute]:
         """The routes of the exposed URIs among `uris` that `origin`'s agent may read."""
+        self._require_not_suspended(origin)
         readable = []
         for uri in dict.fromkeys(uris):
             try:

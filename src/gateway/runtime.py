@@ -11,9 +11,10 @@ clients listening on other processes are told to re-list; and `policies_reloaded
 (`{"policies": count}`), published after this process loaded edited policy files, so the
 others look at the files now rather than at their next poll. Received signals run the same
 local handlers and are never re-published, so nothing loops. Other parts subscribe to their
-own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`, and `approval_changed`
+own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`, `approval_changed`
 with `{"id": ..., "state": ...}` (`gateway.approvals.wakeups`: a decision made in any process
-wakes the requests waiting on it in all of them).
+wakes the requests waiting on it in all of them), and `agent_suspensions` with `{"agent": ...}`
+(`gateway.coordination.suspended_agents`: every process re-reads the suspended agents at once).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.coordination.locks import RecordLocks
+from gateway.coordination.suspended_agents import SuspendedAgents
+from gateway.coordination.suspensions import SuspensionStore
 from gateway.coordination.workflows import WorkflowStore
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
@@ -131,6 +134,14 @@ class GatewayRuntime:
         )
         #: Workflows: steps read from the audit log, notes and shared results (`coordination.workflows`).
         self.workflows = WorkflowStore(self.database)
+        #: The kill switch: suspending an agent cancels its pending approvals and is audited and signalled.
+        self.suspensions = SuspensionStore(
+            self.database, recorder=self.audit, approvals=self.approvals, signals=self.signals
+        )
+        #: The suspended agents, in memory: every request is checked against them.
+        self.suspended_agents = SuspendedAgents(
+            self.suspensions, self.signals, poll_interval=auth.suspension_poll_seconds
+        )
         #: Everything a call can reach: the backends, and the gateway's own tools beside them.
         self.connectors: Mapping[str, Connector] = {
             **self.backends,
@@ -158,6 +169,7 @@ class GatewayRuntime:
             self.telemetry,
             holds=holds,
             locks=self.locks if self.locks.configured else None,
+            suspended=self.suspended_agents,
             tools_page_size=config.gateway.server.tools_page_size,
             workflows=self.workflows,
             redactor=self.redactor,
@@ -416,6 +428,8 @@ class GatewayRuntime:
             await self._recover_approvals(self.audit.replica_id)
             async with anyio.create_task_group() as task_group:
                 await task_group.start(self.signals.run)
+                # Read before anything is served, so a suspended agent is refused from the first request.
+                await task_group.start(self.suspended_agents.follow)
                 if self.approval_wakeups is not None:
                     await task_group.start(self.approval_wakeups.run)
                 if self.webhooks is not None:

@@ -28,7 +28,9 @@ RECOVERED: Final = "recovered"
 APPROVAL: Final = "approval"
 #: A person did something in the web console: signed in or out, decided, changed a key or a user.
 CONSOLE: Final = "console"
-KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE})
+#: An operator suspended an agent (every request of it refused) or resumed it (see `gateway.coordination`).
+SUSPENSION: Final = "suspension"
+KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE, SUSPENSION})
 
 Outcome = Literal[
     "ok",
@@ -218,6 +220,8 @@ def index_columns(kind: str, data: dict[str, Any]) -> dict[str, str | None]:
         columns["user_id"] = column_text(data.get("user"))
         columns["tool"] = column_text(data.get("tool"))
         columns["workflow_id"] = column_text(data.get("workflow_id"))
+    elif kind == SUSPENSION:
+        columns["agent"] = column_text(data.get("agent"))
     return columns
 
 

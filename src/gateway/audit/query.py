@@ -32,6 +32,7 @@ from gateway.audit.entry import (
     CONSOLE,
     OUTCOME,
     RECOVERED,
+    SUSPENSION,
     AuditCall,
     AuditEvent,
     event_from_content,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 MAX_LIMIT = 1000
 
 #: Kinds of event that make sense on their own, without a call to join them to.
-STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL, CONSOLE)
+STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL, CONSOLE, SUSPENSION)
 
 
 @dataclass(frozen=True, slots=True)

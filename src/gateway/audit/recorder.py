@@ -63,6 +63,7 @@ from gateway.audit.entry import (
     OUTCOME,
     OUTCOMES,
     RECOVERED,
+    SUSPENSION,
     CallHandle,
     Timings,
     index_columns,
@@ -551,6 +552,31 @@ class AuditRecorder:
             "details": dict(details) if details else None,
         }
         await self._enqueue(CONSOLE, None, datetime.now(UTC), data, retry=True)
+
+    async def record_suspension_event(
+        self,
+        action: str,
+        *,
+        agent: str,
+        actor: str,
+        reason: str | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record that `actor` suspended or resumed `agent` (`action`), and why.
+
+        The suspension is already committed when this is called, so like approval events a
+        failed write stays queued and is retried. `details` must be JSON values the caller
+        already cleaned (the ids of the approvals the suspension cancelled, how it was done).
+        """
+        self._require_running()
+        data = {
+            "action": short_text(action),
+            "agent": short_text(agent),
+            "actor": short_text(actor),
+            "reason": self._redactor.redact_text(reason, max_chars=4096) if reason else None,
+            "details": dict(details) if details else None,
+        }
+        await self._enqueue(SUSPENSION, None, datetime.now(UTC), data, retry=True)
 
     # -- queue -----------------------------------------------------------------------------
 

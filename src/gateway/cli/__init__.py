@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import approvals, audit, config, keys, migrate, policy, serve, stdio, tools, users, workflows
+from gateway.cli import agents, approvals, audit, config, keys, migrate, policy, serve, stdio, tools, users, workflows
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
@@ -28,6 +28,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("stdio", "speak MCP on stdin/stdout for a local client", stdio.build),
     ("migrate", "create or upgrade the database schema", migrate.build),
     ("keys", "manage agents' API keys", keys.build),
+    ("agents", "list agents, and suspend or resume one (the kill switch)", agents.build),
     ("users", "manage the people who approve held calls, and their keys", users.build),
     ("approvals", "list, show and decide the tool calls held for people's approval", approvals.build),
     ("workflows", "list workflows and show what agents did in one", workflows.build),

@@ -27,6 +27,7 @@ from gateway.audit.entry import (
     OUTCOME,
     OUTCOMES,
     RECOVERED,
+    SUSPENSION,
     AuditCall,
     AuditEvent,
 )
@@ -49,6 +50,7 @@ _SEARCH_KINDS = {
     "recovered": RECOVERED,
     "approval": APPROVAL,
     "console": CONSOLE,
+    "suspension": SUSPENSION,
 }
 #: Filters that only calls carry, by their option name.
 _CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
@@ -86,7 +88,7 @@ def build(parser: argparse.ArgumentParser, open_database: OpenDatabase = _config
         "time, client address, reason, never the credential), recovered (calls a stopped process left open, "
         "closed with the outcome 'unknown'), approval (held calls' approvals: each change, vote and override, "
         "with who and their comment), console (what people did in the web console: sign-ins, decisions, "
-        "key and user changes)",
+        "key and user changes), suspension (agents suspended and resumed: by whom and why)",
     )
     search_parser.add_argument("--agent")
     search_parser.add_argument("--user", help="the user the agent acted for")
@@ -244,6 +246,20 @@ def _search_events(
                         event.data.get("target") or "-",
                         event.data.get("client_address") or "-",
                         event.data.get("comment") or "-",
+                    )
+                    for event in page.events
+                ],
+            )
+        elif kind == SUSPENSION:
+            print_table(
+                ("TIME", "AGENT", "ACTION", "ACTOR", "REASON"),
+                [
+                    (
+                        isoformat(event.time)[:23],
+                        event.data.get("agent") or "-",
+                        event.data.get("action") or "-",
+                        event.data.get("actor") or "-",
+                        event.data.get("reason") or "-",
                     )
                     for event in page.events
                 ],

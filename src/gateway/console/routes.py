@@ -20,6 +20,7 @@ from gateway.console.pages import (
     events,
     overview,
     policies,
+    suspensions,
     users,
     workflows,
 )
@@ -41,6 +42,7 @@ def console_routes(services: ConsoleServices) -> list[BaseRoute]:
         *overview.routes(services, guard),
         *approvals.routes(services, guard),
         *events.routes(services, guard),
+        *suspensions.routes(services, guard),
         *agents.routes(services, guard),
         *users.routes(services, guard),
         *connectors.routes(services, guard),

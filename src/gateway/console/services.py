@@ -13,6 +13,7 @@ from gateway.audit import AuditRecorder
 from gateway.catalog import Catalog
 from gateway.console.oidc import ConsoleSignIn
 from gateway.console.sessions import ConsoleSessions
+from gateway.coordination.suspensions import SuspensionStore
 from gateway.coordination.workflows import WorkflowStore
 from gateway.front.approvals_api import ApprovalFeed
 from gateway.identity.api_keys import ApiKeyStore
@@ -50,6 +51,10 @@ class ConsoleServices:
     @property
     def keys(self) -> ApiKeyStore:
         return self.runtime.keys
+
+    @property
+    def suspensions(self) -> SuspensionStore:
+        return self.runtime.suspensions
 
     @property
     def policy(self) -> PolicyEngine:

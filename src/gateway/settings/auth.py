@@ -209,6 +209,16 @@ class AuthSettings(SettingsModel):
             "`gateway keys revoke`) and stops accepting them: a revocation bites everywhere within about this long."
         ),
     )
+    suspension_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description=(
+            "How often each gateway process reads the suspended agents (`gateway agents suspend`) when no signal "
+            "told it sooner: the bound on how long a suspended agent may still be served, on SQLite, where the "
+            "command cannot signal a running gateway, or when a PostgreSQL signal is lost. At most 1 second."
+        ),
+    )
     api_keys: bool = Field(default=True, description="Accept API keys made by `gateway keys create`.")
     max_token_bytes: int = Field(
         default=DEFAULT_MAX_TOKEN_BYTES,

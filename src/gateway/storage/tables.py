@@ -403,3 +403,37 @@ class WorkflowResultRow(Base):
     agent: Mapped[str] = mapped_column(String(256))
     summary: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+#: The suspensions still in force: not resumed.
+ACTIVE_SUSPENSION = text("resumed_at IS NULL")
+
+
+class AgentSuspensionRow(Base):
+    """An agent an operator suspended (the kill switch), and when and by whom it was resumed.
+
+    Rows are never deleted, so the history of who stopped which agent and why stays readable.
+    At most one suspension per agent is in force (the partial unique index): two operators
+    suspending one agent at once cannot both succeed, and resuming ends exactly one.
+    """
+
+    __tablename__ = "agent_suspensions"
+    __table_args__ = (
+        Index(
+            "uq_agent_suspensions_active_agent",
+            "agent",
+            unique=True,
+            sqlite_where=ACTIVE_SUSPENSION,
+            postgresql_where=ACTIVE_SUSPENSION,
+        ),
+        Index("ix_agent_suspensions_suspended_at", "suspended_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(256))
+    suspended_by: Mapped[str] = mapped_column(String(256))
+    suspended_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    resumed_by: Mapped[str | None] = mapped_column(String(256))
+    resumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resume_comment: Mapped[str | None] = mapped_column(Text)

@@ -58,6 +58,7 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             by_agent[key.agent].append(key)
         logged, more_logged = await figures.agents_in_log(services.database)
         hour = await figures.last_hour_by_agent(services.database)
+        suspended = {suspension.agent: suspension for suspension in await services.suspensions.active()}
         rows = [
             AgentRow(
                 name,
@@ -65,7 +66,7 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
                 await figures.last_call(services.database, name),
                 hour.counts.get(name, figures.HourCounts()),
             )
-            for name in sorted({*by_agent, *logged, *hour.counts})
+            for name in sorted({*by_agent, *logged, *hour.counts, *suspended})
         ]
         # Busiest lately first; agents never seen calling last, by name.
         rows.sort(key=lambda row: (row.last_seen is None, -(row.last_seen.timestamp() if row.last_seen else 0)))
@@ -75,13 +76,15 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             "more_logged": more_logged,
             "max_agents": figures.MAX_AGENTS,
             "sessions": services.runtime.notifier.session_count,
+            "suspended": suspended,
         }
         return render(request, "agents.html", context, visitor=visitor, section="agents")
 
     async def agent(request: Request, visitor: Visitor) -> Response:
         name = request.path_params["agent"]
         keys = [key for key in await services.keys.list() if key.agent == name]
-        if not keys and not await figures.named_in_log(services.database, name):
+        history = await services.suspensions.history(agent=name, limit=10)
+        if not keys and not history and not await figures.named_in_log(services.database, name):
             return render(request, "missing.html", {"what": "agent"}, visitor=visitor, status_code=404)
         calls = await figures.recent_calls(services.database, name)
         day = await figures.last_day(services.database, name)
@@ -96,6 +99,10 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             "denials_line": sparkline(day.denials_per_hour),
             # Said only when the list bears it out, so a crafted link cannot make the page claim it.
             "revoked": next((k for k in keys if k.revoked and k.id == request.query_params.get("revoked")), None),
+            "suspension": next((s for s in history if s.active), None),
+            "history": [s for s in history if not s.active],
+            "just_suspended": request.query_params.get("suspended") == "1",
+            "resumed": request.query_params.get("resumed") == "1" and not any(s.active for s in history),
         }
         return render(request, "agent.html", context, visitor=visitor, section="agents")
 
