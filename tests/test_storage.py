@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0018"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -56,6 +56,7 @@ EXPECTED_SCHEMA = {
         "console_sessions",
         "ended_sessions",
         "leases",
+        "rate_counts",
         "user_keys",
         "users",
     ],

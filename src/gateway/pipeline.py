@@ -29,6 +29,7 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.coordination.rates import RateCounter
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
 from gateway.holding import Cleared, Collected, HeldTask, HoldStage
 from gateway.policy import Decision, PolicyEngine
@@ -89,6 +90,7 @@ class Pipeline:
         telemetry: Telemetry,
         *,
         holds: HoldStage | None = None,
+        rates: RateCounter | None = None,
         tools_page_size: int = 1000,
     ) -> None:
         self._tools_page_size = tools_page_size
@@ -100,7 +102,8 @@ class Pipeline:
         self._telemetry = telemetry
         #: Without a hold stage (no approvals configured), a held call is refused: nothing runs unapproved.
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
-        self._tool_calls = ToolCalls(catalog, self._decisions)
+        #: Every tool call is counted, for `context.rate` (shared with other processes by the runtime).
+        self._tool_calls = ToolCalls(catalog, self._decisions, rates or RateCounter())
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
 
@@ -204,6 +207,7 @@ class Pipeline:
             aimed = kind.prepare(aimed)
         except InvalidArguments as exc:
             await self._refuse(aimed.call, kind.concealed(aimed, exc), clock)
+        aimed = kind.counted(aimed)
         if call.method == "tools/call":
             trace.record_arguments(aimed.call.arguments)
         return aimed

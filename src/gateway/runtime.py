@@ -40,6 +40,8 @@ from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
+from gateway.coordination.rate_sync import RateSync
+from gateway.coordination.rates import RateCounter
 from gateway.errors import GatewayError, ListingRefused, ReplicaIdInUse
 from gateway.front.health import Readiness
 from gateway.front.server import ChangeNotifier
@@ -141,6 +143,11 @@ class GatewayRuntime:
             policy_version=self._policy_version,
             wakeups=self.approval_wakeups,
         )
+        #: Each agent's recent calls (`context.rate`), shared with the other processes on the database.
+        self.rates = RateCounter()
+        self.rate_sync = RateSync(
+            self.database, self.rates, replica=self.audit.replica_id, interval=config.gateway.rates.sync_interval
+        )
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
@@ -148,6 +155,7 @@ class GatewayRuntime:
             self.audit,
             self.telemetry,
             holds=holds,
+            rates=self.rates,
             tools_page_size=config.gateway.server.tools_page_size,
         )
         self.started = False
@@ -410,6 +418,7 @@ class GatewayRuntime:
                     await task_group.start(self.webhooks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
+                await task_group.start(self.rate_sync.run)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 async with self._catalog_lock:
