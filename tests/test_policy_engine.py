@@ -267,7 +267,10 @@ def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -
     read = common_context(call, now=now, limits=ArgumentLimits())
     listed = common_context(origin, now=now, limits=ArgumentLimits())
 
-    assert called.context == {**common, "reasoning": "why", "workflow": "w-1", "input": {"query": "acme"}}
+    this_call_only = {"minute": 1, "hour": 1, "tool_minute": 1, "tool_hour": 1}  # not counted: the call alone
+    assert called.context == {
+        **common, "reasoning": "why", "workflow": "w-1", "input": {"query": "acme"}, "rate": this_call_only
+    }  # fmt: skip
     assert read.context == {**common, "reasoning": "why", "workflow": "w-1"}
     assert listed.context == common
     bare = call_context(shape.input, Call("tools/call", Origin(SALES)), now=now, limits=ArgumentLimits())

@@ -228,9 +228,7 @@ async def test_stale_rows_are_deleted_and_unreadable_ones_ignored(database: Data
     writer.count("support", "crm__read")
     await sync.sync()
     async with database.session() as session, session.begin():
-        await session.execute(
-            update(RATE_COUNTS).where(RATE_COUNTS.c.agent == "support").values(seconds="not json")
-        )
+        await session.execute(update(RATE_COUNTS).where(RATE_COUNTS.c.agent == "support").values(seconds="not json"))
     reader = RateCounter(clock=clock)
     await RateSync(database, reader, replica="b", interval=1, clock=clock).sync()
     assert reader.counts("billing", "finance__pay").tool_minute == 1

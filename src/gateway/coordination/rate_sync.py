@@ -69,8 +69,8 @@ class RateSync:
         self._version = 0
         #: The highest version read of each other replica.
         self._seen: dict[str, int] = {}
-        #: The last buckets read of each other replica's track, by (agent, tool), then by replica.
-        self._remote: dict[tuple[str, str], dict[str, tuple[Buckets, Buckets]]] = defaultdict(dict)
+        #: The last buckets read of each other replica's tracks: by agent, then tool, then replica.
+        self._remote: dict[str, dict[str, dict[str, tuple[Buckets, Buckets]]]] = defaultdict(lambda: defaultdict(dict))
         self._syncs = 0
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -147,30 +147,30 @@ class RateSync:
         query = select(RATE_COUNTS).where(recent, or_(unseen, *newer))
         async with self._database.session() as session:
             rows = (await session.execute(query)).mappings().all()
-        changed: set[tuple[str, str]] = set()
+        changed: dict[str, set[str]] = defaultdict(set)
         for row in rows:
             replica, agent, tool = row["replica"], row["agent"], row["tool"]
             self._seen[replica] = max(self._seen.get(replica, 0), row["version"])
-            self._remote[(agent, tool)][replica] = _buckets(row)
-            changed.add((agent, tool))
-        agents = set()
-        for agent, tool in changed:
-            self._counter.set_remote(agent, tool, *_summed(self._remote[(agent, tool)].values()))
-            agents.add(agent)
-        for agent in agents:
-            every_tool = [
-                buckets for (a, _), tracks in self._remote.items() if a == agent for buckets in tracks.values()
-            ]
+            self._remote[agent][tool][replica] = _buckets(row)
+            changed[agent].add(tool)
+        for agent, tools in changed.items():
+            remote = self._remote[agent]
+            for tool in tools:
+                self._counter.set_remote(agent, tool, *_summed(remote[tool].values()))
+            every_tool = (buckets for tracks in remote.values() for buckets in tracks.values())
             self._counter.set_remote(agent, ALL_TOOLS, *_summed(every_tool))
 
     async def _delete_stale(self) -> None:
         cutoff = datetime.fromtimestamp(self._clock(), UTC) - STALE_AFTER
         async with self._database.session() as session, session.begin():
             await session.execute(delete(RATE_COUNTS).where(RATE_COUNTS.c.written_at < cutoff))
-        for key in [
-            key for key, tracks in self._remote.items() if all(_expired(b, self._clock()) for b in tracks.values())
-        ]:
-            del self._remote[key]
+        now = self._clock()
+        for agent, tools in list(self._remote.items()):
+            for tool, tracks in list(tools.items()):
+                if all(_expired(buckets, now) for buckets in tracks.values()):
+                    del tools[tool]
+            if not tools:
+                del self._remote[agent]
 
     async def _guarded(self, step: Callable[[], Any], what: str) -> None:
         try:
