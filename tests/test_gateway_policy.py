@@ -136,7 +136,7 @@ async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
         '@id("interns-search")\npermit (principal == Agent::"intern-bot", '
         'action == Action::"crm__search_customers", resource);\n'
     )
-    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 12, what="reload")
+    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 13, what="reload")
     assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers", *EVERY_AGENTS}
 
     extra.write_text('permit (principal, action == Action::"crm__no_such_tool", resource);\n')
