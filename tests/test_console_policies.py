@@ -160,7 +160,7 @@ def test_the_files_in_force_show_numbered_highlighted_escaped_lines_with_an_anch
     assert "<script>alert" not in text
     escaped = "// &lt;script&gt;alert(&#34;policy text is markup&#34;)&lt;/script&gt;"
     assert f'<span class="tok-comment">{escaped}</span>' in text
-    assert "<dt>Access policies</dt><dd>10</dd>" in text and "<dt>Approval policies</dt><dd>1</dd>" in text
+    assert "<dt>Access policies</dt><dd>12</dd>" in text and "<dt>Approval policies</dt><dd>1</dd>" in text
     assert "The last load of the policy files failed" not in text
     assert "Reload now" not in text  # a viewer is told reloading needs admin instead
     assert "needs the console permission <strong>admin</strong>" in text
@@ -177,11 +177,11 @@ def test_a_viewer_cannot_reload_and_an_admins_reload_is_audited(console: Console
     reloaded = console.client.post("/ui/policies/reload", data={"csrf": csrf}, follow_redirects=False)
     assert (reloaded.status_code, reloaded.headers["location"]) == (303, "/ui/policies?reload=loaded")
     page = console.client.get(reloaded.headers["location"]).text
-    assert "Reloaded: 10 access and 1 approval policies are in force." in page
+    assert "Reloaded: 12 access and 1 approval policies are in force." in page
 
     reloads = [event for event in console.console_events() if event["action"] == "policies_reloaded"]
     assert [(event["user"], event["details"]) for event in reloads] == [
-        ("ada", {"outcome": "loaded", "policies": 10, "approval_policies": 1, "in_force": True, "error": None})
+        ("ada", {"outcome": "loaded", "policies": 12, "approval_policies": 1, "in_force": True, "error": None})
     ]
 
 

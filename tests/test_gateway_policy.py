@@ -18,7 +18,7 @@ POLICY_DENIED = -32003
 GATEWAY_NOT_READY = -32004
 
 #: What the quick start's policies let every agent call: the gateway's own status tool.
-EVERY_AGENTS = {"gateway__approval_status"}
+EVERY_AGENTS = {"gateway__approval_status", "gateway__workflow_status", "gateway__workflow_note"}
 
 LARGE_PAYMENTS = """
 @id("large-payments-need-approval")
@@ -131,12 +131,13 @@ async def test_policies_reload_on_change_and_a_bad_reload_keeps_the_old_set(
     gateway: GatewayProcess, keys: dict[str, str]
 ) -> None:
     access = gateway.directory / "policies" / "access"
+    loaded = gateway.readyz()["checks"]["policies"]["count"]
     extra = access / "interns.cedar"
     extra.write_text(
         '@id("interns-search")\npermit (principal == Agent::"intern-bot", '
         'action == Action::"crm__search_customers", resource);\n'
     )
-    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == 12, what="reload")
+    await eventually(lambda: gateway.readyz()["checks"]["policies"]["count"] == loaded + 1, what="reload")
     assert await tool_names(gateway, keys["nobody"]) == {"crm__search_customers", *EVERY_AGENTS}
 
     extra.write_text('permit (principal, action == Action::"crm__no_such_tool", resource);\n')

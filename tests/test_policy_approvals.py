@@ -733,9 +733,11 @@ def test_the_approval_is_in_the_context_only_when_given(policy_dir: Path) -> Non
     assert json.dumps(without.context, sort_keys=True) == json.dumps(
         {
             "input": {"amount": {"__extn": {"arg": "1200.5000", "fn": "decimal"}}, "invoice_id": "INV-1"},
+            "rate": {"minute": 1, "hour": 1, "tool_minute": 1, "tool_hour": 1},
             "request_id": "7",
             "session": {"client": "", "id": ""},
             "time": {"date": "2026-11-30", "hour": 15, "iso": "2026-11-30T15:00:00Z", "weekday": 1},
+            "workflow": {"agents": [], "completed": [], "id": ""},
         },
         sort_keys=True,
     )

@@ -268,7 +268,10 @@ def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -
     listed = common_context(origin, now=now, limits=ArgumentLimits())
 
     workflow = {"id": "w-1", "completed": [], "agents": []}
-    assert called.context == {**common, "reasoning": "why", "workflow": workflow, "input": {"query": "acme"}}
+    this_call_only = {"minute": 1, "hour": 1, "tool_minute": 1, "tool_hour": 1}  # not counted: the call alone
+    assert called.context == {
+        **common, "reasoning": "why", "workflow": workflow, "input": {"query": "acme"}, "rate": this_call_only
+    }  # fmt: skip
     assert read.context == {**common, "reasoning": "why", "workflow": workflow}
     assert listed.context == {**common, "workflow": {"id": "", "completed": [], "agents": []}}
     done = call.with_workflow_state(WorkflowState(frozenset({"b__y", "a__x"}), frozenset({"sales-bot"})))

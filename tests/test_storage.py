@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0016"
+HEAD_REVISION = "0017"
 EXPECTED_SCHEMA = {
     "tables": [
         "agent_suspensions",
@@ -57,6 +57,7 @@ EXPECTED_SCHEMA = {
         "console_sessions",
         "ended_sessions",
         "leases",
+        "rate_counts",
         "record_locks",
         "user_keys",
         "users",

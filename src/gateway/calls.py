@@ -86,6 +86,31 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class RateCounts:
+    """How many tool calls the agent made lately, this one included, as policies see them (`context.rate`).
+
+    Every call that reached a decision counts, refused ones too: a burst of refused calls is a
+    burst, and an agent that keeps retrying a refused call stays refused until it slows down.
+    """
+
+    #: Calls by this agent in the last 60 seconds, to any tool.
+    minute: int
+    #: Calls by this agent in the last 60 minutes, to any tool.
+    hour: int
+    #: Calls by this agent to this tool in the last 60 seconds.
+    tool_minute: int
+    #: Calls by this agent to this tool in the last 60 minutes.
+    tool_hour: int
+
+    def cedar(self) -> dict[str, int]:
+        return {"minute": self.minute, "hour": self.hour, "tool_minute": self.tool_minute, "tool_hour": self.tool_hour}
+
+
+#: What a call decided outside the gateway's counting (`gateway policy explain`) is taken to be: the only one.
+THIS_CALL_ONLY = RateCounts(1, 1, 1, 1)
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
     """One request: `tools/call`, `resources/read`, `prompts/get`, or a listing (`name` is None).
 
@@ -109,6 +134,8 @@ class Call:
     unusable_arguments: str | None = None
     workflow_problem: str | None = None
     workflow_state: WorkflowState | None = None
+    #: The agent's recent calls, counted as this one arrived (tool calls only; see `RateCounts`).
+    rate: RateCounts | None = None
 
     @classmethod
     def of(
@@ -161,6 +188,24 @@ class Call:
             self.unusable_arguments,
             self.workflow_problem,
             self.workflow_state,
+            self.rate,
+        )
+
+    def counted(self, rate: RateCounts) -> Call:
+        """This call with the agent's recent calls counted (the context stage's part)."""
+        return Call(
+            self.method,
+            self.origin,
+            self.name,
+            self.arguments,
+            self.meta,
+            self.reasoning,
+            self.workflow,
+            self.target,
+            self.unusable_arguments,
+            self.workflow_problem,
+            self.workflow_state,
+            rate,
         )
 
     def with_workflow_state(self, state: WorkflowState) -> Call:
@@ -177,6 +222,7 @@ class Call:
             self.unusable_arguments,
             self.workflow_problem,
             state,
+            self.rate,
         )
 
 

@@ -30,6 +30,7 @@ from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
 from gateway.coordination.locks import RecordLocks
+from gateway.coordination.rates import RateCounter
 from gateway.coordination.sharing import result_summary
 from gateway.coordination.suspended_agents import SuspendedAgents
 from gateway.coordination.workflows import WorkflowStore
@@ -98,6 +99,7 @@ class Pipeline:
         holds: HoldStage | None = None,
         locks: RecordLocks | None = None,
         suspended: SuspendedAgents | None = None,
+        rates: RateCounter | None = None,
         tools_page_size: int = 1000,
         workflows: WorkflowStore | None = None,
         redactor: Redactor | None = None,
@@ -118,7 +120,8 @@ class Pipeline:
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
         #: Without record locks (none configured), no call waits for another.
         self._locks = locks
-        self._tool_calls = ToolCalls(catalog, self._decisions)
+        #: Every tool call is counted, for `context.rate` (shared with other processes by the runtime).
+        self._tool_calls = ToolCalls(catalog, self._decisions, rates or RateCounter())
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
 
@@ -239,6 +242,7 @@ class Pipeline:
             aimed = kind.prepare(aimed)
         except InvalidArguments as exc:
             await self._refuse(aimed.call, kind.concealed(aimed, exc), clock)
+        aimed = kind.counted(aimed)
         if call.method == "tools/call":
             trace.record_arguments(aimed.call.arguments)
         return aimed

@@ -15,6 +15,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from gateway.calls import REASONING_META_KEY, Call, Target
 from gateway.catalog import Catalog, PromptEntry, ToolEntry
 from gateway.connectors.base import Caller, Connector, JsonObject, ProgressCallback
+from gateway.coordination.rates import RateCounter
 from gateway.errors import (
     GatewayError,
     InvalidArguments,
@@ -58,6 +59,9 @@ class RequestKind(Protocol[EntryT]):
     def prepare(self, aimed: Aimed[EntryT]) -> Aimed[EntryT]:
         """What the backend may see, and the agent's reasoning; raises `InvalidArguments`."""
 
+    def counted(self, aimed: Aimed[EntryT]) -> Aimed[EntryT]:
+        """The call with the agent's recent calls counted, this one included (tool calls only: `context.rate`)."""
+
     def concealed(self, aimed: Aimed[EntryT], error: InvalidArguments) -> GatewayError:
         """`error`, or "unknown" when the agent may not even see the target (probing reveals nothing)."""
 
@@ -100,9 +104,10 @@ def _denied(decision: Decision) -> PolicyDenied:
 class ToolCalls:
     """`tools/call`: arguments checked and stripped of the reasoning parameter, decided with them."""
 
-    def __init__(self, catalog: Catalog, policy: PolicyDecisions) -> None:
+    def __init__(self, catalog: Catalog, policy: PolicyDecisions, rates: RateCounter) -> None:
         self._catalog = catalog
         self._policy = policy
+        self._rates = rates
 
     def find(self, call: Call, found: ToolEntry | None) -> Aimed[ToolEntry]:
         entry = found if found is not None else self._catalog.resolve_tool(call.name or "")
@@ -120,6 +125,10 @@ class ToolCalls:
             return aimed  # the common case: nothing for the gateway in the arguments
         target = call.target or Target(entry.connector, entry.original)
         return Aimed(call.resolved(target, arguments=arguments, reasoning=reasoning), entry)
+
+    def counted(self, aimed: Aimed[ToolEntry]) -> Aimed[ToolEntry]:
+        call = aimed.call
+        return Aimed(call.counted(self._rates.count(call.principal.agent, aimed.entry.exposed)), aimed.entry)
 
     def concealed(self, aimed: Aimed[ToolEntry], error: InvalidArguments) -> GatewayError:
         if self._policy.visible_tools(aimed.call.origin, (aimed.entry,)):
@@ -172,6 +181,9 @@ class _Unchecked(Generic[EntryT]):
         self._policy = policy
 
     def prepare(self, aimed: Aimed[EntryT]) -> Aimed[EntryT]:
+        return aimed
+
+    def counted(self, aimed: Aimed[EntryT]) -> Aimed[EntryT]:
         return aimed
 
     def concealed(self, aimed: Aimed[EntryT], error: InvalidArguments) -> GatewayError:

@@ -42,6 +42,8 @@ from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
 from gateway.coordination.locks import RecordLocks
+from gateway.coordination.rate_sync import RateSync
+from gateway.coordination.rates import RateCounter
 from gateway.coordination.suspended_agents import SuspendedAgents
 from gateway.coordination.suspensions import SuspensionStore
 from gateway.coordination.workflows import WorkflowStore
@@ -161,6 +163,11 @@ class GatewayRuntime:
         )
         #: Record locks of the tools whose connector file names one; the pipeline sees them only when a tool does.
         self.locks = RecordLocks(self.database, config.connectors, self.signals)
+        #: Each agent's recent calls (`context.rate`), shared with the other processes on the database.
+        self.rates = RateCounter()
+        self.rate_sync = RateSync(
+            self.database, self.rates, replica=self.audit.replica_id, interval=config.gateway.rates.sync_interval
+        )
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
@@ -170,6 +177,7 @@ class GatewayRuntime:
             holds=holds,
             locks=self.locks if self.locks.configured else None,
             suspended=self.suspended_agents,
+            rates=self.rates,
             tools_page_size=config.gateway.server.tools_page_size,
             workflows=self.workflows,
             redactor=self.redactor,
@@ -438,6 +446,7 @@ class GatewayRuntime:
                     await task_group.start(self.locks.run)
                 # Renewed from now on: starting the backends may take longer than the lease lasts.
                 task_group.start_soon(self._keep_audit_lease, lease)
+                await task_group.start(self.rate_sync.run)
                 await self._seed_catalog()
                 await self._start_connectors(task_group)
                 async with self._catalog_lock:

@@ -55,6 +55,14 @@ def build(parser: argparse.ArgumentParser) -> None:
     explain.add_argument("--tool", required=True, help="exposed tool name, e.g. crm__update_record")
     explain.add_argument("--args", default="{}", help="arguments as a JSON object")
     explain.add_argument("--reasoning", help="the agent's stated reasoning")
+    explain.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="NAME=COUNT",
+        help="the agent's recent calls as context.rate sees them, e.g. tool_minute=6 (repeatable; "
+        "names: minute, hour, tool_minute, tool_hour; unset ones are the smallest the set ones allow)",
+    )
     explain.set_defaults(run=_explain)
 
 
@@ -171,12 +179,18 @@ def _test(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from gateway.identity.principal import Principal
+    from gateway.policy.cases import rate_counts
     from gateway.policy.explain import explain_call
 
     try:
         arguments = json.loads(args.args)
     except json.JSONDecodeError as exc:
         print(f"gateway: --args is not JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rate = rate_counts(dict(_rate_argument(item) for item in args.rate)) if args.rate else None
+    except ValueError as exc:
+        print(f"gateway: --rate: {exc}", file=sys.stderr)
         return 2
     principal = Principal(
         agent=args.agent, roles=tuple(args.role), scopes=tuple(args.scope), user=args.user, auth_method="explain"
@@ -185,9 +199,17 @@ def _explain(args: argparse.Namespace) -> int:
     def explain(engine: PolicyEngine, catalog: Catalog) -> int:
         engine.store.load(catalog)
         explanation = explain_call(
-            engine, catalog.resolve_tool(args.tool), principal, arguments, reasoning=args.reasoning
+            engine, catalog.resolve_tool(args.tool), principal, arguments, reasoning=args.reasoning, rate=rate
         )
         print(explanation.text())
         return 0 if explanation.decision.allowed else 3
 
     return _with_policy_catalog(args, explain)
+
+
+def _rate_argument(item: str) -> tuple[str, int]:
+    """One `--rate NAME=COUNT`; raises ValueError saying what was expected."""
+    name, separator, count = item.partition("=")
+    if not separator or not count.strip().isdigit():
+        raise ValueError(f"expected NAME=COUNT such as tool_minute=6, got {item!r}")
+    return name.strip(), int(count)

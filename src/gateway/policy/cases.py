@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.calls import Call, Origin, WorkflowState
+from gateway.calls import THIS_CALL_ONLY, Call, Origin, RateCounts, WorkflowState
 from gateway.catalog import Catalog
 from gateway.catalog.builtin import GATEWAY_TOOLS_LISTING, GATEWAY_TOOLS_SETTINGS
 from gateway.connectors.base import Listing
@@ -50,8 +50,10 @@ _CASE_KEYS = frozenset(
         "time",
         "approvers",
         "quorum",
+        "rate",
     }
 )
+_RATE_KEYS = ("minute", "hour", "tool_minute", "tool_hour")
 _EXPECTATIONS = ("allow", "deny", "hold")
 
 
@@ -200,6 +202,11 @@ def _read_cases(file: Path) -> list[Mapping[str, Any]]:
                 raise ConfigError(f"{file}: case {index}: {key} must be a list of strings")
         if "quorum" in case and (not isinstance(case["quorum"], int) or isinstance(case["quorum"], bool)):
             raise ConfigError(f"{file}: case {index}: quorum must be an integer")
+        if "rate" in case:
+            try:
+                rate_counts(case["rate"])
+            except ValueError as exc:
+                raise ConfigError(f"{file}: case {index}: rate: {exc}") from None
     return cases
 
 
@@ -231,6 +238,7 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         workflow_state=WorkflowState(
             completed=frozenset(case.get("completed", ())), agents=frozenset(case.get("workflow_agents", ()))
         ),
+        rate=rate_counts(case.get("rate", {})),
     )
     decision = engine.decisions.decide_call(call, tool, now=now)
     hold = engine.decisions.decide_hold(call, tool, now=now, decision=decision) if decision.allowed else None
@@ -257,3 +265,37 @@ def _run_case(engine: PolicyEngine, catalog: Catalog, file: Path, index: int, ca
         if visible != bool(case["visible"]):
             problems.append(f"expected the tool to be {'visible' if case['visible'] else 'hidden'} in tools/list")
     return CaseResult(file, name, expected, decision, tuple(problems), hold)
+
+
+def rate_counts(given: Any) -> RateCounts:
+    """`context.rate` from the counts a case or `gateway policy explain --rate` states; raises ValueError.
+
+    Counts not given are the smallest the given ones allow (at least 1, the call itself): with only
+    `tool_minute = 6`, `minute` and `tool_hour` are 6 too and `hour` is 6, as they would be for a
+    quiet agent that made six calls of this tool in the last minute.
+    """
+    if not isinstance(given, Mapping):
+        raise ValueError(f"expected a table of counts ({', '.join(_RATE_KEYS)})")
+    unknown = set(given) - set(_RATE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown count(s) {', '.join(sorted(map(str, unknown)))}; use {', '.join(_RATE_KEYS)}")
+    for name, value in given.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number of calls, at least 1 (the call itself), got {value!r}")
+    tool_minute = given.get("tool_minute", THIS_CALL_ONLY.tool_minute)
+    minute = given.get("minute", tool_minute)
+    tool_hour = given.get("tool_hour", tool_minute)
+    hour = given.get("hour", max(minute, tool_hour))
+    counts = RateCounts(minute=minute, hour=hour, tool_minute=tool_minute, tool_hour=tool_hour)
+    for smaller, larger in (
+        ("tool_minute", "minute"),
+        ("tool_minute", "tool_hour"),
+        ("minute", "hour"),
+        ("tool_hour", "hour"),
+    ):
+        if getattr(counts, smaller) > getattr(counts, larger):
+            raise ValueError(
+                f"{smaller} ({getattr(counts, smaller)}) cannot exceed {larger} ({getattr(counts, larger)}): "
+                "the calls it counts are among those"
+            )
+    return counts

@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
-from gateway.calls import Call, Origin, WorkflowState
+from gateway.calls import THIS_CALL_ONLY, Call, Origin, WorkflowState
 from gateway.policy.hold import ApprovalContext
 from gateway.policy.schema import ArgumentType, Kind
 
@@ -85,8 +85,9 @@ def call_context(
     limits: ArgumentLimits,
     approval: ApprovalContext | None = None,
 ) -> ContextResult:
-    """The context of a `call_tool` action: the common attributes plus typed `input`, and
-    `approval` when the call was held and is now about to run.
+    """The context of a `call_tool` action: the common attributes plus typed `input`, `rate` (the
+    call's own, or this call alone when it was not counted), and `approval` when the call was
+    held and is now about to run.
 
     `call.arguments` is a mapping or None (no arguments); the caller refuses anything else first.
     """
@@ -95,6 +96,7 @@ def call_context(
     try:
         context = _common(converter, call.origin, call.reasoning, call.workflow, now, call.workflow_state)
         context["input"] = converter.record(input_type, arguments, "input")
+        context["rate"] = (call.rate or THIS_CALL_ONLY).cedar()
         if approval is not None:
             context["approval"] = approval.cedar()
     except _SchemaMismatch as mismatch:

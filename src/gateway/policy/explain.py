@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.calls import Call, Origin, Target
+from gateway.calls import Call, Origin, RateCounts, Target
 from gateway.catalog.entries import ToolEntry
 from gateway.identity.principal import Principal
 from gateway.policy.decision import Decision
@@ -52,8 +52,12 @@ def explain_call(
     arguments: Mapping[str, Any] | Any,
     *,
     reasoning: str | None = None,
+    rate: RateCounts | None = None,
 ) -> Explanation:
-    """Decide a call of `tool` by `principal` with `arguments` as the pipeline would, without running it."""
+    """Decide a call of `tool` by `principal` with `arguments` as the pipeline would, without running it.
+
+    `rate` is the agent's recent calls the policies see (`context.rate`); without it, this call alone.
+    """
     origin = Origin(principal)
     call = Call(
         "tools/call",
@@ -62,6 +66,7 @@ def explain_call(
         arguments,
         reasoning=reasoning,
         target=Target(tool.connector, tool.original),
+        rate=rate,
     )
     decision = engine.decisions.decide_call(call, tool)
     listed = bool(engine.decisions.visible_tools(origin, (tool,)))

@@ -212,6 +212,8 @@ def _common_types() -> dict[str, Any]:
                 "decided_at": {"type": "String"},
             }
         ),
+        # The agent's calls in the last minute and hour, all tools and this one, this call included.
+        "Rate": _record({name: {"type": "Long"} for name in ("minute", "hour", "tool_minute", "tool_hour")}),
     }
 
 
@@ -226,8 +228,9 @@ def _common_context() -> dict[str, Any]:
     }
 
 
-#: Tool actions alone have `context.approval`: present only when an approved call is about to run.
-_TOOL_CONTEXT = {"approval": {"type": "Approval", "required": False}}
+#: Tool actions alone have `context.approval` (present only when an approved call is about to run)
+#: and `context.rate` (always present).
+_TOOL_CONTEXT = {"approval": {"type": "Approval", "required": False}, "rate": {"type": "Rate"}}
 
 
 def _entity_types() -> dict[str, Any]:

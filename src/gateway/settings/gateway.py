@@ -17,6 +17,7 @@ from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
 from gateway.settings.policies import PoliciesSettings
 from gateway.settings.questions import QuestionSettings
+from gateway.settings.rates import RateSettings
 from gateway.settings.reasoning import ReasoningSettings
 from gateway.settings.server import ServerSettings
 from gateway.settings.storage import StorageSettings
@@ -64,6 +65,9 @@ class GatewaySettings(SettingsModel):
     notifications: NotificationsSettings = Field(
         default=NotificationsSettings(),
         description="Webhooks told when a call is held, escalated, decided or expires, so approvers hear of it.",
+    )
+    rates: RateSettings = Field(
+        default=RateSettings(), description="Counting each agent's recent calls for `context.rate`, across replicas."
     )
     source: Path | None = Field(default=None, exclude=True)
 

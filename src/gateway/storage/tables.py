@@ -437,3 +437,25 @@ class AgentSuspensionRow(Base):
     resumed_by: Mapped[str | None] = mapped_column(String(256))
     resumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resume_comment: Mapped[str | None] = mapped_column(Text)
+
+
+class RateCountRow(Base):
+    """One gateway process's recent calls by one agent to one tool, so every replica counts them (`context.rate`).
+
+    `seconds` and `minutes` are JSON lists of [slot, count] pairs (seconds and minutes since the
+    epoch) for the last minute and the last hour. A process rewrites its own rows, with a higher
+    `version` each time, about every second; the others read the rows whose version is above the
+    one they last saw of that replica. Rows not written for hours carry nothing any window counts
+    and are deleted.
+    """
+
+    __tablename__ = "rate_counts"
+    __table_args__ = (Index("ix_rate_counts_replica_version", "replica", "version"),)
+
+    replica: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(256), primary_key=True)
+    tool: Mapped[str] = mapped_column(String(256), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    written_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    seconds: Mapped[str] = mapped_column(Text)
+    minutes: Mapped[str] = mapped_column(Text)
