@@ -29,6 +29,7 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.coordination.idempotency import Duplicates, IdempotencyRule, Replay
 from gateway.errors import GatewayError, GatewayNotReady, InvalidArguments, RequestRejected
 from gateway.holding import Cleared, Collected, HeldTask, HoldStage
 from gateway.policy import Decision, PolicyEngine
@@ -89,6 +90,7 @@ class Pipeline:
         telemetry: Telemetry,
         *,
         holds: HoldStage | None = None,
+        duplicates: Duplicates | None = None,
         tools_page_size: int = 1000,
     ) -> None:
         self._tools_page_size = tools_page_size
@@ -100,6 +102,8 @@ class Pipeline:
         self._telemetry = telemetry
         #: Without a hold stage (no approvals configured), a held call is refused: nothing runs unapproved.
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
+        #: Tools with an idempotency key run once per key (see `coordination/idempotency.py`); none without.
+        self._duplicates = duplicates or Duplicates(None)
         self._tool_calls = ToolCalls(catalog, self._decisions)
         self._resource_reads = ResourceReads(catalog, self._decisions)
         self._prompt_gets = PromptGets(catalog, self._decisions)
@@ -178,6 +182,9 @@ class Pipeline:
                 return cleared.result  # it ran once approved; a repeat gets that outcome, never a second run
             if cleared is not None:
                 aimed, decision = cleared.aimed, cleared.decision
+            rule = self._duplicates.rule_for(aimed.call, aimed.entry) if decision.allowed else None
+            if rule is not None:  # a tool with an idempotency key: a repeat gets the first call's result
+                return await self._once(rule, kind, aimed, decision, clock, trace, on_progress, cleared)
             handle = await self._record(  # 5 record, before anything is forwarded
                 aimed.call, decision.effect.value, reason=decision.reason, policy_ids=decision.policy_ids
             )
@@ -265,6 +272,50 @@ class Pipeline:
             await self._finish(handle, outcome, clock, result=cleared.result)
             self._log(aimed.call, decision, outcome, clock)
         return cleared
+
+    async def _once(
+        self,
+        rule: IdempotencyRule,
+        kind: RequestKind[Any],
+        aimed: Aimed[Any],
+        decision: Decision,
+        clock: _Clock,
+        trace: RequestTrace,
+        on_progress: ProgressCallback | None,
+        cleared: Cleared | None,
+    ) -> JsonObject:
+        """5-7 for a call with an idempotency key: taken once per key, or answered from the record (a replay).
+
+        Once sent, it runs to its end even when its agent goes away, so its outcome is recorded
+        for the repeat rather than left unknown.
+        """
+        call = aimed.call
+        try:
+            claimed = await self._duplicates.claim(call, aimed.entry, rule, on_progress)
+        except GatewayError as exc:
+            await self._refuse(call, exc, clock, verdict=decision.effect.value, policy_ids=decision.policy_ids)
+        if isinstance(claimed, Replay):
+            handle = await self._record(
+                call, decision.effect.value, reason=claimed.reason, policy_ids=decision.policy_ids
+            )
+            await self._finish(handle, "replayed", clock, result=claimed.result)
+            self._log(call, decision, "replayed", clock)
+            return claimed.result
+        try:
+            handle = await self._record(
+                call, decision.effect.value, reason=decision.reason, policy_ids=decision.policy_ids
+            )
+        except BaseException:
+            await self._duplicates.abandoned(claimed)
+            raise
+        try:
+            with anyio.CancelScope(shield=True):
+                result = await self._forward(kind, aimed, decision, handle, clock, trace, on_progress, cleared)
+        except BaseException as exc:
+            await self._duplicates.finished(claimed, call_id=handle.call_id, result=None, error=exc)
+            raise
+        await self._duplicates.finished(claimed, call_id=handle.call_id, result=result, error=None)
+        return result
 
     async def _record(self, call: Call, decision: str, *, reason: str, policy_ids: tuple[str, ...] = ()) -> CallHandle:
         """5 record: the write-ahead entry, durable before the request goes further, or the request is refused."""

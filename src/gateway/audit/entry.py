@@ -31,7 +31,16 @@ CONSOLE: Final = "console"
 KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE})
 
 Outcome = Literal[
-    "ok", "tool_error", "backend_error", "timeout", "cancelled", "denied", "refused", "invalid_arguments", "unknown"
+    "ok",
+    "tool_error",
+    "backend_error",
+    "timeout",
+    "cancelled",
+    "denied",
+    "refused",
+    "invalid_arguments",
+    "unknown",
+    "replayed",
 ]
 OUTCOMES: Final = frozenset(
     {
@@ -45,6 +54,8 @@ OUTCOMES: Final = frozenset(
         "invalid_arguments",
         "held",
         "unknown",
+        #: A repeat of a de-duplicated call answered with the first call's recorded result; nothing ran.
+        "replayed",
     }
 )
 
