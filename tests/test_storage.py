@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0015"
 EXPECTED_SCHEMA = {
     "tables": [
         "alembic_version",
@@ -55,6 +55,7 @@ EXPECTED_SCHEMA = {
         "catalog_listings",
         "console_sessions",
         "ended_sessions",
+        "idempotency_records",
         "leases",
         "user_keys",
         "users",

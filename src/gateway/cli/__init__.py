@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import approvals, audit, config, keys, migrate, policy, serve, stdio, tools, users
+from gateway.cli import approvals, audit, config, idempotency, keys, migrate, policy, serve, stdio, tools, users
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
@@ -30,6 +30,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("keys", "manage agents' API keys", keys.build),
     ("users", "manage the people who approve held calls, and their keys", users.build),
     ("approvals", "list, show and decide the tool calls held for people's approval", approvals.build),
+    ("idempotency", "list de-duplicated calls, and clear one whose outcome is unknown", idempotency.build),
     ("config", "describe the configuration files", config.build),
     ("policy", "validate, test and explain the Cedar access policies", policy.build),
     ("audit", "read, verify, export and prune the audit log", audit.build),
