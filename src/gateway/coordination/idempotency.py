@@ -183,10 +183,13 @@ class Duplicates:
         deadline = anyio.current_time() + rule.wait
         next_progress = anyio.current_time()
         step = 0
+        record = None
         while True:
-            taken = await store.take(run)
-            if taken is not None:
-                return Claim(taken, rule)
+            # Inserted only when no record was seen: a failed insert is an error line in PostgreSQL's log.
+            if record is None:
+                taken = await store.take(run)
+                if taken is not None:
+                    return Claim(taken, rule)
             record = await store.find(run.key_digest)
             if record is None:
                 continue  # released or cleared since the insert failed: take it now
@@ -196,6 +199,7 @@ class Duplicates:
                     await store.replayed(record.id)
                     return self._replay(entry, rule, record)
                 await store.drop_expired(record.id)
+                record = None  # past its window: the call may run again
                 continue
             if record.state is ExecutionState.UNKNOWN:
                 raise DuplicateOutcomeUnknown(_unknown_message(entry.exposed, rule, record))
