@@ -31,7 +31,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "request_kinds",
         "approvals coordination notifications",
         "policy audit telemetry",
-        "catalog calls",
+        "catalog calls executions",
         "resource_uris",
         "connectors signals identity",
         "mcp_sdk storage config config_reference",

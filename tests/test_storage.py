@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0017"
+HEAD_REVISION = "0018"
 EXPECTED_SCHEMA = {
     "tables": [
         "agent_suspensions",
@@ -56,6 +56,7 @@ EXPECTED_SCHEMA = {
         "catalog_listings",
         "console_sessions",
         "ended_sessions",
+        "idempotency_records",
         "leases",
         "rate_counts",
         "record_locks",

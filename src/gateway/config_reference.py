@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,7 +232,15 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_plural(_type_name(arguments[0]))}"
     if origin is dict:
         return f"table of {_plural(_type_name(arguments[1]))}"
-    names = {str: "string", SecretStr: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
+    names = {
+        str: "string",
+        SecretStr: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        Path: "path",
+        timedelta: "duration (seconds, or ISO 8601)",
+    }
     if annotation in names:
         return names[annotation]
     return getattr(annotation, "__name__", str(annotation))

@@ -16,6 +16,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   │   └── UnknownPrompt
     │   ├── InvalidArguments
     │   │   ├── UnusableArguments      the model can correct them              "invalid_arguments"
+    │   │   │   └── MissingIdempotencyKey  the arguments lack what the tool's idempotency key names
     │   │   └── ReasoningRequired
     │   └── GatewayNotReady            no valid access policy set is loaded
     ├── AccessDenied                                                                   "denied"
@@ -28,6 +29,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   └── ApprovalsNotConfigured     no approval can be opened (no sealing key)          "refused"
     ├── BackendFailure                 the backend could not serve the request    "backend_error"
     │   ├── BackendUnavailable
+    │   │   ├── BackendNotConnected    no connection was up: the request was never sent
     │   │   └── BackendStartFailed
     │   ├── BackendTimeout                                                            "timeout"
     │   ├── BackendError               the backend's own JSON-RPC error
@@ -51,6 +53,10 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   ├── InvalidApprovalQuery       a listing was given a limit or cursor it cannot use (HTTP 400)
     │   ├── InvalidApprovalRequest     a decision's body is not one the approvals API can use (HTTP 400)
     │   └── SealedArgumentsUnreadable  no configured key opens the sealed arguments
+    ├── DuplicateCall                  a de-duplicated call can neither run nor be replayed now  "refused"
+    │   ├── DuplicateInProgress        the first call with this key still runs: repeat it later
+    │   ├── DuplicateOutcomeUnknown    the first call's outcome is unknown: check the backend
+    │   └── UnknownIdempotencyRecord   an operator named a record that does not exist (HTTP 404)
     ├── PolicyLoadError                policy files cannot be loaded; names file and line
     └── AdministrationError            an operator's command names something wrong
         ├── InvalidIdentityName
@@ -121,6 +127,10 @@ class UnusableArguments(InvalidArguments):
     """The arguments do not match the tool's input schema, or hold text no UTF-8 can carry; the model can fix them."""
 
     outcome = "invalid_arguments"
+
+
+class MissingIdempotencyKey(UnusableArguments):
+    """The tool is de-duplicated by argument paths the call does not give: it cannot tell a repeat from a new call."""
 
 
 class ReasoningRequired(InvalidArguments):
@@ -209,6 +219,10 @@ class BackendFailure(GatewayError):
 
 class BackendUnavailable(BackendFailure):
     """The backend is down, restarting, or its connection broke during the call."""
+
+
+class BackendNotConnected(BackendUnavailable):
+    """No connection to the backend was up, so the request was never sent: retrying it cannot make it run twice."""
 
 
 class BackendStartFailed(BackendUnavailable):
@@ -339,6 +353,27 @@ class InvalidAnswer(ApprovalFailure, ValueError):
 
 class SealedArgumentsUnreadable(ApprovalFailure):
     """The sealed arguments cannot be opened: their key is not configured, or the key or data is wrong."""
+
+
+# -- de-duplicated calls (idempotency keys) -----------------------------------------------------
+
+
+class DuplicateCall(GatewayError):
+    """A call with an idempotency key repeats one that can neither be replayed nor run again now; nothing ran."""
+
+    outcome = "refused"
+
+
+class DuplicateInProgress(DuplicateCall):
+    """The first call with this key is still running after the wait: repeating it later returns its outcome."""
+
+
+class DuplicateOutcomeUnknown(DuplicateCall):
+    """The gateway stopped while the first call with this key ran: it may have taken effect, so nothing repeats it."""
+
+
+class UnknownIdempotencyRecord(DuplicateCall, LookupError):
+    """No idempotency record has the id an operator gave (never existed, expired, or already cleared)."""
 
 
 # -- policies and administration -----------------------------------------------------------------

@@ -30,7 +30,7 @@ import anyio
 import orjson
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.approvals import OPEN_STATES, Approval, ApprovalKind, ApprovalState, ApprovalStore, Vote, arguments_digest
+from gateway.approvals import OPEN_STATES, Approval, ApprovalKind, ApprovalState, ApprovalStore, Vote
 from gateway.approvals.wakeups import ApprovalWakeups
 from gateway.audit import Redactor
 from gateway.calls import Call, Origin
@@ -53,6 +53,7 @@ from gateway.errors import (
     QuestionsNotRouted,
     UnknownApproval,
 )
+from gateway.executions import arguments_digest, error_result, kept_result, outcome_bytes
 from gateway.policy import ApprovalContext, Decision, HoldDecision, PolicyDecisions
 from gateway.request_kinds import Aimed
 from gateway.settings.approvals import ApprovalSettings
@@ -216,10 +217,7 @@ class HoldStage:
     async def finished(self, cleared: Cleared, *, result: JsonObject | None, error: BaseException | None) -> None:
         """Store how the approved call ended, so a repeat collects it and nothing runs it again."""
         assert self._store is not None
-        if result is not None:
-            succeeded, kept = not result.get("isError"), orjson.dumps(result)
-        else:
-            succeeded, kept = False, orjson.dumps(_error_result(f"the approved call failed: {error}"))
+        succeeded, kept = outcome_bytes(result, error, failure="the approved call failed")
         with anyio.CancelScope(shield=True):  # a client that went away must not leave it `executing`
             await self._store.finish(cleared.approval_id, succeeded=succeeded, result=kept)
 
@@ -333,7 +331,7 @@ class HoldStage:
         decision = self._decisions.decide_call(approved.call, approved.entry, approval=context)
         if not decision.allowed:
             refusal = f"denied after approval: {decision.reason}"
-            await self._store.finish(approval.id, succeeded=False, result=orjson.dumps(_error_result(refusal)))
+            await self._store.finish(approval.id, succeeded=False, result=orjson.dumps(error_result(refusal)))
             raise PolicyDenied(refusal, policy_ids=decision.policy_ids)
         # The audit entry of the run says who let it run, beside the access policy that allows it.
         reason = f"approved by {', '.join(context.approvers)} (approval {approval.id}); {decision.reason}"
@@ -451,16 +449,8 @@ def ended_message(tool: str, approval: Approval, denial: Vote | None) -> str:
 
 
 def _stored_result(approval: Approval, bound: int) -> JsonObject:
-    if approval.result_truncated or approval.result is None:
-        return _error_result(
-            f"'{approval.tool}' ran once approved (approval {approval.id}), but its result was larger than "
-            f"{bound} bytes and was not kept; it is not run again."
-        )
-    result: Any = orjson.loads(approval.result)
-    return (
-        result if isinstance(result, dict) else _error_result("the stored outcome of the approved call is unreadable")
+    too_large = (
+        f"'{approval.tool}' ran once approved (approval {approval.id}), but its result was larger than "
+        f"{bound} bytes and was not kept; it is not run again."
     )
-
-
-def _error_result(text: str) -> JsonObject:
-    return {"content": [{"type": "text", "text": text}], "isError": True}
+    return kept_result(approval.result, approval.result_truncated, too_large=too_large)

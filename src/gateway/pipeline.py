@@ -29,6 +29,7 @@ from gateway.audit import AuditRecorder, CallHandle, Redactor, Timings
 from gateway.calls import Call, Origin, Target
 from gateway.catalog import Catalog, ResourceRoute, ToolEntry
 from gateway.connectors.base import Connector, JsonObject, ProgressCallback
+from gateway.coordination.idempotency import Duplicates, IdempotencyRule, Replay
 from gateway.coordination.locks import RecordLocks
 from gateway.coordination.rates import RateCounter
 from gateway.coordination.sharing import result_summary
@@ -100,6 +101,7 @@ class Pipeline:
         locks: RecordLocks | None = None,
         suspended: SuspendedAgents | None = None,
         rates: RateCounter | None = None,
+        duplicates: Duplicates | None = None,
         tools_page_size: int = 1000,
         workflows: WorkflowStore | None = None,
         redactor: Redactor | None = None,
@@ -120,6 +122,8 @@ class Pipeline:
         self._holds = holds or HoldStage(None, self._decisions, Redactor(), ApprovalSettings(), executor="")
         #: Without record locks (none configured), no call waits for another.
         self._locks = locks
+        #: Tools with an idempotency key run once per key (see `coordination/idempotency.py`); none without.
+        self._duplicates = duplicates or Duplicates(None)
         #: Every tool call is counted, for `context.rate` (shared with other processes by the runtime).
         self._tool_calls = ToolCalls(catalog, self._decisions, rates or RateCounter())
         self._resource_reads = ResourceReads(catalog, self._decisions)
@@ -205,6 +209,9 @@ class Pipeline:
                 return cleared.result  # it ran once approved; a repeat gets that outcome, never a second run
             if cleared is not None:
                 aimed, decision = cleared.aimed, cleared.decision
+            rule = self._duplicates.rule_for(aimed.call, aimed.entry) if decision.allowed else None
+            if rule is not None:  # a tool with an idempotency key: a repeat gets the first call's result
+                return await self._once(rule, kind, aimed, decision, clock, trace, on_progress, cleared)
             handle = await self._record(  # 5 record, before anything is forwarded
                 aimed.call, decision.effect.value, reason=decision.reason, policy_ids=decision.policy_ids
             )
@@ -324,6 +331,50 @@ class Pipeline:
             await self._finish(handle, outcome, clock, result=cleared.result)
             self._log(aimed.call, decision, outcome, clock)
         return cleared
+
+    async def _once(
+        self,
+        rule: IdempotencyRule,
+        kind: RequestKind[Any],
+        aimed: Aimed[Any],
+        decision: Decision,
+        clock: _Clock,
+        trace: RequestTrace,
+        on_progress: ProgressCallback | None,
+        cleared: Cleared | None,
+    ) -> JsonObject:
+        """5-7 for a call with an idempotency key: taken once per key, or answered from the record (a replay).
+
+        Once sent, it runs to its end even when its agent goes away, so its outcome is recorded
+        for the repeat rather than left unknown.
+        """
+        call = aimed.call
+        try:
+            claimed = await self._duplicates.claim(call, aimed.entry, rule, on_progress)
+        except GatewayError as exc:
+            await self._refuse(call, exc, clock, verdict=decision.effect.value, policy_ids=decision.policy_ids)
+        if isinstance(claimed, Replay):
+            handle = await self._record(
+                call, decision.effect.value, reason=claimed.reason, policy_ids=decision.policy_ids
+            )
+            await self._finish(handle, "replayed", clock, result=claimed.result)
+            self._log(call, decision, "replayed", clock)
+            return claimed.result
+        try:
+            handle = await self._record(
+                call, decision.effect.value, reason=decision.reason, policy_ids=decision.policy_ids
+            )
+        except BaseException:
+            await self._duplicates.abandoned(claimed)
+            raise
+        try:
+            with anyio.CancelScope(shield=True):
+                result = await self._forward(kind, aimed, decision, handle, clock, trace, on_progress, cleared)
+        except BaseException as exc:
+            await self._duplicates.finished(claimed, call_id=handle.call_id, result=None, error=exc)
+            raise
+        await self._duplicates.finished(claimed, call_id=handle.call_id, result=result, error=None)
+        return result
 
     async def _record(self, call: Call, decision: str, *, reason: str, policy_ids: tuple[str, ...] = ()) -> CallHandle:
         """5 record: the write-ahead entry, durable before the request goes further, or the request is refused."""

@@ -41,6 +41,8 @@ from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
 from gateway.connectors.base import HealthState, Listing
 from gateway.connectors.listing_bounds import bound_listing
+from gateway.coordination.idempotency import Duplicates
+from gateway.coordination.idempotency_store import IdempotencyStore
 from gateway.coordination.locks import RecordLocks
 from gateway.coordination.rate_sync import RateSync
 from gateway.coordination.rates import RateCounter
@@ -68,6 +70,8 @@ from gateway.telemetry import Telemetry
 logger = logging.getLogger(__name__)
 
 _PRUNE_INTERVAL_SECONDS = 24 * 3600
+#: How often each process deletes expired idempotency records (an indexed delete, idempotent across replicas).
+_IDEMPOTENCY_SWEEP_SECONDS = 600
 
 
 class GatewayRuntime:
@@ -168,6 +172,14 @@ class GatewayRuntime:
         self.rate_sync = RateSync(
             self.database, self.rates, replica=self.audit.replica_id, interval=config.gateway.rates.sync_interval
         )
+        #: Calls a connector file gives an idempotency key run once per key, on every replica.
+        self.idempotency = IdempotencyStore(self.database, executor=self.audit.replica_id)
+        self.duplicates = Duplicates(
+            self.idempotency,
+            config.connectors,
+            redactor=self.redactor,
+            max_result_bytes=approvals.max_result_bytes,
+        )
         self.pipeline = Pipeline(
             self.catalog,
             self.connectors,
@@ -178,6 +190,7 @@ class GatewayRuntime:
             locks=self.locks if self.locks.configured else None,
             suspended=self.suspended_agents,
             rates=self.rates,
+            duplicates=self.duplicates,
             tools_page_size=config.gateway.server.tools_page_size,
             workflows=self.workflows,
             redactor=self.redactor,
@@ -226,7 +239,13 @@ class GatewayRuntime:
         return report.recovered_calls
 
     async def _recover_approvals(self, executor: str) -> None:
-        """Approved calls `executor` was running when it stopped: never re-run, marked `unknown`."""
+        """Approved and de-duplicated calls `executor` was running when it stopped: never re-run, marked `unknown`."""
+        for record in await self.idempotency.recover_after_crash(executor=executor):
+            logger.warning(
+                "a de-duplicated call was running when the gateway stopped; its outcome is unknown and repeats "
+                "are refused until an operator clears it (gateway idempotency clear)",
+                extra={"record_id": record.id, "tool": record.tool, "replica_id": executor},
+            )
         if self.approvals is None:
             return
         for approval in await self.approvals.recover_after_crash(executor=executor):
@@ -386,6 +405,17 @@ class GatewayRuntime:
                 logger.error("audit retention failed; will retry", extra={"error": str(exc)})
             await anyio.sleep(_PRUNE_INTERVAL_SECONDS)
 
+    async def _drop_expired_records(self) -> None:
+        """Delete the idempotency records past their window; a repeat replaces an expired one anyway."""
+        while True:
+            try:
+                dropped = await self.idempotency.drop_expired()
+                if dropped:
+                    logger.info("expired idempotency records dropped", extra={"records": dropped})
+            except (GatewayError, SQLAlchemyError) as exc:
+                logger.warning("dropping expired idempotency records failed; will retry", extra={"error": str(exc)})
+            await anyio.sleep(_IDEMPOTENCY_SWEEP_SECONDS)
+
     def load_policies(self) -> None:
         """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
         self.policy.store.try_load(self.catalog)
@@ -463,6 +493,8 @@ class GatewayRuntime:
                     task_group.start_soon(self.sweeper.run)
                 if self.config.gateway.audit.retention_days is not None:
                     task_group.start_soon(self._prune_daily, self.config.gateway.audit.retention_days)
+                if self.duplicates.configured:
+                    task_group.start_soon(self._drop_expired_records)
                 self.started = True
                 try:
                     yield self

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway.executions import ExecutionState
 from gateway.policy.hold import parse_approver
 
 
@@ -19,11 +20,12 @@ class ApprovalState(StrEnum):
 
     PENDING = "pending"
     APPROVED = "approved"
-    EXECUTING = "executing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    #: Running, and how it ended: the states every call that must not run twice goes through (`ExecutionState`).
+    EXECUTING = ExecutionState.EXECUTING.value
+    SUCCEEDED = ExecutionState.SUCCEEDED.value
+    FAILED = ExecutionState.FAILED.value
     #: The gateway stopped while the call ran: whether the backend did it is not known, so it is never re-run.
-    UNKNOWN = "unknown"
+    UNKNOWN = ExecutionState.UNKNOWN.value
     DENIED = "denied"
     EXPIRED = "expired"
     CANCELLED = "cancelled"

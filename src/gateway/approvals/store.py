@@ -34,7 +34,6 @@ from sqlalchemy import ColumnElement, RowMapping, Select, Table, and_, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.approvals.digest import arguments_digest
 from gateway.approvals.ids import uuid7
 from gateway.approvals.model import OPEN_STATES, RAN_STATES, Approval, ApprovalKind, ApprovalState, Vote, can_move
 from gateway.approvals.sealing import Sealer
@@ -51,6 +50,7 @@ from gateway.errors import (
     SelfApproval,
     UnknownApproval,
 )
+from gateway.executions import UNKNOWN_AFTER_CRASH, arguments_digest, bounded
 from gateway.policy.hold import Requirement
 from gateway.settings.notifications import WebhookEvent
 from gateway.storage.database import Database
@@ -526,8 +526,7 @@ class ApprovalStore:
     async def finish(self, approval_id: str, *, succeeded: bool, result: bytes) -> Approval:
         """Record how the running call ended, keeping at most `max_result_bytes` of its result."""
         approval = await self.get(approval_id)
-        kept = result[: self._max_result_bytes]
-        truncated = len(result) > len(kept)
+        kept, truncated = bounded(result, self._max_result_bytes)
         target = ApprovalState.SUCCEEDED if succeeded else ApprovalState.FAILED
         changes = {
             "finished_at": self._clock(),
@@ -611,7 +610,7 @@ class ApprovalStore:
                         ApprovalState.UNKNOWN,
                         {"finished_at": self._clock(), "sealed_arguments": None},
                         actor=GATEWAY_ACTOR,
-                        comment="the gateway stopped while the call ran; whether the backend ran it is unknown",
+                        comment=UNKNOWN_AFTER_CRASH,
                     )
                 )
             except ApprovalConflict:

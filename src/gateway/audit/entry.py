@@ -43,6 +43,7 @@ Outcome = Literal[
     "invalid_arguments",
     "locked",
     "unknown",
+    "replayed",
 ]
 OUTCOMES: Final = frozenset(
     {
@@ -57,6 +58,8 @@ OUTCOMES: Final = frozenset(
         "held",
         "locked",
         "unknown",
+        #: A repeat of a de-duplicated call answered with the first call's recorded result; nothing ran.
+        "replayed",
     }
 )
 

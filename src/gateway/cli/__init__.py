@@ -17,7 +17,21 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import agents, approvals, audit, config, keys, migrate, policy, serve, stdio, tools, users, workflows
+from gateway.cli import (
+    agents,
+    approvals,
+    audit,
+    config,
+    idempotency,
+    keys,
+    migrate,
+    policy,
+    serve,
+    stdio,
+    tools,
+    users,
+    workflows,
+)
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
@@ -32,6 +46,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("users", "manage the people who approve held calls, and their keys", users.build),
     ("approvals", "list, show and decide the tool calls held for people's approval", approvals.build),
     ("workflows", "list workflows and show what agents did in one", workflows.build),
+    ("idempotency", "list de-duplicated calls, and clear one whose outcome is unknown", idempotency.build),
     ("config", "describe the configuration files", config.build),
     ("policy", "validate, test and explain the Cedar access policies", policy.build),
     ("audit", "read, verify, export and prune the audit log", audit.build),

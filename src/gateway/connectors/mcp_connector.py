@@ -43,7 +43,14 @@ from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.resource_watch import ResourceWatch
 from gateway.connectors.stdio_wire import StdioWire
 from gateway.connectors.wire import Wire, WireLost, WireTimeout
-from gateway.errors import BackendError, BackendTimeout, BackendUnavailable, GatewayError, ListingRefused
+from gateway.errors import (
+    BackendError,
+    BackendNotConnected,
+    BackendTimeout,
+    BackendUnavailable,
+    GatewayError,
+    ListingRefused,
+)
 from gateway.mcp_sdk import TransportStreams
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
 
@@ -194,7 +201,7 @@ class McpConnector:
     ) -> JsonObject:
         wire = self._wire
         if wire is None:
-            raise BackendUnavailable(f"backend '{self.name}' is unavailable ({self._health.detail}); retry shortly")
+            raise BackendNotConnected(f"backend '{self.name}' is unavailable ({self._health.detail}); retry shortly")
         try:
             return await wire.request(method, params, time_limit=self._settings.timeout, on_progress=on_progress)
         except RemoteError as exc:

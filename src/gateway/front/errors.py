@@ -31,6 +31,7 @@ from gateway.errors import (
     BackendTimeout,
     BodyTooLarge,
     CallHeld,
+    DuplicateCall,
     GatewayError,
     GatewayNotReady,
     InvalidAnswer,
@@ -44,6 +45,7 @@ from gateway.errors import (
     SelfApproval,
     StorageFailure,
     UnknownApproval,
+    UnknownIdempotencyRecord,
     UnknownResource,
     UnknownTarget,
 )
@@ -98,6 +100,9 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     InvalidApprovalQuery: ErrorShape(types.INVALID_PARAMS, 400),
     InvalidApprovalRequest: ErrorShape(types.INVALID_PARAMS, 400),
     InvalidAnswer: ErrorShape(types.INVALID_PARAMS, 400),
+    # Said to the model as a tool result: it can wait and repeat, or tell its user to have the backend checked.
+    DuplicateCall: ErrorShape(types.INVALID_REQUEST, 409, tool_result=True),
+    UnknownIdempotencyRecord: ErrorShape(types.INVALID_PARAMS, 404),
 }
 
 

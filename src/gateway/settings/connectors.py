@@ -9,6 +9,7 @@ widen the gateway-wide ones.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,6 +27,43 @@ _LOCK_PATH = re.compile(r"^args(\.[^.\s]+)+$")
 #: Seconds a call waits for a record lock, and how long a holder's lease lasts between renewals, by default.
 DEFAULT_LOCK_WAIT = 30.0
 DEFAULT_LOCK_LEASE = 30.0
+
+#: `idempotency_key` value naming all the arguments, rather than some of them.
+DIGEST_KEY = "digest"
+#: `idempotency_key` value of a tool that is never de-duplicated, whatever its connector's key.
+NO_KEY = "off"
+#: How long a recorded outcome answers repeats when the file sets no `idempotency_window`.
+DEFAULT_IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_ARGUMENT_PATH = re.compile(r"^args(\.[^.\s]+)+$")
+
+
+def _checked_idempotency_key(value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+    """`digest`, `off`, an argument path (`args.invoice_id`, `args.payee.iban`) or a list of paths."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value in (DIGEST_KEY, NO_KEY):
+            return value
+        paths: tuple[str, ...] = (value,)
+    else:
+        paths = value
+    if not paths:
+        raise ValueError('an empty list names no argument: give one or more paths such as "args.invoice_id"')
+    for path in paths:
+        if not _ARGUMENT_PATH.fullmatch(path):
+            raise ValueError(
+                f'{path!r} is not an argument path: write "args.<name>" (nested: "args.<name>.<field>"), '
+                f'a list of such paths, "{DIGEST_KEY}" for all the arguments, or "{NO_KEY}"'
+            )
+    if len(set(paths)) != len(paths):
+        raise ValueError("the list names one argument path twice")
+    return value
+
+
+def _checked_window(value: timedelta | None) -> timedelta | None:
+    if value is not None and value <= timedelta(0):
+        raise ValueError('must be a positive duration: seconds (86400) or ISO 8601 ("PT24H", "P1D")')
+    return value
 
 
 class ToolOverride(SettingsModel):
@@ -99,6 +137,51 @@ class ToolOverride(SettingsModel):
             raise ValueError("lock_wait and lock_lease apply to a record lock: set lock, e.g. lock = 'args.record_id'")
         return self
 
+    idempotency_key: str | tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            'What makes two calls of this tool the same call: an argument path (`"args.invoice_id"`), a list of '
+            'paths, or `"digest"` (all the arguments). A repeat within `idempotency_window` gets the first call\'s '
+            'recorded result instead of running again. `"off"`: never de-duplicated. Unset: the connector\'s '
+            "`idempotency_key`, which does not apply to read-only tools."
+        ),
+    )
+    idempotency_window: timedelta | None = Field(
+        default=None,
+        description=(
+            "How long after the first call finished a repeat gets its recorded result: seconds or ISO 8601 "
+            '(`"PT24H"`). Unset: the connector\'s, else 24 hours.'
+        ),
+    )
+    idempotency_scope: Literal["tool", "agent"] = Field(
+        default="tool",
+        description=(
+            "`tool`: one key value is one call whichever agent makes it (two agents paying one invoice pay it once); "
+            "`agent`: each agent's calls are de-duplicated apart (for results that differ by caller)."
+        ),
+    )
+    idempotency_wait: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "Seconds a repeat waits for the first call still running (with progress notifications when asked) "
+            "before it is told to repeat later."
+        ),
+    )
+
+    _check_key = field_validator("idempotency_key")(_checked_idempotency_key)
+    _check_window = field_validator("idempotency_window")(_checked_window)
+
+    @model_validator(mode="after")
+    def _key_for_its_settings(self) -> ToolOverride:
+        given = {"idempotency_scope", "idempotency_wait"} & self.model_fields_set
+        if given and self.idempotency_key in (None, NO_KEY):
+            raise ValueError(
+                f"{' and '.join(sorted(given))} set without idempotency_key: say which calls are the same "
+                '(idempotency_key = "args.<name>" or "digest"), or remove them'
+            )
+        return self
+
 
 class RestartPolicy(SettingsModel):
     """How a dead backend is restarted: exponential backoff between attempts."""
@@ -168,6 +251,17 @@ class ConnectorBase(SettingsModel):
     reasoning: ReasoningMode | None = Field(
         default=None, description="Reasoning capture for this backend's tools; unset: `[reasoning] mode`."
     )
+    idempotency_key: str | tuple[str, ...] | None = Field(
+        default=None,
+        description=(
+            "An `idempotency_key` for every tool of this backend except read-only ones (`readOnlyHint`), which "
+            'are de-duplicated only when their own `[tools.<name>]` sets one; usually `"digest"`.'
+        ),
+    )
+    idempotency_window: timedelta | None = Field(
+        default=None,
+        description="The `idempotency_window` of this backend's tools that set none; unset: 24 hours.",
+    )
     tools: dict[str, ToolOverride] = Field(
         default={},
         description="Per-tool overrides, keyed by the backend's own tool name (not the exposed name).",
@@ -207,6 +301,9 @@ class ConnectorBase(SettingsModel):
             max_definition_bytes=self.max_definition_bytes or base.max_definition_bytes,
             max_listing_bytes=self.max_listing_bytes or base.max_listing_bytes,
         )
+
+    _check_key = field_validator("idempotency_key")(_checked_idempotency_key)
+    _check_window = field_validator("idempotency_window")(_checked_window)
 
     @field_validator("name")
     @classmethod

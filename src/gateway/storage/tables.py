@@ -459,3 +459,36 @@ class RateCountRow(Base):
     written_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     seconds: Mapped[str] = mapped_column(Text)
     minutes: Mapped[str] = mapped_column(Text)
+
+
+class IdempotencyRecordRow(Base):
+    """One de-duplicated call: taken by the request that inserted it, then its outcome for the repeats.
+
+    `key_digest` (the tool, the scope and the key's values, hashed) is unique: a request takes the
+    call by inserting the row, so of two requests or replicas racing on one key exactly one runs
+    it, and the other finds the row. `expires_at` is None while the call runs (and for ever once
+    its outcome is unknown, until an operator clears it): only a finished call's row expires.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ix_idempotency_records_state_expires_at", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    tool: Mapped[str] = mapped_column(String(256))
+    connector: Mapped[str] = mapped_column(String(64))
+    #: The key as configured and its values, redacted like audited arguments: what an operator is shown.
+    key_shown: Mapped[str] = mapped_column(Text)
+    agent: Mapped[str] = mapped_column(String(128))
+    workflow_id: Mapped[str | None] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))
+    #: Which process runs the call, so crash recovery marks only its own runs `unknown`.
+    executor: Mapped[str] = mapped_column(String(64), index=True)
+    #: The audit call that ran it, named by the replays' audit entries.
+    call_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+    result_truncated: Mapped[bool] = mapped_column(Boolean)
+    replays: Mapped[int] = mapped_column(Integer)

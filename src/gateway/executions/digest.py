@@ -1,9 +1,11 @@
-"""The identity of a held call: a SHA-256 over a canonical JSON form of its tool and arguments.
+"""The identity of a call: a SHA-256 over a canonical JSON form of its tool and arguments.
 
-An agent that retries a held call sends the same arguments, perhaps with keys in another order
-or `1.0` for `1`; the digest must not change, or the retry would look like a new call and wait
-for people all over again (or, worse, a different call would match an approval). The canonical
-form is RFC 8785 (JSON Canonicalization Scheme), through the `rfc8785` library:
+An agent that retries a call sends the same arguments, perhaps with keys in another order or
+`1.0` for `1`; the digest must not change, or the retry would look like a new call: a held call
+would wait for people all over again, a de-duplicated one would run twice (or, worse, a different
+call would match an approval or a recorded result). Held calls (`gateway.approvals`) and
+idempotency keys (`gateway.coordination.idempotency`) both name calls by it. The canonical form
+is RFC 8785 (JSON Canonicalization Scheme), through the `rfc8785` library:
 
 - the value hashed is the object `{"arguments": <arguments>, "tool": <exposed tool name>}`;
 - object keys are sorted by their UTF-16 code units, with no whitespace anywhere;
@@ -26,17 +28,20 @@ import rfc8785
 from gateway.errors import InvalidArguments
 
 
-def canonical_form(tool: str, arguments: Any) -> bytes:
-    """The RFC 8785 bytes of `{"arguments": arguments, "tool": tool}`."""
+def canonical_form(tool: str, arguments: Any, *, purpose: str = "held for approval") -> bytes:
+    """The RFC 8785 bytes of `{"arguments": arguments, "tool": tool}`.
+
+    `purpose` completes the refusal "the arguments of <tool> cannot be ..." for the agent.
+    """
     try:
         return rfc8785.dumps({"arguments": arguments, "tool": tool})
     except rfc8785.CanonicalizationError as error:
         raise InvalidArguments(
-            f"the arguments of {tool!r} cannot be held for approval: {error} "
+            f"the arguments of {tool!r} cannot be {purpose}: {error} "
             "(send large integers as strings, and no NaN or infinite numbers)"
         ) from error
 
 
-def arguments_digest(tool: str, arguments: Any) -> str:
+def arguments_digest(tool: str, arguments: Any, *, purpose: str = "held for approval") -> str:
     """The lowercase SHA-256 hex digest of `canonical_form(tool, arguments)`."""
-    return hashlib.sha256(canonical_form(tool, arguments)).hexdigest()
+    return hashlib.sha256(canonical_form(tool, arguments, purpose=purpose)).hexdigest()
