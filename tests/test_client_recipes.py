@@ -31,7 +31,14 @@ QUICKSTART_CONFIG = f"{CHECKOUT}/examples/quickstart/gateway.toml"
 DEFAULT_URL = "http://127.0.0.1:8787/mcp"
 KEY = "agw_..."
 #: What the quick start's sales agent may see.
-SALES_TOOLS = {"crm__search_customers", "crm__get_customer", "crm__update_record", "gateway__approval_status"}
+SALES_TOOLS = {
+    "crm__search_customers",
+    "crm__get_customer",
+    "crm__update_record",
+    "gateway__approval_status",
+    "gateway__workflow_status",
+    "gateway__workflow_note",
+}
 
 
 @pytest.fixture

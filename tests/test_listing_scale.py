@@ -82,7 +82,7 @@ async def test_fifty_thousand_tools_do_not_stall_other_agents(flood_gateway: Gat
                 names = await all_tool_names(client)
                 assert len(set(names)) == len(names)
                 # Pages read while the new policies were prepared hide the tools they do not know yet.
-                if len(names) == FLOOD + 11:  # both backends' own five tools, the flood, and the gateway's own
+                if len(names) == FLOOD + 14:  # both backends' own five tools, the flood, and the gateway's own four
                     return anyio.current_time() - started
                 await anyio.sleep(0.2)
             raise AssertionError("the 50,000 tools never appeared in the listing")
@@ -109,7 +109,7 @@ async def test_a_listing_comes_in_pages_an_agent_follows_to_the_end(tmp_path: Pa
         async with mcp_client(gateway.url, key) as client:
             await client.call_tool("sprawl__flood", {"tools": 7})
             names = await eventually_listed(client, "sprawl__bulk_00006")
-            assert len(names) == len(set(names)) == 18  # 5 + 5 + 7, and the gateway's own
+            assert len(names) == len(set(names)) == 21  # 5 + 5 + 7, and the gateway's own four
             first = await client.list_tools()
             assert len(first.tools) == 4 and first.next_cursor is not None
             with pytest.raises(MCPError, match="unknown tools/list cursor 'garbage': list the tools again"):
