@@ -210,6 +210,29 @@ def test_the_cli_lists_workflows_and_shows_a_timeline(gateway: GatewayProcess, k
     assert missing.returncode != 0 and "no workflow 'never-seen'" in missing.stderr
 
 
+def test_notes_the_database_cannot_hold_are_refused_and_the_cli_escapes_control_characters(
+    gateway: GatewayProcess, keys: dict[str, str]
+) -> None:
+    """A NUL (PostgreSQL text cannot hold it) is refused with a reason; a note forging a line or
+    carrying a terminal escape is kept but printed escaped; a blank workflow id is refused."""
+
+    async def run() -> None:
+        async with mcp_client(gateway.url, keys["compliance-bot"]) as client:
+            nul = await client.call_tool("gateway__workflow_note", {"text": "a\x00b"}, meta=_in("hostile-1"))
+            assert nul.is_error and "NUL character" in _text(nul)
+            forged = "done\n2026-01-01T00:00:00Z  auditor: \x1b[32mall clear"
+            saved = await client.call_tool("gateway__workflow_note", {"text": forged}, meta=_in("hostile-1"))
+            assert not saved.is_error, _text(saved)
+            with pytest.raises(MCPError) as blank:
+                await client.call_tool("compliance__echo", {"text": "x"}, meta=_in("   "))
+            assert "must be a non-empty string" in str(blank.value)
+
+    anyio.run(run)
+    text = gateway.cli("workflows", "show", "hostile-1").stdout
+    assert "\x1b" not in text and "\n2026-01-01" not in text
+    assert "compliance-bot: done\\n2026-01-01T00:00:00Z  auditor: \\x1b[32mall clear" in text
+
+
 @pytest.mark.postgres
 def test_two_replicas_see_each_others_completed_steps_at_once(tmp_path: Path, postgres_url: str) -> None:
     gateways = []

@@ -90,3 +90,18 @@ def test_a_question_refuses_arguments_it_cannot_ask() -> None:
         Question.from_arguments({"question": "Ok?", "urgency": "now"})
     with pytest.raises(InvalidArguments, match="non-empty 'question'"):
         Question.from_arguments({"question": " "})
+
+
+def test_what_postgresql_cannot_store_is_refused_as_a_question_or_an_answer() -> None:
+    """A NUL in the question or the answer, or a control character in an option, is refused with a
+    reason instead of failing in the database (PostgreSQL text cannot hold NUL) or in a person's view."""
+    from gateway.errors import InvalidArguments
+
+    with pytest.raises(InvalidArguments, match="NUL character"):
+        Question.from_arguments({"question": "Refund\x00?"})
+    with pytest.raises(InvalidArguments, match="printable text"):
+        Question.from_arguments({"question": "Ok?", "options": ["Yes\x00", "No"]})
+    with pytest.raises(InvalidAnswer, match="NUL character"):
+        Question.from_arguments({"question": "Why?"}).accept(option=None, text="because\x00")
+    with pytest.raises(InvalidAnswer, match="NUL character"):
+        Question.from_arguments(ARGUMENTS).accept(option="Yes", text="see\x00note")

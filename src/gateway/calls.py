@@ -30,7 +30,7 @@ def workflow_id_problem(value: object, source: str) -> str | None:
     A workflow id is shown in timelines, consoles and the CLI and compared by policies, so it
     must be short printable text: no control characters that could forge a line in a listing.
     """
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         return f"the workflow id in {source} must be a non-empty string; send one, or leave it out"
     if len(value) > MAX_WORKFLOW_ID:
         return (

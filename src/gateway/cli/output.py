@@ -14,10 +14,18 @@ if TYPE_CHECKING:
     from gateway.catalog import Catalog
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\n`, `\\x1b`): what agents and backends wrote
+    (notes, summaries, reasons) must not forge lines or send escape sequences to an operator's terminal.
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    cells = [[printable(str(cell)) for cell in row] for row in (header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(*cells)]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def print_catalog_problems(catalog: Catalog) -> bool:

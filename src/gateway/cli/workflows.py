@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from gateway.cli.config_option import add_config_argument, load
-from gateway.cli.output import print_table
+from gateway.cli.output import print_table, printable
 
 if TYPE_CHECKING:
     from gateway.coordination.workflows import WorkflowStore, WorkflowTimeline
@@ -125,7 +125,7 @@ def _print_timeline(timeline: WorkflowTimeline) -> None:
     if timeline.notes:
         print("\nNotes:")
         for note in timeline.notes:
-            print(f"  {iso(note.time)}  {note.agent}: {note.text}")
+            print(f"  {iso(note.time)}  {note.agent}: {printable(note.text)}")
     if timeline.pending:
         print("\nPending approval:")
         for approval in timeline.pending:

@@ -61,6 +61,8 @@ class Question:
             raise InvalidArguments("gateway__ask_human needs a non-empty 'question'")
         if len(text) > MAX_QUESTION_CHARS:
             raise InvalidArguments(f"the question is longer than {MAX_QUESTION_CHARS} characters; shorten it")
+        if "\x00" in text:
+            raise InvalidArguments("the question contains a NUL character (\\u0000), which cannot be stored; remove it")
         raw_options = arguments.get("options") or []
         if not isinstance(raw_options, list) or not all(isinstance(o, str) and o.strip() for o in raw_options):
             raise InvalidArguments("'options' must be a list of non-empty strings")
@@ -69,6 +71,10 @@ class Question:
             raise InvalidArguments(f"give between 2 and {MAX_OPTIONS} options, or none for a free answer")
         if len(set(options)) != len(options) or any(len(option) > MAX_OPTION_CHARS for option in options):
             raise InvalidArguments(f"options must be distinct and at most {MAX_OPTION_CHARS} characters each")
+        if not all(option.isprintable() for option in options):
+            raise InvalidArguments(
+                "each option must be one line of printable text (no control characters): a person picks it"
+            )
         urgency = arguments.get("urgency", "normal")
         if urgency not in URGENCIES:
             raise InvalidArguments(f"'urgency' must be one of {', '.join(URGENCIES)}")
@@ -90,6 +96,8 @@ class Question:
         note = text.strip() if text is not None and text.strip() else None
         if note is not None and len(note) > MAX_ANSWER_CHARS:
             raise InvalidAnswer(f"the answer is longer than {MAX_ANSWER_CHARS} characters; shorten it")
+        if note is not None and "\x00" in note:
+            raise InvalidAnswer("the answer contains a NUL character (\\u0000), which cannot be stored; remove it")
         if self.options:
             if option is None:
                 raise InvalidAnswer(f"choose one of the options: {', '.join(self.options)}")

@@ -65,6 +65,10 @@ async def workflow_note(store: WorkflowStore, redactor: Redactor, arguments: Jso
         return tool_error("'text' must be the note: non-empty text saying what the other agents should know.")
     if len(text) > MAX_NOTE_CHARS:
         return tool_error(f"The note is {len(text)} characters long; at most {MAX_NOTE_CHARS} are kept. Shorten it.")
+    if "\x00" in text:
+        return tool_error(
+            "The note contains a NUL character (\\u0000), which cannot be stored; remove it and call again."
+        )
     note = await store.add_note(
         workflow,
         agent=caller.agent,
