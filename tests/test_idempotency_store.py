@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import load_connector
 from gateway.coordination.idempotency_store import IdempotencyRecord, IdempotencyStore, NewRun
-from gateway.errors import ConfigError, UnknownIdempotencyRecord
+from gateway.errors import ConfigError, IdempotencyRecordRunning, UnknownIdempotencyRecord
 from gateway.executions import ExecutionState
 from gateway.storage import Database
 
@@ -61,6 +61,18 @@ async def test_a_crashed_replicas_runs_become_unknown_and_only_its_own(database:
     assert cleared.state is ExecutionState.UNKNOWN
     with pytest.raises(UnknownIdempotencyRecord, match="gateway idempotency list"):
         await mine.get(stranded.id)
+
+
+async def test_a_running_call_keeps_its_record_when_an_operator_tries_to_clear_it(database: Database) -> None:
+    store = IdempotencyStore(database, executor="alive")
+    running = await store.take(run())
+    assert running is not None
+    with pytest.raises(IdempotencyRecordRunning, match="still running, so it was not cleared"):
+        await store.clear(running.id)
+    assert (await store.get(running.id)).state is ExecutionState.EXECUTING
+    assert await store.take(run()) is None  # an identical call still finds it taken
+    await store.succeeded(running.id, call_id="c", result=b"{}", truncated=False, expires_at=datetime.now(UTC))
+    assert (await store.clear(running.id)).state is ExecutionState.SUCCEEDED  # once it ended, it may be cleared
 
 
 async def test_expired_records_are_dropped_and_their_key_taken_again(database: Database) -> None:

@@ -376,6 +376,10 @@ class UnknownIdempotencyRecord(DuplicateCall, LookupError):
     """No idempotency record has the id an operator gave (never existed, expired, or already cleared)."""
 
 
+class IdempotencyRecordRunning(DuplicateCall):
+    """An operator tried to clear the record of a call still running (a repeat would run beside it)."""
+
+
 # -- policies and administration -----------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 A call with an idempotency key whose run ended without a known outcome (the gateway stopped while
 it ran, or the backend timed out) refuses every repeat, because it may have taken effect. Once an
 operator has checked the backend, `clear` removes its record so the next call with that key runs;
-`clear` also takes any other record (to let a call run again within its window). Each clearing is
+`clear` also takes a finished record (to let a call run again within its window), but never the
+record of a call still running, which would let a repeat run beside it. Each clearing is
 an audit event (kind `console`, action `idempotency_cleared`, `via` "cli"), written on a chain of
 the command's own, as `gateway approvals` does for decisions.
 """

@@ -28,7 +28,7 @@ from sqlalchemy import RowMapping, Table, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.approvals.ids import uuid7
-from gateway.errors import UnknownIdempotencyRecord
+from gateway.errors import IdempotencyRecordRunning, UnknownIdempotencyRecord
 from gateway.executions import ExecutionState
 from gateway.storage.database import Database
 from gateway.storage.tables import IdempotencyRecordRow
@@ -188,11 +188,30 @@ class IdempotencyStore:
         return await self._many(query)
 
     async def clear(self, record_id: str) -> IdempotencyRecord:
-        """Remove a record whatever its state (an operator's decision): the next call with its key runs."""
+        """Remove a record that is not running (an operator's decision): the next call with its key runs.
+
+        A call still `executing` keeps its record: clearing it would let an identical call run
+        beside it, the duplicate this exists to prevent. Its outcome becomes `unknown` if the
+        gateway running it dies, and can be cleared then. The state is checked in the delete
+        itself, so a call that starts meanwhile is not cleared either.
+        """
         record = await self.get(record_id)
+        running = IdempotencyRecordRunning(
+            f"idempotency record {record_id} ({record.tool}) belongs to a call that is still running, so it was not "
+            "cleared: clearing it would let an identical call run beside it. Wait for the call to end; if the "
+            "gateway running it died, the record becomes 'unknown' when another gateway process takes over or it "
+            "restarts, and can be cleared then."
+        )
+        if record.state is ExecutionState.EXECUTING:
+            raise running
+        statement = delete(_RECORDS).where(
+            _RECORDS.c.id == record_id, _RECORDS.c.state != ExecutionState.EXECUTING.value
+        )
         async with self._db.session() as session, session.begin():
-            gone = (await session.execute(delete(_RECORDS).where(_RECORDS.c.id == record_id))).rowcount  # type: ignore[attr-defined]
+            gone = (await session.execute(statement)).rowcount  # type: ignore[attr-defined]
         if not gone:
+            if (await self._one(select(_RECORDS).where(_RECORDS.c.id == record_id))) is not None:
+                raise running
             raise UnknownIdempotencyRecord(f"idempotency record {record_id} was removed meanwhile")
         return record
 

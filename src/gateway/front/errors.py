@@ -34,6 +34,7 @@ from gateway.errors import (
     DuplicateCall,
     GatewayError,
     GatewayNotReady,
+    IdempotencyRecordRunning,
     InvalidAnswer,
     InvalidApprovalQuery,
     InvalidApprovalRequest,
@@ -103,6 +104,7 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     # Said to the model as a tool result: it can wait and repeat, or tell its user to have the backend checked.
     DuplicateCall: ErrorShape(types.INVALID_REQUEST, 409, tool_result=True),
     UnknownIdempotencyRecord: ErrorShape(types.INVALID_PARAMS, 404),
+    IdempotencyRecordRunning: ErrorShape(types.INVALID_REQUEST, 409),
 }
 
 
