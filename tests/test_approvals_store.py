@@ -17,6 +17,7 @@ from gateway.calls import Call, Origin, Target
 from gateway.errors import (
     ApprovalConflict,
     InvalidApprovalQuery,
+    InvalidApprovalRequest,
     NotAnApprover,
     SelfApproval,
     UnknownApproval,
@@ -141,6 +142,19 @@ async def test_the_agent_and_its_user_cannot_decide_their_own_call(database):
         await store.vote(approval.id, user="alice@example.com", roles=("finance",), approve=True)
     with pytest.raises(SelfApproval):
         await store.vote(approval.id, user="billing-bot", roles=("finance",), approve=True)
+    assert (await store.get(approval.id)).state is ApprovalState.PENDING
+    assert await store.votes(approval.id) == ()
+
+
+async def test_a_comment_the_database_cannot_hold_is_refused_and_the_approval_stays_pending(database):
+    store = _store(database)
+    approval = await _create(store)
+    with pytest.raises(InvalidApprovalRequest, match="NUL character"):
+        await store.vote(approval.id, user="carol", roles=(), approve=False, comment="no\x00")
+    with pytest.raises(InvalidApprovalRequest, match="NUL character"):
+        await store.cancel(approval.id, actor="carol", comment="stop\x00")
+    with pytest.raises(InvalidApprovalRequest, match="the reason contains a NUL"):
+        await store.override(approval.id, actor="root", approve=True, reason="urgent\x00")
     assert (await store.get(approval.id)).state is ApprovalState.PENDING
     assert await store.votes(approval.id) == ()
 

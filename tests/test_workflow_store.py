@@ -8,6 +8,7 @@ import pytest
 
 from gateway.audit import AuditRecorder, Redactor
 from gateway.calls import Call, Origin, Target
+from gateway.coordination.sharing import result_summary
 from gateway.coordination.workflows import WorkflowStore
 from gateway.identity.principal import Principal
 from gateway.storage import Database
@@ -48,8 +49,10 @@ async def test_state_timeline_and_listing(database: Database) -> None:
     assert state.agents == {"quotes-bot", "compliance-bot"}
     assert (await store.state("wf-none")).agents == frozenset()
 
+    shared = result_summary({"content": [{"type": "text", "text": "ok\x00"}]}, Redactor())
+    assert shared == "ok\ufffd"  # a NUL, which PostgreSQL cannot store, does not fail the call that shares it
     await store.share_result(
-        "wf-1", call_id=check, tool="compliance__check_vendor", agent="compliance-bot", summary="ok"
+        "wf-1", call_id=check, tool="compliance__check_vendor", agent="compliance-bot", summary=shared
     )
     note = await store.add_note("wf-1", agent="compliance-bot", user="dana", text="vendor 42 passed")
     timeline = await store.timeline("wf-1")
@@ -60,7 +63,7 @@ async def test_state_timeline_and_listing(database: Database) -> None:
     ]
     assert [step.outcome for step in timeline.steps] == ["denied", "ok", "tool_error"]
     assert timeline.steps[0].reason == "erp__create_purchase_order deny"
-    assert timeline.steps[1].summary == "ok" and timeline.steps[0].summary is None
+    assert timeline.steps[1].summary == "ok\ufffd" and timeline.steps[0].summary is None
     assert timeline.steps[1].user == "dana"
     assert timeline.notes == (note,) and not timeline.truncated and timeline.total_steps == 3
     assert timeline.agents == ("quotes-bot", "compliance-bot")

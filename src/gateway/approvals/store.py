@@ -344,6 +344,7 @@ class ApprovalStore:
         people the approvers name count. A person's second vote the same way counts once; an
         approval followed by a denial from the same person is a denial.
         """
+        _storable(comment, "comment")
         held = tuple(roles)
         for _ in range(self._vote_attempts):
             approval = await self.get(approval_id)
@@ -448,6 +449,7 @@ class ApprovalStore:
 
         Who cancelled it and why stay with it: its agent is told them.
         """
+        _storable(comment, "comment")
         approval = await self.get(approval_id)
         return await self._move(
             approval,
@@ -467,6 +469,8 @@ class ApprovalStore:
         audit event (`override`, with `reason`) before the move itself, so a search of the log
         for overrides finds every one. No vote is recorded: nobody among the approvers voted.
         """
+        _storable(reason, "reason")
+        _storable(comment, "comment")
         approval = await self.expire_if_due(await self.get(approval_id))
         if approval.kind is ApprovalKind.QUESTION:
             raise InvalidApprovalRequest(f"{approval_id} is a question: answer it, or cancel it, rather than decide it")
@@ -745,6 +749,14 @@ class ApprovalStore:
         except AuditUnavailable as error:
             # The change is committed and stays: the row is the record of truth for approvals.
             logger.error("approval %s: %s was committed but not audited: %s", approval.id, action, error)
+
+
+def _storable(text: str | None, what: str) -> None:
+    """PostgreSQL cannot store a NUL character in text: refuse it with a reason, not a database error."""
+    if text is not None and "\x00" in text:
+        raise InvalidApprovalRequest(
+            f"the {what} contains a NUL character (\\u0000), which cannot be stored; remove it"
+        )
 
 
 def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:

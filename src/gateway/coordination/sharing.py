@@ -37,7 +37,8 @@ def result_summary(
     else:
         redacted = redactor.redact_value(structured, tool=tool)
         text = orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS).decode()
-    text = " ".join(text.split())
+    # Whitespace runs become one space; a NUL, which PostgreSQL cannot store, becomes U+FFFD.
+    text = " ".join(text.split()).replace("\x00", "\ufffd")
     if not text:
         return None
     return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
