@@ -121,8 +121,10 @@ async def test_an_agent_waits_and_receives_the_option_a_person_chose_on_the_comm
         heard.append(message)
 
     async with mcp_client(asking.gateway.url, asking.agent_key) as client:
-        listed = {tool.name for tool in (await client.list_tools()).tools}
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert ASK in listed
+        # An approval policy routes some questions, yet the tool is not described as "approved before it runs".
+        assert "Requires approval" not in (listed[ASK].description or "")
         async with anyio.create_task_group() as group:
 
             async def agent() -> None:
