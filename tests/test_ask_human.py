@@ -153,6 +153,9 @@ async def test_an_agent_waits_and_receives_the_option_a_person_chose_on_the_comm
 
     shown = json.loads(asking.cli("approvals", "show", question_id, "--json").stdout)
     assert shown["state"] == "answered" and shown["answer"]["answered_by"] == "lena"
+    printed = asking.cli("approvals", "show", question_id).stdout
+    assert "Answerers: role:support-leads (the first answer settles it)" in printed
+    assert "Quorum" not in printed  # one answer settles a question
     # Every ask and every answer is on the audit record; the chain is whole.
     assert json.loads(asking.cli("audit", "verify", "--json").stdout)["ok"] is True
     # The people's webhook heard the question and its answer, with the question's text and options.
