@@ -113,9 +113,9 @@ def describe(timeline: WorkflowTimeline) -> str:
     return "\n".join(lines)
 
 
-def _no_outcome_yet(tool: str) -> str:
+def _no_outcome_yet(tool: str | None) -> str:
     """A step still open. A status read in its own workflow lists itself: say so, not "its gateway stopped"."""
-    if tool.startswith(GATEWAY_TOOLS_CONNECTOR) and tool.endswith(WORKFLOW_STATUS):
+    if tool is not None and tool.startswith(GATEWAY_TOOLS_CONNECTOR) and tool.endswith(WORKFLOW_STATUS):
         return "running (a status read, such as this one)"
     return "no outcome yet (running, or its gateway stopped)"
 
