@@ -93,7 +93,7 @@ def describe(timeline: WorkflowTimeline) -> str:
     for step in timeline.steps:
         ended = step.outcome or _no_outcome_yet(step.tool)
         line = f"- {iso(step.time)} {step.agent} called {step.tool}: {_verdict(step.decision, ended)}"
-        if step.outcome != "ok" and step.reason and step.decision not in ("allow", None):
+        if step.outcome not in ("ok", "held") and step.reason and step.decision not in ("allow", None):
             line += f" ({step.reason})"
         if step.summary:
             line += f". Result: {step.summary}"
@@ -124,5 +124,7 @@ def _verdict(decision: str | None, outcome: str) -> str:
     if decision == "allow":
         return "succeeded" if outcome == "ok" else outcome
     if decision == "hold":
-        return f"held for approval, {outcome}"
+        # The hold's reason speaks to the agent that made the call ("repeat the identical call"): the
+        # pending section below says who must decide, so a held step only says it waits.
+        return "held, waiting for people" if outcome == "held" else f"held for approval, {outcome}"
     return outcome if decision in (None, outcome) else f"{decision}, {outcome}"
