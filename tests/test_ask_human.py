@@ -157,6 +157,8 @@ async def test_an_agent_waits_and_receives_the_option_a_person_chose_on_the_comm
     assert "Answerers: role:support-leads (the first answer settles it)" in printed
     assert "Quorum" not in printed  # one answer settles a question
     # Every ask and every answer is on the audit record; the chain is whole.
+    events = asking.cli("audit", "search", "--kind", "approval").stdout.splitlines()
+    assert any(question_id in line and " answered " in line and line.endswith(" Yes") for line in events), events
     assert json.loads(asking.cli("audit", "verify", "--json").stdout)["ok"] is True
     # The people's webhook heard the question and its answer, with the question's text and options.
     await eventually(
