@@ -267,3 +267,8 @@ async def test_a_cancelled_question_tells_the_agent_who_withdrew_it(asking: Aski
         repeated = await ask(client, question, meta=NO_WAIT)
     assert repeated.is_error
     assert f"Your question {question_id} was withdrawn by lena: handled by phone" in text_of(repeated)
+    late = asking.cli(
+        "approvals", "answer", question_id, "--option", "Keep", "--user-key", asking.keys["lena"], check=False
+    )
+    assert late.returncode == 1
+    assert f"question {question_id} is already cancelled by lena: handled by phone" in late.stderr, late.stderr
