@@ -234,6 +234,7 @@ def test_suspending_a_name_never_seen_says_so_and_resuming_one_not_suspended_is_
         "No API key and no call in the audit log name 'nobody-yet': check the name. "
         "It is refused from its first request."
     )
+    assert "API keys are kept" not in unknown.stdout  # it has none
     again = gateway.cli("agents", "suspend", "nobody-yet", "--reason", "twice", check=False)
     assert again.returncode == 1
     assert again.stderr.startswith("gateway: agent 'nobody-yet' is already suspended (suspended by maria at ")

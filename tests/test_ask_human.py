@@ -121,8 +121,10 @@ async def test_an_agent_waits_and_receives_the_option_a_person_chose_on_the_comm
         heard.append(message)
 
     async with mcp_client(asking.gateway.url, asking.agent_key) as client:
-        listed = {tool.name for tool in (await client.list_tools()).tools}
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert ASK in listed
+        # An approval policy routes some questions, yet the tool is not described as "approved before it runs".
+        assert "Requires approval" not in (listed[ASK].description or "")
         async with anyio.create_task_group() as group:
 
             async def agent() -> None:
@@ -151,7 +153,12 @@ async def test_an_agent_waits_and_receives_the_option_a_person_chose_on_the_comm
 
     shown = json.loads(asking.cli("approvals", "show", question_id, "--json").stdout)
     assert shown["state"] == "answered" and shown["answer"]["answered_by"] == "lena"
+    printed = asking.cli("approvals", "show", question_id).stdout
+    assert "Answerers: role:support-leads (the first answer settles it)" in printed
+    assert "Quorum" not in printed  # one answer settles a question
     # Every ask and every answer is on the audit record; the chain is whole.
+    events = asking.cli("audit", "search", "--kind", "approval").stdout.splitlines()
+    assert any(question_id in line and " answered " in line and line.endswith(" Yes") for line in events), events
     assert json.loads(asking.cli("audit", "verify", "--json").stdout)["ok"] is True
     # The people's webhook heard the question and its answer, with the question's text and options.
     await eventually(
@@ -260,3 +267,8 @@ async def test_a_cancelled_question_tells_the_agent_who_withdrew_it(asking: Aski
         repeated = await ask(client, question, meta=NO_WAIT)
     assert repeated.is_error
     assert f"Your question {question_id} was withdrawn by lena: handled by phone" in text_of(repeated)
+    late = asking.cli(
+        "approvals", "answer", question_id, "--option", "Keep", "--user-key", asking.keys["lena"], check=False
+    )
+    assert late.returncode == 1
+    assert f"question {question_id} is already cancelled by lena: handled by phone" in late.stderr, late.stderr

@@ -68,9 +68,12 @@ def test_a_person_answers_a_question_by_clicking_an_option_and_the_waiting_agent
     page.goto(desk.url("/ui/approvals"))
     queue = page.get_by_role("list", name="Waiting for approval")
     expect(queue).to_contain_text("Question")
+    expect(queue).not_to_contain_text("0/1")  # one answer settles a question: no count of approvals
     detail = page.locator(".detail")
     expect(detail).to_contain_text("support-bot asks: Refund order 2001 in full?")
     expect(detail).to_contain_text("Urgency: normal")
+    expect(detail).to_contain_text("support-leads · the first answer settles it")  # no quorum of approvals
+    expect(detail).not_to_contain_text("()")  # routed by [questions], so no policy ids to show
     assert_accessible(page)
     assert not answer.done(), "the agent did not wait for the answer"
 
@@ -93,7 +96,7 @@ def test_a_person_without_the_role_sees_the_question_but_no_answer_buttons(desk:
     page.goto(desk.url("/ui/approvals"))
     expect(page.locator(".detail")).to_contain_text("Waive the late fee for customer 12?")
     expect(page.get_by_role("button", name="Waive")).to_have_count(0)
-    expect(page.locator(".detail")).to_contain_text("You cannot decide this call")
+    expect(page.locator(".detail")).to_contain_text("You cannot answer this question")
     assert not answer.done()
     desk.gateway.cli("approvals", "answer", _pending_id(desk), "--option", "Keep", "--user-key", desk.keys["lena"])
     assert answer.result(DEADLINE).structured_content["option"] == "Keep"

@@ -116,6 +116,10 @@ def test_workflow_status_shows_other_agents_steps_notes_and_only_shared_summarie
             )
             assert not noted.is_error and noted.structured_content["workflow"] == "case-9"
             status = await buyer.call_tool("gateway__workflow_status", {"workflow": "case-9"})
+            # A status read inside its own workflow lists itself as running, not as a stopped gateway's call.
+            own = await buyer.call_tool("gateway__workflow_status", {}, meta=_in("case-9-own"))
+            assert "called gateway__workflow_status: running (a status read, such as this one)" in _text(own)
+            assert "gateway stopped" not in _text(own)
             return status
 
     status = anyio.run(run)

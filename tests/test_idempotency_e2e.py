@@ -194,6 +194,8 @@ async def test_an_unknown_outcome_after_sigkill_is_refused_until_an_operator_cle
             listed = gateway.cli("idempotency", "list", "--state", "unknown", "--json").stdout.splitlines()
             record_id = json.loads(listed[0])["id"]
             assert f"gateway idempotency clear {record_id}" in text
+            table = gateway.cli("idempotency", "list", "--state", "unknown").stdout
+            assert record_id in table and "None" not in table  # an unknown run has no expiry: shown as "-"
             refused = gateway.cli("idempotency", "clear", "no-such-record", "--reason", "checked", check=False)
             assert refused.returncode == 1 and "no idempotency record has the id" in refused.stderr
             gateway.cli("idempotency", "clear", record_id, "--reason", "the bank shows no payment for INV-9")

@@ -182,3 +182,33 @@ expect = "deny"
     scoped, unscoped = explain("--scope", "crm:read"), explain()
     assert (scoped.returncode, unscoped.returncode) == (0, 3), (scoped.stderr, unscoped.stderr)
     assert scoped.stdout.startswith("allow") and unscoped.stdout.startswith("deny")
+
+
+def test_explain_takes_the_workflow_an_ordering_policy_reads(tmp_path: Path) -> None:
+    write_policy(
+        tmp_path,
+        "main.cedar",
+        'permit (principal, action == Action::"finance__pay_invoice", resource);\n'
+        '@reason("look the customer up first")\n'
+        'forbid (principal, action == Action::"finance__pay_invoice", resource)\n'
+        'unless { context.workflow.completed.contains("crm__get_customer") };\n'
+        '@reason("not while the auditor works the case")\n'
+        'forbid (principal, action == Action::"finance__pay_invoice", resource)\n'
+        'when { context.workflow.agents.contains("auditor-bot") && context.workflow.id == "case-9" };\n',
+    )
+    write_tests(tmp_path, "")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[policies]\ndir = "{tmp_path}"\n[storage]\nurl = "sqlite:///{tmp_path / "gw.db"}"\n')
+
+    def explain(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "policy", "explain", "--config", str(config)]
+        command += ["--catalog", str(tmp_path / "tests" / "catalog.json"), "--agent", "a"]
+        command += ["--tool", "finance__pay_invoice", "--args", '{"invoice_id": "INV-1", "amount": 5}', *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    first = explain()
+    assert first.returncode == 3 and first.stdout.startswith("deny: look the customer up first"), first.stderr
+    ordered = explain("--workflow", "case-1", "--completed", "crm__get_customer")
+    assert ordered.returncode == 0 and ordered.stdout.startswith("allow"), ordered.stdout + ordered.stderr
+    watched = explain("--workflow", "case-9", "--completed", "crm__get_customer", "--workflow-agent", "auditor-bot")
+    assert watched.returncode == 3 and "not while the auditor works the case" in watched.stdout, watched.stdout

@@ -207,8 +207,10 @@ class HoldStage:
 
         A model that knows a tool can be held plans for it (tells its user, does not retry at once);
         `[approvals] describe_in_listing = false` lists definitions exactly as the backend gave them.
+        `gateway__ask_human` is left as it is: its own description says it waits for a person's
+        answer, and "a person approves it before it runs" would only mislead the model.
         """
-        if not self._settings.describe_in_listing or not self._decisions.may_hold(origin, entry):
+        if not self._settings.describe_in_listing or asks_human(entry) or not self._decisions.may_hold(origin, entry):
             return entry.definition
         definition = dict(entry.definition)
         definition["description"] = (str(definition.get("description") or "").rstrip() + APPROVAL_NOTE).lstrip()

@@ -428,6 +428,8 @@ class ApprovalStore:
         approval = await self.expire_if_due(approval)
         if approval.state is not ApprovalState.PENDING:
             by = f" by {approval.answer['answered_by']}" if approval.answer else ""
+            if not by and approval.ended_by:  # cancelled (or its agent suspended): who ended it, and why
+                by = f" by {approval.ended_by}" + (f": {approval.end_comment}" if approval.end_comment else "")
             raise ApprovalConflict(f"question {question_id} is already {approval.state}{by}", state=approval.state)
         now = self._clock()
         record = answer_record(answer, chosen, user, now)

@@ -118,7 +118,8 @@ def _suspend(args: argparse.Namespace) -> int:
             print(json.dumps(body))
             return 0
         print(f"Suspended agent '{suspension.agent}': {suspension.describe()}.")
-        print("Every request of it is refused on every gateway process; its API keys are kept for a resume.")
+        kept = "; its API keys are kept for a resume" if known else ""
+        print(f"Every request of it is refused on every gateway process{kept}.")
         if not known:
             print(
                 f"No API key and no call in the audit log name '{suspension.agent}': check the name. "

@@ -396,8 +396,11 @@ def _print_details(approval: Approval, votes: tuple[Vote, ...], now: datetime) -
         ("Expires", f"{_when(approval.expires_at)} ({_left(approval, now)})"),
         ("Policies", ", ".join(approval.policy_ids) or "-"),
         ("Approvers", ", ".join(approval.approvers)),
-        ("Quorum", f"{_approving(votes)} of {approval.quorum} approvals"),
     ]
+    if approval.question is None:
+        lines.append(("Quorum", f"{_approving(votes)} of {approval.quorum} approvals"))
+    else:
+        lines[-1] = ("Answerers", f"{', '.join(approval.approvers)} (the first answer settles it)")
     if approval.question is not None:
         question = approval.question
         lines.append(("Question", f"{question['text']} (urgency: {question.get('urgency', 'normal')})"))
@@ -413,7 +416,7 @@ def _print_details(approval: Approval, votes: tuple[Vote, ...], now: datetime) -
     for label, value in lines:
         print(f"  {label + ':':<{width}} {value}")
     print("  Held because:")
-    for reason in approval.reasons or ("-",):
+    for reason in approval.reasons or ("(no @reason given)",):
         print(f"    - {reason}")
     print("  Votes:")
     if not votes:

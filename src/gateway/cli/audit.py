@@ -287,7 +287,9 @@ def _auth_cells(event: AuditEvent) -> tuple[str, ...]:
 
 def _approval_cells(event: AuditEvent) -> tuple[str, ...]:
     data = event.data
-    comment = str(data.get("comment") or "-")
+    details = data.get("details")
+    answer = details.get("answer") if isinstance(details, dict) and data.get("action") == "answered" else None
+    comment = str(data.get("comment") or answer or "-")  # an answered question: the answer the agent got
     return (
         isoformat(event.time)[:23],
         str(data.get("approval_id") or "-"),

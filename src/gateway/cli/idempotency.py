@@ -75,8 +75,8 @@ def _list(args: argparse.Namespace) -> int:
                 r.tool,
                 r.key_shown[:60],
                 r.agent,
-                _when(r.created_at),
-                _when(r.expires_at),
+                _when(r.created_at) or "-",
+                _when(r.expires_at) or "-",
                 str(r.replays),
             ]
             for r in records

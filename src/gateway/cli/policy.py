@@ -63,6 +63,21 @@ def build(parser: argparse.ArgumentParser) -> None:
         help="the agent's recent calls as context.rate sees them, e.g. tool_minute=6 (repeatable; "
         "names: minute, hour, tool_minute, tool_hour; unset ones are the smallest the set ones allow)",
     )
+    explain.add_argument("--workflow", help="the workflow the call belongs to (context.workflow.id)")
+    explain.add_argument(
+        "--completed",
+        action="append",
+        default=[],
+        metavar="TOOL",
+        help="a tool that already succeeded in the workflow, as context.workflow.completed sees it (repeatable)",
+    )
+    explain.add_argument(
+        "--workflow-agent",
+        action="append",
+        default=[],
+        metavar="AGENT",
+        help="an agent that already made calls in the workflow (context.workflow.agents; repeatable)",
+    )
     explain.set_defaults(run=_explain)
 
 
@@ -178,6 +193,7 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from gateway.calls import WorkflowState
     from gateway.identity.principal import Principal
     from gateway.policy.cases import rate_counts
     from gateway.policy.explain import explain_call
@@ -199,7 +215,14 @@ def _explain(args: argparse.Namespace) -> int:
     def explain(engine: PolicyEngine, catalog: Catalog) -> int:
         engine.store.load(catalog)
         explanation = explain_call(
-            engine, catalog.resolve_tool(args.tool), principal, arguments, reasoning=args.reasoning, rate=rate
+            engine,
+            catalog.resolve_tool(args.tool),
+            principal,
+            arguments,
+            reasoning=args.reasoning,
+            rate=rate,
+            workflow=args.workflow,
+            workflow_state=WorkflowState(completed=frozenset(args.completed), agents=frozenset(args.workflow_agent)),
         )
         print(explanation.text())
         return 0 if explanation.decision.allowed else 3

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.audit.redaction import Redactor
 from gateway.calls import workflow_id_problem
+from gateway.catalog.builtin import WORKFLOW_STATUS
 from gateway.connectors.base import Caller, JsonObject
 from gateway.coordination.workflows import (
     DEFAULT_TIMELINE_STEPS,
@@ -21,6 +22,7 @@ from gateway.coordination.workflows import (
     WorkflowTimeline,
     iso,
 )
+from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 
 #: The most steps one status shows (the tool's `limit` maximum).
 MAX_STATUS_STEPS = 200
@@ -93,9 +95,9 @@ def describe(timeline: WorkflowTimeline) -> str:
     if timeline.steps:
         lines.append("Steps (oldest first):")
     for step in timeline.steps:
-        ended = step.outcome or "no outcome yet (running, or its gateway stopped)"
+        ended = step.outcome or _no_outcome_yet(step.tool)
         line = f"- {iso(step.time)} {step.agent} called {step.tool}: {_verdict(step.decision, ended)}"
-        if step.outcome != "ok" and step.reason and step.decision not in ("allow", None):
+        if step.outcome not in ("ok", "held") and step.reason and step.decision not in ("allow", None):
             line += f" ({step.reason})"
         if step.summary:
             line += f". Result: {step.summary}"
@@ -115,9 +117,18 @@ def describe(timeline: WorkflowTimeline) -> str:
     return "\n".join(lines)
 
 
+def _no_outcome_yet(tool: str | None) -> str:
+    """A step still open. A status read in its own workflow lists itself: say so, not "its gateway stopped"."""
+    if tool is not None and tool.startswith(GATEWAY_TOOLS_CONNECTOR) and tool.endswith(WORKFLOW_STATUS):
+        return "running (a status read, such as this one)"
+    return "no outcome yet (running, or its gateway stopped)"
+
+
 def _verdict(decision: str | None, outcome: str) -> str:
     if decision == "allow":
         return "succeeded" if outcome == "ok" else outcome
     if decision == "hold":
-        return f"held for approval, {outcome}"
+        # The hold's reason speaks to the agent that made the call ("repeat the identical call"): the
+        # pending section below says who must decide, so a held step only says it waits.
+        return "held, waiting for people" if outcome == "held" else f"held for approval, {outcome}"
     return outcome if decision in (None, outcome) else f"{decision}, {outcome}"

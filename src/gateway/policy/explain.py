@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.calls import Call, Origin, RateCounts, Target
+from gateway.calls import Call, Origin, RateCounts, Target, WorkflowState
 from gateway.catalog.entries import ToolEntry
 from gateway.identity.principal import Principal
 from gateway.policy.decision import Decision
@@ -53,10 +53,14 @@ def explain_call(
     *,
     reasoning: str | None = None,
     rate: RateCounts | None = None,
+    workflow: str | None = None,
+    workflow_state: WorkflowState | None = None,
 ) -> Explanation:
     """Decide a call of `tool` by `principal` with `arguments` as the pipeline would, without running it.
 
     `rate` is the agent's recent calls the policies see (`context.rate`); without it, this call alone.
+    `workflow` and `workflow_state` are what `context.workflow` shows (its id, the tools that
+    succeeded in it and its agents); without them, a call in no workflow.
     """
     origin = Origin(principal)
     call = Call(
@@ -67,6 +71,8 @@ def explain_call(
         reasoning=reasoning,
         target=Target(tool.connector, tool.original),
         rate=rate,
+        workflow=workflow,
+        workflow_state=workflow_state,
     )
     decision = engine.decisions.decide_call(call, tool)
     listed = bool(engine.decisions.visible_tools(origin, (tool,)))
