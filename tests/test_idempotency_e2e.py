@@ -89,6 +89,21 @@ async def test_a_repeated_payment_is_replayed_not_executed_again_and_the_audit_l
 
 
 @pytest.mark.anyio
+async def test_a_call_reusing_a_key_with_other_arguments_is_refused_not_answered_with_the_first_result(
+    world: Any,
+) -> None:
+    gateway, markers, key_a, _ = world
+    async with mcp_client(gateway.url, key_a) as client:
+        paid = result_of(await client.call_tool("pay__pay_invoice", {"invoice_id": "INV-9", "amount": 980.0}))
+        other = await client.call_tool("pay__pay_invoice", {"invoice_id": "INV-9", "amount": 10.0})
+    assert paid["amount"] == 980.0
+    assert other.is_error
+    text = other.content[0].text
+    assert "was not run" in text and "with other arguments" in text and "980" not in text
+    assert executions(markers, "pay_invoice", "INV-9") == 1
+
+
+@pytest.mark.anyio
 async def test_two_concurrent_duplicates_execute_once_and_both_get_the_result(world: Any) -> None:
     gateway, markers, key_a, key_b = world
     waiting = anyio.Event()

@@ -368,6 +368,10 @@ class DuplicateInProgress(DuplicateCall):
     """The first call with this key is still running after the wait: repeating it later returns its outcome."""
 
 
+class DuplicateKeyReused(DuplicateCall):
+    """A call reuses an idempotency key with other arguments than the call holding it: another call, not a repeat."""
+
+
 class DuplicateOutcomeUnknown(DuplicateCall):
     """The gateway stopped while the first call with this key ran: it may have taken effect, so nothing repeats it."""
 

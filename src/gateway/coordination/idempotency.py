@@ -46,7 +46,9 @@ from gateway.errors import (
     BackendError,
     BackendNotConnected,
     DuplicateInProgress,
+    DuplicateKeyReused,
     DuplicateOutcomeUnknown,
+    InvalidArguments,
     MissingIdempotencyKey,
 )
 from gateway.executions import ExecutionState, arguments_digest, bounded, kept_result, outcome_bytes
@@ -193,6 +195,8 @@ class Duplicates:
             record = await store.find(run.key_digest)
             if record is None:
                 continue  # released or cleared since the insert failed: take it now
+            if record.arguments_digest is not None and record.arguments_digest != run.arguments_digest:
+                raise DuplicateKeyReused(_reused_message(entry.exposed, rule, record))
             if record.state is ExecutionState.SUCCEEDED:
                 assert record.expires_at is not None
                 if record.expires_at > self._clock():
@@ -272,7 +276,16 @@ class Duplicates:
             key_shown=shown,
             agent=call.principal.agent,
             workflow=call.workflow,
+            arguments_digest=self._whole_digest(entry.exposed, arguments),
         )
+
+    @staticmethod
+    def _whole_digest(tool: str, arguments: Any) -> str | None:
+        """All the arguments' digest, to tell a repeat from another call reusing its key (None: not comparable)."""
+        try:
+            return arguments_digest(tool, arguments, purpose=_PURPOSE)
+        except InvalidArguments:
+            return None  # a value with no canonical form (a huge integer) in an argument outside the key
 
     def _replay(self, entry: ToolEntry, rule: IdempotencyRule, record: IdempotencyRecord) -> Replay:
         finished = _when(record.finished_at)
@@ -348,6 +361,15 @@ def _in_progress_message(tool: str, rule: IdempotencyRule, record: IdempotencyRe
         f"'{tool}' with the same idempotency key ({rule.describe()}: {record.key_shown}) is still running, "
         f"started by {record.agent} at {_when(record.created_at)}; this call did not run. Repeat the identical "
         "call later to receive that call's result: it runs once, never twice."
+    )
+
+
+def _reused_message(tool: str, rule: IdempotencyRule, record: IdempotencyRecord) -> str:
+    return (
+        f"'{tool}' was not run: its idempotency key ({rule.describe()}: {record.key_shown}) belongs to a call "
+        f"{record.agent} started at {_when(record.created_at)} with other arguments, so this is a different call, "
+        "not a repeat, and that call's outcome is not returned for it. Send the identical arguments to get that "
+        "call's outcome, or give a different call its own key value."
     )
 
 

@@ -61,6 +61,8 @@ class IdempotencyRecord:
     result: bytes | None
     result_truncated: bool
     replays: int
+    #: The digest of all the first call's arguments: a repeat must send the same ones to be a repeat.
+    arguments_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class NewRun:
     key_shown: str
     agent: str
     workflow: str | None
+    arguments_digest: str | None = None
 
 
 class IdempotencyStore:
@@ -103,6 +106,7 @@ class IdempotencyStore:
             "result": None,
             "result_truncated": False,
             "replays": 0,
+            "arguments_digest": run.arguments_digest,
         }
         try:
             async with self._db.session() as session, session.begin():
@@ -253,6 +257,7 @@ def _record(row: Mapping[str, Any] | RowMapping) -> IdempotencyRecord:
         result=row["result"],
         result_truncated=bool(row["result_truncated"]),
         replays=int(row["replays"]),
+        arguments_digest=row.get("arguments_digest"),
     )
 
 

@@ -492,3 +492,4 @@ class IdempotencyRecordRow(Base):
     result: Mapped[bytes | None] = mapped_column(LargeBinary)
     result_truncated: Mapped[bool] = mapped_column(Boolean)
     replays: Mapped[int] = mapped_column(Integer)
+    arguments_digest: Mapped[str | None] = mapped_column(String(64))

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("tool", sa.String(256), nullable=False),
         sa.Column("connector", sa.String(64), nullable=False),
         sa.Column("key_shown", sa.Text(), nullable=False),
+        sa.Column("arguments_digest", sa.String(length=64), nullable=True),
         sa.Column("agent", sa.String(128), nullable=False),
         sa.Column("workflow_id", sa.String(256), nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
