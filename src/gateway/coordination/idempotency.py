@@ -360,7 +360,9 @@ def _in_progress_message(tool: str, rule: IdempotencyRule, record: IdempotencyRe
     return (
         f"'{tool}' with the same idempotency key ({rule.describe()}: {record.key_shown}) is still running, "
         f"started by {record.agent} at {_when(record.created_at)}; this call did not run. Repeat the identical "
-        "call later to receive that call's result: it runs once, never twice."
+        "call later to receive that call's result: it runs once, never twice. (If the gateway process running "
+        "it stopped, the call's outcome becomes unknown once another process takes over its audit chain, and a "
+        "repeat says so.)"
     )
 
 
