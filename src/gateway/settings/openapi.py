@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from gateway.settings.base import SettingsModel
 from gateway.settings.connectors import ConnectorBase
+from gateway.settings.openapi_http import DEFAULT_MAX_RESPONSE_BYTES, BackendAuth, BackendTls, RetryPolicy
 
 HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
 _ANNOTATION_KEYS = ("title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
@@ -123,7 +124,8 @@ class OpenApiCuration(SettingsModel):
     """Which operations of a spec become tools, and how each is presented."""
 
     select: OperationSelection = Field(
-        default=OperationSelection(), description="Which operations become tools (`[[select.include]]`, `[[select.exclude]]`)."
+        default=OperationSelection(),
+        description="Which operations become tools (`[[select.include]]`, `[[select.exclude]]`).",
     )
     operations: dict[str, OperationCuration] = Field(
         default={},
@@ -146,6 +148,28 @@ class OpenApiConnector(ConnectorBase, OpenApiCuration):
     base_url: str | None = Field(
         default=None,
         description="The API's root URL, operation paths are joined to it; unset: the spec's first `servers` URL.",
+    )
+
+    auth: BackendAuth | None = Field(
+        default=None,
+        description=(
+            "The connector's own credentials at the API (`[auth]`, `type` = `api_key`, `bearer`, `basic` or "
+            "`oauth2_client_credentials`); the agent's never reach it. Unset: none."
+        ),
+    )
+    tls: BackendTls = Field(
+        default=BackendTls(), description="TLS to the API (`[tls]`): client certificate (mTLS), CA bundle, verify."
+    )
+    retries: RetryPolicy = Field(
+        default=RetryPolicy(),
+        description=(
+            "Retries of idempotent calls (GET, HEAD, PUT, DELETE, OPTIONS) on connection errors and 429/502/503/504."
+        ),
+    )
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        ge=1,
+        description="Largest API answer read (decompressed); a larger one is a tool error and is not parsed.",
     )
 
     @field_validator("base_url")

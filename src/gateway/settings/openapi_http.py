@@ -80,9 +80,7 @@ class OAuth2ClientCredentialsAuth(SettingsModel):
         return value
 
 
-BackendAuth = Annotated[
-    ApiKeyAuth | BearerAuth | BasicAuth | OAuth2ClientCredentialsAuth, Field(discriminator="type")
-]
+BackendAuth = Annotated[ApiKeyAuth | BearerAuth | BasicAuth | OAuth2ClientCredentialsAuth, Field(discriminator="type")]
 
 
 class BackendTls(SettingsModel):
@@ -112,9 +110,7 @@ class BackendTls(SettingsModel):
 class RetryPolicy(SettingsModel):
     """Retries of idempotent calls (GET, HEAD, PUT, DELETE, OPTIONS) on connection errors, 429, 502, 503 and 504."""
 
-    attempts: int = Field(
-        default=3, ge=1, le=10, description="Attempts in all, the first included; `1` never retries."
-    )
+    attempts: int = Field(default=3, ge=1, le=10, description="Attempts in all, the first included; `1` never retries.")
     initial_backoff: float = Field(
         default=0.2, gt=0, description="Seconds before the first retry; each retry doubles it, with random jitter."
     )

@@ -160,7 +160,7 @@ class ApiClient:
             await anyio.sleep(retry_after)
             return
         ceiling = min(self._retries.initial_backoff * 2 ** (attempt - 1), self._retries.max_backoff)
-        await anyio.sleep(random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not secrecy
+        await anyio.sleep(random.uniform(ceiling / 2, ceiling))
 
     async def _exchange(self, request: httpx.Request) -> tuple[int, str, httpx.Headers, bytes]:
         """Send with credentials, follow same-origin redirects, read the body within the bound."""
@@ -255,7 +255,9 @@ def tls_context(connector: str, tls: BackendTls, base: Path) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=str(ca) if ca else None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"connector '{connector}': ca_bundle {ca} cannot be read as PEM CA certificates ({exc})") from None
+        raise ConfigError(
+            f"connector '{connector}': ca_bundle {ca} cannot be read as PEM CA certificates ({exc})"
+        ) from None
     if not tls.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

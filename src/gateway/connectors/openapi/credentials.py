@@ -38,9 +38,7 @@ class Credentials:
 
     def __init__(self, auth: BackendAuth | None, client: httpx.AsyncClient, connector: str) -> None:
         self._auth = auth
-        self._tokens = (
-            OAuthTokens(auth, client, connector) if isinstance(auth, OAuth2ClientCredentialsAuth) else None
-        )
+        self._tokens = OAuthTokens(auth, client, connector) if isinstance(auth, OAuth2ClientCredentialsAuth) else None
 
     @property
     def renewable(self) -> bool:
@@ -113,7 +111,9 @@ class OAuthTokens:
             raise BackendUnavailable(f"{where} cannot be reached ({exc.__class__.__name__}); retry shortly") from None
         if response.status_code != 200:
             body = response.text[:_TOKEN_ERROR_LIMIT]
-            logger.warning("token request refused", extra={"connector": self._connector, "status": response.status_code})
+            logger.warning(
+                "token request refused", extra={"connector": self._connector, "status": response.status_code}
+            )
             raise BackendUnavailable(
                 f"{where} refused the gateway's client credentials (HTTP {response.status_code}: {body}); "
                 "an operator must check client_id, client_secret and scopes in the connector file"

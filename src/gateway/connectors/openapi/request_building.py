@@ -27,7 +27,9 @@ from gateway.errors import UnusableArguments
 _RESERVED = ":/?#[]@!$&'()*+,;="
 
 
-def build_request(client: httpx.AsyncClient, base_url: str, operation: Operation, arguments: JsonObject) -> httpx.Request:
+def build_request(
+    client: httpx.AsyncClient, base_url: str, operation: Operation, arguments: JsonObject
+) -> httpx.Request:
     """The request for one call of `operation`; raises `UnusableArguments` when the arguments cannot make one."""
     split = operation.split(_shown_arguments(operation, arguments))
     by_name = {(p.location, p.name): p for p in operation.parameters}
@@ -95,10 +97,14 @@ def _pairs(value: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
 def _path_value(parameter: Parameter, value: Any) -> str:
     if isinstance(value, str) and value in (".", ".."):
         raise UnusableArguments(
-            f"the argument {parameter.argument} cannot be {value!r}: it would change the URL path rather than name a record"
+            f"the argument {parameter.argument} cannot be {value!r}: "
+            "it would change the URL path rather than name a record"
         )
     name = parameter.name
-    enc = lambda item: _encode(_text(item, parameter), parameter)  # noqa: E731
+
+    def enc(item: Any) -> str:
+        return _encode(_text(item, parameter), parameter)
+
     style, explode = parameter.style, parameter.explode
     if parameter.content_type is not None or not isinstance(value, list | dict):
         text = enc(value)
@@ -125,7 +131,10 @@ def _query_parts(parameter: Parameter, value: Any) -> list[str]:
     if value is None:
         return []
     name = quote(parameter.name, safe="")
-    enc = lambda item: _encode(_text(item, parameter), parameter)  # noqa: E731
+
+    def enc(item: Any) -> str:
+        return _encode(_text(item, parameter), parameter)
+
     if parameter.content_type is not None or not isinstance(value, list | dict):
         return [f"{name}={enc(value)}"]
     style = parameter.style

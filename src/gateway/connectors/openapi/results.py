@@ -51,11 +51,11 @@ def tool_result(status: int, content_type: str, body: bytes, *, declared_output:
         return {"content": [{"type": "text", "text": f"The API answered {_status_line(status)} with no body."}]}
     if media.startswith("image/"):
         return {"content": [{"type": "image", "data": base64.b64encode(body).decode("ascii"), "mimeType": media}]}
-    text = _decoded(body, content_type)
-    if text is None:
-        return {"content": [{"type": "text", "text": f"The API answered {_status_line(status)} with {len(body)} bytes of {media or 'binary data'}."}]}
-    if media == "text/html":
-        text = html_text(text)
+    decoded = _decoded(body, content_type)
+    if decoded is None:
+        described = f"The API answered {_status_line(status)} with {len(body)} bytes of {media or 'binary data'}."
+        return {"content": [{"type": "text", "text": described}]}
+    text = html_text(decoded) if media == "text/html" else decoded
     return {"content": [{"type": "text", "text": _bounded(text, TEXT_LIMIT)}]}
 
 
