@@ -95,6 +95,11 @@ class OpenApiSpecError(ConfigError):
 class OpenApiCurationError(ConfigError):
     """An OpenAPI connector file's curation names an operation, parameter or rule the spec does not have."""
 
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: The connector file's keys the mistake is under (`("operations", "getUser")`), to name its line.
+        self.keys = keys
+
 
 class SdkMismatch(GatewayError):
     """The installed `mcp` SDK lacks, or changed, an internal the gateway relies on; the gateway does not start."""

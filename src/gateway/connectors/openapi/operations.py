@@ -6,8 +6,9 @@ request needs is decided here, so the caller never guesses which argument goes w
 
 How a call's arguments become a request (`Operation.split` does exactly this):
 
-1. The operation's `fixed` values are laid over the agent's arguments (fixed wins). The agent
-   never sees fixed or hidden parameters: they are not in `inputSchema`.
+1. Arguments named in `hidden` are dropped (the agent never sees hidden or fixed parameters and
+   body properties: they are not in `inputSchema`, and one it sends anyway is not sent on), then
+   the operation's `fixed` parameter values are laid over the rest.
 2. Each `Parameter` takes the argument named `parameter.argument`, when present, and sends it as
    `parameter.name` in its `location` (path, query, header or cookie), serialised with its
    `style`/`explode` (OpenAPI defaults: `simple` for path and header, `form` with explode for
@@ -41,7 +42,10 @@ from gateway.connectors.base import JsonObject
 
 ParameterLocation = Literal["path", "query", "header", "cookie"]
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,9 @@ class RequestBody:
     #: The body's JSON Schema, `$ref`s resolved, `readOnly` properties dropped.
     schema: JsonObject = field(default_factory=dict)
     #: Body properties the connector file fixes (`fixed`), always sent, never shown to the agent.
-    fixed: Mapping[str, Any] = _EMPTY
+    fixed: Mapping[str, Any] = field(default_factory=_empty)
     #: For form bodies: property name → `{"style": ..., "explode": ...}` (the spec's `encoding`, defaults filled).
-    encoding: Mapping[str, Mapping[str, Any]] = _EMPTY
+    encoding: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,8 @@ class Operation:
     fixed: Mapping[str, Any]
     #: The MCP tool definition: name, description, inputSchema, outputSchema (object responses), annotations.
     definition: JsonObject
+    #: Argument names the agent may not give (hidden or fixed parameters and body properties): dropped from its arguments.
+    hidden: frozenset[str] = frozenset()
 
     @property
     def reference(self) -> str:
@@ -122,7 +128,7 @@ class Operation:
 
     def split(self, arguments: Mapping[str, Any]) -> SplitArguments:
         """Sort a call's arguments (fixed values laid over them) into path, query, header, cookie and body."""
-        given = {**arguments, **self.fixed}
+        given = {k: v for k, v in arguments.items() if k not in self.hidden} | dict(self.fixed)
         parts: dict[str, dict[str, Any]] = {"path": {}, "query": {}, "header": {}, "cookie": {}}
         claimed: set[str] = set()
         for parameter in self.parameters:
