@@ -22,7 +22,7 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 from gateway.connectors.base import JsonObject
 
 #: Nested `$ref`s expanded along one path before the rest becomes a plain object.
-MAX_REF_DEPTH = 12
+MAX_REF_DEPTH = 8
 #: The URI the spec is registered under; any `$ref` that leaves it is external and refused.
 _SPEC_URI = "https://openapi.invalid/spec"
 
@@ -102,6 +102,9 @@ class Inliner:
     direction: Direction
     openapi_30: bool
     cut: set[str] = field(default_factory=set)
+    #: Expansions that met no cycle or bound, reused wherever the same `$ref` appears again.
+    _expanded: dict[str, Any] = field(default_factory=dict)
+    _cut_events: list[str] = field(default_factory=list)
 
     def schema(self, value: Any) -> Any:
         """The JSON Schema `value` becomes (see the module's rules)."""
@@ -121,9 +124,15 @@ class Inliner:
         name = ref.rsplit("/", 1)[-1]
         if ref in stack or len(stack) >= MAX_REF_DEPTH:
             self.cut.add(name)
+            self._cut_events.append(ref)
             plain: JsonObject = {"type": "object", "description": f"A {name} (recursive: not expanded further)."}
             return plain
-        target = self._walk(self.resolver.lookup(ref), (*stack, ref))
+        target = self._expanded.get(ref)
+        if target is None:
+            cuts = len(self._cut_events)
+            target = self._walk(self.resolver.lookup(ref), (*stack, ref))
+            if len(self._cut_events) == cuts:
+                self._expanded[ref] = target  # expanded whole: the same wherever it appears
         siblings = {k: v for k, v in value.items() if k != "$ref"}
         if not siblings or self.openapi_30:
             return target  # OpenAPI 3.0 ignores a $ref's siblings
