@@ -15,6 +15,7 @@ import base64
 import json
 import ssl
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -106,6 +107,8 @@ SPEC: dict[str, Any] = {
 
 counts: Counter[str] = Counter()
 issued: list[str] = []
+#: When each issued token stops working (monotonic seconds).
+expires: dict[str, float] = {}
 revoked: set[str] = set()
 
 
@@ -191,7 +194,7 @@ async def auth_check(request: Request) -> Response:
     if header == "Basic " + base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode():
         return JSONResponse({"credential": "basic"})
     token = header.removeprefix("Bearer ")
-    if token in issued and token not in revoked:
+    if token in issued and token not in revoked and time.monotonic() < expires[token]:
         counts["oauth_calls"] += 1
         return JSONResponse({"credential": "oauth", "token": token})
     counts["unauthorized"] += 1
@@ -206,6 +209,7 @@ async def token(request: Request) -> Response:
     if form.get("scope") != "crm.read crm.write" or form.get("audience") != "https://crm.test":
         return JSONResponse({"error": "invalid_scope"}, status_code=400)
     issued.append(f"token-{len(issued) + 1}")
+    expires[issued[-1]] = time.monotonic() + TOKEN_SECONDS
     return JSONResponse({"access_token": issued[-1], "token_type": "Bearer", "expires_in": TOKEN_SECONDS})
 
 
@@ -221,7 +225,7 @@ async def show_counts(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/openapi.json", spec),
-        Route("/customers/{customer_id}", get_customer),
+        Route("/customers/{customer_id:path}", get_customer),
         Route("/orders", create_order, methods=["POST"]),
         Route("/missing", missing),
         Route("/broken", broken),

@@ -35,9 +35,8 @@ from gateway.connectors.base import (
 )
 from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.openapi.api_client import ApiClient
-from gateway.connectors.openapi.conversion import convert
 from gateway.connectors.openapi.operations import Conversion, Operation
-from gateway.connectors.openapi.spec_loading import load_spec
+from gateway.connectors.openapi.spec_loading import load_conversion
 from gateway.errors import BackendError, BackendNotConnected, BackendTimeout, ConfigError, ListingRefused
 from gateway.settings.openapi import OpenApiConnector
 
@@ -124,7 +123,7 @@ class OpenApiRestConnector:
 
     def _convert(self) -> Conversion:
         """Load and convert the spec (in a worker thread: a URL fetch or a large spec takes a while)."""
-        return convert(load_spec(self._settings), self._settings.curation)
+        return load_conversion(self._settings)
 
     def _base_url(self, conversion: Conversion) -> str:
         base = self._settings.base_url or next(iter(conversion.servers), None)
