@@ -101,6 +101,8 @@ SPEC: dict[str, Any] = {
             "post": _op("flaky_write", params=[_path_param("key")]),
         },
         "/auth/check": {"get": _op("auth_check")},
+        "/redirect/{where}": {"get": _op("redirect", params=[_path_param("where")])},
+        "/busy": {"get": _op("busy_for_an_hour")},
     },
 }
 
@@ -201,6 +203,18 @@ async def auth_check(request: Request) -> Response:
     return JSONResponse({"error": "unauthorized"}, status_code=401)
 
 
+async def redirect(request: Request) -> Response:
+    """`same`: to this API's own customer record; anything else: to another host."""
+    if request.path_params["where"] == "same":
+        return Response(status_code=307, headers={"Location": "/customers/moved"})
+    return Response(status_code=302, headers={"Location": "http://elsewhere.invalid/steal"})
+
+
+async def busy(request: Request) -> Response:
+    counts["busy"] += 1
+    return JSONResponse({"error": "maintenance"}, status_code=503, headers={"Retry-After": "3600"})
+
+
 async def token(request: Request) -> Response:
     form = await request.form()
     expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
@@ -234,6 +248,8 @@ app = Starlette(
         Route("/slow", slow),
         Route("/flaky/{key}", flaky, methods=["GET", "POST"]),
         Route("/auth/check", auth_check),
+        Route("/redirect/{where}", redirect),
+        Route("/busy", busy),
         Route("/oauth/token", token, methods=["POST"]),
         Route("/_revoke", revoke, methods=["POST"]),
         Route("/_counts", show_counts),
