@@ -123,7 +123,8 @@ class OpenApiCuration(SettingsModel):
     """Which operations of a spec become tools, and how each is presented."""
 
     select: OperationSelection = Field(
-        default=OperationSelection(), description="Which operations become tools (`[[select.include]]`, `[[select.exclude]]`)."
+        default=OperationSelection(),
+        description="Which operations become tools (`[[select.include]]`, `[[select.exclude]]`).",
     )
     operations: dict[str, OperationCuration] = Field(
         default={},
