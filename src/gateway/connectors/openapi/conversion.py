@@ -333,7 +333,7 @@ def _operation(
         "annotations": {**_annotations(candidate.method), **settings.annotations},
     }
     if response_schema is not None and is_object_schema(response_schema):
-        definition["outputSchema"] = response_schema
+        definition["outputSchema"] = {"type": "object", **response_schema}
     _fit(definition, max_definition_bytes)
     return Operation(
         tool_name=settings.name or tool_name(candidate.key),
