@@ -22,7 +22,7 @@ _HINTS = (("read_only", "readOnlyHint"), ("destructive", "destructiveHint"), ("i
 
 
 def build(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="the connector file (kind = \"openapi\")")
+    parser.add_argument("file", type=Path, help='the connector file (kind = "openapi")')
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.set_defaults(run=_preview)
 

@@ -333,7 +333,7 @@ def _operation(
         "annotations": {**_annotations(candidate.method), **settings.annotations},
     }
     if response_schema is not None and is_object_schema(response_schema):
-        definition["outputSchema"] = response_schema
+        definition["outputSchema"] = {"type": "object", **response_schema}
     _fit(definition, max_definition_bytes)
     return Operation(
         tool_name=settings.name or tool_name(candidate.key),
@@ -358,12 +358,12 @@ def _parameters(
         parameter = resolver.deref(raw)
         if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise _Refused("one of its parameters has no name")
-        location = parameter.get("in")
-        if location not in _LOCATIONS:
-            raise _Refused(f"its parameter {parameter['name']!r} is in {location!r}, not path, query, header or cookie")
-        if location == "header" and parameter["name"].lower() in _IGNORED_HEADERS:
+        where = parameter.get("in")
+        if where not in _LOCATIONS:
+            raise _Refused(f"its parameter {parameter['name']!r} is in {where!r}, not path, query, header or cookie")
+        if where == "header" and parameter["name"].lower() in _IGNORED_HEADERS:
             continue  # OpenAPI: the client sets Accept, Content-Type and Authorization itself
-        merged[(parameter["name"], str(location))] = parameter
+        merged[(parameter["name"], str(where))] = parameter
     template = set(_TEMPLATE_VARIABLE.findall(candidate.path))
     declared = {name for name, location in merged if location == "path"}
     if template - declared:

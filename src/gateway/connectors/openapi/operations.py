@@ -43,7 +43,6 @@ from gateway.connectors.base import JsonObject
 ParameterLocation = Literal["path", "query", "header", "cookie"]
 
 
-
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -118,7 +117,7 @@ class Operation:
     fixed: Mapping[str, Any]
     #: The MCP tool definition: name, description, inputSchema, outputSchema (object responses), annotations.
     definition: JsonObject
-    #: Argument names the agent may not give (hidden or fixed parameters and body properties): dropped from its arguments.
+    #: Argument names the agent may not give (hidden or fixed parameters and body properties): dropped.
     hidden: frozenset[str] = frozenset()
 
     @property
@@ -169,7 +168,7 @@ class Conversion:
 
     operations: tuple[Operation, ...]
     left_out: tuple[LeftOut, ...]
-    #: The spec's `servers` URLs, in order (variables substituted with their defaults); `base_url`'s default is the first.
+    #: The spec's `servers` URLs in order, variables at their defaults; `base_url`'s default is the first.
     servers: tuple[str, ...] = ()
     #: The spec's `info.title` and `info.version`, for the preview.
     title: str = ""

@@ -59,7 +59,7 @@ class RefResolver:
 
     def __init__(self, document: JsonObject) -> None:
         def refuse(uri: str) -> Resource[Any]:
-            raise NoSuchResource(ref=uri)
+            raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
         registry: Registry[Any] = Registry(retrieve=refuse).with_resource(  # type: ignore[call-arg]
             _SPEC_URI, Resource.opaque(document)
@@ -153,7 +153,9 @@ class Inliner:
             elif key in _SCHEMA_LISTS and isinstance(item, list):
                 out[key] = [self._walk(sub, stack) for sub in item]
             elif key in _SCHEMA_VALUES:
-                out[key] = [self._walk(sub, stack) for sub in item] if isinstance(item, list) else self._walk(item, stack)
+                out[key] = (
+                    [self._walk(sub, stack) for sub in item] if isinstance(item, list) else self._walk(item, stack)
+                )
             elif key == "example":
                 continue
             else:
@@ -217,5 +219,3 @@ def is_object_schema(schema: Any) -> bool:
         return False
     kind = schema.get("type")
     return kind == "object" or (kind is None and isinstance(schema.get("properties"), dict))
-
-

@@ -73,7 +73,8 @@ def load_spec(settings: OpenApiConnector) -> dict[str, Any]:
         openapi_version(document)
     except OpenApiSpecError as exc:
         raise OpenApiSpecError(f"{where}: the spec {origin} {exc}") from None
-    return document
+    checked: dict[str, Any] = document
+    return checked
 
 
 def parse_spec(text: str, origin: str) -> Any:
@@ -86,7 +87,7 @@ def parse_spec(text: str, origin: str) -> Any:
             raise OpenApiSpecError(f"{origin}:{exc.lineno}: the spec is not valid JSON: {exc.msg}") from None
     loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
