@@ -28,6 +28,7 @@ from gateway.settings.connectors import (
     McpStdioConnector,
 )
 from gateway.settings.gateway import Config, GatewaySettings
+from gateway.settings.openapi import OpenApiConnector
 from gateway.settings.toml_lines import line_of
 
 __all__ = ["Config", "load_config", "load_connector", "load_connectors"]
@@ -61,17 +62,19 @@ def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Con
 
 
 def _with_listing_defaults(
-    connectors: tuple[McpStdioConnector | McpHttpConnector, ...], defaults: ListingLimits
-) -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+    connectors: tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...], defaults: ListingLimits
+) -> tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]:
     """Every connector carries its effective listing bounds, so the parts that read them need no gateway settings."""
     return tuple(connector.model_copy(update=dict(connector.listing_limits(defaults))) for connector in connectors)
 
 
-def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdioConnector | McpHttpConnector, ...]:
+def load_connectors(
+    directory: Path, *, separator: str = "__"
+) -> tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]:
     """Load every `*.toml` in `directory`, in name order; refuse duplicates and names the separator makes ambiguous."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: connectors directory does not exist")
-    connectors: list[McpStdioConnector | McpHttpConnector] = []
+    connectors: list[McpStdioConnector | McpHttpConnector | OpenApiConnector] = []
     seen: dict[str, Path] = {}
     for file in sorted(directory.glob("*.toml")):
         connector = load_connector(file, separator=separator)
@@ -91,7 +94,7 @@ def load_connectors(directory: Path, *, separator: str = "__") -> tuple[McpStdio
     return tuple(connectors)
 
 
-def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | McpHttpConnector:
+def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | McpHttpConnector | OpenApiConnector:
     """Load one connector file; its name defaults to the file name without `.toml`."""
     data, text = _read_toml(file)
     named_in_file = "name" in data
@@ -99,7 +102,7 @@ def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | 
     data = _resolve_references(data, file, text, ())
     if "kind" not in data:
         raise ConfigError(f'{file}: key \'kind\' is missing: set kind = "mcp-stdio" or kind = "mcp-http"')
-    adapter: TypeAdapter[McpStdioConnector | McpHttpConnector] = TypeAdapter(ConnectorSettings)
+    adapter: TypeAdapter[McpStdioConnector | McpHttpConnector | OpenApiConnector] = TypeAdapter(ConnectorSettings)
     try:
         connector = adapter.validate_python(data)
     except ValidationError as exc:
@@ -115,7 +118,11 @@ def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | 
 
 
 def _refuse_ambiguous_name(
-    connector: McpStdioConnector | McpHttpConnector, file: Path, separator: str, *, named_in_file: bool
+    connector: McpStdioConnector | McpHttpConnector | OpenApiConnector,
+    file: Path,
+    separator: str,
+    *,
+    named_in_file: bool,
 ) -> None:
     """Exposed names are `<connector><separator><tool>`; refuse a connector name that makes that ambiguous.
 

@@ -90,7 +90,17 @@ def render_reference() -> str:
     for kind in kinds:
         own = sorted((name for name in _documented_fields(kind) if name not in common), key=lambda name: name != "kind")
         tag = typing.get_args(kind.model_fields["kind"].annotation)[0]
-        lines += [f'### kind = "{tag}"', "", _one_line(kind.__doc__ or ""), "", *_render_rows(kind, own)]
+        lines += [
+            f'### kind = "{tag}"',
+            "",
+            _one_line(kind.__doc__ or ""),
+            "",
+            *_render_rows(kind, [n for n in own if not _is_table(kind.model_fields[n])]),
+        ]
+        for name in own:
+            if _is_table(kind.model_fields[name]):
+                for table in _tables_of_field(name, kind.model_fields[name], ""):
+                    lines += _render_table(table, level=4)
     for name in common:
         field = kinds[0].model_fields[name]
         if _is_table(field):
@@ -154,6 +164,12 @@ def _tables(model: type[BaseModel], prefix: str) -> Iterator[_Table]:
 
 
 def _tables_of_field(name: str, field: FieldInfo, prefix: str) -> Iterator[_Table]:
+    variants = _variant_models(field.annotation)
+    if variants:
+        for variant in variants:
+            tag = typing.get_args(variant.model_fields["type"].annotation)[0]
+            yield _Table(f'[{prefix}{name}] type = "{tag}"', variant.__doc__ or field.description or "", variant)
+        return
     nested = _nested_model(field.annotation)
     assert nested is not None
     shape, model = nested
@@ -165,7 +181,22 @@ def _tables_of_field(name: str, field: FieldInfo, prefix: str) -> Iterator[_Tabl
 
 
 def _is_table(field: FieldInfo) -> bool:
-    return _nested_model(field.annotation) is not None
+    return _nested_model(field.annotation) is not None or bool(_variant_models(field.annotation))
+
+
+def _variant_models(annotation: Any) -> tuple[type[BaseModel], ...]:
+    """The models of a table whose `type` key selects its shape (`[auth] type = "bearer"`); () for any other field."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _variant_models(arguments[0])
+    if origin not in (typing.Union, types.UnionType):
+        return ()
+    present = [argument for argument in arguments if argument is not type(None)]
+    if len(present) == 1:
+        return _variant_models(present[0])
+    if all(_is_model(argument) and "type" in argument.model_fields for argument in present):
+        return tuple(present)
+    return ()
 
 
 def _nested_model(annotation: Any) -> tuple[Literal["table", "array", "dict"], type[BaseModel]] | None:

@@ -7,6 +7,8 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
 
     GatewayError
     ├── ConfigError                    a configuration file is missing or invalid
+    │   ├── OpenApiSpecError           an OpenAPI spec cannot be read or is not OpenAPI 3.x
+    │   └── OpenApiCurationError       an OpenAPI file's curation names what the spec lacks
     ├── SdkMismatch                    the installed `mcp` SDK lacks what the gateway relies on
     ├── RequestRejected                the request cannot be taken as it is            "refused"
     │   ├── BodyTooLarge               (HTTP 413)
@@ -84,6 +86,19 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """A configuration file is missing, unparsable or invalid; the message names file, line and key."""
+
+
+class OpenApiSpecError(ConfigError):
+    """An OpenAPI connector's spec cannot be read, is not OpenAPI 3.0/3.1, or has a `$ref` that resolves nowhere."""
+
+
+class OpenApiCurationError(ConfigError):
+    """An OpenAPI connector file's curation names an operation, parameter or rule the spec does not have."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        #: The connector file's keys the mistake is under (`("operations", "getUser")`), to name its line.
+        self.keys = keys
 
 
 class SdkMismatch(GatewayError):

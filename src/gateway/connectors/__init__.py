@@ -14,19 +14,24 @@ from gateway.connectors.base import (
 )
 from gateway.connectors.mcp_connector import McpConnector
 from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
+from gateway.settings.openapi import OpenApiConnector
 
 __all__ = ["Connector", "ConnectorFactory", "Health", "HealthState", "Listing", "build_connector"]
 
 ConnectorFactory = Callable[
-    [McpStdioConnector | McpHttpConnector, ListingListener, ResourceUpdateListener | None], Connector
+    [McpStdioConnector | McpHttpConnector | OpenApiConnector, ListingListener, ResourceUpdateListener | None], Connector
 ]
 """Makes the connector of one connector file; the runtime takes another for tests (an in-memory backend)."""
 
 
 def build_connector(
-    settings: McpStdioConnector | McpHttpConnector,
+    settings: McpStdioConnector | McpHttpConnector | OpenApiConnector,
     on_listing: ListingListener,
     on_resource_updated: ResourceUpdateListener | None = None,
 ) -> Connector:
     """The one place that maps a connector file's `kind` to the class that serves it."""
+    if isinstance(settings, OpenApiConnector):
+        from gateway.connectors.openapi.connector import OpenApiRestConnector
+
+        return OpenApiRestConnector(settings, on_listing)
     return McpConnector(settings, on_listing, on_resource_updated)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
@@ -366,7 +366,17 @@ class GatewayToolsConnector(ConnectorBase):
     kind: Literal["gateway"] = Field(default="gateway", description="The gateway's own tools.")
 
 
-ConnectorSettings = Annotated[McpStdioConnector | McpHttpConnector, Field(discriminator="kind")]
+def __getattr__(name: str) -> Any:
+    """`ConnectorSettings`, the union of every kind, built on first use.
+
+    Kinds with modules of their own (`gateway.settings.openapi`) subclass `ConnectorBase` from
+    here, so importing them at this module's top would be circular.
+    """
+    if name == "ConnectorSettings":
+        from gateway.settings.openapi import OpenApiConnector
+
+        return Annotated[McpStdioConnector | McpHttpConnector | OpenApiConnector, Field(discriminator="kind")]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConnectorsSettings(ListingLimits):

@@ -15,6 +15,7 @@ from gateway.settings.console import ConsoleSettings
 from gateway.settings.console_oidc import check_console_client
 from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
+from gateway.settings.openapi import OpenApiConnector
 from gateway.settings.policies import PoliciesSettings
 from gateway.settings.questions import QuestionSettings
 from gateway.settings.rates import RateSettings
@@ -85,4 +86,4 @@ class Config(SettingsModel):
     """Everything the gateway was started with: its own settings and every backend's."""
 
     gateway: GatewaySettings
-    connectors: tuple[McpStdioConnector | McpHttpConnector, ...]
+    connectors: tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]
