@@ -13,20 +13,23 @@ from gateway.connectors.base import (
     ResourceUpdateListener,
 )
 from gateway.connectors.mcp_connector import McpConnector
-from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
+from gateway.connectors.python_connector import InProcessConnector, subprocess_settings
+from gateway.settings.connectors import AnyConnector, PythonConnector
 
 __all__ = ["Connector", "ConnectorFactory", "Health", "HealthState", "Listing", "build_connector"]
 
-ConnectorFactory = Callable[
-    [McpStdioConnector | McpHttpConnector, ListingListener, ResourceUpdateListener | None], Connector
-]
+ConnectorFactory = Callable[[AnyConnector, ListingListener, ResourceUpdateListener | None], Connector]
 """Makes the connector of one connector file; the runtime takes another for tests (an in-memory backend)."""
 
 
 def build_connector(
-    settings: McpStdioConnector | McpHttpConnector,
+    settings: AnyConnector,
     on_listing: ListingListener,
     on_resource_updated: ResourceUpdateListener | None = None,
 ) -> Connector:
     """The one place that maps a connector file's `kind` to the class that serves it."""
+    if isinstance(settings, PythonConnector):
+        if settings.isolation == "in-process":
+            return InProcessConnector(settings, on_listing)
+        return McpConnector(subprocess_settings(settings), on_listing, on_resource_updated)
     return McpConnector(settings, on_listing, on_resource_updated)

@@ -10,7 +10,7 @@ from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
 from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
-from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
+from gateway.settings.connectors import AnyConnector, ConnectorsSettings
 from gateway.settings.console import ConsoleSettings
 from gateway.settings.console_oidc import check_console_client
 from gateway.settings.logs import LoggingSettings
@@ -85,4 +85,4 @@ class Config(SettingsModel):
     """Everything the gateway was started with: its own settings and every backend's."""
 
     gateway: GatewaySettings
-    connectors: tuple[McpStdioConnector | McpHttpConnector, ...]
+    connectors: tuple[AnyConnector, ...]
