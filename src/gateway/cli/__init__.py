@@ -22,6 +22,7 @@ from gateway.cli import (
     approvals,
     audit,
     config,
+    connectors,
     idempotency,
     keys,
     migrate,
@@ -51,6 +52,7 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("policy", "validate, test and explain the Cedar access policies", policy.build),
     ("audit", "read, verify, export and prune the audit log", audit.build),
     ("tools", "inspect the aggregated catalog", tools.build),
+    ("connectors", "write and check Python connectors", connectors.build),
 )
 
 
