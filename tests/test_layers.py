@@ -34,7 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "catalog calls executions",
         "resource_uris",
         "connectors signals identity",
-        "mcp_sdk storage config config_reference",
+        "mcp_sdk sdk storage config config_reference",
         "settings errors logs sealed_text __init__",
     )
 )

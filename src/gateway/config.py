@@ -20,15 +20,14 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import ConfigError
+from gateway.settings.connector_kinds import AnyConnector, ConnectorSettings
 from gateway.settings.connectors import (
     GATEWAY_TOOLS_CONNECTOR,
-    ConnectorSettings,
     ListingLimits,
-    McpHttpConnector,
     McpStdioConnector,
+    PythonConnector,
 )
 from gateway.settings.gateway import Config, GatewaySettings
-from gateway.settings.openapi import OpenApiConnector
 from gateway.settings.toml_lines import line_of
 
 __all__ = ["Config", "load_config", "load_connector", "load_connectors"]
@@ -61,20 +60,16 @@ def load_config(path: Path | str | None, *, with_connectors: bool = True) -> Con
     return Config(gateway=settings, connectors=_with_listing_defaults(connectors, settings.connectors))
 
 
-def _with_listing_defaults(
-    connectors: tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...], defaults: ListingLimits
-) -> tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]:
+def _with_listing_defaults(connectors: tuple[AnyConnector, ...], defaults: ListingLimits) -> tuple[AnyConnector, ...]:
     """Every connector carries its effective listing bounds, so the parts that read them need no gateway settings."""
     return tuple(connector.model_copy(update=dict(connector.listing_limits(defaults))) for connector in connectors)
 
 
-def load_connectors(
-    directory: Path, *, separator: str = "__"
-) -> tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]:
+def load_connectors(directory: Path, *, separator: str = "__") -> tuple[AnyConnector, ...]:
     """Load every `*.toml` in `directory`, in name order; refuse duplicates and names the separator makes ambiguous."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: connectors directory does not exist")
-    connectors: list[McpStdioConnector | McpHttpConnector | OpenApiConnector] = []
+    connectors: list[AnyConnector] = []
     seen: dict[str, Path] = {}
     for file in sorted(directory.glob("*.toml")):
         connector = load_connector(file, separator=separator)
@@ -94,15 +89,15 @@ def load_connectors(
     return tuple(connectors)
 
 
-def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | McpHttpConnector | OpenApiConnector:
+def load_connector(file: Path, *, separator: str = "__") -> AnyConnector:
     """Load one connector file; its name defaults to the file name without `.toml`."""
     data, text = _read_toml(file)
     named_in_file = "name" in data
     data.setdefault("name", file.stem)
     data = _resolve_references(data, file, text, ())
     if "kind" not in data:
-        raise ConfigError(f'{file}: key \'kind\' is missing: set kind = "mcp-stdio" or kind = "mcp-http"')
-    adapter: TypeAdapter[McpStdioConnector | McpHttpConnector | OpenApiConnector] = TypeAdapter(ConnectorSettings)
+        raise ConfigError(f'{file}: key \'kind\' is missing: set kind = "mcp-stdio", "mcp-http", "openapi" or "python"')
+    adapter: TypeAdapter[AnyConnector] = TypeAdapter(ConnectorSettings)
     try:
         connector = adapter.validate_python(data)
     except ValidationError as exc:
@@ -111,19 +106,15 @@ def load_connector(file: Path, *, separator: str = "__") -> McpStdioConnector | 
     if isinstance(connector, McpStdioConnector):
         base = file.resolve().parent
         update["cwd"] = (base / connector.cwd).resolve() if connector.cwd else base
+    if isinstance(connector, PythonConnector):
+        update["path"] = tuple((file.resolve().parent / p).resolve() for p in connector.path)
     connector = connector.model_copy(update=update)
     connector.remember_text(text)
     _refuse_ambiguous_name(connector, file, separator, named_in_file=named_in_file)
     return connector
 
 
-def _refuse_ambiguous_name(
-    connector: McpStdioConnector | McpHttpConnector | OpenApiConnector,
-    file: Path,
-    separator: str,
-    *,
-    named_in_file: bool,
-) -> None:
+def _refuse_ambiguous_name(connector: AnyConnector, file: Path, separator: str, *, named_in_file: bool) -> None:
     """Exposed names are `<connector><separator><tool>`; refuse a connector name that makes that ambiguous.
 
     `a` + `__` + `b__c` and `a__b` + `__` + `c` are the same string, and so are `a_` + `__` + `x`

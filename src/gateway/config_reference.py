@@ -22,7 +22,7 @@ import annotated_types
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from gateway.settings.connectors import ConnectorSettings
+from gateway.settings.connector_kinds import ConnectorSettings
 from gateway.settings.gateway import GatewaySettings
 
 #: The command that writes the checked-in reference; error messages tell people to run it.

@@ -52,7 +52,11 @@ _COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...
     ("policy", "validate, test and explain the Cedar access policies", policy.build),
     ("audit", "read, verify, export and prune the audit log", audit.build),
     ("tools", "inspect the aggregated catalog", tools.build),
-    ("connectors", "tools for connector authors: preview an OpenAPI connector file", connectors.build),
+    (
+        "connectors",
+        "tools for connector authors: preview an OpenAPI file, scaffold and check a Python connector",
+        connectors.build,
+    ),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.cli import connectors_preview
+from gateway.cli import connectors_check, connectors_new, connectors_preview
 
 
 def build(parser: argparse.ArgumentParser) -> None:
@@ -12,3 +12,5 @@ def build(parser: argparse.ArgumentParser) -> None:
     connectors_preview.build(
         actions.add_parser("preview", help="show the tools an OpenAPI connector file makes, and what it leaves out")
     )
+    connectors_new.build(actions)
+    connectors_check.build(actions)

@@ -13,19 +13,19 @@ from gateway.connectors.base import (
     ResourceUpdateListener,
 )
 from gateway.connectors.mcp_connector import McpConnector
-from gateway.settings.connectors import McpHttpConnector, McpStdioConnector
+from gateway.connectors.python_connector import InProcessConnector, subprocess_settings
+from gateway.settings.connector_kinds import AnyConnector
+from gateway.settings.connectors import PythonConnector
 from gateway.settings.openapi import OpenApiConnector
 
 __all__ = ["Connector", "ConnectorFactory", "Health", "HealthState", "Listing", "build_connector"]
 
-ConnectorFactory = Callable[
-    [McpStdioConnector | McpHttpConnector | OpenApiConnector, ListingListener, ResourceUpdateListener | None], Connector
-]
+ConnectorFactory = Callable[[AnyConnector, ListingListener, ResourceUpdateListener | None], Connector]
 """Makes the connector of one connector file; the runtime takes another for tests (an in-memory backend)."""
 
 
 def build_connector(
-    settings: McpStdioConnector | McpHttpConnector | OpenApiConnector,
+    settings: AnyConnector,
     on_listing: ListingListener,
     on_resource_updated: ResourceUpdateListener | None = None,
 ) -> Connector:
@@ -34,4 +34,8 @@ def build_connector(
         from gateway.connectors.openapi.connector import OpenApiRestConnector
 
         return OpenApiRestConnector(settings, on_listing)
+    if isinstance(settings, PythonConnector):
+        if settings.isolation == "in-process":
+            return InProcessConnector(settings, on_listing)
+        return McpConnector(subprocess_settings(settings), on_listing, on_resource_updated)
     return McpConnector(settings, on_listing, on_resource_updated)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
@@ -359,24 +359,54 @@ class McpHttpConnector(ConnectorBase):
         return value
 
 
+class PythonConnector(ConnectorBase):
+    """A connector written in Python with `gateway.sdk`, found by entry point or `module:attribute`."""
+
+    kind: Literal["python"] = Field(description="A Python connector built with `gateway.sdk`.")
+    entry_point: str | None = Field(
+        default=None,
+        description="The connector's name in the `gateway.connectors` entry-point group of an installed package.",
+    )
+    module: str | None = Field(
+        default=None,
+        description='`"package.module:attribute"` of a connector not installed as a package (see `path`).',
+    )
+    path: tuple[Path, ...] = Field(
+        default=(),
+        description="Directories added to the import path for `module`, relative to this file.",
+    )
+    settings: dict[str, Any] = Field(
+        default={},
+        repr=False,
+        description="Passed to the connector at start (its settings model validates them); `${ENV}` for secrets.",
+    )
+    isolation: Literal["in-process", "subprocess"] = Field(
+        default="in-process",
+        description=(
+            "`in-process`: called directly, no serialisation; `subprocess`: run as an MCP server in a child "
+            "process the gateway supervises like an `mcp-stdio` backend, so a crash or a block stays there."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PythonConnector:
+        if (self.entry_point is None) == (self.module is None):
+            raise ValueError('set exactly one of entry_point = "<name>" or module = "package.module:attribute"')
+        if self.module is not None and ":" not in self.module:
+            raise ValueError(f'module {self.module!r} names no attribute: write "package.module:attribute"')
+        return self
+
+    @property
+    def target(self) -> str:
+        """What `gateway.sdk.load` takes: the entry point name or `module:attribute`."""
+        return self.module or self.entry_point or ""
+
+
 class GatewayToolsConnector(ConnectorBase):
     """The tools the gateway serves itself (`gateway__approval_status`): built in, never read from a file."""
 
     name: str = Field(default=GATEWAY_TOOLS_CONNECTOR, description="Always `gateway`: the built-in tools' prefix.")
     kind: Literal["gateway"] = Field(default="gateway", description="The gateway's own tools.")
-
-
-def __getattr__(name: str) -> Any:
-    """`ConnectorSettings`, the union of every kind, built on first use.
-
-    Kinds with modules of their own (`gateway.settings.openapi`) subclass `ConnectorBase` from
-    here, so importing them at this module's top would be circular.
-    """
-    if name == "ConnectorSettings":
-        from gateway.settings.openapi import OpenApiConnector
-
-        return Annotated[McpStdioConnector | McpHttpConnector | OpenApiConnector, Field(discriminator="kind")]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConnectorsSettings(ListingLimits):

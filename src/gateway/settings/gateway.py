@@ -10,12 +10,12 @@ from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
 from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
-from gateway.settings.connectors import ConnectorsSettings, McpHttpConnector, McpStdioConnector
+from gateway.settings.connector_kinds import AnyConnector
+from gateway.settings.connectors import ConnectorsSettings
 from gateway.settings.console import ConsoleSettings
 from gateway.settings.console_oidc import check_console_client
 from gateway.settings.logs import LoggingSettings
 from gateway.settings.notifications import NotificationsSettings
-from gateway.settings.openapi import OpenApiConnector
 from gateway.settings.policies import PoliciesSettings
 from gateway.settings.questions import QuestionSettings
 from gateway.settings.rates import RateSettings
@@ -86,4 +86,4 @@ class Config(SettingsModel):
     """Everything the gateway was started with: its own settings and every backend's."""
 
     gateway: GatewaySettings
-    connectors: tuple[McpStdioConnector | McpHttpConnector | OpenApiConnector, ...]
+    connectors: tuple[AnyConnector, ...]
