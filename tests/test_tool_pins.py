@@ -9,7 +9,6 @@ must be audited and announced, and an admin's acceptance (or the backend going b
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,9 @@ async def test_a_changed_pinned_tool_is_quarantined_until_the_backend_goes_back(
     assert "restored" in [event["action"] for event in tool_pin_events(gateway)]
 
 
-async def test_an_admin_reviews_the_diff_and_accepts_the_new_definition(world: tuple[GatewayProcess, str, Path]) -> None:
+async def test_an_admin_reviews_the_diff_and_accepts_the_new_definition(
+    world: tuple[GatewayProcess, str, Path],
+) -> None:
     gateway, key, shifts = world
     shifts.write_text(json.dumps(CHANGED))
     assert not (await call(gateway, key, "shift__relist", {})).is_error
@@ -144,7 +145,7 @@ async def test_an_admin_reviews_the_diff_and_accepts_the_new_definition(world: t
     assert {flag["rule"] for flag in pending["flags"]} >= {"override", "concealment"}
     assert pending["accepted_digest"] and pending["accepted_digest"] != pending["digest"]
     diff = (await cli(gateway, "tools", "diff", "shift__lookup")).stdout
-    assert '+      "export_all": {' in diff and "-  \"description\": \"Look a record up by its id.\"," in diff
+    assert '+      "export_all": {' in diff and '-  "description": "Look a record up by its id.",' in diff
     assert "tells the model to set aside its instructions" in diff
 
     refused = await cli(gateway, "tools", "accept", "shift__lookup", check=False)  # no --reason
@@ -218,6 +219,8 @@ async def test_a_second_replica_on_postgresql_sees_the_quarantine(tmp_path: Path
         await wait_listed(second, key, "shift__lookup", present=False)
         refused = await call(second, key, "shift__lookup", {"record": "r1"})
         assert refused.is_error and "'shift__lookup' is quarantined" in text_of(refused)
+        # The second replica's own backend lists the change too: nothing new to announce.
+        assert not (await call(second, key, "shift__relist", {})).is_error
         quarantined = [e for e in tool_pin_events(first) if e["action"] == "quarantined"]
         assert len(quarantined) == 1  # announced once, however many replicas list it
         await cli(second, "tools", "accept", "shift__lookup", "--reason", "reviewed")
@@ -226,4 +229,3 @@ async def test_a_second_replica_on_postgresql_sees_the_quarantine(tmp_path: Path
     finally:
         for gateway in gateways:
             gateway.stop()
-    assert sys.executable  # the backends ran under this interpreter
