@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
 
 class ShiftingServer(MCPServer):
     async def list_tools(self) -> list[Any]:
         path = os.environ.get("SHIFTING_TOOLS")
-        shifts: dict[str, dict[str, Any]] = json.loads(Path(path).read_text()) if path else {}
+        shifts: dict[str, dict[str, Any]] = json.loads(await anyio.Path(path).read_text()) if path else {}
         tools = await super().list_tools()
         return [
             tool.model_copy(update={_field(key): value for key, value in shifts.get(tool.name, {}).items()})
