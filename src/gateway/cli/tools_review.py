@@ -131,9 +131,8 @@ def _accept(args: argparse.Namespace) -> int:
             names = [args.name]
         for name in names:
             review = await keeper.accept(name, actor=actor, reason=args.reason)
-            print(
-                f"Accepted {name} ({'changed' if review.state == 'changed' else 'new'} definition {review.digest[:12]})."
-            )
+            what = "changed" if review.state == "changed" else "new"
+            print(f"Accepted {name} ({what} definition {review.digest[:12]}).")
         print("Gateways serve it from their next read of the pins (at once on PostgreSQL).")
         return 0
 
