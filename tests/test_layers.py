@@ -29,7 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "pipeline",
         "holding gateway_tools",
         "request_kinds",
-        "approvals coordination notifications",
+        "approvals coordination notifications pinning",
         "policy audit telemetry",
         "catalog calls executions",
         "resource_uris",

@@ -43,7 +43,7 @@ async def _schema_and_version(database: Database) -> tuple[dict[str, object], li
     return schema, list(versions)
 
 
-HEAD_REVISION = "0018"
+HEAD_REVISION = "0019"
 EXPECTED_SCHEMA = {
     "tables": [
         "agent_suspensions",
@@ -60,6 +60,8 @@ EXPECTED_SCHEMA = {
         "leases",
         "rate_counts",
         "record_locks",
+        "tool_pins",
+        "tool_reviews",
         "user_keys",
         "users",
         "workflow_notes",

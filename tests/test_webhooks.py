@@ -408,6 +408,7 @@ def test_settings_defaults_and_names() -> None:
         "escalated",
         "decided",
         "expired",
+        "tool_quarantined",
     )
     with pytest.raises(ValidationError, match="two webhooks are named"):
         NotificationsSettings(webhooks=(hook, hook))

@@ -20,7 +20,8 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
     │   │   ├── UnusableArguments      the model can correct them              "invalid_arguments"
     │   │   │   └── MissingIdempotencyKey  the arguments lack what the tool's idempotency key names
     │   │   └── ReasoningRequired
-    │   └── GatewayNotReady            no valid access policy set is loaded
+    │   ├── GatewayNotReady            no valid access policy set is loaded
+    │   └── ToolUnderReview            the tool's definition waits for an admin's review (quarantined or new)
     ├── AccessDenied                                                                   "denied"
     │   ├── AuthenticationFailed       no credential, or a bad one (HTTP 401)
     │   ├── PolicyDenied               a policy (or the absence of one) said no
@@ -68,6 +69,7 @@ leaf needs no new mapping, and audit outcomes come from the same tree (`outcome`
         ├── UserDisabled
         ├── UnknownUserKey
         ├── InvalidSuspension          a suspension without a reason, or naming no agent
+        ├── NothingToAccept            accepting a tool that is not waiting for review
         ├── AgentAlreadySuspended      suspending an agent that is suspended already
         └── AgentNotSuspended          resuming an agent that is not suspended
 """
@@ -124,6 +126,10 @@ class UnknownTarget(RequestRejected):
 
 class UnknownTool(UnknownTarget):
     """The exposed tool name is not in the catalog (or is disabled, or hidden from the agent)."""
+
+
+class ToolUnderReview(RequestRejected):
+    """The tool is withheld until an admin accepts its definition: changed since it was pinned, or never accepted."""
 
 
 class UnknownResource(UnknownTarget):
@@ -444,3 +450,7 @@ class AgentAlreadySuspended(AdministrationError):
 
 class AgentNotSuspended(AdministrationError, LookupError):
     """The agent is not suspended, so there is nothing to resume."""
+
+
+class NothingToAccept(AdministrationError):
+    """An admin accepted a tool that is not waiting for review (already accepted, or never listed)."""

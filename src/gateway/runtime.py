@@ -14,7 +14,9 @@ local handlers and are never re-published, so nothing loops. Other parts subscri
 own channels, e.g. `cancel` with `{"session": ..., "request_id": ...}`, `approval_changed`
 with `{"id": ..., "state": ...}` (`gateway.approvals.wakeups`: a decision made in any process
 wakes the requests waiting on it in all of them), and `agent_suspensions` with `{"agent": ...}`
-(`gateway.coordination.suspended_agents`: every process re-reads the suspended agents at once).
+(`gateway.coordination.suspended_agents`: every process re-reads the suspended agents at once),
+and `tool_pins` with `{"connector": ...}` (`gateway.pinning`: every process re-reads the pinned
+tool definitions, so a quarantine or an acceptance holds on all of them).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_priv
 from gateway.audit.leases import ReplicaLease, close_dead_chains
 from gateway.catalog import Catalog
 from gateway.catalog.builtin import GATEWAY_TOOLS_SETTINGS
+from gateway.catalog.pins import PinBook, Review
 from gateway.catalog.store import load_listings, save_listing
 from gateway.config import Config
 from gateway.connectors import Connector, ConnectorFactory, build_connector
@@ -58,6 +61,8 @@ from gateway.identity.api_keys import ApiKeyStore
 from gateway.identity.authenticators import CompositeAuthenticator
 from gateway.identity.jwt_auth import JwtAuthenticator
 from gateway.notifications import WebhookNotifier
+from gateway.pinning import PinKeeper, PinStore
+from gateway.pinning.keeper import SIGNAL as PIN_SIGNAL
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyEngine
 from gateway.resource_uris import exposed_uri
@@ -86,10 +91,14 @@ class GatewayRuntime:
         self.authenticator = CompositeAuthenticator(
             self.keys if auth.api_keys else None, self.jwt, max_token_bytes=auth.max_token_bytes
         )
+        new_tools = {c.name: c.new_tools or config.gateway.catalog.new_tools for c in config.connectors}
+        #: The pinned tool definitions this process knows; read from storage once the runtime runs.
+        self.pin_book = PinBook(lambda connector: new_tools.get(connector, "accept"))
         self.catalog = Catalog(
             (*config.connectors, GATEWAY_TOOLS_SETTINGS),
             separator=config.gateway.server.name_separator,
             reasoning=config.gateway.reasoning,
+            pins=self.pin_book,
         )
         self.notifier = ChangeNotifier()
         #: The configured backends: what health, readiness and metrics report on.
@@ -126,6 +135,15 @@ class GatewayRuntime:
             else None
         )
         self.signals = open_signals(config.gateway.storage.url)
+        self.pins = PinKeeper(
+            PinStore(self.database),
+            self.pin_book,
+            config.gateway.catalog,
+            separator=config.gateway.server.name_separator,
+            recorder=self.audit,
+            notify=self.webhooks.notify_tool if self.webhooks is not None else None,
+            publish=self._publish,
+        )
         #: Rings the requests waiting on an approval when it changes, here or in another process.
         self.approval_wakeups = ApprovalWakeups(self.approvals, self.signals) if self.approvals is not None else None
         #: Expiries and escalations, swept by whichever gateway process holds the sweeper's lease.
@@ -301,6 +319,8 @@ class GatewayRuntime:
         a new or changed tool is neither listed nor callable until the policies that know it are in force.
         """
         async with self._catalog_lock:
+            if self.persist_listings:
+                await self.pins.observe(connector, listing, live=True)
             changed = await anyio.to_thread.run_sync(self.catalog.update, connector, listing)
             if changed and self.persist_listings:
                 await save_listing(self.database, connector, listing)
@@ -311,6 +331,33 @@ class GatewayRuntime:
         if changed and self.started:
             await self.notifier.catalog_changed()
             await self._publish("catalog_changed", {"connector": connector})
+
+    async def _pins_changed_elsewhere(self, signal: Signal | None = None) -> None:
+        """Pins or reviews changed in another process (or by the CLI): re-read them and re-gate the catalog."""
+        if await self.pins.load():
+            await self._regate()
+
+    async def _regate(self) -> None:
+        """Apply the book to every connector's last listing; clients re-list if what they may see changed."""
+        async with self._catalog_lock:
+            changed = await anyio.to_thread.run_sync(self.catalog.refresh)
+        if changed and self.started:
+            await self.notifier.catalog_changed()
+
+    async def _poll_pins(self, interval: float) -> None:
+        """Re-read the pins now and then: on SQLite the CLI cannot signal, and a signal may be lost."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self._pins_changed_elsewhere()
+            except GatewayError as exc:
+                logger.warning("tool pins not re-read; will retry", extra={"error": str(exc)})
+
+    async def accept_tool(self, name: str, *, actor: str, reason: str) -> Review:
+        """An admin accepts a tool waiting for review (the console); served here at once, elsewhere by signal."""
+        review = await self.pins.accept(name, actor=actor, reason=reason)
+        await self._regate()
+        return review
 
     async def _resource_updated(self, connector: str, uri: str) -> None:
         """Agents know the resource by its exposed URI only, so that is the one they are told of."""
@@ -372,6 +419,8 @@ class GatewayRuntime:
     async def _seed_catalog(self) -> None:
         """Last known listings first, so a backend down at start still has its tools and policies."""
         stored = await load_listings(self.database)
+        await self.pins.load()
+        self.pin_book.enabled = True
         limits = {settings.name: settings.listing_limits() for settings in self.config.connectors}
         for name, listing in stored.items():
             if name not in limits:
@@ -384,6 +433,7 @@ class GatewayRuntime:
                 continue
             for problem in problems:
                 logger.warning("stored listing breaks a bound", extra={"connector": name, "problem": problem})
+            await self.pins.observe(name, listing, live=False)
             self.catalog.update(name, listing)
         self.persist_listings = True
 
@@ -484,6 +534,8 @@ class GatewayRuntime:
                     self._policies_follow_catalog = True
                 await task_group.start(self._follow, "catalog_changed", self._catalog_changed_elsewhere)
                 await task_group.start(self._follow, "policies_reloaded", self._policies_reloaded_elsewhere)
+                await task_group.start(self._follow, PIN_SIGNAL, self._pins_changed_elsewhere)
+                task_group.start_soon(self._poll_pins, self.config.gateway.catalog.review_poll_seconds)
                 if self.config.gateway.auth.api_keys:
                     await task_group.start(
                         self.keys.follow_revocations, self.config.gateway.auth.revocation_poll_seconds

@@ -30,7 +30,9 @@ APPROVAL: Final = "approval"
 CONSOLE: Final = "console"
 #: An operator suspended an agent (every request of it refused) or resumed it (see `gateway.coordination`).
 SUSPENSION: Final = "suspension"
-KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE, SUSPENSION})
+#: A tool's pinned definition changed state: pinned, held, quarantined, accepted, restored (see `gateway.pinning`).
+TOOL_PIN: Final = "tool_pin"
+KINDS: Final = frozenset({CALL, OUTCOME, AUTH_REFUSED, CHECKPOINT, RECOVERED, APPROVAL, CONSOLE, SUSPENSION, TOOL_PIN})
 
 Outcome = Literal[
     "ok",
@@ -225,6 +227,8 @@ def index_columns(kind: str, data: dict[str, Any]) -> dict[str, str | None]:
         columns["workflow_id"] = column_text(data.get("workflow_id"))
     elif kind == SUSPENSION:
         columns["agent"] = column_text(data.get("agent"))
+    elif kind == TOOL_PIN:
+        columns["tool"] = column_text(data.get("exposed"))
     return columns
 
 

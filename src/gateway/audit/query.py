@@ -33,6 +33,7 @@ from gateway.audit.entry import (
     OUTCOME,
     RECOVERED,
     SUSPENSION,
+    TOOL_PIN,
     AuditCall,
     AuditEvent,
     event_from_content,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 MAX_LIMIT = 1000
 
 #: Kinds of event that make sense on their own, without a call to join them to.
-STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL, CONSOLE, SUSPENSION)
+STANDALONE_KINDS = (AUTH_REFUSED, RECOVERED, APPROVAL, CONSOLE, SUSPENSION, TOOL_PIN)
 
 
 @dataclass(frozen=True, slots=True)

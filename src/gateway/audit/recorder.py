@@ -64,6 +64,7 @@ from gateway.audit.entry import (
     OUTCOMES,
     RECOVERED,
     SUSPENSION,
+    TOOL_PIN,
     CallHandle,
     Timings,
     index_columns,
@@ -577,6 +578,34 @@ class AuditRecorder:
             "details": dict(details) if details else None,
         }
         await self._enqueue(SUSPENSION, None, datetime.now(UTC), data, retry=True)
+
+    async def record_tool_pin_event(
+        self,
+        action: str,
+        *,
+        connector: str,
+        tool: str,
+        exposed: str,
+        actor: str,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record what happened to a tool's pinned definition (`action`: pinned, held, quarantined, accepted, restored).
+
+        The change is already committed in the pin tables, so like approval events a failed write
+        stays queued and is retried. `details` are digests and instruction flags, never secrets.
+        """
+        self._require_running()
+        data = {
+            "action": short_text(action),
+            "connector": short_text(connector),
+            "tool": short_text(tool),
+            "exposed": short_text(exposed),
+            "actor": short_text(actor),
+            "reason": self._redactor.redact_text(reason, max_chars=4096) if reason else None,
+            "details": dict(details) if details else None,
+        }
+        await self._enqueue(TOOL_PIN, None, datetime.now(UTC), data, retry=True)
 
     # -- queue -----------------------------------------------------------------------------
 

@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from gateway.catalog.definitions import definition_digest
 from gateway.catalog.entries import PromptEntry, ResourceEntry, ResourceRoute, ToolEntry
+from gateway.catalog.pins import PinBook, Verdict
 from gateway.catalog.problems import by_exposed_name, collision_problem, unknown_lock_paths, unknown_overrides
 from gateway.connectors.base import JsonObject, Listing
-from gateway.errors import UnknownPrompt, UnknownResource, UnknownTool
+from gateway.errors import ToolUnderReview, UnknownPrompt, UnknownResource, UnknownTool
 from gateway.resource_uris import exposed_uri, split_uri
-from gateway.settings.connectors import ConnectorBase, ToolOverride
+from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR, ConnectorBase, ToolOverride
 from gateway.settings.reasoning import ReasoningSettings
 
 MAX_NAME_LENGTH = 64
@@ -59,6 +61,8 @@ class _ConnectorView:
     tools: tuple[ToolEntry, ...] = ()
     #: Tools not served while the connector file has a problem; policies may still name them.
     withheld: tuple[ToolEntry, ...] = ()
+    #: Tools whose definition waits for an admin (quarantined or held), with their verdict.
+    pending: tuple[tuple[ToolEntry, Verdict], ...] = ()
     problems: tuple[str, ...] = ()
     prompts: tuple[PromptEntry, ...] = ()
     resources: tuple[ResourceEntry, ...] = ()
@@ -74,8 +78,13 @@ class Catalog:
         *,
         separator: str = "__",
         reasoning: ReasoningSettings | None = None,
+        pins: PinBook | None = None,
     ) -> None:
         self._settings = {c.name: c for c in connectors}
+        #: Pinned definitions; None (the CLI's live look, tests) serves every tool as listed.
+        self._pins = pins
+        self._listings: dict[str, Listing] = {}
+        self._pending: Mapping[str, tuple[ToolEntry, Verdict]] = MappingProxyType({})
         self._separator = separator
         self._reasoning = reasoning or ReasoningSettings()
         self._views: dict[str, _ConnectorView] = {name: _ConnectorView() for name in self._settings}
@@ -92,7 +101,8 @@ class Catalog:
     def update(self, connector: str, listing: Listing) -> bool:
         """Take a connector's new listing; returns whether anything an agent sees changed."""
         settings = self._settings[connector]
-        tools = tuple(self._tool_entries(settings, listing.tools))
+        self._listings[connector] = listing
+        tools, pending = self._pinned(connector, listing.tools, tuple(self._tool_entries(settings, listing.tools)))
         problems = (*unknown_overrides(settings, listing.tools), *unknown_lock_paths(settings, listing.tools))
         withheld: tuple[ToolEntry, ...] = ()
         if problems:
@@ -109,6 +119,7 @@ class Catalog:
         view = _ConnectorView(
             tools=tools,
             withheld=withheld,
+            pending=pending,
             problems=problems,
             prompts=prompts,
             resources=self._resource_entries(connector, listing.resources, "uri"),
@@ -121,6 +132,31 @@ class Catalog:
         self._rebuild_indexes()
         # A first listing counts as a change even when empty: policies waiting for it are re-validated.
         return first or previous != view
+
+    def refresh(self) -> tuple[str, ...]:
+        """Re-apply the pins to every connector's last listing; returns the connectors whose view changed."""
+        return tuple(name for name, listing in list(self._listings.items()) if self.update(name, listing))
+
+    def listing(self, connector: str) -> Listing | None:
+        """The connector's last listing as the backend sent it (bounded), or None before its first."""
+        return self._listings.get(connector)
+
+    def _pinned(
+        self, connector: str, definitions: Sequence[JsonObject], entries: tuple[ToolEntry, ...]
+    ) -> tuple[tuple[ToolEntry, ...], tuple[tuple[ToolEntry, Verdict], ...]]:
+        """Split the connector's tools into served ones and those waiting for review (`gateway.catalog.pins`)."""
+        if self._pins is None or not entries or connector == GATEWAY_TOOLS_CONNECTOR:
+            return entries, ()
+        raw = {definition["name"]: definition for definition in definitions}
+        served: list[ToolEntry] = []
+        pending: list[tuple[ToolEntry, Verdict]] = []
+        for entry in entries:
+            verdict = self._pins.verdict(connector, entry.original, definition_digest(raw[entry.original]))
+            if verdict is Verdict.SERVED:
+                served.append(entry)
+            else:
+                pending.append((entry, verdict))
+        return tuple(served), tuple(pending)
 
     def unlisted_connectors(self) -> tuple[str, ...]:
         """Connectors that have never listed (down since start and nothing stored): their offer is unknown."""
@@ -182,7 +218,9 @@ class Catalog:
     def _rebuild_indexes(self) -> None:
         """Index every exposed name; a name two different tools (or prompts) would share serves neither."""
         views = self._views.values()
-        every_tool, clashing_tools = by_exposed_name(t for view in views for t in (*view.tools, *view.withheld))
+        every_tool, clashing_tools = by_exposed_name(
+            t for view in views for t in (*view.tools, *view.withheld, *(entry for entry, _ in view.pending))
+        )
         prompts, clashing_prompts = by_exposed_name(prompt for view in views for prompt in view.prompts)
         problems: dict[str, tuple[str, ...]] = {name: view.problems for name, view in self._views.items()}
         clashes: list[tuple[str, Sequence[ToolEntry | PromptEntry]]] = [
@@ -196,6 +234,9 @@ class Catalog:
         self._log_new_problems(problems)
         served = {tool.exposed for view in views for tool in view.tools}
         self._tools = MappingProxyType({name: tool for name, tool in every_tool.items() if name in served})
+        self._pending = MappingProxyType(
+            {entry.exposed: (entry, verdict) for view in views for entry, verdict in view.pending}
+        )
         self._policy_tools = tuple(every_tool.values())
         self._prompts = MappingProxyType(prompts)
         self._problems = MappingProxyType({name: found for name, found in problems.items() if found})
@@ -236,10 +277,17 @@ class Catalog:
         """Every backend's URI templates, in connector order, exposed like resource URIs."""
         return [entry for view in self._views.values() for entry in view.templates]
 
+    def pending_tools(self) -> Iterable[tuple[ToolEntry, Verdict]]:
+        """The tools withheld until an admin accepts their definition, with why (quarantined or held)."""
+        return self._pending.values()
+
     def resolve_tool(self, exposed: str) -> ToolEntry:
         try:
             return self._tools[exposed]
         except KeyError:
+            pending = self._pending.get(exposed)
+            if pending is not None:
+                raise ToolUnderReview(_under_review(pending[0], pending[1])) from None
             raise UnknownTool(f"unknown tool '{exposed}': list the tools to see the available names") from None
 
     def resolve_prompt(self, exposed: str) -> PromptEntry:
@@ -271,6 +319,22 @@ class Catalog:
                 "list resources and templates to see what exists"
             )
         return ResourceRoute(connector, uri, exposed)
+
+
+def _under_review(entry: ToolEntry, verdict: Verdict) -> str:
+    """What an agent calling a withheld tool is told: which tool, why, and who can release it."""
+    if verdict is Verdict.QUARANTINED:
+        why = (
+            f"tool '{entry.exposed}' is quarantined: its definition (description, schemas or annotations) "
+            f"changed at backend '{entry.connector}' since an admin accepted it"
+        )
+    else:
+        why = f"tool '{entry.exposed}' is new at backend '{entry.connector}' and has not been accepted yet"
+    return (
+        f"{why}; it cannot be called until an admin reviews it "
+        f"(`gateway tools diff {entry.exposed}`, then `gateway tools accept {entry.exposed}`, "
+        "or the console's connectors page); ask your user to have it reviewed"
+    )
 
 
 def _can_add_parameter(schema: Any, parameter: str) -> bool:

@@ -28,6 +28,7 @@ from gateway.audit.entry import (
     OUTCOMES,
     RECOVERED,
     SUSPENSION,
+    TOOL_PIN,
     AuditCall,
     AuditEvent,
 )
@@ -51,6 +52,7 @@ _SEARCH_KINDS = {
     "approval": APPROVAL,
     "console": CONSOLE,
     "suspension": SUSPENSION,
+    "tool_pin": TOOL_PIN,
 }
 #: Filters that only calls carry, by their option name.
 _CALL_FILTERS = ("agent", "user", "tool", "decision", "outcome", "workflow", "text")
@@ -257,6 +259,20 @@ def _search_events(
                     (
                         isoformat(event.time)[:23],
                         event.data.get("agent") or "-",
+                        event.data.get("action") or "-",
+                        event.data.get("actor") or "-",
+                        event.data.get("reason") or "-",
+                    )
+                    for event in page.events
+                ],
+            )
+        elif kind == TOOL_PIN:
+            print_table(
+                ("TIME", "TOOL", "ACTION", "ACTOR", "REASON"),
+                [
+                    (
+                        isoformat(event.time)[:23],
+                        event.data.get("exposed") or "-",
                         event.data.get("action") or "-",
                         event.data.get("actor") or "-",
                         event.data.get("reason") or "-",

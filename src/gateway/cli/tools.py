@@ -1,5 +1,7 @@
 """`gateway tools list`: the aggregated catalog, before any policy filters it, as the backends answer now.
 
+`pending`, `diff` and `accept` (in `gateway.cli.tools_review`) review pinned tool definitions.
+
 It connects to the backends the way `serve` does; a backend that is down, or whose listing went
 beyond its bounds, shows as a row of its own rather than only as a log line.
 """
@@ -11,6 +13,7 @@ import json
 
 import anyio
 
+from gateway.cli import tools_review
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_catalog_problems, print_table
 
@@ -21,6 +24,7 @@ def build(parser: argparse.ArgumentParser) -> None:
     add_config_argument(listing)
     listing.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     listing.set_defaults(run=_list)
+    tools_review.build(actions)
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ from gateway.errors import (
     RequestRejected,
     SelfApproval,
     StorageFailure,
+    ToolUnderReview,
     UnknownApproval,
     UnknownIdempotencyRecord,
     UnknownResource,
@@ -79,6 +80,8 @@ _SHAPES: dict[type[GatewayError], ErrorShape] = {
     UnknownResource: ErrorShape(RESOURCE_NOT_FOUND, 404),
     InvalidArguments: ErrorShape(types.INVALID_PARAMS, 400, tool_result=True),
     GatewayNotReady: ErrorShape(GATEWAY_NOT_READY, 503),
+    # Said to the model as a tool result: it can tell its user that an admin must review the tool.
+    ToolUnderReview: ErrorShape(types.INVALID_REQUEST, 409, tool_result=True),
     AccessDenied: ErrorShape(POLICY_DENIED, 403),
     # Said to the model as a tool result: it can tell its user who must decide, and try again later.
     ApprovalRefused: ErrorShape(POLICY_DENIED, 403, tool_result=True),

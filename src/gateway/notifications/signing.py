@@ -6,7 +6,7 @@ Every delivery carries three headers:
   inside the MAC so a captured message cannot be replayed later than the receiver's tolerance, and
   the MAC covers the exact bytes of the body, so verify before parsing. More than one `v1=` may
   appear (one per secret while a secret is rotated); any that matches is enough.
-- `X-Gateway-Event`: `created`, `escalated`, `decided` or `expired`, to route without parsing.
+- `X-Gateway-Event`: `created`, `escalated`, `decided`, `expired` or `tool_quarantined`, to route without parsing.
 - `X-Gateway-Delivery`: one id per message and webhook, the same on every retry of it, so a
   receiver that saw it already (a retry after a lost answer) can drop the repeat.
 

@@ -34,6 +34,7 @@ from gateway.approvals.ids import uuid7
 from gateway.approvals.model import Approval, Vote
 from gateway.notifications.messages import json_body, slack_body
 from gateway.notifications.signing import delivery_headers
+from gateway.notifications.tool_messages import ToolNotice, tool_json_body, tool_slack_body
 from gateway.settings.notifications import NotificationsSettings, WebhookEvent, WebhookSettings
 
 logger = logging.getLogger("gateway.notifications")
@@ -49,6 +50,7 @@ class DeliveryResult:
 
     webhook: str
     event: WebhookEvent
+    #: The approval's id, or the exposed tool name of a `tool_quarantined` message.
     approval_id: str
     delivery_id: str
     attempt: int
@@ -70,10 +72,24 @@ class DeliveryStats:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
-    approval: Approval
+    #: What the message is about: a held call's approval, or a quarantined tool.
+    approval: Approval | ToolNotice
     event: WebhookEvent
     votes: tuple[Vote, ...]
     occurred_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return self.approval.subject if isinstance(self.approval, ToolNotice) else self.approval.id
+
+    def body(self, webhook: WebhookSettings) -> bytes:
+        if isinstance(self.approval, ToolNotice):
+            render_tool = tool_slack_body if webhook.format == "slack" else tool_json_body
+            return render_tool(self.approval, self.event, console_url=webhook.console_url)
+        render = slack_body if webhook.format == "slack" else json_body
+        return render(
+            self.approval, self.event, votes=self.votes, console_url=webhook.console_url, occurred_at=self.occurred_at
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +154,23 @@ class WebhookNotifier:
 
     def notify(self, approval: Approval, event: WebhookEvent, votes: Sequence[Vote] = ()) -> None:
         """Queue `event` about `approval` for every subscribed webhook; returns at once, whatever receivers do."""
+        self._queue_message(_Message(approval, event, tuple(votes), datetime.now(UTC)))
+
+    def notify_tool(self, notice: ToolNotice) -> None:
+        """Queue a `tool_quarantined` message; returns at once, like `notify`."""
+        self._queue_message(_Message(notice, "tool_quarantined", (), notice.occurred_at))
+
+    def _queue_message(self, message: _Message) -> None:
+        event = message.event
         if not any(event in webhook.events for webhook in self._webhooks):
             return
         if self._closing:
-            self._drop("the notifier is closing", approval.id, event)
+            self._drop("the notifier is closing", message.subject, event)
             return
         if len(self._queue) == self._queue.maxlen:
             oldest = self._queue[0]
-            self._drop("the queue is full; dropping the oldest message", oldest.approval.id, oldest.event)
-        self._queue.append(_Message(approval, event, tuple(votes), datetime.now(UTC)))
+            self._drop("the queue is full; dropping the oldest message", oldest.subject, oldest.event)
+        self._queue.append(message)
         self._wake.set()
 
     def stats(self) -> DeliveryStats:
@@ -239,14 +263,7 @@ class WebhookNotifier:
         delivery_id = str(uuid7(datetime.now(UTC)))
         attempt = 0
         try:
-            render = slack_body if webhook.format == "slack" else json_body
-            body = render(
-                message.approval,
-                message.event,
-                votes=message.votes,
-                console_url=webhook.console_url,
-                occurred_at=message.occurred_at,
-            )
+            body = message.body(webhook)
             secret = None if webhook.secret is None else webhook.secret.get_secret_value()
             for attempt in range(1, webhook.max_attempts + 1):
                 headers = delivery_headers(body=body, event=message.event, delivery_id=delivery_id, secret=secret)
@@ -265,7 +282,7 @@ class WebhookNotifier:
         except Exception as error:  # a bug here must cost one delivery, not the notifier
             logger.exception(
                 "notifications: delivery failed unexpectedly",
-                extra={"webhook": webhook.name, "event": message.event, "approval_id": message.approval.id},
+                extra={"webhook": webhook.name, "event": message.event, "approval_id": message.subject},
             )
             self._record(webhook, message, delivery_id, attempt, "failed", _Attempt(None, repr(error), None))
         finally:
@@ -317,7 +334,7 @@ class WebhookNotifier:
         entry = DeliveryResult(
             webhook=webhook.name,
             event=message.event,
-            approval_id=message.approval.id,
+            approval_id=message.subject,
             delivery_id=delivery_id,
             attempt=attempt,
             outcome=outcome,

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from gateway.settings.base import SettingsModel
+from gateway.settings.catalog import NewToolsPolicy
 from gateway.settings.reasoning import ReasoningMode
 from gateway.settings.toml_lines import line_of
 
@@ -261,6 +262,10 @@ class ConnectorBase(SettingsModel):
     idempotency_window: timedelta | None = Field(
         default=None,
         description="The `idempotency_window` of this backend's tools that set none; unset: 24 hours.",
+    )
+    new_tools: NewToolsPolicy | None = Field(
+        default=None,
+        description="`accept` or `review` for this backend's new tools; unset: `[catalog] new_tools`.",
     )
     tools: dict[str, ToolOverride] = Field(
         default={},

@@ -10,6 +10,7 @@ from gateway.settings.approvals import ApprovalSettings
 from gateway.settings.audit import AuditSettings
 from gateway.settings.auth import AuthSettings
 from gateway.settings.base import SettingsModel
+from gateway.settings.catalog import CatalogSettings
 from gateway.settings.connector_kinds import AnyConnector
 from gateway.settings.connectors import ConnectorsSettings
 from gateway.settings.console import ConsoleSettings
@@ -66,6 +67,10 @@ class GatewaySettings(SettingsModel):
     notifications: NotificationsSettings = Field(
         default=NotificationsSettings(),
         description="Webhooks told when a call is held, escalated, decided or expires, so approvers hear of it.",
+    )
+    catalog: CatalogSettings = Field(
+        default=CatalogSettings(),
+        description="Pinned tool definitions: new tools accepted on first sight or held for review.",
     )
     rates: RateSettings = Field(
         default=RateSettings(), description="Counting each agent's recent calls for `context.rate`, across replicas."

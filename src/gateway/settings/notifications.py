@@ -16,9 +16,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.settings.base import SettingsModel
 
-WebhookEvent = Literal["created", "escalated", "decided", "expired"]
-#: Every event a webhook can subscribe to, in the order an approval meets them.
-WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("created", "escalated", "decided", "expired")
+WebhookEvent = Literal["created", "escalated", "decided", "expired", "tool_quarantined"]
+#: Every event a webhook can subscribe to: an approval's, in the order it meets them, then a
+#: pinned tool's definition changing at its backend (`gateway.pinning`).
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("created", "escalated", "decided", "expired", "tool_quarantined")
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 #: Shorter secrets are guessable enough that a signature proves little.
@@ -52,7 +53,7 @@ class WebhookSettings(SettingsModel):
     events: tuple[WebhookEvent, ...] = Field(
         default=WEBHOOK_EVENTS,
         min_length=1,
-        description="Which events are sent: any of `created`, `escalated`, `decided`, `expired`.",
+        description="Which events are sent: any of `created`, `escalated`, `decided`, `expired`, `tool_quarantined`.",
     )
     timeout: float = Field(
         default=5.0, gt=0, le=60, description="Seconds one attempt may take, connecting to the whole answer."

@@ -493,3 +493,42 @@ class IdempotencyRecordRow(Base):
     result_truncated: Mapped[bool] = mapped_column(Boolean)
     replays: Mapped[int] = mapped_column(Integer)
     arguments_digest: Mapped[str | None] = mapped_column(String(64))
+
+
+class ToolPinRow(Base):
+    """The definition of a backend's tool an admin (or the gateway, under `new_tools = "accept"`) accepted.
+
+    Keyed by the backend's own connector and tool names, not the exposed name, so renaming the
+    separator does not lose the pins. `definition` is the pinned part of the definition as JSON,
+    kept so a later change can be shown as a diff; `digest` is its RFC 8785 SHA-256.
+    """
+
+    __tablename__ = "tool_pins"
+
+    connector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tool: Mapped[str] = mapped_column(String(256), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[str] = mapped_column(Text)
+    accepted_by: Mapped[str] = mapped_column(String(128))
+    accepted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ToolReviewRow(Base):
+    """A tool waiting for an admin: quarantined (`changed` since its pin) or held (`new`, never accepted).
+
+    One row per tool, inserted by whichever process sees it first, so the audit event and the
+    webhook go out once however many replicas list the tool. Every process reads these rows, so
+    a tool quarantined by one is withheld by all. `definition` is what the backend lists now.
+    """
+
+    __tablename__ = "tool_reviews"
+
+    connector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tool: Mapped[str] = mapped_column(String(256), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64))
+    definition: Mapped[str] = mapped_column(Text)
+    #: The instruction-like passages found in it (JSON list), shown to the reviewer.
+    flags: Mapped[str] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime)

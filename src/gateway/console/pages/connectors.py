@@ -8,6 +8,11 @@ read one left unset), and its labels come from the connector file. The gateway's
 
 When a listing arrived is not kept by the live connection; the database keeps the time each
 backend's listing was last stored, which is when it last changed, and the page says that.
+
+Tools waiting for review (quarantined because their definition changed since it was accepted,
+or new and held) come first, each with the diff of its definition and the instruction flags
+found in it; an admin accepts one with a reason (CSRF-checked like every write, audited as a
+tool pin event and as a console event). Viewers see the same diffs without the button.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ from typing import Any
 
 from sqlalchemy import select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.catalog import Catalog
+from gateway.catalog.definitions import definition_diff
+from gateway.catalog.pins import Review
 from gateway.connectors.base import Health
 from gateway.console.access import Permission, Visitor
+from gateway.console.admin import field, record
 from gateway.console.guard import Guard
 from gateway.console.rendering import render
 from gateway.console.services import ConsoleServices
+from gateway.errors import NothingToAccept
 from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
 from gateway.storage.database import Database
 from gateway.storage.tables import CatalogListingRow
@@ -77,7 +86,64 @@ class ConnectorView:
     stored_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingTool:
+    """A tool withheld until an admin accepts its definition, as the review section shows it."""
+
+    exposed: str
+    connector: str
+    state: str
+    seen_at: datetime
+    accepted_by: str | None
+    accepted_at: datetime | None
+    diff: tuple[str, ...]
+    flags: tuple[str, ...]
+
+
+def _pending(services: ConsoleServices) -> list[PendingTool]:
+    keeper = services.runtime.pins
+    state = keeper.book.state
+    rows = []
+    for key, review in state.reviews.items():
+        pin = state.pins.get(key)
+        exposed = keeper.exposed(key)
+        rows.append(
+            PendingTool(
+                exposed=exposed,
+                connector=key[0],
+                state=_state_label(review),
+                seen_at=review.seen_at,
+                accepted_by=pin.accepted_by if pin is not None else None,
+                accepted_at=pin.accepted_at if pin is not None else None,
+                diff=tuple(definition_diff(pin.definition if pin else None, review.definition, name=exposed)),
+                flags=tuple(flag.sentence() for flag in review.flags),
+            )
+        )
+    return sorted(rows, key=lambda row: row.exposed)
+
+
+def _state_label(review: Review) -> str:
+    return "quarantined" if review.state == "changed" else "held"
+
+
 def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
+    async def accept(request: Request, visitor: Visitor) -> Response:
+        form = await request.form()
+        name, reason = field(form, "tool"), field(form, "reason")
+        try:
+            review = await services.runtime.accept_tool(name, actor=visitor.user.name, reason=reason)
+        except NothingToAccept as exc:
+            return render(request, "forbidden.html", {"message": str(exc)}, visitor=visitor, status_code=409)
+        await record(
+            services,
+            request,
+            visitor,
+            "tool_accepted",
+            target=name,
+            details={"digest": review.digest, "reason": reason},
+        )
+        return RedirectResponse(f"/ui/connectors?accepted={name}", status_code=303)
+
     async def connectors(request: Request, visitor: Visitor) -> Response:
         stored = await _stored_times(services.database)
         catalog = services.catalog
@@ -94,9 +160,14 @@ def routes(services: ConsoleServices, guard: Guard) -> list[BaseRoute]:
             for name, connector in services.runtime.connectors.items()
         ]
         views.sort(key=lambda view: (view.built_in, view.name))
-        return render(request, "connectors.html", {"connectors": views}, visitor=visitor, section="connectors")
+        await services.runtime.pins.load()  # the CLI or another replica may have changed them
+        context = {"connectors": views, "pending": _pending(services), "accepted": request.query_params.get("accepted")}
+        return render(request, "connectors.html", context, visitor=visitor, section="connectors")
 
-    return [Route("/connectors", guard.page(Permission.VIEWER, connectors), methods=["GET"])]
+    return [
+        Route("/connectors", guard.page(Permission.VIEWER, connectors), methods=["GET"]),
+        Route("/connectors/accept", guard.page(Permission.ADMIN, accept), methods=["POST"]),
+    ]
 
 
 async def _stored_times(database: Database) -> dict[str, datetime]:

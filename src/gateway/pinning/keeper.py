@@ -1,0 +1,240 @@
+"""What one gateway process does with a backend's listing, and with an admin's acceptance.
+
+For every tool a backend lists (the gateway's own tools excepted):
+
+- never seen, `new_tools = "accept"` (and not held for a flag): pinned, recorded as accepted by
+  the gateway, audited (`pinned`);
+- never seen, `new_tools = "review"` (or flagged under `hold_flagged`): a `new` review, audited
+  (`held`) and logged; withheld until accepted;
+- pinned, same digest: served; an open review of it is closed (the backend went back), audited
+  (`restored`) and logged;
+- pinned, other digest: a `changed` review, which quarantines it on every replica: audited
+  (`quarantined`), a `tool_quarantined` webhook and an error log line, once per definition.
+
+Tools that disappear from a listing keep their pins (a backend restarting with fewer tools is
+not a change of a pinned tool); ones that come back are compared with them.
+
+Instruction flags (`gateway.catalog.instructions`) are computed for every tool not yet pinned or
+with a changed definition, logged once per definition, kept with the review and shown to the
+reviewer; they never change what the agent is shown.
+
+Every change is told to the other processes on the `tool_pins` signal (`{"connector": name}`),
+and every process also re-reads the tables every `review_poll_seconds`, so an acceptance made
+with the CLI on SQLite, or a signal lost, is still followed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.audit import AuditRecorder
+from gateway.catalog import exposed_name
+from gateway.catalog.definitions import definition_digest, pinned_part
+from gateway.catalog.instructions import flag_definition
+from gateway.catalog.pins import Key, Pin, PinBook, Review
+from gateway.connectors.base import Listing
+from gateway.errors import GatewayError, NothingToAccept
+from gateway.notifications.tool_messages import ToolNotice
+from gateway.pinning.store import PinStore
+from gateway.settings.catalog import CatalogSettings
+from gateway.settings.connectors import GATEWAY_TOOLS_CONNECTOR
+
+logger = logging.getLogger("gateway.pinning")
+
+#: Who a pin made under `new_tools = "accept"` is recorded as accepted by.
+GATEWAY_ACTOR = "gateway (new_tools = accept)"
+SIGNAL = "tool_pins"
+
+
+class PinKeeper:
+    def __init__(
+        self,
+        store: PinStore,
+        book: PinBook,
+        settings: CatalogSettings,
+        *,
+        separator: str,
+        recorder: AuditRecorder | None = None,
+        notify: Callable[[ToolNotice], None] | None = None,
+        publish: Callable[[str, dict[str, object]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.book = book
+        self._settings = settings
+        self._separator = separator
+        self._recorder = recorder
+        self._notify = notify
+        self._publish = publish
+        #: (connector, tool, digest) whose flags were logged already: a flag is logged once per definition.
+        self._logged_flags: set[tuple[str, str, str]] = set()
+
+    def exposed(self, key: Key) -> str:
+        return exposed_name(key[0], key[1], self._separator)
+
+    async def load(self) -> bool:
+        """Read the pins and reviews; returns whether they differ from what this process had."""
+        return self.book.replace(await self.store.read())
+
+    async def observe(self, connector: str, listing: Listing, *, live: bool) -> None:
+        """Pin, hold, quarantine or restore the listing's tools; `live` False for a stored listing read at start.
+
+        A stored listing may be older than the backend: it never closes a review (only what the
+        backend lists now can show it went back to the pinned definition). Storage failures are
+        logged and leave the book as it was: tools already pinned stay served, a new tool under
+        `accept` is served and pinned at the next listing.
+        """
+        if connector == GATEWAY_TOOLS_CONNECTOR or not listing.tools:
+            return
+        try:
+            await self.load()
+            wrote = False
+            for definition in listing.tools:
+                wrote = await self._observe_tool(connector, definition, live=live) or wrote
+            if wrote:
+                await self.load()
+                if self._publish is not None:
+                    await self._publish(SIGNAL, {"connector": connector})
+        except GatewayError as exc:
+            logger.error("tool pins not checked: storage failed", extra={"connector": connector, "error": str(exc)})
+
+    async def _observe_tool(self, connector: str, definition: Mapping[str, Any], *, live: bool) -> bool:
+        key: Key = (connector, str(definition["name"]))
+        digest = definition_digest(definition)
+        state = self.book.state
+        pin = state.pins.get(key)
+        review = state.reviews.get(key)
+        if pin is not None and pin.digest == digest:
+            if review is not None and live and await self.store.close_review(key, only_digest=review.digest):
+                logger.warning(
+                    "tool definition restored: its backend lists the accepted definition again",
+                    extra={"connector": connector, "tool": self.exposed(key)},
+                )
+                await self._audit("restored", key, actor="gateway", details={"digest": digest})
+                return True
+            return False
+        if review is not None and review.digest == digest:
+            return False
+        flags = flag_definition(definition)
+        self._log_flags(key, digest, flags)
+        part = pinned_part(definition)
+        flag_details = [flag.sentence() for flag in flags]
+        if pin is not None:
+            if not await self.store.open_review(key, "changed", digest, part, flags):
+                return False
+            self._quarantined(key, pin, digest, flag_details)
+            await self._audit(
+                "quarantined",
+                key,
+                actor="gateway",
+                reason="its backend lists a definition other than the accepted one",
+                details={"accepted_digest": pin.digest, "current_digest": digest, "flags": flag_details},
+            )
+            return True
+        policy = self.book.new_tools(connector)
+        if policy == "accept" and not (flags and self._settings.hold_flagged) and review is None:
+            if not await self.store.pin_first(
+                key, digest, part, accepted_by=GATEWAY_ACTOR, reason="first seen under new_tools = accept"
+            ):
+                return False
+            await self._audit("pinned", key, actor=GATEWAY_ACTOR, details={"digest": digest, "flags": flag_details})
+            return True
+        if not await self.store.open_review(key, "new", digest, part, flags):
+            return False
+        why = "flagged descriptions are held" if policy == "accept" else "new_tools = review"
+        logger.warning(
+            "new tool held for review: an admin must accept it (`gateway tools accept`)",
+            extra={"connector": connector, "tool": self.exposed(key), "why": why, "flags": flag_details},
+        )
+        await self._audit("held", key, actor="gateway", reason=why, details={"digest": digest, "flags": flag_details})
+        return True
+
+    def _quarantined(self, key: Key, pin: Pin, digest: str, flags: list[str]) -> None:
+        exposed = self.exposed(key)
+        logger.error(
+            f"tool '{exposed}' quarantined: its definition changed since it was accepted; agents cannot see or "
+            f"call it until an admin reviews it (`gateway tools diff {exposed}`, `gateway tools accept {exposed}`)",
+            extra={"connector": key[0], "tool": exposed, "accepted_digest": pin.digest, "current_digest": digest},
+        )
+        if self._notify is not None:
+            self._notify(
+                ToolNotice(
+                    connector=key[0],
+                    tool=key[1],
+                    exposed=exposed,
+                    accepted_digest=pin.digest,
+                    current_digest=digest,
+                    flags=tuple(flags),
+                    occurred_at=datetime.now(UTC),
+                )
+            )
+
+    def _log_flags(self, key: Key, digest: str, flags: tuple[Any, ...]) -> None:
+        if not flags or (key[0], key[1], digest) in self._logged_flags:
+            return
+        self._logged_flags.add((key[0], key[1], digest))
+        logger.warning(
+            "tool description reads like instructions to the model; shown to reviewers, not rewritten",
+            extra={"connector": key[0], "tool": self.exposed(key), "flags": [flag.sentence() for flag in flags]},
+        )
+
+    def find(self, name: str) -> Review:
+        """The review of a tool named by its exposed name (or `connector/tool`); raises `NothingToAccept`."""
+        for key, review in self.book.state.reviews.items():
+            if name in (self.exposed(key), f"{key[0]}/{key[1]}"):
+                return review
+        raise NothingToAccept(
+            f"no tool named '{name}' is waiting for review: `gateway tools pending` lists the ones that are "
+            "(by exposed name, e.g. crm__search)"
+        )
+
+    async def accept(self, name: str, *, actor: str, reason: str) -> Review:
+        """Accept the reviewed definition of the tool `name` as its pin; audited, and told to every process."""
+        if not reason.strip():
+            raise NothingToAccept("give a reason for accepting the tool (--reason): it is kept in the audit log")
+        await self.load()
+        review = self.find(name)
+        key = (review.connector, review.tool)
+        accepted, previous = await self.store.accept(key, actor=actor, reason=reason)
+        logger.warning(
+            "tool definition accepted",
+            extra={"connector": key[0], "tool": self.exposed(key), "actor": actor, "digest": accepted.digest},
+        )
+        await self._audit(
+            "accepted",
+            key,
+            actor=actor,
+            reason=reason,
+            details={
+                "previous_digest": previous.digest if previous is not None else None,
+                "digest": accepted.digest,
+                "was": accepted.state,
+                "flags": [flag.sentence() for flag in accepted.flags],
+            },
+        )
+        await self.load()
+        if self._publish is not None:
+            await self._publish(SIGNAL, {"connector": key[0]})
+        return accepted
+
+    async def _audit(
+        self, action: str, key: Key, *, actor: str, reason: str | None = None, details: Mapping[str, Any]
+    ) -> None:
+        if self._recorder is None:
+            return
+        try:
+            await self._recorder.record_tool_pin_event(
+                action,
+                connector=key[0],
+                tool=key[1],
+                exposed=self.exposed(key),
+                actor=actor,
+                reason=reason,
+                details=details,
+            )
+        except GatewayError as exc:
+            logger.error(
+                "tool pin event not audited", extra={"action": action, "tool": self.exposed(key), "error": str(exc)}
+            )
