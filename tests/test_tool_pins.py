@@ -15,9 +15,19 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
-from harness import TESTS, GatewayProcess, eventually, free_port, mcp_client, stdio_connector, write_gateway_config
+from harness import (
+    ALLOW_EVERYTHING,
+    TESTS,
+    GatewayProcess,
+    eventually,
+    free_port,
+    mcp_client,
+    stdio_connector,
+    write_gateway_config,
+)
 from test_approvals_e2e import Receiver, webhook_receiver
 
 SHIFTING = TESTS / "backends" / "shifting.py"
@@ -85,8 +95,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Itera
     shifts = directory / "shifts.json"
     shifts.write_text("{}")
     webhook = f'\n[[notifications.webhooks]]\nname = "security"\nurl = "{receiver.url}"\nsecret = "{WEBHOOK_SECRET}"\n'
+    policies = {
+        **ALLOW_EVERYTHING,
+        "outsider.cedar": 'forbid (principal == Agent::"outsider", action == Action::"shift__lookup", resource);\n',
+    }
     write_gateway_config(
-        directory, {"shift": shifting_connector(shifts)}, extra="\n[catalog]\nreview_poll_seconds = 0.2\n" + webhook
+        directory,
+        {"shift": shifting_connector(shifts)},
+        extra="\n[catalog]\nreview_poll_seconds = 0.2\n" + webhook,
+        policies=policies,
     )
     gateway = GatewayProcess(directory, free_port())
     gateway.start()
@@ -116,6 +133,11 @@ async def test_a_changed_pinned_tool_is_quarantined_until_the_backend_goes_back(
     reason = text_of(refused)
     assert "'shift__lookup' is quarantined" in reason and "changed at backend 'shift'" in reason
     assert "gateway tools accept shift__lookup" in reason
+    # An agent the policies keep from the tool is not told it exists, let alone that it is quarantined.
+    async with mcp_client(gateway.url, gateway.create_key("outsider")) as outsider:
+        with pytest.raises(MCPError, match="unknown tool 'shift__lookup'") as hidden:
+            await outsider.call_tool("shift__lookup", {"record": "r1"})
+    assert "quarantined" not in str(hidden.value)
 
     await eventually(lambda: "tool_quarantined" in receiver.events(), what="the tool_quarantined webhook")
     message = json.loads(next(body for _, body in receiver.received if b"tool_quarantined" in body))

@@ -131,6 +131,11 @@ class UnknownTool(UnknownTarget):
 class ToolUnderReview(RequestRejected):
     """The tool is withheld until an admin accepts its definition: changed since it was pinned, or never accepted."""
 
+    def __init__(self, message: str, *, tool: object = None) -> None:
+        super().__init__(message)
+        #: The withheld tool's catalog entry, so the caller can tell whether the agent may know of it at all.
+        self.tool = tool
+
 
 class UnknownResource(UnknownTarget):
     """The resource URI belongs to no backend in the catalog."""

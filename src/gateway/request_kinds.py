@@ -21,6 +21,7 @@ from gateway.errors import (
     InvalidArguments,
     PolicyDenied,
     ReasoningRequired,
+    ToolUnderReview,
     UnknownPrompt,
     UnknownTool,
     UnusableArguments,
@@ -110,7 +111,14 @@ class ToolCalls:
         self._rates = rates
 
     def find(self, call: Call, found: ToolEntry | None) -> Aimed[ToolEntry]:
-        entry = found if found is not None else self._catalog.resolve_tool(call.name or "")
+        try:
+            entry = found if found is not None else self._catalog.resolve_tool(call.name or "")
+        except ToolUnderReview as withheld:
+            # Only an agent the policies let see the tool hears that it waits for review; to any
+            # other, a withheld tool is as unknown as one that does not exist.
+            if not isinstance(withheld.tool, ToolEntry) or not self._policy.visible_tools(call.origin, [withheld.tool]):
+                raise UnknownTool(f"unknown tool '{call.name}': list the tools to see the available names") from None
+            raise
         arguments = {} if call.arguments is None else call.arguments
         return Aimed(call.resolved(Target(entry.connector, entry.original), arguments=arguments), entry)
 

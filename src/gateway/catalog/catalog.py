@@ -287,7 +287,7 @@ class Catalog:
         except KeyError:
             pending = self._pending.get(exposed)
             if pending is not None:
-                raise ToolUnderReview(_under_review(pending[0], pending[1])) from None
+                raise ToolUnderReview(_under_review(pending[0], pending[1]), tool=pending[0]) from None
             raise UnknownTool(f"unknown tool '{exposed}': list the tools to see the available names") from None
 
     def resolve_prompt(self, exposed: str) -> PromptEntry:
