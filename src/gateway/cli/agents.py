@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from gateway.cli.approvals import _never_opening_sealer
+from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table
 
@@ -188,8 +189,6 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
     """The suspension store; with `audited`, able to cancel approvals, audit and signal what it changes."""
     from gateway.approvals import ApprovalStore
     from gateway.approvals.wakeups import ApprovalWakeups
-    from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
-    from gateway.audit.leases import ReplicaLease
     from gateway.coordination.suspensions import SuspensionStore
     from gateway.errors import GatewayError
     from gateway.signals import open_signals
@@ -201,23 +200,7 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
         if not audited:
             yield SuspensionStore(database), database
             return
-        audit = config.gateway.audit
-        # Never the configured replica id: that chain belongs to the serving gateway.
-        recorder = AuditRecorder(
-            database,
-            Redactor(audit.redaction),
-            replica_id=default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-        )
-        lease = ReplicaLease(database, recorder.replica_id, seconds=audit.lease_seconds)
-        await lease.acquire()
-        try:
-            recorder.write_only_while(lambda: lease.valid)
-            await recorder.start()
+        async with command_audit(database, config.gateway.audit) as recorder:
             approvals = ApprovalStore(
                 database,
                 _never_opening_sealer(),
@@ -228,23 +211,18 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Suspe
             wakeups = ApprovalWakeups(approvals, signals)
             store = SuspensionStore(database, recorder=recorder, approvals=approvals, signals=signals)
             refused: GatewayError | None = None
-            try:
-                # The broker runs while the command acts, so the suspension's signal goes out as it commits.
-                async with anyio.create_task_group() as tasks:
-                    await tasks.start(signals.run)
-                    try:
-                        yield store, database
-                        await wakeups.flush()
-                    except GatewayError as exc:  # raised past the group below, not wrapped in an exception group
-                        refused = exc
-                    finally:
-                        tasks.cancel_scope.cancel()
-            finally:
-                await recorder.close()
+            # The broker runs while the command acts, so the suspension's signal goes out as it commits.
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(signals.run)
+                try:
+                    yield store, database
+                    await wakeups.flush()
+                except GatewayError as exc:  # raised past the group below, not wrapped in an exception group
+                    refused = exc
+                finally:
+                    tasks.cancel_scope.cancel()
             if refused is not None:
                 raise refused
-        finally:
-            await lease.release()
     finally:
         await database.close()
 

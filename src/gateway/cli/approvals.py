@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table
 
@@ -296,8 +297,6 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
     """The approval and user stores; with `audited`, approval events go on an audit chain of their own."""
     from gateway.approvals import ApprovalStore
     from gateway.approvals.wakeups import ApprovalWakeups
-    from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
-    from gateway.audit.leases import ReplicaLease
     from gateway.identity.users import UserStore
     from gateway.notifications import WebhookNotifier
     from gateway.signals import open_signals
@@ -311,23 +310,7 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
         if not audited:
             yield ApprovalStore(database, _never_opening_sealer(), collect_within=collect_within), users
             return
-        audit = config.gateway.audit
-        # Never the configured replica id: that chain belongs to the serving gateway.
-        recorder = AuditRecorder(
-            database,
-            Redactor(audit.redaction),
-            replica_id=default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-        )
-        lease = ReplicaLease(database, recorder.replica_id, seconds=audit.lease_seconds)
-        await lease.acquire()
-        try:
-            recorder.write_only_while(lambda: lease.valid)
-            await recorder.start()
+        async with command_audit(database, config.gateway.audit) as recorder:
             # Approvers' webhooks hear of a decision made here too: queued during the command, delivered
             # (within the notifier's drain time) once it is done, so a failing command is not wrapped in them.
             webhooks = WebhookNotifier(config.gateway.notifications)
@@ -344,11 +327,8 @@ async def _stores(config: Config, *, audited: bool) -> AsyncIterator[tuple[Appro
                 yield store, users
             finally:
                 await _signal(signals, wakeups)
-                await recorder.close()
                 if config.gateway.notifications.webhooks:
                     await webhooks.drain()
-        finally:
-            await lease.release()
     finally:
         await database.close()
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table
 
@@ -96,8 +97,6 @@ def _clear(args: argparse.Namespace) -> int:
 
 
 async def _cleared(config: Config, record_id: str, reason: str) -> int:
-    from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
-    from gateway.audit.leases import ReplicaLease
     from gateway.coordination.idempotency_store import IdempotencyStore
     from gateway.storage.database import Database
 
@@ -106,43 +105,22 @@ async def _cleared(config: Config, record_id: str, reason: str) -> int:
         await database.migrate()
         store = IdempotencyStore(database, executor="cli")
         await store.get(record_id)  # unknown ids are refused before any audit chain is opened
-        audit = config.gateway.audit
-        # Never the configured replica id: that chain belongs to the serving gateway.
-        recorder = AuditRecorder(
-            database,
-            Redactor(audit.redaction),
-            replica_id=default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-        )
-        lease = ReplicaLease(database, recorder.replica_id, seconds=audit.lease_seconds)
-        await lease.acquire()
-        try:
-            recorder.write_only_while(lambda: lease.valid)
-            await recorder.start()
-            try:
-                record = await store.clear(record_id)
-                await recorder.record_console_event(
-                    "idempotency_cleared",
-                    user=OPERATOR,
-                    via="cli",
-                    target=record.id,
-                    comment=reason,
-                    details={
-                        "tool": record.tool,
-                        "state": record.state.value,
-                        "agent": record.agent,
-                        "call_id": record.call_id,
-                        "key": record.key_shown,
-                    },
-                )
-            finally:
-                await recorder.close()
-        finally:
-            await lease.release()
+        async with command_audit(database, config.gateway.audit) as recorder:
+            record = await store.clear(record_id)
+            await recorder.record_console_event(
+                "idempotency_cleared",
+                user=OPERATOR,
+                via="cli",
+                target=record.id,
+                comment=reason,
+                details={
+                    "tool": record.tool,
+                    "state": record.state.value,
+                    "agent": record.agent,
+                    "call_id": record.call_id,
+                    "key": record.key_shown,
+                },
+            )
     finally:
         await database.close()
     print(

@@ -22,6 +22,7 @@ import anyio
 
 from gateway.catalog.definitions import definition_diff
 from gateway.catalog.pins import Key, Review
+from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table, printable
 from gateway.config import Config
@@ -153,8 +154,6 @@ def _run(args: argparse.Namespace, action: Callable[[PinKeeper], Awaitable[int]]
 @asynccontextmanager
 async def _keeper(config: Config, *, audited: bool) -> AsyncIterator[PinKeeper]:
     """A keeper on the configured database; with `audited`, with an audit chain of its own and signals."""
-    from gateway.audit import AuditRecorder, Redactor, default_replica_id, load_private_key
-    from gateway.audit.leases import ReplicaLease
     from gateway.catalog.pins import PinBook
     from gateway.pinning import PinStore
     from gateway.signals import open_signals
@@ -169,40 +168,20 @@ async def _keeper(config: Config, *, audited: bool) -> AsyncIterator[PinKeeper]:
         if not audited:
             yield PinKeeper(store, book, config.gateway.catalog, separator=separator)
             return
-        audit = config.gateway.audit
-        recorder = AuditRecorder(
-            database,
-            Redactor(audit.redaction),
-            replica_id=default_replica_id(),
-            signing_key=load_private_key(audit.signing_key) if audit.signing_key else None,
-            checkpoint_every=audit.checkpoint_every,
-            max_batch=audit.max_batch,
-            max_wait_ms=audit.max_wait_ms,
-            write_timeout=audit.write_timeout,
-        )
-        lease = ReplicaLease(database, recorder.replica_id, seconds=audit.lease_seconds)
-        await lease.acquire()
-        try:
-            recorder.write_only_while(lambda: lease.valid)
-            await recorder.start()
+        async with command_audit(database, config.gateway.audit) as recorder:
             signals = open_signals(config.gateway.storage.url)
-            try:
-                async with anyio.create_task_group() as tasks:
-                    await tasks.start(signals.run)
-                    try:
-                        yield PinKeeper(
-                            store,
-                            book,
-                            config.gateway.catalog,
-                            separator=separator,
-                            recorder=recorder,
-                            publish=signals.publish,
-                        )
-                    finally:
-                        tasks.cancel_scope.cancel()
-            finally:
-                await recorder.close()
-        finally:
-            await lease.release()
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(signals.run)
+                try:
+                    yield PinKeeper(
+                        store,
+                        book,
+                        config.gateway.catalog,
+                        separator=separator,
+                        recorder=recorder,
+                        publish=signals.publish,
+                    )
+                finally:
+                    tasks.cancel_scope.cancel()
     finally:
         await database.close()
