@@ -25,7 +25,7 @@ from gateway.catalog.pins import Key, Review
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table, printable
 from gateway.config import Config
-from gateway.errors import NothingToAccept
+from gateway.errors import GatewayError, NothingToAccept
 from gateway.pinning import PinKeeper
 
 VIA = "cli"
@@ -145,7 +145,13 @@ def _run(args: argparse.Namespace, action: Callable[[PinKeeper], Awaitable[int]]
     async def run() -> int:
         async with _keeper(config, audited=audited) as keeper:
             await keeper.load()
-            return await action(keeper)
+            try:
+                return await action(keeper)
+            except GatewayError as exc:
+                refused = exc
+        # Raised outside the keeper's task group, so it is not wrapped in an exception group and
+        # the command prints its sentence rather than a traceback.
+        raise refused
 
     return anyio.run(run)
 
