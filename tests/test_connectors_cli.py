@@ -69,6 +69,18 @@ def test_check_fails_a_broken_connector_with_a_report_per_check() -> None:
     assert "3 check(s) failed: descriptions, health, cancellation of slow" in result.stderr
 
 
+def test_check_fails_a_named_call_that_cannot_show_cancellation(tmp_path: Path) -> None:
+    run_cli("connectors", "new", "tickets", "--directory", str(tmp_path))
+    result = run_cli(
+        "connectors", "check", "tickets_connector:connector", "--path", str(tmp_path / "tickets" / "src"),
+        "--call", "gret={}", "--call", 'greet={"nam": "Ada"}', check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "FAIL  cancellation of gret: the connector has no tool named 'gret' (its tools: greet)" in result.stdout
+    assert "FAIL  cancellation of greet: answered with a tool error before it could be cancelled" in result.stdout
+    assert "'nam'" in result.stdout
+
+
 def test_check_reports_a_start_that_raises_and_a_name_that_finds_nothing() -> None:
     failing = run_cli("connectors", "check", "broken_connector:connector", "--path", str(SAMPLES), check=False)
     assert failing.returncode == 1

@@ -279,6 +279,13 @@ async def test_each_credential_kind_reaches_the_api(
 
 
 @pytest.mark.anyio
+async def test_an_api_key_sent_in_the_query_never_reaches_the_log(gateway: GatewayProcess, key: str) -> None:
+    result = await call(gateway, key, "keyq__auth_check", {})
+    assert not result.is_error, text_of(result)
+    assert rest_api.API_KEY not in gateway.log_text()
+
+
+@pytest.mark.anyio
 async def test_the_agents_token_never_reaches_the_api(gateway: GatewayProcess, key: str) -> None:
     result = await call(gateway, key, "none__auth_check", {})
     assert result.is_error and "HTTP 401" in text_of(result)

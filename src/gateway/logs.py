@@ -92,6 +92,9 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     logging.getLogger("mcp").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request's full URL at info, and an API key sent as a query parameter is
+    # part of it: the gateway's own logs name the calls instead, without credentials.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _is_terminal(stream: Any) -> bool:

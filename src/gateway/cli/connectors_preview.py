@@ -42,8 +42,8 @@ def _preview(args: argparse.Namespace) -> int:
         print(json.dumps(_document(settings, conversion, base_url), indent=2))
         return 0
     print(
-        f"{conversion.title or 'API'} {conversion.version}: {len(conversion.operations)} tools, "
-        f"{len(conversion.left_out)} operations left out"
+        f"{conversion.title or 'API'} {conversion.version}: {_count(len(conversion.operations), 'tool')}, "
+        f"{_count(len(conversion.left_out), 'operation')} left out"
     )
     print(f"spec: {settings.spec if settings.spec.startswith(('http://', 'https://')) else spec_path(settings)}")
     print(f"base_url: {base_url or '(none: set base_url, the spec lists no servers)'}")
@@ -62,6 +62,10 @@ def _preview(args: argparse.Namespace) -> int:
             [(left.operation, left.method, left.path, left.reason) for left in conversion.left_out],
         )
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _hints(operation: Operation) -> str:

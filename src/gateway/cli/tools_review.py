@@ -26,7 +26,7 @@ from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table, printable
 from gateway.config import Config
-from gateway.errors import NothingToAccept
+from gateway.errors import GatewayError, NothingToAccept
 from gateway.pinning import PinKeeper
 
 VIA = "cli"
@@ -146,7 +146,13 @@ def _run(args: argparse.Namespace, action: Callable[[PinKeeper], Awaitable[int]]
     async def run() -> int:
         async with _keeper(config, audited=audited) as keeper:
             await keeper.load()
-            return await action(keeper)
+            try:
+                return await action(keeper)
+            except GatewayError as exc:
+                refused = exc
+        # Raised outside the keeper's task group, so it is not wrapped in an exception group and
+        # the command prints its sentence rather than a traceback.
+        raise refused
 
     return anyio.run(run)
 

@@ -70,9 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         anyio.run(serve, args[0])
     except Exception as exc:  # the one line the gateway's stdio connector shows on /readyz
-        print(f"connector {args[0]!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"connector {args[0]!r} failed: {_reason(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reason(error: BaseException) -> str:
+    """The author's exception, not the task groups of the MCP server that wrap what `on_start` raised."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(_reason(inner) for inner in error.exceptions)
+    return f"{type(error).__name__}: {error}"
 
 
 if __name__ == "__main__":
