@@ -230,7 +230,7 @@ def test_search_help_names_the_decisions_and_kinds_the_log_holds(capsys):
     printed = " ".join(capsys.readouterr().out.lower().split())
     for decision in ("allow", "deny", "hold", "refused", "invalid_arguments"):
         assert decision in printed, decision
-    assert "{call,auth,recovered,approval,console,suspension}" in printed and "held" in printed
+    assert "{call,auth,recovered,approval,console,suspension,tool_pin}" in printed and "held" in printed
 
 
 def test_search_kind_approval_shows_each_change_with_who_and_what_they_said(database_url, capsys):

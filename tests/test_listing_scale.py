@@ -109,7 +109,7 @@ async def test_a_listing_comes_in_pages_an_agent_follows_to_the_end(tmp_path: Pa
         async with mcp_client(gateway.url, key) as client:
             await client.call_tool("sprawl__flood", {"tools": 7})
             names = await eventually_listed(client, "sprawl__bulk_00006")
-            assert len(names) == len(set(names)) == 21  # 5 + 5 + 7, and the gateway's own four
+            assert len(names) == len(set(names)) == 21, sorted(names)  # 5 + 5 + 7, and the gateway's own four
             first = await client.list_tools()
             assert len(first.tools) == 4 and first.next_cursor is not None
             with pytest.raises(MCPError, match="unknown tools/list cursor 'garbage': list the tools again"):

@@ -15,7 +15,7 @@ from gateway.audit.checkpoints import Checkpoint, export_checkpoints, load_check
 from gateway.audit.entry import OUTCOMES, AuditCall, AuditEvent, CallHandle, Outcome, Timings
 from gateway.audit.export import ExportReport, export
 from gateway.audit.query import SearchPage, get_call, parse_duration, parse_time, search, tail
-from gateway.audit.recorder import AuditRecorder, RecorderStats, RecoveryReport, default_replica_id
+from gateway.audit.recorder import AuditRecorder, RecorderStats, RecoveryReport, ToolPinEvent, default_replica_id
 from gateway.audit.redaction import RedactedArguments, Redactor
 from gateway.audit.retention import PruneReport, prune
 from gateway.audit.verify import Problem, VerifyReport, verify
@@ -37,6 +37,7 @@ __all__ = [
     "Redactor",
     "SearchPage",
     "Timings",
+    "ToolPinEvent",
     "VerifyReport",
     "default_replica_id",
     "export",

@@ -31,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +115,19 @@ def default_replica_id() -> str:
     host = re.sub(r"[^A-Za-z0-9_.:@-]", "-", socket.gethostname()).strip("-.") or "gateway"
     suffix = f"-p{os.getpid()}-{secrets.token_hex(3)}"
     return host[: 64 - len(suffix)] + suffix
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPinEvent:
+    """What happened to one tool's pinned definition, as `record_tool_pin_events` takes it."""
+
+    action: str
+    connector: str
+    tool: str
+    exposed: str
+    actor: str
+    reason: str | None = None
+    details: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -595,17 +608,32 @@ class AuditRecorder:
         The change is already committed in the pin tables, so like approval events a failed write
         stays queued and is retried. `details` are digests and instruction flags, never secrets.
         """
+        await self.record_tool_pin_events([ToolPinEvent(action, connector, tool, exposed, actor, reason, details)])
+
+    async def record_tool_pin_events(self, events: Iterable[ToolPinEvent]) -> None:
+        """Several at once, queued together and awaited together: a backend's first listing of
+        thousands of tools waits for a few group commits, not one per tool."""
         self._require_running()
-        data = {
-            "action": short_text(action),
-            "connector": short_text(connector),
-            "tool": short_text(tool),
-            "exposed": short_text(exposed),
-            "actor": short_text(actor),
-            "reason": self._redactor.redact_text(reason, max_chars=4096) if reason else None,
-            "details": dict(details) if details else None,
-        }
-        await self._enqueue(TOOL_PIN, None, datetime.now(UTC), data, retry=True)
+        moment = datetime.now(UTC)
+        written = [
+            self._enqueue(
+                TOOL_PIN,
+                None,
+                moment,
+                {
+                    "action": short_text(event.action),
+                    "connector": short_text(event.connector),
+                    "tool": short_text(event.tool),
+                    "exposed": short_text(event.exposed),
+                    "actor": short_text(event.actor),
+                    "reason": self._redactor.redact_text(event.reason, max_chars=4096) if event.reason else None,
+                    "details": dict(event.details) if event.details else None,
+                },
+                retry=True,
+            )
+            for event in events
+        ]
+        await asyncio.gather(*written)
 
     # -- queue -----------------------------------------------------------------------------
 

@@ -25,16 +25,21 @@ with the CLI on SQLite, or a signal lost, is still followed.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from gateway.audit import AuditRecorder
+import anyio
+import anyio.to_thread
+
+from gateway.audit import AuditRecorder, ToolPinEvent
 from gateway.catalog import exposed_name
 from gateway.catalog.definitions import definition_digest, pinned_part
 from gateway.catalog.instructions import flag_definition
-from gateway.catalog.pins import Key, Pin, PinBook, Review
+from gateway.catalog.pins import Key, Pin, PinBook, PinState, Review
 from gateway.connectors.base import Listing
 from gateway.errors import GatewayError, NothingToAccept
 from gateway.notifications.tool_messages import ToolNotice
@@ -47,6 +52,24 @@ logger = logging.getLogger("gateway.pinning")
 #: Who a pin made under `new_tools = "accept"` is recorded as accepted by.
 GATEWAY_ACTOR = "gateway (new_tools = accept)"
 SIGNAL = "tool_pins"
+#: Up to this many tools, a listing's digests are worked out inline; more go to a worker thread.
+_INLINE_TOOLS = 256
+#: Tool pin events queued for the audit log at a time when a listing pins many tools at once.
+_AUDIT_CHUNK = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one listed tool needs: restored (its review closed), quarantined, pinned, or held."""
+
+    action: Literal["restore", "quarantine", "pin", "hold"]
+    key: Key
+    digest: str
+    pin: Pin | None = None
+    review: Review | None = None
+    flags: tuple[Any, ...] = ()
+    #: The pinned part of the definition, kept with a pin or a review (empty for a restore).
+    part: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PinKeeper:
@@ -85,14 +108,25 @@ class PinKeeper:
         backend lists now can show it went back to the pinned definition). Storage failures are
         logged and leave the book as it was: tools already pinned stay served, a new tool under
         `accept` is served and pinned at the next listing.
+
+        Each tool's digest (and, for one not pinned as it is, its flags) is worked out first, in
+        a worker thread for a large listing so other requests keep flowing; the tools first seen
+        under `accept` are then pinned in one transaction, so a backend listing thousands of new
+        tools costs one commit, not one per tool.
         """
         if connector == GATEWAY_TOOLS_CONNECTOR or not listing.tools:
             return
         try:
             await self.load()
+            plan = functools.partial(self._plan, connector, listing.tools, self.book.state)
+            steps = plan() if len(listing.tools) <= _INLINE_TOOLS else await anyio.to_thread.run_sync(plan)
             wrote = False
-            for definition in listing.tools:
-                wrote = await self._observe_tool(connector, definition, live=live) or wrote
+            first_seen = [step for step in steps if step.action == "pin"]
+            for step in steps:
+                if step.action != "pin":
+                    wrote = await self._apply(step, live=live) or wrote
+            if first_seen:
+                wrote = await self._pin_first_seen(first_seen) or wrote
             if wrote:
                 await self.load()
                 if self._publish is not None:
@@ -100,55 +134,95 @@ class PinKeeper:
         except GatewayError as exc:
             logger.error("tool pins not checked: storage failed", extra={"connector": connector, "error": str(exc)})
 
-    async def _observe_tool(self, connector: str, definition: Mapping[str, Any], *, live: bool) -> bool:
-        key: Key = (connector, str(definition["name"]))
-        digest = definition_digest(definition)
-        state = self.book.state
-        pin = state.pins.get(key)
-        review = state.reviews.get(key)
-        if pin is not None and pin.digest == digest:
-            if review is not None and live and await self.store.close_review(key, only_digest=review.digest):
-                logger.warning(
-                    "tool definition restored: its backend lists the accepted definition again",
-                    extra={"connector": connector, "tool": self.exposed(key)},
-                )
-                await self._audit("restored", key, actor="gateway", details={"digest": digest})
-                return True
-            return False
-        if review is not None and review.digest == digest:
-            return False
-        flags = flag_definition(definition)
-        self._log_flags(key, digest, flags)
-        part = pinned_part(definition)
-        flag_details = [flag.sentence() for flag in flags]
-        if pin is not None:
-            if not await self.store.open_review(key, "changed", digest, part, flags):
+    def _plan(self, connector: str, tools: Sequence[Mapping[str, Any]], state: PinState) -> list[_Step]:
+        """What each listed tool needs (CPU only, no storage): nothing for one served as pinned."""
+        steps: list[_Step] = []
+        for definition in tools:
+            key: Key = (connector, str(definition["name"]))
+            digest = definition_digest(definition)
+            pin = state.pins.get(key)
+            review = state.reviews.get(key)
+            if pin is not None and pin.digest == digest:
+                if review is not None:
+                    steps.append(_Step("restore", key, digest, review=review))
+                continue
+            if review is not None and review.digest == digest:
+                continue
+            flags = flag_definition(definition)
+            part = pinned_part(definition)
+            action: Literal["quarantine", "pin", "hold"]
+            if pin is not None:
+                action = "quarantine"
+            elif (
+                self.book.new_tools(connector) == "accept"
+                and not (flags and self._settings.hold_flagged)
+                and review is None
+            ):
+                action = "pin"
+            else:
+                action = "hold"
+            steps.append(_Step(action, key, digest, pin=pin, flags=tuple(flags), part=part))
+        return steps
+
+    async def _apply(self, step: _Step, *, live: bool) -> bool:
+        """Restore, quarantine or hold one tool; whether the tables changed."""
+        key, digest = step.key, step.digest
+        if step.action == "restore":
+            assert step.review is not None
+            if not (live and await self.store.close_review(key, only_digest=step.review.digest)):
                 return False
-            self._quarantined(key, pin, digest, flag_details)
+            logger.warning(
+                "tool definition restored: its backend lists the accepted definition again",
+                extra={"connector": key[0], "tool": self.exposed(key)},
+            )
+            await self._audit("restored", key, actor="gateway", details={"digest": digest})
+            return True
+        self._log_flags(key, digest, step.flags)
+        flag_details = [flag.sentence() for flag in step.flags]
+        if step.action == "quarantine":
+            assert step.pin is not None
+            if not await self.store.open_review(key, "changed", digest, step.part, step.flags):
+                return False
+            self._quarantined(key, step.pin, digest, flag_details)
             await self._audit(
                 "quarantined",
                 key,
                 actor="gateway",
                 reason="its backend lists a definition other than the accepted one",
-                details={"accepted_digest": pin.digest, "current_digest": digest, "flags": flag_details},
+                details={"accepted_digest": step.pin.digest, "current_digest": digest, "flags": flag_details},
             )
             return True
-        policy = self.book.new_tools(connector)
-        if policy == "accept" and not (flags and self._settings.hold_flagged) and review is None:
-            if not await self.store.pin_first(
-                key, digest, part, accepted_by=GATEWAY_ACTOR, reason="first seen under new_tools = accept"
-            ):
-                return False
-            await self._audit("pinned", key, actor=GATEWAY_ACTOR, details={"digest": digest, "flags": flag_details})
-            return True
-        if not await self.store.open_review(key, "new", digest, part, flags):
+        if not await self.store.open_review(key, "new", digest, step.part, step.flags):
             return False
+        policy = self.book.new_tools(key[0])
         why = "flagged descriptions are held" if policy == "accept" else "new_tools = review"
         logger.warning(
             "new tool held for review: an admin must accept it (`gateway tools accept`)",
-            extra={"connector": connector, "tool": self.exposed(key), "why": why, "flags": flag_details},
+            extra={"connector": key[0], "tool": self.exposed(key), "why": why, "flags": flag_details},
         )
         await self._audit("held", key, actor="gateway", reason=why, details={"digest": digest, "flags": flag_details})
+        return True
+
+    async def _pin_first_seen(self, steps: Sequence[_Step]) -> bool:
+        """Pin the tools first seen under `accept` in one transaction, and audit each one this process pinned."""
+        for step in steps:
+            self._log_flags(step.key, step.digest, step.flags)
+        pinned = await self.store.pin_many(
+            [(step.key, step.digest, step.part) for step in steps],
+            accepted_by=GATEWAY_ACTOR,
+            reason="first seen under new_tools = accept",
+        )
+        if not pinned:
+            return False  # another process pinned them first, and audited them
+        await self._audit_many(
+            "pinned",
+            [
+                (step.key, {"digest": step.digest, "flags": [flag.sentence() for flag in step.flags]})
+                for step in steps
+                if step.key in pinned
+            ],
+            actor=GATEWAY_ACTOR,
+        )
         return True
 
     def _quarantined(self, key: Key, pin: Pin, digest: str, flags: list[str]) -> None:
@@ -237,4 +311,20 @@ class PinKeeper:
         except GatewayError as exc:
             logger.error(
                 "tool pin event not audited", extra={"action": action, "tool": self.exposed(key), "error": str(exc)}
+            )
+
+    async def _audit_many(self, action: str, events: Sequence[tuple[Key, Mapping[str, Any]]], *, actor: str) -> None:
+        if self._recorder is None or not events:
+            return
+        try:
+            # In chunks, each written before the next is queued: the calls being recorded meanwhile
+            # wait behind one chunk at most, never behind a whole listing of thousands of tools.
+            for start in range(0, len(events), _AUDIT_CHUNK):
+                await self._recorder.record_tool_pin_events(
+                    ToolPinEvent(action, key[0], key[1], self.exposed(key), actor, None, details)
+                    for key, details in events[start : start + _AUDIT_CHUNK]
+                )
+        except GatewayError as exc:
+            logger.error(
+                "tool pin events not audited", extra={"action": action, "count": len(events), "error": str(exc)}
             )

@@ -24,6 +24,8 @@ from gateway.storage.tables import ToolPinRow, ToolReviewRow
 
 _PINS = cast(Table, ToolPinRow.__table__)
 _REVIEWS = cast(Table, ToolReviewRow.__table__)
+#: Rows per INSERT when a listing pins many tools at once (SQLite allows 32,766 bound values a statement).
+_PINS_PER_STATEMENT = 500
 
 
 class PinStore:
@@ -54,6 +56,36 @@ class PinStore:
             "reason": reason,
         }
         return await self._insert_once(_PINS, values)
+
+    async def pin_many(
+        self, tools: Sequence[tuple[Key, str, Mapping[str, Any] | None]], *, accepted_by: str, reason: str
+    ) -> set[Key]:
+        """Pin tools never pinned before, in one transaction; the keys pinned here (not by another process first)."""
+        now = datetime.now(UTC)
+        insert = postgresql.insert if self._database.dialect == "postgresql" else sqlite.insert
+        pinned: set[Key] = set()
+        async with self._database.session() as session, session.begin():
+            for start in range(0, len(tools), _PINS_PER_STATEMENT):
+                rows = [
+                    {
+                        "connector": key[0],
+                        "tool": key[1],
+                        "digest": digest,
+                        "definition": _json(definition or {}),
+                        "accepted_by": accepted_by,
+                        "accepted_at": now,
+                        "reason": reason,
+                    }
+                    for key, digest, definition in tools[start : start + _PINS_PER_STATEMENT]
+                ]
+                statement = (
+                    insert(_PINS)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=["connector", "tool"])
+                    .returning(_PINS.c.connector, _PINS.c.tool)
+                )
+                pinned.update((row.connector, row.tool) for row in await session.execute(statement))
+        return pinned
 
     async def open_review(
         self, key: Key, state: str, digest: str, definition: Mapping[str, Any], flags: Sequence[Flag]
