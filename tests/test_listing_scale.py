@@ -117,10 +117,19 @@ async def test_a_listing_comes_in_pages_an_agent_follows_to_the_end(tmp_path: Pa
 
 
 async def eventually_listed(client: Client, name: str) -> list[str]:
+    """The listing once it holds `name` and two listings in a row agree.
+
+    The catalog may change while an agent pages through it (a backend's new tools are pinned just
+    after they arrive), and pages read across a change can skip a tool, as any window paging can:
+    `notifications/tools/list_changed` tells the agent to list again. Paging itself is what is
+    tested here, so it is judged on a catalog that holds still.
+    """
     deadline = anyio.current_time() + 30
+    previous: list[str] | None = None
     while anyio.current_time() < deadline:
         names = await all_tool_names(client)
-        if name in names:
+        if name in names and names == previous:
             return names
+        previous = names
         await anyio.sleep(0.1)
     raise AssertionError(f"{name} never appeared in the listing")

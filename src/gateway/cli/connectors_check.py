@@ -11,13 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from gateway.errors import ConfigError
-from gateway.sdk import ConnectorNotFound, load
-from gateway.sdk.contract import Verdict, run_contract
+
+if TYPE_CHECKING:
+    from gateway.sdk.contract import Verdict
 
 
 def build(actions: Any) -> None:
@@ -42,6 +43,10 @@ def build(actions: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    # Here, not at the top: the SDK's host imports the mcp server, checked as it loads (see `connectors_preview`).
+    from gateway.sdk import ConnectorNotFound, load
+    from gateway.sdk.contract import Verdict, run_contract
+
     settings, path = _settings(args)
     calls = dict(_call(spec) for spec in args.call)
     try:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli.output import print_table
-from gateway.connectors.openapi.operations import Conversion, Operation
-from gateway.connectors.openapi.spec_loading import load_conversion, spec_path
 from gateway.errors import ConfigError
-from gateway.settings.openapi import OpenApiConnector
+
+if TYPE_CHECKING:  # imported where used: the connectors package checks the SDK as it loads (see `_preview`)
+    from gateway.connectors.openapi.operations import Conversion, Operation
+    from gateway.settings.openapi import OpenApiConnector
 
 _HINTS = (("read_only", "readOnlyHint"), ("destructive", "destructiveHint"), ("idempotent", "idempotentHint"))
 
@@ -28,7 +29,11 @@ def build(parser: argparse.ArgumentParser) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
+    # Here, not at the top: importing the connectors package checks the installed mcp SDK, and a
+    # mismatch must reach the user as `gateway`'s one-line error, not as a traceback of `import`.
     from gateway.config import load_connector
+    from gateway.connectors.openapi.spec_loading import load_conversion, spec_path
+    from gateway.settings.openapi import OpenApiConnector
 
     settings = load_connector(args.file)
     if not isinstance(settings, OpenApiConnector):

@@ -16,18 +16,19 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from gateway.catalog.definitions import definition_diff
-from gateway.catalog.pins import Key, Review
 from gateway.cli.command_audit import command_audit
 from gateway.cli.config_option import add_config_argument, load
 from gateway.cli.output import print_table, printable
 from gateway.config import Config
 from gateway.errors import GatewayError, NothingToAccept
-from gateway.pinning import PinKeeper
+
+if TYPE_CHECKING:  # imported where used: the catalog loads the connectors, which check the mcp SDK as they load
+    from gateway.catalog.pins import Key, Review
+    from gateway.pinning import PinKeeper
 
 VIA = "cli"
 
@@ -104,6 +105,8 @@ def _diff(args: argparse.Namespace) -> int:
         print(f"{exposed}: {_state(review)}, listed since {review.seen_at.isoformat()[:19]}")
         if pin is not None:
             print(f"accepted by {pin.accepted_by} at {pin.accepted_at.isoformat()[:19]} ({pin.reason or 'no reason'})")
+        from gateway.catalog.definitions import definition_diff
+
         for line in definition_diff(pin.definition if pin is not None else None, review.definition, name=exposed):
             print(printable(line))
         if review.flags:
@@ -161,7 +164,7 @@ def _run(args: argparse.Namespace, action: Callable[[PinKeeper], Awaitable[int]]
 async def _keeper(config: Config, *, audited: bool) -> AsyncIterator[PinKeeper]:
     """A keeper on the configured database; with `audited`, with an audit chain of its own and signals."""
     from gateway.catalog.pins import PinBook
-    from gateway.pinning import PinStore
+    from gateway.pinning import PinKeeper, PinStore
     from gateway.signals import open_signals
     from gateway.storage.database import Database
 
