@@ -214,13 +214,24 @@ class PinKeeper:
         )
         if not pinned:
             return False  # another process pinned them first, and audited them
+        ours = [step for step in steps if step.key in pinned]
+        flagged = [step for step in ours if step.flags]
+        if len(ours) > _AUDIT_CHUNK:
+            # A listing of thousands of new tools is one event (with every flagged tool on its own),
+            # not thousands queued ahead of the calls being recorded meanwhile.
+            connector = ours[0].key[0]
+            names = [self.exposed(step.key) for step in ours]
+            await self._audit(
+                "pinned",
+                (connector, "*"),
+                actor=GATEWAY_ACTOR,
+                reason=f"{len(ours)} tools first seen under new_tools = accept",
+                details={"count": len(ours), "tools": names[:_AUDIT_CHUNK], "more": max(0, len(names) - _AUDIT_CHUNK)},
+            )
+            ours = flagged
         await self._audit_many(
             "pinned",
-            [
-                (step.key, {"digest": step.digest, "flags": [flag.sentence() for flag in step.flags]})
-                for step in steps
-                if step.key in pinned
-            ],
+            [(step.key, {"digest": step.digest, "flags": [flag.sentence() for flag in step.flags]}) for step in ours],
             actor=GATEWAY_ACTOR,
         )
         return True
