@@ -111,8 +111,8 @@ class PinKeeper:
 
         Each tool's digest (and, for one not pinned as it is, its flags) is worked out first, in
         a worker thread for a large listing so other requests keep flowing; the tools first seen
-        under `accept` are then pinned in one transaction, so a backend listing thousands of new
-        tools costs one commit, not one per tool.
+        under `accept` are then pinned 500 rows a statement, so a backend listing thousands of new
+        tools costs a few commits, not one per tool.
         """
         if connector == GATEWAY_TOOLS_CONNECTOR or not listing.tools:
             return
@@ -204,7 +204,7 @@ class PinKeeper:
         return True
 
     async def _pin_first_seen(self, steps: Sequence[_Step]) -> bool:
-        """Pin the tools first seen under `accept` in one transaction, and audit each one this process pinned."""
+        """Pin the tools first seen under `accept` in a few statements, and audit the ones this process pinned."""
         for step in steps:
             self._log_flags(step.key, step.digest, step.flags)
         pinned = await self.store.pin_many(

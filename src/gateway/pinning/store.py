@@ -60,12 +60,14 @@ class PinStore:
     async def pin_many(
         self, tools: Sequence[tuple[Key, str, Mapping[str, Any] | None]], *, accepted_by: str, reason: str
     ) -> set[Key]:
-        """Pin tools never pinned before, in one transaction; the keys pinned here (not by another process first)."""
+        """Pin tools never pinned before, 500 a statement; the keys pinned here (not by another process first)."""
         now = datetime.now(UTC)
         insert = postgresql.insert if self._database.dialect == "postgresql" else sqlite.insert
         pinned: set[Key] = set()
-        async with self._database.session() as session, session.begin():
-            for start in range(0, len(tools), _PINS_PER_STATEMENT):
+        # One transaction per statement: on SQLite a single long one would hold the only write lock
+        # and keep the audit log from committing the calls made meanwhile.
+        for start in range(0, len(tools), _PINS_PER_STATEMENT):
+            async with self._database.session() as session, session.begin():
                 rows = [
                     {
                         "connector": key[0],
