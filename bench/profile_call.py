@@ -64,7 +64,7 @@ def area_of(frame: str) -> str:
     return "other"
 
 
-def summarise(raw: Path, top: int) -> None:
+def summarise(raw: Path, top: int, *, inclusive: bool = False) -> None:
     """`raw` is py-spy's collapsed-stack output: `frame;frame;...;leaf count` per line."""
     by_area: collections.Counter[str] = collections.Counter()
     by_function: collections.Counter[str] = collections.Counter()
@@ -81,12 +81,17 @@ def summarise(raw: Path, top: int) -> None:
         total += count
         # The innermost frame that is not the event loop's own names where the time went.
         by_area[area_of(leaf)] += count
-        by_function[leaf] += count
+        if inclusive:
+            for frame in dict.fromkeys(frames):  # a recursive frame counts once per sample
+                by_function[frame] += count
+        else:
+            by_function[leaf] += count
     print(f"{total} samples of the gateway busy (time idle in the event loop is not sampled)")
     print(f"\n{'area':<48} {'share':>7}")
     for area, count in by_area.most_common():
         print(f"{area:<48} {count / total:>7.1%}")
-    print(f"\n{'function (own time)':<100} {'share':>7}")
+    heading = "function (with its callees)" if inclusive else "function (own time)"
+    print(f"\n{heading:<100} {'share':>7}")
     for function, count in by_function.most_common(top):
         print(f"{function[:100]:<100} {count / total:>7.1%}")
 
@@ -110,6 +115,11 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients, each calling sequentially")
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL: Python CPU, not I/O or fsync"
+    )
+    parser.add_argument("--inclusive", action="store_true", help="rank functions by time in them and their callees")
+    parser.add_argument("--keep", type=Path, help="also write py-spy's collapsed stacks to this file")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
@@ -123,7 +133,7 @@ def main() -> None:
             raw = workdir / "profile.txt"
             recorder = subprocess.Popen(
                 [py_spy, "record", "--pid", str(gateway_pid), "--rate", "1000", "--format", "raw",
-                 "--output", str(raw), "--nonblocking"],
+                 "--output", str(raw), "--nonblocking", *(["--gil"] if args.gil else [])],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -132,7 +142,9 @@ def main() -> None:
             finally:
                 recorder.send_signal(2)
                 recorder.wait(timeout=60)
-            summarise(raw, args.top)
+            if args.keep is not None:
+                shutil.copyfile(raw, args.keep)
+            summarise(raw, args.top, inclusive=args.inclusive)
         finally:
             for process in reversed(setup.processes):
                 process.terminate()

@@ -349,6 +349,59 @@ def test_wrong_shape_json_rpc_is_refused(gateway: GatewayProcess, key: str) -> N
     assert response.json()["error"]["code"] in (types.INVALID_REQUEST, types.PARSE_ERROR)
 
 
+_MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+}
+_CALL = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "sink__echo", "arguments": {"text": "hi"}, "_meta": _MODERN_META},
+    }
+).encode()
+_CALL_HEADERS = {"Mcp-Method": "tools/call", "Mcp-Name": "sink__echo"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "answer"),
+    [
+        ({"Host": "attacker.example"}, 421, "Invalid Host header"),
+        ({"Origin": "http://attacker.example"}, 403, "Invalid Origin header"),
+        ({"Content-Type": "text/plain"}, 400, "Invalid Content-Type header"),
+        ({"Accept": "application/json"}, 406, ""),
+        ({"Accept": "text/event-stream"}, 406, ""),
+    ],
+)
+def test_door_checks_refuse_what_the_sdk_refuses(
+    gateway: GatewayProcess, key: str, headers: dict[str, str], status: int, answer: str
+) -> None:
+    """Each check refuses on every request, also after the same client passed it many times."""
+    for _ in range(3):
+        assert _post(gateway, key, _CALL, **_CALL_HEADERS).status_code == 200
+        refused = _post(gateway, key, _CALL, **{**_CALL_HEADERS, **headers})
+        assert (refused.status_code, refused.text) == (status, answer)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "localhost:9"},
+        {"Origin": "http://127.0.0.1:8080"},
+        {"Content-Type": "Application/JSON; charset=utf-8"},
+        {"Accept": "*/*"},
+        {"Accept": "application/*, text/*"},
+    ],
+)
+def test_door_checks_let_allowed_values_through(gateway: GatewayProcess, key: str, headers: dict[str, str]) -> None:
+    for _ in range(2):
+        response = _post(gateway, key, _CALL, **{**_CALL_HEADERS, **headers})
+        assert response.status_code == 200, response.text
+        assert "hi" in response.text
+
+
 def test_body_over_limit_is_413(gateway: GatewayProcess, key: str) -> None:
     body = json.dumps(
         {

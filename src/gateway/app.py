@@ -17,6 +17,7 @@ from gateway.front.audit_api import audit_routes
 from gateway.front.bearer import authenticate_request
 from gateway.front.health import healthz, readyz_endpoint
 from gateway.front.http import build_endpoint, build_mcp_endpoint, build_session_manager
+from gateway.front.mcp_first import McpFirstApp
 from gateway.front.ops_access import OpsAccess
 from gateway.front.resource_metadata import metadata_routes
 from gateway.front.server import build_server
@@ -88,14 +89,15 @@ def create_app(config: Config, *, migrations_done: bool = False, predecessor_pid
             if signin is not None:
                 await signin.aclose()
 
-    return Starlette(
+    mcp_path = config.gateway.server.path
+    mcp_app = build_mcp_endpoint(
+        endpoint, runtime.authenticator, config.gateway.auth, on_refused=runtime.record_auth_refused
+    )
+    return McpFirstApp(
+        mcp_path=mcp_path,
+        mcp_app=mcp_app,
         routes=[
-            Route(
-                config.gateway.server.path,
-                endpoint=build_mcp_endpoint(
-                    endpoint, runtime.authenticator, config.gateway.auth, on_refused=runtime.record_auth_refused
-                ),
-            ),
+            Route(mcp_path, endpoint=mcp_app),  # served first by `McpFirstApp`; kept for a `root_path`
             Route("/healthz", endpoint=healthz),
             Route("/readyz", endpoint=readyz_endpoint(runtime.readiness(), ops)),
             Route("/metrics", endpoint=ops.protect(runtime.telemetry.metrics_endpoint, "/metrics")),

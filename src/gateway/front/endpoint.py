@@ -20,9 +20,8 @@ import anyio
 import mcp_types as types
 from anyio.abc import TaskGroup, TaskStatus
 from mcp.server import Server
-from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PARAM_HEADER_PREFIX,
@@ -34,7 +33,6 @@ from mcp.shared.inbound import (
 from mcp_types import methods as _methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
-from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.calls import Origin
@@ -43,6 +41,7 @@ from gateway.errors import BodyTooLarge, GatewayError, InvalidWorkflowId
 from gateway.front import envelope, wire
 from gateway.front.bearer import PRINCIPAL_SCOPE_KEY
 from gateway.front.ended_sessions import EndedSessions
+from gateway.front.header_checks import HeaderChecks
 from gateway.front.server import SESSION_SCOPE_KEY, ChangeNotifier
 from gateway.front.sessions import SealedSession, SessionSealer, owner_digest
 from gateway.front.tasks import HeldTasks
@@ -87,7 +86,7 @@ class McpEndpoint:
         self._notifier = notifier
         self._sealer = sealer
         self._sdk = sdk
-        self._security = TransportSecurityMiddleware(security)
+        self._checks = HeaderChecks(security)
         self._max_body = max_body_bytes
         self.in_flight = InFlightCalls()
         self._calls = ToolCalls(pipeline, self.in_flight, server.server_info_stamp, HeldTasks(pipeline))
@@ -98,7 +97,7 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        rejection = await self._security.validate_request(Request(scope, receive), is_post=method == "POST")
+        rejection = await self._checks.refusal(scope, receive, is_post=method == "POST")
         if rejection is not None:
             await rejection(scope, receive, send)
             return
@@ -213,7 +212,7 @@ class McpEndpoint:
         if not _is_tool_call(decoded):
             await self._sdk.handle_request(scope, wire.replay(body, receive), send)
             return
-        has_json, has_sse = check_accept_headers(Request(scope))
+        has_json, has_sse = self._checks.accepts(scope)
         if not has_json or not has_sse:
             await wire.send_empty(send, 406)
             return
@@ -371,7 +370,7 @@ class McpEndpoint:
 
     async def _standing_stream(self, session: SealedSession, scope: Scope, receive: Receive, send: Send) -> None:
         """The GET stream a session keeps open to hear `list_changed` notifications."""
-        if not check_accept_headers(Request(scope))[1]:
+        if not self._checks.accepts(scope)[1]:
             await wire.send_empty(send, 406)
             return
         events = self._notifier.open_stream(session.id)
@@ -398,9 +397,8 @@ class McpEndpoint:
             await wire.send_bytes(send, 413, b"Request body too large", [(b"content-type", b"text/plain")])
             return None
 
-    @staticmethod
-    def _accepts_both(scope: Scope) -> bool:
-        has_json, has_sse = check_accept_headers(Request(scope))
+    def _accepts_both(self, scope: Scope) -> bool:
+        has_json, has_sse = self._checks.accepts(scope)
         return has_json and has_sse
 
 

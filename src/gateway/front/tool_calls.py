@@ -182,7 +182,8 @@ class _Exchange:
         self.request_id = request_id
         self.progress_token = progress_token
         self._streaming = False
-        self._lock = anyio.Lock()
+        # Only a call with progress has a second writer (its notifications and keep-alives).
+        self._lock = anyio.Lock() if progress_token is not None else None
         self._done = False
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
@@ -201,6 +202,7 @@ class _Exchange:
             await self._stream(wire.SSE_PING)
 
     async def _stream(self, chunk: bytes) -> None:
+        assert self._lock is not None, "only a call with a progress token streams"
         async with self._lock:
             if self._done:
                 return
@@ -224,6 +226,10 @@ class _Exchange:
                 pass  # the client is already gone
 
     async def finish(self, body: bytes, status: int) -> None:
+        if self._lock is None:
+            self._done = True
+            await wire.send_bytes(self._send, status, body)
+            return
         async with self._lock:
             self._done = True
             if self._streaming:
