@@ -13,6 +13,7 @@ reached (connectors).
 
 from __future__ import annotations
 
+import asyncio  # a callback after the answer: see `_forward`
 import contextlib
 import logging
 import time
@@ -422,14 +423,25 @@ class Pipeline:
         trace.record_result(result)
         if outcome == "ok" and call.workflow is not None and call.method == "tools/call":
             await self._share(aimed, handle, result)
-            # A step an ordering policy waits for counts on every replica before its agent hears of it.
-            await self._finish(
-                handle, outcome, clock, result=result, wait=self._decisions.tracks_completion(call.name or "")
-            )
-        else:
-            await self._finish(handle, outcome, clock, result=result)
-        self._log(call, decision, outcome, clock)
+            if self._decisions.tracks_completion(call.name or ""):
+                # A step an ordering policy waits for counts on every replica before its agent hears of it.
+                await self._finish(handle, outcome, clock, result=result, wait=True)
+                self._log(call, decision, outcome, clock)
+                return result
+        # Nothing waits for the outcome's commit: it is queued, and the line logged, once the
+        # agent's answer is on its way (the callback runs when the request's task next yields).
+        asyncio.get_running_loop().call_soon(self._finish_answered, handle, outcome, clock, result, call, decision)
         return result
+
+    def _finish_answered(
+        self, handle: CallHandle, outcome: str, clock: _Clock, result: JsonObject, call: Call, decision: Decision
+    ) -> None:
+        """7 finish, for a call already answered: its outcome queued for the next commit, and its log line."""
+        try:
+            self._audit.queue_outcome(handle, outcome=outcome, result=result, timings=self._timings(clock))
+        except (GatewayError, ValueError) as exc:  # shutting down: the chain records the call as open
+            logger.warning("outcome not recorded", extra={"call_id": handle.call_id, "error": str(exc)})
+        self._log(call, decision, outcome, clock)
 
     async def _share(self, aimed: Aimed[Any], handle: CallHandle, result: JsonObject) -> None:
         """7 finish, for a tool whose connector file shares its results: the summary other agents read.
@@ -485,10 +497,13 @@ class Pipeline:
         wait: bool = False,
     ) -> None:
         """The outcome on record; `wait` for its commit only when another replica must see it at once."""
-        timings = Timings(clock.policy_ms, clock.backend_ms, clock.total_ms)
         await self._audit.record_outcome(
-            handle, outcome=outcome, result=result, error=error, timings=timings, wait=wait
+            handle, outcome=outcome, result=result, error=error, timings=self._timings(clock), wait=wait
         )
+
+    @staticmethod
+    def _timings(clock: _Clock) -> Timings:
+        return Timings(clock.policy_ms, clock.backend_ms, clock.total_ms)
 
     def _log(self, call: Call, decision: Decision | None, outcome: str, clock: _Clock) -> None:
         target = call.target

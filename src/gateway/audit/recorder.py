@@ -450,25 +450,23 @@ class AuditRecorder:
         it is one of the gateway's own (`GatewayError`), written to be read: any other exception's
         text can hold whatever its library put there (a connection string, a path).
         """
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}, not {outcome!r}")
-        if handle.replica_id != self._replica_id or handle.call_id not in self._open_calls:
-            raise ValueError(f"call {handle.call_id} is not open on this recorder (its outcome is already recorded?)")
-        self._require_running()
-        self._open_calls.discard(handle.call_id)
-        size, digest = result_digest(result) if result is not None else (None, None)
-        message = str(error) if isinstance(error, GatewayError) else None
-        data = outcome_payload(
-            outcome,
-            result_bytes=size,
-            result_sha256=digest,
-            timings=timings,
-            error_type=short_text(type(error).__name__) if error is not None else None,
-            error_message=self._redactor.redact_text(message, max_chars=4096) if message else None,
-        )
         if wait:
+            data = self._outcome_data(handle, outcome, result, error, timings)
             await self._enqueue(OUTCOME, handle.call_id, datetime.now(UTC), data, retry=True)
             return
+        self.queue_outcome(handle, outcome=outcome, result=result, error=error, timings=timings)
+
+    def queue_outcome(
+        self,
+        handle: CallHandle,
+        *,
+        outcome: str,
+        result: bytes | Any = None,
+        error: BaseException | None = None,
+        timings: Timings | None = None,
+    ) -> None:
+        """`record_outcome(..., wait=False)` without a coroutine: it can run after the agent has its answer."""
+        data = self._outcome_data(handle, outcome, result, error, timings)
         # Not waited for: ride along with the next call's commit (one commit per call for a
         # sequential agent instead of two), or be written on its own shortly after.
         self._queue.append(_Pending(OUTCOME, handle.call_id, datetime.now(UTC), data, None, True))
@@ -477,6 +475,31 @@ class AuditRecorder:
             # for a busy sequential agent, between nearly every outcome and the next call, and
             # split each ride-along commit into two.
             self._outcome_flush = asyncio.get_running_loop().call_later(_OUTCOME_DELAY_SECONDS, self._flush_outcomes)
+
+    def _outcome_data(
+        self,
+        handle: CallHandle,
+        outcome: str,
+        result: bytes | Any,
+        error: BaseException | None,
+        timings: Timings | None,
+    ) -> dict[str, Any]:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(sorted(OUTCOMES))}, not {outcome!r}")
+        if handle.replica_id != self._replica_id or handle.call_id not in self._open_calls:
+            raise ValueError(f"call {handle.call_id} is not open on this recorder (its outcome is already recorded?)")
+        self._require_running()
+        self._open_calls.discard(handle.call_id)
+        size, digest = result_digest(result) if result is not None else (None, None)
+        message = str(error) if isinstance(error, GatewayError) else None
+        return outcome_payload(
+            outcome,
+            result_bytes=size,
+            result_sha256=digest,
+            timings=timings,
+            error_type=short_text(type(error).__name__) if error is not None else None,
+            error_message=self._redactor.redact_text(message, max_chars=4096) if message else None,
+        )
 
     def _flush_outcomes(self) -> None:
         self._outcome_flush = None

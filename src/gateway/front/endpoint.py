@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+import orjson
 from anyio.abc import TaskGroup, TaskStatus
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -412,9 +413,29 @@ def _mcp_param_rejection(
     if not arguments and not any(k.startswith(_MCP_PARAM_PREFIX) for k, _ in scope["headers"]):
         return None
     schema = tool.definition.get("inputSchema")
-    if schema is None:
+    if schema is None or not _declares_param_headers(schema):
         return None
     return validate_mcp_param_headers(schema, arguments or {}, headers)
+
+
+#: Per input schema seen (kept alive beside its id), whether it declares any `x-mcp-header`.
+_DECLARES_PARAM_HEADERS: dict[int, tuple[Any, bool]] = {}
+
+
+def _declares_param_headers(schema: Any) -> bool:
+    """Only a schema naming `x-mcp-header` somewhere can make the check refuse; most name none.
+
+    The SDK walks the whole schema on every call to find out; the answer is kept per schema
+    object (catalog entries are replaced, never changed, when a backend lists again).
+    """
+    known = _DECLARES_PARAM_HEADERS.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    declares = b'"x-mcp-header"' in orjson.dumps(schema, default=str)
+    if len(_DECLARES_PARAM_HEADERS) >= 65536:
+        _DECLARES_PARAM_HEADERS.clear()
+    _DECLARES_PARAM_HEADERS[id(schema)] = (schema, declares)
+    return declares
 
 
 async def _refused_as_malformed(parsed: envelope.Body, send: Send) -> bool:
