@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 #: An escape of a UTF-16 surrogate in the raw body: only a body holding one can decode to a lone one.
 #: Searched only in bodies with a backslash at all, which `bytes.find` (memchr) rules out at about
 #: 10 µs per MB; the pattern costs about 1 ms per MB, a `bytes` substring search three times that.
@@ -40,9 +42,15 @@ class Body:
 
 def decode(body: bytes) -> Body:
     try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return Body(None, is_json=False)
+        # orjson parses a typical request in a third of the time. It refuses what the stdlib
+        # takes (lone surrogates, NaN, integers past 64 bits, UTF-16, a BOM, deep nesting), so
+        # those bodies go on to the stdlib, whose reading of them is the one this module defines.
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            return Body(None, is_json=False)
     if body.find(b"\\") != -1 and _SURROGATE_ESCAPE.search(body) is not None:
         return Body(message, is_json=True, bad_text_at=_unencodable_text(message))
     return Body(message, is_json=True)
