@@ -3,7 +3,8 @@
 A synthetic catalog of 200 tools (10 servers x 20 tools, typed arguments) and policy sets in
 which a handful of policies can match the measured tool and the rest name other tools, the
 way real sets grow. Prints p50/p99 per decision for `decide_call` (context building included),
-for a denied call (whether the tool is concealed included, as the pipeline needs it), for
+for a call only unconditional policies can apply to (their scopes decide it), for a denied call
+(whether the tool is concealed included, as the pipeline needs it), for
 Cedar alone deciding the same request on the whole unsliced set (what slicing saves), and for
 `visible_tools` over 50 tools, both for a principal seen for the first time (cold) and again
 (warm, answers cached per loaded set).
@@ -35,6 +36,8 @@ TOOLS_PER_SERVER = 20
 TARGET = "svc0__tool0"
 #: Destructive, and called without reasoning: denied, yet listed (reasoning would allow it), so the agent is told why.
 FORBIDDEN = "svc0__tool1"
+#: Read-only, on another server: only an unconditional permit for the agent itself can apply.
+UNCONDITIONAL = "svc1__tool0"
 INPUT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -67,7 +70,8 @@ def synthetic_catalog() -> Catalog:
 
 
 def policies(count: int) -> str:
-    """`count` policies: five can match TARGET; the others name other tools or other roles."""
+    """`count` policies: five can match TARGET, one (unconditional) UNCONDITIONAL; the others name other
+    tools or other roles."""
     matching = [
         'permit (principal is Agent, action == Action::"list_tools", resource);',
         f'permit (principal in Role::"ops", action == Action::"{TARGET}", resource)\n'
@@ -77,6 +81,7 @@ def policies(count: int) -> str:
         'permit (principal in Role::"ops", action in Action::"server:svc0", resource)\n'
         "  when { context.time.hour >= 0 };",
         'forbid (principal in Role::"suspended", action in Action::"call_tool", resource);',
+        f'permit (principal == Agent::"bench-agent", action == Action::"{UNCONDITIONAL}", resource);',
     ]
     others = [f"svc{s}__tool{t}" for s in range(SERVERS) for t in range(TOOLS_PER_SERVER)]
     others.remove(TARGET)
@@ -106,12 +111,20 @@ def measure(function: Callable[[int], object], iterations: int) -> tuple[float, 
 def bench(count: int, catalog: Catalog, iterations: int) -> str:
     """One row of the table: load time and decision costs with `count` policies."""
     target, forbidden = catalog.resolve_tool(TARGET), catalog.resolve_tool(FORBIDDEN)
+    unconditional = catalog.resolve_tool(UNCONDITIONAL)
     listed = list(catalog.tools())[:50]
     ops = Principal(agent="bench-agent", roles=("ops",))
     origin = Origin(ops)
     arguments = {"amount": 250.75, "count": 3, "note": "monthly run", "tags": ["a", "b"]}
     allowed_call = Call(
         "tools/call", origin, TARGET, arguments, reasoning="scheduled", target=Target(target.connector, target.original)
+    )
+    unconditional_call = Call(
+        "tools/call",
+        origin,
+        UNCONDITIONAL,
+        arguments,
+        target=Target(unconditional.connector, unconditional.original),
     )
     denied_call = Call(
         "tools/call", origin, FORBIDDEN, arguments, target=Target(forbidden.connector, forbidden.original)
@@ -127,6 +140,7 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         load_ms = (time.perf_counter() - start) * 1e3
         decision = decisions.decide_call(allowed_call, target)
         assert decision.allowed, decision.explain()
+        assert decisions.decide_call(unconditional_call, unconditional).allowed
         denial = decisions.decide_call(denied_call, forbidden)
         assert not denial.allowed and not denial.concealed, denial.explain()
         assert [t.exposed for t in decisions.visible_tools(origin, listed)][:1] == [TARGET]
@@ -155,6 +169,7 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         assert cedarpy.is_authorized(request, whole, entities).allowed
 
         call = measure(lambda _: decisions.decide_call(allowed_call, target), iterations)
+        scoped = measure(lambda _: decisions.decide_call(unconditional_call, unconditional), iterations)
         denied = measure(lambda _: decisions.decide_call(denied_call, forbidden), iterations)
         unsliced = measure(lambda _: cedarpy.is_authorized(request, whole, entities), iterations)
         cold = measure(
@@ -165,7 +180,7 @@ def bench(count: int, catalog: Catalog, iterations: int) -> str:
         )
         warm = measure(lambda _: decisions.visible_tools(origin, listed), iterations)
     cells = [f"{count:>8}", f"{load_ms:>8.1f}"]
-    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, denied, unsliced, cold, warm)]
+    cells += [f"{p50:>6.0f} / {p99:>6.0f}" for p50, p99 in (call, scoped, denied, unsliced, cold, warm)]
     return "  ".join(cells)
 
 
@@ -179,6 +194,7 @@ def main() -> None:
         "policies",
         "load ms",
         "decide_call",
+        "unconditional",
         "denied call",
         "Cedar unsliced",
         "visible_tools cold",

@@ -3,6 +3,7 @@ different roles, live reloads, and a gateway with no valid policy (everything de
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,16 @@ from pathlib import Path
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from harness import GatewayProcess, eventually, free_port, mcp_client, stdio_connector, wait_until, write_gateway_config
+from harness import (
+    GatewayProcess,
+    eventually,
+    free_port,
+    mcp_client,
+    running_gateway,
+    stdio_connector,
+    wait_until,
+    write_gateway_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -243,3 +253,49 @@ def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
     result = run_cli("policy", "test", "--dir", str(tmp_path / "policies"), check=False)
     assert result.returncode == 1
     assert "FAIL" in result.stdout and "1 failed" in result.stdout
+
+
+#: Only unconditional policies: every decision is settled by the scopes, without Cedar evaluating a condition.
+UNCONDITIONAL = """
+@id("agents-list-tools")
+permit (principal is Agent, action == Action::"list_tools", resource);
+
+@id("qa-uses-the-sink")
+permit (principal in Role::"qa", action in Action::"server:sink", resource);
+
+@id("qa-bot-echoes")
+@reason("The QA bot may echo.")
+permit (principal == Agent::"qa-bot", action == Action::"sink__echo", resource);
+
+@id("suspended-add-nothing")
+@reason("Suspended agents may not add.")
+forbid (principal in Role::"suspended", action == Action::"sink__add", resource);
+"""
+
+
+@pytest.mark.anyio
+async def test_unconditional_policies_decide_and_the_audit_names_them(tmp_path: Path) -> None:
+    with running_gateway(tmp_path, {"sink": stdio_connector()}, policies={"scoped.cedar": UNCONDITIONAL}) as gateway:
+        qa, suspended = gateway.create_key("qa-bot", "qa"), gateway.create_key("held-bot", "qa", "suspended")
+        async with mcp_client(gateway.url, qa) as client:
+            echoed = await client.call_tool("sink__echo", {"text": "hello"})
+            added = await client.call_tool("sink__add", {"a": 2, "b": 3})
+        async with mcp_client(gateway.url, suspended) as client:
+            assert "sink__add" not in {tool.name for tool in (await client.list_tools()).tools}
+            still_echoes = await client.call_tool("sink__echo", {"text": "hi"})
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("sink__add", {"a": 2, "b": 3})
+        assert not echoed.is_error and not added.is_error and not still_echoes.is_error
+        # A forbid the scopes settle wins over the role's permit; never callable, so the tool is unknown to the agent.
+        assert "unknown tool 'sink__add'" in refused.value.error.message
+        output = gateway.cli("audit", "search", "--json", "--limit", "50", "--tool", "sink__echo").stdout
+        output += gateway.cli("audit", "search", "--json", "--limit", "50", "--tool", "sink__add").stdout
+        entries = [json.loads(line) for line in output.splitlines() if line.strip()]
+    recorded = {(e["agent"], e["name"]): (e["decision"], e["policy_ids"], e["reason"]) for e in entries}
+    assert recorded == {
+        # Every permit that applies, in file order; the reason is the first @reason among them.
+        ("qa-bot", "sink__echo"): ("allow", ["qa-uses-the-sink", "qa-bot-echoes"], "The QA bot may echo."),
+        ("qa-bot", "sink__add"): ("allow", ["qa-uses-the-sink"], "allowed by policy 'qa-uses-the-sink'"),
+        ("held-bot", "sink__echo"): ("allow", ["qa-uses-the-sink"], "allowed by policy 'qa-uses-the-sink'"),
+        ("held-bot", "sink__add"): ("deny", ["suspended-add-nothing"], "Suspended agents may not add."),
+    }

@@ -516,31 +516,54 @@ def recording_cedar(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return sent
 
 
+#: ACCESS with a condition that reads nothing: its scopes no longer decide alone, so Cedar evaluates it.
+CONDITIONAL_ACCESS = ACCESS.replace(";", "\nwhen { true };")
+
+#: (access policies, Cedar evaluations while deciding the access): with conditions, the access and
+#: approval sets are evaluated at once; when the access scopes decide, only the hold asks Cedar.
+ONE_EVALUATION = [(CONDITIONAL_ACCESS, 1), (ACCESS, 0)]
+
+
+@pytest.mark.parametrize(("access", "asked_by_access"), ONE_EVALUATION)
 @pytest.mark.parametrize(("arguments", "held"), [(PAY, True), (SMALL_PAY, False)])
 def test_one_cedar_evaluation_decides_the_access_and_the_hold(
-    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], held: bool
+    policy_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: dict[str, Any],
+    held: bool,
+    access: str,
+    asked_by_access: int,
 ) -> None:
-    loaded = load_with(policy_dir, LARGE_PAYMENTS)
+    loaded = load_with(policy_dir, LARGE_PAYMENTS, access=access)
     tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
     call = tool_call(FINANCE, tool_entry, arguments)
     built = counting_call_context(monkeypatch)
     sent = recording_cedar(monkeypatch)
 
     decision = loaded.decisions.decide_call(call, tool_entry)
+    asked_to_decide = len(sent)
     hold_decision = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
 
     assert decision.allowed and decision.policy_ids == ("finance-pays",)
     assert hold_decision.held is held and hold_decision.policy_ids == (("large-payments",) if held else ())
     assert built == ["finance__pay_invoice"]
+    assert asked_to_decide == asked_by_access
     # The attributes either set reads (only the approval policy reads any), written as `json.dumps` writes them.
     amount = {"__extn": {"fn": "decimal", "arg": f"{arguments['amount']:.4f}"}}
     assert sent == [json.dumps({"input": {"invoice_id": arguments["invoice_id"], "amount": amount}})]
 
 
+@pytest.mark.parametrize(
+    ("access", "asked"),
+    [
+        (CONDITIONAL_ACCESS, (2, 2)),  # both sets, then the access set; the hold asks nothing
+        (ACCESS, (0, 1)),  # the access scopes decide; the hold asks the approval set alone
+    ],
+)
 def test_an_approval_forbid_settles_the_hold_and_the_access_policies_are_asked_alone(
-    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, access: str, asked: tuple[int, int]
 ) -> None:
-    loaded = load_with(policy_dir, LARGE_PAYMENTS + TREASURY_EXEMPT)
+    loaded = load_with(policy_dir, LARGE_PAYMENTS + TREASURY_EXEMPT, access=access)
     tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
     call = tool_call(TREASURY, tool_entry, PAY)
     sent = recording_cedar(monkeypatch)
@@ -550,13 +573,21 @@ def test_an_approval_forbid_settles_the_hold_and_the_access_policies_are_asked_a
     exempt = loaded.decisions.decide_hold(call, tool_entry, decision=decision)
 
     assert decision.allowed and not exempt.held and exempt.policy_ids == ("treasury-exempt",)
-    assert (asked_to_decide, len(sent)) == (2, 2)  # both sets, then the access set; the hold asks nothing
+    assert decision.policy_ids == ("finance-pays",)
+    assert (asked_to_decide, len(sent)) == asked
 
 
+@pytest.mark.parametrize(
+    ("access", "asked"),
+    [
+        (CONDITIONAL_ACCESS, (2, 3)),  # both sets; the access set; then the approval set
+        (ACCESS, (0, 1)),  # the access scopes decide; then the approval set
+    ],
+)
 def test_when_a_policy_errs_each_set_is_evaluated_alone_on_the_same_request(
-    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any, access: str, asked: tuple[int, int]
 ) -> None:
-    loaded = load_with(policy_dir, OVERFLOWING_HOLD)
+    loaded = load_with(policy_dir, OVERFLOWING_HOLD, access=access)
     tool_entry = loaded.catalog.resolve_tool("finance__pay_invoice")
     call = tool_call(FINANCE, tool_entry, SMALL_PAY)
     built = counting_call_context(monkeypatch)
@@ -569,7 +600,7 @@ def test_when_a_policy_errs_each_set_is_evaluated_alone_on_the_same_request(
     assert decision.allowed and decision.errors == () and decision.policy_ids == ("finance-pays",)
     assert held.held and held.errors and held.policy_ids == ("overflowing",)  # fails closed
     assert "approval policy evaluation failed" in caplog.text
-    assert (asked_to_decide, len(sent)) == (2, 3)  # both sets; the access set; then the approval set
+    assert (asked_to_decide, len(sent)) == asked
     assert built == ["finance__pay_invoice"]
 
 
@@ -610,7 +641,9 @@ permit (principal in Role::"sales", action == Action::"finance__pay_invoice", re
 HUGE_PAY = {"invoice_id": "INV-3", "amount": 9000.0}
 
 
-@pytest.mark.parametrize("access", [ACCESS, ACCESS + HUGE_PAYMENTS_FORBIDDEN, ACCESS + OVERFLOWING_ACCESS])
+@pytest.mark.parametrize(
+    "access", [ACCESS, CONDITIONAL_ACCESS, ACCESS + HUGE_PAYMENTS_FORBIDDEN, ACCESS + OVERFLOWING_ACCESS]
+)
 @pytest.mark.parametrize(
     "approval",
     [LARGE_PAYMENTS, LARGE_PAYMENTS + TREASURY_EXEMPT, OVERFLOWING_HOLD, SALES_HOLDS + TREASURY_EXEMPT],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from gateway.errors import PolicyLoadError
 from gateway.identity.principal import Principal
 from gateway.policy import ArgumentLimits, PolicyDecisions, PolicyEngine
 from gateway.policy.cases import run_policy_tests
-from gateway.policy.context import call_context, common_context
+from gateway.policy.context import call_context, common_context, time_record
 from gateway.policy.schema import generate_schema
 from gateway.resource_uris import exposed_uri
 from policy_world import (
@@ -250,6 +250,25 @@ when { context.time.hour >= 9 && context.time.hour < 17 && context.time.weekday 
     assert not at(office.replace(hour=22)).allowed  # 00:00 UTC on Tuesday
     assert not at(office + timedelta(days=5)).allowed  # Saturday
     assert not at(office, client="other").allowed
+
+
+def test_the_clocks_time_is_its_current_second_and_each_request_gets_its_own_record() -> None:
+    def seconds_since(start: datetime) -> list[dict[str, object]]:
+        elapsed = int((datetime.now(UTC) - start).total_seconds()) + 2
+        return [time_record(start.replace(microsecond=0) + timedelta(seconds=n)) for n in range(elapsed)]
+
+    start = datetime.now(UTC)
+    first = time_record(None)
+    assert first in seconds_since(start)
+    assert time_record(datetime(2026, 11, 30, 23, 59, 59, 999999)) == {  # naive: UTC already
+        "hour": 23,
+        "weekday": 1,
+        "date": "2026-11-30",
+        "iso": "2026-11-30T23:59:59Z",
+    }
+    first["hour"] = 99  # one request's context is its own: changing it changes no other
+    second = time_record(None)
+    assert second["hour"] != 99 and second in seconds_since(start)
 
 
 def test_the_context_is_read_from_the_call_and_a_listing_states_no_reasoning() -> None:

@@ -20,7 +20,7 @@ from gateway.identity.principal import Principal
 from gateway.policy import Decision, PolicyDecisions
 from gateway.policy.entities import EntityStore, ancestors, parent_map
 from gateway.policy.loader import policy_set
-from gateway.policy.slices import PolicySlices, Slice, context_keys
+from gateway.policy.slices import PolicySlices, Slice, context_keys, scope_verdict, verdict_reasons
 from policy_world import SALES, STRANGER, Loaded, load, make_catalog
 
 SCOPES = """
@@ -227,6 +227,36 @@ def test_context_keys_are_the_attributes_read_and_whole_context_uses_keep_everyt
     assert _keys("permit (principal, action, resource) when { context has session.id };") == {"session"}
     # `context` as a value (here inside a record) could be compared whole: nothing may be dropped.
     assert _keys("permit (principal, action, resource) when { {c: context}.c.input == {} };") is None
+
+
+def _static(text: str, prefix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}{key}": policy for key, policy in cedarpy.PolicySet.from_str(text).to_pst().static_policies.items()
+    }
+
+
+def test_scopes_settle_a_slice_only_without_conditions_and_name_what_cedar_would() -> None:
+    permits = _static(
+        'permit (principal in Role::"ops", action in Action::"call_tool", resource);\n'
+        "permit (principal is Agent, action, resource is Tool);",
+        "permits-",
+    )
+    with_forbid = {
+        **permits,
+        **_static('forbid (principal, action == Action::"x", resource in Server::"s");', "forbid-"),
+    }
+
+    assert scope_verdict(permits.values()) is True
+    assert verdict_reasons(permits, True) == tuple(permits)
+    assert scope_verdict(with_forbid.values()) is False
+    assert verdict_reasons(with_forbid, False) == tuple(with_forbid)[2:]  # the forbid alone, as Cedar says
+    assert scope_verdict(()) is False and verdict_reasons({}, False) == ()  # nothing applies: denied, no reason
+    conditional = _static("permit (principal, action, resource) when { principal has user };", "conditional-")
+    assert scope_verdict({**permits, **conditional}.values()) is None
+    assert verdict_reasons(conditional, None) == ()
+    # A scope form slicing does not know (here a template's slot) is kept for Cedar to decide.
+    slot = cedarpy.PolicySet.from_str("permit (principal == ?principal, action, resource);").to_pst().templates
+    assert scope_verdict([*permits.values(), *slot.values()]) is None
 
 
 def test_the_slice_cache_starts_over_past_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ levels), and JSON text is written with an explicit stack.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -123,10 +124,30 @@ def common_context(request: Call | Origin, *, now: datetime | None, limits: Argu
     return ContextResult(context)
 
 
+#: `context.time` of the clock's current second, by that second (one entry): every field is whole seconds.
+_this_second: dict[int, dict[str, Any]] = {}
+
+
 def time_record(now: datetime | None) -> dict[str, Any]:
-    """`context.time` in UTC: a naive `now` is taken to be UTC already."""
-    moment = datetime.now(UTC) if now is None else now
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """`context.time` in UTC: a naive `now` is taken to be UTC already.
+
+    Without `now`, the clock's time: a copy of the record of its current second, built once a
+    second rather than for every request (formatting the date and time is about a tenth of what a
+    tool call the scopes settle costs to decide).
+    """
+    if now is None:
+        second = int(time.time())
+        record = _this_second.get(second)
+        if record is None:
+            record = _record_of(datetime.fromtimestamp(second, UTC))
+            _this_second.clear()
+            _this_second[second] = record
+        return dict(record)
+    return _record_of(now)
+
+
+def _record_of(now: datetime) -> dict[str, Any]:
+    moment = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     return {
         "hour": moment.hour,
         "weekday": moment.isoweekday(),

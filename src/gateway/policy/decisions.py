@@ -3,10 +3,11 @@
 Each decision reads the store's `current` set once and decides on it whole, so a reload never
 changes the policies under a request. Decisions run Cedar inline on the parsed handles and
 only on the policies whose action, principal and resource scopes can match the request (see
-`slices.py`); a tool call that approval policies can also apply to is decided with them in the
-same evaluation, which answers whether it is held as well (see `joint.py`). Whatever goes wrong
-while deciding (an evaluation error in any policy, a missing entity, a request Cedar refuses, no
-decision) is a deny, logged with its cause.
+`slices.py`); when those policies have no conditions, their scopes alone decide and Cedar is
+not asked (`_by_scopes`). Otherwise a tool call that approval policies can also apply to is
+decided with them in the same evaluation, which answers whether it is held as well (see
+`joint.py`). Whatever goes wrong while deciding (an evaluation error in any policy, a missing
+entity, a request Cedar refuses, no decision) is a deny, logged with its cause.
 
 Listings show an agent what it may use: a target is visible when Cedar, evaluating its action
 with the whole context unknown, does not deny outright. These answers are cached per loaded
@@ -388,22 +389,27 @@ class PolicyDecisions:
                 _principal_target(state, principal),
                 _resource_target(state, resource["type"], resource["id"], resource_entity),
             )
-            result = cedarpy.is_authorized(
-                {
-                    "principal": uid(AGENT, principal.agent),
-                    "action": uid("Action", action),
-                    "resource": resource,
-                    "context": applicable.context_for(context.context),
-                },
-                applicable.policies,
-                _entities(state, principal, resource_entity),
-                # No schema here: the context is built from the same types the schema declares, with
-                # explicit entity and decimal forms, and Cedar re-checking it would double the cost.
-                # A value of an unexpected type still fails closed (an evaluation error is a deny).
-            )
+            entities = _entities(state, principal, resource_entity)  # fails for the scopes' answer too
+            answer = _by_scopes(applicable)
+            if answer is None:
+                answer = _answer(
+                    cedarpy.is_authorized(
+                        {
+                            "principal": uid(AGENT, principal.agent),
+                            "action": uid("Action", action),
+                            "resource": resource,
+                            "context": applicable.context_for(context.context),
+                        },
+                        applicable.policies,
+                        entities,
+                        # No schema here: the context is built from the same types the schema declares, with
+                        # explicit entity and decimal forms, and Cedar re-checking it would double the cost.
+                        # A value of an unexpected type still fails closed (an evaluation error is a deny).
+                    )
+                )
         except _ENGINE_FAILURES as exc:
             return _failed(principal, action, _error(exc))
-        return _decision(state, *_answer(result), principal, action, what)
+        return _decision(state, *answer, principal, action, what)
 
     def _decide_call(
         self, state: PolicyState, call: Call, tool: ToolEntry, context: dict[str, Any], what: str
@@ -413,7 +419,10 @@ class PolicyDecisions:
         When approval policies can apply to the call, Cedar evaluates them with the access
         policies, and an allow keeps their answer too (see `joint.py`); when that one answer does
         not tell the sets apart, the access policies are evaluated alone, and the approval
-        policies later, as without approval policies.
+        policies later, as without approval policies. When the access policies' scopes alone
+        decide, Cedar is not asked for them; approval policies that can apply are then evaluated
+        alone by `decide_hold`, on the request kept here, which is the answer the joint evaluation
+        would have given the hold.
         """
         principal, action = call.origin.principal, tool.exposed
         try:
@@ -428,7 +437,10 @@ class PolicyDecisions:
         hold = None
         if holding is not None and not holding.members:
             hold = NOT_HELD
-        elif holding is not None:
+        settled = _by_scopes(applicable)
+        if settled is not None:
+            return _decision(state, *settled, principal, action, what, prepared, hold)
+        if holding is not None and holding.members:
             decided, hold = _joint_decision(state, prepared, applicable, holding, entities, what)
             if decided is not None:
                 return decided
@@ -628,6 +640,14 @@ def _answer(result: cedarpy.AuthzResult) -> tuple[cedarpy.Decision, Sequence[str
     """Cedar's decision, the policies that determined it and the evaluation errors, each read once."""
     diagnostics = result.diagnostics
     return result.decision, diagnostics.reasons, tuple(diagnostics.errors)
+
+
+def _by_scopes(applicable: Slice) -> tuple[cedarpy.Decision, Sequence[str], tuple[str, ...]] | None:
+    """What `_answer` would read from Cedar when the slice's scopes alone decide (see `slices.py`), else None."""
+    verdict = applicable.verdict
+    if verdict is None:
+        return None
+    return (cedarpy.Decision.Allow if verdict else cedarpy.Decision.Deny), applicable.determining, ()
 
 
 def _error(exc: Exception) -> tuple[str, ...]:

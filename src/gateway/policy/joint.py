@@ -13,7 +13,9 @@ names every matching permit; the access permits among them are the access answer
 approval permits the hold, exactly as each set evaluated alone would have said. When only
 access forbids match, the call is denied by them, as alone. Any other answer (an error, whose
 policy Cedar names only in prose; an approval forbid, which hides whether the access policies
-allow) does not tell the sets apart, and the caller asks each set alone.
+allow) does not tell the sets apart, and the caller asks each set alone. When the access
+policies' scopes alone settle the call (see `slices.py`), there is nothing to share: only the
+approval policies are evaluated, alone, which is the hold the joint answer gives.
 
 Access and approval policy ids never overlap (the store refuses a load where they would), so
 the union keeps every policy's own id. Joint sets are cached per pair of slices, within the same

@@ -12,7 +12,11 @@ when each of its three scopes can match:
 A slice whose policies all have exact scopes and no `when`/`unless` conditions has the same
 answer for every context: allow when it holds a permit and no forbid. That `verdict` answers
 "could this ever be allowed?" for listings without asking Cedar, whose partial evaluation
-costs time in proportion to the whole catalog (tens of milliseconds a tool at 50,000 tools).
+costs time in proportion to the whole catalog (tens of milliseconds a tool at 50,000 tools),
+and decides requests without asking Cedar either. Exact scopes make a slice hold exactly the
+policies that apply, so Cedar's reasons are known too (`determining`): every permit of the slice
+for an allow, every forbid for a deny. Nothing in such a slice can fail to evaluate: a scope
+only compares entities, and a missing entity is simply not `in` anything.
 
 A policy whose scope does not match contributes nothing to Cedar's answer: Cedar checks the
 scope before the conditions, so it neither decides nor raises an error. Evaluating the slice
@@ -65,7 +69,8 @@ class Slice:
 
     `context_keys` is None when some policy uses `context` other than by reading an attribute:
     then the whole context must go to Cedar. `verdict` is Cedar's decision for every context when
-    the scopes alone decide it (no policy has conditions), else None.
+    the scopes alone decide it (no policy has conditions), else None; `determining` is then the
+    policies Cedar names for it, in the slice's order.
     """
 
     policies: cedarpy.PolicySet
@@ -73,6 +78,8 @@ class Slice:
     verdict: bool | None = None
     #: The ids of the policies in the slice.
     members: frozenset[str] = frozenset()
+    #: With a `verdict`: its permits for an allow, its forbids for a deny (none when nothing applies).
+    determining: tuple[str, ...] = ()
 
     def context_for(self, context: dict[str, Any]) -> dict[str, Any]:
         """`context` without the attributes no policy of this slice reads (they cannot change its answer)."""
@@ -115,6 +122,15 @@ def scope_verdict(policies: Iterable[pst.Template]) -> bool | None:
             return None
         effects.add(policy.effect)
     return "permit" in effects and "forbid" not in effects
+
+
+def verdict_reasons(policies: Mapping[str, pst.Template], verdict: bool | None) -> tuple[str, ...]:
+    """The ids Cedar gives as reasons for `verdict` when every policy applies: the permits of an
+    allow, the forbids of a deny (Cedar names no permit when a forbid wins); none without a verdict."""
+    if verdict is None:
+        return ()
+    effect = "permit" if verdict else "forbid"
+    return tuple(policy_id for policy_id, policy in policies.items() if policy.effect == effect)
 
 
 def _exact_scopes(policy: pst.Template) -> bool:
@@ -247,7 +263,10 @@ class PolicySlices:
                 self._by_request.clear()
                 self._held = 0
             chosen = {policy_id: self._policies[policy_id] for policy_id in sorted(members)}
-            found = Slice(policy_set(chosen), context_keys(chosen.values()), scope_verdict(chosen.values()), members)
+            verdict = scope_verdict(chosen.values())
+            found = Slice(
+                policy_set(chosen), context_keys(chosen.values()), verdict, members, verdict_reasons(chosen, verdict)
+            )
             self._by_members[members] = found
             self._held += len(members)
         self._by_request[key] = found
