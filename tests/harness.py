@@ -143,6 +143,20 @@ def start_http_backend(
     return backend
 
 
+def settled(readyz: httpx.Response) -> bool:
+    """Whether a `/readyz` answer says the gateway serves and no backend is still in its first attempt.
+
+    With details (asked with the ops token) each backend is looked at: a `degraded` gateway may
+    have another backend still starting.
+    """
+    if readyz.status_code != 200:
+        return False
+    body = readyz.json()
+    if "backends" in body:
+        return all(backend["state"] != "starting" for backend in body["backends"].values())
+    return body["status"] != "starting"
+
+
 @dataclass
 class GatewayProcess:
     """A gateway started with `gateway serve` on a free port, with its own config directory."""
@@ -187,11 +201,21 @@ class GatewayProcess:
             wait_until(self._started, what=f"gateway on port {self.port} to start; log:\n{self.log_text()}")
 
     def _started(self) -> bool:
+        """Serving, and every backend's first connection attempt over: the tests then meet a settled catalog."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log_text()}")
-        response = httpx.get(f"{self.base_url}/readyz", timeout=2)
-        return response.status_code == 200
+        readyz = httpx.get(f"{self.base_url}/readyz", headers=OPS_HEADERS, timeout=2)
+        if readyz.status_code in (401, 403):  # configured without the ops token: the status alone
+            readyz = httpx.get(f"{self.base_url}/readyz", timeout=2)
+        return settled(readyz)
+
+    def serving(self) -> bool:
+        """Whether `/readyz` answers 200: the gateway serves, whatever its backends are doing."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.process.returncode}:\n{self.log_text()}")
+        return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
 
     def readyz(self) -> dict[str, Any]:
         """The full `/readyz` answer (status, checks, backends), read with the ops token."""

@@ -109,3 +109,15 @@ async def test_a_dead_backend_or_a_catalog_problem_only_degrades() -> None:
     assert (status, body["status"]) == (200, "degraded")
     assert body["backends"]["crm"]["state"] == "degraded" and body["backends"]["crm"]["problems"] == [problem]
     assert body["backends"]["erp"]["state"] == "unhealthy" and body["backends"]["erp"]["detail"] == "connection refused"
+
+
+async def test_a_backend_in_its_first_attempt_leaves_the_gateway_serving_as_starting() -> None:
+    first = Health(HealthState.STARTING, detail="first connection attempt under way")
+    status, body = await _readyz(_ready(crm=Health(HealthState.HEALTHY), erp=first))
+    assert (status, body["status"]) == (200, "starting")
+    assert body["backends"]["erp"]["state"] == "starting"
+    assert body["backends"]["erp"]["detail"] == "first connection attempt under way"
+    assert await _readyz(_ready(erp=first), details=False) == (200, {"status": "starting"})
+    # Anything worse than starting wins.
+    down = Health(HealthState.UNHEALTHY, detail="connection refused")
+    assert (await _readyz(_ready(erp=first, hr=down)))[1]["status"] == "degraded"

@@ -62,6 +62,7 @@ async def running(tmp_path: Path, backends: Backends) -> AsyncIterator[GatewayRu
         tmp_path, {"crm": 'name = "crm"\nkind = "mcp-stdio"\ncommand = ["crm"]\n'}, policies=POLICIES
     )
     async with GatewayRuntime(load_config(config), connector_factory=backends).running() as runtime:
+        await runtime.backends_attempted.wait()
         yield runtime
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.workers import RestartPolicy, Supervisor
 from harness import (
+    OPS_HEADERS,
     GatewayProcess,
     eventually,
     free_port,
@@ -25,6 +26,7 @@ from harness import (
     open_legacy_session,
     raw_exchange,
     run_cli,
+    settled,
     stdio_connector,
     wait_until,
     write_gateway_config,
@@ -47,8 +49,8 @@ def _ready_workers(gateway: GatewayProcess) -> set[str]:
     """Worker indexes seen answering /readyz with 200 (new connections spread over the workers)."""
     seen: set[str] = set()
     for _ in range(8):
-        response = httpx.get(f"{gateway.base_url}/readyz", timeout=5)
-        if response.status_code == 200:
+        response = httpx.get(f"{gateway.base_url}/readyz", headers=OPS_HEADERS, timeout=5)
+        if settled(response):
             seen.add(response.headers["x-gateway-worker"])
     return seen
 

@@ -89,7 +89,9 @@ def start_gateway(port: int) -> subprocess.Popen[bytes]:
         if process.poll() is not None:
             sys.exit(f"the gateway stopped at start ({process.returncode}); its log is {LOG}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+            # Serving, and done with the backends' first connection attempts: the agents then find their tools.
+            readyz = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if readyz.status_code == 200 and readyz.json()["status"] != "starting":
                 return process
         except httpx.HTTPError:
             pass

@@ -22,7 +22,7 @@ tool definitions, so a quarantine or an acceptance holds on all of them).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -214,6 +214,8 @@ class GatewayRuntime:
             redactor=self.redactor,
         )
         self.started = False
+        #: Set once every backend's first connection attempt has ended, connected or not.
+        self.backends_attempted = anyio.Event()
         self.persist_listings = False
         #: One listing change at a time, and none while the first policies load: each builds on the last.
         self._catalog_lock = anyio.Lock()
@@ -467,7 +469,8 @@ class GatewayRuntime:
             await anyio.sleep(_IDEMPOTENCY_SWEEP_SECONDS)
 
     def load_policies(self) -> None:
-        """First load after the backends' first listings; a failure (logged by the engine) denies every request."""
+        """First load, against the stored listings and what has listed so far; a failure (logged by the engine)
+        denies every request. Policies naming a backend that has not listed wait for it (`gateway.policy.waiting`)."""
         self.policy.store.try_load(self.catalog)
 
     def readiness(self) -> Readiness:
@@ -483,12 +486,21 @@ class GatewayRuntime:
 
     @asynccontextmanager
     async def running(
-        self, *, migrate: bool = True, predecessor_pid: int | None = None
+        self, *, migrate: bool = True, predecessor_pid: int | None = None, wait_for_backends: bool = False
     ) -> AsyncIterator[GatewayRuntime]:
-        """Storage first (fail fast on a bad URL), then every backend in parallel; stop in reverse.
+        """Storage first (fail fast on a bad URL), then audit, signals and policies; stop in reverse.
 
-        `migrate=False` when the schema is known current (a supervisor migrated it for all its
-        workers); `predecessor_pid` is the dead process this one replaces, whose audit lease it takes at once.
+        The backends start in the background, all at once, once everything else is ready: the
+        gateway serves from then on, whatever they do (slow to start, hanging in the handshake,
+        dead). A backend's tools join the catalog as it lists, through the same path as any later
+        listing (`_listing_changed`): its tools are unknown until then, and once they appear they
+        are served only under a policy set validated with them, so every policy naming them
+        (access and approval, forbids included) is in force before a call to one is decided.
+
+        `wait_for_backends=True` returns only after every backend's first attempt, for a front that
+        cannot tell its clients that the tools changed. `migrate=False` when the schema is known
+        current (a supervisor migrated it for all its workers); `predecessor_pid` is the dead
+        process this one replaces, whose audit lease it takes at once.
         """
         if migrate:
             await self.database.migrate()
@@ -528,7 +540,10 @@ class GatewayRuntime:
                 task_group.start_soon(self._keep_audit_lease, lease)
                 await task_group.start(self.rate_sync.run)
                 await self._seed_catalog()
-                await self._start_connectors(task_group)
+                # The gateway's own tools list at once: policies may name them.
+                await self._start_connectors(task_group, (self.connectors[GATEWAY_TOOLS_CONNECTOR],))
+                if wait_for_backends:
+                    await self._start_backends(task_group)
                 async with self._catalog_lock:
                     self.load_policies()
                     self._policies_follow_catalog = True
@@ -548,6 +563,9 @@ class GatewayRuntime:
                 if self.duplicates.configured:
                     task_group.start_soon(self._drop_expired_records)
                 self.started = True
+                if not wait_for_backends:
+                    # After `started`: every first listing then reaches the clients connected meanwhile.
+                    task_group.start_soon(self._start_backends, task_group)
                 try:
                     yield self
                 finally:
@@ -574,7 +592,8 @@ class GatewayRuntime:
     async def connected(self) -> AsyncIterator[GatewayRuntime]:
         """Only the backends, for commands that inspect the live catalog (no storage, no policies)."""
         async with anyio.create_task_group() as task_group:
-            await self._start_connectors(task_group)
+            await self._start_connectors(task_group, self.connectors.values())
+            self.backends_attempted.set()
             try:
                 yield self
             finally:
@@ -582,11 +601,31 @@ class GatewayRuntime:
                     await connector.close()
                 task_group.cancel_scope.cancel()
 
-    async def _start_connectors(self, task_group: anyio.abc.TaskGroup) -> None:
+    async def _start_backends(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Every backend's first attempt at once; `backends_attempted` is set when the last one ended."""
+        began = anyio.current_time()
+        await self._start_connectors(task_group, self.backends.values())
+        self.backends_attempted.set()
+        states = [connector.health.state for connector in self.backends.values()]
+        logger.info(
+            "every backend's first connection attempt ended",
+            extra={
+                "seconds": round(anyio.current_time() - began, 3),
+                "healthy": sum(state is HealthState.HEALTHY for state in states),
+                "backends": len(states),
+            },
+        )
+
+    async def _start_connectors(self, task_group: anyio.abc.TaskGroup, connectors: Iterable[Connector]) -> None:
+        """Start `connectors` in parallel; returns when each one's first attempt has ended."""
+        started: list[Connector] = []
         async with anyio.create_task_group() as starting:
-            for connector in self.connectors.values():
+            for connector in connectors:
+                started.append(connector)
                 starting.start_soon(connector.start, task_group)
-        for connector in self.backends.values():
+        for connector in started:
+            if connector.name not in self.backends:
+                continue
             health = connector.health
             logger.info(
                 "backend state at start",

@@ -42,7 +42,8 @@ def _stdio(args: argparse.Namespace) -> int:
         except GatewayError:
             await runtime.database.close()
             raise
-        async with runtime.running(migrate=False):
+        # Over stdio a session-based client hears no `list_changed`: it gets the backends' first listings up front.
+        async with runtime.running(migrate=False, wait_for_backends=True):
             server = build_server(runtime.pipeline, runtime.notifier, default_principal=principal)
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())

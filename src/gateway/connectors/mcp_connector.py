@@ -37,7 +37,6 @@ from gateway.connectors.base import (
     ProgressCallback,
     ResourceUpdateListener,
 )
-from gateway.connectors.http_wire import HttpWire
 from gateway.connectors.jsonrpc import RemoteError
 from gateway.connectors.listing_bounds import ListingBudget
 from gateway.connectors.resource_watch import ResourceWatch
@@ -138,7 +137,7 @@ class McpConnector:
         self._health_interval = settings.health_interval
         #: The wire calls go out on: set once a connection has negotiated and listed, None in between.
         self._wire: Wire | None = None
-        self._health = Health(HealthState.STARTING, "connecting")
+        self._health = Health(HealthState.STARTING, "first connection attempt under way")
         self._listing = Listing()
         self._lost = anyio.Event()
         self._refresh_wanted = anyio.Event()
@@ -158,7 +157,11 @@ class McpConnector:
         return self._listing
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Start supervising; returns once the first connection attempt has succeeded or failed."""
+        """Start supervising; returns once the first connection attempt has succeeded or failed.
+
+        Health is `starting` until then, `unhealthy` when the attempt failed or took longer than
+        `connect_timeout` (the supervisor retries with backoff).
+        """
         await task_group.start(self._supervise)
 
     async def close(self) -> None:
@@ -281,7 +284,14 @@ class McpConnector:
                 self._wire = wire
                 if listing is not None:
                     self._listing = listing
-                self._health = self._connected_health(client.protocol_version, problems)
+                connected.set()
+                # The attempt is over once the listing is taken in (catalog, pins, policies re-validated), and
+                # only then does health say so: a backend `/readyz` calls connected has its tools served.
+                # Taking a listing in awaits worker threads; the supervisor waits at most connect_timeout.
+                if listing is not None:
+                    await self._on_listing(self.name, listing)
+                if not self._lost.is_set():
+                    self._health = self._connected_health(client.protocol_version, problems)
                 logger.info(
                     "backend connected",
                     extra={
@@ -290,11 +300,6 @@ class McpConnector:
                         "tools": len(self._listing.tools),
                     },
                 )
-                connected.set()
-                # The attempt is over once the listing is taken in, so the gateway starts with these tools
-                # (taking a listing in awaits worker threads; the supervisor waits at most connect_timeout).
-                if listing is not None:
-                    await self._on_listing(self.name, listing)
                 attempt_over.set()
                 async with anyio.create_task_group() as watchers:
                     watchers.start_soon(self._ping_loop, client)
@@ -336,6 +341,9 @@ class McpConnector:
         """
         if isinstance(self._settings, McpStdioConnector):
             return StdioWire(self._settings, self._mark_lost)
+        # Imported here: aiohttp costs a tenth of a second at start-up, paid only when an HTTP backend exists.
+        from gateway.connectors.http_wire import HttpWire
+
         return HttpWire(self._settings, self._refresh_wanted_soon)
 
     def _refresh_wanted_soon(self) -> None:

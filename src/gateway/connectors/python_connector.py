@@ -70,7 +70,7 @@ class InProcessConnector:
         self._settings = settings
         self._on_listing = on_listing
         self._connector: SdkConnector[Any] | None = None
-        self._health = Health(HealthState.STARTING, "starting")
+        self._health = Health(HealthState.STARTING, "first start attempt under way")
         self._listing = Listing()
         self._closing = False
         self._restarts = 0
@@ -138,8 +138,10 @@ class InProcessConnector:
             return False
         self._connector = connector
         self._listing = listing
-        self._health = Health(HealthState.HEALTHY, "started", restarts=self._restarts)
+        # Healthy once the listing is taken in: a backend `/readyz` calls started has its tools served.
         await self._on_listing(self.name, listing)
+        if not self._closing:
+            self._health = Health(HealthState.HEALTHY, "started", restarts=self._restarts)
         return True
 
     async def _watch_health(self) -> None:

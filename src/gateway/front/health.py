@@ -1,9 +1,16 @@
-"""`/healthz` (the process answers) and `/readyz` (it can serve: storage up, backends listed).
+"""`/healthz` (the process answers) and `/readyz` (it can serve: storage up, policies loaded).
 
 `/readyz` answers 503 only when the gateway cannot serve anyone (storage down, no access
-policies loaded, still starting); a dead
-backend makes it `degraded` with 200, because every other backend still works and a load
-balancer that dropped the gateway would take them all away.
+policies loaded, not started yet or stopping). Backends do not hold it back: the gateway serves
+as soon as its own parts are ready, while its backends make their first connection attempts in
+the background, each listing its tools as it connects. Its status says how the backends are:
+
+- `ready`: every backend connected;
+- `starting`: some backend is still in its first connection attempt, and none is worse;
+- `degraded`: some backend is down or serves less than it should (its listing broke a bound,
+  its file names a tool it lacks); 200 all the same, because every other backend still works
+  and a load balancer that dropped the gateway would take them all away;
+- `not ready`: 503, as above.
 
 The status is public, for load balancers; the checks and backends behind it name what the
 gateway fronts, so they are served only with the ops token (`gateway.front.ops_access`).
@@ -31,7 +38,7 @@ class Readiness:
     on how the gateway is put together; the composition root builds it from its parts.
     """
 
-    #: Whether the gateway finished starting (and has not begun to stop).
+    #: Whether the gateway serves: its own parts started (backends may still be starting), not stopping yet.
     started: Callable[[], bool]
     #: One round trip to the database; raises `StorageUnavailable` when it does not answer.
     ping_storage: Callable[[], Awaitable[None]]
@@ -92,8 +99,7 @@ def readyz_endpoint(readiness: Readiness, access: OpsAccess) -> Endpoint:
             status_code = 503
         if not readiness.started():
             status_code = 503
-        degraded = any(b["state"] != HealthState.HEALTHY.value for b in backends.values())
-        status = "not ready" if status_code != 200 else ("degraded" if degraded else "ready")
+        status = "not ready" if status_code != 200 else _serving_status({str(b["state"]) for b in backends.values()})
         if not wants_details:
             return JSONResponse({"status": status}, status_code=status_code)
         return JSONResponse({"status": status, "checks": checks, "backends": backends}, status_code=status_code)
@@ -106,3 +112,12 @@ def _backend_state(state: HealthState, problems: tuple[str, ...]) -> str:
     if problems and state is HealthState.HEALTHY:
         return "degraded"
     return state.value
+
+
+def _serving_status(states: set[str]) -> str:
+    """A serving gateway's status: the worst of its backends' states, `starting` ranking below any problem."""
+    if states - {HealthState.HEALTHY.value, HealthState.STARTING.value}:
+        return "degraded"
+    if HealthState.STARTING.value in states:
+        return "starting"
+    return "ready"

@@ -53,7 +53,9 @@ class OpenApiRestConnector:
         self._api: ApiClient | None = None
         self._listing = Listing()
         #: Set when the spec could not be loaded or converted, or the connector is closed: overrides the API's state.
-        self._fixed_health: Health | None = Health(HealthState.STARTING, "loading the OpenAPI spec")
+        self._fixed_health: Health | None = Health(
+            HealthState.STARTING, "first connection attempt under way: loading the OpenAPI spec"
+        )
         self._problems: tuple[str, ...] = ()
 
     @property
@@ -113,11 +115,13 @@ class OpenApiRestConnector:
         except ConfigError as exc:
             self._fixed_health = Health(HealthState.UNHEALTHY, str(exc))
             return
-        self._fixed_health = None
         self._listing = Listing(tools=tuple(tools), capabilities={"tools": {}})
         with anyio.move_on_after(settings.connect_timeout):
             await self._api.probe()
         await self._on_listing(self.name, self._listing)
+        # `starting` until the listing is taken in: a backend `/readyz` calls connected has its tools served.
+        if self._fixed_health is not None and self._fixed_health.state is HealthState.STARTING:
+            self._fixed_health = None
         logger.info("OpenAPI connector started", extra={"connector": self.name, "tools": len(tools)})
         task_group.start_soon(self._probe_while_unreachable, self._api)
 
