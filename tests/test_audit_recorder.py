@@ -379,9 +379,37 @@ async def test_a_caller_cancelled_before_its_call_is_written_leaves_no_open_call
         await recorder.record_call(audit_call(AGENT, "crm.next"), decision="allow")
     finally:
         await recorder.close()
-    assert (await search(database, tool="crm.slow")).calls == ()
+    # Cancelled while its entry was being written: left out, or (when the commit was already under
+    # way) recorded with an outcome saying it did not run. Never an open call.
+    assert [call.outcome_name for call in (await search(database, tool="crm.slow")).calls] in ([], ["refused"])
     assert len((await search(database, tool="crm.next")).calls) == 1
     assert (await verify(database)).ok
+
+
+async def test_a_caller_cancelled_while_it_writes_the_queue_leaves_nothing_lost_or_waiting(database):
+    """A lone call's caller writes the queued events itself; cancelled outright meanwhile, it must
+    neither lose the outcome it took along nor strand a call queued behind it."""
+    recorder = AuditRecorder(database, Redactor(), replica_id="gw-1")
+    await recorder.start()
+    try:
+        first = await recorder.record_call(audit_call(AGENT, "crm.first"), decision="allow")
+        await recorder.record_outcome(first, outcome="ok", wait=False)  # queued, to ride along
+        task = asyncio.create_task(recorder.record_call(audit_call(AGENT, "crm.cancelled"), decision="allow"))
+        await asyncio.sleep(0)  # it takes the queue and waits for its commit
+        other = asyncio.create_task(recorder.record_call(audit_call(AGENT, "crm.other"), decision="allow"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        handle = await asyncio.wait_for(other, 10)
+        await recorder.record_outcome(handle, outcome="ok")
+    finally:
+        await recorder.close()
+    assert (await verify(database)).ok
+    outcomes = {call.tool: call.outcome_name for call in (await search(database, limit=10)).calls}
+    assert outcomes["crm.first"] == "ok" and outcomes["crm.other"] == "ok"
+    # Either never written, or written and then recorded as refused: never a call left open.
+    assert outcomes.get("crm.cancelled", "refused") == "refused"
 
 
 async def test_recording_before_start_or_after_close_is_refused(database):

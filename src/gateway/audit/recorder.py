@@ -240,6 +240,8 @@ class AuditRecorder:
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
         self._wakeup = anyio.Event()  # replaced, not cleared, before each wait: anyio events are set once
+        # Held while a batch is planned and written, by the writer task or by a caller writing inline.
+        self._write_lock = asyncio.Lock()
         # One timer for the outcomes nobody waits for, started by the oldest one still queued.
         # asyncio: a cancellable callback at a set time; anyio has that only as a task per timer.
         self._outcome_flush: asyncio.TimerHandle | None = None
@@ -249,7 +251,7 @@ class AuditRecorder:
         self._clean_close_seq = -1
         # A failed batch that may have committed all the same (the write timed out while the
         # database was finishing it): its planned head, and its events.
-        self._uncertain: tuple[int, str, list[_Pending]] | None = None
+        self._uncertain: tuple[int, str, list[_Pending], str] | None = None
         self._open_calls: set[str] = set()
         # asyncio: the writer outlives `start()`; an anyio task group ends in the scope that opened it.
         self._writer: asyncio.Task[None] | None = None
@@ -343,10 +345,12 @@ class AuditRecorder:
             self._outcome_flush = None
         self._wakeup.set()
         await self._writer
-        final = list(self._retained)
-        self._retained.clear()
-        if final or self._head is None or self._head[0] != self._clean_close_seq:
-            await self._write_batch(final, closing=True)
+        async with self._write_lock:  # after a caller's inline write still under way
+            final = [*self._retained, *self._queue]
+            self._retained.clear()
+            self._queue.clear()
+            if final or self._head is None or self._head[0] != self._clean_close_seq:
+                await self._write_batch(final, closing=True)
         if self._retained:
             logger.error(
                 "audit: events could not be written before closing and are lost",
@@ -422,7 +426,11 @@ class AuditRecorder:
             "reason": redact.redact_text(reason) if reason is not None else None,
             "trace_id": _current_trace_id(),
         }
-        seq = await self._enqueue(CALL, call_id, moment, data, retry=False)
+        inline = self._may_write_inline()
+        written = self._enqueue(CALL, call_id, moment, data, retry=False, wake=not inline)
+        if inline:
+            await self._write_inline()
+        seq = await written
         assert seq is not None
         self._open_calls.add(call_id)
         return CallHandle(call_id, self._replica_id, seq, moment, call.method, call.name)
@@ -665,17 +673,40 @@ class AuditRecorder:
             raise AuditUnavailable("the audit recorder is not running (not started, or shutting down)")
 
     def _enqueue(
-        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool
+        self, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any], *, retry: bool, wake: bool = True
     ) -> asyncio.Future[int | None]:
         # asyncio: cancelling a caller cancels its future at once, so the writer never takes a call given up on.
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(kind, call_id, moment, data, future, retry))
-        self._wakeup.set()
+        if wake:
+            self._wakeup.set()
         return future
+
+    def _may_write_inline(self) -> bool:
+        """Whether a call's entry can be written by its caller: nothing is being written, nothing retried.
+
+        Then the caller's task takes the queue and writes it itself, sparing two task switches
+        (waking the writer task, and the writer task waking the caller) on every lone call.
+        """
+        return self._running and not self._write_lock.locked() and not self._retained and self._head is not None
+
+    async def _write_inline(self) -> None:
+        # Shielded: a batch half written when its caller goes away would leave the chain's head
+        # unknown. The write is bounded by `write_timeout`; a cancelled caller's call then does
+        # not run, as when it is cancelled while the writer task writes its entry.
+        with anyio.CancelScope(shield=True):
+            async with self._write_lock:
+                batch = self._take()
+                if batch:
+                    await self._write_batch(batch)
+        if self._queue or self._retained:
+            self._wakeup.set()  # queued meanwhile, or kept to retry: the writer task takes them
 
     async def _run(self) -> None:
         while (batch := await self._next_batch()) is not None:
-            await self._write_batch(batch)
+            # One batch at a time, in the order taken: a caller writing inline holds the same lock.
+            async with self._write_lock:
+                await self._write_batch(batch)
 
     async def _next_batch(self) -> list[_Pending] | None:
         while not self._queue:
@@ -764,6 +795,11 @@ class AuditRecorder:
             logger.exception("audit: unexpected error while writing a batch", extra={"replica_id": self._replica_id})
             await self._write_failed(batch, error, plan)
             return
+        except BaseException:
+            # Cancelled mid-write (a task cancelled outright, which no shield stops): as a failed
+            # write, but without awaiting anything more in a task that is being cancelled.
+            self._interrupted(batch, plan)
+            raise
         self._head = (written.seq, written.prev)
         if self._on_batch is not None and written.rows:
             self._on_batch(len(written.rows), time.perf_counter() - started)
@@ -786,6 +822,26 @@ class AuditRecorder:
                 )
                 self._queue.append(_Pending(OUTCOME, item.call_id, datetime.now(UTC), data, None, True))
 
+    def _interrupted(self, batch: list[_Pending], plan: _Plan | None) -> None:
+        """What `_write_failed` does, synchronously: reload the head before the next batch, which
+        also learns whether this one committed after all (see `_reconcile`)."""
+        self._head = None
+        if plan is not None and plan.rows:
+            self._uncertain = (plan.seq, plan.prev, batch, _INTERRUPTED_LATE)
+        self._counters.failed_batches += 1
+        refusal = AuditUnavailable("the audit write was interrupted, so the call is refused")
+        for item in batch:
+            if item.retry:
+                if len(self._retained) < _MAX_RETAINED:
+                    self._retained.append(item)
+                else:
+                    self._counters.dropped += 1
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(None)
+            elif item.future is not None and not item.future.done():
+                item.future.set_exception(refusal)
+                item.future.exception()  # retrieved here: its caller may be the one cancelled
+
     def _reconcile(self, batch: list[_Pending]) -> None:
         """After a reload: if the last failed batch committed after all, make `batch` say so.
 
@@ -796,13 +852,12 @@ class AuditRecorder:
         """
         if self._uncertain is None:
             return
-        seq, prev, failed = self._uncertain
+        seq, prev, failed, detail = self._uncertain
         self._uncertain = None
         if self._head != (seq, prev):
             return  # it did not commit: nothing of it is in the chain
         written = {id(item) for item in failed}
         batch[:] = [item for item in batch if id(item) not in written]
-        detail = "the audit write did not finish in time, so the call was refused; the event was committed late"
         refused = outcome_payload("refused", error_type="AuditUnavailable", error_message=detail)
         now = datetime.now(UTC)
         batch[:0] = [_Pending(OUTCOME, item.call_id, now, refused, None, True) for item in failed if item.kind == CALL]
@@ -839,7 +894,7 @@ class AuditRecorder:
     async def _write_failed(self, batch: list[_Pending], error: BaseException, plan: _Plan | None) -> None:
         self._head = None  # whatever this batch did is not part of the chain; reload before writing
         if plan is not None and plan.rows:
-            self._uncertain = (plan.seq, plan.prev, batch)
+            self._uncertain = (plan.seq, plan.prev, batch, _TIMED_OUT_LATE)
         self._counters.failed_batches += 1
         self._retry_attempt += 1
         if self._store is not None:
@@ -954,6 +1009,10 @@ def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
+
+#: Why a call whose entry was committed after its write was given up on did not run (see `_reconcile`).
+_TIMED_OUT_LATE = "the audit write did not finish in time, so the call was refused; the event was committed late"
+_INTERRUPTED_LATE = "the call was cancelled while its audit entry was written, so it did not run; the entry committed"
 
 #: How long an outcome nobody waits for may wait for a call's commit to ride along with.
 _OUTCOME_DELAY_SECONDS = 0.05
