@@ -111,7 +111,7 @@ class HttpWire:
         headers = self._request_headers(stamped)
         body = encode(message)
         try:
-            # asyncio's timeout rather than anyio's: the same TimeoutError for a tenth of the cost per call.
+            # asyncio's timeout rather than anyio's: the same TimeoutError for half the cost (4 us against 9).
             async with asyncio.timeout(time_limit):
                 for _ in range(_MAX_REDIRECTS + 1):
                     async with http.post(self._url, data=body, headers=headers, allow_redirects=False) as response:

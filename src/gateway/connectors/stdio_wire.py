@@ -10,6 +10,7 @@ it would have come from the SDK's own stdio transport. Calls are written straigh
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import sys
@@ -223,7 +224,7 @@ class StdioWire:
         if on_progress is not None:
             self._progress[request_id] = on_progress
         try:
-            with anyio.fail_after(time_limit):
+            async with asyncio.timeout(time_limit):  # asyncio's: as in `http_wire`, half anyio's cost
                 await self._send(encode(message) + b"\n")
                 await waiter.answered.wait()
         except TimeoutError:
