@@ -240,6 +240,7 @@ class AuditRecorder:
         self._queue: deque[_Pending] = deque()
         self._retained: deque[_Pending] = deque()
         self._wakeup = anyio.Event()  # replaced, not cleared, before each wait: anyio events are set once
+        self._reasons: dict[str, str] = {}
         # Held while a batch is planned and written, by the writer task or by a caller writing inline.
         self._write_lock = asyncio.Lock()
         # One timer for the outcomes nobody waits for, started by the oldest one still queued.
@@ -423,7 +424,7 @@ class AuditRecorder:
             "reasoning": redact.redact_text(call.reasoning) if call.reasoning is not None else None,
             "decision": clean_text(decision),
             "policy_ids": [clean_text(policy_id) for policy_id in policy_ids],
-            "reason": redact.redact_text(reason) if reason is not None else None,
+            "reason": self._redacted_reason(reason) if reason is not None else None,
             "trace_id": _current_trace_id(),
         }
         inline = self._may_write_inline()
@@ -681,6 +682,16 @@ class AuditRecorder:
         if wake:
             self._wakeup.set()
         return future
+
+    def _redacted_reason(self, reason: str) -> str:
+        """A decision's reason, redacted once per distinct text: the same few reasons come back on every call."""
+        redacted = self._reasons.get(reason)
+        if redacted is None:
+            redacted = self._redactor.redact_text(reason)
+            if len(self._reasons) >= _REMEMBERED_REASONS:
+                self._reasons.clear()
+            self._reasons[reason] = redacted
+        return redacted
 
     def _may_write_inline(self) -> bool:
         """Whether a call's entry can be written by its caller: nothing is being written, nothing retried.
@@ -1013,6 +1024,9 @@ def _describe(error: BaseException) -> str:
 #: Why a call whose entry was committed after its write was given up on did not run (see `_reconcile`).
 _TIMED_OUT_LATE = "the audit write did not finish in time, so the call was refused; the event was committed late"
 _INTERRUPTED_LATE = "the call was cancelled while its audit entry was written, so it did not run; the entry committed"
+
+#: Distinct decision reasons whose redaction is kept before the memory starts over.
+_REMEMBERED_REASONS = 1024
 
 #: How long an outcome nobody waits for may wait for a call's commit to ride along with.
 _OUTCOME_DELAY_SECONDS = 0.05
