@@ -19,7 +19,7 @@ terms, each on its own:
 4. `workers`: the backend alone, a 1-worker and a 2-worker gateway, unpinned, called by 16
    clients in rotating rounds (the figure `overhead.py --workers N` gives, both in one run).
 
-    python bench/scale_out.py [--calls 4000] [--audit-calls 4000] [--round-calls 1600] [--rounds 6] [--policies 1000]
+    python bench/scale_out.py [--calls 4000] [--audit-calls 4000] [--round-calls 1200] [--rounds 6] [--policies 1000]
 
 Needs PostgreSQL at $GATEWAY_BENCH_POSTGRES_URL (default postgresql://127.0.0.1:5432/test) and
 permission to set CPU affinity of the database's server processes (root), else those float; every
@@ -262,6 +262,8 @@ class AuditRow:
     record_call_p50_ms: float
     postgres_us_per_call: float
     recorder_us_per_call: float
+    recorder_core_busy: float
+    postgres_busy: float
 
 
 async def audit_ceiling(database_url: str, calls: int, shapes: list[tuple[int, int]]) -> list[AuditRow]:
@@ -314,6 +316,8 @@ async def audit_ceiling(database_url: str, calls: int, shapes: list[tuple[int, i
                     record_call_p50_ms=statistics.median(latencies) * 1e3,
                     postgres_us_per_call=servers_cpu / done * 1e6,
                     recorder_us_per_call=own_cpu / done * 1e6,
+                    recorder_core_busy=own_cpu / elapsed,
+                    postgres_busy=servers_cpu / elapsed,
                 )
             )
     finally:
@@ -394,7 +398,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["auto", "legacy"], default="auto", help="client protocol revision")
     parser.add_argument("--calls", type=int, default=4000, help="calls through the pinned gateway (part 1)")
-    parser.add_argument("--round-calls", type=int, default=1600, help="calls per target and round of part 4")
+    parser.add_argument("--round-calls", type=int, default=1200, help="calls per target and round of part 4")
     parser.add_argument("--audit-calls", type=int, default=4000, help="calls per row of the audit ceiling")
     parser.add_argument("--notifies", type=int, default=500, help="pg_notify calls timed")
     parser.add_argument("--rounds", type=int, default=6, help="rotating rounds of part 4")
@@ -444,12 +448,13 @@ def main() -> None:
         print(
             f"   {'recorders':>9} {'callers':>8} {'calls/s':>8} {'commits/s':>10} {'events/commit':>14}"
             f" {'record_call p50 ms':>19} {'PG us/call':>11} {'recorder us/call':>17}"
+            f" {'core 0 busy':>12} {'PG busy':>8}"
         )
         for row in audit:
             print(
                 f"   {row.recorders:9d} {row.callers:8d} {row.calls_per_s:8.0f} {row.commits_per_s:10.0f}"
                 f" {row.events_per_commit:14.1f} {row.record_call_p50_ms:19.2f} {row.postgres_us_per_call:11.0f}"
-                f" {row.recorder_us_per_call:17.0f}"
+                f" {row.recorder_us_per_call:17.0f} {row.recorder_core_busy:12.0%} {row.postgres_busy:8.0%}"
             )
         best = max(audit, key=lambda row: row.calls_per_s)
         print(
