@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -42,6 +45,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import anyio
 import asyncpg
@@ -381,6 +385,33 @@ async def workers_rounds(
 # -- the run -------------------------------------------------------------------------------------
 
 
+def clean_up_on_signal(*stacks: ExitStack) -> None:
+    """On Ctrl-C or SIGTERM stop every started process and drop every scratch database, then exit.
+
+    The MCP client does not always let a cancellation end its calls (a Ctrl-C during a round of
+    16 clients left the run going), so the handler does not wait for the event loop to unwind:
+    it closes the stacks on a thread of its own (dropping a database runs an event loop, and this
+    thread's is busy), terminates any child a start cut short left running, and exits with 128 +
+    the signal's number.
+    """
+
+    def close() -> None:
+        for stack in stacks:
+            stack.close()
+        for pid in process_tree(os.getpid())[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        closing = threading.Thread(target=close)
+        closing.start()
+        closing.join(60)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def machine_line() -> str:
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -407,7 +438,9 @@ def main() -> None:
     print(f"machine: {machine_line()}")
     print(f"settings: client={args.mode} calls={args.calls} audit-calls={args.audit_calls} policies={args.policies}")
 
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+    with ExitStack() as outer, ExitStack() as stack:
+        tmp = outer.enter_context(tempfile.TemporaryDirectory())
+        clean_up_on_signal(stack, outer)
         # 1. One gateway process on core 0, everything it talks to on the other core.
         database_url = stack.enter_context(scratch_postgres())
         (Path(tmp) / "one").mkdir()
