@@ -813,7 +813,9 @@ class AuditRecorder:
             raise
         self._head = (written.seq, written.prev)
         if self._on_batch is not None and written.rows:
-            self._on_batch(len(written.rows), time.perf_counter() - started)
+            # Metrics after the callers have their answer: the caller writing inline resumes only
+            # once this method returns.
+            asyncio.get_running_loop().call_soon(self._on_batch, len(written.rows), time.perf_counter() - started)
         self._since_checkpoint = written.since
         if closing:
             self._clean_close_seq = written.seq
