@@ -22,6 +22,7 @@ tool definitions, so a quarantine or an acceptance holds on all of them).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -602,9 +603,15 @@ class GatewayRuntime:
                 task_group.cancel_scope.cancel()
 
     async def _start_backends(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Every backend's first attempt at once; `backends_attempted` is set when the last one ended."""
+        """Every backend's first attempt, a few at a time; `backends_attempted` is set when the last one ended.
+
+        The gateway serves meanwhile. Ten SDK-based stdio backends importing at once took both
+        cores of a small host for seconds, and the gateway's own first answers with them: one
+        fewer starting than there are cores leaves it a core. A backend counts as starting until
+        its first attempt ends or `_NEXT_START_AFTER` passes, so a hanging one holds no one up.
+        """
         began = anyio.current_time()
-        await self._start_connectors(task_group, self.backends.values())
+        await self._start_connectors(task_group, self.backends.values(), at_once=_backends_starting_at_once())
         self.backends_attempted.set()
         states = [connector.health.state for connector in self.backends.values()]
         logger.info(
@@ -616,13 +623,20 @@ class GatewayRuntime:
             },
         )
 
-    async def _start_connectors(self, task_group: anyio.abc.TaskGroup, connectors: Iterable[Connector]) -> None:
-        """Start `connectors` in parallel; returns when each one's first attempt has ended."""
+    async def _start_connectors(
+        self, task_group: anyio.abc.TaskGroup, connectors: Iterable[Connector], *, at_once: int | None = None
+    ) -> None:
+        """Start `connectors` in parallel, at most `at_once` starting; returns once every first attempt ended."""
         started: list[Connector] = []
+        slots = anyio.Semaphore(at_once) if at_once is not None else None
         async with anyio.create_task_group() as starting:
             for connector in connectors:
                 started.append(connector)
-                starting.start_soon(connector.start, task_group)
+                if slots is None:
+                    starting.start_soon(connector.start, task_group)
+                    continue
+                await slots.acquire()
+                starting.start_soon(_start_holding, connector, task_group, slots, starting)
         for connector in started:
             if connector.name not in self.backends:
                 continue
@@ -631,3 +645,29 @@ class GatewayRuntime:
                 "backend state at start",
                 extra={"connector": connector.name, "state": health.state.value, "detail": health.detail},
             )
+
+
+#: How long a backend's first attempt may hold a starting slot before the next backend starts anyway.
+_NEXT_START_AFTER = 1.0
+
+
+def _backends_starting_at_once() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+async def _start_holding(
+    connector: Connector, task_group: anyio.abc.TaskGroup, slots: anyio.Semaphore, starting: anyio.abc.TaskGroup
+) -> None:
+    """`connector.start`, holding one of `slots` until its first attempt ends or `_NEXT_START_AFTER` passes."""
+    ended = anyio.Event()
+
+    async def release() -> None:
+        with anyio.move_on_after(_NEXT_START_AFTER):
+            await ended.wait()
+        slots.release()
+
+    starting.start_soon(release)
+    try:
+        await connector.start(task_group)
+    finally:
+        ended.set()
