@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from gateway.calls import RateCounts
 from gateway.coordination.rate_sync import RATE_COUNTS, RateSync
@@ -167,6 +167,28 @@ async def test_two_processes_count_each_others_calls_after_a_sync(database: Data
     await sync_b.sync()
     await sync_b.sync()  # nothing new: reads nothing, changes nothing
     assert second.counts("billing", "finance__pay") == RateCounts(1, 6, 1, 5)
+
+
+@pytest.mark.anyio
+async def test_counts_are_shared_only_while_a_policy_reads_the_rate_and_none_are_lost_meanwhile(
+    database: Database,
+) -> None:
+    clock = Clock()
+    first, second = RateCounter(clock=clock), RateCounter(clock=clock)
+    policies_read_rate = False
+    sync_a = RateSync(database, first, replica="a", interval=1, clock=clock, needed=lambda: policies_read_rate)
+    sync_b = RateSync(database, second, replica="b", interval=1, clock=clock)
+    for _ in range(3):
+        first.count("billing", "finance__pay")
+    await sync_a.sync()
+    await sync_b.sync()
+    assert second.counts("billing", "finance__pay") == RateCounts(0, 0, 0, 0)  # nothing written meanwhile
+    async with database.engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM rate_counts"))).scalar() == 0
+    policies_read_rate = True  # a policy reading context.rate is loaded: what was counted is shared
+    await sync_a.sync()
+    await sync_b.sync()
+    assert second.counts("billing", "finance__pay") == RateCounts(3, 3, 3, 3)
 
 
 @pytest.mark.anyio

@@ -189,7 +189,11 @@ class GatewayRuntime:
         #: Each agent's recent calls (`context.rate`), shared with the other processes on the database.
         self.rates = RateCounter()
         self.rate_sync = RateSync(
-            self.database, self.rates, replica=self.audit.replica_id, interval=config.gateway.rates.sync_interval
+            self.database,
+            self.rates,
+            replica=self.audit.replica_id,
+            interval=config.gateway.rates.sync_interval,
+            needed=self._policies_read_rates,
         )
         #: Calls a connector file gives an idempotency key run once per key, on every replica.
         self.idempotency = IdempotencyStore(self.database, executor=self.audit.replica_id)
@@ -313,6 +317,11 @@ class GatewayRuntime:
                 extra = {"replica_id": lease.replica_id, "error": str(exc)}
                 logger.warning("audit: lease heartbeat failed; will retry", extra=extra)
             await anyio.sleep(seconds / 3)
+
+    def _policies_read_rates(self) -> bool:
+        """Whether a loaded policy reads `context.rate`: only then are counts shared with the other processes."""
+        state = self.policy.store.current
+        return state is not None and state.reads_context("rate")
 
     async def _listing_changed(self, connector: str, listing: Listing) -> None:
         """Rebuild the catalog and re-validate the policies in worker threads: a listing of thousands of

@@ -60,8 +60,10 @@ class RateSync:
         replica: str,
         interval: float,
         clock: Callable[[], float] = time.time,
+        needed: Callable[[], bool] = lambda: True,
     ) -> None:
         self._database = database
+        self._needed = needed
         self._counter = counter
         self._replica = replica
         self._interval = interval
@@ -82,17 +84,27 @@ class RateSync:
                 await self._guarded(self.sync, "shared")
                 await anyio.sleep(self._interval)
         finally:
-            with anyio.move_on_after(2, shield=True):  # what was counted since the last write is not lost
-                await self._guarded(self.write, "written at shutdown")
+            if self._needed():
+                with anyio.move_on_after(2, shield=True):  # what was counted since the last write is not lost
+                    await self._guarded(self.write, "written at shutdown")
 
     async def sync(self) -> None:
-        """One round: write this process's changes, read the others'; now and then, tidy up."""
-        await self.write()
-        await self.read()
+        """One round: write this process's changes, read the others'; now and then, tidy up.
+
+        While no loaded policy reads `context.rate` nobody needs the others' counts, and the
+        round touches no database: a write transaction a second competes with the audit log's
+        commits for SQLite's one writer. Calls are still counted in memory, and what was counted
+        meanwhile is written at the first round a policy needs it.
+        """
+        needed = self._needed()
+        if needed:
+            await self.write()
+            await self.read()
         self._syncs += 1
         if self._syncs % _HOUSEKEEPING_EVERY == 0:
             self._counter.forget_idle()
-            await self._delete_stale()
+            if needed:
+                await self._delete_stale()
 
     async def restore(self) -> None:
         """Count this replica's own rows (written before a restart) as this process's, and go on from their version."""

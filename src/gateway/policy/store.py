@@ -39,7 +39,7 @@ from gateway.policy.hold import Requirement
 from gateway.policy.joint import JointSlices
 from gateway.policy.loader import LoadedPolicies, parse_policies, policy_set, read_policy_files, validation_errors
 from gateway.policy.schema import GeneratedSchema, generate_schema
-from gateway.policy.slices import PolicySlices
+from gateway.policy.slices import PolicySlices, context_keys
 from gateway.policy.waiting import Unlisted, WaitingPolicy, sort_problems
 from gateway.policy.workflow_reads import NO_WORKFLOW_READS, WorkflowReads, workflow_reads
 
@@ -99,6 +99,12 @@ class PolicyState:
     workflow_reads: WorkflowReads = NO_WORKFLOW_READS
     #: Per action: whether an applicable policy reads the workflow's state (filled on first use).
     workflow_actions: dict[str, bool] = field(default_factory=dict)
+    #: The top-level context attributes some policy of either set reads; None: one reads `context` whole.
+    context_read: frozenset[str] | None = None
+
+    def reads_context(self, attribute: str) -> bool:
+        """Whether some loaded policy may read `context.<attribute>` (so it must be kept current)."""
+        return self.context_read is None or attribute in self.context_read
 
     def reads_workflow_state(self, action: str) -> bool:
         """Whether some policy whose action scope can match `action` reads `context.workflow.completed`/`.agents`."""
@@ -285,6 +291,9 @@ class PolicyStore:
             joint=JointSlices(loaded.policies, approval.loaded.policies) if approval is not None else None,
             workflow_reads=workflow_reads(loaded.policies).merged(
                 workflow_reads(approval.loaded.policies) if approval is not None else NO_WORKFLOW_READS
+            ),
+            context_read=context_keys(
+                [*loaded.policies.values(), *(approval.loaded.policies.values() if approval is not None else ())]
             ),
         )
 
