@@ -167,3 +167,18 @@ async def test_http_backend_behind_a_same_origin_redirect_answers_calls() -> Non
             assert text_of(await call(backend, "echo", text="again")) == "again"
     finally:
         served.stop()
+
+
+async def test_a_cookie_a_backend_sets_is_never_sent_back_with_later_calls() -> None:
+    """One connection carries every agent's calls: a cookie set in one answer must not ride along with the next."""
+    served = start_http_backend(TESTS / "backends" / "cookie_setter.py")
+    try:
+        # By host name: a cookie jar keeps no cookies of a bare IP address.
+        url = served.url.replace("127.0.0.1", "localhost")
+        settings = McpHttpConnector(name="wire", kind="mcp-http", url=url)
+        async with connected(settings) as backend:
+            for _ in range(3):
+                result = await call(backend, "cookies")
+                assert result["structuredContent"] == {"cookie": None}
+    finally:
+        served.stop()

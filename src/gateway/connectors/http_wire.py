@@ -54,7 +54,8 @@ class HttpWire:
         self._settings = settings
         self._on_list_changed = on_list_changed
         self._headers = {key: value.get_secret_value() for key, value in settings.headers.items()}
-        self._url = settings.url
+        #: Parsed once: aiohttp parses a string URL again on every request.
+        self._url = yarl.URL(settings.url)
         self._http: aiohttp.ClientSession | None = None
         self._revision: NegotiatedRevision | None = None
         self._modern = False
@@ -72,6 +73,9 @@ class HttpWire:
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout),
                 proxy=_environment_proxy(settings.url),
+                # One connection serves every agent: a cookie one call's answer set must not ride
+                # along with another agent's calls (and no jar is consulted on every request).
+                cookie_jar=aiohttp.DummyCookieJar(),
             ) as http,
             # Large results pass through whole: no per-event cap below the gateway's own limits.
             streamable_http_client(settings.url, http_client=sdk_http, max_sse_event_size=None) as streams,
@@ -138,7 +142,7 @@ class HttpWire:
             raise
         return revision.result(method, outcome(answer))
 
-    def _same_origin_redirect(self, response: aiohttp.ClientResponse) -> str | None:
+    def _same_origin_redirect(self, response: aiohttp.ClientResponse) -> yarl.URL | None:
         """Where a 307/308 points, when it stays on the endpoint's origin (as the SDK transport follows it).
 
         Servers mounted under a path often redirect `/mcp` to `/mcp/`; the wire remembers the new URL.
@@ -146,11 +150,11 @@ class HttpWire:
         """
         if response.status not in (307, 308) or not (location := response.headers.get("location")):
             return None
-        current = yarl.URL(self._url)
+        current = self._url
         target = current.join(yarl.URL(location))
         if target.origin() != current.origin():
             return None
-        return str(target)
+        return target
 
     async def _answer(
         self, response: aiohttp.ClientResponse, request_id: int, on_progress: ProgressCallback | None
