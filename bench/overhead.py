@@ -200,10 +200,16 @@ def _start(
             stderr=open(workdir / "gateway.log", "wb"),
         )
     )
-    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, "gateway")
+    # Serving (200) comes before the backend has listed (status `starting`): wait for both.
+    wait_for(lambda: settled(httpx.get(f"http://127.0.0.1:{port}/readyz")), "gateway and its backend")
     if workers and workers > 1:
         wait_for(lambda: workers_ready(port, workers), "every worker")
     return Setup(f"http://127.0.0.1:{port}/mcp", key, direct, processes)
+
+
+def settled(readyz: httpx.Response) -> bool:
+    """`/readyz` says the gateway serves and no backend is still making its first attempt."""
+    return readyz.status_code == 200 and readyz.json().get("status") != "starting"
 
 
 def workers_ready(port: int, workers: int) -> bool:
@@ -211,7 +217,7 @@ def workers_ready(port: int, workers: int) -> bool:
     seen = set()
     for _ in range(workers * 8):
         response = httpx.get(f"http://127.0.0.1:{port}/readyz")
-        if response.status_code == 200:
+        if settled(response):
             seen.add(response.headers.get("x-gateway-worker"))
     return len(seen) >= workers
 

@@ -166,7 +166,10 @@ class PolicyStore:
         )
         if state.waiting:
             connectors = ", ".join(dict.fromkeys(name for policy in state.waiting for name in policy.connectors))
-            logger.warning(
+            # Info, not a warning: every start loads the policies before its backends list (they
+            # start in the background). A backend that does not come is warned about as such, and
+            # `/readyz` names the policies still waiting.
+            logger.info(
                 "access policies wait for connectors that have not listed their tools yet (%s): %d not loaded; "
                 "they load when those connectors list, and until then their tools are unavailable",
                 connectors,
