@@ -21,6 +21,7 @@ import httpx
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from starlette.testclient import TestClient
 
 TESTS = Path(__file__).parent
 KITCHEN_SINK = TESTS / "backends" / "kitchen_sink.py"
@@ -353,3 +354,17 @@ def running_gateway(directory: Path, connectors: Mapping[str, str], **kwargs: An
         yield gateway
     finally:
         gateway.stop()
+
+
+@contextmanager
+def settled_client(app: Any, **kwargs: Any) -> Iterator[TestClient]:
+    """A `TestClient` on an in-process app once no backend is still making its first attempt.
+
+    The app serves before its backends have listed (`/readyz` says `starting` meanwhile); tests
+    that look at a backend's tools wait for that to end, as a script would.
+    """
+    with TestClient(app, **kwargs) as client:
+        wait_until(
+            lambda: client.get("/readyz").json().get("status") != "starting", what="the backends' first attempts"
+        )
+        yield client

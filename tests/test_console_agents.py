@@ -33,7 +33,7 @@ from gateway.identity.principal import Principal
 from gateway.identity.users import UserStore
 from gateway.storage import Database
 from gateway.storage.tables import AuditEventRow, ConsoleSessionRow
-from harness import stdio_connector, write_gateway_config
+from harness import settled_client, stdio_connector, write_gateway_config
 
 BASE = "http://127.0.0.1"
 T = TypeVar("T")
@@ -160,7 +160,7 @@ def gateway(tmp_path: Path) -> Gateway:
 
 @pytest.fixture
 def client(gateway: Gateway) -> Iterator[TestClient]:
-    with TestClient(create_app(gateway.config), base_url=BASE, follow_redirects=False) as test_client:
+    with settled_client(create_app(gateway.config), base_url=BASE, follow_redirects=False) as test_client:
         yield test_client
 
 
@@ -346,7 +346,7 @@ def test_the_agents_page_knows_agents_by_key_and_by_the_audit_log(gateway: Gatew
             (token_agent, "crm__export", "allow", timedelta(hours=5)),
         ]
     )
-    with TestClient(create_app(gateway.config), base_url=BASE, follow_redirects=False) as client:
+    with settled_client(create_app(gateway.config), base_url=BASE, follow_redirects=False) as client:
         viewer = signed_in(gateway, client, "vic", "viewer")
         listing = viewer.get("/ui/agents")
         detail = viewer.get("/ui/agents/oidc-bot")
@@ -382,7 +382,7 @@ def test_the_agents_page_knows_agents_by_key_and_by_the_audit_log(gateway: Gatew
 def test_the_connectors_page_shows_a_backend_s_tools_with_their_annotations_and_labels(tmp_path: Path) -> None:
     sink = stdio_connector(extra='labels = ["internal"]\n\n[tools.echo]\nlabels = ["safe"]')
     gateway = Gateway(tmp_path, {"sink": sink})
-    with TestClient(create_app(gateway.config), base_url=BASE, follow_redirects=False) as client:
+    with settled_client(create_app(gateway.config), base_url=BASE, follow_redirects=False) as client:
         page = signed_in(gateway, client, "vic", "viewer").get("/ui/connectors")
     assert page.status_code == 200
     sections = dict(re.findall(r'<section class="connector" id="([^"]+)"(.*?)</section>', page.text, re.S))

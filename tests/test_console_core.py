@@ -29,7 +29,7 @@ from gateway.identity.principal import Principal
 from gateway.identity.users import User, UserStore
 from gateway.settings.console import ConsoleSettings
 from gateway.storage import Database
-from harness import run_cli, write_gateway_config
+from harness import run_cli, settled_client, write_gateway_config
 
 KEY = base64.b64encode(os.urandom(32)).decode()
 BASE = "http://127.0.0.1"
@@ -102,7 +102,7 @@ def console(tmp_path: Path) -> Console:
 
 @pytest.fixture
 def client(console: Console) -> Iterator[TestClient]:
-    with TestClient(create_app(console.config), base_url=BASE, follow_redirects=False) as test_client:
+    with settled_client(create_app(console.config), base_url=BASE, follow_redirects=False) as test_client:
         yield test_client
 
 
@@ -149,11 +149,13 @@ def test_a_person_signs_in_with_their_key_and_the_cookie_is_locked_down(console:
 
 def test_cookies_are_secure_over_https_and_away_from_the_loopback_interface(console: Console) -> None:
     key = console.person("maria", "viewer")
-    with TestClient(create_app(console.config), base_url="https://gateway.example", follow_redirects=False) as remote:
+    with settled_client(
+        create_app(console.config), base_url="https://gateway.example", follow_redirects=False
+    ) as remote:
         signed = sign_in(remote, key)
     cookie = next(v for k, v in signed.headers.multi_items() if k == "set-cookie" and "gateway_console=" in v)  # type: ignore[attr-defined]
     assert "Secure" in cookie
-    with TestClient(create_app(console.config), base_url="http://gateway.example", follow_redirects=False) as plain:
+    with settled_client(create_app(console.config), base_url="http://gateway.example", follow_redirects=False) as plain:
         form = plain.get("/ui/login")
     # Plain HTTP on a network address: the browser will not send the cookie back, so sign-in needs HTTPS.
     assert "Secure" in form.headers["set-cookie"]

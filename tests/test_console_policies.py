@@ -30,7 +30,7 @@ from gateway.console.schema_form import FIELD_PREFIX, WHOLE, argument_form, read
 from gateway.identity.users import UserStore
 from gateway.policy.cases import run_policy_tests
 from gateway.storage.database import Database
-from harness import run_cli, write_gateway_config
+from harness import run_cli, settled_client, write_gateway_config
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 QUICKSTART = REPOSITORY / "examples" / "quickstart"
@@ -110,7 +110,7 @@ def running_console(directory: Path) -> Iterator[Console]:
     (directory / "policies" / "tests" / "console.toml").write_text(FAILING_CASE)
     config = write_gateway_config(directory, quickstart_connectors(), policies={}, extra="reload_interval = 3600")
     app = create_app(load_config(config))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with settled_client(app, base_url="http://127.0.0.1") as client:
         console = Console(client, config, directory, {})
 
         async def create_users() -> None:
