@@ -402,6 +402,31 @@ def test_door_checks_let_allowed_values_through(gateway: GatewayProcess, key: st
         assert "hi" in response.text
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"name": "sink__echo", "arguments": ["hi"], "_meta": _MODERN_META},
+        {"name": 7, "arguments": {"text": "hi"}, "_meta": _MODERN_META},
+        {
+            "name": "sink__echo",
+            "arguments": {"text": "hi"},
+            "_meta": {**_MODERN_META, "io.modelcontextprotocol/clientInfo": {}},
+        },
+        {"name": "sink__echo", "arguments": {"text": "hi"}, "_meta": _MODERN_META, "requestState": 5},
+    ],
+    ids=["arguments-array", "name-number", "client-info-empty", "request-state-number"],
+)
+def test_params_the_sdk_refuses_are_refused_after_good_calls_of_the_same_client(
+    gateway: GatewayProcess, key: str, params: dict[str, Any]
+) -> None:
+    """A good call's shape is remembered; a call that differs from it is still validated, and refused."""
+    for _ in range(2):
+        assert _post(gateway, key, _CALL, **_CALL_HEADERS).status_code == 200
+        body = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": params}).encode()
+        refused = _post(gateway, key, body, **_CALL_HEADERS).json()
+        assert "result" not in refused and refused["error"]["code"] in (types.INVALID_PARAMS, types.HEADER_MISMATCH)
+
+
 def test_body_over_limit_is_413(gateway: GatewayProcess, key: str) -> None:
     body = json.dumps(
         {
