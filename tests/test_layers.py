@@ -35,7 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "resource_uris",
         "connectors signals identity",
         "mcp_sdk sdk storage config config_reference",
-        "settings errors logs sealed_text __init__",
+        "settings errors logs sealed_text memo __init__",
     )
 )
 

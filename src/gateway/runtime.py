@@ -500,7 +500,7 @@ class GatewayRuntime:
     ) -> AsyncIterator[GatewayRuntime]:
         """Storage first (fail fast on a bad URL), then audit, signals and policies; stop in reverse.
 
-        The backends start in the background, all at once, once everything else is ready: the
+        The backends start in the background, a few at a time, once everything else is ready: the
         gateway serves from then on, whatever they do (slow to start, hanging in the handshake,
         dead). A backend's tools join the catalog as it lists, through the same path as any later
         listing (`_listing_changed`): its tools are unknown until then, and once they appear they
@@ -635,15 +635,12 @@ class GatewayRuntime:
     async def _start_connectors(
         self, task_group: anyio.abc.TaskGroup, connectors: Iterable[Connector], *, at_once: int | None = None
     ) -> None:
-        """Start `connectors` in parallel, at most `at_once` starting; returns once every first attempt ended."""
-        started: list[Connector] = []
-        slots = anyio.Semaphore(at_once) if at_once is not None else None
+        """Start `connectors` in parallel, at most `at_once` starting (all, without it); returns once every
+        first attempt ended."""
+        started = list(connectors)
+        slots = anyio.Semaphore(at_once or max(1, len(started)))
         async with anyio.create_task_group() as starting:
-            for connector in connectors:
-                started.append(connector)
-                if slots is None:
-                    starting.start_soon(connector.start, task_group)
-                    continue
+            for connector in started:
                 await slots.acquire()
                 starting.start_soon(_start_holding, connector, task_group, slots, starting)
         for connector in started:

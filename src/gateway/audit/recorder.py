@@ -80,6 +80,7 @@ from gateway.audit.sqlalchemy_writer import read_head
 from gateway.audit.store_selection import open_event_store
 from gateway.calls import Call
 from gateway.errors import AuditUnavailable, GatewayError, StorageUnavailable
+from gateway.memo import remember
 from gateway.storage.database import Database
 from gateway.storage.tables import AuditEventRow
 
@@ -687,10 +688,7 @@ class AuditRecorder:
         """A decision's reason, redacted once per distinct text: the same few reasons come back on every call."""
         redacted = self._reasons.get(reason)
         if redacted is None:
-            redacted = self._redactor.redact_text(reason)
-            if len(self._reasons) >= _REMEMBERED_REASONS:
-                self._reasons.clear()
-            self._reasons[reason] = redacted
+            redacted = remember(self._reasons, reason, self._redactor.redact_text(reason), limit=_REMEMBERED_REASONS)
         return redacted
 
     def _may_write_inline(self) -> bool:
@@ -813,9 +811,7 @@ class AuditRecorder:
             raise
         self._head = (written.seq, written.prev)
         if self._on_batch is not None and written.rows:
-            # Metrics after the callers have their answer: the caller writing inline resumes only
-            # once this method returns.
-            asyncio.get_running_loop().call_soon(self._on_batch, len(written.rows), time.perf_counter() - started)
+            self._on_batch(len(written.rows), time.perf_counter() - started)
         self._since_checkpoint = written.since
         if closing:
             self._clean_close_seq = written.seq
@@ -836,13 +832,20 @@ class AuditRecorder:
                 self._queue.append(_Pending(OUTCOME, item.call_id, datetime.now(UTC), data, None, True))
 
     def _interrupted(self, batch: list[_Pending], plan: _Plan | None) -> None:
-        """What `_write_failed` does, synchronously: reload the head before the next batch, which
-        also learns whether this one committed after all (see `_reconcile`)."""
+        """What `_write_failed` does, synchronously: the next batch reloads the head, which also
+        tells whether this one committed after all (see `_reconcile`)."""
+        self._forget(batch, plan, _INTERRUPTED_LATE)
+        self._release(batch, "the audit write was interrupted, so the call is refused")
+
+    def _forget(self, batch: list[_Pending], plan: _Plan | None, late: str) -> None:
+        """Whatever `batch` did is not part of the chain: reload the head before writing again."""
         self._head = None
         if plan is not None and plan.rows:
-            self._uncertain = (plan.seq, plan.prev, batch, _INTERRUPTED_LATE)
+            self._uncertain = (plan.seq, plan.prev, batch, late)
         self._counters.failed_batches += 1
-        refusal = AuditUnavailable("the audit write was interrupted, so the call is refused")
+
+    def _release(self, batch: list[_Pending], refusal: str) -> None:
+        """The waiters of a failed batch: what already happened is kept for the retry, calls are refused."""
         for item in batch:
             if item.retry:
                 if len(self._retained) < _MAX_RETAINED:
@@ -852,8 +855,8 @@ class AuditRecorder:
                 if item.future is not None and not item.future.done():
                     item.future.set_result(None)
             elif item.future is not None and not item.future.done():
-                item.future.set_exception(refusal)
-                item.future.exception()  # retrieved here: its caller may be the one cancelled
+                item.future.set_exception(AuditUnavailable(refusal))
+                item.future.exception()  # retrieved here: its caller may have been cancelled meanwhile
 
     def _reconcile(self, batch: list[_Pending]) -> None:
         """After a reload: if the last failed batch committed after all, make `batch` say so.
@@ -905,25 +908,12 @@ class AuditRecorder:
         return _Plan(rows, assigned, seq, prev, since)
 
     async def _write_failed(self, batch: list[_Pending], error: BaseException, plan: _Plan | None) -> None:
-        self._head = None  # whatever this batch did is not part of the chain; reload before writing
-        if plan is not None and plan.rows:
-            self._uncertain = (plan.seq, plan.prev, batch, _TIMED_OUT_LATE)
-        self._counters.failed_batches += 1
+        self._forget(batch, plan, _TIMED_OUT_LATE)
         self._retry_attempt += 1
         if self._store is not None:
             await self._store.reset()
-        message = f"the audit log could not record the event, so the call is refused: {_describe(error)}"
         logger.warning("audit: write failed", extra={"replica_id": self._replica_id, "error": _describe(error)})
-        for item in batch:
-            if item.retry:
-                if len(self._retained) < _MAX_RETAINED:
-                    self._retained.append(item)
-                else:
-                    self._counters.dropped += 1
-                if item.future is not None and not item.future.done():
-                    item.future.set_result(None)
-            elif item.future is not None and not item.future.done():
-                item.future.set_exception(AuditUnavailable(message))
+        self._release(batch, f"the audit log could not record the event, so the call is refused: {_describe(error)}")
 
     def _row(self, seq: int, prev: str, kind: str, call_id: str | None, moment: datetime, data: dict[str, Any]) -> Row:
         content = event_content(

@@ -49,6 +49,7 @@ from gateway.front.tasks import HeldTasks
 from gateway.front.tool_calls import InFlightCalls, ToolCalls
 from gateway.front.workflow_header import workflow_header
 from gateway.identity.principal import Principal
+from gateway.memo import remember
 from gateway.pipeline import Pipeline
 from gateway.signals import Signals, Subscription
 
@@ -432,9 +433,7 @@ def _declares_param_headers(schema: Any) -> bool:
     if known is not None and known[0] is schema:
         return known[1]
     declares = b'"x-mcp-header"' in orjson.dumps(schema, default=str)
-    if len(_DECLARES_PARAM_HEADERS) >= 65536:
-        _DECLARES_PARAM_HEADERS.clear()
-    _DECLARES_PARAM_HEADERS[id(schema)] = (schema, declares)
+    remember(_DECLARES_PARAM_HEADERS, id(schema), (schema, declares), limit=65536)
     return declares
 
 

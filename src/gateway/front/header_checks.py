@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from gateway.memo import remember
+
 #: Distinct values remembered per header before the memory starts over (a client sends one or two).
 _REMEMBERED = 256
 
@@ -28,8 +30,8 @@ class HeaderChecks:
         self._rebinding = settings.enable_dns_rebinding_protection
         self._allowed_hosts = tuple(settings.allowed_hosts)
         self._allowed_origins = tuple(settings.allowed_origins)
-        self._good_hosts: set[bytes] = set()
-        self._good_origins: set[bytes] = set()
+        self._good_hosts: dict[bytes, bool] = {}
+        self._good_origins: dict[bytes, bool] = {}
         self._accepts: dict[bytes, tuple[bool, bool]] = {}
 
     async def refusal(self, scope: Scope, receive: Receive, *, is_post: bool) -> Response | None:
@@ -48,9 +50,7 @@ class HeaderChecks:
         verdict = self._accepts.get(value)
         if verdict is None:
             verdict = check_accept_headers(Request({"type": "http", "headers": [(b"accept", value)]}))
-            if len(self._accepts) >= _REMEMBERED:
-                self._accepts.clear()
-            self._accepts[value] = verdict
+            remember(self._accepts, value, verdict, limit=_REMEMBERED)
         return verdict
 
     def _passes(self, scope: Scope, is_post: bool) -> bool:
@@ -72,16 +72,13 @@ class HeaderChecks:
         return origin is None or not origin or self._known(origin, self._good_origins, self._allowed_origins)
 
     @staticmethod
-    def _known(value: bytes, good: set[bytes], allowed: tuple[str, ...]) -> bool:
+    def _known(value: bytes, good: dict[bytes, bool], allowed: tuple[str, ...]) -> bool:
         if value in good:
             return True
         text = value.decode("latin-1")
         if not text or not any(_matches(text, entry) for entry in allowed):
             return False
-        if len(good) >= _REMEMBERED:
-            good.clear()
-        good.add(value)
-        return True
+        return remember(good, value, True, limit=_REMEMBERED)
 
 
 def _matches(value: str, allowed: str) -> bool:

@@ -31,6 +31,7 @@ from gateway.front import wire
 from gateway.front.results import for_client
 from gateway.front.tasks import HeldTasks
 from gateway.mcp_sdk import modern_error_data
+from gateway.memo import remember
 from gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class ToolCalls:
         self._in_flight = in_flight
         self._server_info_stamp = dict(server_info_stamp)
         #: Call shapes the SDK's validators passed (see `_params_error`).
-        self._valid_shapes: set[tuple[str, str, bytes | None]] = set()
+        self._valid_shapes: dict[tuple[str, str, bytes | None], bool] = {}
 
     async def serve(
         self,
@@ -145,9 +146,7 @@ class ToolCalls:
         except ValidationError as exc:
             return modern_error_data(exc)
         if shape is not None:
-            if len(self._valid_shapes) >= _REMEMBERED_SHAPES:
-                self._valid_shapes.clear()
-            self._valid_shapes.add(shape)
+            remember(self._valid_shapes, shape, True, limit=_REMEMBERED_SHAPES)
         return None
 
     async def _call(

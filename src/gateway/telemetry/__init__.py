@@ -53,6 +53,7 @@ from gateway.telemetry.spans import (
     Redact,
     RequestTrace,
     StageTrace,
+    after_answer,
     span_name,
     target_attributes,
 )
@@ -243,9 +244,13 @@ class Telemetry:
         return AuditWrite(self.instruments.audit_write_duration, self.instruments.audit_batch_size, batch_size)
 
     def audit_committed(self, batch_size: int, seconds: float) -> None:
-        """Record one audit group commit measured by the recorder itself (its `on_batch` hook)."""
-        self.instruments.audit_write_duration.record(seconds, {"gateway.outcome": "ok"})
-        self.instruments.audit_batch_size.record(batch_size, {"gateway.outcome": "ok"})
+        """Record one audit group commit measured by the recorder itself (its `on_batch` hook).
+
+        After the callers have their answer, like every measurement on a call's path: a caller
+        that writes its own entry resumes only once the recorder returns from this hook.
+        """
+        after_answer(self.instruments.audit_write_duration.record, seconds, {"gateway.outcome": "ok"})
+        after_answer(self.instruments.audit_batch_size.record, batch_size, {"gateway.outcome": "ok"})
 
     # -- /metrics ----------------------------------------------------------------------------
 

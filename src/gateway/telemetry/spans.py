@@ -42,7 +42,7 @@ Redact = Callable[[Any], Any]
 """Turns call arguments into what may be shown: the audit log's redaction."""
 
 
-def _after_answer(record: Callable[..., None], *args: Any) -> None:
+def after_answer(record: Callable[..., None], *args: Any) -> None:
     """Record a measurement once the request's task yields, so recording it (about 5 us through the
     SDK's aggregation) does not delay the answer; at once when no event loop runs."""
     try:
@@ -141,7 +141,7 @@ class PolicyTrace(StageTrace):
         self._span.set_attribute("gateway.policy.decision", decision)
         if policy_ids:
             self._span.set_attribute("gateway.policy.ids", tuple(policy_ids))
-        _after_answer(self._decisions.add, 1, {"gateway.policy.decision": decision, "mcp.method.name": self._method})
+        after_answer(self._decisions.add, 1, {"gateway.policy.decision": decision, "mcp.method.name": self._method})
 
 
 class BackendTrace(StageTrace):
@@ -172,7 +172,7 @@ class BackendTrace(StageTrace):
 
     def _finished(self, seconds: float) -> None:
         self._metric_attributes["gateway.outcome"] = self._error_type or "ok"
-        _after_answer(self._duration.record, seconds, self._metric_attributes)
+        after_answer(self._duration.record, seconds, self._metric_attributes)
 
 
 class AuditWrite:
@@ -287,7 +287,7 @@ class RequestTrace:
             if self._token is not None:
                 context.detach(self._token)
             span.end()
-        _after_answer(self._duration.record, perf_counter() - self._started, metric_attributes)
+        after_answer(self._duration.record, perf_counter() - self._started, metric_attributes)
 
     @property
     def span(self) -> trace.Span:
